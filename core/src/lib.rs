@@ -1,0 +1,7 @@
+//! Televisit's shared client core.
+//!
+//! [`protocol`] holds the signaling message types shared by the server and every client; it needs
+//! only serde, so the server depends on this crate with `default-features = false`.
+
+pub mod api;
+pub mod protocol;

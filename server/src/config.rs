@@ -1,0 +1,254 @@
+//! Server settings: defaults, an optional TOML file, `TELEVISIT_*` environment variables and flags,
+//! in rising order of precedence. The defaults are safe: loopback only, no clinic API without a key,
+//! no TURN without a secret.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Every setting, each optional so that the sources can be layered. One field here is one flag
+/// (`--token-ttl-seconds`), one environment variable (`TELEVISIT_TOKEN_TTL_SECONDS`) and one TOML
+/// key (`token_ttl_seconds`).
+#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "TELEVISIT_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Database URL [default: sqlite://televisit.db].
+    #[arg(long, env = "TELEVISIT_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Public base URL used in join links [default: http://<listen>].
+    #[arg(long, env = "TELEVISIT_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Call token lifetime in seconds [default: 86400].
+    #[arg(long, env = "TELEVISIT_TOKEN_TTL_SECONDS")]
+    pub token_ttl_seconds: Option<u64>,
+    /// Origins allowed to open the WebSocket and post forms (comma-separated) [default: the public URL's].
+    #[arg(long, env = "TELEVISIT_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
+    /// STUN server URLs (comma-separated) [default: none].
+    #[arg(long, env = "TELEVISIT_STUN_URLS", value_delimiter = ',')]
+    pub stun_urls: Option<Vec<String>>,
+    /// TURN server URLs (comma-separated) [default: none].
+    #[arg(long, env = "TELEVISIT_TURN_URLS", value_delimiter = ',')]
+    pub turn_urls: Option<Vec<String>>,
+    /// Shared secret of the TURN server's REST API (coturn `static-auth-secret`).
+    #[arg(long, env = "TELEVISIT_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<String>,
+    /// Lifetime of TURN credentials in seconds [default: 3600].
+    #[arg(long, env = "TELEVISIT_TURN_TTL_SECONDS")]
+    pub turn_ttl_seconds: Option<u64>,
+    /// API key of the clinic integration API; without one the API is closed.
+    #[arg(long, env = "TELEVISIT_CLINIC_API_KEY", hide_env_values = true)]
+    pub clinic_api_key: Option<String>,
+    /// Seconds without any frame before a signaling connection is closed [default: 45].
+    #[arg(long, env = "TELEVISIT_IDLE_TIMEOUT_SECONDS")]
+    pub idle_timeout_seconds: Option<u64>,
+    /// Seconds between the server's WebSocket pings [default: 15].
+    #[arg(long, env = "TELEVISIT_KEEPALIVE_SECONDS")]
+    pub keepalive_seconds: Option<u64>,
+    /// Sustained signaling frames per second per connection [default: 50].
+    #[arg(long, env = "TELEVISIT_FRAMES_PER_SECOND")]
+    pub frames_per_second: Option<u32>,
+    /// Burst of signaling frames per connection [default: 200].
+    #[arg(long, env = "TELEVISIT_FRAME_BURST")]
+    pub frame_burst: Option<u32>,
+    /// Folder of the web pages [default: the `web/` folder of the source tree].
+    #[arg(long, env = "TELEVISIT_WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
+    /// Doctor web session lifetime in hours [default: 12].
+    #[arg(long, env = "TELEVISIT_SESSION_TTL_HOURS")]
+    pub session_ttl_hours: Option<u64>,
+    /// Log format: `text` or `json` [default: text].
+    #[arg(long, env = "TELEVISIT_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+macro_rules! layer {
+    ($high:expr, $low:expr, $($field:ident),*) => {
+        Settings { $($field: $high.$field.or($low.$field)),* }
+    };
+}
+
+impl Settings {
+    /// Reads a TOML settings file.
+    pub fn from_toml_file(path: &std::path::Path) -> Result<Settings, String> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("invalid settings file {}: {e}", path.display()))
+    }
+
+    /// These settings, with `lower`'s filling the gaps.
+    pub fn over(self, lower: Settings) -> Settings {
+        layer!(
+            self,
+            lower,
+            listen,
+            database_url,
+            public_url,
+            token_ttl_seconds,
+            allowed_origins,
+            stun_urls,
+            turn_urls,
+            turn_secret,
+            turn_ttl_seconds,
+            clinic_api_key,
+            idle_timeout_seconds,
+            keepalive_seconds,
+            frames_per_second,
+            frame_burst,
+            web_dir,
+            session_ttl_hours,
+            log_format
+        )
+    }
+}
+
+/// The resolved configuration the server runs with.
+#[derive(Clone)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Database URL.
+    pub database_url: String,
+    /// Public base URL (no trailing slash), used in join links.
+    pub public_url: String,
+    /// Call token lifetime.
+    pub token_ttl_seconds: u64,
+    /// Origins allowed for the WebSocket and form posts.
+    pub allowed_origins: Vec<String>,
+    /// STUN URLs.
+    pub stun_urls: Vec<String>,
+    /// TURN URLs.
+    pub turn_urls: Vec<String>,
+    /// TURN REST shared secret.
+    pub turn_secret: Option<String>,
+    /// TURN credential lifetime.
+    pub turn_ttl_seconds: u64,
+    /// Clinic API key.
+    pub clinic_api_key: Option<String>,
+    /// Idle timeout of a signaling connection.
+    pub idle_timeout_seconds: u64,
+    /// Interval of the server's WebSocket pings.
+    pub keepalive_seconds: u64,
+    /// Sustained frames per second per connection.
+    pub frames_per_second: u32,
+    /// Frame burst per connection.
+    pub frame_burst: u32,
+    /// Web pages folder.
+    pub web_dir: PathBuf,
+    /// Doctor web session lifetime.
+    pub session_ttl_hours: u64,
+    /// Secure cookies (when the public URL is https).
+    pub secure_cookies: bool,
+    /// `text` or `json`.
+    pub log_format: String,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets are shown only as present/absent.
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database_url", &self.database_url)
+            .field("public_url", &self.public_url)
+            .field("token_ttl_seconds", &self.token_ttl_seconds)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("stun_urls", &self.stun_urls)
+            .field("turn_urls", &self.turn_urls)
+            .field("turn_secret", &self.turn_secret.as_ref().map(|_| "<set>"))
+            .field("clinic_api_key", &self.clinic_api_key.as_ref().map(|_| "<set>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Fills every unset setting with its default.
+    pub fn resolve(settings: Settings) -> Result<Config, String> {
+        let listen = settings.listen.unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid"));
+        let public_url = settings
+            .public_url
+            .unwrap_or_else(|| format!("http://{listen}"))
+            .trim_end_matches('/')
+            .to_owned();
+        let public = url::Url::parse(&public_url).map_err(|e| format!("invalid public URL: {e}"))?;
+        let allowed_origins =
+            settings.allowed_origins.unwrap_or_else(|| vec![public.origin().ascii_serialization()]);
+        let turn_urls = settings.turn_urls.unwrap_or_default();
+        if !turn_urls.is_empty() && settings.turn_secret.is_none() {
+            return Err("TURN URLs are set but no TURN secret: set --turn-secret".into());
+        }
+        let log_format = settings.log_format.unwrap_or_else(|| "text".into());
+        if log_format != "text" && log_format != "json" {
+            return Err(format!("log format must be text or json, not {log_format}"));
+        }
+        Ok(Config {
+            listen,
+            database_url: settings.database_url.unwrap_or_else(|| "sqlite://televisit.db".into()),
+            secure_cookies: public.scheme() == "https",
+            public_url,
+            token_ttl_seconds: settings.token_ttl_seconds.unwrap_or(24 * 3600),
+            allowed_origins,
+            stun_urls: settings.stun_urls.unwrap_or_default(),
+            turn_urls,
+            turn_secret: settings.turn_secret,
+            turn_ttl_seconds: settings.turn_ttl_seconds.unwrap_or(3600),
+            clinic_api_key: settings.clinic_api_key.filter(|k| !k.is_empty()),
+            idle_timeout_seconds: settings.idle_timeout_seconds.unwrap_or(45),
+            keepalive_seconds: settings.keepalive_seconds.unwrap_or(15),
+            frames_per_second: settings.frames_per_second.unwrap_or(50),
+            frame_burst: settings.frame_burst.unwrap_or(200),
+            web_dir: settings
+                .web_dir
+                .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../web"))),
+            session_ttl_hours: settings.session_ttl_hours.unwrap_or(12),
+            log_format,
+        })
+    }
+
+    /// A configuration for tests: an ephemeral loopback port and the given database.
+    pub fn for_tests(database_url: &str) -> Config {
+        let mut config = Config::resolve(Settings {
+            listen: Some("127.0.0.1:0".parse().expect("valid")),
+            database_url: Some(database_url.into()),
+            ..Settings::default()
+        })
+        .expect("valid test settings");
+        config.clinic_api_key = Some("test-clinic-key".into());
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_defaults_fill_the_rest() {
+        let file: Settings = toml::from_str("token_ttl_seconds = 60\nstun_urls = [\"stun:a:3478\"]").unwrap();
+        let flags = Settings { token_ttl_seconds: Some(30), ..Settings::default() };
+        let config = Config::resolve(flags.over(file)).unwrap();
+        assert_eq!(config.token_ttl_seconds, 30);
+        assert_eq!(config.stun_urls, vec!["stun:a:3478".to_string()]);
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.allowed_origins, vec!["http://127.0.0.1:8080".to_string()]);
+        assert!(!config.secure_cookies);
+    }
+
+    #[test]
+    fn unknown_file_keys_and_turn_without_secret_are_refused() {
+        assert!(toml::from_str::<Settings>("tokn_ttl = 5").is_err());
+        let settings = Settings { turn_urls: Some(vec!["turn:x".into()]), ..Settings::default() };
+        assert!(Config::resolve(settings).unwrap_err().contains("TURN secret"));
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let mut config = Config::for_tests("sqlite::memory:");
+        config.turn_secret = Some("hunter2".into());
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("test-clinic-key"), "{shown}");
+    }
+}

@@ -1,0 +1,129 @@
+//! `televisit`: the server's command line (`serve`, `demo`, `migrate`).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use televisit_server::secrets::Clock;
+use televisit_server::{demo, AppState, Config, RunningServer, Settings};
+
+/// Televisit: video visits between doctors and patients.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Settings file (TOML); flags and TELEVISIT_* variables override it.
+    #[arg(long, global = true, env = "TELEVISIT_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// Also create a demo visit and print how to open it.
+        #[arg(long)]
+        demo: bool,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Create a demo visit (doctor, patient, appointment, started call) and print its links.
+    Demo {
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Apply database migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TELEVISIT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn resolve(file: Option<&PathBuf>, settings: Settings) -> Result<Config, String> {
+    let from_file = match file {
+        Some(path) => Settings::from_toml_file(path)?,
+        None => Settings::default(),
+    };
+    Config::resolve(settings.over(from_file))
+}
+
+fn print_demo(demo: &demo::Demo, base: &str) {
+    println!();
+    println!("  Televisit demo visit");
+    println!("  --------------------");
+    println!("  Doctor sign-in:  {base}/medical/login");
+    println!("      e-mail:      {}", demo.email);
+    println!("      password:    {}", demo.password);
+    println!("  Doctor's link:   {}", demo.doctor_link);
+    println!("  Patient's link:  {}", demo.patient_link);
+    println!("  Device test:     {base}/medical/video-call/test-devices/");
+    println!();
+    println!("  Open the two links in two browser windows (or `televisit join <link>` for one side).");
+    println!();
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { demo, settings } => serve(cli.config.as_ref(), settings, demo).await,
+        Command::Demo { settings } => {
+            async {
+                let config = resolve(cli.config.as_ref(), settings)?;
+                init_logging(&config.log_format);
+                let base = config.public_url.clone();
+                let state = AppState::new(config, Clock::default()).await.map_err(|e| e.to_string())?;
+                let demo = demo::create(&state).await.map_err(|e| e.message)?;
+                print_demo(&demo, &base);
+                state.store.close().await;
+                Ok(())
+            }
+            .await
+        }
+        Command::Migrate { settings } => {
+            async {
+                let config = resolve(cli.config.as_ref(), settings)?;
+                init_logging(&config.log_format);
+                let state = AppState::new(config, Clock::default()).await.map_err(|e| e.to_string())?;
+                state.store.close().await;
+                tracing::info!("migrations applied");
+                Ok(())
+            }
+            .await
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("televisit: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(file: Option<&PathBuf>, settings: Settings, with_demo: bool) -> Result<(), String> {
+    let config = resolve(file, settings)?;
+    init_logging(&config.log_format);
+    if config.clinic_api_key.is_none() {
+        tracing::info!("clinic API closed: no --clinic-api-key set");
+    }
+    let server = RunningServer::start(config, Clock::default()).await.map_err(|e| e.to_string())?;
+    let base = server.state.config.public_url.clone();
+    if with_demo {
+        let demo = demo::create(&server.state).await.map_err(|e| e.message)?;
+        print_demo(&demo, &base);
+    }
+    tracing::info!(address = %server.addr, "Televisit is serving; doctors sign in at {base}/medical/login");
+    server.wait().await.map_err(|e| e.to_string())
+}

@@ -1,0 +1,89 @@
+//! Prometheus metrics at `/metrics`: calls by status, open connections, frames relayed, refusals.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use televisit_core::protocol::{CallStatus, ErrorCode};
+
+type Labels = Vec<(&'static str, &'static str)>;
+
+/// The server's metrics.
+pub struct Metrics {
+    registry: Registry,
+    connections_open: Gauge,
+    connections_total: Counter,
+    frames_relayed: Counter,
+    refusals: Family<Labels, Counter>,
+    calls: Family<Labels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("televisit");
+        let connections_open = Gauge::default();
+        let connections_total = Counter::default();
+        let frames_relayed = Counter::default();
+        let refusals = Family::<Labels, Counter>::default();
+        let calls = Family::<Labels, Gauge>::default();
+        registry.register(
+            "signaling_connections_open",
+            "Open signaling connections",
+            connections_open.clone(),
+        );
+        registry.register(
+            "signaling_connections",
+            "Signaling connections admitted",
+            connections_total.clone(),
+        );
+        registry.register(
+            "signaling_frames_relayed",
+            "Frames relayed between participants",
+            frames_relayed.clone(),
+        );
+        registry.register("refusals", "Requests and connections refused, by error code", refusals.clone());
+        registry.register("calls", "Appointments by call status", calls.clone());
+        Metrics { registry, connections_open, connections_total, frames_relayed, refusals, calls }
+    }
+}
+
+impl Metrics {
+    /// A signaling connection was admitted.
+    pub fn connections_opened(&self) {
+        self.connections_open.inc();
+        self.connections_total.inc();
+    }
+
+    /// A signaling connection closed.
+    pub fn connections_closed(&self) {
+        self.connections_open.dec();
+    }
+
+    /// A frame was relayed to a peer.
+    pub fn frame_relayed(&self) {
+        self.frames_relayed.inc();
+    }
+
+    /// Something was refused with this code.
+    pub fn refused(&self, code: ErrorCode) {
+        self.refusals.get_or_create(&vec![("code", code.as_str())]).inc();
+    }
+
+    /// Frames relayed so far.
+    pub fn frames_relayed_total(&self) -> u64 {
+        self.frames_relayed.get()
+    }
+
+    /// The text exposition, with the call counts read just now.
+    pub fn render(&self, calls_by_status: &[(CallStatus, i64)]) -> String {
+        for status in [CallStatus::NotStarted, CallStatus::Waiting, CallStatus::InProgress, CallStatus::Ended]
+        {
+            let count = calls_by_status.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| *n);
+            self.calls.get_or_create(&vec![("status", status.as_str())]).set(count);
+        }
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}

@@ -1,0 +1,302 @@
+//! The in-process signaling hub: the rooms, the open connections, and the I/O the rooms ask for.
+//!
+//! Transports (the WebSocket in `ws.rs`, the HTTP fallback in `http_fallback.rs`) authenticate a
+//! participant, then call [`Hub::connect`] and get a channel of [`Outgoing`] frames to write out.
+//! Frames are sent while the room is locked, so each participant sees them in `seq` order.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use televisit_core::protocol::{CallStatus, ClientMessage, ErrorCode, Frame, Role};
+use tokio::sync::mpsc;
+
+use super::room::{Action, ConnId, Room};
+use crate::error::{ApiError, ApiResult};
+use crate::metrics::Metrics;
+use crate::secrets::Clock;
+use crate::store::{Appointment, AuditEntry, Store};
+
+/// Frames queued per connection before it counts as too slow and is dropped (it can resume).
+const OUTBOX_FRAMES: usize = 1024;
+
+/// What a transport writes to its client.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outgoing {
+    /// A JSON text frame.
+    Text(String),
+    /// An `error` frame with this code and message, then close.
+    Close {
+        /// Why.
+        code: ErrorCode,
+        /// For people.
+        message: String,
+    },
+}
+
+/// A participant admitted by a valid call token.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// The appointment.
+    pub appointment_id: String,
+    /// Its signaling room.
+    pub room_id: String,
+    /// The role the token grants.
+    pub role: Role,
+    /// The call's stored status when the token was checked.
+    pub status: CallStatus,
+    /// When the token expires, ms since the Unix epoch.
+    pub expires_at_ms: i64,
+    /// The client's address (for the audit log only).
+    pub remote_addr: Option<String>,
+}
+
+/// An open connection of a participant.
+pub struct Connection {
+    /// Its id.
+    pub id: ConnId,
+    /// Frames for the client, in order.
+    pub outgoing: mpsc::Receiver<Outgoing>,
+    /// A sender into the same queue, for replies that do not go through the room.
+    pub reply: mpsc::Sender<Outgoing>,
+}
+
+/// The signaling hub.
+pub struct Hub {
+    rooms: Mutex<HashMap<String, Arc<Mutex<Room>>>>,
+    conns: Mutex<HashMap<ConnId, mpsc::Sender<Outgoing>>>,
+    next_conn: AtomicU64,
+    store: Store,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+    grace: Duration,
+    idle_timeout_seconds: u64,
+}
+
+impl Hub {
+    /// A hub over the given store.
+    pub fn new(
+        store: Store,
+        clock: Clock,
+        metrics: Arc<Metrics>,
+        grace: Duration,
+        idle_timeout_seconds: u64,
+    ) -> Self {
+        Hub {
+            rooms: Mutex::default(),
+            conns: Mutex::default(),
+            next_conn: AtomicU64::new(1),
+            store,
+            clock,
+            metrics,
+            grace,
+            idle_timeout_seconds,
+        }
+    }
+
+    fn room(&self, grant: &Grant) -> Arc<Mutex<Room>> {
+        self.room_for(&grant.appointment_id, &grant.room_id, grant.status)
+    }
+
+    /// The appointment's room, created from its stored state on first use (also after a restart).
+    fn room_for(&self, appointment_id: &str, room_id: &str, status: CallStatus) -> Arc<Mutex<Room>> {
+        let mut rooms = self.rooms.lock().expect("rooms lock");
+        rooms
+            .entry(appointment_id.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(Room::new(room_id.to_owned(), status, self.idle_timeout_seconds)))
+            })
+            .clone()
+    }
+
+    fn existing_room(&self, appointment_id: &str) -> Option<Arc<Mutex<Room>>> {
+        self.rooms.lock().expect("rooms lock").get(appointment_id).cloned()
+    }
+
+    /// Who is connected to an appointment's room: (doctor, patient).
+    pub fn presence(&self, appointment_id: &str) -> (bool, bool) {
+        self.existing_room(appointment_id).map_or((false, false), |room| {
+            let room = room.lock().expect("room lock");
+            (room.is_present(Role::Doctor), room.is_present(Role::Patient))
+        })
+    }
+
+    /// Number of open signaling connections.
+    pub fn connection_count(&self) -> usize {
+        self.conns.lock().expect("conns lock").len()
+    }
+
+    /// Admits an authenticated participant to its room.
+    pub async fn connect(self: &Arc<Self>, grant: &Grant, resume_from: Option<u64>) -> ApiResult<Connection> {
+        let history = self.store.chat_history(&grant.appointment_id).await?;
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(OUTBOX_FRAMES);
+        self.conns.lock().expect("conns lock").insert(id, tx.clone());
+        self.metrics.connections_opened();
+        let room = self.room(grant);
+        let deferred = {
+            let mut room = room.lock().expect("room lock");
+            let actions = room.connect(grant.role, id, resume_from, history);
+            self.deliver(actions)
+        };
+        self.run(grant, &room, deferred).await;
+        self.audit(grant, "join", if resume_from.is_some() { "resume" } else { "" }).await;
+        Ok(Connection { id, outgoing: rx, reply: tx })
+    }
+
+    /// A decoded frame from a participant's connection.
+    pub async fn frame(self: &Arc<Self>, grant: &Grant, conn: ConnId, frame: Frame<ClientMessage>) {
+        let room = self.room(grant);
+        let is_leave = matches!(frame.message, ClientMessage::Leave);
+        let deferred = {
+            let mut room = room.lock().expect("room lock");
+            self.deliver(room.frame(grant.role, conn, frame))
+        };
+        self.run(grant, &room, deferred).await;
+        if is_leave {
+            self.audit(grant, "leave", "").await;
+        }
+    }
+
+    /// A participant's connection is gone (closed, failed, idle, replaced).
+    pub async fn disconnect(self: &Arc<Self>, grant: &Grant, conn: ConnId) {
+        if self.conns.lock().expect("conns lock").remove(&conn).is_some() {
+            self.metrics.connections_closed();
+        }
+        let room = self.room(grant);
+        let deferred = {
+            let mut room = room.lock().expect("room lock");
+            self.deliver(room.disconnect(grant.role, conn))
+        };
+        self.run(grant, &room, deferred).await;
+    }
+
+    /// The doctor's waiting-room status for an appointment.
+    pub fn set_waiting_message(&self, appointment: &Appointment, text: &str) {
+        let room = self.room_for(&appointment.id, &appointment.room_id, appointment.status);
+        let mut room = room.lock().expect("room lock");
+        let deferred = self.deliver(room.set_waiting_message(text));
+        debug_assert!(deferred.is_empty());
+    }
+
+    /// Ends the call: stores the end and duration, revokes the tokens, tells everyone.
+    pub async fn end_call(
+        self: &Arc<Self>,
+        appointment_id: &str,
+        ended_by: Option<Role>,
+        remote_addr: Option<String>,
+    ) -> ApiResult<i64> {
+        let Some(appointment) = self.store.end_call(appointment_id, self.clock.now_ms()).await? else {
+            return Err(ApiError::new(ErrorCode::CallEnded, "the call has already ended"));
+        };
+        let actor = ended_by.map_or("clinic", Role::as_str);
+        let entry = AuditEntry::new(self.clock.now_ms(), Some(appointment_id), actor, "end", "", remote_addr);
+        self.store.audit(&entry).await?;
+        if let Some(room) = self.existing_room(appointment_id) {
+            let mut room = room.lock().expect("room lock");
+            let deferred = self.deliver(room.end(ended_by, appointment.duration_seconds));
+            debug_assert!(deferred.is_empty());
+        }
+        tracing::info!(appointment = %appointment_id, duration_seconds = appointment.duration_seconds, "call ended");
+        Ok(appointment.duration_seconds)
+    }
+
+    /// Sends and closes now (the room is locked); returns the actions that need I/O.
+    fn deliver(&self, actions: Vec<Action>) -> Vec<Action> {
+        let mut deferred = Vec::new();
+        let mut conns = self.conns.lock().expect("conns lock");
+        for action in actions {
+            match action {
+                Action::Send { conn, text } => {
+                    if let Some(tx) = conns.get(&conn) {
+                        if tx.try_send(Outgoing::Text(text)).is_err() {
+                            // Too slow or gone: drop it; the client resumes from its last seq.
+                            tracing::warn!(conn, "signaling connection too slow; dropping it");
+                            conns.remove(&conn);
+                        }
+                    }
+                }
+                Action::Close { conn, code, message } => {
+                    if let Some(tx) = conns.remove(&conn) {
+                        let _ = tx.try_send(Outgoing::Close { code, message });
+                    }
+                }
+                Action::Relayed => self.metrics.frame_relayed(),
+                other => deferred.push(other),
+            }
+        }
+        deferred
+    }
+
+    /// Carries out the actions that need the database or a timer.
+    async fn run(self: &Arc<Self>, grant: &Grant, room: &Arc<Mutex<Room>>, mut actions: Vec<Action>) {
+        while let Some(action) = actions.pop() {
+            let result: ApiResult<()> = async {
+                match action {
+                    Action::StoreChat { from, text } => {
+                        let message = self
+                            .store
+                            .add_chat(&grant.appointment_id, from, &text, self.clock.now_ms())
+                            .await?;
+                        let mut room = room.lock().expect("room lock");
+                        actions.extend(self.deliver(room.chat_stored(message)));
+                    }
+                    Action::MarkInProgress => {
+                        self.store.mark_in_progress(&grant.appointment_id, self.clock.now_ms()).await?;
+                        tracing::info!(appointment = %grant.appointment_id, "call in progress");
+                    }
+                    Action::SetScreenSharing(active) => {
+                        self.store.set_screen_sharing(&grant.appointment_id, active).await?;
+                        self.audit(
+                            grant,
+                            if active { "screen_share_start" } else { "screen_share_stop" },
+                            "",
+                        )
+                        .await;
+                    }
+                    Action::EndCall => {
+                        self.end_call(&grant.appointment_id, Some(grant.role), grant.remote_addr.clone())
+                            .await?;
+                    }
+                    Action::StartGrace { role, conn } => {
+                        let hub = Arc::clone(self);
+                        let room = Arc::clone(room);
+                        let grant = grant.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(hub.grace).await;
+                            let deferred = {
+                                let mut room = room.lock().expect("room lock");
+                                hub.deliver(room.grace_expired(role, conn))
+                            };
+                            debug_assert!(deferred.is_empty());
+                            hub.audit(&grant, "leave", "disconnected").await;
+                        });
+                    }
+                    Action::Send { .. } | Action::Close { .. } | Action::Relayed => {
+                        unreachable!("delivered while the room is locked")
+                    }
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(e) = result {
+                tracing::error!(code = e.code.as_str(), "signaling action failed");
+            }
+        }
+    }
+
+    async fn audit(&self, grant: &Grant, action: &str, detail: &str) {
+        let entry = AuditEntry::new(
+            self.clock.now_ms(),
+            Some(&grant.appointment_id),
+            grant.role.as_str(),
+            action,
+            detail,
+            grant.remote_addr.clone(),
+        );
+        if let Err(e) = self.store.audit(&entry).await {
+            tracing::error!(error = %e, "audit write failed");
+        }
+    }
+}

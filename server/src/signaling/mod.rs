@@ -1,0 +1,7 @@
+//! Signaling: the sans-I/O room, the hub that runs rooms, and the two transports.
+
+pub mod http_fallback;
+pub mod hub;
+pub mod rate_limit;
+pub mod room;
+pub mod ws;

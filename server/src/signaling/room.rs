@@ -1,0 +1,601 @@
+//! One call's signaling room, sans-I/O: connections come and go, frames arrive, and the room answers
+//! with [`Action`]s for the hub to carry out. No sockets, no clocks, no database in here.
+//!
+//! Inputs:
+//! - [`Room::connect`] — an authenticated connection of a role (replacing any earlier one);
+//! - [`Room::frame`] — a decoded client frame from a connection;
+//! - [`Room::chat_stored`] — a chat message after the hub stored it;
+//! - [`Room::disconnect`] / [`Room::grace_expired`] — a connection dropped, and its grace ended;
+//! - [`Room::end`] — the call ended (by the doctor, or through the API).
+//!
+//! Every frame the room sends to a role is numbered (`seq`) and kept in a short replay buffer, so a
+//! participant that reconnects with `resume.last_seq` gets exactly the frames it missed. Client
+//! frames carrying a `seq` at or below the last one accepted are duplicates of a resend and dropped.
+//! A dropped connection is announced to the peer (`peer-left`) only after a grace period, so a brief
+//! network blip that resumes does not tear down the peer connection.
+
+use std::collections::VecDeque;
+
+use televisit_core::protocol::{
+    encode, CallStatus, ChatMessage, ClientMessage, ErrorCode, Frame, MediaState, Role, ServerMessage,
+    MAX_CHAT_CHARS, MAX_WAITING_MESSAGE_CHARS,
+};
+
+/// A connection's id, unique within the server process.
+pub type ConnId = u64;
+
+/// How many frames per role the room keeps for resumption.
+pub const REPLAY_FRAMES: usize = 512;
+
+/// What the hub must do after an input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Send an encoded frame to a connection.
+    Send {
+        /// The connection.
+        conn: ConnId,
+        /// The JSON text.
+        text: String,
+    },
+    /// Send an `error` frame, then close the connection with the code as its reason.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// Why.
+        code: ErrorCode,
+        /// Human-readable reason.
+        message: String,
+    },
+    /// Store this chat message, then call [`Room::chat_stored`].
+    StoreChat {
+        /// Sender.
+        from: Role,
+        /// The text.
+        text: String,
+    },
+    /// Both participants are connected: the call is in progress (first time only).
+    MarkInProgress,
+    /// The doctor started or stopped sharing the screen.
+    SetScreenSharing(bool),
+    /// The doctor asked to end the call.
+    EndCall,
+    /// Call [`Room::grace_expired`] for this connection after the grace period.
+    StartGrace {
+        /// The role whose connection dropped.
+        role: Role,
+        /// The dropped connection.
+        conn: ConnId,
+    },
+    /// A frame was relayed to the peer (for metrics).
+    Relayed,
+}
+
+#[derive(Debug, Default)]
+struct Seat {
+    conn: Option<ConnId>,
+    /// The connection that most recently held this seat (for the grace period).
+    last_conn: Option<ConnId>,
+    out_seq: u64,
+    replay: VecDeque<(u64, String)>,
+    last_client_seq: u64,
+    media: Option<MediaState>,
+}
+
+/// One call's signaling state.
+#[derive(Debug)]
+pub struct Room {
+    room_id: String,
+    status: CallStatus,
+    seats: [Seat; 2],
+    /// Both are connected and have been told so (the doctor was asked to offer).
+    paired: bool,
+    waiting_message: Option<String>,
+    idle_timeout_seconds: u64,
+    ended: bool,
+}
+
+fn seat_index(role: Role) -> usize {
+    match role {
+        Role::Doctor => 0,
+        Role::Patient => 1,
+    }
+}
+
+impl Room {
+    /// A room for a call with the given stored status.
+    pub fn new(room_id: String, status: CallStatus, idle_timeout_seconds: u64) -> Room {
+        Room {
+            room_id,
+            status,
+            seats: Default::default(),
+            paired: false,
+            waiting_message: None,
+            idle_timeout_seconds,
+            ended: status == CallStatus::Ended,
+        }
+    }
+
+    fn seat(&mut self, role: Role) -> &mut Seat {
+        &mut self.seats[seat_index(role)]
+    }
+
+    /// Whether a role is connected now.
+    pub fn is_present(&self, role: Role) -> bool {
+        self.seats[seat_index(role)].conn.is_some()
+    }
+
+    /// Whether the call ended.
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// The connection holding a role's seat, if any.
+    pub fn connection(&self, role: Role) -> Option<ConnId> {
+        self.seats[seat_index(role)].conn
+    }
+
+    /// Numbers a frame for a role, keeps it for replay, and sends it if the role is connected.
+    fn push(&mut self, to: Role, message: ServerMessage, actions: &mut Vec<Action>) {
+        let seat = self.seat(to);
+        seat.out_seq += 1;
+        let text = encode(&Frame::numbered(seat.out_seq, message));
+        if seat.replay.len() == REPLAY_FRAMES {
+            seat.replay.pop_front();
+        }
+        seat.replay.push_back((seat.out_seq, text.clone()));
+        if let Some(conn) = seat.conn {
+            actions.push(Action::Send { conn, text });
+        }
+    }
+
+    fn reply(conn: ConnId, message: ServerMessage, actions: &mut Vec<Action>) {
+        actions.push(Action::Send { conn, text: encode(&Frame::new(message)) });
+    }
+
+    fn reply_error(conn: ConnId, code: ErrorCode, message: &str, actions: &mut Vec<Action>) {
+        Self::reply(conn, ServerMessage::Error { code, message: message.to_owned() }, actions);
+    }
+
+    /// A connection of `role` authenticated. Replaces (and closes) an earlier connection of the same
+    /// role, answers `joined`, replays missed frames when resuming, and admits the patient when the
+    /// doctor is in.
+    pub fn connect(
+        &mut self,
+        role: Role,
+        conn: ConnId,
+        resume_from: Option<u64>,
+        chat_history: Vec<ChatMessage>,
+    ) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if self.ended {
+            actions.push(Action::Close {
+                conn,
+                code: ErrorCode::CallEnded,
+                message: "the call has ended".into(),
+            });
+            return actions;
+        }
+        let seat = self.seat(role);
+        if let Some(old) = seat.conn.replace(conn) {
+            actions.push(Action::Close {
+                conn: old,
+                code: ErrorCode::Replaced,
+                message: "another connection with the same link took over this call".into(),
+            });
+        }
+        seat.last_conn = Some(conn);
+        // Resumable when every frame after `last_seq` is still in the buffer.
+        let oldest_kept = seat.replay.front().map_or(seat.out_seq + 1, |(seq, _)| *seq);
+        let resumed = resume_from.is_some_and(|last| last <= seat.out_seq && last + 1 >= oldest_kept);
+        let last_client_seq = seat.last_client_seq;
+        let peer_present = self.is_present(role.other());
+        let peer_media = self.seats[seat_index(role.other())].media;
+        Self::reply(
+            conn,
+            ServerMessage::Joined {
+                role,
+                room_id: self.room_id.clone(),
+                status: self.status,
+                peer_present,
+                resumed,
+                chat_history,
+                peer_media,
+                idle_timeout_seconds: self.idle_timeout_seconds,
+                last_client_seq,
+            },
+            &mut actions,
+        );
+        if resumed {
+            let last = resume_from.unwrap_or(0);
+            let seat = self.seat(role);
+            for (seq, text) in &seat.replay {
+                if *seq > last {
+                    actions.push(Action::Send { conn, text: text.clone() });
+                }
+            }
+        }
+        if peer_present {
+            // A resumed connection keeps its peer connection; a fresh one needs a new negotiation.
+            if !self.paired || !resumed {
+                self.pair(&mut actions);
+            }
+        } else if role == Role::Patient {
+            let message = self.waiting_message.clone();
+            self.push(Role::Patient, ServerMessage::Waiting { message }, &mut actions);
+        }
+        actions
+    }
+
+    /// Tells both that the other is in and asks the doctor to make the offer.
+    fn pair(&mut self, actions: &mut Vec<Action>) {
+        self.paired = true;
+        self.push(Role::Patient, ServerMessage::Admitted, actions);
+        self.push(
+            Role::Patient,
+            ServerMessage::PeerJoined { role: Role::Doctor, make_offer: false },
+            actions,
+        );
+        self.push(Role::Doctor, ServerMessage::PeerJoined { role: Role::Patient, make_offer: true }, actions);
+        if self.status == CallStatus::Waiting || self.status == CallStatus::NotStarted {
+            self.status = CallStatus::InProgress;
+            actions.push(Action::MarkInProgress);
+        }
+    }
+
+    /// A frame from a connection. Frames from a connection that no longer holds its seat are
+    /// ignored (it was replaced).
+    pub fn frame(&mut self, role: Role, conn: ConnId, frame: Frame<ClientMessage>) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if self.seats[seat_index(role)].conn != Some(conn) || self.ended {
+            return actions;
+        }
+        if let Some(seq) = frame.seq {
+            let seat = self.seat(role);
+            if seq <= seat.last_client_seq {
+                return actions; // a resend of a frame already handled
+            }
+            seat.last_client_seq = seq;
+        }
+        let peer = role.other();
+        let relayed = match frame.message {
+            ClientMessage::Offer(sdp) => Some(ServerMessage::Offer { from: role, sdp: sdp.sdp }),
+            ClientMessage::Answer(sdp) => Some(ServerMessage::Answer { from: role, sdp: sdp.sdp }),
+            ClientMessage::IceCandidate(candidate) => {
+                Some(ServerMessage::IceCandidate { from: role, candidate })
+            }
+            ClientMessage::MediaState(state) => {
+                self.seat(role).media = Some(state);
+                Some(ServerMessage::MediaState { from: role, state })
+            }
+            ClientMessage::Quality(report) => Some(ServerMessage::Quality { from: role, report }),
+            ClientMessage::ScreenShare { active } => {
+                if role != Role::Doctor {
+                    Self::reply_error(
+                        conn,
+                        ErrorCode::Forbidden,
+                        "only the doctor can share a screen",
+                        &mut actions,
+                    );
+                    return actions;
+                }
+                actions.push(Action::SetScreenSharing(active));
+                Some(ServerMessage::ScreenShare { from: role, active })
+            }
+            ClientMessage::Chat { text } => {
+                let text = text.trim();
+                if text.is_empty() || text.chars().count() > MAX_CHAT_CHARS {
+                    let message = format!("a chat message must have 1 to {MAX_CHAT_CHARS} characters");
+                    Self::reply_error(conn, ErrorCode::InvalidFrame, &message, &mut actions);
+                } else {
+                    actions.push(Action::StoreChat { from: role, text: text.to_owned() });
+                }
+                None
+            }
+            ClientMessage::WaitingMessage { text } => {
+                if role != Role::Doctor {
+                    Self::reply_error(
+                        conn,
+                        ErrorCode::Forbidden,
+                        "only the doctor can post a waiting-room status",
+                        &mut actions,
+                    );
+                } else if text.chars().count() > MAX_WAITING_MESSAGE_CHARS {
+                    let message =
+                        format!("a waiting-room status has at most {MAX_WAITING_MESSAGE_CHARS} characters");
+                    Self::reply_error(conn, ErrorCode::InvalidFrame, &message, &mut actions);
+                } else {
+                    actions.extend(self.set_waiting_message(&text));
+                }
+                None
+            }
+            ClientMessage::EndCall => {
+                if role == Role::Doctor {
+                    actions.push(Action::EndCall);
+                } else {
+                    Self::reply_error(
+                        conn,
+                        ErrorCode::Forbidden,
+                        "only the doctor can end the call; use leave",
+                        &mut actions,
+                    );
+                }
+                None
+            }
+            ClientMessage::Leave => {
+                self.seat(role).conn = None;
+                actions.push(Action::Close { conn, code: ErrorCode::Conflict, message: "left".into() });
+                self.announce_left(role, "left", &mut actions);
+                None
+            }
+            ClientMessage::Ping => {
+                Self::reply(conn, ServerMessage::Pong, &mut actions);
+                None
+            }
+            ClientMessage::Join { .. } => {
+                Self::reply_error(conn, ErrorCode::InvalidFrame, "already joined", &mut actions);
+                None
+            }
+        };
+        if let Some(message) = relayed {
+            self.push(peer, message, &mut actions);
+            actions.push(Action::Relayed);
+        }
+        actions
+    }
+
+    /// The doctor's status for the waiting room (empty clears it); shown at once to a waiting
+    /// patient. Texts longer than [`MAX_WAITING_MESSAGE_CHARS`] are ignored (callers check first).
+    pub fn set_waiting_message(&mut self, text: &str) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if text.chars().count() > MAX_WAITING_MESSAGE_CHARS {
+            return actions;
+        }
+        let text = text.trim();
+        self.waiting_message = (!text.is_empty()).then(|| text.to_owned());
+        if !self.paired {
+            let message = self.waiting_message.clone();
+            self.push(Role::Patient, ServerMessage::Waiting { message }, &mut actions);
+        }
+        actions
+    }
+
+    fn announce_left(&mut self, role: Role, reason: &str, actions: &mut Vec<Action>) {
+        if self.paired {
+            self.paired = false;
+            self.seat(role).media = None;
+            self.push(role.other(), ServerMessage::PeerLeft { role, reason: reason.to_owned() }, actions);
+            if role == Role::Doctor {
+                let message = self.waiting_message.clone();
+                self.push(Role::Patient, ServerMessage::Waiting { message }, actions);
+            }
+        }
+    }
+
+    /// A chat message was stored: deliver it to both (the sender gets its id this way).
+    pub fn chat_stored(&mut self, message: ChatMessage) -> Vec<Action> {
+        let mut actions = Vec::new();
+        self.push(Role::Doctor, ServerMessage::Chat(message.clone()), &mut actions);
+        self.push(Role::Patient, ServerMessage::Chat(message), &mut actions);
+        actions
+    }
+
+    /// A connection dropped (closed, failed, timed out). The peer hears of it after the grace period.
+    pub fn disconnect(&mut self, role: Role, conn: ConnId) -> Vec<Action> {
+        let seat = self.seat(role);
+        if seat.conn != Some(conn) {
+            return Vec::new();
+        }
+        seat.conn = None;
+        vec![Action::StartGrace { role, conn }]
+    }
+
+    /// The grace period after a drop ended: if nobody came back, tell the peer.
+    pub fn grace_expired(&mut self, role: Role, conn: ConnId) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let seat = &self.seats[seat_index(role)];
+        if seat.conn.is_none() && seat.last_conn == Some(conn) && !self.ended {
+            self.announce_left(role, "disconnected", &mut actions);
+        }
+        actions
+    }
+
+    /// The call ended: everyone gets `call-ended` and is disconnected; nobody can join again.
+    pub fn end(&mut self, ended_by: Option<Role>, duration_seconds: i64) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if self.ended {
+            return actions;
+        }
+        for role in [Role::Doctor, Role::Patient] {
+            self.push(role, ServerMessage::CallEnded { ended_by, duration_seconds }, &mut actions);
+            if let Some(conn) = self.seat(role).conn.take() {
+                actions.push(Action::Close {
+                    conn,
+                    code: ErrorCode::CallEnded,
+                    message: "the call has ended".into(),
+                });
+            }
+        }
+        self.ended = true;
+        self.status = CallStatus::Ended;
+        self.paired = false;
+        actions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use televisit_core::protocol::{IceCandidate, Sdp};
+
+    fn sent(actions: &[Action], to: ConnId) -> Vec<serde_json::Value> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send { conn, text } if *conn == to => Some(serde_json::from_str(text).unwrap()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn types(frames: &[serde_json::Value]) -> Vec<&str> {
+        frames.iter().map(|f| f["type"].as_str().unwrap()).collect()
+    }
+
+    fn room() -> Room {
+        Room::new("room-1".into(), CallStatus::Waiting, 45)
+    }
+
+    const DOCTOR: ConnId = 1;
+    const PATIENT: ConnId = 2;
+
+    #[test]
+    fn a_patient_who_arrives_first_waits_until_the_doctor_is_in() {
+        let mut room = room();
+        let actions = room.connect(Role::Patient, PATIENT, None, vec![]);
+        assert_eq!(types(&sent(&actions, PATIENT)), ["joined", "waiting"]);
+
+        let actions = room.connect(Role::Doctor, DOCTOR, None, vec![]);
+        assert_eq!(types(&sent(&actions, PATIENT)), ["admitted", "peer-joined"]);
+        let doctor = sent(&actions, DOCTOR);
+        assert_eq!(types(&doctor), ["joined", "peer-joined"]);
+        assert_eq!(doctor[1]["make_offer"], true);
+        assert!(actions.contains(&Action::MarkInProgress));
+    }
+
+    #[test]
+    fn the_doctors_status_reaches_the_waiting_patient() {
+        let mut room = room();
+        room.connect(Role::Patient, PATIENT, None, vec![]);
+        let frames = sent(&room.set_waiting_message("Running 10 minutes late"), PATIENT);
+        assert_eq!(types(&frames), ["waiting"]);
+        assert_eq!(frames[0]["message"], "Running 10 minutes late");
+        let too_long = "x".repeat(MAX_WAITING_MESSAGE_CHARS + 1);
+        assert!(room.set_waiting_message(&too_long).is_empty());
+    }
+
+    #[test]
+    fn a_status_posted_before_the_patient_arrives_is_shown_in_the_waiting_room() {
+        let mut room = room();
+        room.connect(Role::Doctor, DOCTOR, None, vec![]);
+        room.frame(Role::Doctor, DOCTOR, Frame::new(ClientMessage::WaitingMessage { text: "5 min".into() }));
+        room.frame(Role::Doctor, DOCTOR, Frame::new(ClientMessage::Leave));
+        let frames = sent(&room.connect(Role::Patient, PATIENT, None, vec![]), PATIENT);
+        assert_eq!(frames[1]["type"], "waiting");
+        assert_eq!(frames[1]["message"], "5 min");
+    }
+
+    #[test]
+    fn sdp_and_candidates_go_only_to_the_other_participant() {
+        let mut room = room();
+        room.connect(Role::Patient, PATIENT, None, vec![]);
+        room.connect(Role::Doctor, DOCTOR, None, vec![]);
+        let actions =
+            room.frame(Role::Doctor, DOCTOR, Frame::new(ClientMessage::Offer(Sdp { sdp: "v=0".into() })));
+        assert!(sent(&actions, DOCTOR).is_empty());
+        let frames = sent(&actions, PATIENT);
+        assert_eq!(frames[0]["type"], "offer");
+        assert_eq!(frames[0]["from"], "doctor");
+        let candidate = IceCandidate {
+            candidate: "candidate:1".into(),
+            sdp_mid: Some("0".into()),
+            sdp_m_line_index: Some(0),
+        };
+        let actions = room.frame(Role::Patient, PATIENT, Frame::new(ClientMessage::IceCandidate(candidate)));
+        assert_eq!(types(&sent(&actions, DOCTOR)), ["ice-candidate"]);
+        assert!(sent(&actions, PATIENT).is_empty());
+    }
+
+    #[test]
+    fn a_patient_cannot_share_a_screen_or_end_the_call() {
+        let mut room = room();
+        room.connect(Role::Patient, PATIENT, None, vec![]);
+        room.connect(Role::Doctor, DOCTOR, None, vec![]);
+        for message in [ClientMessage::ScreenShare { active: true }, ClientMessage::EndCall] {
+            let actions = room.frame(Role::Patient, PATIENT, Frame::new(message));
+            let frames = sent(&actions, PATIENT);
+            assert_eq!(frames[0]["code"], "forbidden");
+            assert!(sent(&actions, DOCTOR).is_empty());
+            assert!(!actions.iter().any(|a| matches!(a, Action::SetScreenSharing(_) | Action::EndCall)));
+        }
+        let actions =
+            room.frame(Role::Doctor, DOCTOR, Frame::new(ClientMessage::ScreenShare { active: true }));
+        assert!(actions.contains(&Action::SetScreenSharing(true)));
+        assert_eq!(sent(&actions, PATIENT)[0]["type"], "screen-share");
+    }
+
+    #[test]
+    fn a_resumed_connection_gets_exactly_the_frames_it_missed() {
+        let mut room = room();
+        room.connect(Role::Patient, PATIENT, None, vec![]);
+        let actions = room.connect(Role::Doctor, DOCTOR, None, vec![]);
+        let last_seen = sent(&actions, PATIENT).last().unwrap()["seq"].as_u64().unwrap();
+        room.disconnect(Role::Patient, PATIENT);
+        room.frame(Role::Doctor, DOCTOR, Frame::new(ClientMessage::Offer(Sdp { sdp: "v=0".into() })));
+        room.frame(
+            Role::Doctor,
+            DOCTOR,
+            Frame::new(ClientMessage::MediaState(MediaState { audio: false, video: true })),
+        );
+
+        let frames = sent(&room.connect(Role::Patient, 5, Some(last_seen), vec![]), 5);
+        assert_eq!(types(&frames), ["joined", "offer", "media-state"]);
+        assert_eq!(frames[0]["resumed"], true);
+        assert_eq!(frames[1]["seq"].as_u64().unwrap(), last_seen + 1);
+        // Resuming does not restart negotiation, and the grace timer of the old connection is void.
+        assert!(room.grace_expired(Role::Patient, PATIENT).is_empty());
+    }
+
+    #[test]
+    fn a_resent_client_frame_is_relayed_once() {
+        let mut room = room();
+        room.connect(Role::Patient, PATIENT, None, vec![]);
+        room.connect(Role::Doctor, DOCTOR, None, vec![]);
+        let chat = Frame::numbered(1, ClientMessage::Chat { text: "hello".into() });
+        assert_eq!(room.frame(Role::Patient, PATIENT, chat.clone()).len(), 1);
+        assert!(room.frame(Role::Patient, PATIENT, chat).is_empty());
+    }
+
+    #[test]
+    fn a_second_connection_replaces_the_first() {
+        let mut room = room();
+        room.connect(Role::Patient, PATIENT, None, vec![]);
+        let actions = room.connect(Role::Patient, 7, None, vec![]);
+        assert!(actions
+            .iter()
+            .any(|a| matches!(a, Action::Close { conn: PATIENT, code: ErrorCode::Replaced, .. })));
+        assert!(room.frame(Role::Patient, PATIENT, Frame::new(ClientMessage::Ping)).is_empty());
+        assert_eq!(types(&sent(&room.frame(Role::Patient, 7, Frame::new(ClientMessage::Ping)), 7)), ["pong"]);
+    }
+
+    #[test]
+    fn a_drop_is_announced_only_when_the_grace_period_ends_without_return() {
+        let mut room = room();
+        room.connect(Role::Patient, PATIENT, None, vec![]);
+        room.connect(Role::Doctor, DOCTOR, None, vec![]);
+        assert_eq!(
+            room.disconnect(Role::Patient, PATIENT),
+            [Action::StartGrace { role: Role::Patient, conn: PATIENT }]
+        );
+        let frames = sent(&room.grace_expired(Role::Patient, PATIENT), DOCTOR);
+        assert_eq!(frames[0]["type"], "peer-left");
+        assert_eq!(frames[0]["reason"], "disconnected");
+    }
+
+    #[test]
+    fn ending_tells_everyone_and_locks_the_room() {
+        let mut room = room();
+        room.connect(Role::Patient, PATIENT, None, vec![]);
+        room.connect(Role::Doctor, DOCTOR, None, vec![]);
+        let actions = room.end(Some(Role::Doctor), 42);
+        for conn in [DOCTOR, PATIENT] {
+            let frames = sent(&actions, conn);
+            assert_eq!(frames[0]["type"], "call-ended");
+            assert_eq!(frames[0]["duration_seconds"], 42);
+            assert!(actions.iter().any(
+                |a| matches!(a, Action::Close { conn: c, code: ErrorCode::CallEnded, .. } if *c == conn)
+            ));
+        }
+        let actions = room.connect(Role::Patient, 9, None, vec![]);
+        assert!(matches!(actions[..], [Action::Close { code: ErrorCode::CallEnded, .. }]));
+    }
+}

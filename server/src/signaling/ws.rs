@@ -1,0 +1,240 @@
+//! The signaling WebSocket: origin check, authentication by the first `join` frame (or the
+//! `token.<token>` subprotocol), then frames in and out until the call ends or the client goes.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use televisit_core::protocol::{
+    decode_client_frame, encode, ClientMessage, ErrorCode, Frame, ServerMessage, MAX_FRAME_BYTES,
+    WEBSOCKET_SUBPROTOCOL,
+};
+use tokio::sync::mpsc;
+
+use super::hub::{Grant, Outgoing};
+use super::rate_limit::TokenBucket;
+use crate::error::ApiError;
+use crate::SharedState;
+
+/// How long a new connection may take to send `join`.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Frames above this size are not even read (the connection closes); frames between
+/// [`MAX_FRAME_BYTES`] and this get an `error` frame and the connection goes on.
+const HARD_FRAME_LIMIT: usize = 1024 * 1024;
+
+/// Prefix of a token offered as a WebSocket subprotocol.
+const TOKEN_PROTOCOL_PREFIX: &str = "token.";
+
+/// `GET /api/video-call/ws`.
+pub async fn upgrade(
+    State(state): State<SharedState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let remote = Some(addr.ip().to_string());
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        if !state.config.allowed_origins.iter().any(|allowed| allowed == origin) {
+            let error =
+                ApiError::new(ErrorCode::OriginNotAllowed, "this page's origin may not open the call");
+            return state.refuse(error, None, "anonymous", remote).await.into_response();
+        }
+    }
+    let offered: Vec<String> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_owned()))
+        .collect();
+    let header_token = offered.iter().find_map(|p| p.strip_prefix(TOKEN_PROTOCOL_PREFIX)).map(str::to_owned);
+    // With the token in the header, refuse before upgrading: the client sees the HTTP error.
+    let grant = match header_token {
+        Some(token) => match state.validate_call_token(&token, remote.clone()).await {
+            Ok(grant) => Some(grant),
+            Err(e) => return e.into_response(),
+        },
+        None => None,
+    };
+    ws.protocols([WEBSOCKET_SUBPROTOCOL])
+        .max_message_size(HARD_FRAME_LIMIT)
+        .max_frame_size(HARD_FRAME_LIMIT)
+        .on_upgrade(move |socket| run(state, socket, grant, remote))
+}
+
+fn text(message: &ServerMessage) -> Message {
+    Message::Text(encode(&Frame::new(message.clone())).into())
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> ServerMessage {
+    ServerMessage::Error { code, message: message.into() }
+}
+
+async fn close(socket: &mut WebSocket, code: ErrorCode, message: &str) {
+    let _ = socket.send(text(&error(code, message))).await;
+    let frame = CloseFrame { code: close_code(code), reason: code.as_str().into() };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
+/// WebSocket close codes: 1000 for a normal end, 4000+ for Televisit's reasons.
+fn close_code(code: ErrorCode) -> u16 {
+    match code {
+        ErrorCode::CallEnded => 1000,
+        ErrorCode::Replaced => 4001,
+        ErrorCode::IdleTimeout => 4002,
+        ErrorCode::InvalidToken | ErrorCode::TokenExpired | ErrorCode::TokenRevoked => 4003,
+        _ => 4000,
+    }
+}
+
+/// Waits for the `join` frame; answers errors for anything else, as the protocol says.
+async fn await_join(
+    state: &SharedState,
+    socket: &mut WebSocket,
+    header_grant: Option<Grant>,
+    remote: &Option<String>,
+) -> Option<(Grant, Option<u64>)> {
+    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    loop {
+        let message = match tokio::time::timeout_at(deadline, socket.recv()).await {
+            Ok(Some(Ok(message))) => message,
+            Ok(_) => return None,
+            Err(_) => {
+                close(socket, ErrorCode::NotJoined, "no join frame within 10 seconds").await;
+                return None;
+            }
+        };
+        let Message::Text(body) = message else { continue };
+        let frame = match decode_client_frame(body.as_str()) {
+            Ok(frame) => frame,
+            Err(e) => {
+                let _ = socket.send(text(&error(e.code, e.message))).await;
+                continue;
+            }
+        };
+        let ClientMessage::Join { token, resume } = frame.message else {
+            let _ = socket.send(text(&error(ErrorCode::NotJoined, "send join with your token first"))).await;
+            continue;
+        };
+        let grant = match (&header_grant, token) {
+            (Some(grant), _) => grant.clone(),
+            (None, Some(token)) => match state.validate_call_token(&token, remote.clone()).await {
+                Ok(grant) => grant,
+                Err(e) => {
+                    close(socket, e.code, &e.message).await;
+                    return None;
+                }
+            },
+            (None, None) => {
+                let _ = socket.send(text(&error(ErrorCode::InvalidToken, "join needs a token"))).await;
+                continue;
+            }
+        };
+        return Some((grant, resume.map(|r| r.last_seq)));
+    }
+}
+
+async fn run(state: SharedState, mut socket: WebSocket, header_grant: Option<Grant>, remote: Option<String>) {
+    let Some((grant, resume_from)) = await_join(&state, &mut socket, header_grant, &remote).await else {
+        return;
+    };
+    let connection = match state.hub.connect(&grant, resume_from).await {
+        Ok(connection) => connection,
+        Err(e) => return close(&mut socket, e.code, &e.message).await,
+    };
+    let conn_id = connection.id;
+    let (sink, stream) = socket.split();
+    let writer = tokio::spawn(write_frames(sink, connection.outgoing, state.config.keepalive_seconds));
+    read_frames(&state, stream, &grant, conn_id, connection.reply).await;
+    state.hub.disconnect(&grant, conn_id).await;
+    // The hub dropped its sender; the writer ends once the reply sender (moved above) is gone too.
+    let _ = writer.await;
+}
+
+async fn write_frames(
+    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
+    mut outgoing: mpsc::Receiver<Outgoing>,
+    keepalive_seconds: u64,
+) {
+    let mut keepalive = tokio::time::interval(Duration::from_secs(keepalive_seconds.max(1)));
+    keepalive.tick().await;
+    loop {
+        tokio::select! {
+            next = outgoing.recv() => match next {
+                Some(Outgoing::Text(body)) => {
+                    if sink.send(Message::Text(body.into())).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Outgoing::Close { code, message }) => {
+                    let _ = sink.send(text(&error(code, message))).await;
+                    let frame = CloseFrame { code: close_code(code), reason: code.as_str().into() };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    return;
+                }
+                None => {
+                    let _ = sink.send(Message::Close(None)).await;
+                    return;
+                }
+            },
+            _ = keepalive.tick() => {
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn read_frames(
+    state: &SharedState,
+    mut stream: futures_util::stream::SplitStream<WebSocket>,
+    grant: &Grant,
+    conn_id: u64,
+    reply: mpsc::Sender<Outgoing>,
+) {
+    let idle = Duration::from_secs(state.config.idle_timeout_seconds.max(1));
+    let mut bucket =
+        TokenBucket::new(state.config.frames_per_second, state.config.frame_burst, Instant::now());
+    let send_error = |code: ErrorCode, message: String| {
+        let _ = reply.try_send(Outgoing::Text(encode(&Frame::new(error(code, message)))));
+    };
+    loop {
+        let message = match tokio::time::timeout(idle, stream.next()).await {
+            Ok(Some(Ok(message))) => message,
+            Ok(_) => return,
+            Err(_) => {
+                let message = format!("no frame for {} seconds", idle.as_secs());
+                let _ = reply.try_send(Outgoing::Close { code: ErrorCode::IdleTimeout, message });
+                return;
+            }
+        };
+        let body = match message {
+            Message::Text(body) => body,
+            Message::Binary(_) => {
+                send_error(ErrorCode::Malformed, "frames are JSON text, not binary".into());
+                continue;
+            }
+            Message::Close(_) => return,
+            Message::Ping(_) | Message::Pong(_) => continue,
+        };
+        if !bucket.try_take(Instant::now()) {
+            state.metrics.refused(ErrorCode::RateLimited);
+            send_error(ErrorCode::RateLimited, "too many frames: slow down".into());
+            continue;
+        }
+        if body.len() > MAX_FRAME_BYTES {
+            state.metrics.refused(ErrorCode::FrameTooLarge);
+        }
+        match decode_client_frame(body.as_str()) {
+            Ok(frame) => state.hub.frame(grant, conn_id, frame).await,
+            Err(e) => send_error(e.code, e.message),
+        }
+        if reply.is_closed() {
+            return;
+        }
+    }
+}

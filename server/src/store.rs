@@ -1,0 +1,622 @@
+//! Storage: every query the server makes, behind one [`Store`] type.
+//!
+//! Callers see only plain records and methods, never SQL, so a PostgreSQL backend can be added
+//! beside SQLite without touching them. Times are milliseconds since the Unix epoch.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use televisit_core::protocol::{CallStatus, ChatMessage, Role};
+
+/// Storage errors are internal errors for the API; the message is for the log (no secrets in it).
+pub type StoreResult<T> = Result<T, sqlx::Error>;
+
+/// The server's database.
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// A doctor.
+#[derive(Debug, Clone)]
+pub struct Doctor {
+    /// Id (UUID).
+    pub id: String,
+    /// Name shown to the patient.
+    pub display_name: String,
+    /// Sign-in e-mail.
+    pub email: String,
+    /// argon2 PHC string, if the doctor can sign in on the web.
+    pub password_hash: Option<String>,
+}
+
+/// An appointment with its video-call fields.
+#[derive(Debug, Clone)]
+pub struct Appointment {
+    /// Id (UUID).
+    pub id: String,
+    /// The doctor.
+    pub doctor_id: String,
+    /// The patient.
+    pub patient_id: String,
+    /// Scheduled time.
+    pub scheduled_at_ms: i64,
+    /// Signaling room id.
+    pub room_id: String,
+    /// Call status.
+    pub status: CallStatus,
+    /// When the doctor started the call.
+    pub waiting_since_ms: Option<i64>,
+    /// When both participants were first connected.
+    pub started_at_ms: Option<i64>,
+    /// When the call ended.
+    pub ended_at_ms: Option<i64>,
+    /// Recorded duration.
+    pub duration_seconds: i64,
+    /// Recording consent flag.
+    pub recording_enabled: bool,
+    /// The doctor is sharing a screen.
+    pub screen_sharing_active: bool,
+}
+
+/// An appointment with the names a doctor's list shows.
+#[derive(Debug, Clone)]
+pub struct AppointmentListing {
+    /// The appointment.
+    pub appointment: Appointment,
+    /// The patient's display name.
+    pub patient_name: String,
+}
+
+/// A stored call token (its hash only).
+#[derive(Debug, Clone)]
+pub struct CallToken {
+    /// SHA-256 hex of the token.
+    pub token_hash: String,
+    /// The appointment it grants.
+    pub appointment_id: String,
+    /// The role it grants.
+    pub role: Role,
+    /// Expiry.
+    pub expires_at_ms: i64,
+    /// Revocation time, if revoked.
+    pub revoked_at_ms: Option<i64>,
+}
+
+/// A new call token to store.
+#[derive(Debug, Clone)]
+pub struct NewCallToken {
+    /// SHA-256 hex of the token.
+    pub token_hash: String,
+    /// The role it grants.
+    pub role: Role,
+    /// Expiry.
+    pub expires_at_ms: i64,
+}
+
+/// A signed-in doctor's web session.
+#[derive(Debug, Clone)]
+pub struct WebSession {
+    /// The doctor.
+    pub doctor_id: String,
+    /// The session's CSRF token (sent back in `X-CSRF-Token` on state-changing requests).
+    pub csrf_token: String,
+    /// Expiry.
+    pub expires_at_ms: i64,
+}
+
+/// One audit-log entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// When.
+    pub at_ms: i64,
+    /// Which appointment, if known.
+    pub appointment_id: Option<String>,
+    /// `doctor`, `patient`, `clinic` or `anonymous`.
+    pub actor: String,
+    /// What happened: `start`, `join`, `leave`, `end`, `refused`, ...
+    pub action: String,
+    /// Details (an error code, a reason); never a secret or a name.
+    pub detail: String,
+    /// The client's address.
+    pub remote_addr: Option<String>,
+}
+
+impl AuditEntry {
+    /// An entry; `detail` must hold no secret and no name.
+    pub fn new(
+        at_ms: i64,
+        appointment_id: Option<&str>,
+        actor: &str,
+        action: &str,
+        detail: &str,
+        remote_addr: Option<String>,
+    ) -> Self {
+        AuditEntry {
+            at_ms,
+            appointment_id: appointment_id.map(str::to_owned),
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            detail: detail.to_owned(),
+            remote_addr,
+        }
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    role.as_str()
+}
+
+fn parse_role(name: &str) -> Role {
+    if name == "doctor" {
+        Role::Doctor
+    } else {
+        Role::Patient
+    }
+}
+
+const APPOINTMENT_COLUMNS: &str = "a.id, a.doctor_id, a.patient_id, a.scheduled_at_ms, a.room_id, \
+     a.status, a.waiting_since_ms, a.started_at_ms, a.ended_at_ms, a.duration_seconds, \
+     a.recording_enabled, a.screen_sharing_active";
+
+fn appointment_from_row(row: &sqlx::sqlite::SqliteRow) -> Appointment {
+    Appointment {
+        id: row.get("id"),
+        doctor_id: row.get("doctor_id"),
+        patient_id: row.get("patient_id"),
+        scheduled_at_ms: row.get("scheduled_at_ms"),
+        room_id: row.get("room_id"),
+        status: CallStatus::parse(row.get::<&str, _>("status")).unwrap_or(CallStatus::NotStarted),
+        waiting_since_ms: row.get("waiting_since_ms"),
+        started_at_ms: row.get("started_at_ms"),
+        ended_at_ms: row.get("ended_at_ms"),
+        duration_seconds: row.get("duration_seconds"),
+        recording_enabled: row.get("recording_enabled"),
+        screen_sharing_active: row.get("screen_sharing_active"),
+    }
+}
+
+impl Store {
+    /// Opens (creating if missing) the database at `url`, e.g. `sqlite://televisit.db`, in WAL
+    /// mode, and applies the migrations.
+    pub async fn open(url: &str) -> StoreResult<Store> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        let store = Store { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies pending migrations (idempotent).
+    pub async fn migrate(&self) -> StoreResult<()> {
+        sqlx::migrate!("./migrations").run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes the pool, flushing the WAL.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // ---- doctors and patients ----
+
+    /// Creates a doctor; returns the id.
+    pub async fn create_doctor(
+        &self,
+        display_name: &str,
+        email: &str,
+        password_hash: Option<&str>,
+        api_token_hash: Option<&str>,
+        now_ms: i64,
+    ) -> StoreResult<String> {
+        let id = uuid::Uuid::new_v4().to_string();
+        sqlx::query(
+            "INSERT INTO doctors (id, display_name, email, password_hash, api_token_hash, created_at_ms) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(display_name)
+        .bind(email)
+        .bind(password_hash)
+        .bind(api_token_hash)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    fn doctor_from_row(row: &sqlx::sqlite::SqliteRow) -> Doctor {
+        Doctor {
+            id: row.get("id"),
+            display_name: row.get("display_name"),
+            email: row.get("email"),
+            password_hash: row.get("password_hash"),
+        }
+    }
+
+    /// Replaces a doctor's web password hash.
+    pub async fn set_doctor_password(&self, id: &str, password_hash: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE doctors SET password_hash = ? WHERE id = ?")
+            .bind(password_hash)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// A doctor by id.
+    pub async fn doctor(&self, id: &str) -> StoreResult<Option<Doctor>> {
+        let row =
+            sqlx::query("SELECT * FROM doctors WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().map(Self::doctor_from_row))
+    }
+
+    /// A doctor by sign-in e-mail.
+    pub async fn doctor_by_email(&self, email: &str) -> StoreResult<Option<Doctor>> {
+        let row = sqlx::query("SELECT * FROM doctors WHERE email = ?")
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(Self::doctor_from_row))
+    }
+
+    /// A doctor by the hash of their app token.
+    pub async fn doctor_by_api_token_hash(&self, hash: &str) -> StoreResult<Option<Doctor>> {
+        let row = sqlx::query("SELECT * FROM doctors WHERE api_token_hash = ?")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(Self::doctor_from_row))
+    }
+
+    /// Creates a patient; returns the id.
+    pub async fn create_patient(&self, display_name: &str, now_ms: i64) -> StoreResult<String> {
+        let id = uuid::Uuid::new_v4().to_string();
+        sqlx::query("INSERT INTO patients (id, display_name, created_at_ms) VALUES (?, ?, ?)")
+            .bind(&id)
+            .bind(display_name)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(id)
+    }
+
+    /// A patient's display name.
+    pub async fn patient_name(&self, id: &str) -> StoreResult<Option<String>> {
+        let row = sqlx::query("SELECT display_name FROM patients WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get("display_name")))
+    }
+
+    // ---- appointments ----
+
+    /// Creates an appointment with a fresh room id.
+    pub async fn create_appointment(
+        &self,
+        doctor_id: &str,
+        patient_id: &str,
+        scheduled_at_ms: i64,
+        recording_enabled: bool,
+        now_ms: i64,
+    ) -> StoreResult<Appointment> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let room_id = uuid::Uuid::new_v4().simple().to_string();
+        sqlx::query(
+            "INSERT INTO appointments (id, doctor_id, patient_id, scheduled_at_ms, room_id, \
+             recording_enabled, created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(doctor_id)
+        .bind(patient_id)
+        .bind(scheduled_at_ms)
+        .bind(&room_id)
+        .bind(recording_enabled)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(self.appointment(&id).await?.expect("just inserted"))
+    }
+
+    /// An appointment by id.
+    pub async fn appointment(&self, id: &str) -> StoreResult<Option<Appointment>> {
+        let sql = format!("SELECT {APPOINTMENT_COLUMNS} FROM appointments a WHERE a.id = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().map(appointment_from_row))
+    }
+
+    /// A doctor's appointments scheduled in `[from_ms, to_ms)`, earliest first.
+    pub async fn doctor_appointments(
+        &self,
+        doctor_id: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> StoreResult<Vec<AppointmentListing>> {
+        let sql = format!(
+            "SELECT {APPOINTMENT_COLUMNS}, p.display_name AS patient_name FROM appointments a \
+             JOIN patients p ON p.id = a.patient_id \
+             WHERE a.doctor_id = ? AND a.scheduled_at_ms >= ? AND a.scheduled_at_ms < ? \
+             ORDER BY a.scheduled_at_ms"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(doctor_id)
+            .bind(from_ms)
+            .bind(to_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| AppointmentListing {
+                appointment: appointment_from_row(row),
+                patient_name: row.get("patient_name"),
+            })
+            .collect())
+    }
+
+    /// Number of appointments per call status, for metrics.
+    pub async fn count_by_status(&self) -> StoreResult<Vec<(CallStatus, i64)>> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM appointments GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| Some((CallStatus::parse(r.get::<&str, _>("status"))?, r.get("n"))))
+            .collect())
+    }
+
+    /// Starts (or re-issues) the call: revokes the appointment's live tokens of the given roles,
+    /// stores the new ones and moves `not_started` to `waiting`. Returns false if the call is
+    /// in progress or ended (the caller answers 409).
+    pub async fn start_call(
+        &self,
+        appointment_id: &str,
+        tokens: &[NewCallToken],
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM appointments WHERE id = ?")
+            .bind(appointment_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        match status.as_deref().and_then(CallStatus::parse) {
+            Some(CallStatus::NotStarted) | Some(CallStatus::Waiting) => {}
+            Some(CallStatus::InProgress) if tokens.iter().all(|t| t.role == Role::Doctor) => {}
+            _ => return Ok(false),
+        }
+        for token in tokens {
+            sqlx::query(
+                "UPDATE call_tokens SET revoked_at_ms = ? \
+                 WHERE appointment_id = ? AND role = ? AND revoked_at_ms IS NULL",
+            )
+            .bind(now_ms)
+            .bind(appointment_id)
+            .bind(role_name(token.role))
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO call_tokens (token_hash, appointment_id, role, created_at_ms, expires_at_ms) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(&token.token_hash)
+            .bind(appointment_id)
+            .bind(role_name(token.role))
+            .bind(now_ms)
+            .bind(token.expires_at_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "UPDATE appointments SET status = 'waiting', waiting_since_ms = ? \
+             WHERE id = ? AND status = 'not_started'",
+        )
+        .bind(now_ms)
+        .bind(appointment_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// A call token by its hash.
+    pub async fn call_token(&self, token_hash: &str) -> StoreResult<Option<CallToken>> {
+        let row = sqlx::query("SELECT * FROM call_tokens WHERE token_hash = ?")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| CallToken {
+            token_hash: r.get("token_hash"),
+            appointment_id: r.get("appointment_id"),
+            role: parse_role(r.get("role")),
+            expires_at_ms: r.get("expires_at_ms"),
+            revoked_at_ms: r.get("revoked_at_ms"),
+        }))
+    }
+
+    /// Moves a waiting call to in progress (both participants connected for the first time).
+    pub async fn mark_in_progress(&self, appointment_id: &str, now_ms: i64) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE appointments SET status = 'in_progress', started_at_ms = ? \
+             WHERE id = ? AND status = 'waiting'",
+        )
+        .bind(now_ms)
+        .bind(appointment_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Ends the call: status `ended`, end time, duration (from `started_at`, zero if the two never
+    /// met), every token revoked. Returns the appointment after the change, or `None` if it was
+    /// already ended (or does not exist).
+    pub async fn end_call(&self, appointment_id: &str, now_ms: i64) -> StoreResult<Option<Appointment>> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE appointments SET status = 'ended', ended_at_ms = ?, screen_sharing_active = 0, \
+             duration_seconds = CASE WHEN started_at_ms IS NULL THEN 0 \
+                                     ELSE MAX(0, (? - started_at_ms) / 1000) END \
+             WHERE id = ? AND status <> 'ended'",
+        )
+        .bind(now_ms)
+        .bind(now_ms)
+        .bind(appointment_id)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Ok(None);
+        }
+        sqlx::query(
+            "UPDATE call_tokens SET revoked_at_ms = ? WHERE appointment_id = ? AND revoked_at_ms IS NULL",
+        )
+        .bind(now_ms)
+        .bind(appointment_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.appointment(appointment_id).await
+    }
+
+    /// Records whether the doctor is sharing a screen.
+    pub async fn set_screen_sharing(&self, appointment_id: &str, active: bool) -> StoreResult<()> {
+        sqlx::query("UPDATE appointments SET screen_sharing_active = ? WHERE id = ?")
+            .bind(active)
+            .bind(appointment_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- chat ----
+
+    /// Stores a chat message and returns it with its id.
+    pub async fn add_chat(
+        &self,
+        appointment_id: &str,
+        from: Role,
+        text: &str,
+        now_ms: i64,
+    ) -> StoreResult<ChatMessage> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO chat_messages (appointment_id, sender_role, text, sent_at_ms) \
+             VALUES (?, ?, ?, ?) RETURNING id",
+        )
+        .bind(appointment_id)
+        .bind(role_name(from))
+        .bind(text)
+        .bind(now_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(ChatMessage { id, from, text: text.to_owned(), sent_at_ms: now_ms })
+    }
+
+    /// The visit's chat, oldest first.
+    pub async fn chat_history(&self, appointment_id: &str) -> StoreResult<Vec<ChatMessage>> {
+        let rows = sqlx::query(
+            "SELECT id, sender_role, text, sent_at_ms FROM chat_messages \
+             WHERE appointment_id = ? ORDER BY id",
+        )
+        .bind(appointment_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ChatMessage {
+                id: r.get("id"),
+                from: parse_role(r.get("sender_role")),
+                text: r.get("text"),
+                sent_at_ms: r.get("sent_at_ms"),
+            })
+            .collect())
+    }
+
+    // ---- web sessions ----
+
+    /// Stores a web session under the hash of its cookie value.
+    pub async fn create_session(
+        &self,
+        session_hash: &str,
+        session: &WebSession,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO web_sessions (session_hash, doctor_id, csrf_token, created_at_ms, expires_at_ms) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(session_hash)
+        .bind(&session.doctor_id)
+        .bind(&session.csrf_token)
+        .bind(now_ms)
+        .bind(session.expires_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A web session by the hash of its cookie value.
+    pub async fn session(&self, session_hash: &str) -> StoreResult<Option<WebSession>> {
+        let row = sqlx::query("SELECT * FROM web_sessions WHERE session_hash = ?")
+            .bind(session_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| WebSession {
+            doctor_id: r.get("doctor_id"),
+            csrf_token: r.get("csrf_token"),
+            expires_at_ms: r.get("expires_at_ms"),
+        }))
+    }
+
+    /// Deletes a web session (sign-out).
+    pub async fn delete_session(&self, session_hash: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM web_sessions WHERE session_hash = ?")
+            .bind(session_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- audit ----
+
+    /// Appends an audit entry.
+    pub async fn audit(&self, entry: &AuditEntry) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_log (at_ms, appointment_id, actor, action, detail, remote_addr) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(entry.at_ms)
+        .bind(&entry.appointment_id)
+        .bind(&entry.actor)
+        .bind(&entry.action)
+        .bind(&entry.detail)
+        .bind(&entry.remote_addr)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The audit entries, oldest first; of one appointment, or all when `None`.
+    pub async fn audit_entries(&self, appointment_id: Option<&str>) -> StoreResult<Vec<AuditEntry>> {
+        let rows = sqlx::query("SELECT * FROM audit_log WHERE (? IS NULL OR appointment_id = ?) ORDER BY id")
+            .bind(appointment_id)
+            .bind(appointment_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| AuditEntry {
+                at_ms: r.get("at_ms"),
+                appointment_id: r.get("appointment_id"),
+                actor: r.get("actor"),
+                action: r.get("action"),
+                detail: r.get("detail"),
+                remote_addr: r.get("remote_addr"),
+            })
+            .collect())
+    }
+}
