@@ -230,9 +230,9 @@ pub async fn waiting_message(
     Path(appointment_id): Path<String>,
     body: Result<Json<WaitingMessageBody>, JsonRejection>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let Json(body) = body.map_err(json_rejection)?;
     let (appointment, _) =
         actor.authorize(&state, &appointment_id, true, Some(addr.ip().to_string())).await?;
+    let Json(body) = body.map_err(json_rejection)?;
     if body.text.chars().count() > MAX_WAITING_MESSAGE_CHARS {
         return Err(ApiError::new(
             ErrorCode::BadRequest,
