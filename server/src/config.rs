@@ -46,6 +46,9 @@ pub struct Settings {
     /// Seconds without any frame before a signaling connection is closed [default: 45].
     #[arg(long, env = "TELEVISIT_IDLE_TIMEOUT_SECONDS")]
     pub idle_timeout_seconds: Option<u64>,
+    /// Seconds a dropped participant has to come back before the peer hears it left [default: 5].
+    #[arg(long, env = "TELEVISIT_RECONNECT_GRACE_SECONDS")]
+    pub reconnect_grace_seconds: Option<u64>,
     /// Seconds between the server's WebSocket pings [default: 15].
     #[arg(long, env = "TELEVISIT_KEEPALIVE_SECONDS")]
     pub keepalive_seconds: Option<u64>,
@@ -96,6 +99,7 @@ impl Settings {
             turn_ttl_seconds,
             clinic_api_key,
             idle_timeout_seconds,
+            reconnect_grace_seconds,
             keepalive_seconds,
             frames_per_second,
             frame_burst,
@@ -131,6 +135,8 @@ pub struct Config {
     pub clinic_api_key: Option<String>,
     /// Idle timeout of a signaling connection.
     pub idle_timeout_seconds: u64,
+    /// Grace period of a dropped participant.
+    pub reconnect_grace_seconds: u64,
     /// Interval of the server's WebSocket pings.
     pub keepalive_seconds: u64,
     /// Sustained frames per second per connection.
@@ -197,6 +203,7 @@ impl Config {
             turn_ttl_seconds: settings.turn_ttl_seconds.unwrap_or(3600),
             clinic_api_key: settings.clinic_api_key.filter(|k| !k.is_empty()),
             idle_timeout_seconds: settings.idle_timeout_seconds.unwrap_or(45),
+            reconnect_grace_seconds: settings.reconnect_grace_seconds.unwrap_or(5),
             keepalive_seconds: settings.keepalive_seconds.unwrap_or(15),
             frames_per_second: settings.frames_per_second.unwrap_or(50),
             frame_burst: settings.frame_burst.unwrap_or(200),

@@ -36,9 +36,6 @@ use signaling::http_fallback::HttpSessions;
 use signaling::hub::Hub;
 use store::Store;
 
-/// How long a dropped participant has to come back before the peer is told it left.
-pub const RECONNECT_GRACE: Duration = Duration::from_secs(5);
-
 /// Everything a handler needs.
 pub struct AppState {
     /// Settings.
@@ -67,7 +64,7 @@ impl AppState {
             store.clone(),
             clock.clone(),
             Arc::clone(&metrics),
-            RECONNECT_GRACE,
+            Duration::from_secs(config.reconnect_grace_seconds),
             config.idle_timeout_seconds,
         ));
         Ok(Arc::new(AppState {

@@ -1,0 +1,243 @@
+//! Bad frames, floods, drops, takeovers, restarts and the HTTP fallback: the call survives them.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+use televisit_core::protocol::MAX_FRAME_BYTES;
+use televisit_server::secrets::Clock;
+
+#[tokio::test]
+async fn malformed_unknown_and_oversized_frames_get_an_error_and_the_connection_goes_on() {
+    let db = TempDb::new();
+    let server = TestServer::start(&db).await;
+    let visit = server.started_visit().await;
+    let (mut doctor, mut patient) = both_in_room(&server, &visit).await;
+    let cases = [
+        ("{not json".to_owned(), "malformed"),
+        ("[1,2,3]".to_owned(), "malformed"),
+        (r#"{"type":"teleport"}"#.to_owned(), "unknown_type"),
+        (r#"{"type":"offer"}"#.to_owned(), "invalid_frame"),
+        (json!({"type": "chat", "text": "x".repeat(MAX_FRAME_BYTES)}).to_string(), "frame_too_large"),
+    ];
+    for (text, code) in cases {
+        patient.send_text(text).await;
+        let error = patient.expect("error").await;
+        assert_eq!(error["code"], code);
+        assert!(!error["message"].as_str().unwrap().is_empty());
+    }
+    doctor.expect_silence(Duration::from_millis(100)).await;
+    patient.send(json!({"type": "ping"})).await;
+    patient.expect("pong").await;
+    patient.send(json!({"type": "answer", "sdp": "v=0 still works"})).await;
+    assert_eq!(doctor.expect("answer").await["sdp"], "v=0 still works");
+    // The server is fine for others too.
+    assert_eq!(server.http.get(server.url("/healthz")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn a_flood_of_frames_is_rate_limited_without_dropping_the_connection() {
+    let db = TempDb::new();
+    let server = TestServer::start_with(&db, Clock::default(), |c| {
+        c.frames_per_second = 5;
+        c.frame_burst = 10;
+    })
+    .await;
+    let visit = server.started_visit().await;
+    let (_doctor, mut patient) = both_in_room(&server, &visit).await;
+    for _ in 0..30 {
+        patient.send(json!({"type": "ping"})).await;
+    }
+    let mut pongs = 0;
+    let mut limited = 0;
+    for _ in 0..30 {
+        match patient.next().await["type"].as_str().unwrap() {
+            "pong" => pongs += 1,
+            "error" => limited += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!((10..=12).contains(&pongs), "the burst passes: {pongs}");
+    assert_eq!(pongs + limited, 30);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    patient.send(json!({"type": "ping"})).await;
+    patient.expect("pong").await;
+    let metrics = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("televisit_refusals_total{code=\"rate_limited\"}"), "{metrics}");
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_with_a_reason() {
+    let db = TempDb::new();
+    let server = TestServer::start_with(&db, Clock::default(), |c| c.idle_timeout_seconds = 1).await;
+    let visit = server.started_visit().await;
+    let mut patient = server.join(&visit.patient_token).await;
+    let joined = patient.expect("joined").await;
+    assert_eq!(joined["idle_timeout_seconds"], 1);
+    let frames = patient.until_closed().await;
+    assert_eq!(frames.last().unwrap()["code"], "idle_timeout");
+}
+
+#[tokio::test]
+async fn a_dropped_connection_resumes_with_exactly_the_frames_it_missed() {
+    let db = TempDb::new();
+    let server = TestServer::start(&db).await;
+    let visit = server.started_visit().await;
+    let (mut doctor, patient) = both_in_room(&server, &visit).await;
+    let last_seq = patient.last_seq;
+    drop(patient); // the network goes away
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    doctor.send(json!({"type": "offer", "sdp": "v=0 restart"})).await;
+    doctor.send(json!({"type": "chat", "text": "Can you hear me?"})).await;
+    doctor.expect("chat").await;
+
+    let mut patient = Ws::connect(&server.ws_url()).await;
+    patient
+        .send(json!({"type": "join", "token": visit.patient_token, "resume": {"last_seq": last_seq}}))
+        .await;
+    let joined = patient.expect("joined").await;
+    assert_eq!(joined["resumed"], true);
+    let offer = patient.expect("offer").await;
+    assert_eq!(offer["seq"].as_u64(), Some(last_seq + 1));
+    assert_eq!(patient.expect("chat").await["text"], "Can you hear me?");
+    // A resume is not a new arrival: no renegotiation, and the doctor never heard of a departure.
+    patient.expect_silence(Duration::from_millis(150)).await;
+    doctor.expect_silence(Duration::from_millis(50)).await;
+
+    // A client frame resent after the reconnect is relayed once.
+    patient.send(json!({"type": "answer", "sdp": "v=0 a", "seq": 1})).await;
+    patient.send(json!({"type": "answer", "sdp": "v=0 a", "seq": 1})).await;
+    doctor.expect("answer").await;
+    doctor.expect_silence(Duration::from_millis(150)).await;
+}
+
+#[tokio::test]
+async fn a_drop_without_return_is_announced_to_the_peer_after_the_grace_period() {
+    let db = TempDb::new();
+    let server = TestServer::start_with(&db, Clock::default(), |c| c.reconnect_grace_seconds = 1).await;
+    let visit = server.started_visit().await;
+    let (mut doctor, patient) = both_in_room(&server, &visit).await;
+    drop(patient);
+    doctor.expect_silence(Duration::from_millis(500)).await;
+    let left = doctor.expect("peer-left").await;
+    assert_eq!((left["role"].as_str(), left["reason"].as_str()), (Some("patient"), Some("disconnected")));
+    let mut back = server.join(&visit.patient_token).await;
+    assert_eq!(back.expect("joined").await["resumed"], false);
+    assert_eq!(doctor.expect("peer-joined").await["make_offer"], true);
+}
+
+#[tokio::test]
+async fn a_second_connection_with_the_same_link_replaces_the_first() {
+    let db = TempDb::new();
+    let server = TestServer::start(&db).await;
+    let visit = server.started_visit().await;
+    let (mut doctor, mut first) = both_in_room(&server, &visit).await;
+    let mut second = server.join(&visit.patient_token).await;
+    second.expect("joined").await;
+    let closing = first.until_closed().await;
+    assert_eq!(closing.last().unwrap()["code"], "replaced");
+    // The doctor renegotiates with the new connection; frames go to the second only.
+    assert_eq!(doctor.expect("peer-joined").await["make_offer"], true);
+    doctor.send(json!({"type": "offer", "sdp": "v=0 new"})).await;
+    second.expect("admitted").await;
+    second.expect("peer-joined").await;
+    assert_eq!(second.expect("offer").await["sdp"], "v=0 new");
+}
+
+#[tokio::test]
+async fn the_server_restarted_mid_call_keeps_status_and_chat_and_both_get_back_in() {
+    let db = TempDb::new();
+    let server = TestServer::start(&db).await;
+    let visit = server.started_visit().await;
+    let (mut doctor, mut patient) = both_in_room(&server, &visit).await;
+    doctor.send(json!({"type": "chat", "text": "Before the restart"})).await;
+    doctor.expect("chat").await;
+    patient.expect("chat").await;
+    server.server.stop().await;
+    drop((doctor, patient));
+
+    let server = TestServer::start(&db).await;
+    let status = server.status(&visit).await;
+    assert_eq!(status["status"], "in_progress");
+    let mut patient = server.join(&visit.patient_token).await;
+    let joined = patient.expect("joined").await;
+    assert_eq!(joined["status"], "in_progress");
+    assert_eq!(joined["chat_history"][0]["text"], "Before the restart");
+    patient.expect("waiting").await;
+    let mut doctor = server.join(&visit.doctor_token).await;
+    doctor.expect("joined").await;
+    assert_eq!(doctor.expect("peer-joined").await["make_offer"], true);
+    patient.expect("admitted").await;
+    patient.expect("peer-joined").await;
+    doctor.send(json!({"type": "offer", "sdp": "v=0 after restart"})).await;
+    assert_eq!(patient.expect("offer").await["sdp"], "v=0 after restart");
+}
+
+#[tokio::test]
+async fn a_patient_behind_a_websocket_blocking_network_uses_the_http_fallback() {
+    let db = TempDb::new();
+    let server = TestServer::start(&db).await;
+    let visit = server.started_visit().await;
+    let signal = server.url("/api/video-call/signal");
+    let post = |frame: serde_json::Value| {
+        server.http.post(&signal).bearer_auth(&visit.patient_token).body(frame.to_string()).send()
+    };
+    // Before join: refused.
+    let response = post(json!({"type": "chat", "text": "hi"})).await.unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(response.json::<serde_json::Value>().await.unwrap()["error"]["code"], "not_joined");
+
+    assert_eq!(post(json!({"type": "join"})).await.unwrap().status(), 200);
+    let poll = |after: u64| {
+        server.http.get(&signal).bearer_auth(&visit.patient_token).query(&[("after", after)]).send()
+    };
+    let first: serde_json::Value = poll(0).await.unwrap().json().await.unwrap();
+    let kinds: Vec<_> = first["frames"].as_array().unwrap().iter().map(|f| f["type"].clone()).collect();
+    assert_eq!(kinds, [json!("joined"), json!("waiting")]);
+    let cursor = first["cursor"].as_u64().unwrap();
+
+    let mut doctor = server.join(&visit.doctor_token).await;
+    doctor.expect("joined").await;
+    doctor.expect("peer-joined").await;
+    doctor.send(json!({"type": "offer", "sdp": "v=0 via http"})).await;
+    let mut seen = Vec::new();
+    let mut cursor = cursor;
+    while !seen.iter().any(|f: &serde_json::Value| f["type"] == "offer") {
+        let batch: serde_json::Value = poll(cursor).await.unwrap().json().await.unwrap();
+        cursor = batch["cursor"].as_u64().unwrap();
+        seen.extend(batch["frames"].as_array().unwrap().iter().cloned());
+    }
+    let kinds: Vec<_> = seen.iter().map(|f| f["type"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(kinds, ["admitted", "peer-joined", "offer"]);
+
+    assert_eq!(post(json!({"type": "answer", "sdp": "v=0 from http"})).await.unwrap().status(), 200);
+    assert_eq!(doctor.expect("answer").await["sdp"], "v=0 from http");
+    let malformed =
+        server.http.post(&signal).bearer_auth(&visit.patient_token).body("{oops").send().await.unwrap();
+    assert_eq!(malformed.status(), 400);
+    assert_eq!(malformed.json::<serde_json::Value>().await.unwrap()["error"]["code"], "malformed");
+}
+
+#[tokio::test]
+async fn health_and_metrics_report_calls_connections_and_relayed_frames() {
+    let db = TempDb::new();
+    let server = TestServer::start(&db).await;
+    let visit = server.started_visit().await;
+    server.appointment().await;
+    let (mut doctor, mut patient) = both_in_room(&server, &visit).await;
+    doctor.send(json!({"type": "offer", "sdp": "v=0"})).await;
+    patient.expect("offer").await;
+    let response = server.http.get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let metrics = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for line in [
+        "televisit_calls{status=\"in_progress\"} 1",
+        "televisit_calls{status=\"not_started\"} 1",
+        "televisit_signaling_connections_open 2",
+        "televisit_signaling_frames_relayed_total 1",
+    ] {
+        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    }
+}
