@@ -5,3 +5,10 @@
 
 pub mod api;
 pub mod protocol;
+
+#[cfg(feature = "client")]
+pub mod call;
+#[cfg(feature = "client")]
+pub mod error;
+#[cfg(feature = "client")]
+pub mod link;

@@ -59,7 +59,12 @@ pub async fn upgrade(
         },
         None => None,
     };
+    // Signaling frames are small: tungstenite's default 128 KiB buffers per socket would be most of
+    // a connection's memory (measured by the signaling_hub benchmark).
     ws.protocols([WEBSOCKET_SUBPROTOCOL])
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(2 * HARD_FRAME_LIMIT)
         .max_message_size(HARD_FRAME_LIMIT)
         .max_frame_size(HARD_FRAME_LIMIT)
         .on_upgrade(move |socket| run(state, socket, grant, remote))

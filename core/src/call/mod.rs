@@ -1,0 +1,5 @@
+//! The call's logic, sans-I/O: the state machine, the bitrate ladder and the quality scorer take
+//! plain values (and the time) in and return decisions; the driver does the I/O.
+
+pub mod ladder;
+pub mod quality;
