@@ -2,4 +2,5 @@
 //! plain values (and the time) in and return decisions; the driver does the I/O.
 
 pub mod ladder;
+pub mod machine;
 pub mod quality;
