@@ -9,6 +9,10 @@ pub mod protocol;
 #[cfg(feature = "client")]
 pub mod call;
 #[cfg(feature = "client")]
+pub mod client;
+#[cfg(feature = "client")]
 pub mod error;
 #[cfg(feature = "client")]
 pub mod link;
+#[cfg(feature = "client")]
+pub mod net;

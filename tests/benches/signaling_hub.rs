@@ -25,6 +25,7 @@ fn main() {
     if args.first().map(String::as_str) == Some("--serve-child") {
         return serve_child(&args[1]);
     }
+    televisit_tests::install_crypto_provider();
     let sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
     let sizes = if sizes.is_empty() { vec![100, 1000] } else { sizes };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();

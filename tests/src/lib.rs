@@ -1,1 +1,268 @@
-//! Helpers shared by the cross-component tests and benchmarks.
+//! Helpers shared by the cross-component tests and benchmarks: a server with a started visit, a
+//! recording call listener, a simulated media backend, and a TCP proxy that can cut connections.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use televisit_core::api::IceServer;
+use televisit_core::call::machine::PeerConnectionState;
+use televisit_core::client::media::{MediaBackend, MediaSession, MediaStats, PeerCommand, PeerEvent};
+use televisit_core::client::{CallListener, ClientEvent};
+use televisit_core::protocol::Role;
+use televisit_server::secrets::Clock;
+use televisit_server::{Config, RunningServer};
+use tokio::sync::mpsc;
+
+/// Installs ring as the process's rustls provider, which the tests' own HTTP clients need.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A server on an ephemeral port with a temporary SQLite file.
+pub struct TestServer {
+    /// The running server.
+    pub server: RunningServer,
+    /// Its clock.
+    pub clock: Clock,
+    db: std::path::PathBuf,
+}
+
+/// Join links of a started visit.
+pub struct Visit {
+    /// The appointment.
+    pub appointment_id: String,
+    /// The doctor's link.
+    pub doctor_link: String,
+    /// The patient's link.
+    pub patient_link: String,
+    /// The doctor's app token (for the API).
+    pub doctor_api_token: String,
+}
+
+impl TestServer {
+    /// Starts a server; `adjust` may change the test configuration.
+    pub async fn start(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        install_crypto_provider();
+        let db = std::env::temp_dir().join(format!("televisit-e2e-{}.db", uuid_like()));
+        let mut config = Config::for_tests(&format!("sqlite://{}", db.display()));
+        adjust(&mut config);
+        let clock = Clock::default();
+        let server = RunningServer::start(config, clock.clone()).await.expect("server starts");
+        TestServer { server, clock, db }
+    }
+
+    /// Creates a doctor, a patient and an appointment, and starts the call.
+    pub async fn started_visit(&self) -> Visit {
+        let http = reqwest::Client::new();
+        let base = self.server.url();
+        let key = "test-clinic-key";
+        let post = |path: String, bearer: String, body: Value| {
+            let http = http.clone();
+            async move {
+                let response = http.post(path).bearer_auth(bearer).json(&body).send().await.unwrap();
+                assert!(response.status().is_success(), "{}", response.status());
+                response.json::<Value>().await.unwrap()
+            }
+        };
+        let email = format!("{}@clinic.test", uuid_like());
+        let doctor = post(
+            format!("{base}/api/clinic/doctors"),
+            key.into(),
+            json!({"display_name": "Dr. Ada Osei", "email": email}),
+        )
+        .await;
+        let patient = post(
+            format!("{base}/api/clinic/patients"),
+            key.into(),
+            json!({"display_name": "Zelda Quartermaine"}),
+        )
+        .await;
+        let appointment = post(
+            format!("{base}/api/clinic/appointments"),
+            key.into(),
+            json!({"doctor_id": doctor["id"], "patient_id": patient["id"], "scheduled_at_ms": self.clock.now_ms()}),
+        )
+        .await;
+        let id = appointment["id"].as_str().unwrap().to_owned();
+        let doctor_api_token = doctor["api_token"].as_str().unwrap().to_owned();
+        let started = post(
+            format!("{base}/api/appointments/{id}/video-call/start"),
+            doctor_api_token.clone(),
+            json!({}),
+        )
+        .await;
+        Visit {
+            appointment_id: id,
+            doctor_link: started["doctor_link"].as_str().unwrap().to_owned(),
+            patient_link: started["patient_link"].as_str().unwrap().to_owned(),
+            doctor_api_token,
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.db.display()));
+        }
+    }
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed), Clock::default().now_ms())
+}
+
+/// Records every event and lets a test wait for one.
+#[derive(Default)]
+pub struct Recorder {
+    events: Mutex<Vec<ClientEvent>>,
+    changed: Condvar,
+    threads: Mutex<Vec<String>>,
+}
+
+impl CallListener for Recorder {
+    fn on_event(&self, event: ClientEvent) {
+        let thread = std::thread::current().name().unwrap_or("?").to_owned();
+        self.threads.lock().unwrap().push(thread);
+        self.events.lock().unwrap().push(event);
+        self.changed.notify_all();
+    }
+}
+
+impl Recorder {
+    /// Waits up to `timeout` for an event matching `predicate`; returns it.
+    pub fn wait_for(
+        &self,
+        timeout: Duration,
+        mut predicate: impl FnMut(&ClientEvent) -> bool,
+    ) -> ClientEvent {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut events = self.events.lock().unwrap();
+        loop {
+            if let Some(event) = events.iter().find(|e| predicate(e)) {
+                return event.clone();
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(!left.is_zero(), "timed out; events so far: {:#?}", *events);
+            events = self.changed.wait_timeout(events, left).unwrap().0;
+        }
+    }
+
+    /// Every event so far.
+    pub fn events(&self) -> Vec<ClientEvent> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// Names of the threads events arrived on.
+    pub fn threads(&self) -> Vec<String> {
+        self.threads.lock().unwrap().clone()
+    }
+}
+
+/// A media backend without media: SDP is a marker, the connection "connects" when negotiation
+/// completes. It tests the call's control flow; the WebRTC backend is tested with real media.
+pub struct SimulatedMedia {
+    /// Every command each session received, in order, by role.
+    pub log: Arc<Mutex<Vec<(Role, PeerCommand)>>>,
+}
+
+impl SimulatedMedia {
+    /// A backend with an empty log.
+    pub fn new() -> Arc<SimulatedMedia> {
+        Arc::new(SimulatedMedia { log: Arc::default() })
+    }
+}
+
+struct SimulatedSession {
+    role: Role,
+    log: Arc<Mutex<Vec<(Role, PeerCommand)>>>,
+    events: mpsc::UnboundedSender<PeerEvent>,
+    connected: bool,
+}
+
+impl MediaBackend for SimulatedMedia {
+    fn create_session(
+        &self,
+        _ice_servers: Vec<IceServer>,
+        role: Role,
+        _origin: std::time::Instant,
+        events: mpsc::UnboundedSender<PeerEvent>,
+    ) -> Box<dyn MediaSession> {
+        Box::new(SimulatedSession { role, log: Arc::clone(&self.log), events, connected: false })
+    }
+}
+
+impl MediaSession for SimulatedSession {
+    fn command(&mut self, command: PeerCommand) {
+        self.log.lock().unwrap().push((self.role, command.clone()));
+        let send = |event| {
+            let _ = self.events.send(event);
+        };
+        match command {
+            PeerCommand::CreateOffer { ice_restart } => {
+                send(PeerEvent::LocalOffer(format!("sim-offer restart={ice_restart}")))
+            }
+            PeerCommand::AcceptOffer(_) => {
+                send(PeerEvent::LocalAnswer("sim-answer".into()));
+                self.connected = true;
+                send(PeerEvent::State(PeerConnectionState::Connected));
+            }
+            PeerCommand::AcceptAnswer(_) => {
+                self.connected = true;
+                send(PeerEvent::State(PeerConnectionState::Connected));
+            }
+            PeerCommand::ReportStats if self.connected => send(PeerEvent::Stats(MediaStats {
+                rtt_ms: Some(2.0),
+                loss_percent: Some(0.0),
+                jitter_ms: Some(1.0),
+                available_outgoing_bitrate_bps: Some(5_000_000),
+                last_packet_at_ms: Some(i64::MAX / 2),
+                ..MediaStats::default()
+            })),
+            _ => {}
+        }
+    }
+}
+
+/// A TCP proxy in front of the server whose connections a test can cut, like a network drop.
+pub struct CuttableProxy {
+    /// The proxy's address.
+    pub addr: std::net::SocketAddr,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl CuttableProxy {
+    /// Proxies to `target`.
+    pub async fn start(target: std::net::SocketAddr) -> CuttableProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, watch) = tokio::sync::watch::channel(0u64);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut watch = watch.clone();
+                watch.mark_unchanged();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = watch.changed() => {} // dropping both sockets cuts the connection
+                    }
+                });
+            }
+        });
+        CuttableProxy { addr, cut }
+    }
+
+    /// Cuts every open connection (new ones still work).
+    pub fn cut_all(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    /// A link rewritten to go through the proxy.
+    pub fn link(&self, link: &str, server: std::net::SocketAddr) -> String {
+        link.replacen(&server.to_string(), &self.addr.to_string(), 1)
+    }
+}

@@ -4,7 +4,7 @@
 //!
 //! Inputs ([`Input`]), each with the time in ms:
 //! - from the app: `Join`, `SetMicrophone`, `SetCamera`, `SetScreenShare`, `SendChat`, `Hangup`,
-//!   `NetworkChanged`;
+//!   `NetworkChanged`; from the driver's stats: `SendQuality`;
 //! - from the HTTP API: `JoinAccepted`, `JoinFailed`;
 //! - from the signaling transport: `SignalingOpened`, `SignalingLost`, `Frame`;
 //! - from the peer connection: `LocalOffer`, `LocalAnswer`, `LocalCandidate`, `PeerConnection`;
@@ -141,6 +141,8 @@ pub enum Input {
     SetScreenShare(bool),
     /// Send a chat message.
     SendChat(String),
+    /// Tell the peer this side's connection quality.
+    SendQuality(QualityReport),
     /// End the call (doctor) or leave it (patient).
     Hangup,
     /// The device's network changed (Wi-Fi to cellular, ...).
@@ -179,6 +181,11 @@ pub enum Output {
     },
     /// Close the signaling connection.
     CloseSignaling,
+    /// Send the `join` frame with the link's token (the machine never holds the token).
+    SendJoin {
+        /// Resume after this server `seq`.
+        resume: Option<Resume>,
+    },
     /// Send this JSON text frame.
     Send(String),
     /// (Re)create the peer connection with these ICE servers; any earlier one is closed.
@@ -324,6 +331,12 @@ impl CallMachine {
             }
             Input::SetScreenShare(active) => self.on_screen_share(active, &mut out),
             Input::SendChat(text) => self.send(ClientMessage::Chat { text }, &mut out),
+            Input::SendQuality(report) => {
+                if self.signaling_open {
+                    // Only the latest matters: not kept for resending.
+                    out.push(Output::Send(encode(&Frame::new(ClientMessage::Quality(report)))));
+                }
+            }
             Input::NetworkChanged => {
                 if matches!(
                     self.state,
@@ -391,8 +404,7 @@ impl CallMachine {
     fn on_signaling_opened(&mut self, out: &mut Vec<Output>) {
         self.signaling_open = true;
         let resume = self.has_joined.then_some(Resume { last_seq: self.last_seq });
-        let token = None; // the driver adds the token; it never passes through the machine's logs
-        out.push(Output::Send(encode(&Frame::new(ClientMessage::Join { token, resume }))));
+        out.push(Output::SendJoin { resume });
     }
 
     fn on_signaling_lost(&mut self, now_ms: i64, out: &mut Vec<Output>) {
@@ -677,8 +689,7 @@ mod tests {
         let out = m.handle(Input::JoinAccepted(Box::new(join_response(Role::Patient))), 10);
         assert!(out.contains(&Output::OpenSignaling { path: "/api/video-call/ws".into() }));
         let out = m.handle(Input::SignalingOpened, 20);
-        assert_eq!(sent(&out)[0]["type"], "join");
-        assert!(sent(&out)[0].get("resume").is_none());
+        assert_eq!(out, [Output::SendJoin { resume: None }]);
         let out = m.handle(Input::Frame(joined(false, 0)), 30);
         assert_eq!(states(&out), [CallState::WaitingRoom]);
         let out = m.handle(
@@ -736,7 +747,7 @@ mod tests {
             .handle(Input::Tick, 1250)
             .contains(&Output::OpenSignaling { path: "/api/video-call/ws".into() }));
         let out = m.handle(Input::SignalingOpened, 1300);
-        assert_eq!(sent(&out)[0]["resume"]["last_seq"], 7);
+        assert_eq!(out, [Output::SendJoin { resume: Some(Resume { last_seq: 7 }) }]);
         // The server had confirmed the media-state (seq 1) but not the chat (seq 2).
         let out = m.handle(Input::Frame(joined(true, 1)), 1400);
         let resent = sent(&out);

@@ -62,6 +62,7 @@ impl TestServer {
     }
 
     pub async fn start_with(db: &TempDb, clock: Clock, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut config = Config::for_tests(&db.url());
         adjust(&mut config);
         let server = RunningServer::start(config, clock.clone()).await.expect("server starts");

@@ -1,0 +1,105 @@
+//! The seam between the call driver and the media stack: the driver sends [`PeerCommand`]s to a
+//! [`MediaSession`] and hears back [`PeerEvent`]s. The WebRTC implementation lives in
+//! [`crate::peer`]; tests can plug in another.
+
+use tokio::sync::mpsc;
+
+use crate::api::IceServer;
+use crate::call::ladder::EncoderTarget;
+use crate::call::machine::PeerConnectionState;
+use crate::protocol::{IceCandidate, Role};
+
+/// What the driver asks of the peer connection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PeerCommand {
+    /// Create an offer; answer with [`PeerEvent::LocalOffer`].
+    CreateOffer {
+        /// Restart ICE.
+        ice_restart: bool,
+    },
+    /// Apply the remote offer and answer with [`PeerEvent::LocalAnswer`].
+    AcceptOffer(String),
+    /// Apply the remote answer.
+    AcceptAnswer(String),
+    /// Add a remote ICE candidate.
+    AddRemoteCandidate(IceCandidate),
+    /// Send or stop sending audio.
+    SetAudioSending(bool),
+    /// Send or stop sending camera video.
+    SetVideoSending(bool),
+    /// Add or remove the screen-share track.
+    SetScreenShare(bool),
+    /// Apply the adaptive-bitrate decision to the encoder.
+    SetEncoderTarget(EncoderTarget),
+    /// Report stats with [`PeerEvent::Stats`].
+    ReportStats,
+    /// Close.
+    Close,
+}
+
+/// Once-a-second measurements of the media connection. Fields the stack cannot measure are `None`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MediaStats {
+    /// Round-trip time, ms.
+    pub rtt_ms: Option<f64>,
+    /// Inbound jitter, ms.
+    pub jitter_ms: Option<f64>,
+    /// Inbound packet loss over the last second, percent.
+    pub loss_percent: Option<f64>,
+    /// Bits per second sent over the last second.
+    pub send_bitrate_bps: u64,
+    /// Bits per second received over the last second.
+    pub receive_bitrate_bps: u64,
+    /// Video frames sent so far.
+    pub frames_sent: u64,
+    /// Remote video frames decoded (or handed to the app) so far.
+    pub frames_received: u64,
+    /// Remote video frame width.
+    pub frame_width: u32,
+    /// Remote video frame height.
+    pub frame_height: u32,
+    /// Remote frames per second over the last second.
+    pub frame_rate: f64,
+    /// The send-side bandwidth estimate, bits per second.
+    pub available_outgoing_bitrate_bps: Option<u64>,
+    /// Selected candidate pair: `host`, `srflx`, `prflx` or `relay`.
+    pub candidate_pair_type: Option<String>,
+    /// When a packet was last received, ms since the call client started.
+    pub last_packet_at_ms: Option<i64>,
+}
+
+/// What the peer connection reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PeerEvent {
+    /// The offer asked for.
+    LocalOffer(String),
+    /// The answer asked for.
+    LocalAnswer(String),
+    /// A local ICE candidate to trickle.
+    LocalCandidate(IceCandidate),
+    /// The connection state.
+    State(PeerConnectionState),
+    /// Stats asked for.
+    Stats(MediaStats),
+    /// A failure that does not end the call (e.g. a bad remote candidate).
+    Warning(String),
+}
+
+/// One peer connection. Commands are queued; answers come as events.
+pub trait MediaSession: Send {
+    /// Queues a command.
+    fn command(&mut self, command: PeerCommand);
+}
+
+/// Makes peer connections for a call.
+pub trait MediaBackend: Send + Sync {
+    /// A new peer connection with these ICE servers for this role; events go to `events`.
+    /// `clock_origin` is the instant the call client measures `last_packet_at_ms` from.
+    fn create_session(
+        &self,
+        ice_servers: Vec<IceServer>,
+        role: Role,
+        clock_origin: std::time::Instant,
+        events: mpsc::UnboundedSender<PeerEvent>,
+    ) -> Box<dyn MediaSession>;
+}

@@ -1,0 +1,470 @@
+//! The call client: the one object an app talks to.
+//!
+//! [`CallClient::new`] checks the join link on the device (shape, expiry) and starts the client's
+//! own tokio runtime. Every method returns at once; the work runs on that runtime, and events reach
+//! the app's [`CallListener`] on a dedicated background thread (never the caller's, never blocking
+//! the driver). The driver feeds the sans-I/O [`CallMachine`] with what the network, the media
+//! stack and the clock report, and carries out what it decides.
+
+pub mod media;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::call::ladder::{BitrateLadder, Rung};
+use crate::call::machine::{CallEvent, CallMachine, CallState, Input, Output};
+use crate::call::quality::{QualitySample, QualityScorer};
+use crate::error::CallError;
+use crate::link::JoinLink;
+use crate::net::api_client::ApiClient;
+use crate::net::signaling::{self, SignalingEvent};
+use crate::protocol::{
+    encode, ClientMessage, Frame, QualityLevel, QualityReport, Role, ServerMessage, MAX_CHAT_CHARS,
+};
+use media::{MediaBackend, MediaSession, MediaStats, PeerCommand, PeerEvent};
+
+/// Everything the app hears.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientEvent {
+    /// The call's own events (state, waiting room, chat, peer state, end).
+    Call(CallEvent),
+    /// Once a second while the media connection exists.
+    Stats(MediaStats),
+    /// The connection quality level changed (see [`crate::call::quality`] for the rule).
+    QualityChanged(QualityLevel),
+    /// The adaptive bitrate chose another rung of the ladder.
+    VideoRungChanged(Rung),
+}
+
+/// The app's listener. Called on the client's event thread, one event at a time, in order.
+pub trait CallListener: Send + Sync {
+    /// One event.
+    fn on_event(&self, event: ClientEvent);
+}
+
+/// Options of a call client.
+#[derive(Debug, Clone)]
+pub struct CallOptions {
+    /// Best video rung to send (`"1080p"`, `"720p"`, ...).
+    pub max_video: String,
+    /// Rung to start with.
+    pub start_video: String,
+}
+
+impl Default for CallOptions {
+    fn default() -> Self {
+        CallOptions { max_video: "1080p".into(), start_video: "720p".into() }
+    }
+}
+
+enum Command {
+    Input(Input),
+    Close,
+}
+
+/// The call client.
+pub struct CallClient {
+    commands: mpsc::UnboundedSender<Command>,
+    state: Arc<Mutex<(CallState, Option<Role>)>>,
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    events: EventThread,
+    link: JoinLink,
+}
+
+impl CallClient {
+    /// Checks the link locally and prepares a call; nothing is sent until [`CallClient::join`].
+    pub fn new(
+        link: &str,
+        listener: Arc<dyn CallListener>,
+        media: Arc<dyn MediaBackend>,
+        options: CallOptions,
+    ) -> Result<CallClient, CallError> {
+        let link = JoinLink::parse(link)?;
+        link.check_expiry(unix_ms())?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("televisit-core")
+            .enable_all()
+            .build()
+            .map_err(|e| CallError::Media(format!("cannot start the call runtime: {e}")))?;
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let state = Arc::new(Mutex::new((CallState::Idle, None)));
+        let events = EventThread::start(listener);
+        let driver =
+            Driver::new(link.clone(), media, options, commands.clone(), events.sender(), Arc::clone(&state));
+        runtime.spawn(driver.run(command_rx));
+        Ok(CallClient { commands, state, runtime: Mutex::new(Some(runtime)), events, link })
+    }
+
+    fn input(&self, input: Input) {
+        let _ = self.commands.send(Command::Input(input));
+    }
+
+    /// Joins: checks the link with the server, opens signaling, waits for the other side.
+    pub fn join(&self) {
+        self.input(Input::Join);
+    }
+
+    /// The call's state now.
+    pub fn state(&self) -> CallState {
+        self.state.lock().expect("state lock").0
+    }
+
+    /// This side's role, once the server accepted the link.
+    pub fn role(&self) -> Option<Role> {
+        self.state.lock().expect("state lock").1
+    }
+
+    /// The appointment this link belongs to.
+    pub fn appointment_id(&self) -> &str {
+        &self.link.appointment_id
+    }
+
+    /// Microphone on (unmuted) or off; the peer is told.
+    pub fn set_microphone_enabled(&self, enabled: bool) {
+        self.input(Input::SetMicrophone(enabled));
+    }
+
+    /// Camera on or off; the peer is told.
+    pub fn set_camera_enabled(&self, enabled: bool) {
+        self.input(Input::SetCamera(enabled));
+    }
+
+    /// Starts or stops sharing the screen. Doctors only: a patient gets [`CallError::NotAllowed`].
+    pub fn set_screen_share(&self, active: bool) -> Result<(), CallError> {
+        if self.role() == Some(Role::Patient) {
+            return Err(CallError::NotAllowed("only the doctor can share a screen".into()));
+        }
+        self.input(Input::SetScreenShare(active));
+        Ok(())
+    }
+
+    /// Sends a chat message (1 to 2000 characters).
+    pub fn send_chat(&self, text: &str) -> Result<(), CallError> {
+        let length = text.trim().chars().count();
+        if length == 0 || length > MAX_CHAT_CHARS {
+            return Err(CallError::Server {
+                code: "invalid_frame".into(),
+                message: format!("a chat message has 1 to {MAX_CHAT_CHARS} characters"),
+            });
+        }
+        self.input(Input::SendChat(text.to_owned()));
+        Ok(())
+    }
+
+    /// Ends the call (doctor) or leaves it (patient).
+    pub fn hang_up(&self) {
+        self.input(Input::Hangup);
+    }
+
+    /// The device's network changed: restart ICE and reconnect signaling now.
+    pub fn network_changed(&self) {
+        self.input(Input::NetworkChanged);
+    }
+
+    /// Stops everything and releases the listener: once this returns, no callback comes any more
+    /// (unless called from a callback, where the current one finishes). Idempotent; works from any
+    /// thread, async or not. The client is unusable afterwards.
+    pub fn close(&self) {
+        let _ = self.commands.send(Command::Close);
+        self.events.stop();
+        if let Some(runtime) = self.runtime.lock().expect("runtime lock").take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for CallClient {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Events are delivered on their own thread so a slow listener never stalls the call.
+struct EventThread {
+    sender: std::sync::mpsc::Sender<Option<ClientEvent>>,
+    handle: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl EventThread {
+    fn start(listener: Arc<dyn CallListener>) -> EventThread {
+        let (sender, receiver) = std::sync::mpsc::channel::<Option<ClientEvent>>();
+        let handle = std::thread::Builder::new()
+            .name("televisit-events".into())
+            .spawn(move || {
+                // `None` is the stop signal; the listener is dropped when this returns.
+                while let Ok(Some(event)) = receiver.recv() {
+                    listener.on_event(event);
+                }
+            })
+            .expect("event thread starts");
+        EventThread { sender, handle: Mutex::new(Some(handle)) }
+    }
+
+    fn sender(&self) -> EventSender {
+        EventSender(self.sender.clone())
+    }
+
+    fn stop(&self) {
+        let _ = self.sender.send(None);
+        let handle = self.handle.lock().expect("event thread lock").take();
+        if let Some(handle) = handle {
+            if handle.thread().id() != std::thread::current().id() {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+/// The driver's end of the event thread.
+struct EventSender(std::sync::mpsc::Sender<Option<ClientEvent>>);
+
+impl EventSender {
+    fn send(&self, event: ClientEvent) -> Result<(), ()> {
+        self.0.send(Some(event)).map_err(|_| ())
+    }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+struct Driver {
+    link: JoinLink,
+    api: ApiClient,
+    media: Arc<dyn MediaBackend>,
+    machine: CallMachine,
+    scorer: QualityScorer,
+    ladder: BitrateLadder,
+    origin: Instant,
+    commands: mpsc::UnboundedSender<Command>,
+    events: EventSender,
+    shared_state: Arc<Mutex<(CallState, Option<Role>)>>,
+    signaling: Option<mpsc::Sender<String>>,
+    signaling_generation: u64,
+    session: Option<Box<dyn MediaSession>>,
+    peer_events: (mpsc::UnboundedSender<PeerEvent>, mpsc::UnboundedReceiver<PeerEvent>),
+}
+
+impl Driver {
+    fn new(
+        link: JoinLink,
+        media: Arc<dyn MediaBackend>,
+        options: CallOptions,
+        commands: mpsc::UnboundedSender<Command>,
+        events: EventSender,
+        shared_state: Arc<Mutex<(CallState, Option<Role>)>>,
+    ) -> Driver {
+        Driver {
+            api: ApiClient::new(link.clone()),
+            link,
+            media,
+            machine: CallMachine::new(),
+            scorer: QualityScorer::default(),
+            ladder: BitrateLadder::new(&options.start_video, &options.max_video),
+            origin: Instant::now(),
+            commands,
+            events,
+            shared_state,
+            signaling: None,
+            signaling_generation: 0,
+            session: None,
+            peer_events: mpsc::unbounded_channel(),
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.origin.elapsed().as_millis() as i64
+    }
+
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let (signaling_tx, mut signaling_rx) = mpsc::channel::<(u64, SignalingEvent)>(256);
+        let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
+        stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            let deadline =
+                self.machine.next_timeout().map(|at| self.origin + Duration::from_millis(at.max(0) as u64));
+            let input = tokio::select! {
+                command = commands.recv() => match command {
+                    Some(Command::Input(input)) => input,
+                    Some(Command::Close) | None => break,
+                },
+                Some((generation, event)) = signaling_rx.recv() => {
+                    if generation != self.signaling_generation {
+                        continue; // a connection we already replaced
+                    }
+                    match event {
+                        SignalingEvent::Opened => Input::SignalingOpened,
+                        SignalingEvent::Closed => {
+                            self.signaling = None;
+                            Input::SignalingLost
+                        }
+                        SignalingEvent::Frame(text) => match serde_json::from_str::<Frame<ServerMessage>>(&text) {
+                            Ok(frame) => Input::Frame(frame),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "ignoring a server frame this client does not understand");
+                                continue;
+                            }
+                        },
+                    }
+                },
+                Some(event) = self.peer_events.1.recv() => match event {
+                    PeerEvent::LocalOffer(sdp) => Input::LocalOffer(sdp),
+                    PeerEvent::LocalAnswer(sdp) => Input::LocalAnswer(sdp),
+                    PeerEvent::LocalCandidate(candidate) => Input::LocalCandidate(candidate),
+                    PeerEvent::State(state) => Input::PeerConnection(state),
+                    PeerEvent::Stats(stats) => {
+                        self.on_stats(stats);
+                        continue;
+                    }
+                    PeerEvent::Warning(message) => {
+                        tracing::warn!(%message, "media warning");
+                        continue;
+                    }
+                },
+                _ = sleep_until(deadline) => Input::Tick,
+                _ = stats_tick.tick() => {
+                    if let Some(session) = self.session.as_mut() {
+                        session.command(PeerCommand::ReportStats);
+                    }
+                    continue;
+                }
+            };
+            let now = self.now_ms();
+            let outputs = self.machine.handle(input, now);
+            self.execute(outputs, &signaling_tx);
+            *self.shared_state.lock().expect("state lock") = (self.machine.state(), self.machine.role());
+        }
+        if let Some(mut session) = self.session.take() {
+            session.command(PeerCommand::Close);
+        }
+        self.signaling = None;
+    }
+
+    fn execute(&mut self, outputs: Vec<Output>, signaling_tx: &mpsc::Sender<(u64, SignalingEvent)>) {
+        for output in outputs {
+            match output {
+                Output::FetchJoin => {
+                    let api = self.api.clone();
+                    let commands = self.commands.clone();
+                    tokio::spawn(async move {
+                        let input = match api.join().await {
+                            Ok(join) => Input::JoinAccepted(Box::new(join)),
+                            Err(error) => Input::JoinFailed(error),
+                        };
+                        let _ = commands.send(Command::Input(input));
+                    });
+                }
+                Output::OpenSignaling { path } => {
+                    self.signaling_generation += 1;
+                    let url = self.link.websocket_url(&path);
+                    self.signaling =
+                        Some(signaling::connect(url, self.signaling_generation, signaling_tx.clone()));
+                }
+                Output::CloseSignaling => {
+                    self.signaling_generation += 1;
+                    self.signaling = None;
+                }
+                Output::SendJoin { resume } => {
+                    let join = ClientMessage::Join { token: Some(self.link.token.clone()), resume };
+                    self.send_text(encode(&Frame::new(join)));
+                }
+                Output::Send(text) => self.send_text(text),
+                Output::ResetPeer { ice_servers } => {
+                    if let Some(mut old) = self.session.take() {
+                        old.command(PeerCommand::Close);
+                    }
+                    let role = self.machine.role().unwrap_or(Role::Patient);
+                    // A fresh channel, so events of the closed session cannot reach the machine.
+                    self.peer_events = mpsc::unbounded_channel();
+                    let session =
+                        self.media.create_session(ice_servers, role, self.origin, self.peer_events.0.clone());
+                    self.session = Some(session);
+                    self.scorer = QualityScorer::default();
+                }
+                Output::CreateOffer { ice_restart } => self.peer(PeerCommand::CreateOffer { ice_restart }),
+                Output::AcceptOffer(sdp) => self.peer(PeerCommand::AcceptOffer(sdp)),
+                Output::AcceptAnswer(sdp) => self.peer(PeerCommand::AcceptAnswer(sdp)),
+                Output::AddRemoteCandidate(candidate) => {
+                    self.peer(PeerCommand::AddRemoteCandidate(candidate))
+                }
+                Output::SetAudioSending(on) => self.peer(PeerCommand::SetAudioSending(on)),
+                Output::SetVideoSending(on) => self.peer(PeerCommand::SetVideoSending(on)),
+                Output::SetScreenShareTrack(on) => self.peer(PeerCommand::SetScreenShare(on)),
+                Output::ClosePeer => {
+                    if let Some(mut session) = self.session.take() {
+                        session.command(PeerCommand::Close);
+                    }
+                }
+                Output::Event(event) => {
+                    let _ = self.events.send(ClientEvent::Call(event));
+                }
+            }
+        }
+    }
+
+    fn peer(&mut self, command: PeerCommand) {
+        match self.session.as_mut() {
+            Some(session) => session.command(command),
+            None => tracing::debug!(?command, "no peer connection for this command"),
+        }
+    }
+
+    fn send_text(&mut self, text: String) {
+        if let Some(signaling) = &self.signaling {
+            if signaling.try_send(text).is_err() {
+                tracing::warn!("signaling queue full; the frame waits for the next reconnect");
+            }
+        }
+    }
+
+    /// Quality level, adaptive bitrate and the stats event, once a second.
+    fn on_stats(&mut self, stats: MediaStats) {
+        let now = self.now_ms();
+        let sample = QualitySample {
+            rtt_ms: stats.rtt_ms,
+            loss_percent: stats.loss_percent,
+            jitter_ms: stats.jitter_ms,
+            last_packet_at_ms: stats.last_packet_at_ms,
+        };
+        if let Some(level) = self.scorer.update(&sample, now) {
+            let _ = self.events.send(ClientEvent::QualityChanged(level));
+            let report = QualityReport {
+                level,
+                rtt_ms: stats.rtt_ms,
+                loss_percent: stats.loss_percent,
+                jitter_ms: stats.jitter_ms,
+            };
+            let outputs = self.machine.handle(Input::SendQuality(report), now);
+            self.execute_sends(outputs);
+        }
+        if let Some(estimate) = stats.available_outgoing_bitrate_bps {
+            let (target, changed) = self.ladder.update(estimate, now);
+            self.peer(PeerCommand::SetEncoderTarget(target));
+            if changed {
+                let _ = self.events.send(ClientEvent::VideoRungChanged(target.rung));
+            }
+        }
+        let _ = self.events.send(ClientEvent::Stats(stats));
+    }
+
+    fn execute_sends(&mut self, outputs: Vec<Output>) {
+        for output in outputs {
+            if let Output::Send(text) = output {
+                self.send_text(text);
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
