@@ -21,6 +21,7 @@
 use std::collections::VecDeque;
 
 use crate::api::{IceServer, JoinResponse};
+use crate::call::ladder::EncoderTarget;
 use crate::error::CallError;
 use crate::protocol::{
     encode, CallStatus, ChatMessage, ClientMessage, ErrorCode, Frame, IceCandidate, MediaState,
@@ -66,6 +67,34 @@ pub enum PeerConnectionState {
     Disconnected,
     /// Lost; needs an ICE restart.
     Failed,
+}
+
+/// What the driver asks of the peer connection (and of its encoder).
+#[derive(Debug, Clone, PartialEq)]
+pub enum PeerCommand {
+    /// Create an offer (with an ICE restart if asked); the answer comes back as `LocalOffer`.
+    CreateOffer {
+        /// Restart ICE (new credentials, new candidates).
+        ice_restart: bool,
+    },
+    /// Apply the peer's offer and create an answer; it comes back as `LocalAnswer`.
+    AcceptOffer(String),
+    /// Apply the peer's answer.
+    AcceptAnswer(String),
+    /// Add the peer's ICE candidate.
+    AddRemoteCandidate(IceCandidate),
+    /// Send or stop sending audio.
+    SetAudioSending(bool),
+    /// Send or stop sending camera video.
+    SetVideoSending(bool),
+    /// Add or remove the screen-share track.
+    SetScreenShare(bool),
+    /// Apply the adaptive-bitrate decision to the encoder.
+    SetEncoderTarget(EncoderTarget),
+    /// Report the connection's stats.
+    ReportStats,
+    /// Close the peer connection.
+    Close,
 }
 
 /// Why the call ended.
@@ -193,25 +222,8 @@ pub enum Output {
         /// STUN/TURN servers.
         ice_servers: Vec<IceServer>,
     },
-    /// Create an offer (with an ICE restart if asked) and report it with `LocalOffer`.
-    CreateOffer {
-        /// Restart ICE (new credentials, new candidates).
-        ice_restart: bool,
-    },
-    /// Apply the peer's offer, create an answer, and report it with `LocalAnswer`.
-    AcceptOffer(String),
-    /// Apply the peer's answer.
-    AcceptAnswer(String),
-    /// Add the peer's ICE candidate.
-    AddRemoteCandidate(IceCandidate),
-    /// Send or stop sending audio.
-    SetAudioSending(bool),
-    /// Send or stop sending camera video.
-    SetVideoSending(bool),
-    /// Add or remove the screen-share track.
-    SetScreenShareTrack(bool),
-    /// Close the peer connection.
-    ClosePeer,
+    /// Drive the peer connection (answers come back as `LocalOffer`, `LocalAnswer`, ...).
+    Peer(PeerCommand),
     /// Tell the app.
     Event(CallEvent),
 }
@@ -321,12 +333,12 @@ impl CallMachine {
             Input::PeerConnection(state) => self.on_peer_state(state, now_ms, &mut out),
             Input::SetMicrophone(on) => {
                 self.media.audio = on;
-                out.push(Output::SetAudioSending(on));
+                out.push(Output::Peer(PeerCommand::SetAudioSending(on)));
                 self.send(ClientMessage::MediaState(self.media), &mut out);
             }
             Input::SetCamera(on) => {
                 self.media.video = on;
-                out.push(Output::SetVideoSending(on));
+                out.push(Output::Peer(PeerCommand::SetVideoSending(on)));
                 self.send(ClientMessage::MediaState(self.media), &mut out);
             }
             Input::SetScreenShare(active) => self.on_screen_share(active, &mut out),
@@ -343,7 +355,7 @@ impl CallMachine {
                     CallState::Connected | CallState::Reconnecting | CallState::Connecting
                 ) {
                     self.last_ice_restart_at = Some(now_ms);
-                    out.push(Output::CreateOffer { ice_restart: true });
+                    out.push(Output::Peer(PeerCommand::CreateOffer { ice_restart: true }));
                 }
                 if !self.signaling_open && self.has_joined {
                     // A new network is a good moment to retry at once.
@@ -364,7 +376,7 @@ impl CallMachine {
     }
 
     fn end(&mut self, reason: EndReason, out: &mut Vec<Output>) {
-        out.push(Output::ClosePeer);
+        out.push(Output::Peer(PeerCommand::Close));
         out.push(Output::CloseSignaling);
         self.signaling_open = false;
         self.next_reconnect_at = None;
@@ -433,7 +445,7 @@ impl CallMachine {
             let last = self.last_ice_restart_at.unwrap_or(failed_at);
             if now_ms - last >= ICE_RESTART_EVERY_MS && self.role == Some(Role::Doctor) {
                 self.last_ice_restart_at = Some(now_ms);
-                out.push(Output::CreateOffer { ice_restart: true });
+                out.push(Output::Peer(PeerCommand::CreateOffer { ice_restart: true }));
             }
         }
         if self.end_requested_at.is_some_and(|at| now_ms - at >= END_WAIT_MS) {
@@ -466,26 +478,28 @@ impl CallMachine {
                 out.push(Output::ResetPeer { ice_servers });
                 self.peer_failed_at = None;
                 // A fresh peer connection starts from the current controls.
-                out.push(Output::SetAudioSending(self.media.audio));
-                out.push(Output::SetVideoSending(self.media.video));
+                out.push(Output::Peer(PeerCommand::SetAudioSending(self.media.audio)));
+                out.push(Output::Peer(PeerCommand::SetVideoSending(self.media.video)));
                 if self.screen_sharing {
-                    out.push(Output::SetScreenShareTrack(true));
+                    out.push(Output::Peer(PeerCommand::SetScreenShare(true)));
                 }
                 self.set_state(CallState::Connecting, out);
                 if make_offer {
-                    out.push(Output::CreateOffer { ice_restart: false });
+                    out.push(Output::Peer(PeerCommand::CreateOffer { ice_restart: false }));
                 }
                 self.send(ClientMessage::MediaState(self.media), out);
             }
             ServerMessage::PeerLeft { .. } => {
-                out.push(Output::ClosePeer);
+                out.push(Output::Peer(PeerCommand::Close));
                 self.peer_failed_at = None;
                 self.set_state(CallState::WaitingRoom, out);
                 out.push(Output::Event(CallEvent::PeerLeft));
             }
-            ServerMessage::Offer { sdp, .. } => out.push(Output::AcceptOffer(sdp)),
-            ServerMessage::Answer { sdp, .. } => out.push(Output::AcceptAnswer(sdp)),
-            ServerMessage::IceCandidate { candidate, .. } => out.push(Output::AddRemoteCandidate(candidate)),
+            ServerMessage::Offer { sdp, .. } => out.push(Output::Peer(PeerCommand::AcceptOffer(sdp))),
+            ServerMessage::Answer { sdp, .. } => out.push(Output::Peer(PeerCommand::AcceptAnswer(sdp))),
+            ServerMessage::IceCandidate { candidate, .. } => {
+                out.push(Output::Peer(PeerCommand::AddRemoteCandidate(candidate)))
+            }
             ServerMessage::Chat(message) => out.push(Output::Event(CallEvent::ChatReceived(message))),
             ServerMessage::ScreenShare { active, .. } => {
                 out.push(Output::Event(CallEvent::PeerScreenShare(active)));
@@ -576,7 +590,7 @@ impl CallMachine {
                         self.peer_failed_at = Some(now_ms);
                         if self.role == Some(Role::Doctor) {
                             self.last_ice_restart_at = Some(now_ms);
-                            out.push(Output::CreateOffer { ice_restart: true });
+                            out.push(Output::Peer(PeerCommand::CreateOffer { ice_restart: true }));
                         }
                     }
                 }
@@ -594,10 +608,10 @@ impl CallMachine {
             return;
         }
         self.screen_sharing = active;
-        out.push(Output::SetScreenShareTrack(active));
+        out.push(Output::Peer(PeerCommand::SetScreenShare(active)));
         self.send(ClientMessage::ScreenShare { active }, out);
         if matches!(self.state, CallState::Connected | CallState::Connecting | CallState::Reconnecting) {
-            out.push(Output::CreateOffer { ice_restart: false });
+            out.push(Output::Peer(PeerCommand::CreateOffer { ice_restart: false }));
         }
     }
 
@@ -701,14 +715,14 @@ mod tests {
         let out = m.handle(Input::Frame(Frame::numbered(2, peer)), 50);
         assert_eq!(states(&out), [CallState::Connecting]);
         assert!(
-            !out.iter().any(|o| matches!(o, Output::CreateOffer { .. })),
+            !out.iter().any(|o| matches!(o, Output::Peer(PeerCommand::CreateOffer { .. }))),
             "the patient answers, never offers"
         );
         let out = m.handle(
             Input::Frame(Frame::numbered(3, ServerMessage::Offer { from: Role::Doctor, sdp: "o".into() })),
             60,
         );
-        assert!(out.contains(&Output::AcceptOffer("o".into())));
+        assert!(out.contains(&Output::Peer(PeerCommand::AcceptOffer("o".into()))));
         let out = m.handle(Input::LocalAnswer("a".into()), 70);
         assert_eq!(sent(&out)[0]["type"], "answer");
         let out = m.handle(Input::PeerConnection(PeerConnectionState::Connected), 80);
@@ -721,7 +735,7 @@ mod tests {
         let peer = ServerMessage::PeerJoined { role: Role::Patient, make_offer: true };
         let out = m.handle(Input::Frame(Frame::numbered(1, peer)), 0);
         assert!(out.iter().any(|o| matches!(o, Output::ResetPeer { .. })));
-        assert!(out.contains(&Output::CreateOffer { ice_restart: false }));
+        assert!(out.contains(&Output::Peer(PeerCommand::CreateOffer { ice_restart: false })));
     }
 
     #[test]
@@ -737,7 +751,7 @@ mod tests {
         m.handle(Input::PeerConnection(PeerConnectionState::Connected), 0);
         let out = m.handle(Input::SignalingLost, 1000);
         assert!(out.contains(&Output::Event(CallEvent::SignalingReconnecting { attempt: 1 })));
-        assert!(!out.contains(&Output::ClosePeer), "media keeps flowing");
+        assert!(!out.contains(&Output::Peer(PeerCommand::Close)), "media keeps flowing");
         assert_eq!(m.state(), CallState::Connected);
         // Chat typed while offline is kept.
         assert!(sent(&m.handle(Input::SendChat("still there?".into()), 1100)).is_empty());
@@ -807,8 +821,8 @@ mod tests {
             0,
         );
         let out = doctor.handle(Input::SetScreenShare(true), 0);
-        assert!(out.contains(&Output::SetScreenShareTrack(true)));
-        assert!(out.contains(&Output::CreateOffer { ice_restart: false }));
+        assert!(out.contains(&Output::Peer(PeerCommand::SetScreenShare(true))));
+        assert!(out.contains(&Output::Peer(PeerCommand::CreateOffer { ice_restart: false })));
         assert_eq!(sent(&out)[0]["type"], "screen-share");
     }
 
@@ -816,14 +830,14 @@ mod tests {
     fn mute_and_camera_off_stop_sending_and_tell_the_peer() {
         let mut m = in_room(Role::Patient);
         let out = m.handle(Input::SetMicrophone(false), 0);
-        assert!(out.contains(&Output::SetAudioSending(false)));
+        assert!(out.contains(&Output::Peer(PeerCommand::SetAudioSending(false))));
         let frame = &sent(&out)[0];
         assert_eq!(
             (frame["type"].as_str(), frame["audio"].as_bool(), frame["video"].as_bool()),
             (Some("media-state"), Some(false), Some(true))
         );
         let out = m.handle(Input::SetCamera(false), 0);
-        assert!(out.contains(&Output::SetVideoSending(false)));
+        assert!(out.contains(&Output::Peer(PeerCommand::SetVideoSending(false))));
     }
 
     #[test]
@@ -839,11 +853,11 @@ mod tests {
         m.handle(Input::PeerConnection(PeerConnectionState::Connected), 100);
         let out = m.handle(Input::PeerConnection(PeerConnectionState::Failed), 1000);
         assert_eq!(states(&out), [CallState::Reconnecting]);
-        assert!(out.contains(&Output::CreateOffer { ice_restart: true }));
+        assert!(out.contains(&Output::Peer(PeerCommand::CreateOffer { ice_restart: true })));
         assert_eq!(m.next_timeout(), Some(1000 + ICE_RESTART_EVERY_MS));
         assert!(m
             .handle(Input::Tick, 1000 + ICE_RESTART_EVERY_MS)
-            .contains(&Output::CreateOffer { ice_restart: true }));
+            .contains(&Output::Peer(PeerCommand::CreateOffer { ice_restart: true })));
         let out = m.handle(Input::PeerConnection(PeerConnectionState::Connected), 7000);
         assert_eq!(states(&out), [CallState::Connected]);
         assert_eq!(m.next_timeout(), None);
@@ -859,7 +873,7 @@ mod tests {
             )),
             0,
         );
-        assert!(out.contains(&Output::ClosePeer));
+        assert!(out.contains(&Output::Peer(PeerCommand::Close)));
         assert!(out.contains(&Output::Event(CallEvent::Ended(EndReason::CallEnded {
             ended_by: Some(Role::Doctor),
             duration_seconds: 61

@@ -5,37 +5,9 @@
 use tokio::sync::mpsc;
 
 use crate::api::IceServer;
-use crate::call::ladder::EncoderTarget;
+pub use crate::call::machine::PeerCommand;
 use crate::call::machine::PeerConnectionState;
 use crate::protocol::{IceCandidate, Role};
-
-/// What the driver asks of the peer connection.
-#[derive(Debug, Clone, PartialEq)]
-pub enum PeerCommand {
-    /// Create an offer; answer with [`PeerEvent::LocalOffer`].
-    CreateOffer {
-        /// Restart ICE.
-        ice_restart: bool,
-    },
-    /// Apply the remote offer and answer with [`PeerEvent::LocalAnswer`].
-    AcceptOffer(String),
-    /// Apply the remote answer.
-    AcceptAnswer(String),
-    /// Add a remote ICE candidate.
-    AddRemoteCandidate(IceCandidate),
-    /// Send or stop sending audio.
-    SetAudioSending(bool),
-    /// Send or stop sending camera video.
-    SetVideoSending(bool),
-    /// Add or remove the screen-share track.
-    SetScreenShare(bool),
-    /// Apply the adaptive-bitrate decision to the encoder.
-    SetEncoderTarget(EncoderTarget),
-    /// Report stats with [`PeerEvent::Stats`].
-    ReportStats,
-    /// Close.
-    Close,
-}
 
 /// Once-a-second measurements of the media connection. Fields the stack cannot measure are `None`.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -387,20 +387,12 @@ impl Driver {
                     self.session = Some(session);
                     self.scorer = QualityScorer::default();
                 }
-                Output::CreateOffer { ice_restart } => self.peer(PeerCommand::CreateOffer { ice_restart }),
-                Output::AcceptOffer(sdp) => self.peer(PeerCommand::AcceptOffer(sdp)),
-                Output::AcceptAnswer(sdp) => self.peer(PeerCommand::AcceptAnswer(sdp)),
-                Output::AddRemoteCandidate(candidate) => {
-                    self.peer(PeerCommand::AddRemoteCandidate(candidate))
-                }
-                Output::SetAudioSending(on) => self.peer(PeerCommand::SetAudioSending(on)),
-                Output::SetVideoSending(on) => self.peer(PeerCommand::SetVideoSending(on)),
-                Output::SetScreenShareTrack(on) => self.peer(PeerCommand::SetScreenShare(on)),
-                Output::ClosePeer => {
+                Output::Peer(PeerCommand::Close) => {
                     if let Some(mut session) = self.session.take() {
                         session.command(PeerCommand::Close);
                     }
                 }
+                Output::Peer(command) => self.peer(command),
                 Output::Event(event) => {
                     let _ = self.events.send(ClientEvent::Call(event));
                 }
