@@ -1,5 +1,6 @@
-//! One signaling WebSocket connection: frames in and out on channels. Reconnecting is the call
-//! machine's decision; this only reports that the connection is gone.
+//! One signaling WebSocket connection: frames in and out on channels, with a keep-alive that
+//! notices a dead network. Reconnecting is the call machine's decision; this only reports that
+//! the connection is gone.
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
@@ -7,6 +8,12 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::protocol::{MAX_FRAME_BYTES, WEBSOCKET_SUBPROTOCOL};
+
+/// How often the client pings the server (WebSocket ping; the server answers with a pong).
+pub const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(10);
+/// Nothing at all from the server for this long means the connection is dead (a network that
+/// vanished without closing the TCP connection), and it is reported closed.
+pub const SILENCE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What the connection reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,8 +60,17 @@ pub fn connect(
         };
         report(SignalingEvent::Opened).await;
         let (mut sink, mut stream) = socket.split();
+        let mut keepalive = tokio::time::interval(KEEPALIVE);
+        keepalive.tick().await;
+        let mut last_heard = tokio::time::Instant::now();
         loop {
             tokio::select! {
+                _ = keepalive.tick() => {
+                    let silent = last_heard.elapsed() >= SILENCE_LIMIT;
+                    if silent || sink.send(Message::Ping(Default::default())).await.is_err() {
+                        break;
+                    }
+                }
                 frame = outgoing.recv() => match frame {
                     Some(text) => {
                         if sink.send(Message::Text(text.into())).await.is_err() {
@@ -66,10 +82,13 @@ pub fn connect(
                         return; // the driver closed it on purpose: no Closed event
                     }
                 },
-                message = stream.next() => match message {
-                    Some(Ok(Message::Text(text))) => report(SignalingEvent::Frame(text.to_string())).await,
-                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Binary(_) | Message::Frame(_))) => {}
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                message = stream.next() => {
+                    last_heard = tokio::time::Instant::now();
+                    match message {
+                        Some(Ok(Message::Text(text))) => report(SignalingEvent::Frame(text.to_string())).await,
+                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                        Some(Ok(_)) => {} // pings are answered by tungstenite; pongs only prove life
+                    }
                 }
             }
         }
