@@ -337,8 +337,9 @@ impl Driver {
             };
             let now = self.now_ms();
             let outputs = self.machine.handle(input, now);
-            self.execute(outputs, &signaling_tx);
+            // Before any event goes out, so `state()` never lags behind what the app was told.
             *self.shared_state.lock().expect("state lock") = (self.machine.state(), self.machine.role());
+            self.execute(outputs, &signaling_tx);
         }
         if let Some(mut session) = self.session.take() {
             session.command(PeerCommand::Close);
