@@ -13,6 +13,8 @@ pub mod client;
 #[cfg(feature = "client")]
 pub mod error;
 #[cfg(feature = "client")]
+pub mod frame;
+#[cfg(feature = "client")]
 pub mod link;
 #[cfg(feature = "client")]
 pub mod net;

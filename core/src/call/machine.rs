@@ -23,6 +23,7 @@ use std::collections::VecDeque;
 use crate::api::{IceServer, JoinResponse};
 use crate::call::ladder::EncoderTarget;
 use crate::error::CallError;
+use crate::frame::EncodedFrame;
 use crate::protocol::{
     encode, CallStatus, ChatMessage, ClientMessage, ErrorCode, Frame, IceCandidate, MediaState,
     QualityReport, Resume, Role, Sdp, ServerMessage,
@@ -91,6 +92,8 @@ pub enum PeerCommand {
     SetScreenShare(bool),
     /// Apply the adaptive-bitrate decision to the encoder.
     SetEncoderTarget(EncoderTarget),
+    /// Send an encoded frame (dropped while that kind is off or before media can flow).
+    SendFrame(EncodedFrame),
     /// Report the connection's stats.
     ReportStats,
     /// Close the peer connection.

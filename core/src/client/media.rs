@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 use crate::api::IceServer;
 pub use crate::call::machine::PeerCommand;
 use crate::call::machine::PeerConnectionState;
+use crate::frame::EncodedFrame;
 use crate::protocol::{IceCandidate, Role};
 
 /// Once-a-second measurements of the media connection. Fields the stack cannot measure are `None`.
@@ -53,6 +54,8 @@ pub enum PeerEvent {
     State(PeerConnectionState),
     /// Stats asked for.
     Stats(MediaStats),
+    /// A frame from the peer, depacketized.
+    Frame(EncodedFrame),
     /// A failure that does not end the call (e.g. a bad remote candidate).
     Warning(String),
 }

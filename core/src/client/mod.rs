@@ -7,6 +7,7 @@
 //! stack and the clock report, and carries out what it decides.
 
 pub mod media;
+pub mod webrtc;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use crate::call::ladder::{BitrateLadder, Rung};
 use crate::call::machine::{CallEvent, CallMachine, CallState, Input, Output};
 use crate::call::quality::{QualitySample, QualityScorer};
 use crate::error::CallError;
+use crate::frame::EncodedFrame;
 use crate::link::JoinLink;
 use crate::net::api_client::ApiClient;
 use crate::net::signaling::{self, SignalingEvent};
@@ -36,6 +38,8 @@ pub enum ClientEvent {
     QualityChanged(QualityLevel),
     /// The adaptive bitrate chose another rung of the ladder.
     VideoRungChanged(Rung),
+    /// A frame from the peer (encoded; decode it with the platform's codec).
+    RemoteFrame(EncodedFrame),
 }
 
 /// The app's listener. Called on the client's event thread, one event at a time, in order.
@@ -61,6 +65,7 @@ impl Default for CallOptions {
 
 enum Command {
     Input(Input),
+    Frame(EncodedFrame),
     Close,
 }
 
@@ -152,6 +157,12 @@ impl CallClient {
         }
         self.input(Input::SendChat(text.to_owned()));
         Ok(())
+    }
+
+    /// Sends an encoded audio or video frame (from the platform's encoder). Frames are dropped
+    /// while the microphone or camera is off, and until the media connection is up.
+    pub fn send_frame(&self, frame: EncodedFrame) {
+        let _ = self.commands.send(Command::Frame(frame));
     }
 
     /// Ends the call (doctor) or leaves it (patient).
@@ -292,6 +303,12 @@ impl Driver {
             let input = tokio::select! {
                 command = commands.recv() => match command {
                     Some(Command::Input(input)) => input,
+                    Some(Command::Frame(frame)) => {
+                        if let Some(session) = self.session.as_mut() {
+                            session.command(PeerCommand::SendFrame(frame));
+                        }
+                        continue;
+                    }
                     Some(Command::Close) | None => break,
                 },
                 Some((generation, event)) = signaling_rx.recv() => {
@@ -320,6 +337,10 @@ impl Driver {
                     PeerEvent::State(state) => Input::PeerConnection(state),
                     PeerEvent::Stats(stats) => {
                         self.on_stats(stats);
+                        continue;
+                    }
+                    PeerEvent::Frame(frame) => {
+                        let _ = self.events.send(ClientEvent::RemoteFrame(frame));
                         continue;
                     }
                     PeerEvent::Warning(message) => {
