@@ -2,6 +2,8 @@
 "use strict";
 
 let csrf = null;
+// Links of the calls started from this page: the patient's to send, the doctor's to join.
+const links = {};
 const STATUS_TEXT = { not_started: "Not started", waiting: "Waiting", in_progress: "In progress", ended: "Ended" };
 
 function problem(text) {
@@ -19,12 +21,22 @@ async function api(method, path, body) {
   return json;
 }
 
-async function startOrJoin(appointment) {
+async function start(appointment) {
   problem("");
   try {
-    const path = `/api/appointments/${appointment.id}/video-call/${appointment.status === "not_started" ? "start" : "rejoin"}`;
-    const started = await api("POST", path);
-    location.href = started.doctor_link;
+    links[appointment.id] = await api("POST", `/api/appointments/${appointment.id}/video-call/start`);
+    await refresh();
+  } catch (error) {
+    problem(error.message);
+  }
+}
+
+async function join(appointment) {
+  problem("");
+  try {
+    const doctorLink = links[appointment.id]?.doctor_link
+      || (await api("POST", `/api/appointments/${appointment.id}/video-call/rejoin`)).doctor_link;
+    location.href = doctorLink;
   } catch (error) {
     problem(error.message);
   }
@@ -56,10 +68,27 @@ function row(appointment) {
   if (appointment.status !== "ended") {
     const button = document.createElement("button");
     button.type = "button";
-    button.textContent = appointment.status === "not_started" ? "Start video call" : "Join video call";
+    const starting = appointment.status === "not_started";
+    button.textContent = starting ? "Start video call" : "Join video call";
     button.setAttribute("aria-label", `${button.textContent} with ${appointment.patient_name}`);
-    button.onclick = () => startOrJoin(appointment);
+    button.onclick = () => (starting ? start(appointment) : join(appointment));
     actions.appendChild(button);
+    const patientLink = links[appointment.id]?.patient_link;
+    if (patientLink) {
+      const label = document.createElement("label");
+      label.textContent = " Patient's link: ";
+      const input = document.createElement("input");
+      input.readOnly = true;
+      input.className = "patient-link";
+      input.value = patientLink;
+      input.setAttribute("aria-label", `Join link to send to ${appointment.patient_name}`);
+      const copy = document.createElement("button");
+      copy.type = "button";
+      copy.textContent = "Copy";
+      copy.onclick = () => navigator.clipboard && navigator.clipboard.writeText(patientLink);
+      label.append(input);
+      actions.append(label, " ", copy);
+    }
     if (appointment.status === "waiting") {
       const input = document.createElement("input");
       input.placeholder = "Message for the waiting room";
@@ -82,8 +111,8 @@ async function refresh() {
   try {
     const list = await api("GET", `/api/doctor/appointments?from_ms=${start.getTime()}&to_ms=${end.getTime()}`);
     const body = document.getElementById("appointments");
-    const focused = document.activeElement && document.activeElement.tagName === "INPUT";
-    if (focused) return; // don't replace the row while the doctor is typing
+    const typing = document.activeElement && document.activeElement.tagName === "INPUT" && !document.activeElement.readOnly;
+    if (typing) return; // don't replace the row while the doctor is typing
     body.replaceChildren(...(list.length ? list.map(row) : [Object.assign(document.createElement("tr"), { innerHTML: "<td colspan=4>No appointments today.</td>" })]));
   } catch (error) {
     problem(`Could not load the appointments: ${error.message}`);

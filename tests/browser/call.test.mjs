@@ -1,0 +1,153 @@
+// A whole visit in two browser contexts: the doctor signs in and starts the call, the patient waits,
+// both see each other, use the controls and chat, and the doctor ends the call.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { startServer, setUpVisit, launchBrowser, screenshot, eventually, DOCTOR, PATIENT_NAME } from "./harness.mjs";
+
+const body = (page, key) => page.evaluate((k) => document.body.dataset[k], key);
+
+test("a video visit from sign-in to the end, in two browsers", async () => {
+  const server = await startServer();
+  const browser = await launchBrowser();
+  try {
+    await setUpVisit(server);
+    const doctorContext = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const patientContext = await browser.newContext({ viewport: { width: 390, height: 844 } }); // a phone
+    const doctor = await doctorContext.newPage();
+    const patient = await patientContext.newPage();
+
+    // The doctor signs in and starts the call.
+    await doctor.goto(`${server.base}/medical/login`);
+    await screenshot(doctor, "01-sign-in");
+    await doctor.getByLabel("E-mail").fill(DOCTOR.email);
+    await doctor.getByLabel("Password").fill(DOCTOR.password);
+    await doctor.getByRole("button", { name: "Sign in" }).click();
+    await doctor.waitForURL(/\/medical\/appointments\/$/);
+    await doctor.getByRole("button", { name: `Start video call with ${PATIENT_NAME}` }).click();
+    const patientLink = await doctor.locator("input.patient-link").inputValue();
+    assert.match(patientLink, /\/video-call\/#token=tv1\./);
+    await screenshot(doctor, "02-doctor-appointments");
+
+    // The patient opens the link and waits; the token leaves the address bar.
+    await patient.goto(patientLink);
+    await patient.getByRole("heading", { name: "Waiting for your doctor" }).waitFor();
+    assert.ok(!patient.url().includes("token"), "the token is removed from the address bar");
+    assert.equal(await patient.getByRole("button", { name: "Share screen" }).count(), 0, "no share button for patients");
+    await screenshot(patient, "03-patient-waiting-room");
+
+    // The doctor joins; both see the other's video playing in HD.
+    await doctor.getByRole("button", { name: `Join video call with ${PATIENT_NAME}` }).click();
+    await doctor.waitForURL(/video-call\/$/);
+    for (const page of [doctor, patient]) {
+      await eventually("connected", async () => (await body(page, "connected")) === "true");
+    }
+    await patient.getByRole("heading", { name: "Waiting for your doctor" }).waitFor({ state: "hidden" });
+    for (const page of [doctor, patient]) {
+      const first = Number(await eventually("frames decoded", async () => Number(await body(page, "framesDecoded")) > 0 && body(page, "framesDecoded")));
+      await eventually("frames decoded increasing", async () => Number(await body(page, "framesDecoded")) > first + 10);
+      const size = await eventually("HD frames", async () => {
+        const [w, h] = (await body(page, "frameSize")).split("x").map(Number);
+        return w >= 1280 && h >= 720 && `${w}x${h}`;
+      }, 30000);
+      assert.ok(size);
+      assert.ok(await page.locator("#remote-video").evaluate((v) => !v.paused && v.videoWidth >= 1280), "remote video plays");
+    }
+    await screenshot(doctor, "04-doctor-in-call");
+    await screenshot(patient, "05-patient-in-call");
+
+    // Mute and camera off are shown on the other side.
+    await patient.getByRole("button", { name: "Mute microphone" }).click();
+    await eventually("doctor sees the patient muted", async () => (await body(doctor, "peerAudio")) === "false");
+    await patient.getByRole("button", { name: "Turn camera off" }).click();
+    await eventually("doctor sees the camera off", async () => (await body(doctor, "peerVideo")) === "false");
+    assert.match(await doctor.locator("#peer-state").innerText(), /muted.*camera off/);
+    await screenshot(doctor, "06-doctor-sees-patient-muted");
+
+    // The doctor shares a screen and the patient receives it.
+    await doctor.getByRole("button", { name: "Share screen" }).click();
+    await eventually("patient sees the shared screen", async () => (await body(patient, "peerSharing")) === "true");
+    await eventually("screen video plays", async () => patient.locator("#screen-video").evaluate((v) => !v.hidden && v.videoWidth > 0));
+    await screenshot(patient, "07-patient-sees-screen-share");
+
+    // Chat both ways.
+    await patient.getByRole("button", { name: "Chat" }).click();
+    await patient.getByLabel("Message").fill("My knee hurts when I climb stairs");
+    await patient.getByRole("button", { name: "Send" }).click();
+    await doctor.getByRole("button", { name: "Chat" }).click();
+    await doctor.locator("#chat-log li", { hasText: "My knee hurts" }).waitFor();
+    await doctor.getByLabel("Message").fill("Let's take a look");
+    await doctor.getByRole("button", { name: "Send" }).click();
+    await patient.locator("#chat-log li", { hasText: "Let's take a look" }).waitFor();
+    await screenshot(patient, "08-patient-chat");
+
+    // Quality level and timer.
+    const level = await eventually("a quality level", async () => {
+      const l = await doctor.locator("#quality").getAttribute("data-level");
+      return l !== "unknown" && l;
+    });
+    assert.ok(["excellent", "good", "poor", "lost"].includes(level));
+    const t1 = await doctor.locator("#timer").innerText();
+    await eventually("the timer runs", async () => (await doctor.locator("#timer").innerText()) !== t1);
+
+    // Fullscreen toggles.
+    await doctor.getByRole("button", { name: "Full screen" }).click();
+    await eventually("fullscreen on", async () => doctor.evaluate(() => Boolean(document.fullscreenElement)));
+    await doctor.getByRole("button", { name: "Full screen" }).click();
+    await eventually("fullscreen off", async () => doctor.evaluate(() => !document.fullscreenElement));
+
+    // The doctor ends the call; both see the end and the duration.
+    await doctor.getByRole("button", { name: "End the call for everyone" }).click();
+    for (const page of [doctor, patient]) {
+      await page.getByRole("heading", { name: "The call has ended" }).waitFor();
+      assert.match(await page.locator("#screen-text").innerText(), /Duration: \d\d:\d\d/);
+    }
+    await screenshot(patient, "09-patient-call-ended");
+  } finally {
+    await browser.close();
+    await server.stop();
+  }
+});
+
+test("an expired link and an invalid link show their error pages", async () => {
+  const server = await startServer(["--token-ttl-seconds", "1"]);
+  const browser = await launchBrowser();
+  try {
+    const { doctor, appointment } = await setUpVisit(server);
+    const started = await fetch(`${server.base}/api/appointments/${appointment.id}/video-call/start`, {
+      method: "POST", headers: { Authorization: `Bearer ${doctor.api_token}` },
+    }).then((r) => r.json());
+    await new Promise((r) => setTimeout(r, 1500));
+    const page = await (await browser.newContext()).newPage();
+    await page.goto(started.patient_link);
+    await page.getByRole("heading", { name: "This link has expired" }).waitFor();
+    await screenshot(page, "10-expired-link");
+    await page.goto(started.patient_link.replace(/.{4}$/, "AAAA"));
+    await page.reload();
+    await page.getByRole("heading", { name: "This link is not valid" }).waitFor();
+  } finally {
+    await browser.close();
+    await server.stop();
+  }
+});
+
+test("the device test lists the fake devices, previews the camera and moves the level meter", async () => {
+  const server = await startServer();
+  const browser = await launchBrowser();
+  try {
+    const page = await (await browser.newContext()).newPage();
+    await page.goto(`${server.base}/medical/video-call/test-devices/`);
+    await eventually("camera listed", async () => (await page.locator("#camera-select option").count()) > 0);
+    assert.ok((await page.locator("#mic-select option").count()) > 0, "a microphone is listed");
+    await eventually("preview plays", async () => page.locator("#preview").evaluate((v) => v.videoWidth > 0 && !v.paused));
+    const levels = new Set();
+    await eventually("the level meter moves", async () => {
+      levels.add(await page.locator("#level").evaluate((m) => m.value));
+      return levels.size > 2;
+    });
+    assert.equal(await page.locator('#checks li[data-ok="true"]', { hasText: "WebRTC" }).count(), 1);
+    await screenshot(page, "11-device-test");
+  } finally {
+    await browser.close();
+    await server.stop();
+  }
+});
