@@ -36,6 +36,11 @@ use signaling::http_fallback::HttpSessions;
 use signaling::hub::Hub;
 use store::Store;
 
+/// The pages load scripts, styles and media only from this server; no inline script can run.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data: blob:; media-src 'self' blob: mediastream:; connect-src 'self'; \
+     frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'";
+
 /// Everything a handler needs.
 pub struct AppState {
     /// Settings.
@@ -136,6 +141,10 @@ pub fn router(state: SharedState) -> Router {
             HeaderValue::from_static("nosniff"),
         ))
         .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        ))
         .with_state(state)
 }
 

@@ -43,6 +43,9 @@ test("a video visit from sign-in to the end, in two browsers", async () => {
     }
     await patient.getByRole("heading", { name: "Waiting for your doctor" }).waitFor({ state: "hidden" });
     for (const page of [doctor, patient]) {
+      assert.equal(await body(page, "signaling"), "websocket", "the WebSocket works under the page's CSP");
+    }
+    for (const page of [doctor, patient]) {
       const first = Number(await eventually("frames decoded", async () => Number(await body(page, "framesDecoded")) > 0 && body(page, "framesDecoded")));
       await eventually("frames decoded increasing", async () => Number(await body(page, "framesDecoded")) > first + 10);
       const size = await eventually("HD frames", async () => {

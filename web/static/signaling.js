@@ -52,6 +52,7 @@ class Signaling {
     this.ws = ws;
     ws.onopen = () => {
       opened = true;
+      document.body.dataset.signaling = "websocket";
       this.failuresBeforeOpen = 0;
       ws.send(JSON.stringify(this.joinFrame()));
       const pending = this.queue; this.queue = [];
@@ -88,6 +89,7 @@ class Signaling {
     const joined = await fetch(this.signalPath, { method: "POST", headers, body: JSON.stringify(this.joinFrame()) }).catch(() => null);
     if (!joined || !joined.ok) { this.scheduleReconnect(); return; }
     this.httpHeaders = headers;
+    document.body.dataset.signaling = "http";
     const pending = this.queue; this.queue = [];
     pending.forEach((f) => this.send(f));
     while (!this.closed && this.mode === "http") {
