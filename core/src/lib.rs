@@ -15,6 +15,8 @@ pub mod error;
 #[cfg(feature = "client")]
 pub mod frame;
 #[cfg(feature = "client")]
+pub mod headless;
+#[cfg(feature = "client")]
 pub mod link;
 #[cfg(feature = "client")]
 pub mod net;

@@ -37,6 +37,28 @@ enum Command {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Join a call from this terminal with a synthetic camera and microphone (exit 0: the call
+    /// ended or the time was up; 2: the link was refused; 1: another failure).
+    #[cfg(feature = "join")]
+    Join {
+        /// The join link (quote it: it contains `#`).
+        link: String,
+        /// Leave (or end, as the doctor) after this many seconds in the call.
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// Save the received video frames to this IVF file.
+        #[arg(long)]
+        save_video: Option<PathBuf>,
+        /// Send this chat message once connected.
+        #[arg(long)]
+        chat: Option<String>,
+        /// Mute the microphone this many seconds after connecting.
+        #[arg(long)]
+        mute_after_seconds: Option<u64>,
+        /// Local UDP address for ICE (repeatable) [default: 0.0.0.0:0].
+        #[arg(long)]
+        udp: Vec<String>,
+    },
 }
 
 fn init_logging(format: &str) {
@@ -90,6 +112,25 @@ async fn main() -> std::process::ExitCode {
                 Ok(())
             }
             .await
+        }
+        #[cfg(feature = "join")]
+        Command::Join { link, seconds, save_video, chat, mute_after_seconds, udp } => {
+            use televisit_core::headless;
+            let options = headless::HeadlessOptions {
+                link,
+                duration: seconds.map(std::time::Duration::from_secs),
+                save_video,
+                chat,
+                mute_after: mute_after_seconds.map(std::time::Duration::from_secs),
+                udp_addrs: udp,
+            };
+            let outcome = tokio::task::spawn_blocking(move || headless::run(options, &mut std::io::stdout()))
+                .await
+                .unwrap_or(Err(televisit_core::error::CallError::Closed));
+            if let Err(error) = &outcome {
+                eprintln!("televisit join: {error}");
+            }
+            return std::process::ExitCode::from(headless::exit_code(&outcome) as u8);
         }
         Command::Migrate { settings } => {
             async {

@@ -446,7 +446,8 @@ impl Driver {
             jitter_ms: stats.jitter_ms,
             last_packet_at_ms: stats.last_packet_at_ms,
         };
-        if let Some(level) = self.scorer.update(&sample, now) {
+        let in_call = matches!(self.machine.state(), CallState::Connected | CallState::Reconnecting);
+        if let Some(level) = self.scorer.update(&sample, now).filter(|_| in_call) {
             let _ = self.events.send(ClientEvent::QualityChanged(level));
             let report = QualityReport {
                 level,
