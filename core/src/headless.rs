@@ -73,6 +73,34 @@ pub fn frame_counter(frame: &EncodedFrame) -> Option<u32> {
     frame.data.get(2..6).map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")))
 }
 
+/// Sends the synthetic camera (30 fps) and microphone (50 fps) through `client` while `sending`
+/// is set, until `stop`. Frames carry the sender's id: 1 for the doctor, 2 for the patient.
+pub fn spawn_synthetic_media(
+    client: Arc<CallClient>,
+    sending: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        let (mut video, mut audio) = (0u32, 0u32);
+        while !stop.load(Ordering::Relaxed) {
+            if sending.load(Ordering::Relaxed) {
+                let id = if client.role() == Some(Role::Doctor) { 1 } else { 2 };
+                let elapsed = start.elapsed().as_millis() as u32;
+                while video * 33 <= elapsed {
+                    client.send_frame(synthetic_video_frame(id, video));
+                    video += 1;
+                }
+                while audio * 20 <= elapsed {
+                    client.send_frame(synthetic_audio_frame(id, audio));
+                    audio += 1;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    })
+}
+
 struct Printer(mpsc::Sender<ClientEvent>);
 
 impl CallListener for Printer {
@@ -165,28 +193,7 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
     };
     let sending = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
-    let sender_thread = {
-        let (client, sending, stop) = (Arc::clone(&client), Arc::clone(&sending), Arc::clone(&stop));
-        std::thread::spawn(move || {
-            let start = Instant::now();
-            let (mut video, mut audio) = (0u32, 0u32);
-            while !stop.load(Ordering::Relaxed) {
-                if sending.load(Ordering::Relaxed) {
-                    let id = if client.role() == Some(Role::Doctor) { 1 } else { 2 };
-                    let elapsed = start.elapsed().as_millis() as u32;
-                    while video * 33 <= elapsed {
-                        client.send_frame(synthetic_video_frame(id, video));
-                        video += 1;
-                    }
-                    while audio * 20 <= elapsed {
-                        client.send_frame(synthetic_audio_frame(id, audio));
-                        audio += 1;
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        })
-    };
+    let sender_thread = spawn_synthetic_media(Arc::clone(&client), Arc::clone(&sending), Arc::clone(&stop));
     let mut connected_at: Option<Instant> = None;
     let mut muted = false;
     let mut last_counter: Option<u32> = None;

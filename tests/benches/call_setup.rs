@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use televisit_core::call::machine::{CallEvent, CallState};
 use televisit_core::client::webrtc::{WebRtcMedia, WebRtcSettings};
 use televisit_core::client::{CallClient, CallListener, CallOptions, ClientEvent};
-use televisit_core::headless::{synthetic_audio_frame, synthetic_video_frame};
+use televisit_core::headless::spawn_synthetic_media;
 use televisit_tests::TestServer;
 
 #[derive(Default)]
 struct Probe {
-    connected: AtomicBool,
+    connected: Arc<AtomicBool>,
     first_frame: Mutex<Option<Instant>>,
     frames: std::sync::atomic::AtomicU64,
 }
@@ -39,31 +39,6 @@ impl CallListener for Probe {
 
 fn media() -> Arc<WebRtcMedia> {
     Arc::new(WebRtcMedia::new(WebRtcSettings { udp_addrs: vec!["127.0.0.1:0".into()], ..Default::default() }))
-}
-
-fn send_while(
-    client: Arc<CallClient>,
-    probe: Arc<Probe>,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let start = Instant::now();
-        let (mut video, mut audio) = (0u32, 0u32);
-        while !stop.load(Ordering::Relaxed) {
-            if probe.connected.load(Ordering::SeqCst) {
-                let elapsed = start.elapsed().as_millis() as u32;
-                while video * 33 <= elapsed {
-                    client.send_frame(synthetic_video_frame(1, video));
-                    video += 1;
-                }
-                while audio * 20 <= elapsed {
-                    client.send_frame(synthetic_audio_frame(1, audio));
-                    audio += 1;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    })
 }
 
 fn cpu_seconds() -> f64 {
@@ -101,7 +76,7 @@ fn one_call(server: &TestServer, runtime: &tokio::runtime::Runtime, seconds: f64
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     doctor.join();
-    let sender = send_while(doctor.clone(), doctor_probe, stop.clone());
+    let sender = spawn_synthetic_media(doctor.clone(), doctor_probe.connected.clone(), stop.clone());
     while patient_probe.first_frame.lock().unwrap().is_none() {
         assert!(started.elapsed() < Duration::from_secs(20), "no frame within 20 s");
         std::thread::sleep(Duration::from_millis(1));

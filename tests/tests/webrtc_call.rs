@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use televisit_core::call::machine::{CallEvent, CallState};
 use televisit_core::client::webrtc::{WebRtcMedia, WebRtcSettings};
 use televisit_core::client::{CallClient, CallOptions, ClientEvent};
-use televisit_core::frame::{EncodedFrame, FrameKind};
+use televisit_core::frame::FrameKind;
+use televisit_core::headless::{
+    frame_counter, spawn_synthetic_media, synthetic_audio_frame, synthetic_video_frame,
+};
 use televisit_tests::{CuttableProxy, Recorder, TestServer};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -25,44 +28,9 @@ fn join(link: &str) -> (Arc<CallClient>, Arc<Recorder>) {
     (Arc::new(client), recorder)
 }
 
-/// A video frame whose bytes say who sent it and its number (spanning several RTP packets).
-fn video_frame(sender: u8, number: u32) -> EncodedFrame {
-    let mut data = vec![if number.is_multiple_of(30) { 0x10 } else { 0x11 }, sender];
-    data.extend_from_slice(&number.to_be_bytes());
-    data.resize(3000, (number % 251) as u8);
-    EncodedFrame {
-        kind: FrameKind::Video,
-        data,
-        duration: Duration::from_millis(33),
-        keyframe: number.is_multiple_of(30),
-    }
-}
-
-fn audio_frame(sender: u8, number: u32) -> EncodedFrame {
-    let mut data = vec![0xfc, sender];
-    data.extend_from_slice(&number.to_be_bytes());
-    data.resize(80, 0x55);
-    EncodedFrame { kind: FrameKind::Audio, data, duration: Duration::from_millis(20), keyframe: false }
-}
-
-/// Sends 30 fps video and 50 fps audio until `stop`.
-fn start_sending(client: Arc<CallClient>, sender: u8, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let start = Instant::now();
-        let (mut video, mut audio) = (0u32, 0u32);
-        while !stop.load(Ordering::Relaxed) {
-            let elapsed = start.elapsed().as_millis() as u32;
-            while video * 33 <= elapsed {
-                client.send_frame(video_frame(sender, video));
-                video += 1;
-            }
-            while audio * 20 <= elapsed {
-                client.send_frame(audio_frame(sender, audio));
-                audio += 1;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    })
+/// Sends the synthetic camera and microphone (ids: doctor 1, patient 2) until `stop`.
+fn start_sending(client: Arc<CallClient>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    spawn_synthetic_media(client, Arc::new(AtomicBool::new(true)), stop)
 }
 
 /// The numbers of the frames of `kind` received from `sender`, checking each frame's content.
@@ -73,11 +41,11 @@ fn received(recorder: &Recorder, kind: FrameKind, sender: u8) -> Vec<u32> {
         .filter_map(|e| match e {
             ClientEvent::RemoteFrame(frame) if frame.kind == kind => {
                 assert_eq!(frame.data[1], sender, "frames come from the other participant");
-                let number = u32::from_be_bytes(frame.data[2..6].try_into().unwrap());
+                let number = frame_counter(frame).expect("a counter");
                 let expected = if kind == FrameKind::Video {
-                    video_frame(sender, number)
+                    synthetic_video_frame(sender, number)
                 } else {
-                    audio_frame(sender, number)
+                    synthetic_audio_frame(sender, number)
                 };
                 assert_eq!(frame.data, expected.data, "frame {number} arrived intact");
                 Some(number)
@@ -110,8 +78,7 @@ async fn video_and_audio_flow_both_ways_over_a_real_peer_connection() {
     println!("doctor join to both connected: {:?}", joined_at.elapsed());
 
     let stop = Arc::new(AtomicBool::new(false));
-    let senders =
-        [start_sending(doctor.clone(), 1, stop.clone()), start_sending(patient.clone(), 2, stop.clone())];
+    let senders = [start_sending(doctor.clone(), stop.clone()), start_sending(patient.clone(), stop.clone())];
     tokio::task::spawn_blocking({
         let (doctor_events, patient_events) = (doctor_events.clone(), patient_events.clone());
         move || {
@@ -162,7 +129,7 @@ async fn cutting_signaling_mid_call_does_not_stop_the_media() {
     let (doctor, doctor_events) = join(&visit.doctor_link);
     patient_events.wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::Connected)));
     let stop = Arc::new(AtomicBool::new(false));
-    let sender = start_sending(doctor.clone(), 1, stop.clone());
+    let sender = start_sending(doctor.clone(), stop.clone());
     let events = patient_events.clone();
     tokio::task::spawn_blocking(move || {
         wait_until("first frames", || received(&events, FrameKind::Video, 1).len() >= 10)
