@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::call::ladder::{BitrateLadder, Rung};
-use crate::call::machine::{CallEvent, CallMachine, CallState, Input, Output};
+use crate::call::machine::{CallEvent, CallMachine, CallState, EndReason, Input, Output};
 use crate::call::quality::{QualitySample, QualityScorer};
 use crate::error::CallError;
 use crate::frame::EncodedFrame;
@@ -63,6 +63,15 @@ impl Default for CallOptions {
     }
 }
 
+/// Where the call is: what [`CallClient::state`] reads and what [`CallClient::joined`] and
+/// [`CallClient::ended`] wait on.
+#[derive(Debug, Clone, PartialEq)]
+struct Status {
+    state: CallState,
+    role: Option<Role>,
+    end: Option<EndReason>,
+}
+
 enum Command {
     Input(Input),
     Frame(EncodedFrame),
@@ -72,7 +81,7 @@ enum Command {
 /// The call client.
 pub struct CallClient {
     commands: mpsc::UnboundedSender<Command>,
-    state: Arc<Mutex<(CallState, Option<Role>)>>,
+    status: tokio::sync::watch::Receiver<Status>,
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
     events: EventThread,
     link: JoinLink,
@@ -95,12 +104,12 @@ impl CallClient {
             .build()
             .map_err(|e| CallError::Media(format!("cannot start the call runtime: {e}")))?;
         let (commands, command_rx) = mpsc::unbounded_channel();
-        let state = Arc::new(Mutex::new((CallState::Idle, None)));
+        let (status_tx, status) =
+            tokio::sync::watch::channel(Status { state: CallState::Idle, role: None, end: None });
         let events = EventThread::start(listener);
-        let driver =
-            Driver::new(link.clone(), media, options, commands.clone(), events.sender(), Arc::clone(&state));
+        let driver = Driver::new(link.clone(), media, options, commands.clone(), events.sender(), status_tx);
         runtime.spawn(driver.run(command_rx));
-        Ok(CallClient { commands, state, runtime: Mutex::new(Some(runtime)), events, link })
+        Ok(CallClient { commands, status, runtime: Mutex::new(Some(runtime)), events, link })
     }
 
     fn input(&self, input: Input) {
@@ -114,12 +123,53 @@ impl CallClient {
 
     /// The call's state now.
     pub fn state(&self) -> CallState {
-        self.state.lock().expect("state lock").0
+        self.status.borrow().state
     }
 
     /// This side's role, once the server accepted the link.
     pub fn role(&self) -> Option<Role> {
-        self.state.lock().expect("state lock").1
+        self.status.borrow().role
+    }
+
+    /// Resolves once the server accepted the link (waiting room or beyond) with this side's role,
+    /// or with the error that ended the attempt. Call [`CallClient::join`] first. The future
+    /// holds no reference to the client and runs on any executor.
+    pub fn joined(&self) -> impl std::future::Future<Output = Result<Role, CallError>> + Send + 'static {
+        let mut status = self.status.clone();
+        async move {
+            let status = status
+                .wait_for(|s| {
+                    s.end.is_some()
+                        || !matches!(s.state, CallState::Idle | CallState::Joining | CallState::Ended)
+                })
+                .await
+                .map_err(|_| CallError::Closed)?;
+            match (&status.end, status.role) {
+                (None, Some(role)) => Ok(role),
+                (Some(EndReason::Failed(error)), _) => Err(error.clone()),
+                (Some(EndReason::CallEnded { .. }), _) => Err(CallError::CallEnded),
+                _ => Err(CallError::Closed),
+            }
+        }
+    }
+
+    /// Resolves when the call is over for this side, with the reason (for a call ended by the
+    /// doctor or the clinic, the duration the server recorded). Runs on any executor.
+    pub fn ended(&self) -> impl std::future::Future<Output = EndReason> + Send + 'static {
+        let mut status = self.status.clone();
+        async move {
+            match status.wait_for(|s| s.end.is_some()).await {
+                Ok(status) => status.end.clone().unwrap_or(EndReason::Left),
+                Err(_) => EndReason::Failed(CallError::Closed),
+            }
+        }
+    }
+
+    /// The client's own runtime, for work that must run beside the call (bindings spawn their
+    /// async methods here instead of starting another runtime).
+    pub fn runtime(&self) -> Result<tokio::runtime::Handle, CallError> {
+        let runtime = self.runtime.lock().expect("runtime lock");
+        runtime.as_ref().map(|r| r.handle().clone()).ok_or(CallError::Closed)
     }
 
     /// The appointment this link belongs to.
@@ -255,7 +305,7 @@ struct Driver {
     origin: Instant,
     commands: mpsc::UnboundedSender<Command>,
     events: EventSender,
-    shared_state: Arc<Mutex<(CallState, Option<Role>)>>,
+    status: tokio::sync::watch::Sender<Status>,
     signaling: Option<mpsc::Sender<String>>,
     signaling_generation: u64,
     session: Option<Box<dyn MediaSession>>,
@@ -269,7 +319,7 @@ impl Driver {
         options: CallOptions,
         commands: mpsc::UnboundedSender<Command>,
         events: EventSender,
-        shared_state: Arc<Mutex<(CallState, Option<Role>)>>,
+        status: tokio::sync::watch::Sender<Status>,
     ) -> Driver {
         Driver {
             api: ApiClient::new(link.clone()),
@@ -281,7 +331,7 @@ impl Driver {
             origin: Instant::now(),
             commands,
             events,
-            shared_state,
+            status,
             signaling: None,
             signaling_generation: 0,
             session: None,
@@ -359,7 +409,8 @@ impl Driver {
             let now = self.now_ms();
             let outputs = self.machine.handle(input, now);
             // Before any event goes out, so `state()` never lags behind what the app was told.
-            *self.shared_state.lock().expect("state lock") = (self.machine.state(), self.machine.role());
+            let (state, role) = (self.machine.state(), self.machine.role());
+            self.status.send_modify(|s| (s.state, s.role) = (state, role));
             self.execute(outputs, &signaling_tx);
         }
         if let Some(mut session) = self.session.take() {
@@ -416,6 +467,9 @@ impl Driver {
                 }
                 Output::Peer(command) => self.peer(command),
                 Output::Event(event) => {
+                    if let CallEvent::Ended(reason) = &event {
+                        self.status.send_modify(|s| s.end = Some(reason.clone()));
+                    }
                     let _ = self.events.send(ClientEvent::Call(event));
                 }
             }

@@ -1,0 +1,716 @@
+//! Televisit for Kotlin and Swift apps: the uniffi surface of the core's call client.
+//!
+//! This crate holds no call logic. It translates the core's types into uniffi records, enums and
+//! errors, and the foreign [`CallListener`] into the core's listener. Async methods spawn their work
+//! on the call client's own tokio runtime and await the handle, so no second runtime appears and
+//! the foreign side may poll the future from any executor (Kotlin coroutines, Swift tasks).
+//!
+//! Lifecycle: [`Call::new`] → [`Call::join`] → … → [`Call::hang_up`] → [`Call::release`]. `release()`
+//! stops the runtime and drops the foreign listener; after it returns no callback comes any more,
+//! so an app that shuts down never gets a call into freed objects.
+
+use std::sync::{Arc, RwLock};
+
+use televisit_core::call::ladder::Rung;
+use televisit_core::call::machine as core_machine;
+use televisit_core::client::media::MediaStats;
+use televisit_core::client::webrtc::{WebRtcMedia, WebRtcSettings};
+use televisit_core::client::{self as core_client, CallClient, ClientEvent};
+use televisit_core::error::CallError as CoreError;
+use televisit_core::frame::{EncodedFrame, FrameKind};
+use televisit_core::link::JoinLink;
+use televisit_core::protocol;
+
+uniffi::setup_scaffolding!("televisit");
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+/// Why a call could not start or had to stop. The exception's message is the sentence to show the
+/// user (Kotlin `CallException.LinkExpired`, Swift `CallError.LinkExpired(message:)`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error, uniffi::Error)]
+#[uniffi(flat_error)]
+pub enum CallError {
+    /// The link is not a Televisit join link, or the server does not know its token.
+    #[error("{message}")]
+    LinkInvalid {
+        /// What to show.
+        message: String,
+    },
+    /// The link's token expired.
+    #[error("{message}")]
+    LinkExpired {
+        /// What to show.
+        message: String,
+    },
+    /// A newer link replaced this one.
+    #[error("{message}")]
+    LinkReplaced {
+        /// What to show.
+        message: String,
+    },
+    /// The call has ended; nobody can join it any more.
+    #[error("{message}")]
+    CallEnded {
+        /// What to show.
+        message: String,
+    },
+    /// The doctor has not started the call yet.
+    #[error("{message}")]
+    CallNotStarted {
+        /// What to show.
+        message: String,
+    },
+    /// Not this link's appointment, or not allowed for this role (a patient sharing a screen).
+    #[error("{message}")]
+    NotAllowed {
+        /// What to show.
+        message: String,
+    },
+    /// The clinic's server cannot be reached.
+    #[error("{message}")]
+    ServerUnreachable {
+        /// What to show.
+        message: String,
+    },
+    /// Another device joined with the same link and took over.
+    #[error("{message}")]
+    JoinedElsewhere {
+        /// What to show.
+        message: String,
+    },
+    /// The server refused something else (`code` is the protocol's error code).
+    #[error("{message}")]
+    Server {
+        /// The server's code, e.g. `rate_limited`.
+        code: String,
+        /// What to show.
+        message: String,
+    },
+    /// The media connection could not be made or was lost for good.
+    #[error("{message}")]
+    Media {
+        /// What to show.
+        message: String,
+    },
+    /// The call object was closed.
+    #[error("{message}")]
+    Closed {
+        /// What to show.
+        message: String,
+    },
+}
+
+impl From<CoreError> for CallError {
+    fn from(error: CoreError) -> CallError {
+        let message = error.to_string();
+        match error {
+            CoreError::LinkInvalid => CallError::LinkInvalid { message },
+            CoreError::LinkExpired => CallError::LinkExpired { message },
+            CoreError::LinkReplaced => CallError::LinkReplaced { message },
+            CoreError::CallEnded => CallError::CallEnded { message },
+            CoreError::CallNotStarted => CallError::CallNotStarted { message },
+            CoreError::NotAllowed(_) => CallError::NotAllowed { message },
+            CoreError::ServerUnreachable(_) => CallError::ServerUnreachable { message },
+            CoreError::JoinedElsewhere => CallError::JoinedElsewhere { message },
+            CoreError::Server { code, .. } => CallError::Server { code, message },
+            CoreError::Media(_) => CallError::Media { message },
+            CoreError::Closed => CallError::Closed { message },
+        }
+    }
+}
+
+fn closed() -> CallError {
+    CoreError::Closed.into()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Records and enums
+// ---------------------------------------------------------------------------------------------
+
+/// The call's state: `Idle → Joining → WaitingRoom → Connecting → Connected ⇄ Reconnecting → Ended`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum CallState {
+    /// Created, not joined yet.
+    Idle,
+    /// Checking the link with the server.
+    Joining,
+    /// Waiting for the other side (the patient waits for the doctor).
+    WaitingRoom,
+    /// Both are in; the media connection is being made.
+    Connecting,
+    /// Media flows.
+    Connected,
+    /// The connection dropped and is being restored.
+    Reconnecting,
+    /// Over for this side.
+    Ended,
+}
+
+impl From<core_machine::CallState> for CallState {
+    fn from(state: core_machine::CallState) -> CallState {
+        use core_machine::CallState as S;
+        match state {
+            S::Idle => CallState::Idle,
+            S::Joining => CallState::Joining,
+            S::WaitingRoom => CallState::WaitingRoom,
+            S::Connecting => CallState::Connecting,
+            S::Connected => CallState::Connected,
+            S::Reconnecting => CallState::Reconnecting,
+            S::Ended => CallState::Ended,
+        }
+    }
+}
+
+/// A participant's role in the visit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum Role {
+    /// Starts and ends the call; may share a screen.
+    Doctor,
+    /// Waits in the waiting room until the doctor is in.
+    Patient,
+}
+
+impl From<protocol::Role> for Role {
+    fn from(role: protocol::Role) -> Role {
+        match role {
+            protocol::Role::Doctor => Role::Doctor,
+            protocol::Role::Patient => Role::Patient,
+        }
+    }
+}
+
+/// Connection quality, the same rule on every platform (see the core's `call::quality`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum QualityLevel {
+    /// Smooth HD.
+    Excellent,
+    /// Usable, some degradation.
+    Good,
+    /// Noticeable freezes or audio gaps.
+    Poor,
+    /// No media for several seconds.
+    Lost,
+}
+
+impl From<protocol::QualityLevel> for QualityLevel {
+    fn from(level: protocol::QualityLevel) -> QualityLevel {
+        match level {
+            protocol::QualityLevel::Excellent => QualityLevel::Excellent,
+            protocol::QualityLevel::Good => QualityLevel::Good,
+            protocol::QualityLevel::Poor => QualityLevel::Poor,
+            protocol::QualityLevel::Lost => QualityLevel::Lost,
+        }
+    }
+}
+
+/// A chat message.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct ChatMessage {
+    /// Server-assigned id, increasing within the visit.
+    pub id: i64,
+    /// Who wrote it.
+    pub from: Role,
+    /// The text.
+    pub text: String,
+    /// When the server stored it, ms since the Unix epoch.
+    pub sent_at_ms: i64,
+}
+
+impl From<protocol::ChatMessage> for ChatMessage {
+    fn from(m: protocol::ChatMessage) -> ChatMessage {
+        ChatMessage { id: m.id, from: m.from.into(), text: m.text, sent_at_ms: m.sent_at_ms }
+    }
+}
+
+/// The peer's own quality report.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct PeerQuality {
+    /// The peer's level.
+    pub level: QualityLevel,
+    /// The peer's round-trip time, ms.
+    pub rtt_ms: Option<f64>,
+    /// The peer's received packet loss, percent.
+    pub loss_percent: Option<f64>,
+    /// The peer's jitter, ms.
+    pub jitter_ms: Option<f64>,
+}
+
+/// Why the call ended for this side.
+#[derive(Debug, Clone, PartialEq, uniffi::Enum)]
+pub enum EndReason {
+    /// The call ended for everyone, with the duration the server recorded.
+    CallEnded {
+        /// Who ended it, if a participant did.
+        ended_by: Option<Role>,
+        /// The recorded duration in seconds.
+        duration_seconds: i64,
+    },
+    /// This side left; the call may go on without it.
+    Left,
+    /// An error ended it.
+    Failed {
+        /// What went wrong.
+        error: CallError,
+    },
+}
+
+impl From<core_machine::EndReason> for EndReason {
+    fn from(reason: core_machine::EndReason) -> EndReason {
+        match reason {
+            core_machine::EndReason::CallEnded { ended_by, duration_seconds } => {
+                EndReason::CallEnded { ended_by: ended_by.map(Role::from), duration_seconds }
+            }
+            core_machine::EndReason::Left => EndReason::Left,
+            core_machine::EndReason::Failed(error) => EndReason::Failed { error: error.into() },
+        }
+    }
+}
+
+/// Once-a-second measurements of the media connection; `None` where nothing was measured.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct CallStats {
+    /// Round-trip time, ms.
+    pub rtt_ms: Option<f64>,
+    /// Inbound jitter, ms.
+    pub jitter_ms: Option<f64>,
+    /// Inbound packet loss over the last second, percent.
+    pub loss_percent: Option<f64>,
+    /// Bits per second sent over the last second.
+    pub send_bitrate_bps: u64,
+    /// Bits per second received over the last second.
+    pub receive_bitrate_bps: u64,
+    /// Video frames sent so far.
+    pub frames_sent: u64,
+    /// Remote video frames received so far.
+    pub frames_received: u64,
+    /// Remote video width.
+    pub frame_width: u32,
+    /// Remote video height.
+    pub frame_height: u32,
+    /// Remote frames per second.
+    pub frame_rate: f64,
+    /// The send-side bandwidth estimate, bits per second.
+    pub available_outgoing_bitrate_bps: Option<u64>,
+    /// Selected candidate pair type: `host`, `srflx`, `prflx` or `relay`.
+    pub candidate_pair_type: Option<String>,
+}
+
+impl From<MediaStats> for CallStats {
+    fn from(s: MediaStats) -> CallStats {
+        CallStats {
+            rtt_ms: s.rtt_ms,
+            jitter_ms: s.jitter_ms,
+            loss_percent: s.loss_percent,
+            send_bitrate_bps: s.send_bitrate_bps,
+            receive_bitrate_bps: s.receive_bitrate_bps,
+            frames_sent: s.frames_sent,
+            frames_received: s.frames_received,
+            frame_width: s.frame_width,
+            frame_height: s.frame_height,
+            frame_rate: s.frame_rate,
+            available_outgoing_bitrate_bps: s.available_outgoing_bitrate_bps,
+            candidate_pair_type: s.candidate_pair_type,
+        }
+    }
+}
+
+/// The video rung the adaptive bitrate chose (`width == 0`: audio only).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct VideoRung {
+    /// Name, e.g. `"720p"` or `"audio-only"`.
+    pub name: String,
+    /// Frame width to encode.
+    pub width: u32,
+    /// Frame height to encode.
+    pub height: u32,
+    /// Frames per second to encode.
+    pub fps: u32,
+    /// Video bitrate the rung aims for.
+    pub target_bps: u64,
+}
+
+impl From<Rung> for VideoRung {
+    fn from(r: Rung) -> VideoRung {
+        VideoRung {
+            name: r.name.to_owned(),
+            width: r.width,
+            height: r.height,
+            fps: r.fps,
+            target_bps: r.target_bps,
+        }
+    }
+}
+
+/// What a media frame carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum MediaKind {
+    /// Opus audio.
+    Audio,
+    /// VP8 camera video.
+    Video,
+}
+
+/// An encoded media frame: one Opus packet or one VP8 frame, as the platform's codec makes it.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct MediaFrame {
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// The bitstream.
+    pub data: Vec<u8>,
+    /// Duration in ms (20 for audio, 33 at 30 fps).
+    pub duration_ms: u32,
+    /// A VP8 keyframe (ignored for audio).
+    pub keyframe: bool,
+}
+
+impl From<EncodedFrame> for MediaFrame {
+    fn from(f: EncodedFrame) -> MediaFrame {
+        let kind = match f.kind {
+            FrameKind::Audio => MediaKind::Audio,
+            FrameKind::Video => MediaKind::Video,
+        };
+        MediaFrame { kind, data: f.data, duration_ms: f.duration.as_millis() as u32, keyframe: f.keyframe }
+    }
+}
+
+impl From<MediaFrame> for EncodedFrame {
+    fn from(f: MediaFrame) -> EncodedFrame {
+        let kind = match f.kind {
+            MediaKind::Audio => FrameKind::Audio,
+            MediaKind::Video => FrameKind::Video,
+        };
+        EncodedFrame {
+            kind,
+            data: f.data,
+            duration: std::time::Duration::from_millis(f.duration_ms.into()),
+            keyframe: f.keyframe,
+        }
+    }
+}
+
+/// Everything the app hears, in order, on a background thread (never the app's main thread).
+#[derive(Debug, Clone, PartialEq, uniffi::Enum)]
+pub enum CallEvent {
+    /// The state changed.
+    StateChanged {
+        /// The new state.
+        state: CallState,
+    },
+    /// The server accepted the link.
+    Joined {
+        /// This side's role.
+        role: Role,
+        /// This side's display name.
+        display_name: String,
+        /// The other side's display name.
+        peer_display_name: String,
+    },
+    /// In the waiting room.
+    Waiting {
+        /// The doctor's status message, if any.
+        message: Option<String>,
+    },
+    /// The chat so far (on every join, including reconnects).
+    ChatHistory {
+        /// Oldest first.
+        messages: Vec<ChatMessage>,
+    },
+    /// A chat message (own messages come back with their id).
+    ChatReceived {
+        /// The message.
+        message: ChatMessage,
+    },
+    /// The peer turned its microphone or camera on or off.
+    PeerMediaChanged {
+        /// The peer's microphone is on (not muted).
+        microphone_on: bool,
+        /// The peer's camera is on.
+        camera_on: bool,
+    },
+    /// The doctor started or stopped sharing a screen.
+    PeerScreenShare {
+        /// Sharing now.
+        active: bool,
+    },
+    /// The peer's own quality report.
+    PeerQuality {
+        /// The report.
+        quality: PeerQuality,
+    },
+    /// The peer left or lost its connection.
+    PeerLeft,
+    /// Signaling dropped and is being reconnected (media may still flow).
+    SignalingReconnecting {
+        /// Attempt number, from 1.
+        attempt: u32,
+    },
+    /// Signaling is back.
+    SignalingRestored,
+    /// Something was refused or failed without ending the call.
+    Error {
+        /// What.
+        error: CallError,
+    },
+    /// The call is over for this side.
+    Ended {
+        /// Why, with the duration when the call was ended for everyone.
+        reason: EndReason,
+    },
+    /// Once a second while the media connection exists.
+    Stats {
+        /// The measurements.
+        stats: CallStats,
+    },
+    /// The connection quality level changed.
+    QualityChanged {
+        /// The new level.
+        level: QualityLevel,
+    },
+    /// The adaptive bitrate chose another rung: encode at this size and rate.
+    VideoRungChanged {
+        /// The rung.
+        rung: VideoRung,
+    },
+    /// A frame from the peer, to decode with the platform's codec.
+    RemoteFrame {
+        /// The frame.
+        frame: MediaFrame,
+    },
+}
+
+impl From<ClientEvent> for CallEvent {
+    fn from(event: ClientEvent) -> CallEvent {
+        use core_machine::CallEvent as E;
+        match event {
+            ClientEvent::Call(event) => match event {
+                E::StateChanged(state) => CallEvent::StateChanged { state: state.into() },
+                E::Joined { role, display_name, peer_display_name } => {
+                    CallEvent::Joined { role: role.into(), display_name, peer_display_name }
+                }
+                E::Waiting { message } => CallEvent::Waiting { message },
+                E::ChatHistory(messages) => {
+                    CallEvent::ChatHistory { messages: messages.into_iter().map(Into::into).collect() }
+                }
+                E::ChatReceived(message) => CallEvent::ChatReceived { message: message.into() },
+                E::PeerMediaChanged(state) => {
+                    CallEvent::PeerMediaChanged { microphone_on: state.audio, camera_on: state.video }
+                }
+                E::PeerScreenShare(active) => CallEvent::PeerScreenShare { active },
+                E::PeerQuality(report) => CallEvent::PeerQuality {
+                    quality: PeerQuality {
+                        level: report.level.into(),
+                        rtt_ms: report.rtt_ms,
+                        loss_percent: report.loss_percent,
+                        jitter_ms: report.jitter_ms,
+                    },
+                },
+                E::PeerLeft => CallEvent::PeerLeft,
+                E::SignalingReconnecting { attempt } => CallEvent::SignalingReconnecting { attempt },
+                E::SignalingRestored => CallEvent::SignalingRestored,
+                E::Error(error) => CallEvent::Error { error: error.into() },
+                E::Ended(reason) => CallEvent::Ended { reason: reason.into() },
+            },
+            ClientEvent::Stats(stats) => CallEvent::Stats { stats: stats.into() },
+            ClientEvent::QualityChanged(level) => CallEvent::QualityChanged { level: level.into() },
+            ClientEvent::VideoRungChanged(rung) => CallEvent::VideoRungChanged { rung: rung.into() },
+            ClientEvent::RemoteFrame(frame) => CallEvent::RemoteFrame { frame: frame.into() },
+        }
+    }
+}
+
+/// Options of a call.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct CallOptions {
+    /// Best video rung to send: `"1080p"`, `"720p"`, `"540p"`, `"360p"` or `"180p"`.
+    #[uniffi(default = "1080p")]
+    pub max_video: String,
+    /// Rung to start with.
+    #[uniffi(default = "720p")]
+    pub start_video: String,
+}
+
+/// What a join link says, read on the device without the network.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct LinkInfo {
+    /// The clinic's server, e.g. `https://clinic.example`.
+    pub server: String,
+    /// The appointment the link belongs to.
+    pub appointment_id: String,
+    /// When the link expires, ms since the Unix epoch.
+    pub expires_at_ms: i64,
+}
+
+/// Checks a join link on the device (shape and expiry) before showing the call screen.
+#[uniffi::export]
+pub fn check_link(link: String) -> Result<LinkInfo, CallError> {
+    let parsed = JoinLink::parse(&link)?;
+    parsed.check_expiry(now_ms())?;
+    Ok(LinkInfo {
+        server: parsed.server,
+        appointment_id: parsed.appointment_id,
+        expires_at_ms: parsed.expires_at_ms,
+    })
+}
+
+/// The library's version, e.g. for a support screen.
+#[uniffi::export]
+pub fn televisit_version() -> String {
+    env!("CARGO_PKG_VERSION").to_owned()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The listener and the call
+// ---------------------------------------------------------------------------------------------
+
+/// The app's listener, implemented in Kotlin or Swift. Called on a background thread, one event at
+/// a time, in order. Return quickly: hand the event to the UI's own queue.
+#[uniffi::export(with_foreign)]
+pub trait CallListener: Send + Sync {
+    /// One event.
+    fn on_event(&self, event: CallEvent);
+}
+
+/// Carries core events to the foreign listener. Dropped (with the foreign reference) on close.
+struct ListenerBridge(Arc<dyn CallListener>);
+
+impl core_client::CallListener for ListenerBridge {
+    fn on_event(&self, event: ClientEvent) {
+        self.0.on_event(event.into());
+    }
+}
+
+/// One video visit, as one side (doctor or patient) sees it.
+#[derive(uniffi::Object)]
+pub struct Call {
+    client: RwLock<Option<Arc<CallClient>>>,
+    appointment_id: String,
+}
+
+impl Call {
+    fn client(&self) -> Result<Arc<CallClient>, CallError> {
+        self.client.read().expect("call lock").clone().ok_or_else(closed)
+    }
+}
+
+#[uniffi::export]
+impl Call {
+    /// Checks the link on the device and prepares the call; nothing is sent until [`Call::join`].
+    #[uniffi::constructor]
+    pub fn new(
+        link: String,
+        listener: Arc<dyn CallListener>,
+        options: CallOptions,
+    ) -> Result<Arc<Call>, CallError> {
+        let media = Arc::new(WebRtcMedia::new(WebRtcSettings::default()));
+        let options =
+            core_client::CallOptions { max_video: options.max_video, start_video: options.start_video };
+        let client = CallClient::new(&link, Arc::new(ListenerBridge(listener)), media, options)?;
+        let appointment_id = client.appointment_id().to_owned();
+        Ok(Arc::new(Call { client: RwLock::new(Some(Arc::new(client))), appointment_id }))
+    }
+
+    /// Joins: the server checks the link, signaling opens. Returns this side's role once the
+    /// server accepted (the patient is then in the waiting room), or the typed refusal.
+    pub async fn join(&self) -> Result<Role, CallError> {
+        let client = self.client()?;
+        client.join();
+        let (runtime, joined) = (client.runtime()?, client.joined());
+        drop(client); // the waiting task must not keep the client alive
+        let role = runtime.spawn(joined).await.map_err(|_| closed())??;
+        Ok(role.into())
+    }
+
+    /// Ends the call for everyone (doctor) or leaves it (patient); returns how it ended, with the
+    /// server's duration when the call was ended.
+    pub async fn hang_up(&self) -> Result<EndReason, CallError> {
+        let client = self.client()?;
+        client.hang_up();
+        let (runtime, ended) = (client.runtime()?, client.ended());
+        drop(client);
+        Ok(runtime.spawn(ended).await.map_err(|_| closed())?.into())
+    }
+
+    /// Waits until the call is over for this side (ended by the peer, the clinic, or an error).
+    pub async fn wait_for_end(&self) -> Result<EndReason, CallError> {
+        let client = self.client()?;
+        let (runtime, ended) = (client.runtime()?, client.ended());
+        drop(client);
+        Ok(runtime.spawn(ended).await.map_err(|_| closed())?.into())
+    }
+
+    /// The state now.
+    pub fn state(&self) -> CallState {
+        self.client().map(|c| c.state().into()).unwrap_or(CallState::Ended)
+    }
+
+    /// This side's role, once the server accepted the link.
+    pub fn role(&self) -> Option<Role> {
+        self.client().ok().and_then(|c| c.role()).map(Role::from)
+    }
+
+    /// The appointment this call belongs to.
+    pub fn appointment_id(&self) -> String {
+        self.appointment_id.clone()
+    }
+
+    /// Microphone on (unmuted) or off; the peer is told.
+    pub fn set_microphone_enabled(&self, enabled: bool) -> Result<(), CallError> {
+        self.client()?.set_microphone_enabled(enabled);
+        Ok(())
+    }
+
+    /// Camera on or off; the peer is told and no video is sent while off.
+    pub fn set_camera_enabled(&self, enabled: bool) -> Result<(), CallError> {
+        self.client()?.set_camera_enabled(enabled);
+        Ok(())
+    }
+
+    /// Starts or stops sharing the screen. Doctors only: a patient gets `NotAllowed`.
+    pub fn set_screen_share(&self, active: bool) -> Result<(), CallError> {
+        Ok(self.client()?.set_screen_share(active)?)
+    }
+
+    /// Sends a chat message (1 to 2000 characters). It comes back as `ChatReceived` with its id.
+    pub fn send_chat(&self, text: String) -> Result<(), CallError> {
+        Ok(self.client()?.send_chat(&text)?)
+    }
+
+    /// Sends an encoded frame from the platform's encoder. Dropped while that kind is off or
+    /// before media can flow.
+    pub fn send_frame(&self, frame: MediaFrame) -> Result<(), CallError> {
+        self.client()?.send_frame(frame.into());
+        Ok(())
+    }
+
+    /// The device's network changed (Wi-Fi ↔ cellular): reconnect now instead of timing out.
+    pub fn network_changed(&self) -> Result<(), CallError> {
+        self.client()?.network_changed();
+        Ok(())
+    }
+
+    /// Releases everything: the call's runtime, its connections and the listener. Once this
+    /// returns no callback comes any more. Idempotent; later calls on this object fail with
+    /// `Closed`. (Named `release`, not `close`, because the generated Kotlin class already has a
+    /// `close()` that frees the object itself; freeing it also releases.)
+    pub fn release(&self) {
+        let client = self.client.write().expect("call lock").take();
+        if let Some(client) = client {
+            client.close();
+        }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
