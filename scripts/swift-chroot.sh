@@ -31,13 +31,14 @@ mount_system() {
 setup() {
     if [ -f "$MARKER" ]; then mount_system; return 0; fi
     if ! command -v debootstrap >/dev/null; then
-        as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap
+        as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
     fi
     echo "swift-chroot: creating a trixie chroot in $ROOT (one time, ~1 minute)" >&2
     for m in dev/pts dev sys proc; do mountpoint -q "$ROOT/$m" && as_root umount "$ROOT/$m" || true; done
     as_root rm -rf "$ROOT"
     as_root mkdir -p "$ROOT"
-    as_root debootstrap --variant=minbase trixie "$ROOT" "$MIRROR" >/dev/null
+    as_root debootstrap --variant=minbase trixie "$ROOT" "$MIRROR" >/dev/null 2>&1 ||
+        { echo "swift-chroot: debootstrap failed (see $ROOT/debootstrap/debootstrap.log)" >&2; exit 1; }
     mount_system
     as_root cp /etc/resolv.conf "$ROOT/etc/resolv.conf" 2>/dev/null || true
     as_root chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
@@ -49,7 +50,10 @@ setup() {
 run() { # <dir> <command...>
     local dir="$1"; shift
     setup
-    mount_once bind "$dir" "$ROOT/work/repo"
+    # Always the directory asked for: a mount left by an earlier run may point elsewhere.
+    mountpoint -q "$ROOT/work/repo" && as_root umount "$ROOT/work/repo"
+    mount_once bind "$(realpath "$dir")" "$ROOT/work/repo"
+    trap 'as_root umount "$ROOT/work/repo" 2>/dev/null || true' EXIT
     as_root chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
         ${TELEVISIT_CHROOT_ENV:-} sh -c "cd /work/repo && $*"
 }

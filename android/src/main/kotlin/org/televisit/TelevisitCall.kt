@@ -1,0 +1,105 @@
+package org.televisit
+
+import kotlinx.coroutines.channels.Channel
+import kotlinx.coroutines.flow.Flow
+import kotlinx.coroutines.flow.receiveAsFlow
+import org.televisit.ffi.Call
+import org.televisit.ffi.CallEvent
+import org.televisit.ffi.CallException
+import org.televisit.ffi.CallListener
+import org.televisit.ffi.CallOptions
+import org.televisit.ffi.CallState
+import org.televisit.ffi.EndReason
+import org.televisit.ffi.LinkInfo
+import org.televisit.ffi.MediaFrame
+import org.televisit.ffi.Role
+import org.televisit.ffi.checkLink
+
+/**
+ * One video visit, for Kotlin apps: suspend functions, a [Flow] of [CallEvent]s and typed
+ * [CallException]s (`LinkExpired`, `LinkInvalid`, `CallEnded`, `NotAllowed`, ...), over the
+ * generated bindings in `org.televisit.ffi`.
+ *
+ * ```
+ * TelevisitCall.open(link).use { call ->
+ *     launch { call.events.collect { event -> render(event) } }
+ *     call.join()          // Role.PATIENT: now in the waiting room
+ *     val end = call.awaitEnd()
+ * }
+ * ```
+ *
+ * Events come from a background thread of the core (never the main thread) and are buffered
+ * without limit until collected, so none is lost; [events] is meant for one collector.
+ * [close] releases the call, its connections and the listener: no event arrives after it.
+ */
+class TelevisitCall private constructor(link: String, options: CallOptions) : AutoCloseable {
+    private val channel = Channel<CallEvent>(Channel.UNLIMITED)
+    private val call: Call = Call(link, Listener(channel), options)
+
+    /** Every event of the call, in order. Completes when the call is closed. */
+    val events: Flow<CallEvent> = channel.receiveAsFlow()
+
+    /** The call's state now. */
+    val state: CallState get() = call.state()
+
+    /** This side's role, once [join] returned. */
+    val role: Role? get() = call.role()
+
+    /** The appointment this call belongs to. */
+    val appointmentId: String get() = call.appointmentId()
+
+    /** Joins the call; returns this side's role once the server accepted the link. */
+    @Throws(CallException::class)
+    suspend fun join(): Role = call.join()
+
+    /** Ends the call (doctor) or leaves it (patient); returns how it ended, with the duration. */
+    @Throws(CallException::class)
+    suspend fun hangUp(): EndReason = call.hangUp()
+
+    /** Waits until the call is over for this side. */
+    @Throws(CallException::class)
+    suspend fun awaitEnd(): EndReason = call.waitForEnd()
+
+    /** Mutes (false) or unmutes (true) the microphone; the peer is told. */
+    fun setMicrophoneEnabled(enabled: Boolean) = call.setMicrophoneEnabled(enabled)
+
+    /** Turns the camera off or on; the peer is told. */
+    fun setCameraEnabled(enabled: Boolean) = call.setCameraEnabled(enabled)
+
+    /** Starts or stops sharing the screen; a patient gets [CallException.NotAllowed]. */
+    @Throws(CallException::class)
+    fun shareScreen(active: Boolean) = call.setScreenShare(active)
+
+    /** Sends a chat message (1 to 2000 characters). */
+    @Throws(CallException::class)
+    fun sendChat(text: String) = call.sendChat(text)
+
+    /** Sends an encoded frame from the platform's codec (MediaCodec VP8, Opus). */
+    fun sendFrame(frame: MediaFrame) = call.sendFrame(frame)
+
+    /** The device's network changed: reconnect now (see [org.televisit.android.NetworkWatcher]). */
+    fun networkChanged() = call.networkChanged()
+
+    /** Releases everything; idempotent. No event is delivered after this returns. */
+    override fun close() {
+        call.release()
+        call.close()
+        channel.close()
+    }
+
+    private class Listener(private val channel: Channel<CallEvent>) : CallListener {
+        override fun onEvent(event: CallEvent) {
+            channel.trySend(event)
+        }
+    }
+
+    companion object {
+        /** Checks the link on the device (shape, expiry) and prepares the call. */
+        @Throws(CallException::class)
+        fun open(link: String, options: CallOptions = CallOptions()): TelevisitCall = TelevisitCall(link, options)
+
+        /** Reads a link without the network: its server, appointment and expiry. */
+        @Throws(CallException::class)
+        fun inspect(link: String): LinkInfo = checkLink(link)
+    }
+}

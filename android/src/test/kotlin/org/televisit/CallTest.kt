@@ -1,0 +1,157 @@
+package org.televisit
+
+import kotlinx.coroutines.CoroutineScope
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.delay
+import kotlinx.coroutines.flow.MutableStateFlow
+import kotlinx.coroutines.flow.first
+import kotlinx.coroutines.isActive
+import kotlinx.coroutines.launch
+import kotlinx.coroutines.runBlocking
+import kotlinx.coroutines.withTimeout
+import org.junit.jupiter.api.Assertions.assertEquals
+import org.junit.jupiter.api.Assertions.assertTrue
+import org.junit.jupiter.api.Test
+import org.junit.jupiter.api.assertThrows
+import org.televisit.ffi.Call
+import org.televisit.ffi.CallEvent
+import org.televisit.ffi.CallException
+import org.televisit.ffi.CallListener
+import org.televisit.ffi.CallOptions
+import org.televisit.ffi.CallState
+import org.televisit.ffi.EndReason
+import org.televisit.ffi.MediaFrame
+import org.televisit.ffi.MediaKind
+import org.televisit.ffi.Role
+import java.nio.ByteBuffer
+import java.util.concurrent.CopyOnWriteArrayList
+
+/** Collects a call's events so a test can wait for one. */
+class EventLog(call: TelevisitCall, scope: CoroutineScope) {
+    val events = MutableStateFlow<List<CallEvent>>(emptyList())
+
+    init {
+        scope.launch(Dispatchers.Default) { call.events.collect { e -> events.value = events.value + e } }
+    }
+
+    suspend fun await(what: String, predicate: (CallEvent) -> Boolean): CallEvent =
+        try {
+            withTimeout(30_000) { events.first { list -> list.any(predicate) }.first(predicate) }
+        } catch (e: Exception) {
+            throw AssertionError("no event: $what; got ${events.value.filter { it !is CallEvent.RemoteFrame && it !is CallEvent.Stats }}", e)
+        }
+
+    fun videoCounters(): List<Int> = events.value.filterIsInstance<CallEvent.RemoteFrame>()
+        .filter { it.frame.kind == MediaKind.VIDEO }.map { ByteBuffer.wrap(it.frame.data, 2, 4).int }
+}
+
+/** A VP8-shaped frame with a readable counter (bytes 2..6), as the headless client sends. */
+fun syntheticVideo(n: Int): MediaFrame {
+    val keyframe = n % 30 == 0
+    val data = ByteArray(if (keyframe) 12_000 else 3_000) { (n % 251).toByte() }
+    data[0] = if (keyframe) 0x10 else 0x11
+    data[1] = 2
+    ByteBuffer.wrap(data, 2, 4).putInt(n)
+    return MediaFrame(MediaKind.VIDEO, data, 33u, keyframe)
+}
+
+class CallTest {
+    @Test
+    fun `patient waits, connects, exchanges video and chat, sees the doctor mute, gets the duration`() = runBlocking {
+        TestVisit().use { visit ->
+            TelevisitCall.open(visit.patientLink).use { call ->
+                val log = EventLog(call, this)
+                assertEquals(Role.PATIENT, call.join())
+                log.await("waiting room") { it == CallEvent.StateChanged(CallState.WAITING_ROOM) }
+                assertThrows<CallException.NotAllowed> { call.shareScreen(true) }
+
+                val doctor = visit.headless(
+                    visit.doctorLink, "--seconds", "6", "--chat", "Hello from the doctor", "--mute-after-seconds", "1",
+                )
+                log.await("connected") { it == CallEvent.StateChanged(CallState.CONNECTED) }
+                val camera = launch(Dispatchers.Default) {
+                    var n = 0
+                    while (isActive) { call.sendFrame(syntheticVideo(n++)); delay(33) }
+                }
+                val chat = log.await("the doctor's chat") { it is CallEvent.ChatReceived && it.message.from == Role.DOCTOR }
+                assertEquals("Hello from the doctor", (chat as CallEvent.ChatReceived).message.text)
+                call.sendChat("Hello from the patient")
+                log.await("own chat echoed") { it is CallEvent.ChatReceived && it.message.from == Role.PATIENT }
+                log.await("the doctor muted") { it is CallEvent.PeerMediaChanged && !it.microphoneOn && it.cameraOn }
+
+                val ended = log.await("ended") { it is CallEvent.Ended } as CallEvent.Ended
+                camera.cancel()
+                val reason = ended.reason as EndReason.CallEnded
+                assertEquals(Role.DOCTOR, reason.endedBy)
+                assertTrue(reason.durationSeconds in 5..30, "duration ${reason.durationSeconds}")
+                assertEquals(reason, call.awaitEnd())
+
+                val counters = log.videoCounters()
+                assertTrue(counters.size >= 60, "two seconds of the doctor's video arrived: ${counters.size}")
+                assertTrue(counters.zipWithNext().all { (a, b) -> a < b }, "counters increase")
+                assertEquals(0, doctor.waitFor(20))
+                val out = doctor.output()
+                assertTrue(out.contains("event: chat from patient: Hello from the patient"), out)
+                val received = Regex("""summary: video frames received (\d+)""").find(out)!!.groupValues[1].toInt()
+                assertTrue(received >= 30, "the doctor received the app's video: $received\n$out")
+            }
+        }
+    }
+
+    @Test
+    fun `doctor ends the call and gets the duration`() = runBlocking {
+        TestVisit().use { visit ->
+            TelevisitCall.open(visit.doctorLink).use { call ->
+                val log = EventLog(call, this)
+                assertEquals(Role.DOCTOR, call.join())
+                val patient = visit.headless(visit.patientLink)
+                log.await("connected") { it == CallEvent.StateChanged(CallState.CONNECTED) }
+                log.await("a video frame") { it is CallEvent.RemoteFrame && it.frame.kind == MediaKind.VIDEO }
+                delay(1_500)
+                val end = call.hangUp() as EndReason.CallEnded
+                assertEquals(Role.DOCTOR, end.endedBy)
+                assertTrue(end.durationSeconds >= 1, "duration ${end.durationSeconds}")
+                assertEquals(0, patient.waitFor(20))
+                assertTrue(patient.output().contains("ended: CallEnded { ended_by: Some(Doctor)"), patient.output())
+            }
+        }
+    }
+
+    @Test
+    fun `an expired link and a wrong link raise typed errors`() = runBlocking {
+        TestVisit().use { visit ->
+            val expired = forgeLink(visit.patientLink, expiry = System.currentTimeMillis() / 1000 - 60)
+            val e = assertThrows<CallException.LinkExpired> { TelevisitCall.open(expired) }
+            assertTrue(e.message!!.contains("expired"), e.message)
+            assertThrows<CallException.LinkInvalid> { TelevisitCall.open("https://clinic.example/not-a-link") }
+
+            val wrong = forgeLink(visit.patientLink, expiry = System.currentTimeMillis() / 1000 + 3600)
+            TelevisitCall.open(wrong).use { call ->
+                assertThrows<CallException.LinkInvalid> { call.join() }
+                assertEquals(CallState.ENDED, call.state)
+            }
+        }
+    }
+
+    @Test
+    fun `callbacks arrive off the caller's thread and stop at release`() = runBlocking {
+        TestVisit().use { visit ->
+            val threads = CopyOnWriteArrayList<String>()
+            val listener = object : CallListener {
+                override fun onEvent(event: CallEvent) { threads += Thread.currentThread().name }
+            }
+            val call = Call(visit.patientLink, listener, CallOptions())
+            assertEquals(Role.PATIENT, call.join())
+            withTimeout(10_000) { while (call.state() != CallState.WAITING_ROOM) delay(20) }
+            call.release()
+            val seen = threads.size
+            assertTrue(seen >= 2 && threads.all { it == "televisit-events" }, "$threads")
+            assertTrue(Thread.currentThread().name !in threads)
+            delay(500)
+            assertEquals(seen, threads.size, "no event after release")
+            assertThrows<CallException.Closed> { call.sendChat("too late") }
+            assertThrows<CallException.Closed> { call.join() }
+            call.close()
+        }
+    }
+}

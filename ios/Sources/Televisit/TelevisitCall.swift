@@ -1,0 +1,87 @@
+import Foundation
+@_exported import TelevisitFFI
+
+/// One video visit, for Swift apps: async/await, an `AsyncStream` of `CallEvent`s and typed
+/// `CallError`s (`.LinkExpired`, `.LinkInvalid`, `.CallEnded`, `.NotAllowed`, ...), over the
+/// generated bindings in `TelevisitFFI`.
+///
+/// ```swift
+/// let call = try TelevisitCall(link: link)
+/// Task { for await event in call.events { render(event) } }
+/// let role = try await call.join()      // .patient: now in the waiting room
+/// let end = try await call.awaitEnd()
+/// call.close()
+/// ```
+///
+/// Events come from a background thread of the core (never the main thread) and are buffered
+/// until read, so none is lost; `events` is meant for one reader. `close()` releases the call,
+/// its connections and the listener: no event arrives after it.
+public final class TelevisitCall: @unchecked Sendable {
+    /// Every event of the call, in order. Finishes when the call is closed.
+    public let events: AsyncStream<CallEvent>
+    private let continuation: AsyncStream<CallEvent>.Continuation
+    private let call: Call
+
+    /// Checks the link on the device (shape, expiry) and prepares the call.
+    public init(link: String, options: CallOptions = CallOptions()) throws {
+        let (events, continuation) = AsyncStream<CallEvent>.makeStream(bufferingPolicy: .unbounded)
+        self.events = events
+        self.continuation = continuation
+        call = try Call(link: link, listener: StreamListener(continuation), options: options)
+    }
+
+    /// Reads a link without the network: its server, appointment and expiry.
+    public static func inspect(link: String) throws -> LinkInfo {
+        try checkLink(link: link)
+    }
+
+    /// The call's state now.
+    public var state: CallState { call.state() }
+
+    /// This side's role, once `join()` returned.
+    public var role: Role? { call.role() }
+
+    /// Joins the call; returns this side's role once the server accepted the link.
+    public func join() async throws -> Role { try await call.join() }
+
+    /// Ends the call (doctor) or leaves it (patient); returns how it ended, with the duration.
+    public func hangUp() async throws -> EndReason { try await call.hangUp() }
+
+    /// Waits until the call is over for this side.
+    public func awaitEnd() async throws -> EndReason { try await call.waitForEnd() }
+
+    /// Mutes (false) or unmutes (true) the microphone; the peer is told.
+    public func setMicrophoneEnabled(_ enabled: Bool) throws { try call.setMicrophoneEnabled(enabled: enabled) }
+
+    /// Turns the camera off or on; the peer is told.
+    public func setCameraEnabled(_ enabled: Bool) throws { try call.setCameraEnabled(enabled: enabled) }
+
+    /// Starts or stops sharing the screen; a patient gets `CallError.NotAllowed`.
+    public func shareScreen(_ active: Bool) throws { try call.setScreenShare(active: active) }
+
+    /// Sends a chat message (1 to 2000 characters).
+    public func sendChat(_ text: String) throws { try call.sendChat(text: text) }
+
+    /// Sends an encoded frame from the platform's codec (VideoToolbox, Opus).
+    public func sendFrame(_ frame: MediaFrame) throws { try call.sendFrame(frame: frame) }
+
+    /// The device's network changed (from `NWPathMonitor`): reconnect now.
+    public func networkChanged() throws { try call.networkChanged() }
+
+    /// Releases everything; idempotent. No event is delivered after this returns.
+    public func close() {
+        call.release()
+        continuation.finish()
+    }
+
+    deinit { close() }
+}
+
+/// Carries the core's callbacks (on its event thread) into the stream.
+private final class StreamListener: CallListener, @unchecked Sendable {
+    private let continuation: AsyncStream<CallEvent>.Continuation
+
+    init(_ continuation: AsyncStream<CallEvent>.Continuation) { self.continuation = continuation }
+
+    func onEvent(event: CallEvent) { continuation.yield(event) }
+}

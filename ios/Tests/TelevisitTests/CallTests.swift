@@ -1,0 +1,136 @@
+import Foundation
+import XCTest
+
+@testable import Televisit
+
+final class CallTests: XCTestCase {
+    func testPatientWaitsConnectsExchangesVideoAndChatSeesMuteAndGetsTheDuration() async throws {
+        let visit = try TestVisit.create()
+        let call = try TelevisitCall(link: visit.patientLink)
+        defer { call.close() }
+        let log = EventLog(call)
+        let role = try await call.join()
+        XCTAssertEqual(role, .patient)
+        _ = try await log.await("waiting room") { $0 == .stateChanged(state: .waitingRoom) }
+        XCTAssertThrowsError(try call.shareScreen(true)) { error in
+            guard case CallError.NotAllowed = error else { return XCTFail("\(error)") }
+        }
+
+        let doctor = try visit.headless(
+            visit.doctorLink, ["--seconds", "6", "--chat", "Hello from the doctor", "--mute-after-seconds", "1"])
+        _ = try await log.await("connected") { $0 == .stateChanged(state: .connected) }
+        let camera = Task.detached {
+            var n: UInt32 = 0
+            while !Task.isCancelled {
+                try? call.sendFrame(syntheticVideo(n))
+                n += 1
+                try? await Task.sleep(nanoseconds: 33_000_000)
+            }
+        }
+        defer { camera.cancel() }
+        let chat = try await log.await("the doctor's chat") {
+            if case let .chatReceived(message) = $0 { return message.from == .doctor }
+            return false
+        }
+        guard case let .chatReceived(message) = chat else { return XCTFail() }
+        XCTAssertEqual(message.text, "Hello from the doctor")
+        try call.sendChat("Hello from the patient")
+        _ = try await log.await("own chat echoed") {
+            if case let .chatReceived(message) = $0 { return message.from == .patient }
+            return false
+        }
+        _ = try await log.await("the doctor muted") {
+            if case let .peerMediaChanged(microphoneOn, cameraOn) = $0 { return !microphoneOn && cameraOn }
+            return false
+        }
+
+        let ended = try await log.await("ended") {
+            if case .ended = $0 { return true }
+            return false
+        }
+        camera.cancel()
+        guard case let .ended(reason) = ended, case let .callEnded(endedBy, duration) = reason else {
+            return XCTFail("\(ended)")
+        }
+        XCTAssertEqual(endedBy, .doctor)
+        XCTAssertTrue((5...30).contains(duration), "duration \(duration)")
+        let awaited = try await call.awaitEnd()
+        XCTAssertEqual(awaited, reason)
+
+        let counters = log.videoCounters
+        XCTAssertGreaterThanOrEqual(counters.count, 60, "two seconds of the doctor's video arrived")
+        XCTAssertTrue(zip(counters, counters.dropFirst()).allSatisfy { $0 < $1 }, "counters increase")
+        let status = try await doctor.wait(seconds: 20)
+        XCTAssertEqual(status, 0, doctor.output)
+        XCTAssertTrue(doctor.output.contains("event: chat from patient: Hello from the patient"), doctor.output)
+        let summary = doctor.output.split(separator: "\n").first { $0.hasPrefix("summary: video frames received ") }
+        let received = Int(summary?.dropFirst("summary: video frames received ".count).split(separator: ",").first ?? "") ?? 0
+        XCTAssertGreaterThanOrEqual(received, 30, "the doctor received the app's video:\n\(doctor.output)")
+    }
+
+    func testDoctorEndsTheCallAndGetsTheDuration() async throws {
+        let visit = try TestVisit.create()
+        let call = try TelevisitCall(link: visit.doctorLink)
+        defer { call.close() }
+        let log = EventLog(call)
+        let role = try await call.join()
+        XCTAssertEqual(role, .doctor)
+        let patient = try visit.headless(visit.patientLink)
+        _ = try await log.await("connected") { $0 == .stateChanged(state: .connected) }
+        _ = try await log.await("a video frame") {
+            if case let .remoteFrame(frame) = $0 { return frame.kind == .video }
+            return false
+        }
+        try await Task.sleep(nanoseconds: 1_500_000_000)
+        let end = try await call.hangUp()
+        guard case let .callEnded(endedBy, duration) = end else { return XCTFail("\(end)") }
+        XCTAssertEqual(endedBy, .doctor)
+        XCTAssertGreaterThanOrEqual(duration, 1)
+        let status = try await patient.wait(seconds: 20)
+        XCTAssertEqual(status, 0, patient.output)
+        XCTAssertTrue(patient.output.contains("ended: CallEnded { ended_by: Some(Doctor)"), patient.output)
+    }
+
+    func testAnExpiredLinkAndAWrongLinkRaiseTypedErrors() async throws {
+        let visit = try TestVisit.create()
+        let now = Int(Date().timeIntervalSince1970)
+        XCTAssertThrowsError(try TelevisitCall(link: forgeLink(visit.patientLink, expiry: now - 60))) { error in
+            guard case let CallError.LinkExpired(message) = error else { return XCTFail("\(error)") }
+            XCTAssertTrue(message.contains("expired"), message)
+        }
+        XCTAssertThrowsError(try TelevisitCall(link: "https://clinic.example/not-a-link")) { error in
+            guard case CallError.LinkInvalid = error else { return XCTFail("\(error)") }
+        }
+        let call = try TelevisitCall(link: forgeLink(visit.patientLink, expiry: now + 3600))
+        defer { call.close() }
+        do {
+            _ = try await call.join()
+            XCTFail("a wrong link joined")
+        } catch CallError.LinkInvalid {
+            XCTAssertEqual(call.state, .ended)
+        }
+    }
+
+    func testCallbacksArriveOffTheMainThreadAndStopAtRelease() async throws {
+        final class Recorder: CallListener, @unchecked Sendable {
+            let lock = NSLock()
+            var onMainThread: [Bool] = []
+            func onEvent(event: CallEvent) { lock.withLock { onMainThread.append(Thread.isMainThread) } }
+            var count: Int { lock.withLock { onMainThread.count } }
+        }
+        let visit = try TestVisit.create()
+        let recorder = Recorder()
+        let call = try Call(link: visit.patientLink, listener: recorder, options: CallOptions())
+        _ = try await call.join()
+        for _ in 0..<500 where call.state() != .waitingRoom { try await Task.sleep(nanoseconds: 20_000_000) }
+        call.release()
+        let seen = recorder.count
+        XCTAssertGreaterThanOrEqual(seen, 2)
+        XCTAssertFalse(recorder.lock.withLock { recorder.onMainThread.contains(true) })
+        try await Task.sleep(nanoseconds: 500_000_000)
+        XCTAssertEqual(recorder.count, seen, "no event after release")
+        XCTAssertThrowsError(try call.sendChat(text: "too late")) { error in
+            guard case CallError.Closed = error else { return XCTFail("\(error)") }
+        }
+    }
+}
