@@ -714,3 +714,54 @@ impl Drop for Call {
         self.release();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_errors_keep_their_kind_and_the_sentence_to_show() {
+        let error: CallError = CoreError::LinkExpired.into();
+        assert!(matches!(&error, CallError::LinkExpired { message } if message.contains("ask the clinic")));
+        let error: CallError =
+            CoreError::Server { code: "rate_limited".into(), message: "slow down".into() }.into();
+        assert!(matches!(&error, CallError::Server { code, .. } if code == "rate_limited"));
+        assert!(error.to_string().contains("slow down"));
+    }
+
+    #[test]
+    fn check_link_reads_a_link_and_refuses_expired_and_malformed_ones() {
+        let secret = "A".repeat(43);
+        let future = now_ms() / 1000 + 3600;
+        let link =
+            format!("https://clinic.example/medical/appointments/a1/video-call/#token=tv1.{future}.{secret}");
+        let info = check_link(link).expect("a valid link");
+        assert_eq!((info.server.as_str(), info.appointment_id.as_str()), ("https://clinic.example", "a1"));
+        assert_eq!(info.expires_at_ms, future * 1000);
+
+        let past = now_ms() / 1000 - 60;
+        let expired =
+            format!("https://clinic.example/medical/appointments/a1/video-call/#token=tv1.{past}.{secret}");
+        assert!(matches!(check_link(expired), Err(CallError::LinkExpired { .. })));
+        assert!(matches!(check_link("https://clinic.example/".into()), Err(CallError::LinkInvalid { .. })));
+    }
+
+    #[test]
+    fn a_released_call_refuses_every_action_with_closed() {
+        struct Ignore;
+        impl CallListener for Ignore {
+            fn on_event(&self, _: CallEvent) {}
+        }
+        let secret = "A".repeat(43);
+        let future = now_ms() / 1000 + 3600;
+        let link =
+            format!("http://127.0.0.1:9/medical/appointments/a1/video-call/#token=tv1.{future}.{secret}");
+        let options = CallOptions { max_video: "1080p".into(), start_video: "720p".into() };
+        let call = Call::new(link, Arc::new(Ignore), options).expect("a call");
+        call.release();
+        call.release(); // idempotent
+        assert!(matches!(call.send_chat("hi".into()), Err(CallError::Closed { .. })));
+        assert!(matches!(call.set_camera_enabled(false), Err(CallError::Closed { .. })));
+        assert_eq!(call.state(), CallState::Ended);
+    }
+}
