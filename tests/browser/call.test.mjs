@@ -63,7 +63,7 @@ test("a video visit from sign-in to the end, in two browsers", async () => {
     await eventually("doctor sees the patient muted", async () => (await body(doctor, "peerAudio")) === "false");
     await patient.getByRole("button", { name: "Turn camera off" }).click();
     await eventually("doctor sees the camera off", async () => (await body(doctor, "peerVideo")) === "false");
-    assert.match(await doctor.locator("#peer-state").innerText(), /muted.*camera off/);
+    assert.match(await doctor.locator("#peer-state").innerText(), /muted.*Camera off/);
     await screenshot(doctor, "06-doctor-sees-patient-muted");
 
     // The doctor shares a screen and the patient receives it.

@@ -178,6 +178,7 @@ function onFrame(frame) {
       endScreen(frame.duration_seconds);
       break;
     case "error":
+      if (state.ended) break; // the reason the server closes an ended call's connection
       if (["invalid_token", "token_expired", "token_revoked", "call_ended", "replaced"].includes(frame.code)) {
         state.signaling.close();
         if (frame.code === "replaced") showScreen("The call continued elsewhere", "This link was opened in another window or device.");
@@ -191,8 +192,8 @@ function onFrame(frame) {
 
 function showPeerMedia(media) {
   const notes = [];
-  if (media.audio === false) notes.push("🔇 muted");
-  if (media.video === false) notes.push("📷 camera off");
+  if (media.audio === false) notes.push("Microphone muted");
+  if (media.video === false) notes.push("Camera off");
   $("peer-state").textContent = notes.join(" · ");
   $("peer-state").hidden = notes.length === 0;
   document.body.dataset.peerAudio = String(media.audio);

@@ -97,7 +97,10 @@ class Signaling {
       if (!response || !response.ok) { this.httpHeaders = null; this.scheduleReconnect(); return; }
       const body = await response.json();
       this.pollCursor = body.cursor;
-      body.frames.forEach((f) => this.receive(f));
+      for (const f of body.frames) {
+        if (this.closed) break; // the page ended the call on an earlier frame of this batch
+        this.receive(f);
+      }
     }
   }
 

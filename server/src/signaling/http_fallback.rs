@@ -136,13 +136,25 @@ pub async fn post(
     Ok(Json(serde_json::json!({ "ok": true })))
 }
 
+/// How long a closed session waits for the client to fetch its last frames.
+const CLOSED_GRACE: Duration = Duration::from_secs(5);
+
 fn spawn_idle_reaper(state: SharedState, key: String, session: Arc<HttpSession>) {
     let idle = Duration::from_secs(state.config.idle_timeout_seconds.max(1));
     tokio::spawn(async move {
+        let mut closed_at: Option<Instant> = None;
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
             let last_seen = *session.last_seen.lock().expect("last_seen lock");
-            let closed = session.mailbox.lock().expect("mailbox lock").closed;
+            // A closed session stays until the client polled its last frames (the call's end,
+            // the reason it was closed), or a few seconds passed: nothing is lost at the end.
+            let closed = {
+                let mailbox = session.mailbox.lock().expect("mailbox lock");
+                mailbox.closed && {
+                    let since = *closed_at.get_or_insert_with(Instant::now);
+                    mailbox.frames.is_empty() || since.elapsed() > CLOSED_GRACE
+                }
+            };
             let current = {
                 let sessions = state.http_sessions.sessions.lock().expect("sessions lock");
                 sessions.get(&key).is_some_and(|s| Arc::ptr_eq(s, &session))
