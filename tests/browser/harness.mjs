@@ -29,17 +29,27 @@ function freePort() {
 export async function startServer(extraArgs = []) {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), "televisit-browser-"));
-  const child = spawn(BINARY, [
+  const args = [
     "serve", "--listen", `127.0.0.1:${port}`, "--database-url", `sqlite://${join(dir, "db.sqlite")}`,
     "--clinic-api-key", CLINIC_KEY, "--web-dir", join(here, "../../web"), ...extraArgs,
-  ], { stdio: ["ignore", "ignore", "pipe"] });
+  ];
   let log = "";
-  child.stderr.on("data", (d) => (log += d));
+  let child;
   const base = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 100; i++) {
-    try { if ((await fetch(`${base}/healthz`)).ok) break; } catch { /* not up yet */ }
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  const launch = async () => {
+    child = spawn(BINARY, args, { stdio: ["ignore", "ignore", "pipe"] });
+    child.stderr.on("data", (d) => (log += d));
+    for (let i = 0; i < 100; i++) {
+      try { if ((await fetch(`${base}/healthz`)).ok) break; } catch { /* not up yet */ }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  const kill = () => new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
+    child.once("exit", resolve);
+    child.kill("SIGKILL");
+  });
+  await launch();
   const clinic = async (path, body) => {
     const response = await fetch(`${base}${path}`, {
       method: "POST", headers: { Authorization: `Bearer ${CLINIC_KEY}`, "Content-Type": "application/json" }, body: JSON.stringify(body),
@@ -51,7 +61,11 @@ export async function startServer(extraArgs = []) {
     base,
     clinic,
     log: () => log,
-    async stop() { child.kill("SIGKILL"); rmSync(dir, { recursive: true, force: true }); },
+    /** Kills the server (as a crash would) and, unless `down` is true, starts it again on the same port and database. */
+    async crash({ down = false } = {}) { await kill(); if (!down) await launch(); },
+    /** Starts a crashed server again. */
+    async restart() { await launch(); },
+    async stop() { await kill(); rmSync(dir, { recursive: true, force: true }); },
   };
 }
 
@@ -63,12 +77,19 @@ export async function setUpVisit(server) {
   return { doctor, patient, appointment };
 }
 
-export async function launchBrowser() {
+/**
+ * Debian's Chromium, headless. By default with a fake camera and microphone whose permission is
+ * granted; `{ camera: false }` has no devices at all, `{ permission: false }` leaves the permission
+ * prompt to be refused (as a user who clicks "Block").
+ */
+export async function launchBrowser({ camera = true, permission = true } = {}) {
   return chromium.launch({
     executablePath: "/usr/bin/chromium",
     args: [
       "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-      "--disable-component-update", "--disable-sync", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+      "--disable-component-update", "--disable-sync",
+      ...(camera ? ["--use-fake-device-for-media-stream"] : []),
+      ...(permission ? ["--use-fake-ui-for-media-stream"] : []),
       "--auto-select-desktop-capture-source=Entire screen", "--autoplay-policy=no-user-gesture-required",
     ],
   });

@@ -1,0 +1,79 @@
+// The screens a patient meets when something is wrong: camera blocked, no camera, and the connection
+// to the clinic lost mid-call (a server crash) and restored.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { startServer, setUpVisit, launchBrowser, screenshot, eventually } from "./harness.mjs";
+
+const body = (page, key) => page.evaluate((k) => document.body.dataset[k], key);
+
+async function startedCall(server) {
+  const { doctor, appointment } = await setUpVisit(server);
+  return fetch(`${server.base}/api/appointments/${appointment.id}/video-call/start`, {
+    method: "POST", headers: { Authorization: `Bearer ${doctor.api_token}` },
+  }).then((r) => r.json());
+}
+
+test("a blocked camera and a missing camera each show what to do", async () => {
+  const server = await startServer();
+  const blocked = await launchBrowser({ permission: false });
+  const noDevices = await launchBrowser({ camera: false });
+  try {
+    const started = await startedCall(server);
+    const page = await (await blocked.newContext()).newPage();
+    await page.goto(started.patient_link);
+    await page.getByRole("heading", { name: "Camera and microphone blocked" }).waitFor();
+    assert.match(await page.locator("#screen-text").innerText(), /Allow camera and microphone/);
+    await screenshot(page, "13-camera-blocked");
+
+    const context = await noDevices.newContext();
+    await context.grantPermissions(["camera", "microphone"]);
+    const other = await context.newPage();
+    await other.goto(started.patient_link);
+    await other.getByRole("heading", { name: "No camera or microphone found" }).waitFor();
+    await screenshot(other, "14-no-camera");
+  } finally {
+    await blocked.close();
+    await noDevices.close();
+    await server.stop();
+  }
+});
+
+test("when the clinic's server goes away mid-call, both see reconnecting, and the call resumes", async () => {
+  const server = await startServer();
+  const browser = await launchBrowser();
+  try {
+    const started = await startedCall(server);
+    const patient = await (await browser.newContext({ viewport: { width: 390, height: 844 } })).newPage();
+    const doctor = await (await browser.newContext()).newPage();
+    await patient.goto(started.patient_link);
+    await patient.getByRole("heading", { name: "Waiting for your doctor" }).waitFor();
+    await doctor.goto(started.doctor_link);
+    for (const page of [doctor, patient]) {
+      await eventually("connected", async () => (await body(page, "connected")) === "true");
+    }
+
+    await server.crash({ down: true });
+    for (const page of [doctor, patient]) {
+      await eventually("the reconnecting banner", async () => /reconnecting/.test(await page.locator("#banner").innerText()));
+    }
+    // Media is peer to peer: it keeps playing while signaling is down.
+    const before = Number(await body(patient, "framesDecoded"));
+    await eventually("video still decoded", async () => Number(await body(patient, "framesDecoded")) > before + 10);
+    await screenshot(patient, "15-patient-reconnecting");
+
+    await server.restart();
+    for (const page of [doctor, patient]) {
+      await eventually("the banner clears", async () => !(await page.locator("#banner").isVisible()), 30000);
+      assert.equal(await body(page, "connected"), "true");
+    }
+    // Still in the same call: chat goes through the restarted server.
+    await patient.getByRole("button", { name: "Chat" }).click();
+    await patient.getByLabel("Message").fill("Back again");
+    await patient.getByRole("button", { name: "Send" }).click();
+    await doctor.getByRole("button", { name: "Chat" }).click();
+    await doctor.locator("#chat-log li", { hasText: "Back again" }).waitFor();
+  } finally {
+    await browser.close();
+    await server.stop();
+  }
+});
