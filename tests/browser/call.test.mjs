@@ -2,9 +2,7 @@
 // both see each other, use the controls and chat, and the doctor ends the call.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, setUpVisit, launchBrowser, screenshot, eventually, DOCTOR, PATIENT_NAME } from "./harness.mjs";
-
-const body = (page, key) => page.evaluate((k) => document.body.dataset[k], key);
+import { startServer, setUpVisit, startedCall, launchBrowser, screenshot, eventually, chat, dataset as body, DOCTOR, PATIENT_NAME } from "./harness.mjs";
 
 test("a video visit from sign-in to the end, in two browsers", async () => {
   const server = await startServer();
@@ -73,14 +71,8 @@ test("a video visit from sign-in to the end, in two browsers", async () => {
     await screenshot(patient, "07-patient-sees-screen-share");
 
     // Chat both ways.
-    await patient.getByRole("button", { name: "Chat" }).click();
-    await patient.getByLabel("Message").fill("My knee hurts when I climb stairs");
-    await patient.getByRole("button", { name: "Send" }).click();
-    await doctor.getByRole("button", { name: "Chat" }).click();
-    await doctor.locator("#chat-log li", { hasText: "My knee hurts" }).waitFor();
-    await doctor.getByLabel("Message").fill("Let's take a look");
-    await doctor.getByRole("button", { name: "Send" }).click();
-    await patient.locator("#chat-log li", { hasText: "Let's take a look" }).waitFor();
+    await chat(patient, doctor, "My knee hurts when I climb stairs");
+    await chat(doctor, patient, "Let's take a look");
     await screenshot(patient, "08-patient-chat");
 
     // Quality level and timer.
@@ -115,10 +107,7 @@ test("an expired link and an invalid link show their error pages", async () => {
   const server = await startServer(["--token-ttl-seconds", "1"]);
   const browser = await launchBrowser();
   try {
-    const { doctor, appointment } = await setUpVisit(server);
-    const started = await fetch(`${server.base}/api/appointments/${appointment.id}/video-call/start`, {
-      method: "POST", headers: { Authorization: `Bearer ${doctor.api_token}` },
-    }).then((r) => r.json());
+    const started = await startedCall(server);
     await new Promise((r) => setTimeout(r, 1500));
     const page = await (await browser.newContext()).newPage();
     await page.goto(started.patient_link);

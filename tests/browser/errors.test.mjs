@@ -2,16 +2,7 @@
 // to the clinic lost mid-call (a server crash) and restored.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, setUpVisit, launchBrowser, screenshot, eventually } from "./harness.mjs";
-
-const body = (page, key) => page.evaluate((k) => document.body.dataset[k], key);
-
-async function startedCall(server) {
-  const { doctor, appointment } = await setUpVisit(server);
-  return fetch(`${server.base}/api/appointments/${appointment.id}/video-call/start`, {
-    method: "POST", headers: { Authorization: `Bearer ${doctor.api_token}` },
-  }).then((r) => r.json());
-}
+import { startServer, startedCall, launchBrowser, screenshot, eventually, chat, dataset as body } from "./harness.mjs";
 
 test("a blocked camera and a missing camera each show what to do", async () => {
   const server = await startServer();
@@ -52,6 +43,7 @@ test("when the clinic's server goes away mid-call, both see reconnecting, and th
       await eventually("connected", async () => (await body(page, "connected")) === "true");
     }
 
+    await eventually("video decoded", async () => Number(await body(patient, "framesDecoded")) > 0);
     await server.crash({ down: true });
     for (const page of [doctor, patient]) {
       await eventually("the reconnecting banner", async () => /reconnecting/.test(await page.locator("#banner").innerText()));
@@ -67,11 +59,7 @@ test("when the clinic's server goes away mid-call, both see reconnecting, and th
       assert.equal(await body(page, "connected"), "true");
     }
     // Still in the same call: chat goes through the restarted server.
-    await patient.getByRole("button", { name: "Chat" }).click();
-    await patient.getByLabel("Message").fill("Back again");
-    await patient.getByRole("button", { name: "Send" }).click();
-    await doctor.getByRole("button", { name: "Chat" }).click();
-    await doctor.locator("#chat-log li", { hasText: "Back again" }).waitFor();
+    await chat(patient, doctor, "Back again");
   } finally {
     await browser.close();
     await server.stop();

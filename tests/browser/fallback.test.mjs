@@ -2,9 +2,7 @@
 // and the visit works the same — waiting room, video both ways, chat both ways, the end.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, setUpVisit, launchBrowser, screenshot, eventually } from "./harness.mjs";
-
-const body = (page, key) => page.evaluate((k) => document.body.dataset[k], key);
+import { startServer, startedCall, launchBrowser, screenshot, eventually, chat, dataset as body } from "./harness.mjs";
 
 /** A browser context on a network where no WebSocket ever opens (as behind a proxy that refuses upgrades). */
 async function contextWithoutWebSockets(browser, viewport) {
@@ -31,10 +29,7 @@ test("without WebSockets the visit runs over the HTTP fallback", async () => {
   const server = await startServer();
   const browser = await launchBrowser();
   try {
-    const { doctor: doctorAccount, appointment } = await setUpVisit(server);
-    const started = await fetch(`${server.base}/api/appointments/${appointment.id}/video-call/start`, {
-      method: "POST", headers: { Authorization: `Bearer ${doctorAccount.api_token}` },
-    }).then((r) => r.json());
+    const started = await startedCall(server);
     const patient = await (await contextWithoutWebSockets(browser, { width: 390, height: 844 })).newPage();
     const doctor = await (await contextWithoutWebSockets(browser, { width: 1280, height: 800 })).newPage();
 
@@ -53,14 +48,8 @@ test("without WebSockets the visit runs over the HTTP fallback", async () => {
     }
     await screenshot(doctor, "12-doctor-in-call-over-http-fallback");
 
-    await patient.getByRole("button", { name: "Chat" }).click();
-    await patient.getByLabel("Message").fill("Can you hear me through the proxy?");
-    await patient.getByRole("button", { name: "Send" }).click();
-    await doctor.getByRole("button", { name: "Chat" }).click();
-    await doctor.locator("#chat-log li", { hasText: "through the proxy" }).waitFor();
-    await doctor.getByLabel("Message").fill("Loud and clear");
-    await doctor.getByRole("button", { name: "Send" }).click();
-    await patient.locator("#chat-log li", { hasText: "Loud and clear" }).waitFor();
+    await chat(patient, doctor, "Can you hear me through the proxy?");
+    await chat(doctor, patient, "Loud and clear");
 
     await patient.getByRole("button", { name: "Mute microphone" }).click();
     await eventually("doctor sees the patient muted", async () => (await body(doctor, "peerAudio")) === "false");

@@ -69,6 +69,27 @@ export async function startServer(extraArgs = []) {
   };
 }
 
+/** A value of the page's `document.body.dataset` (the call page reports its state there). */
+export const dataset = (page, key) => page.evaluate((k) => document.body.dataset[k], key);
+
+/** A visit whose call the doctor started through the API: `{ doctor_link, patient_link, ... }`. */
+export async function startedCall(server) {
+  const { doctor, appointment } = await setUpVisit(server);
+  return fetch(`${server.base}/api/appointments/${appointment.id}/video-call/start`, {
+    method: "POST", headers: { Authorization: `Bearer ${doctor.api_token}` },
+  }).then((r) => r.json());
+}
+
+/** `from` opens the chat panel and sends `text`; `to` opens its panel and sees it. */
+export async function chat(from, to, text) {
+  for (const page of [from, to]) {
+    if ((await page.locator("#chat").isHidden())) await page.getByRole("button", { name: "Chat" }).click();
+  }
+  await from.getByLabel("Message").fill(text);
+  await from.getByRole("button", { name: "Send" }).click();
+  await to.locator("#chat-log li", { hasText: text }).waitFor();
+}
+
 /** A doctor (web password), a patient and an appointment now. */
 export async function setUpVisit(server) {
   const doctor = await server.clinic("/api/clinic/doctors", { display_name: DOCTOR.name, email: DOCTOR.email, password: DOCTOR.password });
