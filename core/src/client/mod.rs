@@ -7,6 +7,7 @@
 //! stack and the clock report, and carries out what it decides.
 
 pub mod media;
+pub mod pacing;
 pub mod webrtc;
 
 use std::sync::{Arc, Mutex};
