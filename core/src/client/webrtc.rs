@@ -63,6 +63,14 @@ pub struct WebRtcSettings {
     pub udp_addrs: Vec<String>,
     /// Interval between ICE connectivity checks.
     pub ice_check_interval: Duration,
+    /// How long the controlling ICE agent waits before nominating a pair with a peer-reflexive
+    /// candidate (the crate's default is 1 s; ours is 0). Through our signaling the peer's
+    /// connectivity checks usually arrive before its trickled host candidate does, so the first
+    /// valid pair is peer-reflexive (the same address, learned first from the check): with the
+    /// 1 s wait every call took ~1.05 s from ICE `Checking` to `Connected` instead of one check
+    /// round trip. Nominating at once costs nothing when that pair is the host pair learned early,
+    /// and behind a NAT it is often the only pair that works anyway.
+    pub prflx_acceptance_min_wait: Duration,
     /// The bandwidth estimate to start from, bits per second. GCC ramps up slowly (measured: from
     /// 300 kbps to ~600 kbps in 6 s on loopback), so it starts where the ladder's 720p rung fits.
     pub initial_bitrate_bps: u64,
@@ -77,6 +85,7 @@ impl Default for WebRtcSettings {
         WebRtcSettings {
             udp_addrs: vec!["0.0.0.0:0".into()],
             ice_check_interval: Duration::from_millis(20),
+            prflx_acceptance_min_wait: Duration::ZERO,
             initial_bitrate_bps: 1_200_000,
             min_bitrate_bps: 100_000,
             max_bitrate_bps: 6_000_000,
@@ -530,6 +539,7 @@ async fn run_session(
         .build();
     let setting_engine = SettingEngineBuilder::new()
         .with_ice_connection_attempts(Some(settings.ice_check_interval), None)
+        .with_prflx_acceptance_min_wait(Some(settings.prflx_acceptance_min_wait))
         .with_include_loopback_candidate(true)
         .build();
     let counters = Arc::new(Counters::default());
