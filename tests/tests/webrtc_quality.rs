@@ -149,7 +149,7 @@ impl CallListener for ArrivalClock {
 async fn audio_arrives_on_time_while_video_is_pushed_far_above_the_estimate() {
     let server = TestServer::start(|_| {}).await;
     let clock = Arc::new(ArrivalClock::default());
-    let (doctor, _doctor_events, patient) = {
+    let (doctor, doctor_events, patient) = {
         let clock = clock.clone();
         let listener: Arc<dyn CallListener> = clock.clone();
         connected_call(&server, listener, &clock.recorder).await
@@ -205,6 +205,19 @@ async fn audio_arrives_on_time_while_video_is_pushed_far_above_the_estimate() {
         delays[delays.len() / 2],
         p95,
         delays.last().unwrap()
+    );
+    let estimates: Vec<u64> = doctor_events
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Stats(s) => s.available_outgoing_bitrate_bps,
+            _ => None,
+        })
+        .collect();
+    println!("the doctor's bandwidth estimate each second (bps): {estimates:?}");
+    assert!(
+        estimates.iter().any(|e| *e != 1_200_000),
+        "the estimate is GCC's, moving with the feedback, not the configured start: {estimates:?}"
     );
     assert!(delays.len() * 100 >= sent_at.len() * 95, "at least 95 % of the audio arrived");
     assert!(p95 < Duration::from_millis(200), "audio is not queued behind video: p95 {p95:?}");
