@@ -352,26 +352,67 @@ async fn send_frame(
     Ok(Sent::Written)
 }
 
-/// Turns `get_stats` snapshots and our own counters into once-a-second [`MediaStats`].
+/// What one `get_stats` snapshot says, summed over the RTP streams.
 ///
-/// What the stack fills and is used: the selected candidate pair's `current_round_trip_time` and
-/// its candidates' types, inbound `packets_received`/`packets_lost`/`jitter` (jitter in RTP clock
-/// units, whatever the field's doc says), RTP bytes. What it leaves empty and is not read:
-/// remote-inbound RTT/loss/jitter, frame counters, picture size, frame rate, the candidate pair's
-/// `available_outgoing_bitrate`.
-#[derive(Debug, Default)]
-pub struct StatsSampler {
-    last: Option<Snapshot>,
+/// Read from the stack, because it fills them: the selected candidate pair's
+/// `current_round_trip_time` and its candidates' types, inbound `packets_received`,
+/// `packets_lost` and `jitter` (in RTP clock units, whatever the field's doc says), RTP bytes.
+/// Not read, because the stack leaves them empty: remote-inbound RTT/loss/jitter, frame counters,
+/// picture size, frame rate, the candidate pair's `available_outgoing_bitrate`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StackReading {
+    /// RTP bytes sent (payload and headers), all streams.
+    pub bytes_sent: u64,
+    /// RTP bytes received (payload and headers), all streams.
+    pub bytes_received: u64,
+    /// RTP packets received, all streams.
+    pub packets_received: u64,
+    /// RTP packets lost, all streams (may go down when late packets arrive).
+    pub packets_lost: i64,
+    /// The worst inbound stream's interarrival jitter, ms.
+    pub jitter_ms: Option<f64>,
+    /// The selected candidate pair's current RTT, ms.
+    pub rtt_ms: Option<f64>,
+    /// The selected candidate pair's type (see [`MediaStats::candidate_pair_type`]).
+    pub candidate_pair_type: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Snapshot {
-    at: Option<Instant>,
-    bytes_sent: u64,
-    bytes_received: u64,
-    packets_received: u64,
-    packets_lost: i64,
-    frames_received: u64,
+impl StackReading {
+    /// Reads a `get_stats` report.
+    pub fn from_report(report: &RTCStatsReport) -> StackReading {
+        let mut reading = StackReading::default();
+        for entry in report.iter() {
+            match entry {
+                RTCStatsReportEntry::InboundRtp(inbound) => {
+                    let received = &inbound.received_rtp_stream_stats;
+                    reading.packets_received += received.packets_received;
+                    reading.packets_lost += received.packets_lost;
+                    reading.bytes_received += inbound.bytes_received + inbound.header_bytes_received;
+                    if received.packets_received > 0 {
+                        let clock_rate = if received.rtp_stream_stats.kind == RtpCodecKind::Audio {
+                            48_000
+                        } else {
+                            90_000
+                        };
+                        let ms = jitter_ms(received.jitter, clock_rate);
+                        reading.jitter_ms = Some(reading.jitter_ms.map_or(ms, |j| j.max(ms)));
+                    }
+                }
+                RTCStatsReportEntry::OutboundRtp(outbound) => {
+                    reading.bytes_sent +=
+                        outbound.sent_rtp_stream_stats.bytes_sent + outbound.header_bytes_sent;
+                }
+                _ => {}
+            }
+        }
+        (reading.rtt_ms, reading.candidate_pair_type) = selected_pair(report);
+        reading
+    }
+}
+
+/// RFC 3550 interarrival jitter, which the stack reports in RTP timestamp units, in ms.
+pub fn jitter_ms(jitter_rtp_units: f64, clock_rate: u32) -> f64 {
+    jitter_rtp_units * 1000.0 / f64::from(clock_rate.max(1))
 }
 
 /// Counts kept by the session itself.
@@ -391,61 +432,43 @@ pub struct OwnCounts {
     pub estimate_bps: u64,
 }
 
+/// Turns successive readings into once-a-second [`MediaStats`]: loss, bitrates and frame rate
+/// over the interval since the previous sample. Sans-I/O: time is an argument.
+#[derive(Debug, Default)]
+pub struct StatsSampler {
+    last: Option<(Instant, StackReading, OwnCounts)>,
+}
+
 impl StatsSampler {
-    /// One sample: `report` from `get_stats` at `now`, with the session's own counts.
-    pub fn sample(&mut self, report: &RTCStatsReport, own: OwnCounts, now: Instant) -> MediaStats {
-        let mut snapshot =
-            Snapshot { at: Some(now), frames_received: own.frames_received, ..Snapshot::default() };
-        let mut jitter_ms: Option<f64> = None;
-        for entry in report.iter() {
-            match entry {
-                RTCStatsReportEntry::InboundRtp(inbound) => {
-                    let received = &inbound.received_rtp_stream_stats;
-                    snapshot.packets_received += received.packets_received;
-                    snapshot.packets_lost += received.packets_lost;
-                    snapshot.bytes_received += inbound.bytes_received + inbound.header_bytes_received;
-                    if received.packets_received > 0 {
-                        let clock_rate = if received.rtp_stream_stats.kind == RtpCodecKind::Audio {
-                            48_000.0
-                        } else {
-                            90_000.0
-                        };
-                        let ms = received.jitter / clock_rate * 1000.0;
-                        jitter_ms = Some(jitter_ms.map_or(ms, |j: f64| j.max(ms)));
-                    }
-                }
-                RTCStatsReportEntry::OutboundRtp(outbound) => {
-                    snapshot.bytes_sent +=
-                        outbound.sent_rtp_stream_stats.bytes_sent + outbound.header_bytes_sent;
-                }
-                _ => {}
+    /// One sample at `now`.
+    pub fn sample(&mut self, reading: StackReading, own: OwnCounts, now: Instant) -> MediaStats {
+        let (seconds, before, own_before) = match &self.last {
+            Some((at, reading, own)) => {
+                (Some(now.duration_since(*at).as_secs_f64()).filter(|s| *s > 0.0), reading.clone(), *own)
             }
-        }
-        let (rtt_ms, candidate_pair_type) = selected_pair(report);
-        let last = self.last.unwrap_or_default();
-        let seconds = last.at.map(|at| now.duration_since(at).as_secs_f64()).filter(|s| *s > 0.0);
+            None => (None, StackReading::default(), OwnCounts::default()),
+        };
         let per_second =
             |now: u64, before: u64| seconds.map_or(0.0, |s| now.saturating_sub(before) as f64 / s);
-        let expected = snapshot.packets_received.saturating_sub(last.packets_received) as i64
-            + (snapshot.packets_lost - last.packets_lost).max(0);
-        let loss_percent = (expected > 0)
-            .then(|| (snapshot.packets_lost - last.packets_lost).max(0) as f64 * 100.0 / expected as f64);
-        self.last = Some(snapshot);
-        MediaStats {
-            rtt_ms,
-            jitter_ms,
-            loss_percent,
-            send_bitrate_bps: (per_second(snapshot.bytes_sent, last.bytes_sent) * 8.0) as u64,
-            receive_bitrate_bps: (per_second(snapshot.bytes_received, last.bytes_received) * 8.0) as u64,
+        let lost = (reading.packets_lost - before.packets_lost).max(0);
+        let expected = reading.packets_received.saturating_sub(before.packets_received) as i64 + lost;
+        let stats = MediaStats {
+            rtt_ms: reading.rtt_ms,
+            jitter_ms: reading.jitter_ms,
+            loss_percent: (expected > 0).then(|| lost as f64 * 100.0 / expected as f64),
+            send_bitrate_bps: (per_second(reading.bytes_sent, before.bytes_sent) * 8.0) as u64,
+            receive_bitrate_bps: (per_second(reading.bytes_received, before.bytes_received) * 8.0) as u64,
             frames_sent: own.frames_sent,
             frames_received: own.frames_received,
             frame_width: own.frame_width,
             frame_height: own.frame_height,
-            frame_rate: per_second(own.frames_received, last.frames_received),
+            frame_rate: per_second(own.frames_received, own_before.frames_received),
             available_outgoing_bitrate_bps: Some(own.estimate_bps),
-            candidate_pair_type,
+            candidate_pair_type: reading.candidate_pair_type.clone(),
             last_packet_at_ms: (own.last_packet_at_ms > 0).then_some(own.last_packet_at_ms),
-        }
+        };
+        self.last = Some((now, reading, own));
+        stats
     }
 }
 
@@ -664,7 +687,8 @@ async fn run_session(
                         last_packet_at_ms: counters.last_packet_at_ms.load(Ordering::Relaxed),
                         estimate_bps: pacing.target_bps(),
                     };
-                    let _ = events.send(PeerEvent::Stats(sampler.sample(&report, own, now)));
+                    let reading = StackReading::from_report(&report);
+                    let _ = events.send(PeerEvent::Stats(sampler.sample(reading, own, now)));
                 }
                 PeerCommand::Close => {
                     let _ = pc.close().await;
@@ -684,4 +708,53 @@ async fn run_session(
     }
     let _ = pc.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_in_rtp_units_becomes_milliseconds_at_the_codec_clock_rate() {
+        assert_eq!(jitter_ms(900.0, 90_000), 10.0);
+        assert_eq!(jitter_ms(480.0, 48_000), 10.0);
+    }
+
+    #[test]
+    fn loss_bitrates_and_frame_rate_are_over_the_last_interval() {
+        let start = Instant::now();
+        let mut sampler = StatsSampler::default();
+        let reading = |sent: u64, received: u64, packets: u64, lost: i64| StackReading {
+            bytes_sent: sent,
+            bytes_received: received,
+            packets_received: packets,
+            packets_lost: lost,
+            jitter_ms: Some(4.0),
+            rtt_ms: Some(12.0),
+            candidate_pair_type: Some("srflx".into()),
+        };
+        let own = |frames: u64| OwnCounts {
+            frames_received: frames,
+            estimate_bps: 900_000,
+            ..OwnCounts::default()
+        };
+        let first = sampler.sample(reading(1_000, 2_000, 990, 10), own(100), start);
+        assert_eq!(first.loss_percent, Some(1.0), "the first sample covers the call so far");
+        assert_eq!((first.send_bitrate_bps, first.frame_rate), (0, 0.0), "no interval yet");
+
+        let second =
+            sampler.sample(reading(126_000, 252_000, 1_085, 15), own(130), start + Duration::from_secs(1));
+        assert_eq!(second.loss_percent, Some(5.0), "5 lost of 100 expected in the last second");
+        assert_eq!(second.send_bitrate_bps, 1_000_000);
+        assert_eq!(second.receive_bitrate_bps, 2_000_000);
+        assert_eq!(second.frame_rate, 30.0);
+        assert_eq!((second.rtt_ms, second.jitter_ms), (Some(12.0), Some(4.0)));
+        assert_eq!(second.candidate_pair_type.as_deref(), Some("srflx"));
+        assert_eq!(second.available_outgoing_bitrate_bps, Some(900_000));
+
+        let idle =
+            sampler.sample(reading(126_000, 252_000, 1_085, 15), own(130), start + Duration::from_secs(2));
+        assert_eq!(idle.loss_percent, None, "nothing expected, no loss figure");
+        assert_eq!(idle.receive_bitrate_bps, 0);
+    }
 }
