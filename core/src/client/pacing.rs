@@ -255,6 +255,81 @@ impl Interceptor for AudioFirstPacer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rtc::interceptor::AttributedPacket;
+    use rtc::shared::{TransportContext, TransportMessage};
+
+    const AUDIO: u32 = 1;
+    const VIDEO: u32 = 2;
+
+    fn rtp(ssrc: u32, sequence_number: u16, bytes: usize, now: Instant) -> TaggedPacket {
+        let packet = rtc::rtp::Packet {
+            header: rtc::rtp::header::Header { ssrc, sequence_number, ..Default::default() },
+            payload: vec![0u8; bytes].into(),
+        };
+        TransportMessage {
+            now,
+            transport: TransportContext::default(),
+            message: AttributedPacket::new(Packet::Rtp(packet)),
+        }
+    }
+
+    fn pacer(state: &Arc<PacingState>) -> AudioFirstPacer {
+        let mut pacer = AudioFirstPacer::new(Arc::clone(state));
+        let info = |ssrc, mime: &str| StreamInfo { ssrc, mime_type: mime.into(), ..Default::default() };
+        pacer.bind_local_stream(&info(AUDIO, "audio/opus"));
+        pacer.bind_local_stream(&info(VIDEO, "video/VP8"));
+        pacer
+    }
+
+    fn drain(pacer: &mut AudioFirstPacer) -> Vec<u32> {
+        std::iter::from_fn(|| pacer.poll_write())
+            .map(|p| match p.message.packet {
+                Packet::Rtp(rtp) => rtp.header.ssrc,
+                _ => 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn audio_leaves_at_once_while_video_above_the_rate_waits_its_turn() {
+        let state = PacingState::new(1_000_000);
+        let mut pacer = pacer(&state);
+        let start = Instant::now();
+        // 100 video packets of ~1.2 kB: ~1 Mbit, a second's worth at 1 Mbps.
+        for n in 0..100 {
+            pacer.handle_write(rtp(VIDEO, n, 1_200, start)).unwrap();
+        }
+        pacer.handle_timeout(start).unwrap();
+        let first = drain(&mut pacer);
+        assert!(first.len() < 20 && first.iter().all(|s| *s == VIDEO), "one burst of video: {}", first.len());
+        assert!(state.video_queue_delay() > Duration::from_millis(800), "{:?}", state.video_queue_delay());
+
+        // Audio written behind all that video goes out at once.
+        pacer.handle_write(rtp(AUDIO, 0, 100, start + Duration::from_millis(20))).unwrap();
+        assert_eq!(drain(&mut pacer), [AUDIO]);
+
+        // The video follows at the rate: all of it within about a second.
+        let mut released = first.len();
+        for ms in (50..=1_200).step_by(50) {
+            pacer.handle_timeout(start + Duration::from_millis(ms)).unwrap();
+            released += drain(&mut pacer).len();
+        }
+        assert_eq!(released, 100);
+        assert_eq!(state.queued_video_bytes(), 0);
+    }
+
+    #[test]
+    fn the_rate_follows_the_estimate_announced_on_feedback() {
+        let state = PacingState::new(1_000_000);
+        let mut pacer = pacer(&state);
+        let start = Instant::now();
+        let mut feedback = rtp(VIDEO, 0, 0, start);
+        feedback.message.packet = Packet::Rtcp(vec![]);
+        feedback.message.add(Attribute::TargetBitrateChanged { bits_per_second: 250_000.0 });
+        pacer.handle_read(feedback).unwrap();
+        assert_eq!(pacer.bucket.target_bitrate(), 250_000.0);
+        assert!(pacer.poll_read().is_some(), "the feedback goes on to the application side");
+    }
 
     #[test]
     fn a_video_frame_is_admitted_only_while_the_queue_drains_within_the_bound() {
