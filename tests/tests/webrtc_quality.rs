@@ -18,6 +18,16 @@ fn media() -> Arc<WebRtcMedia> {
     Arc::new(WebRtcMedia::new(WebRtcSettings { udp_addrs: vec!["127.0.0.1:0".into()], ..Default::default() }))
 }
 
+/// A backend whose bandwidth estimate can never exceed `max_bps`, like a thin uplink.
+fn thin_uplink_media(max_bps: u64) -> Arc<WebRtcMedia> {
+    Arc::new(WebRtcMedia::new(WebRtcSettings {
+        udp_addrs: vec!["127.0.0.1:0".into()],
+        initial_bitrate_bps: max_bps,
+        max_bitrate_bps: max_bps,
+        ..Default::default()
+    }))
+}
+
 /// A 640x360 VP8-shaped camera frame: keyframes (every 30th) carry a real VP8 keyframe header.
 fn camera_frame(n: u32) -> EncodedFrame {
     let keyframe = n.is_multiple_of(30);
@@ -223,6 +233,76 @@ async fn audio_arrives_on_time_while_video_is_pushed_far_above_the_estimate() {
     assert!(p95 < Duration::from_millis(200), "audio is not queued behind video: p95 {p95:?}");
     assert!(video_frames >= 10, "video still flows, within the estimate: {video_frames} frames");
 
+    doctor.close();
+    patient.close();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_low_bandwidth_estimate_steps_the_video_ladder_down() {
+    let server = TestServer::start(|_| {}).await;
+    let visit = server.started_visit().await;
+    let patient_events = Arc::new(Recorder::default());
+    let patient =
+        CallClient::new(&visit.patient_link, patient_events.clone(), media(), CallOptions::default())
+            .unwrap();
+    patient.join();
+    patient_events
+        .wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::WaitingRoom)));
+    // The doctor starts at 720p, and GCC's estimate is held at 400 kbps at most.
+    let doctor_events = Arc::new(Recorder::default());
+    let doctor = Arc::new(
+        CallClient::new(
+            &visit.doctor_link,
+            doctor_events.clone(),
+            thin_uplink_media(400_000),
+            CallOptions::default(),
+        )
+        .unwrap(),
+    );
+    doctor.join();
+    doctor_events.wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::Connected)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = televisit_core::headless::spawn_synthetic_media(
+        doctor.clone(),
+        Arc::new(AtomicBool::new(true)),
+        stop.clone(),
+    );
+
+    // 400 kbps leaves 336 kbps for video after the audio reserve: below 720p's and 540p's minimum,
+    // enough for 360p. The ladder steps down one rung per 2 s.
+    tokio::task::spawn_blocking({
+        let doctor_events = doctor_events.clone();
+        move || {
+            doctor_events.wait_for(
+                Duration::from_secs(20),
+                |e| matches!(e, ClientEvent::VideoRungChanged(rung) if rung.name == "360p"),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    let rungs: Vec<&str> = doctor_events
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::VideoRungChanged(rung) => Some(rung.name),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rungs, ["540p", "360p"], "one rung at a time");
+    let estimate = doctor_events
+        .events()
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            ClientEvent::Stats(s) => s.available_outgoing_bitrate_bps,
+            _ => None,
+        })
+        .unwrap();
+    assert!(estimate <= 400_000, "the estimate the ladder followed: {estimate}");
+
+    stop.store(true, Ordering::Relaxed);
+    sender.join().unwrap();
     doctor.close();
     patient.close();
 }
