@@ -245,6 +245,8 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
             Some(ClientEvent::VideoRungChanged(rung)) => {
                 let _ = writeln!(out, "event: video {}", rung.name);
             }
+            // The synthetic camera sends a keyframe every second anyway.
+            Some(ClientEvent::KeyframeRequested(_)) => {}
             None => {}
         }
         if let Some(at) = connected_at {

@@ -70,6 +70,7 @@ async fn the_doctors_shared_screen_reaches_the_patient_as_screen_frames_and_a_pa
     }
     doctor.set_screen_share(true).expect("the doctor may share");
     patient_events.wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::PeerScreenShare(true)));
+    doctor_events.wait_for(WAIT, |e| *e == ClientEvent::KeyframeRequested(FrameKind::Screen));
     let deadline = Instant::now() + WAIT;
     let mut n = 5;
     while screen_counters(&patient_events).len() < 10 {

@@ -225,6 +225,15 @@ async fn audio_arrives_on_time_while_video_is_pushed_far_above_the_estimate() {
         })
         .collect();
     println!("the doctor's bandwidth estimate each second (bps): {estimates:?}");
+    let keyframe_requests = doctor_events
+        .events()
+        .iter()
+        .filter(|e| **e == ClientEvent::KeyframeRequested(FrameKind::Video))
+        .count();
+    assert!(
+        (1..=7).contains(&keyframe_requests),
+        "dropped video asks the encoder for a keyframe, at most once a second: {keyframe_requests}"
+    );
     assert!(
         estimates.iter().any(|e| *e != 1_200_000),
         "the estimate is GCC's, moving with the feedback, not the configured start: {estimates:?}"

@@ -259,6 +259,8 @@ struct LocalTrack {
     enabled: bool,
     /// A video frame was dropped: the next ones cannot be decoded until a keyframe.
     awaiting_keyframe: bool,
+    /// When the app's encoder was last asked for a keyframe for this track.
+    keyframe_requested_at: Option<Instant>,
 }
 
 impl LocalTrack {
@@ -295,7 +297,15 @@ impl LocalTrack {
             .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
             .await
             .map_err(|e| format!("cannot add the {track_id} track: {e}"))?;
-        Ok(LocalTrack { track, sender, ssrc, payload_type: None, enabled: true, awaiting_keyframe: false })
+        Ok(LocalTrack {
+            track,
+            sender,
+            ssrc,
+            payload_type: None,
+            enabled: true,
+            awaiting_keyframe: false,
+            keyframe_requested_at: None,
+        })
     }
 
     async fn write(&mut self, frame: &EncodedFrame) -> Result<(), String> {
@@ -317,6 +327,9 @@ impl LocalTrack {
     }
 }
 
+/// The app's encoder is asked for a keyframe at most this often per track.
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
+
 /// What happened to a frame handed to [`send_frame`].
 #[derive(Debug, PartialEq, Eq)]
 enum Sent {
@@ -324,8 +337,11 @@ enum Sent {
     Written,
     /// Its track is off (muted, camera off, not sharing) or media cannot flow yet.
     Off,
-    /// A video frame dropped because the video queue was too long for the estimate (or it
-    /// depends on a dropped one).
+    /// A video frame dropped (the video queue was too long for the estimate, or it depends on
+    /// a dropped frame); frames are dropped until a keyframe, and the encoder should be asked for
+    /// one (at most once a second per track).
+    DroppedAskKeyframe,
+    /// A video frame dropped; a keyframe was asked for less than a second ago.
     Dropped,
 }
 
@@ -339,12 +355,19 @@ async fn send_frame(
         return Ok(Sent::Off);
     }
     if frame.kind.is_video() {
-        if track.awaiting_keyframe && !frame.keyframe {
-            return Ok(Sent::Dropped);
-        }
-        if !pacing.admits_video_frame(frame.data.len()) {
+        let dropped =
+            (track.awaiting_keyframe && !frame.keyframe) || !pacing.admits_video_frame(frame.data.len());
+        if dropped {
             track.awaiting_keyframe = true;
-            return Ok(Sent::Dropped);
+            let now = Instant::now();
+            if track
+                .keyframe_requested_at
+                .is_some_and(|at| now.duration_since(at) < KEYFRAME_REQUEST_INTERVAL)
+            {
+                return Ok(Sent::Dropped);
+            }
+            track.keyframe_requested_at = Some(now);
+            return Ok(Sent::DroppedAskKeyframe);
         }
         track.awaiting_keyframe = false;
     }
@@ -656,6 +679,10 @@ async fn run_session(
                         screen.enabled = on;
                         // The first shared frame must be decodable on its own.
                         screen.awaiting_keyframe = on;
+                        if on {
+                            screen.keyframe_requested_at = Some(Instant::now());
+                            let _ = events.send(PeerEvent::KeyframeNeeded(FrameKind::Screen));
+                        }
                     }
                     None => return Err("only the doctor's connection has a screen-share track".into()),
                 },
@@ -670,8 +697,12 @@ async fn run_session(
                         };
                         if let Some(track) = track {
                             let sent = send_frame(track, &frame, &pacing).await?;
-                            if sent == Sent::Written && frame.kind == FrameKind::Video {
-                                frames_sent += 1;
+                            match sent {
+                                Sent::Written if frame.kind == FrameKind::Video => frames_sent += 1,
+                                Sent::DroppedAskKeyframe => {
+                                    let _ = events.send(PeerEvent::KeyframeNeeded(frame.kind));
+                                }
+                                _ => {}
                             }
                         }
                     }
