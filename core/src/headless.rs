@@ -219,17 +219,17 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
                     _ => {}
                 }
             }
-            Some(ClientEvent::RemoteFrame(frame)) => {
-                if frame.kind == FrameKind::Video {
+            Some(ClientEvent::RemoteFrame(frame)) => match frame.kind {
+                FrameKind::Video => {
                     video_frames += 1;
                     last_counter = frame_counter(&frame).or(last_counter);
                     if let Some(file) = video_file.as_mut() {
                         let _ = file.write(&frame);
                     }
-                } else {
-                    audio_frames += 1;
                 }
-            }
+                FrameKind::Audio => audio_frames += 1,
+                FrameKind::Screen => {} // the headless client records only the camera
+            },
             Some(ClientEvent::Stats(stats)) => {
                 let _ = writeln!(
                     out,
@@ -245,6 +245,8 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
             Some(ClientEvent::VideoRungChanged(rung)) => {
                 let _ = writeln!(out, "event: video {}", rung.name);
             }
+            // The synthetic camera sends a keyframe every second anyway.
+            Some(ClientEvent::KeyframeRequested(_)) => {}
             None => {}
         }
         if let Some(at) = connected_at {

@@ -1,6 +1,8 @@
 //! Call benchmark: time from the doctor's `join()` to the first remote video frame at the patient
-//! (median of 10 calls through a real server, real peer connections on loopback), and CPU time
-//! and memory of one call sending 720p30-sized encoded frames both ways for 10 s.
+//! (median of 10 calls through a real server, real peer connections on loopback) with our settings
+//! and with the crate's 1 s wait before nominating a peer-reflexive pair (the cause of a constant
+//! ~1.05 s ICE delay, see `WebRtcSettings::prflx_acceptance_min_wait`), and CPU time and memory of
+//! one call sending 720p30-sized encoded frames both ways for 10 s.
 //!
 //! Run: `cargo bench -p televisit-tests --bench call_setup`. The figures cover the encoded-frame
 //! path (RTP, SRTP, depacketizing); no software encoder runs (see the issue notes).
@@ -37,8 +39,12 @@ impl CallListener for Probe {
     }
 }
 
-fn media() -> Arc<WebRtcMedia> {
-    Arc::new(WebRtcMedia::new(WebRtcSettings { udp_addrs: vec!["127.0.0.1:0".into()], ..Default::default() }))
+fn media(prflx_wait: Duration) -> Arc<WebRtcMedia> {
+    Arc::new(WebRtcMedia::new(WebRtcSettings {
+        udp_addrs: vec!["127.0.0.1:0".into()],
+        prflx_acceptance_min_wait: prflx_wait,
+        ..Default::default()
+    }))
 }
 
 fn cpu_seconds() -> f64 {
@@ -62,16 +68,27 @@ fn rss_kib() -> f64 {
 }
 
 /// One call; returns (doctor join → first frame at the patient, doctor join → patient connected).
-fn one_call(server: &TestServer, runtime: &tokio::runtime::Runtime, seconds: f64) -> (Duration, Duration) {
+fn one_call(
+    server: &TestServer,
+    runtime: &tokio::runtime::Runtime,
+    seconds: f64,
+    prflx_wait: Duration,
+) -> (Duration, Duration) {
     let visit = runtime.block_on(server.started_visit());
     let patient_probe = Arc::new(Probe::default());
     let doctor_probe = Arc::new(Probe::default());
-    let patient =
-        CallClient::new(&visit.patient_link, patient_probe.clone(), media(), CallOptions::default()).unwrap();
+    let patient = CallClient::new(
+        &visit.patient_link,
+        patient_probe.clone(),
+        media(prflx_wait),
+        CallOptions::default(),
+    )
+    .unwrap();
     patient.join();
     std::thread::sleep(Duration::from_millis(300)); // the patient waits in the waiting room
     let doctor = Arc::new(
-        CallClient::new(&visit.doctor_link, doctor_probe.clone(), media(), CallOptions::default()).unwrap(),
+        CallClient::new(&visit.doctor_link, doctor_probe.clone(), media(prflx_wait), CallOptions::default())
+            .unwrap(),
     );
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
@@ -95,13 +112,18 @@ fn main() {
     televisit_tests::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let server = runtime.block_on(TestServer::start(|_| {}));
-    one_call(&server, &runtime, 0.2); // warm-up
-    let mut setups: Vec<Duration> = (0..10).map(|_| one_call(&server, &runtime, 0.2).0).collect();
+    let ours = WebRtcSettings::default().prflx_acceptance_min_wait;
+    let crate_default = Duration::from_secs(1);
+    one_call(&server, &runtime, 0.2, ours); // warm-up
+    let mut setups: Vec<Duration> = (0..10).map(|_| one_call(&server, &runtime, 0.2, ours).0).collect();
     setups.sort();
+    let mut before: Vec<Duration> =
+        (0..10).map(|_| one_call(&server, &runtime, 0.2, crate_default).0).collect();
+    before.sort();
     let cpu_before = cpu_seconds();
     let rss_before = rss_kib();
     let call_start = Instant::now();
-    one_call(&server, &runtime, 10.0);
+    one_call(&server, &runtime, 10.0, ours);
     let wall = call_start.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu_before;
     let rss = rss_kib() - rss_before;
@@ -109,7 +131,7 @@ fn main() {
     println!(
         "Call benchmark (server, doctor and patient in one process; loopback; debug or release as built)"
     );
-    println!("webrtc-rs 0.21.1: ICE check interval 20 ms (default 200 ms), loopback host candidates, default interceptors (NACK, RTCP reports, TWCC), no congestion-control pacer");
+    println!("webrtc-rs 0.21.1: ICE check interval 20 ms (default 200 ms), peer-reflexive pairs nominated at once (default after 1 s), loopback host candidates, default interceptors (NACK, RTCP reports, TWCC) + GCC with our audio-first pacer");
     println!();
     println!("| measure | value |");
     println!("|---|---|");
@@ -121,6 +143,12 @@ fn main() {
         "| same, min / max | {:.0} / {:.0} ms |",
         setups[0].as_secs_f64() * 1000.0,
         setups[9].as_secs_f64() * 1000.0
+    );
+    println!(
+        "| same with the crate's 1 s peer-reflexive wait: median (min / max) | {:.0} ms ({:.0} / {:.0}) |",
+        before[5].as_secs_f64() * 1000.0,
+        before[0].as_secs_f64() * 1000.0,
+        before[9].as_secs_f64() * 1000.0
     );
     println!("| CPU time of one call, both sides, 30 fps 720p-sized encoded frames + 50 fps audio each way | {:.2} s over {:.1} s wall ({:.0} % of one core) |", cpu, wall, 100.0 * cpu / wall);
     println!("| process memory growth over that call (RSS) | {:.0} KiB |", rss);

@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 use crate::api::IceServer;
 pub use crate::call::machine::PeerCommand;
 use crate::call::machine::PeerConnectionState;
-use crate::frame::EncodedFrame;
+use crate::frame::{EncodedFrame, FrameKind};
 use crate::protocol::{IceCandidate, Role};
 
 /// Once-a-second measurements of the media connection. Fields the stack cannot measure are `None`.
@@ -56,6 +56,9 @@ pub enum PeerEvent {
     Stats(MediaStats),
     /// A frame from the peer, depacketized.
     Frame(EncodedFrame),
+    /// Video frames of this kind were dropped (the send queue was longer than the bandwidth
+    /// estimate allows): frames are dropped until a keyframe, so the encoder should make one now.
+    KeyframeNeeded(FrameKind),
     /// A failure that does not end the call (e.g. a bad remote candidate).
     Warning(String),
 }

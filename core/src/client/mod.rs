@@ -7,6 +7,7 @@
 //! stack and the clock report, and carries out what it decides.
 
 pub mod media;
+pub mod pacing;
 pub mod webrtc;
 
 use std::sync::{Arc, Mutex};
@@ -18,7 +19,7 @@ use crate::call::ladder::{BitrateLadder, Rung};
 use crate::call::machine::{CallEvent, CallMachine, CallState, EndReason, Input, Output};
 use crate::call::quality::{QualitySample, QualityScorer};
 use crate::error::CallError;
-use crate::frame::EncodedFrame;
+use crate::frame::{EncodedFrame, FrameKind};
 use crate::link::JoinLink;
 use crate::net::api_client::ApiClient;
 use crate::net::signaling::{self, SignalingEvent};
@@ -40,6 +41,10 @@ pub enum ClientEvent {
     VideoRungChanged(Rung),
     /// A frame from the peer (encoded; decode it with the platform's codec).
     RemoteFrame(EncodedFrame),
+    /// Encode the next frame of this kind (camera or screen) as a keyframe: frames were dropped
+    /// because more video was sent than the bandwidth estimate allows, and frames that depend on
+    /// them are dropped until a keyframe comes.
+    KeyframeRequested(FrameKind),
 }
 
 /// The app's listener. Called on the client's event thread, one event at a time, in order.
@@ -391,6 +396,10 @@ impl Driver {
                     }
                     PeerEvent::Frame(frame) => {
                         let _ = self.events.send(ClientEvent::RemoteFrame(frame));
+                        continue;
+                    }
+                    PeerEvent::KeyframeNeeded(kind) => {
+                        let _ = self.events.send(ClientEvent::KeyframeRequested(kind));
                         continue;
                     }
                     PeerEvent::Warning(message) => {

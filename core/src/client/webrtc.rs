@@ -1,19 +1,33 @@
 //! The WebRTC media backend on webrtc-rs 0.21: one real peer connection per session, with an Opus
 //! audio track and a VP8 video track carrying **encoded frames** (phones encode with their hardware
-//! codecs; the app hands frames in and gets depacketized frames out).
+//! codecs; the app hands frames in and gets depacketized frames out). The doctor's connection has
+//! a second VP8 track, `screen`, from the start: it carries nothing until screen sharing starts,
+//! so starting to share needs no new m-line (the machine's re-offer changes nothing in the SDP).
 //!
 //! Each session is an actor: [`PeerCommand`]s are queued to a task that owns the peer connection,
 //! and everything it learns goes back as [`PeerEvent`]s. Settings that matter (measured in
 //! `shared/design/webrtc-notes.md`): ICE checks every 20 ms instead of 200 ms (loopback setup in
 //! tens of ms), media only after `Connected` (earlier samples are dropped by the stack).
+//!
+//! **Congestion control**: the crate's GCC with transport-wide CC feedback, starting at
+//! [`WebRtcSettings::initial_bitrate_bps`]; its estimate is `available_outgoing_bitrate_bps` in the
+//! stats, which drives the bitrate ladder. The pacer is ours ([`super::pacing::AudioFirstPacer`]):
+//! audio never waits behind video, and video frames that would queue longer than
+//! [`super::pacing::MAX_VIDEO_QUEUE_DELAY`] are dropped (then video resumes at the next keyframe).
+//!
+//! **Stats**: from `get_stats` what the stack fills (candidate-pair RTT, inbound loss and jitter,
+//! RTP bytes), the rest counted here (frames, VP8 keyframe picture size, frame rate); see
+//! [`StatsSampler`].
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rtc::interceptor::{CongestionControlBuilder, Gcc, Slot, TwccSenderBuilder};
 use rtc::media::io::sample_builder::SampleBuilder;
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::transport::RTCIceCandidateType;
 use rtc::rtp::codec::opus::OpusPacket;
 use rtc::rtp::codec::vp8::Vp8Packet;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -26,15 +40,20 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
     PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceServer,
-    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, RTCStatsReport,
+    RTCStatsReportEntry, Registry, SettingEngineBuilder, StatsSelector,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::media::{MediaBackend, MediaSession, MediaStats, PeerCommand, PeerEvent};
+use super::pacing::{AudioFirstPacer, PacingState, PublishedEstimate};
 use crate::api::IceServer;
 use crate::call::machine::PeerConnectionState;
-use crate::frame::{EncodedFrame, FrameKind};
+use crate::frame::{vp8_keyframe_size, EncodedFrame, FrameKind};
 use crate::protocol::{IceCandidate, Role};
+
+/// The track id of the doctor's screen-share track (its stream id is `televisit-screen`).
+pub const SCREEN_TRACK_ID: &str = "screen";
 
 /// Settings of the WebRTC backend.
 #[derive(Debug, Clone)]
@@ -44,11 +63,33 @@ pub struct WebRtcSettings {
     pub udp_addrs: Vec<String>,
     /// Interval between ICE connectivity checks.
     pub ice_check_interval: Duration,
+    /// How long the controlling ICE agent waits before nominating a pair with a peer-reflexive
+    /// candidate (the crate's default is 1 s; ours is 0). Through our signaling the peer's
+    /// connectivity checks usually arrive before its trickled host candidate does, so the first
+    /// valid pair is peer-reflexive (the same address, learned first from the check): with the
+    /// 1 s wait every call took ~1.05 s from ICE `Checking` to `Connected` instead of one check
+    /// round trip. Nominating at once costs nothing when that pair is the host pair learned early,
+    /// and behind a NAT it is often the only pair that works anyway.
+    pub prflx_acceptance_min_wait: Duration,
+    /// The bandwidth estimate to start from, bits per second. GCC ramps up slowly (measured: from
+    /// 300 kbps to ~600 kbps in 6 s on loopback), so it starts where the ladder's 720p rung fits.
+    pub initial_bitrate_bps: u64,
+    /// The least the estimate may fall to, bits per second.
+    pub min_bitrate_bps: u64,
+    /// The most the estimate may rise to, bits per second.
+    pub max_bitrate_bps: u64,
 }
 
 impl Default for WebRtcSettings {
     fn default() -> Self {
-        WebRtcSettings { udp_addrs: vec!["0.0.0.0:0".into()], ice_check_interval: Duration::from_millis(20) }
+        WebRtcSettings {
+            udp_addrs: vec!["0.0.0.0:0".into()],
+            ice_check_interval: Duration::from_millis(20),
+            prflx_acceptance_min_wait: Duration::ZERO,
+            initial_bitrate_bps: 1_200_000,
+            min_bitrate_bps: 100_000,
+            max_bitrate_bps: 6_000_000,
+        }
     }
 }
 
@@ -79,7 +120,7 @@ impl MediaBackend for WebRtcMedia {
     fn create_session(
         &self,
         ice_servers: Vec<IceServer>,
-        _role: Role,
+        role: Role,
         clock_origin: Instant,
         events: mpsc::UnboundedSender<PeerEvent>,
     ) -> Box<dyn MediaSession> {
@@ -87,7 +128,7 @@ impl MediaBackend for WebRtcMedia {
         let settings = self.settings.clone();
         tokio::spawn(async move {
             if let Err(message) =
-                run_session(settings, ice_servers, clock_origin, events.clone(), command_rx).await
+                run_session(settings, ice_servers, role, clock_origin, events.clone(), command_rx).await
             {
                 let _ = events.send(PeerEvent::Warning(message));
                 let _ = events.send(PeerEvent::State(PeerConnectionState::Failed));
@@ -97,13 +138,17 @@ impl MediaBackend for WebRtcMedia {
     }
 }
 
-/// Counters the receive tasks update and `ReportStats` reads.
+/// Counters the receive tasks update and `ReportStats` reads (the stack's frame counters and
+/// picture size stay 0, so they are counted here).
 #[derive(Default)]
 struct Counters {
+    /// Remote camera frames handed to the app.
     frames_received: AtomicU64,
-    bytes_received: AtomicU64,
-    frames_sent: AtomicU64,
-    bytes_sent: AtomicU64,
+    /// Width and height of the last remote camera keyframe.
+    frame_width: AtomicU32,
+    frame_height: AtomicU32,
+    /// Remote screen-share frames handed to the app.
+    screen_frames_received: AtomicU64,
     last_packet_at_ms: AtomicI64,
 }
 
@@ -153,6 +198,7 @@ async fn receive_track(
     origin: Instant,
 ) {
     let kind = track.kind().await;
+    let screen = track.track_id().await == SCREEN_TRACK_ID;
     let (frame_kind, mut builder): (FrameKind, Box<dyn FnMut(rtc::rtp::Packet) -> Vec<Sample> + Send>) =
         if kind == RtpCodecKind::Audio {
             let mut builder = SampleBuilder::new(10, OpusPacket, 48_000);
@@ -166,7 +212,7 @@ async fn receive_track(
         } else {
             let mut builder = SampleBuilder::new(128, Vp8Packet::default(), 90_000);
             (
-                FrameKind::Video,
+                if screen { FrameKind::Screen } else { FrameKind::Video },
                 Box::new(move |packet| {
                     builder.push(Instant::now(), packet);
                     std::iter::from_fn(|| builder.pop(Instant::now())).collect()
@@ -176,12 +222,21 @@ async fn receive_track(
     while let Some(event) = track.poll().await {
         let TrackRemoteEvent::OnRtpPacket(packet) = event else { continue };
         counters.last_packet_at_ms.store(origin.elapsed().as_millis() as i64, Ordering::Relaxed);
-        counters.bytes_received.fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
         for sample in builder(packet) {
-            if frame_kind == FrameKind::Video {
-                counters.frames_received.fetch_add(1, Ordering::Relaxed);
+            let keyframe = frame_kind.is_video() && sample.data.first().is_some_and(|b| b & 1 == 0);
+            match frame_kind {
+                FrameKind::Video => {
+                    counters.frames_received.fetch_add(1, Ordering::Relaxed);
+                    if let Some((width, height)) = vp8_keyframe_size(&sample.data) {
+                        counters.frame_width.store(width, Ordering::Relaxed);
+                        counters.frame_height.store(height, Ordering::Relaxed);
+                    }
+                }
+                FrameKind::Screen => {
+                    counters.screen_frames_received.fetch_add(1, Ordering::Relaxed);
+                }
+                FrameKind::Audio => {}
             }
-            let keyframe = frame_kind == FrameKind::Video && sample.data.first().is_some_and(|b| b & 1 == 0);
             let frame = EncodedFrame {
                 kind: frame_kind,
                 data: sample.data.to_vec(),
@@ -202,23 +257,29 @@ struct LocalTrack {
     /// Negotiated payload type, read once media can flow.
     payload_type: Option<u8>,
     enabled: bool,
+    /// A video frame was dropped: the next ones cannot be decoded until a keyframe.
+    awaiting_keyframe: bool,
+    /// When the app's encoder was last asked for a keyframe for this track.
+    keyframe_requested_at: Option<Instant>,
 }
 
 impl LocalTrack {
+    /// Adds a track with this stream id and track id.
     async fn add(
         pc: &Arc<dyn PeerConnection>,
         kind: RtpCodecKind,
         codec: RTCRtpCodec,
+        stream_id: &str,
+        track_id: &str,
     ) -> Result<LocalTrack, String> {
         let ssrc = rand::random::<u32>();
-        let name = if kind == RtpCodecKind::Audio { "audio" } else { "video" };
         let track = Arc::new(
             TrackLocalStaticSample::new(
                 Instant::now(),
                 MediaStreamTrack::new(
-                    "televisit".to_owned(),
-                    format!("televisit-{name}"),
-                    format!("televisit-{name}"),
+                    stream_id.to_owned(),
+                    track_id.to_owned(),
+                    track_id.to_owned(),
                     kind,
                     vec![RTCRtpEncodingParameters {
                         rtp_coding_parameters: RTCRtpCodingParameters {
@@ -230,19 +291,24 @@ impl LocalTrack {
                     }],
                 ),
             )
-            .map_err(|e| format!("cannot create the {name} track: {e}"))?,
+            .map_err(|e| format!("cannot create the {track_id} track: {e}"))?,
         );
         let sender = pc
             .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
             .await
-            .map_err(|e| format!("cannot add the {name} track: {e}"))?;
-        Ok(LocalTrack { track, sender, ssrc, payload_type: None, enabled: true })
+            .map_err(|e| format!("cannot add the {track_id} track: {e}"))?;
+        Ok(LocalTrack {
+            track,
+            sender,
+            ssrc,
+            payload_type: None,
+            enabled: true,
+            awaiting_keyframe: false,
+            keyframe_requested_at: None,
+        })
     }
 
     async fn write(&mut self, frame: &EncodedFrame) -> Result<(), String> {
-        if !self.enabled {
-            return Ok(());
-        }
         if self.payload_type.is_none() {
             let parameters = self.sender.get_parameters().await.map_err(|e| e.to_string())?;
             self.payload_type = parameters.rtp_parameters.codecs.first().map(|c| c.payload_type);
@@ -261,17 +327,250 @@ impl LocalTrack {
     }
 }
 
+/// The app's encoder is asked for a keyframe at most this often per track.
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What happened to a frame handed to [`send_frame`].
+#[derive(Debug, PartialEq, Eq)]
+enum Sent {
+    /// Written to its track.
+    Written,
+    /// Its track is off (muted, camera off, not sharing) or media cannot flow yet.
+    Off,
+    /// A video frame dropped (the video queue was too long for the estimate, or it depends on
+    /// a dropped frame); frames are dropped until a keyframe, and the encoder should be asked for
+    /// one (at most once a second per track).
+    DroppedAskKeyframe,
+    /// A video frame dropped; a keyframe was asked for less than a second ago.
+    Dropped,
+}
+
+/// Writes a frame unless its track is off; video only while the pacer's queue has room for it.
+async fn send_frame(
+    track: &mut LocalTrack,
+    frame: &EncodedFrame,
+    pacing: &PacingState,
+) -> Result<Sent, String> {
+    if !track.enabled {
+        return Ok(Sent::Off);
+    }
+    if frame.kind.is_video() {
+        let dropped =
+            (track.awaiting_keyframe && !frame.keyframe) || !pacing.admits_video_frame(frame.data.len());
+        if dropped {
+            track.awaiting_keyframe = true;
+            let now = Instant::now();
+            if track
+                .keyframe_requested_at
+                .is_some_and(|at| now.duration_since(at) < KEYFRAME_REQUEST_INTERVAL)
+            {
+                return Ok(Sent::Dropped);
+            }
+            track.keyframe_requested_at = Some(now);
+            return Ok(Sent::DroppedAskKeyframe);
+        }
+        track.awaiting_keyframe = false;
+    }
+    track.write(frame).await?;
+    Ok(Sent::Written)
+}
+
+/// What one `get_stats` snapshot says, summed over the RTP streams.
+///
+/// Read from the stack, because it fills them: the selected candidate pair's
+/// `current_round_trip_time` and its candidates' types, inbound `packets_received`,
+/// `packets_lost` and `jitter` (in RTP clock units, whatever the field's doc says), RTP bytes.
+/// Not read, because the stack leaves them empty: remote-inbound RTT/loss/jitter, frame counters,
+/// picture size, frame rate, the candidate pair's `available_outgoing_bitrate`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StackReading {
+    /// RTP bytes sent (payload and headers), all streams.
+    pub bytes_sent: u64,
+    /// RTP bytes received (payload and headers), all streams.
+    pub bytes_received: u64,
+    /// RTP packets received, all streams.
+    pub packets_received: u64,
+    /// RTP packets lost, all streams (may go down when late packets arrive).
+    pub packets_lost: i64,
+    /// The worst inbound stream's interarrival jitter, ms.
+    pub jitter_ms: Option<f64>,
+    /// The selected candidate pair's current RTT, ms.
+    pub rtt_ms: Option<f64>,
+    /// The selected candidate pair's type (see [`MediaStats::candidate_pair_type`]).
+    pub candidate_pair_type: Option<String>,
+}
+
+impl StackReading {
+    /// Reads a `get_stats` report.
+    pub fn from_report(report: &RTCStatsReport) -> StackReading {
+        let mut reading = StackReading::default();
+        for entry in report.iter() {
+            match entry {
+                RTCStatsReportEntry::InboundRtp(inbound) => {
+                    let received = &inbound.received_rtp_stream_stats;
+                    reading.packets_received += received.packets_received;
+                    reading.packets_lost += received.packets_lost;
+                    reading.bytes_received += inbound.bytes_received + inbound.header_bytes_received;
+                    if received.packets_received > 0 {
+                        let clock_rate = if received.rtp_stream_stats.kind == RtpCodecKind::Audio {
+                            48_000
+                        } else {
+                            90_000
+                        };
+                        let ms = jitter_ms(received.jitter, clock_rate);
+                        reading.jitter_ms = Some(reading.jitter_ms.map_or(ms, |j| j.max(ms)));
+                    }
+                }
+                RTCStatsReportEntry::OutboundRtp(outbound) => {
+                    reading.bytes_sent +=
+                        outbound.sent_rtp_stream_stats.bytes_sent + outbound.header_bytes_sent;
+                }
+                _ => {}
+            }
+        }
+        (reading.rtt_ms, reading.candidate_pair_type) = selected_pair(report);
+        reading
+    }
+}
+
+/// RFC 3550 interarrival jitter, which the stack reports in RTP timestamp units, in ms.
+pub fn jitter_ms(jitter_rtp_units: f64, clock_rate: u32) -> f64 {
+    jitter_rtp_units * 1000.0 / f64::from(clock_rate.max(1))
+}
+
+/// Counts kept by the session itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OwnCounts {
+    /// Camera frames written to the track.
+    pub frames_sent: u64,
+    /// Remote camera frames received.
+    pub frames_received: u64,
+    /// Remote camera picture size, from the last keyframe header (0 until one arrives).
+    pub frame_width: u32,
+    /// See `frame_width`.
+    pub frame_height: u32,
+    /// When a packet was last received, ms since the clock origin (0: never).
+    pub last_packet_at_ms: i64,
+    /// The bandwidth estimate, bits per second.
+    pub estimate_bps: u64,
+}
+
+/// Turns successive readings into once-a-second [`MediaStats`]: loss, bitrates and frame rate
+/// over the interval since the previous sample. Sans-I/O: time is an argument.
+#[derive(Debug, Default)]
+pub struct StatsSampler {
+    last: Option<(Instant, StackReading, OwnCounts)>,
+}
+
+impl StatsSampler {
+    /// One sample at `now`.
+    pub fn sample(&mut self, reading: StackReading, own: OwnCounts, now: Instant) -> MediaStats {
+        let (seconds, before, own_before) = match &self.last {
+            Some((at, reading, own)) => {
+                (Some(now.duration_since(*at).as_secs_f64()).filter(|s| *s > 0.0), reading.clone(), *own)
+            }
+            None => (None, StackReading::default(), OwnCounts::default()),
+        };
+        let per_second =
+            |now: u64, before: u64| seconds.map_or(0.0, |s| now.saturating_sub(before) as f64 / s);
+        let lost = (reading.packets_lost - before.packets_lost).max(0);
+        let expected = reading.packets_received.saturating_sub(before.packets_received) as i64 + lost;
+        let stats = MediaStats {
+            rtt_ms: reading.rtt_ms,
+            jitter_ms: reading.jitter_ms,
+            loss_percent: (expected > 0).then(|| lost as f64 * 100.0 / expected as f64),
+            send_bitrate_bps: (per_second(reading.bytes_sent, before.bytes_sent) * 8.0) as u64,
+            receive_bitrate_bps: (per_second(reading.bytes_received, before.bytes_received) * 8.0) as u64,
+            frames_sent: own.frames_sent,
+            frames_received: own.frames_received,
+            frame_width: own.frame_width,
+            frame_height: own.frame_height,
+            frame_rate: per_second(own.frames_received, own_before.frames_received),
+            available_outgoing_bitrate_bps: Some(own.estimate_bps),
+            candidate_pair_type: reading.candidate_pair_type.clone(),
+            last_packet_at_ms: (own.last_packet_at_ms > 0).then_some(own.last_packet_at_ms),
+        };
+        self.last = Some((now, reading, own));
+        stats
+    }
+}
+
+/// RTT (ms) and type of the selected candidate pair: `relay` if either end relays, else the
+/// local candidate's type.
+fn selected_pair(report: &RTCStatsReport) -> (Option<f64>, Option<String>) {
+    let Some(pair) =
+        report.transport().and_then(|t| report.get(&t.selected_candidate_pair_id)).and_then(|e| match e {
+            RTCStatsReportEntry::IceCandidatePair(pair) => Some(pair),
+            _ => None,
+        })
+    else {
+        return (None, None);
+    };
+    let rtt_ms = (pair.current_round_trip_time > 0.0).then_some(pair.current_round_trip_time * 1000.0);
+    // The pair names its candidates by their ICE ids, while the candidate entries are keyed
+    // `RTCLocalIceCandidate_<id>` / `RTCRemoteIceCandidate_<id>` (webrtc 0.21.1): try both.
+    let candidate_type = |prefix: &str, id: &str| {
+        [id.to_owned(), format!("{prefix}{id}")].iter().find_map(|key| match report.get(key) {
+            Some(RTCStatsReportEntry::LocalCandidate(c) | RTCStatsReportEntry::RemoteCandidate(c)) => {
+                Some(c.candidate_type)
+            }
+            _ => None,
+        })
+    };
+    let local = candidate_type("RTCLocalIceCandidate_", &pair.local_candidate_id);
+    let remote = candidate_type("RTCRemoteIceCandidate_", &pair.remote_candidate_id);
+    let kind = if local == Some(RTCIceCandidateType::Relay) || remote == Some(RTCIceCandidateType::Relay) {
+        Some(RTCIceCandidateType::Relay)
+    } else {
+        local
+    };
+    let name = kind.and_then(|k| match k {
+        RTCIceCandidateType::Host => Some("host"),
+        RTCIceCandidateType::Srflx => Some("srflx"),
+        RTCIceCandidateType::Prflx => Some("prflx"),
+        RTCIceCandidateType::Relay => Some("relay"),
+        _ => None,
+    });
+    (rtt_ms, name.map(str::to_owned))
+}
+
+/// The interceptor chain: the crate's defaults (NACK, RTCP reports, TWCC receiver) plus send-side
+/// congestion control. This is what `configure_congestion_control(registry, Gcc, Twcc, ..)` adds —
+/// the send history with the estimator and the TWCC sequence numbers; the TWCC header extension
+/// and feedback are already registered by the defaults — except for the pacer: ours, in the same
+/// slot, so audio is not queued behind video.
+fn interceptors(
+    media_engine: &mut MediaEngine,
+    settings: &WebRtcSettings,
+    pacing: &Arc<PacingState>,
+) -> Result<Registry, String> {
+    let registry = register_default_interceptors(Registry::new(), media_engine).map_err(|e| e.to_string())?;
+    let gcc = Gcc::new(
+        settings.initial_bitrate_bps as f64,
+        settings.min_bitrate_bps as f64,
+        settings.max_bitrate_bps as f64,
+    );
+    Ok(registry
+        .with(
+            Slot::CongestionControl,
+            CongestionControlBuilder::new(PublishedEstimate::new(gcc, Arc::clone(pacing))).build(),
+        )
+        .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+        .with(Slot::Pacer, AudioFirstPacer::new(Arc::clone(pacing))))
+}
+
 async fn run_session(
     settings: WebRtcSettings,
     ice_servers: Vec<IceServer>,
+    role: Role,
     origin: Instant,
     events: mpsc::UnboundedSender<PeerEvent>,
     mut commands: mpsc::UnboundedReceiver<PeerCommand>,
 ) -> Result<(), String> {
     let mut media_engine = MediaEngine::default();
     media_engine.register_default_codecs().map_err(|e| e.to_string())?;
-    let registry =
-        register_default_interceptors(Registry::new(), &mut media_engine).map_err(|e| e.to_string())?;
+    let pacing = PacingState::new(settings.initial_bitrate_bps);
+    let registry = interceptors(&mut media_engine, &settings, &pacing)?;
     let configuration = RTCConfigurationBuilder::new()
         .with_ice_servers(
             ice_servers
@@ -286,6 +585,7 @@ async fn run_session(
         .build();
     let setting_engine = SettingEngineBuilder::new()
         .with_ice_connection_attempts(Some(settings.ice_check_interval), None)
+        .with_prflx_acceptance_min_wait(Some(settings.prflx_acceptance_min_wait))
         .with_include_loopback_candidate(true)
         .build();
     let counters = Arc::new(Counters::default());
@@ -322,9 +622,22 @@ async fn run_session(
         sdp_fmtp_line: String::new(),
         rtcp_feedback: vec![],
     };
-    let mut audio = LocalTrack::add(&pc, RtpCodecKind::Audio, opus).await?;
-    let mut video = LocalTrack::add(&pc, RtpCodecKind::Video, vp8).await?;
-    let mut last_stats = (Instant::now(), 0u64, 0u64);
+    let mut audio = LocalTrack::add(&pc, RtpCodecKind::Audio, opus, "televisit", "televisit-audio").await?;
+    let mut video =
+        LocalTrack::add(&pc, RtpCodecKind::Video, vp8.clone(), "televisit", "televisit-video").await?;
+    // Only the doctor shares a screen. The track is there from the first offer and silent until
+    // sharing starts, so sharing needs no renegotiation of m-lines.
+    let mut screen = match role {
+        Role::Doctor => {
+            let mut track =
+                LocalTrack::add(&pc, RtpCodecKind::Video, vp8, "televisit-screen", SCREEN_TRACK_ID).await?;
+            track.enabled = false;
+            Some(track)
+        }
+        _ => None,
+    };
+    let mut sampler = StatsSampler::default();
+    let mut frames_sent = 0u64;
 
     while let Some(command) = commands.recv().await {
         let result: Result<(), String> = async {
@@ -361,33 +674,52 @@ async fn run_session(
                 }
                 PeerCommand::SetAudioSending(on) => audio.enabled = on,
                 PeerCommand::SetVideoSending(on) => video.enabled = on,
-                PeerCommand::SetScreenShare(_) | PeerCommand::SetEncoderTarget(_) => {}
+                PeerCommand::SetScreenShare(on) => match screen.as_mut() {
+                    Some(screen) => {
+                        screen.enabled = on;
+                        // The first shared frame must be decodable on its own.
+                        screen.awaiting_keyframe = on;
+                        if on {
+                            screen.keyframe_requested_at = Some(Instant::now());
+                            let _ = events.send(PeerEvent::KeyframeNeeded(FrameKind::Screen));
+                        }
+                    }
+                    None => return Err("only the doctor's connection has a screen-share track".into()),
+                },
+                // The encoder is the app's: the driver tells it through `VideoRungChanged`.
+                PeerCommand::SetEncoderTarget(_) => {}
                 PeerCommand::SendFrame(frame) => {
                     if connected.load(Ordering::Relaxed) {
-                        let track = if frame.kind == FrameKind::Audio { &mut audio } else { &mut video };
-                        track.write(&frame).await?;
-                        if frame.kind == FrameKind::Video {
-                            counters.frames_sent.fetch_add(1, Ordering::Relaxed);
+                        let track = match frame.kind {
+                            FrameKind::Audio => Some(&mut audio),
+                            FrameKind::Video => Some(&mut video),
+                            FrameKind::Screen => screen.as_mut(),
+                        };
+                        if let Some(track) = track {
+                            let sent = send_frame(track, &frame, &pacing).await?;
+                            match sent {
+                                Sent::Written if frame.kind == FrameKind::Video => frames_sent += 1,
+                                Sent::DroppedAskKeyframe => {
+                                    let _ = events.send(PeerEvent::KeyframeNeeded(frame.kind));
+                                }
+                                _ => {}
+                            }
                         }
-                        counters.bytes_sent.fetch_add(frame.data.len() as u64, Ordering::Relaxed);
                     }
                 }
                 PeerCommand::ReportStats => {
                     let now = Instant::now();
-                    let seconds = now.duration_since(last_stats.0).as_secs_f64().max(0.001);
-                    let sent = counters.bytes_sent.load(Ordering::Relaxed);
-                    let received = counters.bytes_received.load(Ordering::Relaxed);
-                    let last_packet = counters.last_packet_at_ms.load(Ordering::Relaxed);
-                    let stats = MediaStats {
-                        send_bitrate_bps: ((sent - last_stats.1) as f64 * 8.0 / seconds) as u64,
-                        receive_bitrate_bps: ((received - last_stats.2) as f64 * 8.0 / seconds) as u64,
-                        frames_sent: counters.frames_sent.load(Ordering::Relaxed),
+                    let report = pc.get_stats(now, StatsSelector::None).await;
+                    let own = OwnCounts {
+                        frames_sent,
                         frames_received: counters.frames_received.load(Ordering::Relaxed),
-                        last_packet_at_ms: (last_packet > 0).then_some(last_packet),
-                        ..MediaStats::default()
+                        frame_width: counters.frame_width.load(Ordering::Relaxed),
+                        frame_height: counters.frame_height.load(Ordering::Relaxed),
+                        last_packet_at_ms: counters.last_packet_at_ms.load(Ordering::Relaxed),
+                        estimate_bps: pacing.target_bps(),
                     };
-                    last_stats = (now, sent, received);
-                    let _ = events.send(PeerEvent::Stats(stats));
+                    let reading = StackReading::from_report(&report);
+                    let _ = events.send(PeerEvent::Stats(sampler.sample(reading, own, now)));
                 }
                 PeerCommand::Close => {
                     let _ = pc.close().await;
@@ -407,4 +739,53 @@ async fn run_session(
     }
     let _ = pc.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_in_rtp_units_becomes_milliseconds_at_the_codec_clock_rate() {
+        assert_eq!(jitter_ms(900.0, 90_000), 10.0);
+        assert_eq!(jitter_ms(480.0, 48_000), 10.0);
+    }
+
+    #[test]
+    fn loss_bitrates_and_frame_rate_are_over_the_last_interval() {
+        let start = Instant::now();
+        let mut sampler = StatsSampler::default();
+        let reading = |sent: u64, received: u64, packets: u64, lost: i64| StackReading {
+            bytes_sent: sent,
+            bytes_received: received,
+            packets_received: packets,
+            packets_lost: lost,
+            jitter_ms: Some(4.0),
+            rtt_ms: Some(12.0),
+            candidate_pair_type: Some("srflx".into()),
+        };
+        let own = |frames: u64| OwnCounts {
+            frames_received: frames,
+            estimate_bps: 900_000,
+            ..OwnCounts::default()
+        };
+        let first = sampler.sample(reading(1_000, 2_000, 990, 10), own(100), start);
+        assert_eq!(first.loss_percent, Some(1.0), "the first sample covers the call so far");
+        assert_eq!((first.send_bitrate_bps, first.frame_rate), (0, 0.0), "no interval yet");
+
+        let second =
+            sampler.sample(reading(126_000, 252_000, 1_085, 15), own(130), start + Duration::from_secs(1));
+        assert_eq!(second.loss_percent, Some(5.0), "5 lost of 100 expected in the last second");
+        assert_eq!(second.send_bitrate_bps, 1_000_000);
+        assert_eq!(second.receive_bitrate_bps, 2_000_000);
+        assert_eq!(second.frame_rate, 30.0);
+        assert_eq!((second.rtt_ms, second.jitter_ms), (Some(12.0), Some(4.0)));
+        assert_eq!(second.candidate_pair_type.as_deref(), Some("srflx"));
+        assert_eq!(second.available_outgoing_bitrate_bps, Some(900_000));
+
+        let idle =
+            sampler.sample(reading(126_000, 252_000, 1_085, 15), own(130), start + Duration::from_secs(2));
+        assert_eq!(idle.loss_percent, None, "nothing expected, no loss figure");
+        assert_eq!(idle.receive_bitrate_bps, 0);
+    }
 }

@@ -1,0 +1,112 @@
+//! Screen sharing over a real call through the real server (loopback): the doctor's screen reaches
+//! the patient as frames of kind `Screen` on a second video track; a patient cannot share.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use televisit_core::call::machine::{CallEvent, CallState};
+use televisit_core::client::webrtc::{WebRtcMedia, WebRtcSettings};
+use televisit_core::client::{CallClient, CallOptions, ClientEvent};
+use televisit_core::error::CallError;
+use televisit_core::frame::{EncodedFrame, FrameKind};
+use televisit_core::headless::{frame_counter, spawn_synthetic_media};
+use televisit_tests::{Recorder, TestServer};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn join(link: &str) -> (Arc<CallClient>, Arc<Recorder>) {
+    let recorder = Arc::new(Recorder::default());
+    let media = Arc::new(WebRtcMedia::new(WebRtcSettings {
+        udp_addrs: vec!["127.0.0.1:0".into()],
+        ..Default::default()
+    }));
+    let client = CallClient::new(link, recorder.clone(), media, CallOptions::default()).expect("valid link");
+    client.join();
+    (Arc::new(client), recorder)
+}
+
+/// Screen frame `n`: a keyframe every 10th, with the counter at bytes 2..6 like the synthetic media.
+fn screen_frame(n: u32) -> EncodedFrame {
+    let keyframe = n.is_multiple_of(10);
+    let mut data = vec![if keyframe { 0x10 } else { 0x11 }, 0x5c];
+    data.extend_from_slice(&n.to_be_bytes());
+    data.resize(if keyframe { 20_000 } else { 4_000 }, 0x5c);
+    EncodedFrame { kind: FrameKind::Screen, data, duration: Duration::from_millis(100), keyframe }
+}
+
+fn screen_counters(events: &Recorder) -> Vec<u32> {
+    events
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::RemoteFrame(f) if f.kind == FrameKind::Screen => frame_counter(f),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_doctors_shared_screen_reaches_the_patient_as_screen_frames_and_a_patient_cannot_share() {
+    let server = TestServer::start(|_| {}).await;
+    let visit = server.started_visit().await;
+    let (patient, patient_events) = join(&visit.patient_link);
+    patient_events
+        .wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::WaitingRoom)));
+    let (doctor, doctor_events) = join(&visit.doctor_link);
+    for events in [&doctor_events, &patient_events] {
+        events.wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::Connected)));
+    }
+    assert!(
+        matches!(patient.set_screen_share(true), Err(CallError::NotAllowed(_))),
+        "a patient cannot share a screen"
+    );
+
+    // The camera runs all along; screen frames before sharing starts go nowhere.
+    let stop = Arc::new(AtomicBool::new(false));
+    let camera = spawn_synthetic_media(doctor.clone(), Arc::new(AtomicBool::new(true)), stop.clone());
+    for n in 0..5 {
+        doctor.send_frame(screen_frame(n));
+    }
+    doctor.set_screen_share(true).expect("the doctor may share");
+    patient_events.wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::PeerScreenShare(true)));
+    doctor_events.wait_for(WAIT, |e| *e == ClientEvent::KeyframeRequested(FrameKind::Screen));
+    let deadline = Instant::now() + WAIT;
+    let mut n = 5;
+    while screen_counters(&patient_events).len() < 10 {
+        assert!(Instant::now() < deadline, "no screen frames at the patient");
+        doctor.send_frame(screen_frame(n));
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let counters = screen_counters(&patient_events);
+    assert!(
+        counters.iter().all(|c| *c >= 10),
+        "nothing sent before sharing, and from a keyframe: {counters:?}"
+    );
+    assert!(counters.windows(2).all(|w| w[0] < w[1]), "in order: {counters:?}");
+    let camera_frames = patient_events
+        .events()
+        .iter()
+        .filter(|e| matches!(e, ClientEvent::RemoteFrame(f) if f.kind == FrameKind::Video))
+        .count();
+    assert!(camera_frames > 10, "the camera goes on beside the screen: {camera_frames}");
+
+    // Stopping: the patient is told, and screen frames stop.
+    doctor.set_screen_share(false).unwrap();
+    patient_events.wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::PeerScreenShare(false)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = screen_counters(&patient_events).len();
+    for _ in 0..5 {
+        doctor.send_frame(screen_frame(n));
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(screen_counters(&patient_events).len(), before, "no screen frames after sharing stopped");
+    assert!(!doctor_events.events().iter().any(|e| matches!(e, ClientEvent::Call(CallEvent::Error(_)))));
+
+    stop.store(true, Ordering::Relaxed);
+    camera.join().unwrap();
+    doctor.close();
+    patient.close();
+}
