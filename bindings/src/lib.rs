@@ -350,12 +350,34 @@ pub enum MediaKind {
     Audio,
     /// VP8 camera video.
     Video,
+    /// VP8 screen-share video (the doctor's second video track).
+    Screen,
+}
+
+impl From<FrameKind> for MediaKind {
+    fn from(kind: FrameKind) -> MediaKind {
+        match kind {
+            FrameKind::Audio => MediaKind::Audio,
+            FrameKind::Video => MediaKind::Video,
+            FrameKind::Screen => MediaKind::Screen,
+        }
+    }
+}
+
+impl From<MediaKind> for FrameKind {
+    fn from(kind: MediaKind) -> FrameKind {
+        match kind {
+            MediaKind::Audio => FrameKind::Audio,
+            MediaKind::Video => FrameKind::Video,
+            MediaKind::Screen => FrameKind::Screen,
+        }
+    }
 }
 
 /// An encoded media frame: one Opus packet or one VP8 frame, as the platform's codec makes it.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct MediaFrame {
-    /// Audio or video.
+    /// Audio, camera video or screen video.
     pub kind: MediaKind,
     /// The bitstream.
     pub data: Vec<u8>,
@@ -367,22 +389,14 @@ pub struct MediaFrame {
 
 impl From<EncodedFrame> for MediaFrame {
     fn from(f: EncodedFrame) -> MediaFrame {
-        let kind = match f.kind {
-            FrameKind::Audio => MediaKind::Audio,
-            FrameKind::Video => MediaKind::Video,
-        };
-        MediaFrame { kind, data: f.data, duration_ms: f.duration.as_millis() as u32, keyframe: f.keyframe }
+        MediaFrame { kind: f.kind.into(), data: f.data, duration_ms: f.duration.as_millis() as u32, keyframe: f.keyframe }
     }
 }
 
 impl From<MediaFrame> for EncodedFrame {
     fn from(f: MediaFrame) -> EncodedFrame {
-        let kind = match f.kind {
-            MediaKind::Audio => FrameKind::Audio,
-            MediaKind::Video => FrameKind::Video,
-        };
         EncodedFrame {
-            kind,
+            kind: f.kind.into(),
             data: f.data,
             duration: std::time::Duration::from_millis(f.duration_ms.into()),
             keyframe: f.keyframe,
@@ -478,6 +492,12 @@ pub enum CallEvent {
         /// The frame.
         frame: MediaFrame,
     },
+    /// Encode the next frame of this kind (camera or screen) as a keyframe: frames were dropped
+    /// to stay within the bandwidth, and the frames that depend on them cannot be decoded.
+    KeyframeRequested {
+        /// `Video` or `Screen`.
+        kind: MediaKind,
+    },
 }
 
 impl From<ClientEvent> for CallEvent {
@@ -516,6 +536,7 @@ impl From<ClientEvent> for CallEvent {
             ClientEvent::QualityChanged(level) => CallEvent::QualityChanged { level: level.into() },
             ClientEvent::VideoRungChanged(rung) => CallEvent::VideoRungChanged { rung: rung.into() },
             ClientEvent::RemoteFrame(frame) => CallEvent::RemoteFrame { frame: frame.into() },
+            ClientEvent::KeyframeRequested(kind) => CallEvent::KeyframeRequested { kind: kind.into() },
         }
     }
 }

@@ -1622,7 +1622,7 @@ public func FfiConverterTypeLinkInfo_lower(_ value: LinkInfo) -> RustBuffer {
  */
 public struct MediaFrame: Equatable, Hashable {
     /**
-     * Audio or video.
+     * Audio, camera video or screen video.
      */
     public var kind: MediaKind
     /**
@@ -1642,7 +1642,7 @@ public struct MediaFrame: Equatable, Hashable {
     // declare one manually.
     public init(
         /**
-         * Audio or video.
+         * Audio, camera video or screen video.
          */kind: MediaKind, 
         /**
          * The bitstream.
@@ -2229,6 +2229,15 @@ public enum CallEvent: Equatable, Hashable {
          * The frame.
          */frame: MediaFrame
     )
+    /**
+     * Encode the next frame of this kind (camera or screen) as a keyframe: frames were dropped
+     * to stay within the bandwidth, and the frames that depend on them cannot be decoded.
+     */
+    case keyframeRequested(
+        /**
+         * `Video` or `Screen`.
+         */kind: MediaKind
+    )
 
 
 
@@ -2297,6 +2306,9 @@ public struct FfiConverterTypeCallEvent: FfiConverterRustBuffer {
         )
         
         case 17: return .remoteFrame(frame: try FfiConverterTypeMediaFrame.read(from: &buf)
+        )
+        
+        case 18: return .keyframeRequested(kind: try FfiConverterTypeMediaKind.read(from: &buf)
         )
         
         default: throw UniffiInternalError.unexpectedEnumCase
@@ -2391,6 +2403,11 @@ public struct FfiConverterTypeCallEvent: FfiConverterRustBuffer {
         case let .remoteFrame(frame):
             writeInt(&buf, Int32(17))
             FfiConverterTypeMediaFrame.write(frame, into: &buf)
+            
+        
+        case let .keyframeRequested(kind):
+            writeInt(&buf, Int32(18))
+            FfiConverterTypeMediaKind.write(kind, into: &buf)
             
         }
     }
@@ -2653,6 +2670,10 @@ public enum MediaKind: Equatable, Hashable {
      * VP8 camera video.
      */
     case video
+    /**
+     * VP8 screen-share video (the doctor's second video track).
+     */
+    case screen
 
 
 
@@ -2678,6 +2699,8 @@ public struct FfiConverterTypeMediaKind: FfiConverterRustBuffer {
         
         case 2: return .video
         
+        case 3: return .screen
+        
         default: throw UniffiInternalError.unexpectedEnumCase
         }
     }
@@ -2692,6 +2715,10 @@ public struct FfiConverterTypeMediaKind: FfiConverterRustBuffer {
         
         case .video:
             writeInt(&buf, Int32(2))
+        
+        
+        case .screen:
+            writeInt(&buf, Int32(3))
         
         }
     }

@@ -2589,7 +2589,7 @@ public object FfiConverterTypeLinkInfo: FfiConverterRustBuffer<LinkInfo> {
  */
 data class MediaFrame (
     /**
-     * Audio or video.
+     * Audio, camera video or screen video.
      */
     var `kind`: MediaKind
     , 
@@ -3184,6 +3184,22 @@ sealed class CallEvent {
         companion object
     }
     
+    /**
+     * Encode the next frame of this kind (camera or screen) as a keyframe: frames were dropped
+     * to stay within the bandwidth, and the frames that depend on them cannot be decoded.
+     */
+    data class KeyframeRequested(
+        /**
+         * `Video` or `Screen`.
+         */
+        val `kind`: org.televisit.ffi.MediaKind) : CallEvent()
+        
+    {
+        
+
+        companion object
+    }
+    
 
     
 
@@ -3249,6 +3265,9 @@ public object FfiConverterTypeCallEvent : FfiConverterRustBuffer<CallEvent>{
                 )
             17 -> CallEvent.RemoteFrame(
                 FfiConverterTypeMediaFrame.read(buf),
+                )
+            18 -> CallEvent.KeyframeRequested(
+                FfiConverterTypeMediaKind.read(buf),
                 )
             else -> throw RuntimeException("invalid enum value, something is very wrong!!")
         }
@@ -3375,6 +3394,13 @@ public object FfiConverterTypeCallEvent : FfiConverterRustBuffer<CallEvent>{
                 + FfiConverterTypeMediaFrame.allocationSize(value.`frame`)
             )
         }
+        is CallEvent.KeyframeRequested -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterTypeMediaKind.allocationSize(value.`kind`)
+            )
+        }
     }
 
     override fun write(value: CallEvent, buf: ByteBuffer) {
@@ -3463,6 +3489,11 @@ public object FfiConverterTypeCallEvent : FfiConverterRustBuffer<CallEvent>{
             is CallEvent.RemoteFrame -> {
                 buf.putInt(17)
                 FfiConverterTypeMediaFrame.write(value.`frame`, buf)
+                Unit
+            }
+            is CallEvent.KeyframeRequested -> {
+                buf.putInt(18)
+                FfiConverterTypeMediaKind.write(value.`kind`, buf)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
@@ -3671,7 +3702,11 @@ enum class MediaKind {
     /**
      * VP8 camera video.
      */
-    VIDEO;
+    VIDEO,
+    /**
+     * VP8 screen-share video (the doctor's second video track).
+     */
+    SCREEN;
 
     
 
