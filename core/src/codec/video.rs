@@ -291,6 +291,15 @@ mod tests {
     }
 
     #[test]
+    fn an_impossible_size_is_an_init_error() {
+        let rung = Rung { width: 40_000, height: 40_000, ..LADDER[1] };
+        let error = Vp8Encoder::new(EncoderTarget { rung, bitrate_bps: 1_000_000 }).unwrap_err();
+        assert!(matches!(error, CodecError::Init { codec: "VP8 encoder", .. }), "{error}");
+        let mut encoder = Vp8Encoder::new(target("360p")).unwrap();
+        assert!(encoder.set_target(EncoderTarget { rung, bitrate_bps: 1_000_000 }).is_err());
+    }
+
+    #[test]
     fn a_bad_picture_is_refused() {
         let mut encoder = Vp8Encoder::new(target("360p")).unwrap();
         let mut picture = I420Frame::filled(640, 360, (16, 128, 128));
