@@ -127,7 +127,8 @@ test("Chromium and the Rust headless client decode each other's video", async ()
     assert.equal(await patient.exited, 0, patient.lines.join("\n") + patient.stderr);
     assert.ok(patient.lines.some((l) => l.includes("ended: CallEnded")), patient.lines.join("\n"));
     const summary = patient.lines.find((l) => l.startsWith("summary: "));
-    console.log(`Rust client: ${summary}\nChromium read counters: ${counters.map((c) => "0x" + c.toString(16)).join(" ")}`);
+    const stats = [...patient.lines].reverse().find((l) => l.startsWith("stats: "));
+    console.log(`Rust client: ${stats}\nRust client: ${summary}\nChromium read counters: ${counters.map((c) => "0x" + c.toString(16)).join(" ")}`);
   } finally {
     if (patient && patient.exit === null) patient.kill();
     await browser.close();

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use televisit_core::call::ladder::LADDER;
 use televisit_core::call::machine::{CallEvent, CallState};
 use televisit_core::client::webrtc::{WebRtcMedia, WebRtcSettings};
 use televisit_core::client::{CallClient, CallOptions, ClientEvent};
@@ -152,6 +153,25 @@ async fn video_and_audio_flow_both_ways_over_a_real_peer_connection() {
     };
     assert!(after - before <= 2, "muted audio stops: {before} -> {after}");
     assert!(pictures_after > pictures_before + 5, "video goes on: {pictures_before} -> {pictures_after}");
+
+    // The doctor's camera follows a lower rung of the ladder: 360p pictures arrive, still counting up.
+    senders[0].set_rung(LADDER[3]);
+    let received = at_patient.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_until("360p pictures", || {
+            let mut at_patient = received.lock().unwrap();
+            at_patient.counters_from(1);
+            at_patient.pictures.size == Some((640, 360))
+        });
+        let before = received.lock().unwrap().counters_from(1).len();
+        wait_until("more 360p pictures with a counter", || {
+            received.lock().unwrap().counters_from(1).len() > before + 10
+        });
+    })
+    .await
+    .unwrap();
+    let numbers = at_patient.lock().unwrap().counters_from(1);
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "picture counters still increase: {numbers:?}");
 
     stop.store(true, Ordering::Relaxed);
     for sender in senders {
