@@ -395,3 +395,37 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
     );
     outcome
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::pattern::TestPattern;
+
+    #[test]
+    fn the_picture_reader_reads_counters_and_counts_undecodable_frames() {
+        let mut encoder = Vp8Encoder::new(video::default_target()).unwrap();
+        let mut pattern = TestPattern::new();
+        let key = encoder.encode(&pattern.next_frame(1280, 720)).unwrap().unwrap();
+        let inter = encoder.encode(&pattern.next_frame(1280, 720)).unwrap().unwrap();
+        let mut reader = PictureReader::new().unwrap();
+        assert!(reader.receive(&inter).is_err(), "nothing decodes before a keyframe");
+        let garbage = EncodedFrame { data: vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0xff], ..key.clone() };
+        assert!(reader.receive(&garbage).is_err());
+        assert_eq!(reader.receive(&key), Ok(Some(0)));
+        assert_eq!(reader.receive(&inter), Ok(Some(1)));
+        assert_eq!((reader.errors, reader.decoded(), reader.size), (2, 2, Some((1280, 720))));
+        assert_eq!((reader.counters.clone(), reader.last_counter()), (vec![0, 1], Some(1)));
+    }
+
+    #[test]
+    fn each_role_counts_its_pictures_from_its_own_base() {
+        assert_eq!(first_counter(Some(Role::Doctor)) >> 28, 1);
+        assert_eq!(first_counter(Some(Role::Patient)) >> 28, 2);
+    }
+
+    #[test]
+    fn refused_links_exit_with_2_and_other_failures_with_1() {
+        assert_eq!(exit_code(&Err(CallError::LinkExpired)), 2);
+        assert_eq!(exit_code(&Err(CallError::Media("no codec".into()))), 1);
+    }
+}
