@@ -219,36 +219,60 @@ impl CallListener for Printer {
     }
 }
 
-/// An IVF file (the container of VP8 test streams).
+/// An IVF file (the container of VP8 test streams). The header is written again when the run
+/// ends, with the stream's size (from its first keyframe) and the number of frames.
 struct IvfWriter {
     file: std::io::BufWriter<std::fs::File>,
     frames: u32,
+    size: Option<(u16, u16)>,
 }
 
 impl IvfWriter {
     fn create(path: &std::path::Path) -> std::io::Result<IvfWriter> {
-        let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+        let mut writer =
+            IvfWriter { file: std::io::BufWriter::new(std::fs::File::create(path)?), frames: 0, size: None };
+        writer.write_header()?;
+        Ok(writer)
+    }
+
+    fn write_header(&mut self) -> std::io::Result<()> {
+        let (width, height) = self.size.unwrap_or((1280, 720));
         let mut header = Vec::with_capacity(32);
         header.extend_from_slice(b"DKIF");
         header.extend_from_slice(&0u16.to_le_bytes()); // version
         header.extend_from_slice(&32u16.to_le_bytes()); // header size
         header.extend_from_slice(b"VP80");
-        header.extend_from_slice(&1280u16.to_le_bytes());
-        header.extend_from_slice(&720u16.to_le_bytes());
+        header.extend_from_slice(&width.to_le_bytes());
+        header.extend_from_slice(&height.to_le_bytes());
         header.extend_from_slice(&30u32.to_le_bytes()); // time base denominator
         header.extend_from_slice(&1u32.to_le_bytes()); // numerator
-        header.extend_from_slice(&0u32.to_le_bytes()); // frame count (unknown while streaming)
+        header.extend_from_slice(&self.frames.to_le_bytes());
         header.extend_from_slice(&0u32.to_le_bytes());
-        file.write_all(&header)?;
-        Ok(IvfWriter { file, frames: 0 })
+        self.file.write_all(&header)
     }
 
     fn write(&mut self, frame: &EncodedFrame) -> std::io::Result<()> {
+        if self.size.is_none() && frame.keyframe {
+            // A VP8 keyframe: 3-byte tag, start code 9d 01 2a, then 14-bit width and height.
+            if let Some(b) = frame.data.get(6..10) {
+                self.size = Some((
+                    u16::from_le_bytes([b[0], b[1]]) & 0x3fff,
+                    u16::from_le_bytes([b[2], b[3]]) & 0x3fff,
+                ));
+            }
+        }
         self.file.write_all(&(frame.data.len() as u32).to_le_bytes())?;
         self.file.write_all(&u64::from(self.frames).to_le_bytes())?;
         self.file.write_all(&frame.data)?;
         self.frames += 1;
         Ok(())
+    }
+
+    fn finish(mut self) -> std::io::Result<()> {
+        use std::io::Seek;
+        self.file.seek(std::io::SeekFrom::Start(0))?;
+        self.write_header()?;
+        self.file.flush()
     }
 }
 
@@ -385,6 +409,11 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
     };
     stop.store(true, Ordering::Relaxed);
     let _ = media.join();
+    if let Some(file) = video_file {
+        if let Err(error) = file.finish() {
+            let _ = writeln!(out, "warning: the saved video may be incomplete: {error}");
+        }
+    }
     client.close();
     let _ = writeln!(
         out,

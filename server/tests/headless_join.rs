@@ -77,6 +77,8 @@ async fn two_headless_participants_talk_and_the_doctor_ends_the_call() {
     let _ = std::fs::remove_file(&video);
     assert_eq!(&bytes[0..4], b"DKIF");
     assert_eq!(&bytes[8..12], b"VP80");
+    assert_eq!((&bytes[12..14], &bytes[14..16]), (&1280u16.to_le_bytes()[..], &720u16.to_le_bytes()[..]));
+    let frames_in_header = u32::from_le_bytes(bytes[24..28].try_into().unwrap());
     let mut decoder = televisit_core::codec::video::Vp8Decoder::new().unwrap();
     let (mut at, mut counters) = (32, vec![]);
     while at + 12 <= bytes.len() {
@@ -87,6 +89,7 @@ async fn two_headless_participants_talk_and_the_doctor_ends_the_call() {
         at += 12 + size;
     }
     assert!(counters.len() >= 30 && counters.windows(2).all(|w| w[0] < w[1]), "{counters:?}");
+    assert!(frames_in_header as usize >= counters.len(), "the header counts the frames: {frames_in_header}");
     assert!(counters.iter().all(|c| c >> 28 == 1), "the doctor's pictures: {counters:x?}");
 }
 
