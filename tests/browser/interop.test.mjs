@@ -1,7 +1,8 @@
 // Chromium ↔ the Rust headless client: the doctor in Chromium (signs in, starts the call), the
 // patient is `televisit join <patient link>` (the core's software codec path: live VP8 of the test
-// pattern and an Opus tone). Media are decoded both ways: Chromium plays the Rust pictures and its
-// canvas reads their frame counter; the Rust client decodes Chromium's fake camera.
+// pattern and an Opus tone). Media are decoded both ways: Chromium plays the Rust pictures, its
+// canvas reads their frame counter and Web Audio hears the tone; the Rust client decodes Chromium's
+// fake camera and microphone.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -65,7 +66,26 @@ function readCounterInPage() {
   return counter;
 }
 
-test("Chromium and the Rust headless client decode each other's video", async () => {
+/** The loudest frequency of the remote stream's audio over half a second (Web Audio analyser). */
+async function listenForTone() {
+  const stream = document.getElementById("remote-video").srcObject;
+  if (!stream || stream.getAudioTracks().length === 0) return null;
+  const context = new AudioContext();
+  await context.resume();
+  const analyser = context.createAnalyser();
+  analyser.fftSize = 8192;
+  context.createMediaStreamSource(stream).connect(analyser);
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  const bins = new Float32Array(analyser.frequencyBinCount);
+  analyser.getFloatFrequencyData(bins);
+  let peak = 1;
+  for (let i = 2; i < bins.length; i++) if (bins[i] > bins[peak]) peak = i;
+  const found = { hz: (peak * context.sampleRate) / analyser.fftSize, db: bins[peak] };
+  await context.close();
+  return found;
+}
+
+test("Chromium and the Rust headless client decode each other's video and audio", async () => {
   const server = await startServer();
   const browser = await launchBrowser();
   let patient;
@@ -110,6 +130,13 @@ test("Chromium and the Rust headless client decode each other's video", async ()
     assert.ok(counters.every((c, i) => i === 0 || c > counters[i - 1]), `counters increase: ${counters}`);
     await screenshot(doctor, "20-chromium-doctor-sees-rust-patient");
 
+    // Chromium decodes the Rust client's Opus: the remote stream carries the 440 Hz tone.
+    const tone = await eventually("the 440 Hz tone in Chromium", async () => {
+      const found = await doctor.evaluate(listenForTone);
+      return found && Math.abs(found.hz - 440) < 20 && found.db > -60 && found;
+    }, 15000);
+    assert.ok(tone);
+
     // The Rust client decodes Chromium's fake camera (VP8) and microphone (Opus).
     const before = await eventually("Rust decodes Chromium's video", async () => {
       const s = lastStats(patient);
@@ -128,7 +155,7 @@ test("Chromium and the Rust headless client decode each other's video", async ()
     assert.ok(patient.lines.some((l) => l.includes("ended: CallEnded")), patient.lines.join("\n"));
     const summary = patient.lines.find((l) => l.startsWith("summary: "));
     const stats = [...patient.lines].reverse().find((l) => l.startsWith("stats: "));
-    console.log(`Rust client: ${stats}\nRust client: ${summary}\nChromium read counters: ${counters.map((c) => "0x" + c.toString(16)).join(" ")}`);
+    console.log(`Rust client: ${stats}\nRust client: ${summary}\nChromium read counters: ${counters.map((c) => "0x" + c.toString(16)).join(" ")}\nChromium hears ${tone.hz.toFixed(0)} Hz at ${tone.db.toFixed(0)} dB`);
   } finally {
     if (patient && patient.exit === null) patient.kill();
     await browser.close();
