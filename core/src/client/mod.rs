@@ -38,7 +38,8 @@ pub enum ClientEvent {
     QualityChanged(QualityLevel),
     /// The adaptive bitrate chose another rung of the ladder.
     VideoRungChanged(Rung),
-    /// A frame from the peer (encoded; decode it with the platform's codec).
+    /// A frame from the peer (encoded; decode it with the platform's codec, or with
+    /// `crate::codec` when the core is built with the `software-codec` feature).
     RemoteFrame(EncodedFrame),
 }
 

@@ -1,4 +1,4 @@
-//! VP8 in software (libvpx, through the small wrapper in [`super::vpx`]): [`Vp8Encoder`] turns
+//! VP8 in software (libvpx, through the small wrapper in `codec::vpx`): [`Vp8Encoder`] turns
 //! I420 pictures into [`EncodedFrame`]s at the ladder's [`EncoderTarget`]; [`Vp8Decoder`] turns
 //! VP8 frames back into pictures.
 //!
