@@ -389,7 +389,12 @@ pub struct MediaFrame {
 
 impl From<EncodedFrame> for MediaFrame {
     fn from(f: EncodedFrame) -> MediaFrame {
-        MediaFrame { kind: f.kind.into(), data: f.data, duration_ms: f.duration.as_millis() as u32, keyframe: f.keyframe }
+        MediaFrame {
+            kind: f.kind.into(),
+            data: f.data,
+            duration_ms: f.duration.as_millis() as u32,
+            keyframe: f.keyframe,
+        }
     }
 }
 

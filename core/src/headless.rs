@@ -1,20 +1,25 @@
 //! A headless participant: joins a call from a terminal, prints events and a stats line each
 //! second, sends a synthetic camera and microphone, and can save the received video.
 //!
-//! The synthetic media are **encoded frames with a readable counter** (bytes 2..6 of every frame,
-//! big-endian), VP8-shaped (keyframe bit every second) and Opus-sized — what a phone's hardware
-//! encoder would hand over. They test the whole path (RTP packetization, SRTP, depacketization)
-//! and let a test read the counter back; they are not decodable pictures (the software codec
-//! path is not built yet).
+//! The synthetic media go through the software codec path ([`crate::codec`]): the moving test
+//! picture ([`crate::codec::pattern`]) is VP8-encoded live at the ladder's rung (720p30 to start)
+//! and a 440 Hz tone is Opus-encoded. What arrives is decoded, and the frame counter is read back
+//! from the *decoded picture* ([`PictureReader`]): the check covers the pictures, not just the
+//! packets.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::call::ladder::{EncoderTarget, Rung};
 use crate::call::machine::{CallEvent, CallState, EndReason};
 use crate::client::webrtc::{WebRtcMedia, WebRtcSettings};
 use crate::client::{CallClient, CallListener, CallOptions, ClientEvent};
+use crate::codec::audio::{OpusDecoder, OpusEncoder};
+use crate::codec::pattern::{self, SineTone};
+use crate::codec::video::{self, Vp8Decoder, Vp8Encoder};
+use crate::codec::CodecError;
 use crate::error::CallError;
 use crate::frame::{EncodedFrame, FrameKind};
 use crate::protocol::Role;
@@ -51,54 +56,159 @@ pub fn exit_code(outcome: &Result<EndReason, CallError>) -> i32 {
     }
 }
 
-/// The synthetic video frame number `n` from participant `sender`.
-pub fn synthetic_video_frame(sender: u8, n: u32) -> EncodedFrame {
-    let keyframe = n.is_multiple_of(30);
-    let mut data = vec![if keyframe { 0x10 } else { 0x11 }, sender];
-    data.extend_from_slice(&n.to_be_bytes());
-    data.resize(if keyframe { 12_000 } else { 3_000 }, (n % 251) as u8);
-    EncodedFrame { kind: FrameKind::Video, data, duration: Duration::from_millis(33), keyframe }
+/// The first picture counter a participant sends: the doctor's pictures count from
+/// `0x1000_0000`, the patient's from `0x2000_0000`, so a receiver can tell whose picture it
+/// decoded (`counter >> 28` is 1 or 2).
+pub fn first_counter(role: Option<Role>) -> u32 {
+    if role == Some(Role::Doctor) {
+        0x1000_0000
+    } else {
+        0x2000_0000
+    }
 }
 
-/// The synthetic audio frame number `n` (20 ms) from participant `sender`.
-pub fn synthetic_audio_frame(sender: u8, n: u32) -> EncodedFrame {
-    let mut data = vec![0xfc, sender];
-    data.extend_from_slice(&n.to_be_bytes());
-    data.resize(80, 0x55);
-    EncodedFrame { kind: FrameKind::Audio, data, duration: Duration::from_millis(20), keyframe: false }
+/// The synthetic camera and microphone, running on their own thread (see
+/// [`spawn_synthetic_media`]).
+pub struct SyntheticMedia {
+    target: Arc<Mutex<EncoderTarget>>,
+    keyframe: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
 }
 
-/// The counter of a synthetic frame.
-pub fn frame_counter(frame: &EncodedFrame) -> Option<u32> {
-    frame.data.get(2..6).map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")))
+impl SyntheticMedia {
+    /// Follows a rung of the ladder (its size, frame rate and target bitrate).
+    pub fn set_rung(&self, rung: Rung) {
+        self.set_target(EncoderTarget { rung, bitrate_bps: rung.target_bps });
+    }
+
+    /// Follows an encoder target.
+    pub fn set_target(&self, target: EncoderTarget) {
+        *self.target.lock().unwrap_or_else(|e| e.into_inner()) = target;
+    }
+
+    /// Makes the next video frame a keyframe.
+    pub fn request_keyframe(&self) {
+        self.keyframe.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits for the thread to end (after `stop` was set).
+    pub fn join(self) -> std::thread::Result<()> {
+        self.thread.join()
+    }
 }
 
-/// Sends the synthetic camera (30 fps) and microphone (50 fps) through `client` while `sending`
-/// is set, until `stop`. Frames carry the sender's id: 1 for the doctor, 2 for the patient.
+/// Sends the synthetic camera (the test pattern, VP8-encoded live at the target's size and frame
+/// rate, 720p30 to start) and microphone (a 440 Hz tone, Opus, 20 ms frames) through `client`
+/// while `sending` is set, until `stop`. Pictures count from [`first_counter`] of the client's
+/// role. Fails only if a codec cannot start.
 pub fn spawn_synthetic_media(
     client: Arc<CallClient>,
     sending: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let start = Instant::now();
-        let (mut video, mut audio) = (0u32, 0u32);
-        while !stop.load(Ordering::Relaxed) {
-            if sending.load(Ordering::Relaxed) {
-                let id = if client.role() == Some(Role::Doctor) { 1 } else { 2 };
-                let elapsed = start.elapsed().as_millis() as u32;
-                while video * 33 <= elapsed {
-                    client.send_frame(synthetic_video_frame(id, video));
-                    video += 1;
+) -> Result<SyntheticMedia, CodecError> {
+    let target = Arc::new(Mutex::new(video::default_target()));
+    let keyframe = Arc::new(AtomicBool::new(false));
+    let mut encoder = Vp8Encoder::new(video::default_target())?;
+    let mut voice = OpusEncoder::new()?;
+    let thread = std::thread::spawn({
+        let (target, keyframe) = (Arc::clone(&target), Arc::clone(&keyframe));
+        move || {
+            let mut tone = SineTone::new(440.0);
+            let mut counter: Option<u32> = None;
+            let (mut next_video, mut next_audio) = (Instant::now(), Instant::now());
+            while !stop.load(Ordering::Relaxed) {
+                if !sending.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(5));
+                    (next_video, next_audio) = (Instant::now(), Instant::now());
+                    continue;
                 }
-                while audio * 20 <= elapsed {
-                    client.send_frame(synthetic_audio_frame(id, audio));
-                    audio += 1;
+                let wanted = *target.lock().unwrap_or_else(|e| e.into_inner());
+                if wanted != encoder.target() {
+                    if let Err(error) = encoder.set_target(wanted) {
+                        tracing::warn!(%error, "the video encoder cannot follow the ladder");
+                    }
                 }
+                let now = Instant::now();
+                if now >= next_video {
+                    let fps = encoder.target().rung.fps.max(1);
+                    next_video += Duration::from_secs(1) / fps;
+                    if now > next_video + Duration::from_millis(100) {
+                        next_video = now; // fell behind (a slow machine): skip, don't burst
+                    }
+                    if let Some((width, height)) = encoder.size() {
+                        let n = *counter.get_or_insert_with(|| first_counter(client.role()));
+                        counter = Some(n.wrapping_add(1));
+                        if keyframe.swap(false, Ordering::Relaxed) {
+                            encoder.request_keyframe();
+                        }
+                        match encoder.encode(&pattern::picture(n, width, height)) {
+                            Ok(Some(frame)) => client.send_frame(frame),
+                            Ok(None) => {}
+                            Err(error) => tracing::warn!(%error, "video encoding failed"),
+                        }
+                    }
+                }
+                while now >= next_audio {
+                    next_audio += Duration::from_millis(20);
+                    match voice.encode(&tone.next_frame()) {
+                        Ok(frame) => client.send_frame(frame),
+                        Err(error) => tracing::warn!(%error, "audio encoding failed"),
+                    }
+                }
+                let wake = next_video.min(next_audio);
+                std::thread::sleep(
+                    wake.saturating_duration_since(Instant::now()).min(Duration::from_millis(5)),
+                );
             }
-            std::thread::sleep(Duration::from_millis(5));
         }
-    })
+    });
+    Ok(SyntheticMedia { target, keyframe, thread })
+}
+
+/// Decodes received video and reads the test pattern's counter from each decoded picture.
+#[derive(Debug)]
+pub struct PictureReader {
+    decoder: Vp8Decoder,
+    /// Frames that failed to decode (corrupt, or inter frames before the first keyframe).
+    pub errors: u64,
+    /// The size of the last decoded picture.
+    pub size: Option<(u32, u32)>,
+    /// Counters read from decoded pictures, in arrival order (pictures without a counter, such as
+    /// a browser's camera, add nothing).
+    pub counters: Vec<u32>,
+}
+
+impl PictureReader {
+    /// A reader with a fresh decoder.
+    pub fn new() -> Result<PictureReader, CodecError> {
+        Ok(PictureReader { decoder: Vp8Decoder::new()?, errors: 0, size: None, counters: Vec::new() })
+    }
+
+    /// Pictures decoded so far.
+    pub fn decoded(&self) -> u64 {
+        self.decoder.decoded()
+    }
+
+    /// The last counter read.
+    pub fn last_counter(&self) -> Option<u32> {
+        self.counters.last().copied()
+    }
+
+    /// Decodes one received VP8 frame; returns the picture's counter if it carries one.
+    pub fn receive(&mut self, frame: &EncodedFrame) -> Result<Option<u32>, CodecError> {
+        match self.decoder.decode(&frame.data) {
+            Ok(picture) => {
+                self.size = Some((picture.width, picture.height));
+                let counter = pattern::read_counter(&picture);
+                self.counters.extend(counter);
+                Ok(counter)
+            }
+            Err(error) => {
+                self.errors += 1;
+                Err(error)
+            }
+        }
+    }
 }
 
 struct Printer(mpsc::Sender<ClientEvent>);
@@ -109,36 +219,60 @@ impl CallListener for Printer {
     }
 }
 
-/// An IVF file (the container of VP8 test streams).
+/// An IVF file (the container of VP8 test streams). The header is written again when the run
+/// ends, with the stream's size (from its first keyframe) and the number of frames.
 struct IvfWriter {
     file: std::io::BufWriter<std::fs::File>,
     frames: u32,
+    size: Option<(u16, u16)>,
 }
 
 impl IvfWriter {
     fn create(path: &std::path::Path) -> std::io::Result<IvfWriter> {
-        let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+        let mut writer =
+            IvfWriter { file: std::io::BufWriter::new(std::fs::File::create(path)?), frames: 0, size: None };
+        writer.write_header()?;
+        Ok(writer)
+    }
+
+    fn write_header(&mut self) -> std::io::Result<()> {
+        let (width, height) = self.size.unwrap_or((1280, 720));
         let mut header = Vec::with_capacity(32);
         header.extend_from_slice(b"DKIF");
         header.extend_from_slice(&0u16.to_le_bytes()); // version
         header.extend_from_slice(&32u16.to_le_bytes()); // header size
         header.extend_from_slice(b"VP80");
-        header.extend_from_slice(&1280u16.to_le_bytes());
-        header.extend_from_slice(&720u16.to_le_bytes());
+        header.extend_from_slice(&width.to_le_bytes());
+        header.extend_from_slice(&height.to_le_bytes());
         header.extend_from_slice(&30u32.to_le_bytes()); // time base denominator
         header.extend_from_slice(&1u32.to_le_bytes()); // numerator
-        header.extend_from_slice(&0u32.to_le_bytes()); // frame count (unknown while streaming)
+        header.extend_from_slice(&self.frames.to_le_bytes());
         header.extend_from_slice(&0u32.to_le_bytes());
-        file.write_all(&header)?;
-        Ok(IvfWriter { file, frames: 0 })
+        self.file.write_all(&header)
     }
 
     fn write(&mut self, frame: &EncodedFrame) -> std::io::Result<()> {
+        if self.size.is_none() && frame.keyframe {
+            // A VP8 keyframe: 3-byte tag, start code 9d 01 2a, then 14-bit width and height.
+            if let Some(b) = frame.data.get(6..10) {
+                self.size = Some((
+                    u16::from_le_bytes([b[0], b[1]]) & 0x3fff,
+                    u16::from_le_bytes([b[2], b[3]]) & 0x3fff,
+                ));
+            }
+        }
         self.file.write_all(&(frame.data.len() as u32).to_le_bytes())?;
         self.file.write_all(&u64::from(self.frames).to_le_bytes())?;
         self.file.write_all(&frame.data)?;
         self.frames += 1;
         Ok(())
+    }
+
+    fn finish(mut self) -> std::io::Result<()> {
+        use std::io::Seek;
+        self.file.seek(std::io::SeekFrom::Start(0))?;
+        self.write_header()?;
+        self.file.flush()
     }
 }
 
@@ -191,13 +325,16 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
         ),
         None => None,
     };
+    let codec_error = |e: CodecError| CallError::Media(e.to_string());
     let sending = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
-    let sender_thread = spawn_synthetic_media(Arc::clone(&client), Arc::clone(&sending), Arc::clone(&stop));
+    let media = spawn_synthetic_media(Arc::clone(&client), Arc::clone(&sending), Arc::clone(&stop))
+        .map_err(codec_error)?;
+    let mut pictures = PictureReader::new().map_err(codec_error)?;
+    let mut voice = OpusDecoder::new().map_err(codec_error)?;
     let mut connected_at: Option<Instant> = None;
     let mut muted = false;
-    let mut last_counter: Option<u32> = None;
-    let (mut video_frames, mut audio_frames) = (0u64, 0u64);
+    let (mut video_frames, mut audio_frames, mut audio_decoded) = (0u64, 0u64, 0u64);
     let outcome = loop {
         let event = match events.recv_timeout(Duration::from_millis(200)) {
             Ok(event) => Some(event),
@@ -222,19 +359,30 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
             Some(ClientEvent::RemoteFrame(frame)) => match frame.kind {
                 FrameKind::Video => {
                     video_frames += 1;
-                    last_counter = frame_counter(&frame).or(last_counter);
+                    if let Err(error) = pictures.receive(&frame) {
+                        if pictures.errors <= 3 {
+                            let _ = writeln!(out, "warning: video frame {video_frames} not decoded: {error}");
+                        }
+                    }
                     if let Some(file) = video_file.as_mut() {
                         let _ = file.write(&frame);
                     }
                 }
-                FrameKind::Audio => audio_frames += 1,
+                FrameKind::Audio => {
+                    audio_frames += 1;
+                    if voice.decode(&frame.data).is_ok() {
+                        audio_decoded += 1;
+                    }
+                }
                 FrameKind::Screen => {} // the headless client records only the camera
             },
             Some(ClientEvent::Stats(stats)) => {
                 let _ = writeln!(
                     out,
-                    "stats: video frames received {video_frames} (last counter {}), audio frames {audio_frames}, receive {} kbps, send {} kbps",
-                    last_counter.map_or("-".into(), |c| c.to_string()),
+                    "stats: video frames received {video_frames}, decoded {} at {} (picture counter {}), audio frames received {audio_frames}, decoded {audio_decoded}, receive {} kbps, send {} kbps",
+                    pictures.decoded(),
+                    pictures.size.map_or("-".into(), |(w, h)| format!("{w}x{h}")),
+                    pictures.last_counter().map_or("-".into(), |c| c.to_string()),
                     stats.receive_bitrate_bps / 1000,
                     stats.send_bitrate_bps / 1000,
                 );
@@ -244,6 +392,7 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
             }
             Some(ClientEvent::VideoRungChanged(rung)) => {
                 let _ = writeln!(out, "event: video {}", rung.name);
+                media.set_rung(rung);
             }
             // The synthetic camera sends a keyframe every second anyway.
             Some(ClientEvent::KeyframeRequested(_)) => {}
@@ -263,9 +412,53 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
         }
     };
     stop.store(true, Ordering::Relaxed);
-    let _ = sender_thread.join();
+    let _ = media.join();
+    if let Some(file) = video_file {
+        if let Err(error) = file.finish() {
+            let _ = writeln!(out, "warning: the saved video may be incomplete: {error}");
+        }
+    }
     client.close();
-    let _ =
-        writeln!(out, "summary: video frames received {video_frames}, audio frames received {audio_frames}");
+    let _ = writeln!(
+        out,
+        "summary: video frames received {video_frames}, audio frames received {audio_frames}, video frames decoded {}, audio frames decoded {audio_decoded}, pictures with a counter {}, last picture counter {}",
+        pictures.decoded(),
+        pictures.counters.len(),
+        pictures.last_counter().map_or("-".into(), |c| c.to_string()),
+    );
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::pattern::TestPattern;
+
+    #[test]
+    fn the_picture_reader_reads_counters_and_counts_undecodable_frames() {
+        let mut encoder = Vp8Encoder::new(video::default_target()).unwrap();
+        let mut pattern = TestPattern::new();
+        let key = encoder.encode(&pattern.next_frame(1280, 720)).unwrap().unwrap();
+        let inter = encoder.encode(&pattern.next_frame(1280, 720)).unwrap().unwrap();
+        let mut reader = PictureReader::new().unwrap();
+        assert!(reader.receive(&inter).is_err(), "nothing decodes before a keyframe");
+        let garbage = EncodedFrame { data: vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0xff], ..key.clone() };
+        assert!(reader.receive(&garbage).is_err());
+        assert_eq!(reader.receive(&key), Ok(Some(0)));
+        assert_eq!(reader.receive(&inter), Ok(Some(1)));
+        assert_eq!((reader.errors, reader.decoded(), reader.size), (2, 2, Some((1280, 720))));
+        assert_eq!((reader.counters.clone(), reader.last_counter()), (vec![0, 1], Some(1)));
+    }
+
+    #[test]
+    fn each_role_counts_its_pictures_from_its_own_base() {
+        assert_eq!(first_counter(Some(Role::Doctor)) >> 28, 1);
+        assert_eq!(first_counter(Some(Role::Patient)) >> 28, 2);
+    }
+
+    #[test]
+    fn refused_links_exit_with_2_and_other_failures_with_1() {
+        assert_eq!(exit_code(&Err(CallError::LinkExpired)), 2);
+        assert_eq!(exit_code(&Err(CallError::Media("no codec".into()))), 1);
+    }
 }

@@ -10,11 +10,13 @@ pub mod protocol;
 pub mod call;
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "software-codec")]
+pub mod codec;
 #[cfg(feature = "client")]
 pub mod error;
 #[cfg(feature = "client")]
 pub mod frame;
-#[cfg(feature = "client")]
+#[cfg(feature = "software-codec")]
 pub mod headless;
 #[cfg(feature = "client")]
 pub mod link;

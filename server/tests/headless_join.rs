@@ -54,22 +54,43 @@ async fn two_headless_participants_talk_and_the_doctor_ends_the_call() {
             .and_then(|n| n.parse().ok())
             .expect("a summary line");
         assert!(received >= 30, "at least a second of video arrived: {received}\n{out}");
+        let summary = out.lines().find(|l| l.starts_with("summary: ")).unwrap();
+        let number = |label: &str| -> u64 {
+            summary
+                .split(", ")
+                .find_map(|part| part.rsplit_once(label).map(|(_, n)| n.trim()))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{label} in {summary}"))
+        };
+        assert!(number("video frames decoded ") >= 30, "{summary}");
+        assert!(number("pictures with a counter ") >= 30, "the pictures carry the counter: {summary}");
+        assert!(number("audio frames decoded ") >= 40, "{summary}");
+        assert!(out.contains(" at 1280x720 (picture counter "), "720p pictures decoded:\n{out}");
     }
     assert!(
         doctor_out.contains("event: peer microphone off camera on"),
         "the doctor sees the patient mute:\n{doctor_out}"
     );
-    // The received video was saved: an IVF header and frames whose counters increase.
+    // The received video was saved: an IVF file of VP8 frames that decode to the doctor's pictures,
+    // whose counters (read from the decoded pictures) increase.
     let bytes = std::fs::read(&video).unwrap();
     let _ = std::fs::remove_file(&video);
     assert_eq!(&bytes[0..4], b"DKIF");
+    assert_eq!(&bytes[8..12], b"VP80");
+    assert_eq!((&bytes[12..14], &bytes[14..16]), (&1280u16.to_le_bytes()[..], &720u16.to_le_bytes()[..]));
+    let frames_in_header = u32::from_le_bytes(bytes[24..28].try_into().unwrap());
+    let mut decoder = televisit_core::codec::video::Vp8Decoder::new().unwrap();
     let (mut at, mut counters) = (32, vec![]);
     while at + 12 <= bytes.len() {
         let size = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        counters.push(u32::from_be_bytes(bytes[at + 14..at + 18].try_into().unwrap()));
+        if let Ok(picture) = decoder.decode(&bytes[at + 12..at + 12 + size]) {
+            counters.extend(televisit_core::codec::pattern::read_counter(&picture));
+        }
         at += 12 + size;
     }
     assert!(counters.len() >= 30 && counters.windows(2).all(|w| w[0] < w[1]), "{counters:?}");
+    assert!(frames_in_header as usize >= counters.len(), "the header counts the frames: {frames_in_header}");
+    assert!(counters.iter().all(|c| c >> 28 == 1), "the doctor's pictures: {counters:x?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -11,7 +11,7 @@ import { chromium } from "playwright-core";
 const here = dirname(fileURLToPath(import.meta.url));
 export const ARTIFACTS = join(here, "artifacts");
 mkdirSync(ARTIFACTS, { recursive: true });
-const BINARY = process.env.TELEVISIT_BIN || join(here, "../../target/debug/televisit");
+export const BINARY = process.env.TELEVISIT_BIN || join(here, "../../target/debug/televisit");
 const CLINIC_KEY = "browser-test-clinic-key";
 export const DOCTOR = { name: "Dr. Ada Osei", email: "ada@clinic.test", password: "correct horse battery" };
 export const PATIENT_NAME = "Zelda Quartermaine";

@@ -1,20 +1,21 @@
 //! Real WebRTC calls between two call clients through the real server (loopback only): ICE, DTLS-SRTP,
-//! Opus and VP8 tracks carrying encoded frames both ways; the frames' content is checked end to end.
+//! Opus and VP8 tracks both ways, fed by the software codec path (the live-encoded test pattern and
+//! tone). What arrives is decoded, and the frame counter is read from the *decoded pictures*.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use televisit_core::call::ladder::LADDER;
 use televisit_core::call::machine::{CallEvent, CallState};
 use televisit_core::client::webrtc::{WebRtcMedia, WebRtcSettings};
 use televisit_core::client::{CallClient, CallOptions, ClientEvent};
+use televisit_core::codec::audio::{OpusDecoder, FRAME_SAMPLES};
 use televisit_core::frame::FrameKind;
-use televisit_core::headless::{
-    frame_counter, spawn_synthetic_media, synthetic_audio_frame, synthetic_video_frame,
-};
+use televisit_core::headless::{spawn_synthetic_media, PictureReader, SyntheticMedia};
 use televisit_tests::{CuttableProxy, Recorder, TestServer};
 
-const WAIT: Duration = Duration::from_secs(15);
+const WAIT: Duration = Duration::from_secs(20);
 
 fn media() -> Arc<WebRtcMedia> {
     Arc::new(WebRtcMedia::new(WebRtcSettings { udp_addrs: vec!["127.0.0.1:0".into()], ..Default::default() }))
@@ -28,31 +29,59 @@ fn join(link: &str) -> (Arc<CallClient>, Arc<Recorder>) {
     (Arc::new(client), recorder)
 }
 
-/// Sends the synthetic camera and microphone (ids: doctor 1, patient 2) until `stop`.
-fn start_sending(client: Arc<CallClient>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    spawn_synthetic_media(client, Arc::new(AtomicBool::new(true)), stop)
+/// Sends the live-encoded test pattern and tone (doctor's pictures count from 0x1000_0000,
+/// patient's from 0x2000_0000) until `stop`.
+fn start_sending(client: Arc<CallClient>, stop: Arc<AtomicBool>) -> SyntheticMedia {
+    spawn_synthetic_media(client, Arc::new(AtomicBool::new(true)), stop).expect("codecs start")
 }
 
-/// The numbers of the frames of `kind` received from `sender`, checking each frame's content.
-fn received(recorder: &Recorder, kind: FrameKind, sender: u8) -> Vec<u32> {
-    recorder
-        .events()
-        .iter()
-        .filter_map(|e| match e {
-            ClientEvent::RemoteFrame(frame) if frame.kind == kind => {
-                assert_eq!(frame.data[1], sender, "frames come from the other participant");
-                let number = frame_counter(frame).expect("a counter");
-                let expected = if kind == FrameKind::Video {
-                    synthetic_video_frame(sender, number)
+/// Decodes what a recorder received, as it arrives: video through VP8 and the picture counter
+/// reader, audio through Opus.
+struct Received {
+    recorder: Arc<Recorder>,
+    seen: usize,
+    pictures: PictureReader,
+    voice: OpusDecoder,
+    audio_decoded: usize,
+    audio_samples: usize,
+}
+
+impl Received {
+    fn new(recorder: &Arc<Recorder>) -> Arc<Mutex<Received>> {
+        Arc::new(Mutex::new(Received {
+            recorder: Arc::clone(recorder),
+            seen: 0,
+            pictures: PictureReader::new().unwrap(),
+            voice: OpusDecoder::new().unwrap(),
+            audio_decoded: 0,
+            audio_samples: 0,
+        }))
+    }
+
+    /// Decodes what arrived since the last call; returns the counters read from pictures so far.
+    fn update(&mut self) -> Vec<u32> {
+        let events = self.recorder.events();
+        for event in &events[self.seen..] {
+            if let ClientEvent::RemoteFrame(frame) = event {
+                if frame.kind == FrameKind::Video {
+                    let _ = self.pictures.receive(frame);
                 } else {
-                    synthetic_audio_frame(sender, number)
-                };
-                assert_eq!(frame.data, expected.data, "frame {number} arrived intact");
-                Some(number)
+                    let pcm = self.voice.decode(&frame.data).expect("every Opus packet decodes");
+                    self.audio_decoded += 1;
+                    self.audio_samples += pcm.len();
+                }
             }
-            _ => None,
-        })
-        .collect()
+        }
+        self.seen = events.len();
+        self.pictures.counters.clone()
+    }
+
+    /// Counters of pictures decoded, checking they came from `sender` (1 doctor, 2 patient).
+    fn counters_from(&mut self, sender: u32) -> Vec<u32> {
+        let counters = self.update();
+        assert!(counters.iter().all(|c| c >> 28 == sender), "pictures come from the other participant");
+        counters
+    }
 }
 
 fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
@@ -79,34 +108,70 @@ async fn video_and_audio_flow_both_ways_over_a_real_peer_connection() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let senders = [start_sending(doctor.clone(), stop.clone()), start_sending(patient.clone(), stop.clone())];
+    let (at_patient, at_doctor) = (Received::new(&patient_events), Received::new(&doctor_events));
     tokio::task::spawn_blocking({
-        let (doctor_events, patient_events) = (doctor_events.clone(), patient_events.clone());
+        let (at_patient, at_doctor) = (at_patient.clone(), at_doctor.clone());
         move || {
-            wait_until("30 video frames each way", || {
-                received(&patient_events, FrameKind::Video, 1).len() >= 30
-                    && received(&doctor_events, FrameKind::Video, 2).len() >= 30
+            wait_until("30 decoded pictures with a counter each way", || {
+                at_patient.lock().unwrap().counters_from(1).len() >= 30
+                    && at_doctor.lock().unwrap().counters_from(2).len() >= 30
             });
-            wait_until("50 audio frames each way", || {
-                received(&patient_events, FrameKind::Audio, 1).len() >= 50
-                    && received(&doctor_events, FrameKind::Audio, 2).len() >= 50
+            wait_until("50 decoded audio frames each way", || {
+                at_patient.lock().unwrap().update();
+                at_doctor.lock().unwrap().update();
+                at_patient.lock().unwrap().audio_decoded >= 50
+                    && at_doctor.lock().unwrap().audio_decoded >= 50
             });
         }
     })
     .await
     .unwrap();
-    let numbers = received(&patient_events, FrameKind::Video, 1);
-    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "video frames arrive in order: {numbers:?}");
+    {
+        let mut at_patient = at_patient.lock().unwrap();
+        let numbers = at_patient.counters_from(1);
+        assert!(numbers.windows(2).all(|w| w[0] < w[1]), "picture counters increase: {numbers:?}");
+        assert!(numbers[0] <= 0x1000_0000 + 60, "pictures decode from the start: {:#x}", numbers[0]);
+        assert_eq!(at_patient.pictures.size, Some((1280, 720)), "720p to start");
+        assert_eq!(at_patient.audio_samples, at_patient.audio_decoded * FRAME_SAMPLES, "20 ms per packet");
+    }
 
     // Mute: the patient's audio stops reaching the doctor; the peer is told.
     patient.set_microphone_enabled(false);
     doctor_events
         .wait_for(WAIT, |e| matches!(e, ClientEvent::Call(CallEvent::PeerMediaChanged(m)) if !m.audio));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = received(&doctor_events, FrameKind::Audio, 2).len();
+    let (before, pictures_before) = {
+        let mut at_doctor = at_doctor.lock().unwrap();
+        let pictures = at_doctor.counters_from(2).len();
+        (at_doctor.audio_decoded, pictures)
+    };
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let after = received(&doctor_events, FrameKind::Audio, 2).len();
+    let (after, pictures_after) = {
+        let mut at_doctor = at_doctor.lock().unwrap();
+        let pictures = at_doctor.counters_from(2).len();
+        (at_doctor.audio_decoded, pictures)
+    };
     assert!(after - before <= 2, "muted audio stops: {before} -> {after}");
-    assert!(received(&doctor_events, FrameKind::Video, 2).len() > 30, "video goes on");
+    assert!(pictures_after > pictures_before + 5, "video goes on: {pictures_before} -> {pictures_after}");
+
+    // The doctor's camera follows a lower rung of the ladder: 360p pictures arrive, still counting up.
+    senders[0].set_rung(LADDER[3]);
+    let received = at_patient.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_until("360p pictures", || {
+            let mut at_patient = received.lock().unwrap();
+            at_patient.counters_from(1);
+            at_patient.pictures.size == Some((640, 360))
+        });
+        let before = received.lock().unwrap().counters_from(1).len();
+        wait_until("more 360p pictures with a counter", || {
+            received.lock().unwrap().counters_from(1).len() > before + 10
+        });
+    })
+    .await
+    .unwrap();
+    let numbers = at_patient.lock().unwrap().counters_from(1);
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "picture counters still increase: {numbers:?}");
 
     stop.store(true, Ordering::Relaxed);
     for sender in senders {
@@ -130,9 +195,10 @@ async fn cutting_signaling_mid_call_does_not_stop_the_media() {
     patient_events.wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::Connected)));
     let stop = Arc::new(AtomicBool::new(false));
     let sender = start_sending(doctor.clone(), stop.clone());
-    let events = patient_events.clone();
+    let at_patient = Received::new(&patient_events);
+    let received = at_patient.clone();
     tokio::task::spawn_blocking(move || {
-        wait_until("first frames", || received(&events, FrameKind::Video, 1).len() >= 10)
+        wait_until("first pictures", || received.lock().unwrap().counters_from(1).len() >= 10)
     })
     .await
     .unwrap();
@@ -140,11 +206,11 @@ async fn cutting_signaling_mid_call_does_not_stop_the_media() {
     proxy.cut_all();
     patient_events
         .wait_for(WAIT, |e| matches!(e, ClientEvent::Call(CallEvent::SignalingReconnecting { .. })));
-    let during = received(&patient_events, FrameKind::Video, 1).len();
-    let events = patient_events.clone();
+    let during = at_patient.lock().unwrap().counters_from(1).len();
+    let received = at_patient.clone();
     tokio::task::spawn_blocking(move || {
-        wait_until("frames while signaling reconnects", || {
-            received(&events, FrameKind::Video, 1).len() >= during + 15
+        wait_until("pictures while signaling reconnects", || {
+            received.lock().unwrap().counters_from(1).len() >= during + 15
         })
     })
     .await

@@ -39,7 +39,8 @@ pub enum ClientEvent {
     QualityChanged(QualityLevel),
     /// The adaptive bitrate chose another rung of the ladder.
     VideoRungChanged(Rung),
-    /// A frame from the peer (encoded; decode it with the platform's codec).
+    /// A frame from the peer (encoded; decode it with the platform's codec, or with
+    /// `crate::codec` when the core is built with the `software-codec` feature).
     RemoteFrame(EncodedFrame),
     /// Encode the next frame of this kind (camera or screen) as a keyframe: frames were dropped
     /// because more video was sent than the bandwidth estimate allows, and frames that depend on

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs what building the Rust workspace needs beyond Rust, idempotently: the core's software
+# codec path links Debian's libvpx (VP8) and libopus, found through pkg-config. Safe to run again.
+set -euo pipefail
+missing=()
+for package in pkg-config libvpx-dev libopus-dev; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
