@@ -266,3 +266,25 @@ impl CuttableProxy {
         link.replacen(&server.to_string(), &self.addr.to_string(), 1)
     }
 }
+
+/// Frames whose content is a counter (bytes 2..6, big-endian) instead of a picture: for tests of
+/// the transport (RTP, SRTP, pacing, depacketizing) where decoding would only add noise. The
+/// software codec path (`televisit_core::headless`) carries counters inside real pictures.
+pub mod counted {
+    use std::time::Duration;
+
+    use televisit_core::frame::{EncodedFrame, FrameKind};
+
+    /// Audio frame `n` (20 ms, Opus-sized) from participant `sender`.
+    pub fn audio_frame(sender: u8, n: u32) -> EncodedFrame {
+        let mut data = vec![0xfc, sender];
+        data.extend_from_slice(&n.to_be_bytes());
+        data.resize(80, 0x55);
+        EncodedFrame { kind: FrameKind::Audio, data, duration: Duration::from_millis(20), keyframe: false }
+    }
+
+    /// The counter a counted frame carries.
+    pub fn counter(frame: &EncodedFrame) -> Option<u32> {
+        frame.data.get(2..6).map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")))
+    }
+}

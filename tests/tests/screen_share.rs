@@ -10,7 +10,8 @@ use televisit_core::client::webrtc::{WebRtcMedia, WebRtcSettings};
 use televisit_core::client::{CallClient, CallOptions, ClientEvent};
 use televisit_core::error::CallError;
 use televisit_core::frame::{EncodedFrame, FrameKind};
-use televisit_core::headless::{frame_counter, spawn_synthetic_media};
+use televisit_core::headless::spawn_synthetic_media;
+use televisit_tests::counted::counter as frame_counter;
 use televisit_tests::{Recorder, TestServer};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -64,7 +65,8 @@ async fn the_doctors_shared_screen_reaches_the_patient_as_screen_frames_and_a_pa
 
     // The camera runs all along; screen frames before sharing starts go nowhere.
     let stop = Arc::new(AtomicBool::new(false));
-    let camera = spawn_synthetic_media(doctor.clone(), Arc::new(AtomicBool::new(true)), stop.clone());
+    let camera = spawn_synthetic_media(doctor.clone(), Arc::new(AtomicBool::new(true)), stop.clone())
+        .expect("the software camera starts");
     for n in 0..5 {
         doctor.send_frame(screen_frame(n));
     }

@@ -9,7 +9,7 @@ use televisit_core::call::machine::{CallEvent, CallState};
 use televisit_core::client::webrtc::{WebRtcMedia, WebRtcSettings};
 use televisit_core::client::{CallClient, CallListener, CallOptions, ClientEvent};
 use televisit_core::frame::{EncodedFrame, FrameKind};
-use televisit_core::headless::{frame_counter, synthetic_audio_frame};
+use televisit_tests::counted::{audio_frame as synthetic_audio_frame, counter as frame_counter};
 use televisit_tests::{Recorder, TestServer};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -275,7 +275,8 @@ async fn a_low_bandwidth_estimate_steps_the_video_ladder_down() {
         doctor.clone(),
         Arc::new(AtomicBool::new(true)),
         stop.clone(),
-    );
+    )
+    .expect("the software camera starts");
 
     // 400 kbps leaves 336 kbps for video after the audio reserve: below 720p's and 540p's minimum,
     // enough for 360p. The ladder steps down one rung per 2 s.
