@@ -114,14 +114,23 @@ final class EventLog: @unchecked Sendable {
         throw CancellationError()
     }
 
-    /// The counters (bytes 2..6, big-endian) of the remote video frames received so far.
-    var videoCounters: [UInt32] {
+    /// The remote video frames received so far.
+    var videoFrames: [MediaFrame] {
         events.compactMap { event in
-            guard case let .remoteFrame(frame) = event, frame.kind == .video, frame.data.count >= 6 else { return nil }
-            let bytes = [UInt8](frame.data)
-            return bytes[2..<6].reduce(0) { $0 << 8 | UInt32($1) }
+            guard case let .remoteFrame(frame) = event, frame.kind == .video else { return nil }
+            return frame
         }
     }
+}
+
+/// Picture sizes of the core's video ladder (1080p down to 180p).
+let ladderSizes: Set<[Int]> = [[1920, 1080], [1280, 720], [960, 540], [640, 360], [320, 180]]
+
+/// The picture size in a VP8 keyframe's header (RFC 6386 §9.1), or nil if this is not one.
+func vp8KeyframeSize(_ data: Data) -> [Int]? {
+    let b = [UInt8](data.prefix(10)).map(Int.init)
+    guard b.count == 10, b[0] & 1 == 0, b[3] == 0x9d, b[4] == 0x01, b[5] == 0x2a else { return nil }
+    return [(b[6] | b[7] << 8) & 0x3fff, (b[8] | b[9] << 8) & 0x3fff]
 }
 
 /// A VP8-shaped frame with a readable counter (bytes 2..6), as the headless client sends.
