@@ -32,6 +32,10 @@ test("a video visit from sign-in to the end, in two browsers", async () => {
     assert.ok(!patient.url().includes("token"), "the token is removed from the address bar");
     assert.equal(await patient.getByRole("button", { name: "Share screen" }).count(), 0, "no share button for patients");
     await screenshot(patient, "03-patient-waiting-room");
+    // A second tab keeps the doctor's list open; its call status follows the call without a reload.
+    const list = await doctorContext.newPage();
+    await list.goto(`${server.base}/medical/appointments/`);
+    assert.match(await list.locator("td.status").innerText(), /Waiting/);
 
     // The doctor joins; both see the other's video playing in HD.
     await doctor.getByRole("button", { name: `Join video call with ${PATIENT_NAME}` }).click();
@@ -53,6 +57,8 @@ test("a video visit from sign-in to the end, in two browsers", async () => {
       assert.ok(size);
       assert.ok(await page.locator("#remote-video").evaluate((v) => !v.paused && v.videoWidth >= 1280), "remote video plays");
     }
+    await eventually("the list shows the call in progress", async () => /In progress/.test(await list.locator("td.status").innerText()));
+    await list.close();
     await screenshot(doctor, "04-doctor-in-call");
     await screenshot(patient, "05-patient-in-call");
 

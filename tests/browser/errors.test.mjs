@@ -60,6 +60,12 @@ test("when the clinic's server goes away mid-call, both see reconnecting, and th
     }
     // Still in the same call: chat goes through the restarted server.
     await chat(patient, doctor, "Back again");
+
+    // A reload rejoins the same call (the token is kept for this tab) and brings the chat history back.
+    await patient.reload();
+    await eventually("connected after reload", async () => (await body(patient, "connected")) === "true", 30000);
+    await patient.getByRole("button", { name: "Chat" }).click();
+    await patient.locator("#chat-log li", { hasText: "Back again" }).waitFor();
   } finally {
     await browser.close();
     await server.stop();
