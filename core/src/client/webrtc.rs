@@ -7,13 +7,16 @@
 //! Each session is an actor: [`PeerCommand`]s are queued to a task that owns the peer connection,
 //! and everything it learns goes back as [`PeerEvent`]s. Settings that matter (measured in
 //! `shared/design/webrtc-notes.md`): ICE checks every 20 ms instead of 200 ms (loopback setup in
-//! tens of ms), media only after `Connected` (earlier samples are dropped by the stack).
+//! tens of ms), peer-reflexive pairs nominated at once (the crate waits 1 s, see
+//! [`WebRtcSettings::prflx_acceptance_min_wait`]), media only after `Connected` (earlier samples
+//! are dropped by the stack).
 //!
 //! **Congestion control**: the crate's GCC with transport-wide CC feedback, starting at
 //! [`WebRtcSettings::initial_bitrate_bps`]; its estimate is `available_outgoing_bitrate_bps` in the
 //! stats, which drives the bitrate ladder. The pacer is ours ([`super::pacing::AudioFirstPacer`]):
 //! audio never waits behind video, and video frames that would queue longer than
-//! [`super::pacing::MAX_VIDEO_QUEUE_DELAY`] are dropped (then video resumes at the next keyframe).
+//! [`super::pacing::MAX_VIDEO_QUEUE_DELAY`] are dropped until the next keyframe, which the app's
+//! encoder is asked for ([`PeerEvent::KeyframeNeeded`], `ClientEvent::KeyframeRequested`).
 //!
 //! **Stats**: from `get_stats` what the stack fills (candidate-pair RTT, inbound loss and jitter,
 //! RTP bytes), the rest counted here (frames, VP8 keyframe picture size, frame rate); see
