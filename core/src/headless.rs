@@ -395,7 +395,8 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
                 media.set_rung(rung);
             }
             // The synthetic camera sends a keyframe every second anyway.
-            Some(ClientEvent::KeyframeRequested(_)) => {}
+            Some(ClientEvent::KeyframeRequested(FrameKind::Video)) => media.request_keyframe(),
+            Some(ClientEvent::KeyframeRequested(_)) => {} // no screen to share here
             None => {}
         }
         if let Some(at) = connected_at {

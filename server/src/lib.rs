@@ -175,6 +175,13 @@ impl RunningServer {
         let state = AppState::new(config, clock).await?;
         let app = router(Arc::clone(&state)).into_make_service_with_connect_info::<SocketAddr>();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        // Signaling frames are small and come in bursts (an answer, then candidates): without
+        // TCP_NODELAY the second frame of a burst waits for the first one's delayed ACK (~40 ms).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        });
         let task = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {

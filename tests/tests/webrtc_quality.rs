@@ -115,7 +115,7 @@ async fn stats_report_rtt_loss_jitter_frames_picture_size_pair_type_and_the_esti
     assert!(stats.receive_bitrate_bps > 300_000, "receive bitrate: {}", stats.receive_bitrate_bps);
     assert!(stats.available_outgoing_bitrate_bps.is_some_and(|b| b >= 100_000));
 
-    let event = doctor_events.wait_for(WAIT, |e| matches!(e, ClientEvent::Stats(s) if s.frames_sent >= 30));
+    let event = doctor_events.wait_for(WAIT, |e| matches!(e, ClientEvent::Stats(s) if s.frames_sent >= 45));
     let ClientEvent::Stats(sent) = event else { unreachable!() };
     assert!(sent.send_bitrate_bps > 300_000, "send bitrate: {}", sent.send_bitrate_bps);
     let estimate = sent.available_outgoing_bitrate_bps.expect("GCC's estimate");

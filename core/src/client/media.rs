@@ -1,6 +1,6 @@
 //! The seam between the call driver and the media stack: the driver sends [`PeerCommand`]s to a
 //! [`MediaSession`] and hears back [`PeerEvent`]s. The WebRTC implementation lives in
-//! [`crate::client::webrtc`]; tests can plug in another.
+//! [`super::webrtc`]; tests can plug in another.
 
 use tokio::sync::mpsc;
 

@@ -7,13 +7,16 @@
 //! Each session is an actor: [`PeerCommand`]s are queued to a task that owns the peer connection,
 //! and everything it learns goes back as [`PeerEvent`]s. Settings that matter (measured in
 //! `shared/design/webrtc-notes.md`): ICE checks every 20 ms instead of 200 ms (loopback setup in
-//! tens of ms), media only after `Connected` (earlier samples are dropped by the stack).
+//! tens of ms), peer-reflexive pairs nominated at once (the crate waits 1 s, see
+//! [`WebRtcSettings::prflx_acceptance_min_wait`]), media only after `Connected` (earlier samples
+//! are dropped by the stack).
 //!
 //! **Congestion control**: the crate's GCC with transport-wide CC feedback, starting at
 //! [`WebRtcSettings::initial_bitrate_bps`]; its estimate is `available_outgoing_bitrate_bps` in the
 //! stats, which drives the bitrate ladder. The pacer is ours ([`super::pacing::AudioFirstPacer`]):
 //! audio never waits behind video, and video frames that would queue longer than
-//! [`super::pacing::MAX_VIDEO_QUEUE_DELAY`] are dropped (then video resumes at the next keyframe).
+//! [`super::pacing::MAX_VIDEO_QUEUE_DELAY`] are dropped until the next keyframe, which the app's
+//! encoder is asked for ([`PeerEvent::KeyframeNeeded`], `ClientEvent::KeyframeRequested`).
 //!
 //! **Stats**: from `get_stats` what the stack fills (candidate-pair RTT, inbound loss and jitter,
 //! RTP bytes), the rest counted here (frames, VP8 keyframe picture size, frame rate); see
@@ -456,21 +459,23 @@ pub struct OwnCounts {
 }
 
 /// Turns successive readings into once-a-second [`MediaStats`]: loss, bitrates and frame rate
-/// over the interval since the previous sample. Sans-I/O: time is an argument.
-#[derive(Debug, Default)]
+/// over the interval since the previous sample (the first: since the session started, when every
+/// count was 0). Sans-I/O: time is an argument.
+#[derive(Debug)]
 pub struct StatsSampler {
-    last: Option<(Instant, StackReading, OwnCounts)>,
+    last: (Instant, StackReading, OwnCounts),
 }
 
 impl StatsSampler {
+    /// A sampler for a session that started at `start`.
+    pub fn new(start: Instant) -> StatsSampler {
+        StatsSampler { last: (start, StackReading::default(), OwnCounts::default()) }
+    }
+
     /// One sample at `now`.
     pub fn sample(&mut self, reading: StackReading, own: OwnCounts, now: Instant) -> MediaStats {
-        let (seconds, before, own_before) = match &self.last {
-            Some((at, reading, own)) => {
-                (Some(now.duration_since(*at).as_secs_f64()).filter(|s| *s > 0.0), reading.clone(), *own)
-            }
-            None => (None, StackReading::default(), OwnCounts::default()),
-        };
+        let (at, before, own_before) = &self.last;
+        let seconds = Some(now.saturating_duration_since(*at).as_secs_f64()).filter(|s| *s > 0.0);
         let per_second =
             |now: u64, before: u64| seconds.map_or(0.0, |s| now.saturating_sub(before) as f64 / s);
         let lost = (reading.packets_lost - before.packets_lost).max(0);
@@ -490,7 +495,7 @@ impl StatsSampler {
             candidate_pair_type: reading.candidate_pair_type.clone(),
             last_packet_at_ms: (own.last_packet_at_ms > 0).then_some(own.last_packet_at_ms),
         };
-        self.last = Some((now, reading, own));
+        self.last = (now, reading, own);
         stats
     }
 }
@@ -636,7 +641,7 @@ async fn run_session(
         }
         _ => None,
     };
-    let mut sampler = StatsSampler::default();
+    let mut sampler = StatsSampler::new(Instant::now());
     let mut frames_sent = 0u64;
 
     while let Some(command) = commands.recv().await {
@@ -754,7 +759,7 @@ mod tests {
     #[test]
     fn loss_bitrates_and_frame_rate_are_over_the_last_interval() {
         let start = Instant::now();
-        let mut sampler = StatsSampler::default();
+        let mut sampler = StatsSampler::new(start);
         let reading = |sent: u64, received: u64, packets: u64, lost: i64| StackReading {
             bytes_sent: sent,
             bytes_received: received,
@@ -769,12 +774,13 @@ mod tests {
             estimate_bps: 900_000,
             ..OwnCounts::default()
         };
-        let first = sampler.sample(reading(1_000, 2_000, 990, 10), own(100), start);
+        let first =
+            sampler.sample(reading(250_000, 2_000, 990, 10), own(100), start + Duration::from_secs(2));
         assert_eq!(first.loss_percent, Some(1.0), "the first sample covers the call so far");
-        assert_eq!((first.send_bitrate_bps, first.frame_rate), (0, 0.0), "no interval yet");
+        assert_eq!((first.send_bitrate_bps, first.frame_rate), (1_000_000, 50.0), "over the first 2 s");
 
         let second =
-            sampler.sample(reading(126_000, 252_000, 1_085, 15), own(130), start + Duration::from_secs(1));
+            sampler.sample(reading(375_000, 252_000, 1_085, 15), own(130), start + Duration::from_secs(3));
         assert_eq!(second.loss_percent, Some(5.0), "5 lost of 100 expected in the last second");
         assert_eq!(second.send_bitrate_bps, 1_000_000);
         assert_eq!(second.receive_bitrate_bps, 2_000_000);
@@ -784,7 +790,7 @@ mod tests {
         assert_eq!(second.available_outgoing_bitrate_bps, Some(900_000));
 
         let idle =
-            sampler.sample(reading(126_000, 252_000, 1_085, 15), own(130), start + Duration::from_secs(2));
+            sampler.sample(reading(375_000, 252_000, 1_085, 15), own(130), start + Duration::from_secs(4));
         assert_eq!(idle.loss_percent, None, "nothing expected, no loss figure");
         assert_eq!(idle.receive_bitrate_bps, 0);
     }

@@ -53,7 +53,7 @@ pub fn connect(
             .max_message_size(Some(4 * MAX_FRAME_BYTES))
             .read_buffer_size(16 * 1024);
         let connecting =
-            tokio_tungstenite::connect_async_tls_with_config(request, Some(config), false, Some(connector));
+            tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, Some(connector));
         let Ok(Ok((socket, _))) = tokio::time::timeout(std::time::Duration::from_secs(10), connecting).await
         else {
             return report(SignalingEvent::Closed).await;
