@@ -497,8 +497,8 @@ pub enum CallEvent {
         /// The frame.
         frame: MediaFrame,
     },
-    /// Encode the next frame of this kind (camera or screen) as a keyframe: frames were dropped
-    /// to stay within the bandwidth, and the frames that depend on them cannot be decoded.
+    /// Encode the next frame of this kind (camera or screen) as a keyframe: the peer's decoder lost
+    /// the picture, or frames were dropped to stay within the bandwidth.
     KeyframeRequested {
         /// `Video` or `Screen`.
         kind: MediaKind,
@@ -714,6 +714,13 @@ impl Call {
     /// before media can flow.
     pub fn send_frame(&self, frame: MediaFrame) -> Result<(), CallError> {
         self.client()?.send_frame(frame.into());
+        Ok(())
+    }
+
+    /// Asks the peer for a keyframe of its camera (`Video`) or screen (`Screen`): call it when the
+    /// platform's decoder reports a broken picture. The peer hears `KeyframeRequested`.
+    pub fn request_keyframe(&self, kind: MediaKind) -> Result<(), CallError> {
+        self.client()?.request_keyframe(kind.into());
         Ok(())
     }
 

@@ -333,6 +333,7 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
     let mut pictures = PictureReader::new().map_err(codec_error)?;
     let mut voice = OpusDecoder::new().map_err(codec_error)?;
     let mut connected_at: Option<Instant> = None;
+    let mut keyframe_asked_at: Option<Instant> = None;
     let mut muted = false;
     let (mut video_frames, mut audio_frames, mut audio_decoded) = (0u64, 0u64, 0u64);
     let outcome = loop {
@@ -362,6 +363,11 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
                     if let Err(error) = pictures.receive(&frame) {
                         if pictures.errors <= 3 {
                             let _ = writeln!(out, "warning: video frame {video_frames} not decoded: {error}");
+                        }
+                        // The picture is broken until a keyframe: ask the sender, at most once a second.
+                        if keyframe_asked_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                            client.request_keyframe(FrameKind::Video);
+                            keyframe_asked_at = Some(Instant::now());
                         }
                     }
                     if let Some(file) = video_file.as_mut() {

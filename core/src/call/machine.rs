@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 use crate::api::{IceServer, JoinResponse};
 use crate::call::ladder::EncoderTarget;
 use crate::error::CallError;
-use crate::frame::EncodedFrame;
+use crate::frame::{EncodedFrame, FrameKind};
 use crate::protocol::{
     encode, CallStatus, ChatMessage, ClientMessage, ErrorCode, Frame, IceCandidate, MediaState,
     QualityReport, Resume, Role, Sdp, ServerMessage,
@@ -94,6 +94,8 @@ pub enum PeerCommand {
     SetEncoderTarget(EncoderTarget),
     /// Send an encoded frame (dropped while that kind is off or before media can flow).
     SendFrame(EncodedFrame),
+    /// Ask the peer for a keyframe of its camera or screen track (our decoder lost the picture).
+    RequestKeyframe(FrameKind),
     /// Report the connection's stats.
     ReportStats,
     /// Close the peer connection.

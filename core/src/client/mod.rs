@@ -6,6 +6,7 @@
 //! the driver). The driver feeds the sans-I/O [`CallMachine`] with what the network, the media
 //! stack and the clock report, and carries out what it decides.
 
+pub mod keyframe_requests;
 pub mod media;
 pub mod pacing;
 pub mod webrtc;
@@ -42,9 +43,9 @@ pub enum ClientEvent {
     /// A frame from the peer (encoded; decode it with the platform's codec, or with
     /// `crate::codec` when the core is built with the `software-codec` feature).
     RemoteFrame(EncodedFrame),
-    /// Encode the next frame of this kind (camera or screen) as a keyframe: frames were dropped
-    /// because more video was sent than the bandwidth estimate allows, and frames that depend on
-    /// them are dropped until a keyframe comes.
+    /// Encode the next frame of this kind (camera or screen) as a keyframe: the peer's decoder lost
+    /// the picture (RTCP PLI/FIR), or frames were dropped because more video was sent than the
+    /// bandwidth estimate allows, and frames that depend on them are dropped until a keyframe.
     KeyframeRequested(FrameKind),
 }
 
@@ -81,6 +82,7 @@ struct Status {
 enum Command {
     Input(Input),
     Frame(EncodedFrame),
+    Peer(PeerCommand),
     Close,
 }
 
@@ -219,6 +221,12 @@ impl CallClient {
     /// while the microphone or camera is off, and until the media connection is up.
     pub fn send_frame(&self, frame: EncodedFrame) {
         let _ = self.commands.send(Command::Frame(frame));
+    }
+
+    /// Asks the peer for a keyframe of its camera (`Video`) or screen (`Screen`): call it when the
+    /// platform's decoder reports a broken picture. The peer's app hears `KeyframeRequested`.
+    pub fn request_keyframe(&self, kind: FrameKind) {
+        let _ = self.commands.send(Command::Peer(PeerCommand::RequestKeyframe(kind)));
     }
 
     /// Ends the call (doctor) or leaves it (patient).
@@ -363,6 +371,10 @@ impl Driver {
                         if let Some(session) = self.session.as_mut() {
                             session.command(PeerCommand::SendFrame(frame));
                         }
+                        continue;
+                    }
+                    Some(Command::Peer(command)) => {
+                        self.peer(command);
                         continue;
                     }
                     Some(Command::Close) | None => break,

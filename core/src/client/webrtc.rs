@@ -38,7 +38,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
-use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
@@ -48,6 +48,7 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
+use super::keyframe_requests::{is_keyframe_request, picture_loss, KeyframeRequestForwarder};
 use super::media::{MediaBackend, MediaSession, MediaStats, PeerCommand, PeerEvent};
 use super::pacing::{AudioFirstPacer, PacingState, PublishedEstimate};
 use crate::api::IceServer;
@@ -160,7 +161,11 @@ struct Handler {
     counters: Arc<Counters>,
     origin: Instant,
     connected: Arc<AtomicBool>,
+    remote_tracks: RemoteTracks,
 }
+
+/// The peer's video tracks (camera, screen), to send keyframe requests on.
+type RemoteTracks = Arc<std::sync::Mutex<Vec<(FrameKind, Arc<dyn TrackRemote>)>>>;
 
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
@@ -189,7 +194,8 @@ impl PeerConnectionEventHandler for Handler {
         let events = self.events.clone();
         let counters = Arc::clone(&self.counters);
         let origin = self.origin;
-        tokio::spawn(receive_track(track, events, counters, origin));
+        let remote_tracks = Arc::clone(&self.remote_tracks);
+        tokio::spawn(receive_track(track, events, counters, origin, remote_tracks));
     }
 }
 
@@ -199,9 +205,16 @@ async fn receive_track(
     events: mpsc::UnboundedSender<PeerEvent>,
     counters: Arc<Counters>,
     origin: Instant,
+    remote_tracks: RemoteTracks,
 ) {
     let kind = track.kind().await;
     let screen = track.track_id().await == SCREEN_TRACK_ID;
+    if kind == RtpCodecKind::Video {
+        let frame_kind = if screen { FrameKind::Screen } else { FrameKind::Video };
+        let mut tracks = remote_tracks.lock().unwrap_or_else(|e| e.into_inner());
+        tracks.retain(|(k, _)| *k != frame_kind);
+        tracks.push((frame_kind, Arc::clone(&track)));
+    }
     let (frame_kind, mut builder): (FrameKind, Box<dyn FnMut(rtc::rtp::Packet) -> Vec<Sample> + Send>) =
         if kind == RtpCodecKind::Audio {
             let mut builder = SampleBuilder::new(10, OpusPacket, 48_000);
@@ -561,7 +574,46 @@ fn interceptors(
             CongestionControlBuilder::new(PublishedEstimate::new(gcc, Arc::clone(pacing))).build(),
         )
         .with(Slot::TwccSender, TwccSenderBuilder::new().build())
-        .with(Slot::Pacer, AudioFirstPacer::new(Arc::clone(pacing))))
+        .with(Slot::Pacer, AudioFirstPacer::new(Arc::clone(pacing)))
+        // Last, so every interceptor has seen the inbound RTCP before it narrows it down.
+        .with(Slot::from(14_000), KeyframeRequestForwarder::default()))
+}
+
+/// Tells the app's encoder when the peer asks for a keyframe of this track (PLI or FIR: its
+/// decoder lost the picture).
+fn forward_keyframe_requests(
+    track: Arc<TrackLocalStaticSample>,
+    kind: FrameKind,
+    events: mpsc::UnboundedSender<PeerEvent>,
+) {
+    tokio::spawn(async move {
+        while let Some(event) = track.poll().await {
+            let TrackLocalEvent::OnRtcpPacket(packets) = event else { continue };
+            if packets.iter().any(|p| is_keyframe_request(p.as_ref()))
+                && events.send(PeerEvent::KeyframeNeeded(kind)).is_err()
+            {
+                return;
+            }
+        }
+    });
+}
+
+/// Asks the peer for a keyframe of its `kind` track (our decoder lost the picture).
+async fn request_keyframe(remote_tracks: &RemoteTracks, kind: FrameKind) -> Result<(), String> {
+    let track = remote_tracks
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(_, t)| Arc::clone(t));
+    let Some(track) = track else { return Ok(()) }; // nothing received yet: the first frame is a keyframe anyway
+    for ssrc in track.ssrcs().await {
+        track
+            .write_rtcp(vec![picture_loss(ssrc)])
+            .await
+            .map_err(|e| format!("cannot ask for a keyframe: {e}"))?;
+    }
+    Ok(())
 }
 
 async fn run_session(
@@ -595,11 +647,13 @@ async fn run_session(
         .build();
     let counters = Arc::new(Counters::default());
     let connected = Arc::new(AtomicBool::new(false));
+    let remote_tracks = RemoteTracks::default();
     let handler = Arc::new(Handler {
         events: events.clone(),
         counters: Arc::clone(&counters),
         origin,
         connected: Arc::clone(&connected),
+        remote_tracks: Arc::clone(&remote_tracks),
     });
     let pc: Arc<dyn PeerConnection> = Arc::new(
         PeerConnectionBuilder::new()
@@ -641,6 +695,10 @@ async fn run_session(
         }
         _ => None,
     };
+    forward_keyframe_requests(Arc::clone(&video.track), FrameKind::Video, events.clone());
+    if let Some(screen) = &screen {
+        forward_keyframe_requests(Arc::clone(&screen.track), FrameKind::Screen, events.clone());
+    }
     let mut sampler = StatsSampler::new(Instant::now());
     let mut frames_sent = 0u64;
 
@@ -712,6 +770,7 @@ async fn run_session(
                         }
                     }
                 }
+                PeerCommand::RequestKeyframe(kind) => request_keyframe(&remote_tracks, kind).await?,
                 PeerCommand::ReportStats => {
                     let now = Instant::now();
                     let report = pc.get_stats(now, StatsSelector::None).await;

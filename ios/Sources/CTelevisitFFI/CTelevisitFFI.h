@@ -299,6 +299,11 @@ void uniffi_televisit_ffi_fn_method_call_network_changed(uint64_t ptr, RustCallS
 void uniffi_televisit_ffi_fn_method_call_release(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_CALL_REQUEST_KEYFRAME
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_CALL_REQUEST_KEYFRAME
+void uniffi_televisit_ffi_fn_method_call_request_keyframe(uint64_t ptr, RustBuffer kind, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_CALL_ROLE
 #define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_CALL_ROLE
 RustBuffer uniffi_televisit_ffi_fn_method_call_role(uint64_t ptr, RustCallStatus *_Nonnull out_status
@@ -669,6 +674,12 @@ uint16_t uniffi_televisit_ffi_checksum_method_call_network_changed(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_CALL_RELEASE
 #define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_CALL_RELEASE
 uint16_t uniffi_televisit_ffi_checksum_method_call_release(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_CALL_REQUEST_KEYFRAME
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_CALL_REQUEST_KEYFRAME
+uint16_t uniffi_televisit_ffi_checksum_method_call_request_keyframe(void
     
 );
 #endif

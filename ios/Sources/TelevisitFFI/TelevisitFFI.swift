@@ -659,6 +659,12 @@ public protocol CallProtocol: AnyObject, Sendable {
     func release() 
     
     /**
+     * Asks the peer for a keyframe of its camera (`Video`) or screen (`Screen`): call it when the
+     * platform's decoder reports a broken picture. The peer hears `KeyframeRequested`.
+     */
+    func requestKeyframe(kind: MediaKind) throws 
+    
+    /**
      * This side's role, once the server accepted the link.
      */
     func role()  -> Role?
@@ -843,6 +849,19 @@ open func release()  {try! rustCall() {
         uniffiCallStatus in
     uniffi_televisit_ffi_fn_method_call_release(
             self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Asks the peer for a keyframe of its camera (`Video`) or screen (`Screen`): call it when the
+     * platform's decoder reports a broken picture. The peer hears `KeyframeRequested`.
+     */
+open func requestKeyframe(kind: MediaKind)throws   {try rustCallWithError(FfiConverterTypeCallError_lift) {
+        uniffiCallStatus in
+    uniffi_televisit_ffi_fn_method_call_request_keyframe(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeMediaKind_lower(kind),uniffiCallStatus
     )
 }
 }
@@ -2230,8 +2249,8 @@ public enum CallEvent: Equatable, Hashable {
          */frame: MediaFrame
     )
     /**
-     * Encode the next frame of this kind (camera or screen) as a keyframe: frames were dropped
-     * to stay within the bandwidth, and the frames that depend on them cannot be decoded.
+     * Encode the next frame of this kind (camera or screen) as a keyframe: the peer's decoder lost
+     * the picture, or frames were dropped to stay within the bandwidth.
      */
     case keyframeRequested(
         /**
@@ -3134,6 +3153,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_televisit_ffi_checksum_method_call_release() != 19081) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_televisit_ffi_checksum_method_call_request_keyframe() != 23755) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_televisit_ffi_checksum_method_call_role() != 45850) {

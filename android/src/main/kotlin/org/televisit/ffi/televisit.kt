@@ -718,6 +718,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_televisit_ffi_checksum_method_call_release(
     ): Int
+    external fun uniffi_televisit_ffi_checksum_method_call_request_keyframe(
+    ): Int
     external fun uniffi_televisit_ffi_checksum_method_call_role(
     ): Int
     external fun uniffi_televisit_ffi_checksum_method_call_send_chat(
@@ -774,6 +776,8 @@ internal object UniffiLib {
     external fun uniffi_televisit_ffi_fn_method_call_network_changed(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_televisit_ffi_fn_method_call_release(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_televisit_ffi_fn_method_call_request_keyframe(`ptr`: Long,`kind`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_televisit_ffi_fn_method_call_role(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -941,6 +945,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_televisit_ffi_checksum_method_call_release() and 0xFFFF) != 19081) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_televisit_ffi_checksum_method_call_request_keyframe() and 0xFFFF) != 23755) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_televisit_ffi_checksum_method_call_role() and 0xFFFF) != 45850) {
@@ -1524,6 +1531,12 @@ public interface CallInterface {
     fun `release`()
     
     /**
+     * Asks the peer for a keyframe of its camera (`Video`) or screen (`Screen`): call it when the
+     * platform's decoder reports a broken picture. The peer hears `KeyframeRequested`.
+     */
+    fun `requestKeyframe`(`kind`: MediaKind)
+    
+    /**
      * This side's role, once the server accepted the link.
      */
     fun `role`(): Role?
@@ -1780,6 +1793,24 @@ open class Call: Disposable, AutoCloseable, CallInterface
     UniffiLib.uniffi_televisit_ffi_fn_method_call_release(
         it,
         _status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Asks the peer for a keyframe of its camera (`Video`) or screen (`Screen`): call it when the
+     * platform's decoder reports a broken picture. The peer hears `KeyframeRequested`.
+     */
+    @Throws(CallException::class)override fun `requestKeyframe`(`kind`: MediaKind)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(CallException) { _status ->
+    UniffiLib.uniffi_televisit_ffi_fn_method_call_request_keyframe(
+        it,
+        
+        FfiConverterTypeMediaKind.lower(`kind`),_status)
 }
     }
     
@@ -3185,8 +3216,8 @@ sealed class CallEvent {
     }
     
     /**
-     * Encode the next frame of this kind (camera or screen) as a keyframe: frames were dropped
-     * to stay within the bandwidth, and the frames that depend on them cannot be decoded.
+     * Encode the next frame of this kind (camera or screen) as a keyframe: the peer's decoder lost
+     * the picture, or frames were dropped to stay within the bandwidth.
      */
     data class KeyframeRequested(
         /**
