@@ -155,6 +155,58 @@ mod tests {
         assert_eq!(feed(&mut scorer, 40.0), Some(QualityLevel::Excellent));
     }
 
+    /// One sample of the shared vectors (`quality_vectors.json`, also run against the web page's
+    /// `quality.js`), with the level expected.
+    #[derive(serde::Deserialize)]
+    struct Vector {
+        now_ms: i64,
+        rtt_ms: Option<f64>,
+        loss_percent: Option<f64>,
+        jitter_ms: Option<f64>,
+        last_packet_at_ms: Option<i64>,
+        #[serde(alias = "shown")]
+        level: QualityLevel,
+    }
+
+    impl Vector {
+        fn sample(&self) -> QualitySample {
+            QualitySample {
+                rtt_ms: self.rtt_ms,
+                loss_percent: self.loss_percent,
+                jitter_ms: self.jitter_ms,
+                last_packet_at_ms: self.last_packet_at_ms,
+            }
+        }
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Sequence {
+        name: String,
+        steps: Vec<Vector>,
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Vectors {
+        scores: Vec<Vector>,
+        sequences: Vec<Sequence>,
+    }
+
+    #[test]
+    fn the_shared_vectors_pass_the_same_as_in_the_web_page() {
+        let vectors: Vectors =
+            serde_json::from_str(include_str!("quality_vectors.json")).expect("valid vectors");
+        for (i, v) in vectors.scores.iter().enumerate() {
+            assert_eq!(score(&v.sample(), v.now_ms), v.level, "score vector {i}");
+        }
+        for sequence in &vectors.sequences {
+            let mut scorer = QualityScorer::default();
+            for (i, step) in sequence.steps.iter().enumerate() {
+                scorer.update(&step.sample(), step.now_ms);
+                assert_eq!(scorer.level(), step.level, "{}: step {i}", sequence.name);
+            }
+        }
+    }
+
     #[test]
     fn lost_shows_at_once_and_clears_at_once() {
         let mut scorer = QualityScorer::default();
