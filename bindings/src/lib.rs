@@ -492,6 +492,11 @@ pub enum CallEvent {
         /// The rung.
         rung: VideoRung,
     },
+    /// The video bitrate to encode at now, within the rung (from the bandwidth estimate).
+    EncoderBitrate {
+        /// Bits per second.
+        bitrate_bps: u64,
+    },
     /// A frame from the peer, to decode with the platform's codec.
     RemoteFrame {
         /// The frame.
@@ -540,6 +545,7 @@ impl From<ClientEvent> for CallEvent {
             ClientEvent::Stats(stats) => CallEvent::Stats { stats: stats.into() },
             ClientEvent::QualityChanged(level) => CallEvent::QualityChanged { level: level.into() },
             ClientEvent::VideoRungChanged(rung) => CallEvent::VideoRungChanged { rung: rung.into() },
+            ClientEvent::EncoderBitrate(bitrate_bps) => CallEvent::EncoderBitrate { bitrate_bps },
             ClientEvent::RemoteFrame(frame) => CallEvent::RemoteFrame { frame: frame.into() },
             ClientEvent::KeyframeRequested(kind) => CallEvent::KeyframeRequested { kind: kind.into() },
         }

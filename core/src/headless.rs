@@ -334,6 +334,7 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
     let mut voice = OpusDecoder::new().map_err(codec_error)?;
     let mut connected_at: Option<Instant> = None;
     let mut keyframe_asked_at: Option<Instant> = None;
+    let mut rung_now = video::default_target().rung;
     let mut muted = false;
     let (mut video_frames, mut audio_frames, mut audio_decoded) = (0u64, 0u64, 0u64);
     let outcome = loop {
@@ -398,7 +399,11 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
             }
             Some(ClientEvent::VideoRungChanged(rung)) => {
                 let _ = writeln!(out, "event: video {}", rung.name);
+                rung_now = rung;
                 media.set_rung(rung);
+            }
+            Some(ClientEvent::EncoderBitrate(bitrate_bps)) => {
+                media.set_target(EncoderTarget { rung: rung_now, bitrate_bps });
             }
             // The synthetic camera sends a keyframe every second anyway.
             Some(ClientEvent::KeyframeRequested(FrameKind::Video)) => media.request_keyframe(),

@@ -310,6 +310,17 @@ async fn a_low_bandwidth_estimate_steps_the_video_ladder_down() {
         })
         .unwrap();
     assert!(estimate <= 400_000, "the estimate the ladder followed: {estimate}");
+    // The encoder is told the bitrate within the rung too: the video's share of the estimate.
+    let bitrate = doctor_events
+        .events()
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            ClientEvent::EncoderBitrate(bps) => Some(*bps),
+            _ => None,
+        })
+        .expect("an encoder bitrate");
+    assert!((100_000..=336_000).contains(&bitrate), "encoder bitrate under a 400 kbps estimate: {bitrate}");
 
     stop.store(true, Ordering::Relaxed);
     sender.join().unwrap();

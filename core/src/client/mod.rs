@@ -38,8 +38,11 @@ pub enum ClientEvent {
     Stats(MediaStats),
     /// The connection quality level changed (see [`crate::call::quality`] for the rule).
     QualityChanged(QualityLevel),
-    /// The adaptive bitrate chose another rung of the ladder.
+    /// The adaptive bitrate chose another rung of the ladder: encode at its size and frame rate.
     VideoRungChanged(Rung),
+    /// The video bitrate to encode at now, within the rung (from the bandwidth estimate); sent
+    /// when it moved by a tenth or more, and with every rung change.
+    EncoderBitrate(u64),
     /// A frame from the peer (encoded; decode it with the platform's codec, or with
     /// `crate::codec` when the core is built with the `software-codec` feature).
     RemoteFrame(EncodedFrame),
@@ -316,6 +319,8 @@ struct Driver {
     machine: CallMachine,
     scorer: QualityScorer,
     ladder: BitrateLadder,
+    /// The encoder bitrate the app was last told.
+    told_bitrate_bps: Option<u64>,
     origin: Instant,
     commands: mpsc::UnboundedSender<Command>,
     events: EventSender,
@@ -342,6 +347,7 @@ impl Driver {
             machine: CallMachine::new(),
             scorer: QualityScorer::default(),
             ladder: BitrateLadder::new(&options.start_video, &options.max_video),
+            told_bitrate_bps: None,
             origin: Instant::now(),
             commands,
             events,
@@ -539,6 +545,12 @@ impl Driver {
             self.peer(PeerCommand::SetEncoderTarget(target));
             if changed {
                 let _ = self.events.send(ClientEvent::VideoRungChanged(target.rung));
+            }
+            let moved =
+                self.told_bitrate_bps.is_none_or(|told| target.bitrate_bps.abs_diff(told) * 10 >= told);
+            if changed || moved {
+                self.told_bitrate_bps = Some(target.bitrate_bps);
+                let _ = self.events.send(ClientEvent::EncoderBitrate(target.bitrate_bps));
             }
         }
         let _ = self.events.send(ClientEvent::Stats(stats));

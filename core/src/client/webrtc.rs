@@ -749,7 +749,7 @@ async fn run_session(
                     }
                     None => return Err("only the doctor's connection has a screen-share track".into()),
                 },
-                // The encoder is the app's: the driver tells it through `VideoRungChanged`.
+                // The encoder is the app's: the driver tells it (`VideoRungChanged`, `EncoderBitrate`).
                 PeerCommand::SetEncoderTarget(_) => {}
                 PeerCommand::SendFrame(frame) => {
                     if connected.load(Ordering::Relaxed) {

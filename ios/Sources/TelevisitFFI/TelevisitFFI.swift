@@ -2241,6 +2241,14 @@ public enum CallEvent: Equatable, Hashable {
          */rung: VideoRung
     )
     /**
+     * The video bitrate to encode at now, within the rung (from the bandwidth estimate).
+     */
+    case encoderBitrate(
+        /**
+         * Bits per second.
+         */bitrateBps: UInt64
+    )
+    /**
      * A frame from the peer, to decode with the platform's codec.
      */
     case remoteFrame(
@@ -2324,10 +2332,13 @@ public struct FfiConverterTypeCallEvent: FfiConverterRustBuffer {
         case 16: return .videoRungChanged(rung: try FfiConverterTypeVideoRung.read(from: &buf)
         )
         
-        case 17: return .remoteFrame(frame: try FfiConverterTypeMediaFrame.read(from: &buf)
+        case 17: return .encoderBitrate(bitrateBps: try FfiConverterUInt64.read(from: &buf)
         )
         
-        case 18: return .keyframeRequested(kind: try FfiConverterTypeMediaKind.read(from: &buf)
+        case 18: return .remoteFrame(frame: try FfiConverterTypeMediaFrame.read(from: &buf)
+        )
+        
+        case 19: return .keyframeRequested(kind: try FfiConverterTypeMediaKind.read(from: &buf)
         )
         
         default: throw UniffiInternalError.unexpectedEnumCase
@@ -2419,13 +2430,18 @@ public struct FfiConverterTypeCallEvent: FfiConverterRustBuffer {
             FfiConverterTypeVideoRung.write(rung, into: &buf)
             
         
-        case let .remoteFrame(frame):
+        case let .encoderBitrate(bitrateBps):
             writeInt(&buf, Int32(17))
+            FfiConverterUInt64.write(bitrateBps, into: &buf)
+            
+        
+        case let .remoteFrame(frame):
+            writeInt(&buf, Int32(18))
             FfiConverterTypeMediaFrame.write(frame, into: &buf)
             
         
         case let .keyframeRequested(kind):
-            writeInt(&buf, Int32(18))
+            writeInt(&buf, Int32(19))
             FfiConverterTypeMediaKind.write(kind, into: &buf)
             
         }

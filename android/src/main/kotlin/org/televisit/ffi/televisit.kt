@@ -3201,6 +3201,21 @@ sealed class CallEvent {
     }
     
     /**
+     * The video bitrate to encode at now, within the rung (from the bandwidth estimate).
+     */
+    data class EncoderBitrate(
+        /**
+         * Bits per second.
+         */
+        val `bitrateBps`: kotlin.ULong) : CallEvent()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
      * A frame from the peer, to decode with the platform's codec.
      */
     data class RemoteFrame(
@@ -3294,10 +3309,13 @@ public object FfiConverterTypeCallEvent : FfiConverterRustBuffer<CallEvent>{
             16 -> CallEvent.VideoRungChanged(
                 FfiConverterTypeVideoRung.read(buf),
                 )
-            17 -> CallEvent.RemoteFrame(
+            17 -> CallEvent.EncoderBitrate(
+                FfiConverterULong.read(buf),
+                )
+            18 -> CallEvent.RemoteFrame(
                 FfiConverterTypeMediaFrame.read(buf),
                 )
-            18 -> CallEvent.KeyframeRequested(
+            19 -> CallEvent.KeyframeRequested(
                 FfiConverterTypeMediaKind.read(buf),
                 )
             else -> throw RuntimeException("invalid enum value, something is very wrong!!")
@@ -3418,6 +3436,13 @@ public object FfiConverterTypeCallEvent : FfiConverterRustBuffer<CallEvent>{
                 + FfiConverterTypeVideoRung.allocationSize(value.`rung`)
             )
         }
+        is CallEvent.EncoderBitrate -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterULong.allocationSize(value.`bitrateBps`)
+            )
+        }
         is CallEvent.RemoteFrame -> {
             // Add the size for the Int that specifies the variant plus the size needed for all fields
             (
@@ -3517,13 +3542,18 @@ public object FfiConverterTypeCallEvent : FfiConverterRustBuffer<CallEvent>{
                 FfiConverterTypeVideoRung.write(value.`rung`, buf)
                 Unit
             }
-            is CallEvent.RemoteFrame -> {
+            is CallEvent.EncoderBitrate -> {
                 buf.putInt(17)
+                FfiConverterULong.write(value.`bitrateBps`, buf)
+                Unit
+            }
+            is CallEvent.RemoteFrame -> {
+                buf.putInt(18)
                 FfiConverterTypeMediaFrame.write(value.`frame`, buf)
                 Unit
             }
             is CallEvent.KeyframeRequested -> {
-                buf.putInt(18)
+                buf.putInt(19)
                 FfiConverterTypeMediaKind.write(value.`kind`, buf)
                 Unit
             }
