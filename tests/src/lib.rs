@@ -115,6 +115,22 @@ fn uuid_like() -> String {
     format!("{}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed), Clock::default().now_ms())
 }
 
+/// A WebRTC backend that gathers loopback candidates only, so no test traffic leaves the machine.
+pub fn loopback_media() -> Arc<televisit_core::client::webrtc::WebRtcMedia> {
+    use televisit_core::client::webrtc::{WebRtcMedia, WebRtcSettings};
+    Arc::new(WebRtcMedia::new(WebRtcSettings { udp_addrs: vec!["127.0.0.1:0".into()], ..Default::default() }))
+}
+
+/// A call client on [`loopback_media`] that records its events, already joining.
+pub fn join_loopback(link: &str) -> (Arc<televisit_core::client::CallClient>, Arc<Recorder>) {
+    use televisit_core::client::{CallClient, CallOptions};
+    let recorder = Arc::new(Recorder::default());
+    let client = CallClient::new(link, recorder.clone(), loopback_media(), CallOptions::default())
+        .expect("valid link");
+    client.join();
+    (Arc::new(client), recorder)
+}
+
 /// Records every event and lets a test wait for one.
 #[derive(Default)]
 pub struct Recorder {

@@ -6,23 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use televisit_core::call::machine::{CallEvent, CallState};
-use televisit_core::client::webrtc::{WebRtcMedia, WebRtcSettings};
-use televisit_core::client::{CallClient, CallOptions, ClientEvent};
+use televisit_core::client::ClientEvent;
 use televisit_core::frame::{EncodedFrame, FrameKind};
-use televisit_tests::{Recorder, TestServer};
+use televisit_tests::{join_loopback, Recorder, TestServer};
 
 const WAIT: Duration = Duration::from_secs(15);
-
-fn join(link: &str) -> (Arc<CallClient>, Arc<Recorder>) {
-    let recorder = Arc::new(Recorder::default());
-    let media = Arc::new(WebRtcMedia::new(WebRtcSettings {
-        udp_addrs: vec!["127.0.0.1:0".into()],
-        ..Default::default()
-    }));
-    let client = CallClient::new(link, recorder.clone(), media, CallOptions::default()).expect("valid link");
-    client.join();
-    (Arc::new(client), recorder)
-}
 
 /// A small camera frame: far below any bandwidth estimate, so the sender never drops one (a drop
 /// would also ask for a keyframe and blur what this test checks).
@@ -42,8 +30,8 @@ fn keyframe_requests(events: &Recorder) -> usize {
 async fn a_keyframe_request_from_the_patient_reaches_the_doctors_encoder() {
     let server = TestServer::start(|_| {}).await;
     let visit = server.started_visit().await;
-    let (patient, patient_events) = join(&visit.patient_link);
-    let (doctor, doctor_events) = join(&visit.doctor_link);
+    let (patient, patient_events) = join_loopback(&visit.patient_link);
+    let (doctor, doctor_events) = join_loopback(&visit.doctor_link);
     for events in [&doctor_events, &patient_events] {
         events.wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::Connected)));
     }

@@ -6,26 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use televisit_core::call::machine::{CallEvent, CallState};
-use televisit_core::client::webrtc::{WebRtcMedia, WebRtcSettings};
-use televisit_core::client::{CallClient, CallOptions, ClientEvent};
+use televisit_core::client::ClientEvent;
 use televisit_core::error::CallError;
 use televisit_core::frame::{EncodedFrame, FrameKind};
 use televisit_core::headless::spawn_synthetic_media;
 use televisit_tests::counted::counter as frame_counter;
-use televisit_tests::{Recorder, TestServer};
+use televisit_tests::{join_loopback, Recorder, TestServer};
 
 const WAIT: Duration = Duration::from_secs(15);
-
-fn join(link: &str) -> (Arc<CallClient>, Arc<Recorder>) {
-    let recorder = Arc::new(Recorder::default());
-    let media = Arc::new(WebRtcMedia::new(WebRtcSettings {
-        udp_addrs: vec!["127.0.0.1:0".into()],
-        ..Default::default()
-    }));
-    let client = CallClient::new(link, recorder.clone(), media, CallOptions::default()).expect("valid link");
-    client.join();
-    (Arc::new(client), recorder)
-}
 
 /// Screen frame `n`: a keyframe every 10th, with the counter at bytes 2..6 like the synthetic media.
 fn screen_frame(n: u32) -> EncodedFrame {
@@ -51,10 +39,10 @@ fn screen_counters(events: &Recorder) -> Vec<u32> {
 async fn the_doctors_shared_screen_reaches_the_patient_as_screen_frames_and_a_patient_cannot_share() {
     let server = TestServer::start(|_| {}).await;
     let visit = server.started_visit().await;
-    let (patient, patient_events) = join(&visit.patient_link);
+    let (patient, patient_events) = join_loopback(&visit.patient_link);
     patient_events
         .wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::WaitingRoom)));
-    let (doctor, doctor_events) = join(&visit.doctor_link);
+    let (doctor, doctor_events) = join_loopback(&visit.doctor_link);
     for events in [&doctor_events, &patient_events] {
         events.wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::Connected)));
     }

@@ -8,26 +8,13 @@ use std::time::{Duration, Instant};
 
 use televisit_core::call::ladder::LADDER;
 use televisit_core::call::machine::{CallEvent, CallState};
-use televisit_core::client::webrtc::{WebRtcMedia, WebRtcSettings};
-use televisit_core::client::{CallClient, CallOptions, ClientEvent};
+use televisit_core::client::{CallClient, ClientEvent};
 use televisit_core::codec::audio::{OpusDecoder, FRAME_SAMPLES};
 use televisit_core::frame::FrameKind;
 use televisit_core::headless::{spawn_synthetic_media, PictureReader, SyntheticMedia};
-use televisit_tests::{CuttableProxy, Recorder, TestServer};
+use televisit_tests::{join_loopback, CuttableProxy, Recorder, TestServer};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn media() -> Arc<WebRtcMedia> {
-    Arc::new(WebRtcMedia::new(WebRtcSettings { udp_addrs: vec!["127.0.0.1:0".into()], ..Default::default() }))
-}
-
-fn join(link: &str) -> (Arc<CallClient>, Arc<Recorder>) {
-    let recorder = Arc::new(Recorder::default());
-    let client =
-        CallClient::new(link, recorder.clone(), media(), CallOptions::default()).expect("valid link");
-    client.join();
-    (Arc::new(client), recorder)
-}
 
 /// Sends the live-encoded test pattern and tone (doctor's pictures count from 0x1000_0000,
 /// patient's from 0x2000_0000) until `stop`.
@@ -96,11 +83,11 @@ fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
 async fn video_and_audio_flow_both_ways_over_a_real_peer_connection() {
     let server = TestServer::start(|_| {}).await;
     let visit = server.started_visit().await;
-    let (patient, patient_events) = join(&visit.patient_link);
+    let (patient, patient_events) = join_loopback(&visit.patient_link);
     patient_events
         .wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::WaitingRoom)));
     let joined_at = Instant::now();
-    let (doctor, doctor_events) = join(&visit.doctor_link);
+    let (doctor, doctor_events) = join_loopback(&visit.doctor_link);
     for events in [&doctor_events, &patient_events] {
         events.wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::Connected)));
     }
@@ -188,10 +175,10 @@ async fn cutting_signaling_mid_call_does_not_stop_the_media() {
     let server = TestServer::start(|_| {}).await;
     let visit = server.started_visit().await;
     let proxy = CuttableProxy::start(server.server.addr).await;
-    let (patient, patient_events) = join(&proxy.link(&visit.patient_link, server.server.addr));
+    let (patient, patient_events) = join_loopback(&proxy.link(&visit.patient_link, server.server.addr));
     patient_events
         .wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::WaitingRoom)));
-    let (doctor, doctor_events) = join(&visit.doctor_link);
+    let (doctor, doctor_events) = join_loopback(&visit.doctor_link);
     patient_events.wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::Connected)));
     let stop = Arc::new(AtomicBool::new(false));
     let sender = start_sending(doctor.clone(), stop.clone());

@@ -10,13 +10,9 @@ use televisit_core::client::webrtc::{WebRtcMedia, WebRtcSettings};
 use televisit_core::client::{CallClient, CallListener, CallOptions, ClientEvent};
 use televisit_core::frame::{EncodedFrame, FrameKind};
 use televisit_tests::counted::{audio_frame as synthetic_audio_frame, counter as frame_counter};
-use televisit_tests::{Recorder, TestServer};
+use televisit_tests::{loopback_media, Recorder, TestServer};
 
 const WAIT: Duration = Duration::from_secs(15);
-
-fn media() -> Arc<WebRtcMedia> {
-    Arc::new(WebRtcMedia::new(WebRtcSettings { udp_addrs: vec!["127.0.0.1:0".into()], ..Default::default() }))
-}
 
 /// A backend whose bandwidth estimate can never exceed `max_bps`, like a thin uplink.
 fn thin_uplink_media(max_bps: u64) -> Arc<WebRtcMedia> {
@@ -48,13 +44,15 @@ async fn connected_call(
 ) -> (Arc<CallClient>, Arc<Recorder>, Arc<CallClient>) {
     let visit = server.started_visit().await;
     let patient =
-        CallClient::new(&visit.patient_link, patient_listener, media(), CallOptions::default()).unwrap();
+        CallClient::new(&visit.patient_link, patient_listener, loopback_media(), CallOptions::default())
+            .unwrap();
     patient.join();
     patient_events
         .wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::WaitingRoom)));
     let doctor_events = Arc::new(Recorder::default());
     let doctor =
-        CallClient::new(&visit.doctor_link, doctor_events.clone(), media(), CallOptions::default()).unwrap();
+        CallClient::new(&visit.doctor_link, doctor_events.clone(), loopback_media(), CallOptions::default())
+            .unwrap();
     doctor.join();
     for events in [&*doctor_events, patient_events] {
         events.wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::Connected)));
@@ -251,9 +249,13 @@ async fn a_low_bandwidth_estimate_steps_the_video_ladder_down() {
     let server = TestServer::start(|_| {}).await;
     let visit = server.started_visit().await;
     let patient_events = Arc::new(Recorder::default());
-    let patient =
-        CallClient::new(&visit.patient_link, patient_events.clone(), media(), CallOptions::default())
-            .unwrap();
+    let patient = CallClient::new(
+        &visit.patient_link,
+        patient_events.clone(),
+        loopback_media(),
+        CallOptions::default(),
+    )
+    .unwrap();
     patient.join();
     patient_events
         .wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::WaitingRoom)));
