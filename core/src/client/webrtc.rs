@@ -1060,6 +1060,103 @@ async fn run_session(
 mod tests {
     use super::*;
 
+    /// The video m-lines' codec names in order, from an SDP.
+    fn video_codec_names(sdp: &str) -> Vec<Vec<String>> {
+        let sections = sdp.split("m=").filter(|s| s.starts_with("video "));
+        sections
+            .map(|section| {
+                let m_line = section.lines().next().unwrap_or_default();
+                m_line
+                    .split_whitespace()
+                    .skip(3)
+                    .filter_map(|pt| {
+                        let prefix = format!("a=rtpmap:{pt} ");
+                        section.lines().find_map(|l| l.strip_prefix(prefix.as_str()))
+                    })
+                    .map(|name| name.split('/').next().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .collect()
+    }
+
+    async fn offer(video_codecs: Vec<VideoCodec>) -> String {
+        let media = WebRtcMedia::new(WebRtcSettings {
+            udp_addrs: vec!["127.0.0.1:0".into()],
+            video_codecs,
+            ..Default::default()
+        });
+        let (events, mut event_rx) = mpsc::unbounded_channel();
+        let mut session = media.create_session(vec![], Role::Doctor, Instant::now(), events);
+        session.command(PeerCommand::CreateOffer { ice_restart: false });
+        let offer = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match event_rx.recv().await.expect("the session runs") {
+                    PeerEvent::LocalOffer(sdp) => return sdp,
+                    PeerEvent::Warning(w) => panic!("{w}"),
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("an offer");
+        session.command(PeerCommand::Close);
+        offer
+    }
+
+    #[tokio::test]
+    async fn offers_list_exactly_our_video_codecs_in_our_order_on_both_video_m_lines() {
+        let h264_first = offer(vec![VideoCodec::H264, VideoCodec::Vp8]).await;
+        let names = video_codec_names(&h264_first);
+        assert_eq!(names.len(), 2, "camera and screen: {h264_first}");
+        for codecs in &names {
+            assert_eq!(codecs, &["H264", "rtx", "VP8", "rtx"], "{h264_first}");
+        }
+        assert!(h264_first.contains("packetization-mode=1;profile-level-id=42e01f"), "{h264_first}");
+        assert_eq!(
+            first_video_codec(&h264_first, &[VideoCodec::Vp8, VideoCodec::H264]),
+            Some(VideoCodec::H264)
+        );
+
+        let vp8_only = offer(vec![VideoCodec::Vp8]).await;
+        assert_eq!(video_codec_names(&vp8_only)[0], ["VP8", "rtx"], "{vp8_only}");
+        assert!(!vp8_only.contains("H264"));
+    }
+
+    #[test]
+    fn the_first_supported_codec_of_the_first_video_m_line_is_chosen() {
+        let sdp = "v=0\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+            a=rtpmap:111 opus/48000/2\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 100 127 96 97 125\r\n\
+            a=rtpmap:96 VP8/90000\r\n\
+            a=rtpmap:97 rtx/90000\r\n\
+            a=fmtp:97 apt=96\r\n\
+            a=rtpmap:100 VP9/90000\r\n\
+            a=rtpmap:127 H264/90000\r\n\
+            a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42001f\r\n\
+            a=rtpmap:125 H264/90000\r\n\
+            a=fmtp:125 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 125\r\n\
+            a=rtpmap:125 H264/90000\r\n";
+        let both = [VideoCodec::H264, VideoCodec::Vp8];
+        // VP9 is not ours and H.264 in packetization mode 0 cannot carry our access units.
+        assert_eq!(first_video_codec(sdp, &both), Some(VideoCodec::Vp8));
+        let without_vp8 = sdp.replace(" 100 127 96 97 125", " 100 127 125 96 97");
+        assert_eq!(
+            first_video_codec(&without_vp8, &both),
+            Some(VideoCodec::H264),
+            "the SDP's order, not ours"
+        );
+        assert_eq!(first_video_codec(&without_vp8, &[VideoCodec::Vp8]), Some(VideoCodec::Vp8));
+        let only_mode_0 = sdp.replace(" 100 127 96 97 125", " 100 127 96 97");
+        assert_eq!(
+            first_video_codec(&only_mode_0, &[VideoCodec::H264]),
+            None,
+            "the second m-line is not read"
+        );
+        assert_eq!(first_video_codec("v=0\r\nm=audio 9 RTP/AVP 0\r\n", &both), None);
+    }
+
     #[test]
     fn jitter_in_rtp_units_becomes_milliseconds_at_the_codec_clock_rate() {
         assert_eq!(jitter_ms(900.0, 90_000), 10.0);
