@@ -29,20 +29,19 @@ fn join(link: &str, video_codecs: Vec<VideoCodec>) -> (Arc<CallClient>, Arc<Reco
 
 /// A small VP8-looking frame with counter `n` in bytes 2..6 (a keyframe every 10th).
 fn vp8_frame(n: u32) -> EncodedFrame {
-    let keyframe = n % 10 == 0;
+    let keyframe = n.is_multiple_of(10);
     let mut data = vec![if keyframe { 0x10 } else { 0x11 }, 1];
     data.extend_from_slice(&n.to_be_bytes());
     data.resize(600, 0x33);
     EncodedFrame { kind: FrameKind::Video, data, duration: Duration::from_millis(100), keyframe }
 }
 
-/// A NAL unit of this header byte carrying counter `n`, `len` bytes long. No byte pattern in it
-/// looks like a start code (the filler is 0x5a, the counter stays far below 0x0100_0000... and
-/// is followed by a non-zero byte anyway).
+/// A NAL unit of this header byte carrying counter `n`, `len` bytes long. Like a real one (after
+/// emulation prevention) it holds no `00 00 01`: the counter is written as four 7-bit digits with
+/// the top bit set, and the filler is 0x5a.
 fn nal(header: u8, n: u32, len: usize) -> Vec<u8> {
     let mut nal = vec![header];
-    nal.extend_from_slice(&n.to_be_bytes());
-    nal.push(0x5a);
+    nal.extend((0..4).rev().map(|k| 0x80 | ((n >> (7 * k)) & 0x7f) as u8));
     nal.resize(len, 0x5a);
     nal
 }
@@ -51,7 +50,7 @@ fn nal(header: u8, n: u32, len: usize) -> Vec<u8> {
 /// one non-IDR slice otherwise. The IDR slice is larger than an RTP packet, so it travels as
 /// FU-A fragments; SPS and PPS go as a STAP-A.
 fn h264_nals(n: u32) -> Vec<Vec<u8>> {
-    if n % 10 == 0 {
+    if n.is_multiple_of(10) {
         vec![nal(0x67, n, 12), nal(0x68, n, 6), nal(0x65, n, 3000)]
     } else {
         vec![nal(0x41, n, 500)]
@@ -65,13 +64,18 @@ fn h264_frame(n: u32) -> EncodedFrame {
         data.extend_from_slice(&[0, 0, 0, 1]);
         data.extend_from_slice(&nal);
     }
-    EncodedFrame { kind: FrameKind::Video, data, duration: Duration::from_millis(100), keyframe: n % 10 == 0 }
+    EncodedFrame {
+        kind: FrameKind::Video,
+        data,
+        duration: Duration::from_millis(100),
+        keyframe: n.is_multiple_of(10),
+    }
 }
 
 /// The counter of an H.264 access unit made by [`h264_frame`] (bytes 1..5 of its first NAL unit).
 fn h264_counter(frame: &EncodedFrame) -> Option<u32> {
     let first = h264_nal_units(&frame.data).next()?;
-    first.get(1..5).map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")))
+    first.get(1..5).map(|digits| digits.iter().fold(0, |n, d| (n << 7) | u32::from(d & 0x7f)))
 }
 
 fn connected(events: &Recorder) {
@@ -196,11 +200,15 @@ async fn the_answerer_sends_the_offers_first_choice_h264_and_access_units_cross_
         let n = h264_counter(frame).expect("an access unit with a counter");
         let nals: Vec<Vec<u8>> = h264_nal_units(&frame.data).map(<[u8]>::to_vec).collect();
         assert_eq!(nals, h264_nals(n), "access unit {n} crossed intact");
-        assert_eq!(frame.keyframe, n % 10 == 0, "access unit {n}: keyframe iff it holds an IDR slice");
+        assert_eq!(
+            frame.keyframe,
+            n.is_multiple_of(10),
+            "access unit {n}: keyframe iff it holds an IDR slice"
+        );
         counters.push(n);
     }
-    assert!(counters.windows(2).all(|w| w[0] < w[1]), "in order: {counters:?}");
-    let keyframes: Vec<u32> = counters.iter().copied().filter(|n| n % 10 == 0).collect();
+    assert!(counters.windows(2).all(|w| w[1] == w[0] + 1), "all of them, in order: {counters:?}");
+    let keyframes: Vec<u32> = counters.iter().copied().filter(|n| n.is_multiple_of(10)).collect();
     assert!(keyframes.len() >= 2, "keyframes (SPS/PPS/IDR, FU-A) arrived too: {counters:?}");
     assert!(frames.iter().filter(|f| f.keyframe).all(|f| {
         h264_nal_units(&f.data).map(nal_type).collect::<Vec<_>>() == vec![Some(7), Some(8), Some(5)]
