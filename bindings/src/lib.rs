@@ -285,9 +285,9 @@ pub struct CallStats {
     pub frames_sent: u64,
     /// Remote video frames received so far.
     pub frames_received: u64,
-    /// Remote video width.
+    /// Remote video width (from VP8 keyframes; 0 while the camera arrives in H.264).
     pub frame_width: u32,
-    /// Remote video height.
+    /// Remote video height (from VP8 keyframes; 0 while the camera arrives in H.264).
     pub frame_height: u32,
     /// Remote frames per second.
     pub frame_rate: f64,

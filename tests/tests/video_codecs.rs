@@ -165,10 +165,13 @@ async fn both_sides_preferring_vp8_use_vp8_and_frames_flow() {
     assert_eq!(codec_events(&patient_events), (vec![VideoCodec::Vp8], vec![VideoCodec::Vp8]));
     assert_event_order(&patient_events);
     assert_event_order(&doctor_events);
+    let mut counters = Vec::new();
     for frame in &frames {
         let n = u32::from_be_bytes(frame.data[2..6].try_into().unwrap());
         assert_eq!(*frame, vp8_frame(n), "frame {n} crossed intact");
+        counters.push(n);
     }
+    assert!(counters.windows(2).all(|w| w[1] == w[0] + 1), "all of them, in order: {counters:?}");
     doctor.close();
     patient.close();
 }

@@ -27,9 +27,9 @@ pub struct MediaStats {
     pub frames_sent: u64,
     /// Remote video frames decoded (or handed to the app) so far.
     pub frames_received: u64,
-    /// Remote video frame width.
+    /// Remote video frame width (read from VP8 keyframes; 0 while the camera arrives in H.264).
     pub frame_width: u32,
-    /// Remote video frame height.
+    /// Remote video frame height (read from VP8 keyframes; 0 while the camera arrives in H.264).
     pub frame_height: u32,
     /// Remote frames per second over the last second.
     pub frame_rate: f64,

@@ -1332,11 +1332,11 @@ public struct CallStats: Equatable, Hashable {
      */
     public var framesReceived: UInt64
     /**
-     * Remote video width.
+     * Remote video width (from VP8 keyframes; 0 while the camera arrives in H.264).
      */
     public var frameWidth: UInt32
     /**
-     * Remote video height.
+     * Remote video height (from VP8 keyframes; 0 while the camera arrives in H.264).
      */
     public var frameHeight: UInt32
     /**
@@ -1377,10 +1377,10 @@ public struct CallStats: Equatable, Hashable {
          * Remote video frames received so far.
          */framesReceived: UInt64, 
         /**
-         * Remote video width.
+         * Remote video width (from VP8 keyframes; 0 while the camera arrives in H.264).
          */frameWidth: UInt32, 
         /**
-         * Remote video height.
+         * Remote video height (from VP8 keyframes; 0 while the camera arrives in H.264).
          */frameHeight: UInt32, 
         /**
          * Remote frames per second.

@@ -2410,12 +2410,12 @@ data class CallStats (
     var `framesReceived`: kotlin.ULong
     , 
     /**
-     * Remote video width.
+     * Remote video width (from VP8 keyframes; 0 while the camera arrives in H.264).
      */
     var `frameWidth`: kotlin.UInt
     , 
     /**
-     * Remote video height.
+     * Remote video height (from VP8 keyframes; 0 while the camera arrives in H.264).
      */
     var `frameHeight`: kotlin.UInt
     , 
