@@ -17,7 +17,7 @@ use televisit_core::client::media::MediaStats;
 use televisit_core::client::webrtc::{WebRtcMedia, WebRtcSettings};
 use televisit_core::client::{self as core_client, CallClient, ClientEvent};
 use televisit_core::error::CallError as CoreError;
-use televisit_core::frame::{EncodedFrame, FrameKind};
+use televisit_core::frame::{EncodedFrame, FrameKind, VideoCodec as CoreVideoCodec};
 use televisit_core::link::JoinLink;
 use televisit_core::protocol;
 
@@ -285,9 +285,9 @@ pub struct CallStats {
     pub frames_sent: u64,
     /// Remote video frames received so far.
     pub frames_received: u64,
-    /// Remote video width.
+    /// Remote video width (from VP8 keyframes; 0 while the camera arrives in H.264).
     pub frame_width: u32,
-    /// Remote video height.
+    /// Remote video height (from VP8 keyframes; 0 while the camera arrives in H.264).
     pub frame_height: u32,
     /// Remote frames per second.
     pub frame_rate: f64,
@@ -348,10 +348,28 @@ impl From<Rung> for VideoRung {
 pub enum MediaKind {
     /// Opus audio.
     Audio,
-    /// VP8 camera video.
+    /// Camera video (in the codec of the `VideoCodec` / `RemoteVideoCodec` events).
     Video,
-    /// VP8 screen-share video (the doctor's second video track).
+    /// Screen-share video (the doctor's second video track).
     Screen,
+}
+
+/// A video codec: what to encode (`VideoCodec` event) or decode (`RemoteVideoCodec` event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum VideoCodec {
+    /// VP8 frames.
+    Vp8,
+    /// H.264 constrained baseline; frames are access units in Annex-B form (start codes).
+    H264,
+}
+
+impl From<CoreVideoCodec> for VideoCodec {
+    fn from(codec: CoreVideoCodec) -> VideoCodec {
+        match codec {
+            CoreVideoCodec::Vp8 => VideoCodec::Vp8,
+            CoreVideoCodec::H264 => VideoCodec::H264,
+        }
+    }
 }
 
 impl From<FrameKind> for MediaKind {
@@ -374,7 +392,8 @@ impl From<MediaKind> for FrameKind {
     }
 }
 
-/// An encoded media frame: one Opus packet or one VP8 frame, as the platform's codec makes it.
+/// An encoded media frame: one Opus packet, one VP8 frame or one H.264 access unit (Annex-B), as
+/// the platform's codec makes it.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct MediaFrame {
     /// Audio, camera video or screen video.
@@ -383,7 +402,7 @@ pub struct MediaFrame {
     pub data: Vec<u8>,
     /// Duration in ms (20 for audio, 33 at 30 fps).
     pub duration_ms: u32,
-    /// A VP8 keyframe (ignored for audio).
+    /// A keyframe (ignored for audio): VP8 key frame, or H.264 access unit with an IDR slice.
     pub keyframe: bool,
 }
 
@@ -508,6 +527,20 @@ pub enum CallEvent {
         /// `Video` or `Screen`.
         kind: MediaKind,
     },
+    /// Encode camera and screen video with this codec (negotiated with the peer). Comes before
+    /// any frame is wanted.
+    VideoCodec {
+        /// The codec.
+        codec: VideoCodec,
+    },
+    /// The peer's camera or screen frames arrive in this codec: decode them with it. Comes before
+    /// the first `RemoteFrame` of that kind.
+    RemoteVideoCodec {
+        /// `Video` or `Screen`.
+        kind: MediaKind,
+        /// The codec.
+        codec: VideoCodec,
+    },
 }
 
 impl From<ClientEvent> for CallEvent {
@@ -548,6 +581,10 @@ impl From<ClientEvent> for CallEvent {
             ClientEvent::EncoderBitrate(bitrate_bps) => CallEvent::EncoderBitrate { bitrate_bps },
             ClientEvent::RemoteFrame(frame) => CallEvent::RemoteFrame { frame: frame.into() },
             ClientEvent::KeyframeRequested(kind) => CallEvent::KeyframeRequested { kind: kind.into() },
+            ClientEvent::VideoCodec(codec) => CallEvent::VideoCodec { codec: codec.into() },
+            ClientEvent::RemoteVideoCodec(kind, codec) => {
+                CallEvent::RemoteVideoCodec { kind: kind.into(), codec: codec.into() }
+            }
         }
     }
 }

@@ -2,19 +2,96 @@
 
 use std::time::Duration;
 
+/// A video codec this side can send and receive (the app encodes and decodes; the core packetizes
+/// and depacketizes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VideoCodec {
+    /// VP8 (RFC 7741): frames are VP8 frames as libvpx writes them.
+    Vp8,
+    /// H.264 constrained baseline, packetization mode 1 (RFC 6184): frames are access units in
+    /// Annex-B form (each NAL unit after a `00 00 00 01` or `00 00 01` start code).
+    H264,
+}
+
+impl VideoCodec {
+    /// The RTP mime type (`video/VP8`, `video/H264`).
+    pub fn mime_type(self) -> &'static str {
+        match self {
+            VideoCodec::Vp8 => "video/VP8",
+            VideoCodec::H264 => "video/H264",
+        }
+    }
+
+    /// The codec of an RTP mime type or SDP encoding name (`video/VP8`, `H264`; any case).
+    pub fn from_name(name: &str) -> Option<VideoCodec> {
+        let name = name.rsplit('/').next().unwrap_or(name);
+        if name.eq_ignore_ascii_case("VP8") {
+            Some(VideoCodec::Vp8)
+        } else if name.eq_ignore_ascii_case("H264") {
+            Some(VideoCodec::H264)
+        } else {
+            None
+        }
+    }
+
+    /// Whether this encoded video frame is a keyframe: for VP8 the frame tag's lowest bit is 0,
+    /// for H.264 the access unit holds an IDR slice (NAL type 5) or a sequence parameter set (7).
+    pub fn is_keyframe(self, data: &[u8]) -> bool {
+        match self {
+            VideoCodec::Vp8 => data.first().is_some_and(|b| b & 1 == 0),
+            VideoCodec::H264 => h264_nal_units(data).any(|nal| matches!(nal_type(nal), Some(5 | 7))),
+        }
+    }
+}
+
+/// The NAL unit type (the low 5 bits of its first byte), `None` for an empty unit.
+pub fn nal_type(nal: &[u8]) -> Option<u8> {
+    nal.first().map(|b| b & 0x1f)
+}
+
+/// The NAL units of an H.264 Annex-B access unit, without their start codes (`00 00 01` or
+/// `00 00 00 01`). Bytes before the first start code are not a NAL unit and are skipped.
+pub fn h264_nal_units(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    // Where each start code ends, i.e. where each NAL unit begins.
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 3 <= data.len() {
+        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
+            starts.push(i + 3);
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let ends: Vec<usize> = starts
+        .iter()
+        .skip(1)
+        .map(|&next| {
+            // The next start code begins 3 bytes before `next`, or 4 with a leading zero byte.
+            let mut end = next - 3;
+            if end > 0 && data[end - 1] == 0 {
+                end -= 1;
+            }
+            end
+        })
+        .chain(std::iter::once(data.len()))
+        .collect();
+    starts.into_iter().zip(ends).map(move |(start, end)| &data[start..end.max(start)])
+}
+
 /// What a frame carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameKind {
     /// Opus audio.
     Audio,
-    /// VP8 camera video.
+    /// Camera video (in the call's video codec, see [`VideoCodec`]).
     Video,
-    /// VP8 screen-share video (the doctor's second video track).
+    /// Screen-share video (the doctor's second video track, same codec as the camera).
     Screen,
 }
 
 impl FrameKind {
-    /// Camera or screen video (VP8).
+    /// Camera or screen video.
     pub fn is_video(self) -> bool {
         matches!(self, FrameKind::Video | FrameKind::Screen)
     }
@@ -25,11 +102,11 @@ impl FrameKind {
 pub struct EncodedFrame {
     /// Audio, camera video or screen video.
     pub kind: FrameKind,
-    /// The frame's bitstream (an Opus packet, a VP8 frame).
+    /// The frame's bitstream (an Opus packet, a VP8 frame, an H.264 Annex-B access unit).
     pub data: Vec<u8>,
     /// Duration of the frame (20 ms audio, 33 ms at 30 fps video).
     pub duration: Duration,
-    /// A VP8 keyframe (ignored for audio).
+    /// A keyframe (ignored for audio).
     pub keyframe: bool,
 }
 
@@ -59,5 +136,38 @@ mod tests {
         assert_eq!(vp8_keyframe_size(&interframe), None);
         assert_eq!(vp8_keyframe_size(&[0x10, 0x01, 0, 0, 0, 1, 0, 0, 0, 0]), None, "no start code");
         assert_eq!(vp8_keyframe_size(&header[..8]), None, "too short");
+    }
+
+    #[test]
+    fn annex_b_access_units_split_into_nal_units_with_either_start_code() {
+        let au = [
+            0, 0, 0, 1, 0x67, 0x42, 0xe0, 0x1f, // SPS
+            0, 0, 1, 0x68, 0xce, // PPS, 3-byte start code
+            0, 0, 0, 1, 0x65, 0x88, 0x00, 0x00, // IDR slice ending in zero bytes
+        ];
+        let nals: Vec<&[u8]> = h264_nal_units(&au).collect();
+        assert_eq!(nals, vec![&[0x67, 0x42, 0xe0, 0x1f][..], &[0x68, 0xce][..], &[0x65, 0x88, 0, 0][..]]);
+        assert_eq!(nals.iter().map(|n| nal_type(n)).collect::<Vec<_>>(), vec![Some(7), Some(8), Some(5)]);
+        assert_eq!(h264_nal_units(&[0x65, 1, 2]).count(), 0, "no start code, no NAL unit");
+        assert_eq!(h264_nal_units(&[]).count(), 0);
+    }
+
+    #[test]
+    fn keyframes_are_told_apart_per_codec() {
+        assert!(VideoCodec::H264.is_keyframe(&[0, 0, 0, 1, 0x67, 1, 0, 0, 1, 0x68, 2, 0, 0, 1, 0x65, 3]));
+        assert!(VideoCodec::H264.is_keyframe(&[0, 0, 1, 0x25, 0x88]), "an IDR slice alone (nal_ref_idc 1)");
+        assert!(!VideoCodec::H264.is_keyframe(&[0, 0, 0, 1, 0x41, 0x9a, 0x00]), "a non-IDR slice");
+        assert!(!VideoCodec::H264.is_keyframe(&[0x10, 0x02]), "VP8 bytes are not an H.264 keyframe");
+        assert!(VideoCodec::Vp8.is_keyframe(&[0x10, 0x02]));
+        assert!(!VideoCodec::Vp8.is_keyframe(&[0x11, 0x02]));
+        assert!(!VideoCodec::Vp8.is_keyframe(&[]));
+    }
+
+    #[test]
+    fn codec_names_from_sdp_and_mime_types() {
+        assert_eq!(VideoCodec::from_name("video/VP8"), Some(VideoCodec::Vp8));
+        assert_eq!(VideoCodec::from_name("h264"), Some(VideoCodec::H264));
+        assert_eq!(VideoCodec::from_name(VideoCodec::H264.mime_type()), Some(VideoCodec::H264));
+        assert_eq!(VideoCodec::from_name("video/VP9"), None);
     }
 }

@@ -21,7 +21,7 @@ use crate::codec::pattern::{self, SineTone};
 use crate::codec::video::{self, Vp8Decoder, Vp8Encoder};
 use crate::codec::CodecError;
 use crate::error::CallError;
-use crate::frame::{EncodedFrame, FrameKind};
+use crate::frame::{EncodedFrame, FrameKind, VideoCodec};
 use crate::protocol::Role;
 
 /// What the headless client does.
@@ -314,7 +314,12 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
     let (tx, events) = mpsc::channel();
     let udp_addrs =
         if options.udp_addrs.is_empty() { vec!["0.0.0.0:0".to_owned()] } else { options.udp_addrs.clone() };
-    let media = Arc::new(WebRtcMedia::new(WebRtcSettings { udp_addrs, ..WebRtcSettings::default() }));
+    // The software codec is libvpx: this side encodes and decodes VP8 only.
+    let media = Arc::new(WebRtcMedia::new(WebRtcSettings {
+        udp_addrs,
+        video_codecs: vec![VideoCodec::Vp8],
+        ..WebRtcSettings::default()
+    }));
     let client =
         Arc::new(CallClient::new(&options.link, Arc::new(Printer(tx)), media, CallOptions::default())?);
     client.join();
@@ -408,6 +413,12 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
             // The synthetic camera sends a keyframe every second anyway.
             Some(ClientEvent::KeyframeRequested(FrameKind::Video)) => media.request_keyframe(),
             Some(ClientEvent::KeyframeRequested(_)) => {} // no screen to share here
+            Some(ClientEvent::VideoCodec(codec)) => {
+                let _ = writeln!(out, "video codec: {codec:?}");
+            }
+            Some(ClientEvent::RemoteVideoCodec(kind, codec)) => {
+                let _ = writeln!(out, "remote {kind:?} codec: {codec:?}");
+            }
             None => {}
         }
         if let Some(at) = connected_at {

@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 use crate::api::IceServer;
 pub use crate::call::machine::PeerCommand;
 use crate::call::machine::PeerConnectionState;
-use crate::frame::{EncodedFrame, FrameKind};
+use crate::frame::{EncodedFrame, FrameKind, VideoCodec};
 use crate::protocol::{IceCandidate, Role};
 
 /// Once-a-second measurements of the media connection. Fields the stack cannot measure are `None`.
@@ -27,9 +27,9 @@ pub struct MediaStats {
     pub frames_sent: u64,
     /// Remote video frames decoded (or handed to the app) so far.
     pub frames_received: u64,
-    /// Remote video frame width.
+    /// Remote video frame width (read from VP8 keyframes; 0 while the camera arrives in H.264).
     pub frame_width: u32,
-    /// Remote video frame height.
+    /// Remote video frame height (read from VP8 keyframes; 0 while the camera arrives in H.264).
     pub frame_height: u32,
     /// Remote frames per second over the last second.
     pub frame_rate: f64,
@@ -56,6 +56,12 @@ pub enum PeerEvent {
     Stats(MediaStats),
     /// A frame from the peer, depacketized.
     Frame(EncodedFrame),
+    /// The video codec negotiated for sending (camera and screen): encode with it. Sent once the
+    /// offer/answer settled it, before media flows, and again only if it changes.
+    VideoCodec(VideoCodec),
+    /// The codec the peer's camera (`Video`) or screen (`Screen`) track arrives in: decode its
+    /// frames with it. Sent before the track's first frame.
+    RemoteVideoCodec(FrameKind, VideoCodec),
     /// Video frames of this kind were dropped (the send queue was longer than the bandwidth
     /// estimate allows): frames are dropped until a keyframe, so the encoder should make one now.
     KeyframeNeeded(FrameKind),

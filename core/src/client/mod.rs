@@ -20,7 +20,7 @@ use crate::call::ladder::{BitrateLadder, Rung};
 use crate::call::machine::{CallEvent, CallMachine, CallState, EndReason, Input, Output};
 use crate::call::quality::{QualitySample, QualityScorer};
 use crate::error::CallError;
-use crate::frame::{EncodedFrame, FrameKind};
+use crate::frame::{EncodedFrame, FrameKind, VideoCodec};
 use crate::link::JoinLink;
 use crate::net::api_client::ApiClient;
 use crate::net::signaling::{self, SignalingEvent};
@@ -50,6 +50,13 @@ pub enum ClientEvent {
     /// the picture (RTCP PLI/FIR), or frames were dropped because more video was sent than the
     /// bandwidth estimate allows, and frames that depend on them are dropped until a keyframe.
     KeyframeRequested(FrameKind),
+    /// Encode camera and screen video with this codec (the one negotiated with the peer, see
+    /// [`webrtc::WebRtcSettings::video_codecs`]). Comes before any frame is wanted, once per
+    /// connection (again only if a renegotiation changes it).
+    VideoCodec(VideoCodec),
+    /// The peer's camera (`Video`) or screen (`Screen`) frames arrive in this codec: decode them
+    /// with it. Comes before the first [`ClientEvent::RemoteFrame`] of that kind.
+    RemoteVideoCodec(FrameKind, VideoCodec),
 }
 
 /// The app's listener. Called on the client's event thread, one event at a time, in order.
@@ -415,6 +422,14 @@ impl Driver {
                     }
                     PeerEvent::Frame(frame) => {
                         let _ = self.events.send(ClientEvent::RemoteFrame(frame));
+                        continue;
+                    }
+                    PeerEvent::VideoCodec(codec) => {
+                        let _ = self.events.send(ClientEvent::VideoCodec(codec));
+                        continue;
+                    }
+                    PeerEvent::RemoteVideoCodec(kind, codec) => {
+                        let _ = self.events.send(ClientEvent::RemoteVideoCodec(kind, codec));
                         continue;
                     }
                     PeerEvent::KeyframeNeeded(kind) => {

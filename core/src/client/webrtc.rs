@@ -1,8 +1,18 @@
 //! The WebRTC media backend on webrtc-rs 0.21: one real peer connection per session, with an Opus
-//! audio track and a VP8 video track carrying **encoded frames** (phones encode with their hardware
+//! audio track and a video track carrying **encoded frames** (phones encode with their hardware
 //! codecs; the app hands frames in and gets depacketized frames out). The doctor's connection has
-//! a second VP8 track, `screen`, from the start: it carries nothing until screen sharing starts,
+//! a second video track, `screen`, from the start: it carries nothing until screen sharing starts,
 //! so starting to share needs no new m-line (the machine's re-offer changes nothing in the SDP).
+//!
+//! **Video codecs**: the media engine holds exactly [`WebRtcSettings::video_codecs`] (plus Opus),
+//! in that order, so offers list them in our order. The answerer sends the first codec of the
+//! offer's video m-line it supports (the crate orders the answer that way too); the offerer sends
+//! the first codec of the answer. The video tracks are created without a codec and get it (and
+//! their packetizer) once the choice is known, before media can flow: the answerer after applying
+//! the offer, the offerer from the answer's SDP before applying it (the crate binds the sender's
+//! interceptor streams to the track's codec when it applies the answer). The app hears the codec
+//! to encode ([`PeerEvent::VideoCodec`]) and, per remote track, the codec to decode
+//! ([`PeerEvent::RemoteVideoCodec`]).
 //!
 //! Each session is an actor: [`PeerCommand`]s are queued to a task that owns the peer connection,
 //! and everything it learns goes back as [`PeerEvent`]s. Settings that matter (measured in
@@ -31,13 +41,17 @@ use rtc::media::io::sample_builder::SampleBuilder;
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::transport::RTCIceCandidateType;
+use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::codec::opus::OpusPacket;
 use rtc::rtp::codec::vp8::Vp8Packet;
+use rtc::rtp::packetizer::Packetizer;
+use rtc::rtp::sequence::Sequencer;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
 };
 use tokio::sync::mpsc;
-use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
@@ -53,7 +67,7 @@ use super::media::{MediaBackend, MediaSession, MediaStats, PeerCommand, PeerEven
 use super::pacing::{AudioFirstPacer, PacingState, PublishedEstimate};
 use crate::api::IceServer;
 use crate::call::machine::PeerConnectionState;
-use crate::frame::{vp8_keyframe_size, EncodedFrame, FrameKind};
+use crate::frame::{vp8_keyframe_size, EncodedFrame, FrameKind, VideoCodec};
 use crate::protocol::{IceCandidate, Role};
 
 /// The track id of the doctor's screen-share track (its stream id is `televisit-screen`).
@@ -82,6 +96,9 @@ pub struct WebRtcSettings {
     pub min_bitrate_bps: u64,
     /// The most the estimate may rise to, bits per second.
     pub max_bitrate_bps: u64,
+    /// The video codecs this side can encode and decode, best first (offers list them in this
+    /// order; the answerer uses the first of the offer's it supports). Must not be empty.
+    pub video_codecs: Vec<VideoCodec>,
 }
 
 impl Default for WebRtcSettings {
@@ -93,6 +110,7 @@ impl Default for WebRtcSettings {
             initial_bitrate_bps: 1_200_000,
             min_bitrate_bps: 100_000,
             max_bitrate_bps: 6_000_000,
+            video_codecs: vec![VideoCodec::Vp8, VideoCodec::H264],
         }
     }
 }
@@ -199,7 +217,34 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
-/// Depacketizes a remote track into frames.
+/// Rebuilds frames from RTP packets with a codec's depacketizer.
+type Depacketizer = Box<dyn FnMut(rtc::rtp::Packet) -> Vec<Sample> + Send>;
+
+fn depacketizer<T: rtc::rtp::packetizer::Depacketizer + Send + 'static>(
+    max_late: u16,
+    depacketizer: T,
+    clock_rate: u32,
+) -> Depacketizer {
+    let mut builder = SampleBuilder::new(max_late, depacketizer, clock_rate);
+    Box::new(move |packet| {
+        builder.push(Instant::now(), packet);
+        std::iter::from_fn(|| builder.pop(Instant::now())).collect()
+    })
+}
+
+/// The negotiated codec of a remote video track (known once its first packet opened it).
+async fn remote_video_codec(track: &Arc<dyn TrackRemote>) -> Option<VideoCodec> {
+    for ssrc in track.ssrcs().await {
+        if let Some(codec) = track.codec(ssrc).await {
+            return VideoCodec::from_name(&codec.mime_type);
+        }
+    }
+    None
+}
+
+/// Depacketizes a remote track into frames. A video track's depacketizer follows its negotiated
+/// codec (VP8, or H.264 as Annex-B access units), and the app hears that codec before the first
+/// frame ([`PeerEvent::RemoteVideoCodec`]).
 async fn receive_track(
     track: Arc<dyn TrackRemote>,
     events: mpsc::UnboundedSender<PeerEvent>,
@@ -209,43 +254,55 @@ async fn receive_track(
 ) {
     let kind = track.kind().await;
     let screen = track.track_id().await == SCREEN_TRACK_ID;
-    if kind == RtpCodecKind::Video {
-        let frame_kind = if screen { FrameKind::Screen } else { FrameKind::Video };
+    let frame_kind = match (kind, screen) {
+        (RtpCodecKind::Audio, _) => FrameKind::Audio,
+        (_, true) => FrameKind::Screen,
+        _ => FrameKind::Video,
+    };
+    if frame_kind.is_video() {
         let mut tracks = remote_tracks.lock().unwrap_or_else(|e| e.into_inner());
         tracks.retain(|(k, _)| *k != frame_kind);
         tracks.push((frame_kind, Arc::clone(&track)));
     }
-    let (frame_kind, mut builder): (FrameKind, Box<dyn FnMut(rtc::rtp::Packet) -> Vec<Sample> + Send>) =
-        if kind == RtpCodecKind::Audio {
-            let mut builder = SampleBuilder::new(10, OpusPacket, 48_000);
-            (
-                FrameKind::Audio,
-                Box::new(move |packet| {
-                    builder.push(Instant::now(), packet);
-                    std::iter::from_fn(|| builder.pop(Instant::now())).collect()
-                }),
-            )
-        } else {
-            let mut builder = SampleBuilder::new(128, Vp8Packet::default(), 90_000);
-            (
-                if screen { FrameKind::Screen } else { FrameKind::Video },
-                Box::new(move |packet| {
-                    builder.push(Instant::now(), packet);
-                    std::iter::from_fn(|| builder.pop(Instant::now())).collect()
-                }),
-            )
-        };
+    // Made at the first packet, when the track's codec is surely known.
+    let mut builder: Option<(Option<VideoCodec>, Depacketizer)> = None;
     while let Some(event) = track.poll().await {
         let TrackRemoteEvent::OnRtpPacket(packet) = event else { continue };
         counters.last_packet_at_ms.store(origin.elapsed().as_millis() as i64, Ordering::Relaxed);
+        if builder.is_none() {
+            builder = Some(if frame_kind.is_video() {
+                let codec = match remote_video_codec(&track).await {
+                    Some(codec) => codec,
+                    None => {
+                        let _ = events.send(PeerEvent::Warning(format!(
+                            "the peer's {frame_kind:?} track has no codec this side decodes; its frames are dropped"
+                        )));
+                        return;
+                    }
+                };
+                if events.send(PeerEvent::RemoteVideoCodec(frame_kind, codec)).is_err() {
+                    return;
+                }
+                let depacketizer = match codec {
+                    VideoCodec::Vp8 => depacketizer(128, Vp8Packet::default(), 90_000),
+                    VideoCodec::H264 => depacketizer(128, H264Packet::default(), 90_000),
+                };
+                (Some(codec), depacketizer)
+            } else {
+                (None, depacketizer(10, OpusPacket, 48_000))
+            });
+        }
+        let Some((codec, builder)) = builder.as_mut() else { continue };
         for sample in builder(packet) {
-            let keyframe = frame_kind.is_video() && sample.data.first().is_some_and(|b| b & 1 == 0);
+            let keyframe = codec.is_some_and(|codec| codec.is_keyframe(&sample.data));
             match frame_kind {
                 FrameKind::Video => {
                     counters.frames_received.fetch_add(1, Ordering::Relaxed);
-                    if let Some((width, height)) = vp8_keyframe_size(&sample.data) {
-                        counters.frame_width.store(width, Ordering::Relaxed);
-                        counters.frame_height.store(height, Ordering::Relaxed);
+                    if *codec == Some(VideoCodec::Vp8) {
+                        if let Some((width, height)) = vp8_keyframe_size(&sample.data) {
+                            counters.frame_width.store(width, Ordering::Relaxed);
+                            counters.frame_height.store(height, Ordering::Relaxed);
+                        }
                     }
                 }
                 FrameKind::Screen => {
@@ -266,10 +323,21 @@ async fn receive_track(
     }
 }
 
+/// The largest RTP packet the packetizers make (as `TrackLocalStaticSample` does).
+const RTP_OUTBOUND_MTU: usize = 1200;
+
+/// A local track and its packetizer. The packetizer is ours (not `TrackLocalStaticSample`'s,
+/// which fixes it when the track is built) so a video track can take its codec once it is
+/// negotiated ([`LocalTrack::set_codec`]).
 struct LocalTrack {
-    track: Arc<TrackLocalStaticSample>,
+    track: Arc<TrackLocalStaticRTP>,
     sender: Arc<dyn RtpSender>,
     ssrc: u32,
+    /// The codec the track sends; `None` for a video track before negotiation.
+    codec: Option<RTCRtpCodec>,
+    packetizer: Option<Box<dyn Packetizer>>,
+    /// Kept across codec changes, so sequence numbers go on.
+    sequencer: Box<dyn Sequencer>,
     /// Negotiated payload type, read once media can flow.
     payload_type: Option<u8>,
     enabled: bool,
@@ -280,67 +348,216 @@ struct LocalTrack {
 }
 
 impl LocalTrack {
-    /// Adds a track with this stream id and track id.
+    /// Adds a track with this stream id and track id, sending `codec` (a video track is added
+    /// without one: its transceiver then offers every codec of the media engine, in order).
     async fn add(
         pc: &Arc<dyn PeerConnection>,
         kind: RtpCodecKind,
-        codec: RTCRtpCodec,
+        codec: Option<RTCRtpCodec>,
         stream_id: &str,
         track_id: &str,
     ) -> Result<LocalTrack, String> {
         let ssrc = rand::random::<u32>();
-        let track = Arc::new(
-            TrackLocalStaticSample::new(
-                Instant::now(),
-                MediaStreamTrack::new(
-                    stream_id.to_owned(),
-                    track_id.to_owned(),
-                    track_id.to_owned(),
-                    kind,
-                    vec![RTCRtpEncodingParameters {
-                        rtp_coding_parameters: RTCRtpCodingParameters {
-                            ssrc: Some(ssrc),
-                            ..Default::default()
-                        },
-                        codec,
-                        ..Default::default()
-                    }],
-                ),
-            )
-            .map_err(|e| format!("cannot create the {track_id} track: {e}"))?,
-        );
+        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            stream_id.to_owned(),
+            track_id.to_owned(),
+            track_id.to_owned(),
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                codec: codec.clone().unwrap_or_default(),
+                ..Default::default()
+            }],
+        )));
         let sender = pc
             .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
             .await
             .map_err(|e| format!("cannot add the {track_id} track: {e}"))?;
-        Ok(LocalTrack {
+        let mut local = LocalTrack {
             track,
             sender,
             ssrc,
+            codec: None,
+            packetizer: None,
+            sequencer: Box::new(rtc::rtp::sequence::new_random_sequencer()),
             payload_type: None,
             enabled: true,
             awaiting_keyframe: false,
             keyframe_requested_at: None,
-        })
+        };
+        if let Some(codec) = codec {
+            local.packetizer = Some(local.packetizer(&codec)?);
+            local.codec = Some(codec);
+        }
+        Ok(local)
+    }
+
+    fn packetizer(&self, codec: &RTCRtpCodec) -> Result<Box<dyn Packetizer>, String> {
+        let payloader =
+            codec.payloader().map_err(|e| format!("no packetizer for {}: {e}", codec.mime_type))?;
+        Ok(Box::new(rtc::rtp::packetizer::new_packetizer(
+            Instant::now(),
+            RTP_OUTBOUND_MTU,
+            0, // set per packet from the negotiated payload type
+            self.ssrc,
+            payloader,
+            self.sequencer.clone(),
+            codec.clock_rate,
+        )))
+    }
+
+    /// Sends `codec` from now on: the sender's track is replaced by one with the same SSRCs and
+    /// this codec (what the crate binds the send-side interceptors to when it starts sending, so
+    /// it must happen before the description that starts media is applied), and the packetizer
+    /// is rebuilt. Nothing happens if the track already sends this codec.
+    async fn set_codec(&mut self, codec: RTCRtpCodec) -> Result<(), String> {
+        let same = |c: &RTCRtpCodec| c.mime_type.eq_ignore_ascii_case(&codec.mime_type);
+        if self.codec.as_ref().is_some_and(same) {
+            return Ok(());
+        }
+        let parameters = self.sender.get_parameters().await.map_err(|e| e.to_string())?;
+        let encodings = parameters
+            .encodings
+            .into_iter()
+            .map(|encoding| RTCRtpEncodingParameters { codec: codec.clone(), ..encoding })
+            .collect();
+        let old = self.track.track().await;
+        let track = MediaStreamTrack::new(
+            old.stream_id().clone(),
+            old.track_id().clone(),
+            old.label().clone(),
+            old.kind(),
+            encodings,
+        );
+        self.sender
+            .replace_track(Arc::new(TrackLocalStaticRTP::new(track)))
+            .await
+            .map_err(|e| format!("cannot switch the track to {}: {e}", codec.mime_type))?;
+        self.packetizer = Some(self.packetizer(&codec)?);
+        self.codec = Some(codec);
+        self.payload_type = None;
+        Ok(())
     }
 
     async fn write(&mut self, frame: &EncodedFrame) -> Result<(), String> {
+        let Some(codec) = self.codec.as_ref() else { return Ok(()) };
         if self.payload_type.is_none() {
             let parameters = self.sender.get_parameters().await.map_err(|e| e.to_string())?;
-            self.payload_type = parameters.rtp_parameters.codecs.first().map(|c| c.payload_type);
+            let codecs = &parameters.rtp_parameters.codecs;
+            self.payload_type = codecs
+                .iter()
+                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&codec.mime_type))
+                .or(codecs.first())
+                .map(|c| c.payload_type);
         }
-        let Some(payload_type) = self.payload_type else { return Ok(()) };
-        let sample = Sample {
-            data: frame.data.clone().into(),
-            duration: frame.duration,
-            ..Sample::new(Instant::now())
+        let (Some(payload_type), Some(packetizer)) = (self.payload_type, self.packetizer.as_mut()) else {
+            return Ok(());
         };
-        self.track
-            .sample_writer(self.ssrc, payload_type)
-            .write_sample(&sample)
-            .await
-            .map_err(|e| e.to_string())
+        let samples = (frame.duration.as_secs_f64() * f64::from(codec.clock_rate)) as u32;
+        let packets = packetizer
+            .packetize(Instant::now(), &frame.data.clone().into(), samples)
+            .map_err(|e| e.to_string())?;
+        for mut packet in packets {
+            packet.header.payload_type = payload_type;
+            self.track.write_rtp(packet).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
+}
+
+/// The codec as this side registers it (H.264: constrained baseline, packetization mode 1,
+/// profile-level-id 42e01f, as browsers offer it), with its payload type and its RTX one.
+fn video_codec_parameters(codec: VideoCodec) -> (RTCRtpCodecParameters, u8) {
+    let feedback = |typ: &str, parameter: &str| RTCPFeedback { typ: typ.into(), parameter: parameter.into() };
+    let (sdp_fmtp_line, payload_type, rtx) = match codec {
+        VideoCodec::Vp8 => (String::new(), 96, 97),
+        VideoCodec::H264 => {
+            ("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f".to_owned(), 125, 105)
+        }
+    };
+    let parameters = RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: codec.mime_type().into(),
+            clock_rate: 90_000,
+            channels: 0,
+            sdp_fmtp_line,
+            rtcp_feedback: vec![
+                feedback("goog-remb", ""),
+                feedback("ccm", "fir"),
+                feedback("nack", ""),
+                feedback("nack", "pli"),
+            ],
+        },
+        payload_type,
+    };
+    (parameters, rtx)
+}
+
+fn opus() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: "audio/opus".into(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+        rtcp_feedback: vec![],
+    }
+}
+
+/// Registers Opus and exactly these video codecs, in this order (each with its RTX codec, which
+/// repairs it after a NACK).
+fn register_codecs(media_engine: &mut MediaEngine, video_codecs: &[VideoCodec]) -> Result<(), String> {
+    if video_codecs.is_empty() {
+        return Err("no video codec to offer".into());
+    }
+    media_engine
+        .register_codec(RTCRtpCodecParameters { rtp_codec: opus(), payload_type: 111 }, RtpCodecKind::Audio)
+        .map_err(|e| e.to_string())?;
+    let mut seen = Vec::new();
+    for &codec in video_codecs {
+        if seen.contains(&codec) {
+            continue;
+        }
+        seen.push(codec);
+        let (parameters, rtx) = video_codec_parameters(codec);
+        let rtx = RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: "video/rtx".into(),
+                clock_rate: 90_000,
+                channels: 0,
+                sdp_fmtp_line: format!("apt={}", parameters.payload_type),
+                rtcp_feedback: vec![],
+            },
+            payload_type: rtx,
+        };
+        media_engine.register_codec(parameters, RtpCodecKind::Video).map_err(|e| e.to_string())?;
+        media_engine.register_codec(rtx, RtpCodecKind::Video).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// The codec the answerer of this session chose: the first codec of the SDP's first video m-line
+/// that is one of `supported` (an answer lists the offer's codecs in the offer's order, keeping
+/// those the answerer has, so this is what it sends). H.264 counts only in packetization mode 1.
+pub fn first_video_codec(sdp: &str, supported: &[VideoCodec]) -> Option<VideoCodec> {
+    let mut lines = sdp.lines().map(str::trim);
+    let m_line = lines.find(|l| l.starts_with("m=video "))?;
+    let payload_types: Vec<&str> = m_line.split_whitespace().skip(3).collect();
+    let section: Vec<&str> = lines.take_while(|l| !l.starts_with("m=")).collect();
+    let attribute = |name: &str, pt: &str| {
+        let prefix = format!("a={name}:{pt} ");
+        section.iter().find_map(|l| l.strip_prefix(prefix.as_str())).map(str::trim)
+    };
+    payload_types.into_iter().find_map(|pt| {
+        let encoding = attribute("rtpmap", pt)?.split('/').next()?;
+        let codec = VideoCodec::from_name(encoding).filter(|c| supported.contains(c))?;
+        if codec == VideoCodec::H264 {
+            let fmtp = attribute("fmtp", pt).unwrap_or_default();
+            if !fmtp.split(';').any(|p| p.trim() == "packetization-mode=1") {
+                return None;
+            }
+        }
+        Some(codec)
+    })
 }
 
 /// The app's encoder is asked for a keyframe at most this often per track.
@@ -582,7 +799,7 @@ fn interceptors(
 /// Tells the app's encoder when the peer asks for a keyframe of this track (PLI or FIR: its
 /// decoder lost the picture).
 fn forward_keyframe_requests(
-    track: Arc<TrackLocalStaticSample>,
+    track: Arc<TrackLocalStaticRTP>,
     kind: FrameKind,
     events: mpsc::UnboundedSender<PeerEvent>,
 ) {
@@ -616,6 +833,14 @@ async fn request_keyframe(remote_tracks: &RemoteTracks, kind: FrameKind) -> Resu
     Ok(())
 }
 
+/// Tells the app which codec to encode, unless it was told already.
+fn tell_codec(events: &mpsc::UnboundedSender<PeerEvent>, told: &mut Option<VideoCodec>, codec: VideoCodec) {
+    if *told != Some(codec) {
+        *told = Some(codec);
+        let _ = events.send(PeerEvent::VideoCodec(codec));
+    }
+}
+
 async fn run_session(
     settings: WebRtcSettings,
     ice_servers: Vec<IceServer>,
@@ -625,7 +850,7 @@ async fn run_session(
     mut commands: mpsc::UnboundedReceiver<PeerCommand>,
 ) -> Result<(), String> {
     let mut media_engine = MediaEngine::default();
-    media_engine.register_default_codecs().map_err(|e| e.to_string())?;
+    register_codecs(&mut media_engine, &settings.video_codecs)?;
     let pacing = PacingState::new(settings.initial_bitrate_bps);
     let registry = interceptors(&mut media_engine, &settings, &pacing)?;
     let configuration = RTCConfigurationBuilder::new()
@@ -667,34 +892,23 @@ async fn run_session(
             .await
             .map_err(|e| format!("cannot create the peer connection: {e}"))?,
     );
-    let opus = RTCRtpCodec {
-        mime_type: "audio/opus".into(),
-        clock_rate: 48_000,
-        channels: 2,
-        sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
-        rtcp_feedback: vec![],
-    };
-    let vp8 = RTCRtpCodec {
-        mime_type: "video/VP8".into(),
-        clock_rate: 90_000,
-        channels: 0,
-        sdp_fmtp_line: String::new(),
-        rtcp_feedback: vec![],
-    };
-    let mut audio = LocalTrack::add(&pc, RtpCodecKind::Audio, opus, "televisit", "televisit-audio").await?;
-    let mut video =
-        LocalTrack::add(&pc, RtpCodecKind::Video, vp8.clone(), "televisit", "televisit-video").await?;
+    let mut audio =
+        LocalTrack::add(&pc, RtpCodecKind::Audio, Some(opus()), "televisit", "televisit-audio").await?;
+    // Video tracks get their codec once it is negotiated (see the module's documentation).
+    let mut video = LocalTrack::add(&pc, RtpCodecKind::Video, None, "televisit", "televisit-video").await?;
     // Only the doctor shares a screen. The track is there from the first offer and silent until
     // sharing starts, so sharing needs no renegotiation of m-lines.
     let mut screen = match role {
         Role::Doctor => {
             let mut track =
-                LocalTrack::add(&pc, RtpCodecKind::Video, vp8, "televisit-screen", SCREEN_TRACK_ID).await?;
+                LocalTrack::add(&pc, RtpCodecKind::Video, None, "televisit-screen", SCREEN_TRACK_ID).await?;
             track.enabled = false;
             Some(track)
         }
         _ => None,
     };
+    // The codec the app was told to encode.
+    let mut told_codec: Option<VideoCodec> = None;
     forward_keyframe_requests(Arc::clone(&video.track), FrameKind::Video, events.clone());
     if let Some(screen) = &screen {
         forward_keyframe_requests(Arc::clone(&screen.track), FrameKind::Screen, events.clone());
@@ -716,11 +930,48 @@ async fn run_session(
                 PeerCommand::AcceptOffer(sdp) => {
                     let offer = RTCSessionDescription::offer(sdp).map_err(|e| e.to_string())?;
                     pc.set_remote_description(offer).await.map_err(|e| e.to_string())?;
+                    // The transceiver now holds the offer's codecs in the offer's order, filtered
+                    // to ours: its first is what this side sends (and the answer leads with).
+                    let parameters = video.sender.get_parameters().await.map_err(|e| e.to_string())?;
+                    let chosen = parameters.rtp_parameters.codecs.iter().find_map(|c| {
+                        VideoCodec::from_name(&c.rtp_codec.mime_type)
+                            .filter(|codec| settings.video_codecs.contains(codec))
+                            .map(|codec| (codec, c.rtp_codec.clone()))
+                    });
+                    match chosen {
+                        Some((codec, rtp_codec)) => {
+                            for track in std::iter::once(&mut video).chain(screen.as_mut()) {
+                                track.set_codec(rtp_codec.clone()).await?;
+                            }
+                            tell_codec(&events, &mut told_codec, codec);
+                        }
+                        None => {
+                            let _ = events.send(PeerEvent::Warning(
+                                "the offer has no video codec this side supports: no video is sent".into(),
+                            ));
+                        }
+                    }
                     let answer = pc.create_answer(None).await.map_err(|e| e.to_string())?;
                     pc.set_local_description(answer.clone()).await.map_err(|e| e.to_string())?;
                     let _ = events.send(PeerEvent::LocalAnswer(answer.sdp));
                 }
                 PeerCommand::AcceptAnswer(sdp) => {
+                    // Before applying it: applying the answer starts the senders, bound to their
+                    // tracks' codec.
+                    match first_video_codec(&sdp, &settings.video_codecs) {
+                        Some(codec) => {
+                            let (parameters, _) = video_codec_parameters(codec);
+                            for track in std::iter::once(&mut video).chain(screen.as_mut()) {
+                                track.set_codec(parameters.rtp_codec.clone()).await?;
+                            }
+                            tell_codec(&events, &mut told_codec, codec);
+                        }
+                        None => {
+                            let _ = events.send(PeerEvent::Warning(
+                                "the answer has no video codec this side supports: no video is sent".into(),
+                            ));
+                        }
+                    }
                     let answer = RTCSessionDescription::answer(sdp).map_err(|e| e.to_string())?;
                     pc.set_remote_description(answer).await.map_err(|e| e.to_string())?;
                 }
@@ -808,6 +1059,103 @@ async fn run_session(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The video m-lines' codec names in order, from an SDP.
+    fn video_codec_names(sdp: &str) -> Vec<Vec<String>> {
+        let sections = sdp.split("m=").filter(|s| s.starts_with("video "));
+        sections
+            .map(|section| {
+                let m_line = section.lines().next().unwrap_or_default();
+                m_line
+                    .split_whitespace()
+                    .skip(3)
+                    .filter_map(|pt| {
+                        let prefix = format!("a=rtpmap:{pt} ");
+                        section.lines().find_map(|l| l.strip_prefix(prefix.as_str()))
+                    })
+                    .map(|name| name.split('/').next().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .collect()
+    }
+
+    async fn offer(video_codecs: Vec<VideoCodec>) -> String {
+        let media = WebRtcMedia::new(WebRtcSettings {
+            udp_addrs: vec!["127.0.0.1:0".into()],
+            video_codecs,
+            ..Default::default()
+        });
+        let (events, mut event_rx) = mpsc::unbounded_channel();
+        let mut session = media.create_session(vec![], Role::Doctor, Instant::now(), events);
+        session.command(PeerCommand::CreateOffer { ice_restart: false });
+        let offer = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match event_rx.recv().await.expect("the session runs") {
+                    PeerEvent::LocalOffer(sdp) => return sdp,
+                    PeerEvent::Warning(w) => panic!("{w}"),
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("an offer");
+        session.command(PeerCommand::Close);
+        offer
+    }
+
+    #[tokio::test]
+    async fn offers_list_exactly_our_video_codecs_in_our_order_on_both_video_m_lines() {
+        let h264_first = offer(vec![VideoCodec::H264, VideoCodec::Vp8]).await;
+        let names = video_codec_names(&h264_first);
+        assert_eq!(names.len(), 2, "camera and screen: {h264_first}");
+        for codecs in &names {
+            assert_eq!(codecs, &["H264", "rtx", "VP8", "rtx"], "{h264_first}");
+        }
+        assert!(h264_first.contains("packetization-mode=1;profile-level-id=42e01f"), "{h264_first}");
+        assert_eq!(
+            first_video_codec(&h264_first, &[VideoCodec::Vp8, VideoCodec::H264]),
+            Some(VideoCodec::H264)
+        );
+
+        let vp8_only = offer(vec![VideoCodec::Vp8]).await;
+        assert_eq!(video_codec_names(&vp8_only)[0], ["VP8", "rtx"], "{vp8_only}");
+        assert!(!vp8_only.contains("H264"));
+    }
+
+    #[test]
+    fn the_first_supported_codec_of_the_first_video_m_line_is_chosen() {
+        let sdp = "v=0\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+            a=rtpmap:111 opus/48000/2\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 100 127 96 97 125\r\n\
+            a=rtpmap:96 VP8/90000\r\n\
+            a=rtpmap:97 rtx/90000\r\n\
+            a=fmtp:97 apt=96\r\n\
+            a=rtpmap:100 VP9/90000\r\n\
+            a=rtpmap:127 H264/90000\r\n\
+            a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42001f\r\n\
+            a=rtpmap:125 H264/90000\r\n\
+            a=fmtp:125 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 125\r\n\
+            a=rtpmap:125 H264/90000\r\n";
+        let both = [VideoCodec::H264, VideoCodec::Vp8];
+        // VP9 is not ours and H.264 in packetization mode 0 cannot carry our access units.
+        assert_eq!(first_video_codec(sdp, &both), Some(VideoCodec::Vp8));
+        let without_vp8 = sdp.replace(" 100 127 96 97 125", " 100 127 125 96 97");
+        assert_eq!(
+            first_video_codec(&without_vp8, &both),
+            Some(VideoCodec::H264),
+            "the SDP's order, not ours"
+        );
+        assert_eq!(first_video_codec(&without_vp8, &[VideoCodec::Vp8]), Some(VideoCodec::Vp8));
+        let only_mode_0 = sdp.replace(" 100 127 96 97 125", " 100 127 96 97");
+        assert_eq!(
+            first_video_codec(&only_mode_0, &[VideoCodec::H264]),
+            None,
+            "the second m-line is not read"
+        );
+        assert_eq!(first_video_codec("v=0\r\nm=audio 9 RTP/AVP 0\r\n", &both), None);
+    }
 
     #[test]
     fn jitter_in_rtp_units_becomes_milliseconds_at_the_codec_clock_rate() {

@@ -1332,11 +1332,11 @@ public struct CallStats: Equatable, Hashable {
      */
     public var framesReceived: UInt64
     /**
-     * Remote video width.
+     * Remote video width (from VP8 keyframes; 0 while the camera arrives in H.264).
      */
     public var frameWidth: UInt32
     /**
-     * Remote video height.
+     * Remote video height (from VP8 keyframes; 0 while the camera arrives in H.264).
      */
     public var frameHeight: UInt32
     /**
@@ -1377,10 +1377,10 @@ public struct CallStats: Equatable, Hashable {
          * Remote video frames received so far.
          */framesReceived: UInt64, 
         /**
-         * Remote video width.
+         * Remote video width (from VP8 keyframes; 0 while the camera arrives in H.264).
          */frameWidth: UInt32, 
         /**
-         * Remote video height.
+         * Remote video height (from VP8 keyframes; 0 while the camera arrives in H.264).
          */frameHeight: UInt32, 
         /**
          * Remote frames per second.
@@ -1637,7 +1637,8 @@ public func FfiConverterTypeLinkInfo_lower(_ value: LinkInfo) -> RustBuffer {
 
 
 /**
- * An encoded media frame: one Opus packet or one VP8 frame, as the platform's codec makes it.
+ * An encoded media frame: one Opus packet, one VP8 frame or one H.264 access unit (Annex-B), as
+ * the platform's codec makes it.
  */
 public struct MediaFrame: Equatable, Hashable {
     /**
@@ -1653,7 +1654,7 @@ public struct MediaFrame: Equatable, Hashable {
      */
     public var durationMs: UInt32
     /**
-     * A VP8 keyframe (ignored for audio).
+     * A keyframe (ignored for audio): VP8 key frame, or H.264 access unit with an IDR slice.
      */
     public var keyframe: Bool
 
@@ -1670,7 +1671,7 @@ public struct MediaFrame: Equatable, Hashable {
          * Duration in ms (20 for audio, 33 at 30 fps).
          */durationMs: UInt32, 
         /**
-         * A VP8 keyframe (ignored for audio).
+         * A keyframe (ignored for audio): VP8 key frame, or H.264 access unit with an IDR slice.
          */keyframe: Bool) {
         self.kind = kind
         self.data = data
@@ -2265,6 +2266,27 @@ public enum CallEvent: Equatable, Hashable {
          * `Video` or `Screen`.
          */kind: MediaKind
     )
+    /**
+     * Encode camera and screen video with this codec (negotiated with the peer). Comes before
+     * any frame is wanted.
+     */
+    case videoCodec(
+        /**
+         * The codec.
+         */codec: VideoCodec
+    )
+    /**
+     * The peer's camera or screen frames arrive in this codec: decode them with it. Comes before
+     * the first `RemoteFrame` of that kind.
+     */
+    case remoteVideoCodec(
+        /**
+         * `Video` or `Screen`.
+         */kind: MediaKind, 
+        /**
+         * The codec.
+         */codec: VideoCodec
+    )
 
 
 
@@ -2339,6 +2361,12 @@ public struct FfiConverterTypeCallEvent: FfiConverterRustBuffer {
         )
         
         case 19: return .keyframeRequested(kind: try FfiConverterTypeMediaKind.read(from: &buf)
+        )
+        
+        case 20: return .videoCodec(codec: try FfiConverterTypeVideoCodec.read(from: &buf)
+        )
+        
+        case 21: return .remoteVideoCodec(kind: try FfiConverterTypeMediaKind.read(from: &buf), codec: try FfiConverterTypeVideoCodec.read(from: &buf)
         )
         
         default: throw UniffiInternalError.unexpectedEnumCase
@@ -2443,6 +2471,17 @@ public struct FfiConverterTypeCallEvent: FfiConverterRustBuffer {
         case let .keyframeRequested(kind):
             writeInt(&buf, Int32(19))
             FfiConverterTypeMediaKind.write(kind, into: &buf)
+            
+        
+        case let .videoCodec(codec):
+            writeInt(&buf, Int32(20))
+            FfiConverterTypeVideoCodec.write(codec, into: &buf)
+            
+        
+        case let .remoteVideoCodec(kind,codec):
+            writeInt(&buf, Int32(21))
+            FfiConverterTypeMediaKind.write(kind, into: &buf)
+            FfiConverterTypeVideoCodec.write(codec, into: &buf)
             
         }
     }
@@ -2702,11 +2741,11 @@ public enum MediaKind: Equatable, Hashable {
      */
     case audio
     /**
-     * VP8 camera video.
+     * Camera video (in the codec of the `VideoCodec` / `RemoteVideoCodec` events).
      */
     case video
     /**
-     * VP8 screen-share video (the doctor's second video track).
+     * Screen-share video (the doctor's second video track).
      */
     case screen
 
@@ -2942,6 +2981,81 @@ public func FfiConverterTypeRole_lift(_ buf: RustBuffer) throws -> Role {
 #endif
 public func FfiConverterTypeRole_lower(_ value: Role) -> RustBuffer {
     return FfiConverterTypeRole.lower(value)
+}
+
+
+
+/**
+ * A video codec: what to encode (`VideoCodec` event) or decode (`RemoteVideoCodec` event).
+ */
+
+public enum VideoCodec: Equatable, Hashable {
+    
+    /**
+     * VP8 frames.
+     */
+    case vp8
+    /**
+     * H.264 constrained baseline; frames are access units in Annex-B form (start codes).
+     */
+    case h264
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension VideoCodec: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeVideoCodec: FfiConverterRustBuffer {
+    typealias SwiftType = VideoCodec
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> VideoCodec {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .vp8
+        
+        case 2: return .h264
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: VideoCodec, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .vp8:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .h264:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeVideoCodec_lift(_ buf: RustBuffer) throws -> VideoCodec {
+    return try FfiConverterTypeVideoCodec.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeVideoCodec_lower(_ value: VideoCodec) -> RustBuffer {
+    return FfiConverterTypeVideoCodec.lower(value)
 }
 
 

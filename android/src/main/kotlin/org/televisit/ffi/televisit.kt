@@ -2410,12 +2410,12 @@ data class CallStats (
     var `framesReceived`: kotlin.ULong
     , 
     /**
-     * Remote video width.
+     * Remote video width (from VP8 keyframes; 0 while the camera arrives in H.264).
      */
     var `frameWidth`: kotlin.UInt
     , 
     /**
-     * Remote video height.
+     * Remote video height (from VP8 keyframes; 0 while the camera arrives in H.264).
      */
     var `frameHeight`: kotlin.UInt
     , 
@@ -2616,7 +2616,8 @@ public object FfiConverterTypeLinkInfo: FfiConverterRustBuffer<LinkInfo> {
 
 
 /**
- * An encoded media frame: one Opus packet or one VP8 frame, as the platform's codec makes it.
+ * An encoded media frame: one Opus packet, one VP8 frame or one H.264 access unit (Annex-B), as
+ * the platform's codec makes it.
  */
 data class MediaFrame (
     /**
@@ -2635,7 +2636,7 @@ data class MediaFrame (
     var `durationMs`: kotlin.UInt
     , 
     /**
-     * A VP8 keyframe (ignored for audio).
+     * A keyframe (ignored for audio): VP8 key frame, or H.264 access unit with an IDR slice.
      */
     var `keyframe`: kotlin.Boolean
     
@@ -3246,6 +3247,42 @@ sealed class CallEvent {
         companion object
     }
     
+    /**
+     * Encode camera and screen video with this codec (negotiated with the peer). Comes before
+     * any frame is wanted.
+     */
+    data class VideoCodec(
+        /**
+         * The codec.
+         */
+        val `codec`: org.televisit.ffi.VideoCodec) : CallEvent()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * The peer's camera or screen frames arrive in this codec: decode them with it. Comes before
+     * the first `RemoteFrame` of that kind.
+     */
+    data class RemoteVideoCodec(
+        /**
+         * `Video` or `Screen`.
+         */
+        val `kind`: org.televisit.ffi.MediaKind, 
+        /**
+         * The codec.
+         */
+        val `codec`: org.televisit.ffi.VideoCodec) : CallEvent()
+        
+    {
+        
+
+        companion object
+    }
+    
 
     
 
@@ -3317,6 +3354,13 @@ public object FfiConverterTypeCallEvent : FfiConverterRustBuffer<CallEvent>{
                 )
             19 -> CallEvent.KeyframeRequested(
                 FfiConverterTypeMediaKind.read(buf),
+                )
+            20 -> CallEvent.VideoCodec(
+                FfiConverterTypeVideoCodec.read(buf),
+                )
+            21 -> CallEvent.RemoteVideoCodec(
+                FfiConverterTypeMediaKind.read(buf),
+                FfiConverterTypeVideoCodec.read(buf),
                 )
             else -> throw RuntimeException("invalid enum value, something is very wrong!!")
         }
@@ -3457,6 +3501,21 @@ public object FfiConverterTypeCallEvent : FfiConverterRustBuffer<CallEvent>{
                 + FfiConverterTypeMediaKind.allocationSize(value.`kind`)
             )
         }
+        is CallEvent.VideoCodec -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterTypeVideoCodec.allocationSize(value.`codec`)
+            )
+        }
+        is CallEvent.RemoteVideoCodec -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterTypeMediaKind.allocationSize(value.`kind`)
+                + FfiConverterTypeVideoCodec.allocationSize(value.`codec`)
+            )
+        }
     }
 
     override fun write(value: CallEvent, buf: ByteBuffer) {
@@ -3555,6 +3614,17 @@ public object FfiConverterTypeCallEvent : FfiConverterRustBuffer<CallEvent>{
             is CallEvent.KeyframeRequested -> {
                 buf.putInt(19)
                 FfiConverterTypeMediaKind.write(value.`kind`, buf)
+                Unit
+            }
+            is CallEvent.VideoCodec -> {
+                buf.putInt(20)
+                FfiConverterTypeVideoCodec.write(value.`codec`, buf)
+                Unit
+            }
+            is CallEvent.RemoteVideoCodec -> {
+                buf.putInt(21)
+                FfiConverterTypeMediaKind.write(value.`kind`, buf)
+                FfiConverterTypeVideoCodec.write(value.`codec`, buf)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
@@ -3761,11 +3831,11 @@ enum class MediaKind {
      */
     AUDIO,
     /**
-     * VP8 camera video.
+     * Camera video (in the codec of the `VideoCodec` / `RemoteVideoCodec` events).
      */
     VIDEO,
     /**
-     * VP8 screen-share video (the doctor's second video track).
+     * Screen-share video (the doctor's second video track).
      */
     SCREEN;
 
@@ -3883,6 +3953,49 @@ public object FfiConverterTypeRole: FfiConverterRustBuffer<Role> {
     override fun allocationSize(value: Role) = 4UL
 
     override fun write(value: Role, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * A video codec: what to encode (`VideoCodec` event) or decode (`RemoteVideoCodec` event).
+ */
+
+enum class VideoCodec {
+    
+    /**
+     * VP8 frames.
+     */
+    VP8,
+    /**
+     * H.264 constrained baseline; frames are access units in Annex-B form (start codes).
+     */
+    H264;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeVideoCodec: FfiConverterRustBuffer<VideoCodec> {
+    override fun read(buf: ByteBuffer) = try {
+        VideoCodec.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: VideoCodec) = 4UL
+
+    override fun write(value: VideoCodec, buf: ByteBuffer) {
         buf.putInt(value.ordinal + 1)
     }
 }
