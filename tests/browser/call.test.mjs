@@ -2,7 +2,7 @@
 // both see each other, use the controls and chat, and the doctor ends the call.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, setUpVisit, startedCall, launchBrowser, screenshot, eventually, chat, dataset as body, DOCTOR, PATIENT_NAME } from "./harness.mjs";
+import { startServer, setUpVisit, startedCall, signInAndStartCall, launchBrowser, screenshot, eventually, chat, dataset as body, PATIENT_NAME } from "./harness.mjs";
 
 test("a video visit from sign-in to the end, in two browsers", async () => {
   const server = await startServer();
@@ -15,16 +15,8 @@ test("a video visit from sign-in to the end, in two browsers", async () => {
     const patient = await patientContext.newPage();
 
     // The doctor signs in and starts the call.
-    await doctor.goto(`${server.base}/medical/login`);
-    await screenshot(doctor, "01-sign-in");
-    await doctor.getByLabel("E-mail").fill(DOCTOR.email);
-    await doctor.getByLabel("Password").fill(DOCTOR.password);
-    await doctor.getByRole("button", { name: "Sign in" }).click();
-    await doctor.waitForURL(/\/medical\/appointments\/$/);
-    await doctor.getByRole("button", { name: `Start video call with ${PATIENT_NAME}` }).click();
-    const patientLink = await doctor.locator("input.patient-link").inputValue();
+    const patientLink = await signInAndStartCall(doctor, server, { shots: true });
     assert.match(patientLink, /\/video-call\/#token=tv1\./);
-    await screenshot(doctor, "02-doctor-appointments");
 
     // The patient opens the link and waits; the token leaves the address bar.
     await patient.goto(patientLink);

@@ -90,6 +90,23 @@ export async function chat(from, to, text) {
   await to.locator("#chat-log li", { hasText: text }).waitFor();
 }
 
+/**
+ * The doctor signs in on `page` and starts the call with the patient; returns the patient's link.
+ * With `shots`, screenshots of the sign-in page and of the list with the started call.
+ */
+export async function signInAndStartCall(page, server, { shots = false } = {}) {
+  await page.goto(`${server.base}/medical/login`);
+  if (shots) await screenshot(page, "01-sign-in");
+  await page.getByLabel("E-mail").fill(DOCTOR.email);
+  await page.getByLabel("Password").fill(DOCTOR.password);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.waitForURL(/\/medical\/appointments\/$/);
+  await page.getByRole("button", { name: `Start video call with ${PATIENT_NAME}` }).click();
+  const patientLink = await page.locator("input.patient-link").inputValue();
+  if (shots) await screenshot(page, "02-doctor-appointments");
+  return patientLink;
+}
+
 /** A doctor (web password), a patient and an appointment now. */
 export async function setUpVisit(server) {
   const doctor = await server.clinic("/api/clinic/doctors", { display_name: DOCTOR.name, email: DOCTOR.email, password: DOCTOR.password });

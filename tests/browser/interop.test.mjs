@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { startServer, setUpVisit, launchBrowser, screenshot, eventually, BINARY, DOCTOR, PATIENT_NAME } from "./harness.mjs";
+import { startServer, setUpVisit, signInAndStartCall, launchBrowser, screenshot, eventually, BINARY, PATIENT_NAME } from "./harness.mjs";
 
 const body = (page, key) => page.evaluate((k) => document.body.dataset[k], key);
 
@@ -92,13 +92,7 @@ test("Chromium and the Rust headless client decode each other's video and audio"
   try {
     await setUpVisit(server);
     const doctor = await (await browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
-    await doctor.goto(`${server.base}/medical/login`);
-    await doctor.getByLabel("E-mail").fill(DOCTOR.email);
-    await doctor.getByLabel("Password").fill(DOCTOR.password);
-    await doctor.getByRole("button", { name: "Sign in" }).click();
-    await doctor.waitForURL(/\/medical\/appointments\/$/);
-    await doctor.getByRole("button", { name: `Start video call with ${PATIENT_NAME}` }).click();
-    const patientLink = await doctor.locator("input.patient-link").inputValue();
+    const patientLink = await signInAndStartCall(doctor, server);
 
     // The patient joins from the terminal and waits.
     patient = joinHeadless(patientLink);
