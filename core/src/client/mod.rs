@@ -9,6 +9,7 @@
 pub mod keyframe_requests;
 pub mod media;
 pub mod pacing;
+pub mod stats;
 pub mod webrtc;
 
 use std::sync::{Arc, Mutex};

@@ -40,7 +40,6 @@ use rtc::interceptor::{CongestionControlBuilder, Gcc, Slot, TwccSenderBuilder};
 use rtc::media::io::sample_builder::SampleBuilder;
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::transport::RTCIceCandidateType;
 use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::codec::opus::OpusPacket;
 use rtc::rtp::codec::vp8::Vp8Packet;
@@ -57,14 +56,15 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
     PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceServer,
-    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, RTCStatsReport,
-    RTCStatsReportEntry, Registry, SettingEngineBuilder, StatsSelector,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
+    StatsSelector,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::keyframe_requests::{is_keyframe_request, picture_loss, KeyframeRequestForwarder};
-use super::media::{MediaBackend, MediaSession, MediaStats, PeerCommand, PeerEvent};
+use super::media::{MediaBackend, MediaSession, PeerCommand, PeerEvent};
 use super::pacing::{AudioFirstPacer, PacingState, PublishedEstimate};
+use super::stats::{OwnCounts, StackReading, StatsSampler};
 use crate::api::IceServer;
 use crate::call::machine::PeerConnectionState;
 use crate::frame::{vp8_keyframe_size, EncodedFrame, FrameKind, VideoCodec};
@@ -608,167 +608,6 @@ async fn send_frame(
     Ok(Sent::Written)
 }
 
-/// What one `get_stats` snapshot says, summed over the RTP streams.
-///
-/// Read from the stack, because it fills them: the selected candidate pair's
-/// `current_round_trip_time` and its candidates' types, inbound `packets_received`,
-/// `packets_lost` and `jitter` (in RTP clock units, whatever the field's doc says), RTP bytes.
-/// Not read, because the stack leaves them empty: remote-inbound RTT/loss/jitter, frame counters,
-/// picture size, frame rate, the candidate pair's `available_outgoing_bitrate`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct StackReading {
-    /// RTP bytes sent (payload and headers), all streams.
-    pub bytes_sent: u64,
-    /// RTP bytes received (payload and headers), all streams.
-    pub bytes_received: u64,
-    /// RTP packets received, all streams.
-    pub packets_received: u64,
-    /// RTP packets lost, all streams (may go down when late packets arrive).
-    pub packets_lost: i64,
-    /// The worst inbound stream's interarrival jitter, ms.
-    pub jitter_ms: Option<f64>,
-    /// The selected candidate pair's current RTT, ms.
-    pub rtt_ms: Option<f64>,
-    /// The selected candidate pair's type (see [`MediaStats::candidate_pair_type`]).
-    pub candidate_pair_type: Option<String>,
-}
-
-impl StackReading {
-    /// Reads a `get_stats` report.
-    pub fn from_report(report: &RTCStatsReport) -> StackReading {
-        let mut reading = StackReading::default();
-        for entry in report.iter() {
-            match entry {
-                RTCStatsReportEntry::InboundRtp(inbound) => {
-                    let received = &inbound.received_rtp_stream_stats;
-                    reading.packets_received += received.packets_received;
-                    reading.packets_lost += received.packets_lost;
-                    reading.bytes_received += inbound.bytes_received + inbound.header_bytes_received;
-                    if received.packets_received > 0 {
-                        let clock_rate = if received.rtp_stream_stats.kind == RtpCodecKind::Audio {
-                            48_000
-                        } else {
-                            90_000
-                        };
-                        let ms = jitter_ms(received.jitter, clock_rate);
-                        reading.jitter_ms = Some(reading.jitter_ms.map_or(ms, |j| j.max(ms)));
-                    }
-                }
-                RTCStatsReportEntry::OutboundRtp(outbound) => {
-                    reading.bytes_sent +=
-                        outbound.sent_rtp_stream_stats.bytes_sent + outbound.header_bytes_sent;
-                }
-                _ => {}
-            }
-        }
-        (reading.rtt_ms, reading.candidate_pair_type) = selected_pair(report);
-        reading
-    }
-}
-
-/// RFC 3550 interarrival jitter, which the stack reports in RTP timestamp units, in ms.
-pub fn jitter_ms(jitter_rtp_units: f64, clock_rate: u32) -> f64 {
-    jitter_rtp_units * 1000.0 / f64::from(clock_rate.max(1))
-}
-
-/// Counts kept by the session itself.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct OwnCounts {
-    /// Camera frames written to the track.
-    pub frames_sent: u64,
-    /// Remote camera frames received.
-    pub frames_received: u64,
-    /// Remote camera picture size, from the last keyframe header (0 until one arrives).
-    pub frame_width: u32,
-    /// See `frame_width`.
-    pub frame_height: u32,
-    /// When a packet was last received, ms since the clock origin (0: never).
-    pub last_packet_at_ms: i64,
-    /// The bandwidth estimate, bits per second.
-    pub estimate_bps: u64,
-}
-
-/// Turns successive readings into once-a-second [`MediaStats`]: loss, bitrates and frame rate
-/// over the interval since the previous sample (the first: since the session started, when every
-/// count was 0). Sans-I/O: time is an argument.
-#[derive(Debug)]
-pub struct StatsSampler {
-    last: (Instant, StackReading, OwnCounts),
-}
-
-impl StatsSampler {
-    /// A sampler for a session that started at `start`.
-    pub fn new(start: Instant) -> StatsSampler {
-        StatsSampler { last: (start, StackReading::default(), OwnCounts::default()) }
-    }
-
-    /// One sample at `now`.
-    pub fn sample(&mut self, reading: StackReading, own: OwnCounts, now: Instant) -> MediaStats {
-        let (at, before, own_before) = &self.last;
-        let seconds = Some(now.saturating_duration_since(*at).as_secs_f64()).filter(|s| *s > 0.0);
-        let per_second =
-            |now: u64, before: u64| seconds.map_or(0.0, |s| now.saturating_sub(before) as f64 / s);
-        let lost = (reading.packets_lost - before.packets_lost).max(0);
-        let expected = reading.packets_received.saturating_sub(before.packets_received) as i64 + lost;
-        let stats = MediaStats {
-            rtt_ms: reading.rtt_ms,
-            jitter_ms: reading.jitter_ms,
-            loss_percent: (expected > 0).then(|| lost as f64 * 100.0 / expected as f64),
-            send_bitrate_bps: (per_second(reading.bytes_sent, before.bytes_sent) * 8.0) as u64,
-            receive_bitrate_bps: (per_second(reading.bytes_received, before.bytes_received) * 8.0) as u64,
-            frames_sent: own.frames_sent,
-            frames_received: own.frames_received,
-            frame_width: own.frame_width,
-            frame_height: own.frame_height,
-            frame_rate: per_second(own.frames_received, own_before.frames_received),
-            available_outgoing_bitrate_bps: Some(own.estimate_bps),
-            candidate_pair_type: reading.candidate_pair_type.clone(),
-            last_packet_at_ms: (own.last_packet_at_ms > 0).then_some(own.last_packet_at_ms),
-        };
-        self.last = (now, reading, own);
-        stats
-    }
-}
-
-/// RTT (ms) and type of the selected candidate pair: `relay` if either end relays, else the
-/// local candidate's type.
-fn selected_pair(report: &RTCStatsReport) -> (Option<f64>, Option<String>) {
-    let Some(pair) =
-        report.transport().and_then(|t| report.get(&t.selected_candidate_pair_id)).and_then(|e| match e {
-            RTCStatsReportEntry::IceCandidatePair(pair) => Some(pair),
-            _ => None,
-        })
-    else {
-        return (None, None);
-    };
-    let rtt_ms = (pair.current_round_trip_time > 0.0).then_some(pair.current_round_trip_time * 1000.0);
-    // The pair names its candidates by their ICE ids, while the candidate entries are keyed
-    // `RTCLocalIceCandidate_<id>` / `RTCRemoteIceCandidate_<id>` (webrtc 0.21.1): try both.
-    let candidate_type = |prefix: &str, id: &str| {
-        [id.to_owned(), format!("{prefix}{id}")].iter().find_map(|key| match report.get(key) {
-            Some(RTCStatsReportEntry::LocalCandidate(c) | RTCStatsReportEntry::RemoteCandidate(c)) => {
-                Some(c.candidate_type)
-            }
-            _ => None,
-        })
-    };
-    let local = candidate_type("RTCLocalIceCandidate_", &pair.local_candidate_id);
-    let remote = candidate_type("RTCRemoteIceCandidate_", &pair.remote_candidate_id);
-    let kind = if local == Some(RTCIceCandidateType::Relay) || remote == Some(RTCIceCandidateType::Relay) {
-        Some(RTCIceCandidateType::Relay)
-    } else {
-        local
-    };
-    let name = kind.and_then(|k| match k {
-        RTCIceCandidateType::Host => Some("host"),
-        RTCIceCandidateType::Srflx => Some("srflx"),
-        RTCIceCandidateType::Prflx => Some("prflx"),
-        RTCIceCandidateType::Relay => Some("relay"),
-        _ => None,
-    });
-    (rtt_ms, name.map(str::to_owned))
-}
-
 /// The interceptor chain: the crate's defaults (NACK, RTCP reports, TWCC receiver) plus send-side
 /// congestion control. This is what `configure_congestion_control(registry, Gcc, Twcc, ..)` adds —
 /// the send history with the estimator and the TWCC sequence numbers; the TWCC header extension
@@ -1155,50 +994,5 @@ mod tests {
             "the second m-line is not read"
         );
         assert_eq!(first_video_codec("v=0\r\nm=audio 9 RTP/AVP 0\r\n", &both), None);
-    }
-
-    #[test]
-    fn jitter_in_rtp_units_becomes_milliseconds_at_the_codec_clock_rate() {
-        assert_eq!(jitter_ms(900.0, 90_000), 10.0);
-        assert_eq!(jitter_ms(480.0, 48_000), 10.0);
-    }
-
-    #[test]
-    fn loss_bitrates_and_frame_rate_are_over_the_last_interval() {
-        let start = Instant::now();
-        let mut sampler = StatsSampler::new(start);
-        let reading = |sent: u64, received: u64, packets: u64, lost: i64| StackReading {
-            bytes_sent: sent,
-            bytes_received: received,
-            packets_received: packets,
-            packets_lost: lost,
-            jitter_ms: Some(4.0),
-            rtt_ms: Some(12.0),
-            candidate_pair_type: Some("srflx".into()),
-        };
-        let own = |frames: u64| OwnCounts {
-            frames_received: frames,
-            estimate_bps: 900_000,
-            ..OwnCounts::default()
-        };
-        let first =
-            sampler.sample(reading(250_000, 2_000, 990, 10), own(100), start + Duration::from_secs(2));
-        assert_eq!(first.loss_percent, Some(1.0), "the first sample covers the call so far");
-        assert_eq!((first.send_bitrate_bps, first.frame_rate), (1_000_000, 50.0), "over the first 2 s");
-
-        let second =
-            sampler.sample(reading(375_000, 252_000, 1_085, 15), own(130), start + Duration::from_secs(3));
-        assert_eq!(second.loss_percent, Some(5.0), "5 lost of 100 expected in the last second");
-        assert_eq!(second.send_bitrate_bps, 1_000_000);
-        assert_eq!(second.receive_bitrate_bps, 2_000_000);
-        assert_eq!(second.frame_rate, 30.0);
-        assert_eq!((second.rtt_ms, second.jitter_ms), (Some(12.0), Some(4.0)));
-        assert_eq!(second.candidate_pair_type.as_deref(), Some("srflx"));
-        assert_eq!(second.available_outgoing_bitrate_bps, Some(900_000));
-
-        let idle =
-            sampler.sample(reading(375_000, 252_000, 1_085, 15), own(130), start + Duration::from_secs(4));
-        assert_eq!(idle.loss_percent, None, "nothing expected, no loss figure");
-        assert_eq!(idle.receive_bitrate_bps, 0);
     }
 }
