@@ -6,6 +6,7 @@
 //! the driver). The driver feeds the sans-I/O [`CallMachine`] with what the network, the media
 //! stack and the clock report, and carries out what it decides.
 
+pub mod codecs;
 pub mod keyframe_requests;
 pub mod media;
 pub mod pacing;

@@ -46,8 +46,7 @@ use rtc::rtp::codec::vp8::Vp8Packet;
 use rtc::rtp::packetizer::Packetizer;
 use rtc::rtp::sequence::Sequencer;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
-    RtpCodecKind,
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -61,6 +60,7 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
+use super::codecs::{first_video_codec, opus, register_codecs, video_codec_parameters};
 use super::keyframe_requests::{is_keyframe_request, picture_loss, KeyframeRequestForwarder};
 use super::media::{MediaBackend, MediaSession, PeerCommand, PeerEvent};
 use super::pacing::{AudioFirstPacer, PacingState, PublishedEstimate};
@@ -465,101 +465,6 @@ impl LocalTrack {
     }
 }
 
-/// The codec as this side registers it (H.264: constrained baseline, packetization mode 1,
-/// profile-level-id 42e01f, as browsers offer it), with its payload type and its RTX one.
-fn video_codec_parameters(codec: VideoCodec) -> (RTCRtpCodecParameters, u8) {
-    let feedback = |typ: &str, parameter: &str| RTCPFeedback { typ: typ.into(), parameter: parameter.into() };
-    let (sdp_fmtp_line, payload_type, rtx) = match codec {
-        VideoCodec::Vp8 => (String::new(), 96, 97),
-        VideoCodec::H264 => {
-            ("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f".to_owned(), 125, 105)
-        }
-    };
-    let parameters = RTCRtpCodecParameters {
-        rtp_codec: RTCRtpCodec {
-            mime_type: codec.mime_type().into(),
-            clock_rate: 90_000,
-            channels: 0,
-            sdp_fmtp_line,
-            rtcp_feedback: vec![
-                feedback("goog-remb", ""),
-                feedback("ccm", "fir"),
-                feedback("nack", ""),
-                feedback("nack", "pli"),
-            ],
-        },
-        payload_type,
-    };
-    (parameters, rtx)
-}
-
-fn opus() -> RTCRtpCodec {
-    RTCRtpCodec {
-        mime_type: "audio/opus".into(),
-        clock_rate: 48_000,
-        channels: 2,
-        sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
-        rtcp_feedback: vec![],
-    }
-}
-
-/// Registers Opus and exactly these video codecs, in this order (each with its RTX codec, which
-/// repairs it after a NACK).
-fn register_codecs(media_engine: &mut MediaEngine, video_codecs: &[VideoCodec]) -> Result<(), String> {
-    if video_codecs.is_empty() {
-        return Err("no video codec to offer".into());
-    }
-    media_engine
-        .register_codec(RTCRtpCodecParameters { rtp_codec: opus(), payload_type: 111 }, RtpCodecKind::Audio)
-        .map_err(|e| e.to_string())?;
-    let mut seen = Vec::new();
-    for &codec in video_codecs {
-        if seen.contains(&codec) {
-            continue;
-        }
-        seen.push(codec);
-        let (parameters, rtx) = video_codec_parameters(codec);
-        let rtx = RTCRtpCodecParameters {
-            rtp_codec: RTCRtpCodec {
-                mime_type: "video/rtx".into(),
-                clock_rate: 90_000,
-                channels: 0,
-                sdp_fmtp_line: format!("apt={}", parameters.payload_type),
-                rtcp_feedback: vec![],
-            },
-            payload_type: rtx,
-        };
-        media_engine.register_codec(parameters, RtpCodecKind::Video).map_err(|e| e.to_string())?;
-        media_engine.register_codec(rtx, RtpCodecKind::Video).map_err(|e| e.to_string())?;
-    }
-    Ok(())
-}
-
-/// The codec the answerer of this session chose: the first codec of the SDP's first video m-line
-/// that is one of `supported` (an answer lists the offer's codecs in the offer's order, keeping
-/// those the answerer has, so this is what it sends). H.264 counts only in packetization mode 1.
-pub fn first_video_codec(sdp: &str, supported: &[VideoCodec]) -> Option<VideoCodec> {
-    let mut lines = sdp.lines().map(str::trim);
-    let m_line = lines.find(|l| l.starts_with("m=video "))?;
-    let payload_types: Vec<&str> = m_line.split_whitespace().skip(3).collect();
-    let section: Vec<&str> = lines.take_while(|l| !l.starts_with("m=")).collect();
-    let attribute = |name: &str, pt: &str| {
-        let prefix = format!("a={name}:{pt} ");
-        section.iter().find_map(|l| l.strip_prefix(prefix.as_str())).map(str::trim)
-    };
-    payload_types.into_iter().find_map(|pt| {
-        let encoding = attribute("rtpmap", pt)?.split('/').next()?;
-        let codec = VideoCodec::from_name(encoding).filter(|c| supported.contains(c))?;
-        if codec == VideoCodec::H264 {
-            let fmtp = attribute("fmtp", pt).unwrap_or_default();
-            if !fmtp.split(';').any(|p| p.trim() == "packetization-mode=1") {
-                return None;
-            }
-        }
-        Some(codec)
-    })
-}
-
 /// The app's encoder is asked for a keyframe at most this often per track.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -959,40 +864,5 @@ mod tests {
         let vp8_only = offer(vec![VideoCodec::Vp8]).await;
         assert_eq!(video_codec_names(&vp8_only)[0], ["VP8", "rtx"], "{vp8_only}");
         assert!(!vp8_only.contains("H264"));
-    }
-
-    #[test]
-    fn the_first_supported_codec_of_the_first_video_m_line_is_chosen() {
-        let sdp = "v=0\r\n\
-            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
-            a=rtpmap:111 opus/48000/2\r\n\
-            m=video 9 UDP/TLS/RTP/SAVPF 100 127 96 97 125\r\n\
-            a=rtpmap:96 VP8/90000\r\n\
-            a=rtpmap:97 rtx/90000\r\n\
-            a=fmtp:97 apt=96\r\n\
-            a=rtpmap:100 VP9/90000\r\n\
-            a=rtpmap:127 H264/90000\r\n\
-            a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42001f\r\n\
-            a=rtpmap:125 H264/90000\r\n\
-            a=fmtp:125 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
-            m=video 9 UDP/TLS/RTP/SAVPF 125\r\n\
-            a=rtpmap:125 H264/90000\r\n";
-        let both = [VideoCodec::H264, VideoCodec::Vp8];
-        // VP9 is not ours and H.264 in packetization mode 0 cannot carry our access units.
-        assert_eq!(first_video_codec(sdp, &both), Some(VideoCodec::Vp8));
-        let without_vp8 = sdp.replace(" 100 127 96 97 125", " 100 127 125 96 97");
-        assert_eq!(
-            first_video_codec(&without_vp8, &both),
-            Some(VideoCodec::H264),
-            "the SDP's order, not ours"
-        );
-        assert_eq!(first_video_codec(&without_vp8, &[VideoCodec::Vp8]), Some(VideoCodec::Vp8));
-        let only_mode_0 = sdp.replace(" 100 127 96 97 125", " 100 127 96 97");
-        assert_eq!(
-            first_video_codec(&only_mode_0, &[VideoCodec::H264]),
-            None,
-            "the second m-line is not read"
-        );
-        assert_eq!(first_video_codec("v=0\r\nm=audio 9 RTP/AVP 0\r\n", &both), None);
     }
 }
