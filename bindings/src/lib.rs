@@ -372,6 +372,15 @@ impl From<CoreVideoCodec> for VideoCodec {
     }
 }
 
+impl From<VideoCodec> for CoreVideoCodec {
+    fn from(codec: VideoCodec) -> CoreVideoCodec {
+        match codec {
+            VideoCodec::Vp8 => CoreVideoCodec::Vp8,
+            VideoCodec::H264 => CoreVideoCodec::H264,
+        }
+    }
+}
+
 impl From<FrameKind> for MediaKind {
     fn from(kind: FrameKind) -> MediaKind {
         match kind {
@@ -598,6 +607,11 @@ pub struct CallOptions {
     /// Rung to start with.
     #[uniffi(default = "720p")]
     pub start_video: String,
+    /// The video codecs this device encodes and decodes well, best first (a phone whose hardware
+    /// favours H.264 puts it first). `None` or empty: VP8, then H.264. The peer's choice wins:
+    /// the `VideoCodec` event says what to encode.
+    #[uniffi(default = None)]
+    pub video_codecs: Option<Vec<VideoCodec>>,
 }
 
 /// What a join link says, read on the device without the network.
@@ -679,7 +693,11 @@ impl Call {
         listener: Arc<dyn CallListener>,
         options: CallOptions,
     ) -> Result<Arc<Call>, CallError> {
-        let media = Arc::new(WebRtcMedia::new(WebRtcSettings::default()));
+        let mut settings = WebRtcSettings::default();
+        if let Some(codecs) = options.video_codecs.as_ref().filter(|c| !c.is_empty()) {
+            settings.video_codecs = codecs.iter().map(|&c| c.into()).collect();
+        }
+        let media = Arc::new(WebRtcMedia::new(settings));
         let options =
             core_client::CallOptions { max_video: options.max_video, start_video: options.start_video };
         let client = CallClient::new(&link, Arc::new(ListenerBridge(listener)), media, options)?;
@@ -832,7 +850,8 @@ mod tests {
         let future = now_ms() / 1000 + 3600;
         let link =
             format!("http://127.0.0.1:9/medical/appointments/a1/video-call/#token=tv1.{future}.{secret}");
-        let options = CallOptions { max_video: "1080p".into(), start_video: "720p".into() };
+        let options =
+            CallOptions { max_video: "1080p".into(), start_video: "720p".into(), video_codecs: None };
         let call = Call::new(link, Arc::new(Ignore), options).expect("a call");
         call.release();
         call.release(); // idempotent

@@ -1242,6 +1242,12 @@ public struct CallOptions: Equatable, Hashable {
      * Rung to start with.
      */
     public var startVideo: String
+    /**
+     * The video codecs this device encodes and decodes well, best first (a phone whose hardware
+     * favours H.264 puts it first). `None` or empty: VP8, then H.264. The peer's choice wins:
+     * the `VideoCodec` event says what to encode.
+     */
+    public var videoCodecs: [VideoCodec]?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -1251,9 +1257,15 @@ public struct CallOptions: Equatable, Hashable {
          */maxVideo: String = "1080p", 
         /**
          * Rung to start with.
-         */startVideo: String = "720p") {
+         */startVideo: String = "720p", 
+        /**
+         * The video codecs this device encodes and decodes well, best first (a phone whose hardware
+         * favours H.264 puts it first). `None` or empty: VP8, then H.264. The peer's choice wins:
+         * the `VideoCodec` event says what to encode.
+         */videoCodecs: [VideoCodec]? = nil) {
         self.maxVideo = maxVideo
         self.startVideo = startVideo
+        self.videoCodecs = videoCodecs
     }
 
     
@@ -1273,13 +1285,15 @@ public struct FfiConverterTypeCallOptions: FfiConverterRustBuffer {
         return
             try CallOptions(
                 maxVideo: FfiConverterString.read(from: &buf), 
-                startVideo: FfiConverterString.read(from: &buf)
+                startVideo: FfiConverterString.read(from: &buf), 
+                videoCodecs: FfiConverterOptionSequenceTypeVideoCodec.read(from: &buf)
         )
     }
 
     public static func write(_ value: CallOptions, into buf: inout [UInt8]) {
         FfiConverterString.write(value.maxVideo, into: &buf)
         FfiConverterString.write(value.startVideo, into: &buf)
+        FfiConverterOptionSequenceTypeVideoCodec.write(value.videoCodecs, into: &buf)
     }
 }
 
@@ -3158,6 +3172,30 @@ fileprivate struct FfiConverterOptionTypeRole: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionSequenceTypeVideoCodec: FfiConverterRustBuffer {
+    typealias SwiftType = [VideoCodec]?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterSequenceTypeVideoCodec.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterSequenceTypeVideoCodec.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeChatMessage: FfiConverterRustBuffer {
     typealias SwiftType = [ChatMessage]
 
@@ -3175,6 +3213,31 @@ fileprivate struct FfiConverterSequenceTypeChatMessage: FfiConverterRustBuffer {
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterTypeChatMessage.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeVideoCodec: FfiConverterRustBuffer {
+    typealias SwiftType = [VideoCodec]
+
+    public static func write(_ value: [VideoCodec], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeVideoCodec.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [VideoCodec] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [VideoCodec]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeVideoCodec.read(from: &buf))
         }
         return seq
     }

@@ -6,7 +6,8 @@ import XCTest
 final class CallTests: XCTestCase {
     func testPatientWaitsConnectsExchangesVideoAndChatSeesMuteAndGetsTheDuration() async throws {
         let visit = try TestVisit.create()
-        let call = try TelevisitCall(link: visit.patientLink)
+        // This phone prefers H.264; the doctor's side offers VP8 only, and the offer decides.
+        let call = try TelevisitCall(link: visit.patientLink, options: CallOptions(videoCodecs: [.h264, .vp8]))
         defer { call.close() }
         let log = EventLog(call)
         let role = try await call.join()
@@ -19,6 +20,7 @@ final class CallTests: XCTestCase {
         let doctor = try visit.headless(
             visit.doctorLink, ["--seconds", "6", "--chat", "Hello from the doctor", "--mute-after-seconds", "1"])
         _ = try await log.await("connected") { $0 == .stateChanged(state: .connected) }
+        _ = try await log.await("told to encode VP8") { $0 == .videoCodec(codec: .vp8) }
         let camera = Task.detached {
             var n: UInt32 = 0
             while !Task.isCancelled {
@@ -93,6 +95,22 @@ final class CallTests: XCTestCase {
         let status = try await patient.wait(seconds: 20)
         XCTAssertEqual(status, 0, patient.output)
         XCTAssertTrue(patient.output.contains("ended: CallEnded { ended_by: Some(Doctor)"), patient.output)
+    }
+
+    func testACodecPreferenceReachesTheNegotiation() async throws {
+        // Two apps: the doctor's device prefers H.264, the patient's takes the defaults (VP8, then
+        // H.264) and answers with the offer's first choice.
+        let visit = try TestVisit.create()
+        let doctor = try TelevisitCall(link: visit.doctorLink, options: CallOptions(videoCodecs: [.h264, .vp8]))
+        let patient = try TelevisitCall(link: visit.patientLink)
+        defer { doctor.close(); patient.close() }
+        let (doctorLog, patientLog) = (EventLog(doctor), EventLog(patient))
+        _ = try await patient.join()
+        _ = try await doctor.join()
+        for log in [doctorLog, patientLog] {
+            _ = try await log.await("told to encode H.264") { $0 == .videoCodec(codec: .h264) }
+        }
+        _ = try await doctor.hangUp()
     }
 
     func testAnExpiredLinkAndAWrongLinkRaiseTypedErrors() async throws {

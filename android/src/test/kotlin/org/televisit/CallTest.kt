@@ -23,6 +23,7 @@ import org.televisit.ffi.EndReason
 import org.televisit.ffi.MediaFrame
 import org.televisit.ffi.MediaKind
 import org.televisit.ffi.Role
+import org.televisit.ffi.VideoCodec
 import java.nio.ByteBuffer
 import java.util.concurrent.CopyOnWriteArrayList
 
@@ -67,9 +68,11 @@ fun syntheticVideo(n: Int): MediaFrame {
 
 class CallTest {
     @Test
-    fun `patient waits, connects, exchanges video and chat, sees the doctor mute, gets the duration`() = runBlocking {
+    fun `patient waits, connects, exchanges video and chat, sees the doctor mute, gets the duration`(): Unit = runBlocking {
         TestVisit().use { visit ->
-            TelevisitCall.open(visit.patientLink).use { call ->
+            // This phone prefers H.264; the doctor's side offers VP8 only, and the offer decides.
+            val options = CallOptions(videoCodecs = listOf(VideoCodec.H264, VideoCodec.VP8))
+            TelevisitCall.open(visit.patientLink, options).use { call ->
                 val log = EventLog(call, this)
                 assertEquals(Role.PATIENT, call.join())
                 log.await("waiting room") { it == CallEvent.StateChanged(CallState.WAITING_ROOM) }
@@ -79,6 +82,7 @@ class CallTest {
                     visit.doctorLink, "--seconds", "6", "--chat", "Hello from the doctor", "--mute-after-seconds", "1",
                 )
                 log.await("connected") { it == CallEvent.StateChanged(CallState.CONNECTED) }
+                log.await("told to encode VP8") { it == CallEvent.VideoCodec(VideoCodec.VP8) }
                 val camera = launch(Dispatchers.Default) {
                     var n = 0
                     while (isActive) { call.sendFrame(syntheticVideo(n++)); delay(33) }
@@ -112,7 +116,7 @@ class CallTest {
     }
 
     @Test
-    fun `doctor ends the call and gets the duration`() = runBlocking {
+    fun `doctor ends the call and gets the duration`(): Unit = runBlocking {
         TestVisit().use { visit ->
             TelevisitCall.open(visit.doctorLink).use { call ->
                 val log = EventLog(call, this)
@@ -131,7 +135,28 @@ class CallTest {
     }
 
     @Test
-    fun `an expired link and a wrong link raise typed errors`() = runBlocking {
+    fun `a codec preference reaches the negotiation`(): Unit = runBlocking {
+        TestVisit().use { visit ->
+            // Two apps: the doctor's device prefers H.264, the patient's takes the defaults (VP8,
+            // then H.264) and answers with the offer's first choice.
+            val h264First = CallOptions(videoCodecs = listOf(VideoCodec.H264, VideoCodec.VP8))
+            TelevisitCall.open(visit.doctorLink, h264First).use { doctor ->
+                TelevisitCall.open(visit.patientLink).use { patient ->
+                    val doctorLog = EventLog(doctor, this)
+                    val patientLog = EventLog(patient, this)
+                    patient.join()
+                    doctor.join()
+                    for (log in listOf(doctorLog, patientLog)) {
+                        log.await("told to encode H.264") { it == CallEvent.VideoCodec(VideoCodec.H264) }
+                    }
+                    doctor.hangUp()
+                }
+            }
+        }
+    }
+
+    @Test
+    fun `an expired link and a wrong link raise typed errors`(): Unit = runBlocking {
         TestVisit().use { visit ->
             val expired = forgeLink(visit.patientLink, expiry = System.currentTimeMillis() / 1000 - 60)
             val e = assertThrows<CallException.LinkExpired> { TelevisitCall.open(expired) }
@@ -147,7 +172,7 @@ class CallTest {
     }
 
     @Test
-    fun `callbacks arrive off the caller's thread and stop at release`() = runBlocking {
+    fun `callbacks arrive off the caller's thread and stop at release`(): Unit = runBlocking {
         TestVisit().use { visit ->
             val threads = CopyOnWriteArrayList<String>()
             val listener = object : CallListener {

@@ -2336,6 +2336,13 @@ data class CallOptions (
      * Rung to start with.
      */
     var `startVideo`: kotlin.String = "720p" 
+    , 
+    /**
+     * The video codecs this device encodes and decodes well, best first (a phone whose hardware
+     * favours H.264 puts it first). `None` or empty: VP8, then H.264. The peer's choice wins:
+     * the `VideoCodec` event says what to encode.
+     */
+    var `videoCodecs`: List<VideoCodec>? = null 
     
 ){
     
@@ -2354,17 +2361,20 @@ public object FfiConverterTypeCallOptions: FfiConverterRustBuffer<CallOptions> {
         return CallOptions(
             FfiConverterString.read(buf),
             FfiConverterString.read(buf),
+            FfiConverterOptionalSequenceTypeVideoCodec.read(buf),
         )
     }
 
     override fun allocationSize(value: CallOptions) = (
             FfiConverterString.allocationSize(value.`maxVideo`) +
-            FfiConverterString.allocationSize(value.`startVideo`)
+            FfiConverterString.allocationSize(value.`startVideo`) +
+            FfiConverterOptionalSequenceTypeVideoCodec.allocationSize(value.`videoCodecs`)
     )
 
     override fun write(value: CallOptions, buf: ByteBuffer) {
             FfiConverterString.write(value.`maxVideo`, buf)
             FfiConverterString.write(value.`startVideo`, buf)
+            FfiConverterOptionalSequenceTypeVideoCodec.write(value.`videoCodecs`, buf)
     }
 }
 
@@ -4136,6 +4146,38 @@ public object FfiConverterOptionalTypeRole: FfiConverterRustBuffer<Role?> {
 /**
  * @suppress
  */
+public object FfiConverterOptionalSequenceTypeVideoCodec: FfiConverterRustBuffer<List<VideoCodec>?> {
+    override fun read(buf: ByteBuffer): List<VideoCodec>? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterSequenceTypeVideoCodec.read(buf)
+    }
+
+    override fun allocationSize(value: List<VideoCodec>?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterSequenceTypeVideoCodec.allocationSize(value)
+        }
+    }
+
+    override fun write(value: List<VideoCodec>?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterSequenceTypeVideoCodec.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterSequenceTypeChatMessage: FfiConverterRustBuffer<List<ChatMessage>> {
     override fun read(buf: ByteBuffer): List<ChatMessage> {
         val len = buf.getInt()
@@ -4154,6 +4196,34 @@ public object FfiConverterSequenceTypeChatMessage: FfiConverterRustBuffer<List<C
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterTypeChatMessage.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeVideoCodec: FfiConverterRustBuffer<List<VideoCodec>> {
+    override fun read(buf: ByteBuffer): List<VideoCodec> {
+        val len = buf.getInt()
+        return List<VideoCodec>(len) {
+            FfiConverterTypeVideoCodec.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<VideoCodec>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeVideoCodec.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<VideoCodec>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeVideoCodec.write(it, buf)
         }
     }
 }
