@@ -410,7 +410,6 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
             Some(ClientEvent::EncoderBitrate(bitrate_bps)) => {
                 media.set_target(EncoderTarget { rung: rung_now, bitrate_bps });
             }
-            // The synthetic camera sends a keyframe every second anyway.
             Some(ClientEvent::KeyframeRequested(FrameKind::Video)) => media.request_keyframe(),
             Some(ClientEvent::KeyframeRequested(_)) => {} // no screen to share here
             Some(ClientEvent::VideoCodec(codec)) => {

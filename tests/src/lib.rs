@@ -172,6 +172,22 @@ impl Recorder {
         self.events.lock().unwrap().clone()
     }
 
+    /// The peer's frames of this kind received so far, in order.
+    pub fn remote_frames(
+        &self,
+        kind: televisit_core::frame::FrameKind,
+    ) -> Vec<televisit_core::frame::EncodedFrame> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                ClientEvent::RemoteFrame(f) if f.kind == kind => Some(f.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Names of the threads events arrived on.
     pub fn threads(&self) -> Vec<String> {
         self.threads.lock().unwrap().clone()

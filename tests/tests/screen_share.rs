@@ -25,14 +25,7 @@ fn screen_frame(n: u32) -> EncodedFrame {
 }
 
 fn screen_counters(events: &Recorder) -> Vec<u32> {
-    events
-        .events()
-        .iter()
-        .filter_map(|e| match e {
-            ClientEvent::RemoteFrame(f) if f.kind == FrameKind::Screen => frame_counter(f),
-            _ => None,
-        })
-        .collect()
+    events.remote_frames(FrameKind::Screen).iter().filter_map(frame_counter).collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -75,11 +68,7 @@ async fn the_doctors_shared_screen_reaches_the_patient_as_screen_frames_and_a_pa
         "nothing sent before sharing, and from a keyframe: {counters:?}"
     );
     assert!(counters.windows(2).all(|w| w[0] < w[1]), "in order: {counters:?}");
-    let camera_frames = patient_events
-        .events()
-        .iter()
-        .filter(|e| matches!(e, ClientEvent::RemoteFrame(f) if f.kind == FrameKind::Video))
-        .count();
+    let camera_frames = patient_events.remote_frames(FrameKind::Video).len();
     assert!(camera_frames > 10, "the camera goes on beside the screen: {camera_frames}");
 
     // Stopping: the patient is told, and screen frames stop.

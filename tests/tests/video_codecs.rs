@@ -95,14 +95,7 @@ fn send_frames(doctor: &Arc<CallClient>, frame: fn(u32) -> EncodedFrame) -> toki
 
 /// The camera frames the patient received so far.
 fn received(events: &Recorder) -> Vec<EncodedFrame> {
-    events
-        .events()
-        .into_iter()
-        .filter_map(|e| match e {
-            ClientEvent::RemoteFrame(f) if f.kind == FrameKind::Video => Some(f),
-            _ => None,
-        })
-        .collect()
+    events.remote_frames(FrameKind::Video)
 }
 
 fn wait_for_frames(events: &Recorder, count: usize) -> Vec<EncodedFrame> {
