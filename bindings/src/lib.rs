@@ -710,9 +710,7 @@ impl Call {
     pub async fn join(&self) -> Result<Role, CallError> {
         let client = self.client()?;
         client.join();
-        let (runtime, joined) = (client.runtime()?, client.joined());
-        drop(client); // the waiting task must not keep the client alive
-        let role = runtime.spawn(joined).await.map_err(|_| closed())??;
+        let role = on_runtime(client, |c| c.joined()).await??;
         Ok(role.into())
     }
 
@@ -721,17 +719,12 @@ impl Call {
     pub async fn hang_up(&self) -> Result<EndReason, CallError> {
         let client = self.client()?;
         client.hang_up();
-        let (runtime, ended) = (client.runtime()?, client.ended());
-        drop(client);
-        Ok(runtime.spawn(ended).await.map_err(|_| closed())?.into())
+        Ok(on_runtime(client, |c| c.ended()).await?.into())
     }
 
     /// Waits until the call is over for this side (ended by the peer, the clinic, or an error).
     pub async fn wait_for_end(&self) -> Result<EndReason, CallError> {
-        let client = self.client()?;
-        let (runtime, ended) = (client.runtime()?, client.ended());
-        drop(client);
-        Ok(runtime.spawn(ended).await.map_err(|_| closed())?.into())
+        Ok(on_runtime(self.client()?, |c| c.ended()).await?.into())
     }
 
     /// The state now.
@@ -801,6 +794,20 @@ impl Call {
             client.close();
         }
     }
+}
+
+/// Runs a wait of the client on the client's own runtime and awaits it from whatever executor polls
+/// the foreign future. The client is dropped first: the waiting task must not keep it alive.
+async fn on_runtime<T: Send + 'static, F>(
+    client: Arc<CallClient>,
+    wait: impl FnOnce(&CallClient) -> F,
+) -> Result<T, CallError>
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+{
+    let (runtime, waiting) = (client.runtime()?, wait(&client));
+    drop(client);
+    runtime.spawn(waiting).await.map_err(|_| closed())
 }
 
 impl Drop for Call {
