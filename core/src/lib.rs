@@ -22,3 +22,5 @@ pub mod headless;
 pub mod link;
 #[cfg(feature = "client")]
 pub mod net;
+#[cfg(feature = "client")]
+pub mod network_control;
