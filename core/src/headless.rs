@@ -2,7 +2,7 @@
 //! second, sends a synthetic camera and microphone, and can save the received video.
 //!
 //! The synthetic media go through the software codec path ([`crate::codec`]): the moving test
-//! picture ([`crate::codec::pattern`]) is VP8-encoded live at the ladder's rung (720p30 to start)
+//! picture ([`crate::codec::pattern`]) is VP8-encoded live at the ladder's rung (360p30 to start, climbing as the link allows)
 //! and a 440 Hz tone is Opus-encoded. What arrives is decoded, and the frame counter is read back
 //! from the *decoded picture* ([`PictureReader`]): the check covers the pictures, not just the
 //! packets.
@@ -78,7 +78,7 @@ pub struct SyntheticMedia {
 impl SyntheticMedia {
     /// Follows a rung of the ladder (its size, frame rate and target bitrate).
     pub fn set_rung(&self, rung: Rung) {
-        self.set_target(EncoderTarget { rung, bitrate_bps: rung.target_bps });
+        self.set_target(EncoderTarget::at_rung(rung));
     }
 
     /// Follows an encoder target.
@@ -130,7 +130,7 @@ pub fn spawn_synthetic_media(
                 }
                 let now = Instant::now();
                 if now >= next_video {
-                    let fps = encoder.target().rung.fps.max(1);
+                    let fps = encoder.target().fps.max(1);
                     next_video += Duration::from_secs(1) / fps;
                     if now > next_video + Duration::from_millis(100) {
                         next_video = now; // fell behind (a slow machine): skip, don't burst
@@ -408,7 +408,7 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
                 media.set_rung(rung);
             }
             Some(ClientEvent::EncoderBitrate(bitrate_bps)) => {
-                media.set_target(EncoderTarget { rung: rung_now, bitrate_bps });
+                media.set_target(EncoderTarget { rung: rung_now, fps: rung_now.fps, bitrate_bps });
             }
             Some(ClientEvent::KeyframeRequested(FrameKind::Video)) => media.request_keyframe(),
             Some(ClientEvent::KeyframeRequested(_)) => {} // no screen to share here
@@ -454,11 +454,12 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::call::ladder::LADDER;
     use crate::codec::pattern::TestPattern;
 
     #[test]
     fn the_picture_reader_reads_counters_and_counts_undecodable_frames() {
-        let mut encoder = Vp8Encoder::new(video::default_target()).unwrap();
+        let mut encoder = Vp8Encoder::new(EncoderTarget::at_rung(LADDER[1])).unwrap();
         let mut pattern = TestPattern::new();
         let key = encoder.encode(&pattern.next_frame(1280, 720)).unwrap().unwrap();
         let inter = encoder.encode(&pattern.next_frame(1280, 720)).unwrap().unwrap();

@@ -4,14 +4,17 @@
 //!
 //! Inputs ([`Input`]), each with the time in ms:
 //! - from the app: `Join`, `SetMicrophone`, `SetCamera`, `SetScreenShare`, `SendChat`, `Hangup`,
-//!   `NetworkChanged`; from the driver's stats: `SendQuality`;
+//!   `NetworkChanged`, `SetVideoPreference`;
+//! - from the media connection, once a second: `Stats` (it scores the connection quality, tells the
+//!   peer, and moves the encoder along the bitrate ladder);
 //! - from the HTTP API: `JoinAccepted`, `JoinFailed`;
 //! - from the signaling transport: `SignalingOpened`, `SignalingLost`, `Frame`;
 //! - from the peer connection: `LocalOffer`, `LocalAnswer`, `LocalCandidate`, `PeerConnection`;
 //! - from the clock: `Tick` (call it at [`CallMachine::next_timeout`] or sooner).
 //!
 //! Outputs ([`Output`]) tell the driver what to do: fetch the join, open or close signaling, send
-//! a frame, drive the peer connection, and tell the app (`Event`).
+//! a frame, drive the peer connection and its encoder, and tell the app (`Event`,
+//! `QualityChanged`, `VideoRungChanged`, `EncoderBitrate`).
 //!
 //! Signaling survives drops: frames this side sends are numbered and kept until the server confirms
 //! them (`joined.last_client_seq` after a reconnect), frames from the server are numbered and
@@ -21,12 +24,14 @@
 use std::collections::VecDeque;
 
 use crate::api::{IceServer, JoinResponse};
-use crate::call::ladder::EncoderTarget;
+use crate::call::ladder::{BitrateLadder, EncoderTarget, LadderInput, Rung, VideoPreference};
+use crate::call::quality::{QualitySample, QualityScorer};
+use crate::call::stats::MediaStats;
 use crate::error::CallError;
 use crate::frame::{EncodedFrame, FrameKind};
 use crate::protocol::{
     encode, CallStatus, ChatMessage, ClientMessage, ErrorCode, Frame, IceCandidate, MediaState,
-    QualityReport, Resume, Role, Sdp, ServerMessage,
+    QualityLevel, QualityReport, Resume, Role, Sdp, ServerMessage,
 };
 
 /// Give up reconnecting signaling after this long without success.
@@ -175,8 +180,10 @@ pub enum Input {
     SetScreenShare(bool),
     /// Send a chat message.
     SendChat(String),
-    /// Tell the peer this side's connection quality.
-    SendQuality(QualityReport),
+    /// What to give up first when bandwidth is short (the examination mode keeps resolution).
+    SetVideoPreference(VideoPreference),
+    /// The media connection's measurements (once a second).
+    Stats(Box<MediaStats>),
     /// End the call (doctor) or leave it (patient).
     Hangup,
     /// The device's network changed (Wi-Fi to cellular, ...).
@@ -231,6 +238,13 @@ pub enum Output {
     Peer(PeerCommand),
     /// Tell the app.
     Event(CallEvent),
+    /// Tell the app: the connection quality level changed.
+    QualityChanged(QualityLevel),
+    /// Tell the app's encoder: encode at this rung's size and frame rate.
+    VideoRungChanged(Rung),
+    /// Tell the app's encoder: the video bitrate within the rung (sent when it moved by a tenth
+    /// or more, and with every rung change).
+    EncoderBitrate(u64),
 }
 
 /// The call's logic.
@@ -254,6 +268,10 @@ pub struct CallMachine {
     peer_failed_at: Option<i64>,
     last_ice_restart_at: Option<i64>,
     end_requested_at: Option<i64>,
+    scorer: QualityScorer,
+    ladder: BitrateLadder,
+    /// The encoder bitrate the app was last told.
+    told_bitrate_bps: Option<u64>,
 }
 
 impl Default for CallMachine {
@@ -275,6 +293,9 @@ impl Default for CallMachine {
             peer_failed_at: None,
             last_ice_restart_at: None,
             end_requested_at: None,
+            scorer: QualityScorer::default(),
+            ladder: BitrateLadder::new(crate::call::ladder::DEFAULT_START_RUNG, "1080p"),
+            told_bitrate_bps: None,
         }
     }
 }
@@ -288,6 +309,11 @@ impl CallMachine {
     /// A machine in `Idle`.
     pub fn new() -> CallMachine {
         CallMachine::default()
+    }
+
+    /// A machine in `Idle` whose camera follows this ladder.
+    pub fn with_ladder(ladder: BitrateLadder) -> CallMachine {
+        CallMachine { ladder, ..CallMachine::default() }
     }
 
     /// The current state.
@@ -348,12 +374,8 @@ impl CallMachine {
             }
             Input::SetScreenShare(active) => self.on_screen_share(active, &mut out),
             Input::SendChat(text) => self.send(ClientMessage::Chat { text }, &mut out),
-            Input::SendQuality(report) => {
-                if self.signaling_open {
-                    // Only the latest matters: not kept for resending.
-                    out.push(Output::Send(encode(&Frame::new(ClientMessage::Quality(report)))));
-                }
-            }
+            Input::SetVideoPreference(preference) => self.ladder.set_preference(preference),
+            Input::Stats(stats) => self.on_stats(&stats, now_ms, &mut out),
             Input::NetworkChanged => {
                 if matches!(
                     self.state,
@@ -439,6 +461,45 @@ impl CallMachine {
         out.push(Output::Event(CallEvent::SignalingReconnecting { attempt: self.reconnect_attempts }));
     }
 
+    /// Scores the connection (and tells the peer when the level changes) and moves the encoder
+    /// along the ladder.
+    fn on_stats(&mut self, stats: &MediaStats, now_ms: i64, out: &mut Vec<Output>) {
+        let sample = QualitySample {
+            rtt_ms: stats.rtt_ms,
+            loss_percent: stats.loss_percent,
+            jitter_ms: stats.jitter_ms,
+            last_packet_at_ms: stats.last_packet_at_ms,
+        };
+        let in_call = matches!(self.state, CallState::Connected | CallState::Reconnecting);
+        if let Some(level) = self.scorer.update(&sample, now_ms).filter(|_| in_call) {
+            out.push(Output::QualityChanged(level));
+            if self.signaling_open {
+                let report = QualityReport {
+                    level,
+                    rtt_ms: stats.rtt_ms,
+                    loss_percent: stats.loss_percent,
+                    jitter_ms: stats.jitter_ms,
+                };
+                // Only the latest matters: not kept for resending.
+                out.push(Output::Send(encode(&Frame::new(ClientMessage::Quality(report)))));
+            }
+        }
+        if let Some(estimate_bps) = stats.available_outgoing_bitrate_bps {
+            let input = LadderInput { estimate_bps, acknowledged_bps: stats.acknowledged_bitrate_bps };
+            let (target, changed) = self.ladder.update(input, now_ms);
+            out.push(Output::Peer(PeerCommand::SetEncoderTarget(target)));
+            if changed {
+                out.push(Output::VideoRungChanged(Rung { fps: target.fps, ..target.rung }));
+            }
+            let moved =
+                self.told_bitrate_bps.is_none_or(|told| target.bitrate_bps.abs_diff(told) * 10 >= told);
+            if changed || moved {
+                self.told_bitrate_bps = Some(target.bitrate_bps);
+                out.push(Output::EncoderBitrate(target.bitrate_bps));
+            }
+        }
+    }
+
     fn on_tick(&mut self, now_ms: i64, out: &mut Vec<Output>) {
         if self.next_reconnect_at.is_some_and(|at| at <= now_ms) {
             self.next_reconnect_at = None;
@@ -481,6 +542,7 @@ impl CallMachine {
             ServerMessage::PeerJoined { make_offer, .. } => {
                 let ice_servers = self.join.as_ref().map(|j| j.ice_servers.clone()).unwrap_or_default();
                 out.push(Output::ResetPeer { ice_servers });
+                self.scorer = QualityScorer::default();
                 self.peer_failed_at = None;
                 // A fresh peer connection starts from the current controls.
                 out.push(Output::Peer(PeerCommand::SetAudioSending(self.media.audio)));

@@ -4,3 +4,4 @@
 pub mod ladder;
 pub mod machine;
 pub mod quality;
+pub mod stats;

@@ -6,40 +6,10 @@ use tokio::sync::mpsc;
 
 use crate::api::IceServer;
 pub use crate::call::machine::PeerCommand;
+pub use crate::call::stats::MediaStats;
 use crate::call::machine::PeerConnectionState;
 use crate::frame::{EncodedFrame, FrameKind, VideoCodec};
 use crate::protocol::{IceCandidate, Role};
-
-/// Once-a-second measurements of the media connection. Fields the stack cannot measure are `None`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct MediaStats {
-    /// Round-trip time, ms.
-    pub rtt_ms: Option<f64>,
-    /// Inbound jitter, ms.
-    pub jitter_ms: Option<f64>,
-    /// Inbound packet loss over the last second, percent.
-    pub loss_percent: Option<f64>,
-    /// Bits per second sent over the last second.
-    pub send_bitrate_bps: u64,
-    /// Bits per second received over the last second.
-    pub receive_bitrate_bps: u64,
-    /// Video frames sent so far.
-    pub frames_sent: u64,
-    /// Remote video frames decoded (or handed to the app) so far.
-    pub frames_received: u64,
-    /// Remote video frame width (read from VP8 keyframes; 0 while the camera arrives in H.264).
-    pub frame_width: u32,
-    /// Remote video frame height (read from VP8 keyframes; 0 while the camera arrives in H.264).
-    pub frame_height: u32,
-    /// Remote frames per second over the last second.
-    pub frame_rate: f64,
-    /// The send-side bandwidth estimate, bits per second.
-    pub available_outgoing_bitrate_bps: Option<u64>,
-    /// Selected candidate pair: `host`, `srflx`, `prflx` or `relay`.
-    pub candidate_pair_type: Option<String>,
-    /// When a packet was last received, ms since the call client started.
-    pub last_packet_at_ms: Option<i64>,
-}
 
 /// What the peer connection reports.
 #[derive(Debug, Clone, PartialEq)]

@@ -18,16 +18,15 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use crate::call::ladder::{BitrateLadder, Rung};
+use crate::call::ladder::{BitrateLadder, Rung, VideoPreference, DEFAULT_START_RUNG};
 use crate::call::machine::{CallEvent, CallMachine, CallState, EndReason, Input, Output};
-use crate::call::quality::{QualitySample, QualityScorer};
 use crate::error::CallError;
 use crate::frame::{EncodedFrame, FrameKind, VideoCodec};
 use crate::link::JoinLink;
 use crate::net::api_client::ApiClient;
 use crate::net::signaling::{self, SignalingEvent};
 use crate::protocol::{
-    encode, ClientMessage, Frame, QualityLevel, QualityReport, Role, ServerMessage, MAX_CHAT_CHARS,
+    encode, ClientMessage, Frame, QualityLevel, Role, ServerMessage, MAX_CHAT_CHARS,
 };
 use media::{MediaBackend, MediaSession, MediaStats, PeerCommand, PeerEvent};
 
@@ -40,7 +39,8 @@ pub enum ClientEvent {
     Stats(MediaStats),
     /// The connection quality level changed (see [`crate::call::quality`] for the rule).
     QualityChanged(QualityLevel),
-    /// The adaptive bitrate chose another rung of the ladder: encode at its size and frame rate.
+    /// The adaptive bitrate chose another rung of the ladder: encode at its size and frame rate
+    /// (the frame rate is below the ladder's while the examination mode keeps the resolution).
     VideoRungChanged(Rung),
     /// The video bitrate to encode at now, within the rung (from the bandwidth estimate); sent
     /// when it moved by a tenth or more, and with every rung change.
@@ -72,13 +72,13 @@ pub trait CallListener: Send + Sync {
 pub struct CallOptions {
     /// Best video rung to send (`"1080p"`, `"720p"`, ...).
     pub max_video: String,
-    /// Rung to start with.
+    /// Rung to start with (low by default: the ladder climbs as the peer acknowledges the video).
     pub start_video: String,
 }
 
 impl Default for CallOptions {
     fn default() -> Self {
-        CallOptions { max_video: "1080p".into(), start_video: "720p".into() }
+        CallOptions { max_video: "1080p".into(), start_video: DEFAULT_START_RUNG.into() }
     }
 }
 
@@ -207,6 +207,12 @@ impl CallClient {
         self.input(Input::SetCamera(enabled));
     }
 
+    /// What this side's camera gives up first when bandwidth is short: `Detail` (the examination
+    /// mode) keeps the picture's resolution and lowers its frame rate.
+    pub fn set_video_preference(&self, preference: VideoPreference) {
+        self.input(Input::SetVideoPreference(preference));
+    }
+
     /// Starts or stops sharing the screen. Doctors only: a patient gets [`CallError::NotAllowed`].
     pub fn set_screen_share(&self, active: bool) -> Result<(), CallError> {
         if self.role() == Some(Role::Patient) {
@@ -326,10 +332,6 @@ struct Driver {
     api: ApiClient,
     media: Arc<dyn MediaBackend>,
     machine: CallMachine,
-    scorer: QualityScorer,
-    ladder: BitrateLadder,
-    /// The encoder bitrate the app was last told.
-    told_bitrate_bps: Option<u64>,
     origin: Instant,
     commands: mpsc::UnboundedSender<Command>,
     events: EventSender,
@@ -353,10 +355,7 @@ impl Driver {
             api: ApiClient::new(link.clone()),
             link,
             media,
-            machine: CallMachine::new(),
-            scorer: QualityScorer::default(),
-            ladder: BitrateLadder::new(&options.start_video, &options.max_video),
-            told_bitrate_bps: None,
+            machine: CallMachine::with_ladder(BitrateLadder::new(&options.start_video, &options.max_video)),
             origin: Instant::now(),
             commands,
             events,
@@ -419,7 +418,7 @@ impl Driver {
                     PeerEvent::LocalCandidate(candidate) => Input::LocalCandidate(candidate),
                     PeerEvent::State(state) => Input::PeerConnection(state),
                     PeerEvent::Stats(stats) => {
-                        self.on_stats(stats);
+                        self.on_stats(stats, &signaling_tx);
                         continue;
                     }
                     PeerEvent::Frame(frame) => {
@@ -503,7 +502,6 @@ impl Driver {
                     let session =
                         self.media.create_session(ice_servers, role, self.origin, self.peer_events.0.clone());
                     self.session = Some(session);
-                    self.scorer = QualityScorer::default();
                 }
                 Output::Peer(PeerCommand::Close) => {
                     if let Some(mut session) = self.session.take() {
@@ -511,6 +509,15 @@ impl Driver {
                     }
                 }
                 Output::Peer(command) => self.peer(command),
+                Output::QualityChanged(level) => {
+                    let _ = self.events.send(ClientEvent::QualityChanged(level));
+                }
+                Output::VideoRungChanged(rung) => {
+                    let _ = self.events.send(ClientEvent::VideoRungChanged(rung));
+                }
+                Output::EncoderBitrate(bps) => {
+                    let _ = self.events.send(ClientEvent::EncoderBitrate(bps));
+                }
                 Output::Event(event) => {
                     if let CallEvent::Ended(reason) = &event {
                         self.status.send_modify(|s| s.end = Some(reason.clone()));
@@ -536,49 +543,12 @@ impl Driver {
         }
     }
 
-    /// Quality level, adaptive bitrate and the stats event, once a second.
-    fn on_stats(&mut self, stats: MediaStats) {
+    /// The machine decides from the stats (quality level, ladder); the app gets them too.
+    fn on_stats(&mut self, stats: MediaStats, signaling_tx: &mpsc::Sender<(u64, SignalingEvent)>) {
         let now = self.now_ms();
-        let sample = QualitySample {
-            rtt_ms: stats.rtt_ms,
-            loss_percent: stats.loss_percent,
-            jitter_ms: stats.jitter_ms,
-            last_packet_at_ms: stats.last_packet_at_ms,
-        };
-        let in_call = matches!(self.machine.state(), CallState::Connected | CallState::Reconnecting);
-        if let Some(level) = self.scorer.update(&sample, now).filter(|_| in_call) {
-            let _ = self.events.send(ClientEvent::QualityChanged(level));
-            let report = QualityReport {
-                level,
-                rtt_ms: stats.rtt_ms,
-                loss_percent: stats.loss_percent,
-                jitter_ms: stats.jitter_ms,
-            };
-            let outputs = self.machine.handle(Input::SendQuality(report), now);
-            self.execute_sends(outputs);
-        }
-        if let Some(estimate) = stats.available_outgoing_bitrate_bps {
-            let (target, changed) = self.ladder.update(estimate, now);
-            self.peer(PeerCommand::SetEncoderTarget(target));
-            if changed {
-                let _ = self.events.send(ClientEvent::VideoRungChanged(target.rung));
-            }
-            let moved =
-                self.told_bitrate_bps.is_none_or(|told| target.bitrate_bps.abs_diff(told) * 10 >= told);
-            if changed || moved {
-                self.told_bitrate_bps = Some(target.bitrate_bps);
-                let _ = self.events.send(ClientEvent::EncoderBitrate(target.bitrate_bps));
-            }
-        }
+        let outputs = self.machine.handle(Input::Stats(Box::new(stats.clone())), now);
+        self.execute(outputs, signaling_tx);
         let _ = self.events.send(ClientEvent::Stats(stats));
-    }
-
-    fn execute_sends(&mut self, outputs: Vec<Output>) {
-        for output in outputs {
-            if let Output::Send(text) = output {
-                self.send_text(text);
-            }
-        }
     }
 }
 

@@ -89,6 +89,13 @@ pub struct OwnCounts {
     pub last_packet_at_ms: i64,
     /// The bandwidth estimate, bits per second.
     pub estimate_bps: u64,
+    /// What the peer acknowledged receiving, bits per second (`None` without transport-wide
+    /// feedback).
+    pub acknowledged_bps: Option<u64>,
+    /// Remote camera freezes so far, and their total time in ms.
+    pub freezes: (u64, u64),
+    /// Bytes of retransmissions sent so far.
+    pub retransmitted_bytes_sent: u64,
 }
 
 /// Turns successive readings into once-a-second [`MediaStats`]: loss, bitrates and frame rate
@@ -127,6 +134,10 @@ impl StatsSampler {
             available_outgoing_bitrate_bps: Some(own.estimate_bps),
             candidate_pair_type: reading.candidate_pair_type.clone(),
             last_packet_at_ms: (own.last_packet_at_ms > 0).then_some(own.last_packet_at_ms),
+            acknowledged_bitrate_bps: own.acknowledged_bps,
+            freeze_count: own.freezes.0,
+            total_freeze_ms: own.freezes.1,
+            retransmitted_bytes_sent: own.retransmitted_bytes_sent,
         };
         self.last = (now, reading, own);
         stats

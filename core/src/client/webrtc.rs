@@ -67,6 +67,7 @@ use super::pacing::{AudioFirstPacer, PacingState, PublishedEstimate};
 use super::stats::{OwnCounts, StackReading, StatsSampler};
 use crate::api::IceServer;
 use crate::call::machine::PeerConnectionState;
+use crate::call::stats::FreezeCounter;
 use crate::frame::{vp8_keyframe_size, EncodedFrame, FrameKind, VideoCodec};
 use crate::protocol::{IceCandidate, Role};
 
@@ -172,6 +173,8 @@ struct Counters {
     /// Remote screen-share frames handed to the app.
     screen_frames_received: AtomicU64,
     last_packet_at_ms: AtomicI64,
+    /// Gaps between remote camera frames longer than a freeze.
+    freezes: std::sync::Mutex<FreezeCounter>,
 }
 
 struct Handler {
@@ -298,6 +301,8 @@ async fn receive_track(
             match frame_kind {
                 FrameKind::Video => {
                     counters.frames_received.fetch_add(1, Ordering::Relaxed);
+                    let now_ms = origin.elapsed().as_millis() as u64;
+                    counters.freezes.lock().unwrap_or_else(|e| e.into_inner()).on_picture(now_ms);
                     if *codec == Some(VideoCodec::Vp8) {
                         if let Some((width, height)) = vp8_keyframe_size(&sample.data) {
                             counters.frame_width.store(width, Ordering::Relaxed);
@@ -776,6 +781,12 @@ async fn run_session(
                         frame_height: counters.frame_height.load(Ordering::Relaxed),
                         last_packet_at_ms: counters.last_packet_at_ms.load(Ordering::Relaxed),
                         estimate_bps: pacing.target_bps(),
+                        acknowledged_bps: None,
+                        freezes: {
+                            let freezes = counters.freezes.lock().unwrap_or_else(|e| e.into_inner());
+                            (freezes.count, freezes.total_ms)
+                        },
+                        retransmitted_bytes_sent: 0,
                     };
                     let reading = StackReading::from_report(&report);
                     let _ = events.send(PeerEvent::Stats(sampler.sample(reading, own, now)));

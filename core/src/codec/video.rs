@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::vpx::{EncoderSettings, RawDecoder, RawEncoder};
 use super::{CodecError, I420Frame};
-use crate::call::ladder::{EncoderTarget, Rung};
+use crate::call::ladder::{BitrateLadder, EncoderTarget, Rung, DEFAULT_START_RUNG};
 use crate::frame::{EncodedFrame, FrameKind};
 
 /// Longest time between two keyframes, seconds.
@@ -21,10 +21,10 @@ pub const KEYFRAME_INTERVAL_SECONDS: u32 = 2;
 /// Least bitrate the encoder is given, bits per second.
 pub const MIN_BITRATE_BPS: u64 = 50_000;
 
-/// The target the headless client and the tests start with: 720p30 at the rung's bitrate.
+/// The target the headless client and the tests start with: the ladder's start rung
+/// ([`DEFAULT_START_RUNG`]) at its comfortable bitrate.
 pub fn default_target() -> EncoderTarget {
-    let rung = crate::call::ladder::LADDER[1];
-    EncoderTarget { rung, bitrate_bps: rung.target_bps }
+    BitrateLadder::new(DEFAULT_START_RUNG, "1080p").target()
 }
 
 /// A VP8 encoder following an [`EncoderTarget`].
@@ -83,8 +83,8 @@ impl Vp8Encoder {
     pub fn set_target(&mut self, target: EncoderTarget) -> Result<(), CodecError> {
         let old = self.target;
         self.target = target;
-        let reshaped = (old.rung.width, old.rung.height, old.rung.fps)
-            != (target.rung.width, target.rung.height, target.rung.fps);
+        let reshaped =
+            (old.rung.width, old.rung.height, old.fps) != (target.rung.width, target.rung.height, target.fps);
         match self.encoder.as_mut() {
             Some(encoder) if !reshaped => {
                 if encoder.settings().bitrate_kbps != kbps(target.bitrate_bps) {
@@ -104,7 +104,7 @@ impl Vp8Encoder {
     fn start(&mut self) -> Result<(), CodecError> {
         self.encoder = None;
         let Some((width, height)) = self.size() else { return Ok(()) };
-        let fps = self.target.rung.fps.max(1);
+        let fps = self.target.fps.max(1);
         let settings = EncoderSettings {
             width,
             height,
@@ -125,7 +125,7 @@ impl Vp8Encoder {
         picture.check()?;
         let Some((width, height)) = self.size() else { return Ok(None) };
         let Some(encoder) = self.encoder.as_mut() else { return Ok(None) };
-        let fps = u64::from(self.target.rung.fps.max(1));
+        let fps = u64::from(self.target.fps.max(1));
         let scaled;
         let picture = if (picture.width, picture.height) == (width, height) {
             picture
@@ -208,7 +208,7 @@ mod tests {
 
     fn target(name: &str) -> EncoderTarget {
         let rung = *LADDER.iter().find(|r| r.name == name).unwrap();
-        EncoderTarget { rung, bitrate_bps: rung.target_bps }
+        EncoderTarget::at_rung(rung)
     }
 
     #[test]
@@ -293,10 +293,10 @@ mod tests {
     #[test]
     fn an_impossible_size_is_an_init_error() {
         let rung = Rung { width: 40_000, height: 40_000, ..LADDER[1] };
-        let error = Vp8Encoder::new(EncoderTarget { rung, bitrate_bps: 1_000_000 }).unwrap_err();
+        let error = Vp8Encoder::new(EncoderTarget { rung, fps: 30, bitrate_bps: 1_000_000 }).unwrap_err();
         assert!(matches!(error, CodecError::Init { codec: "VP8 encoder", .. }), "{error}");
         let mut encoder = Vp8Encoder::new(target("360p")).unwrap();
-        assert!(encoder.set_target(EncoderTarget { rung, bitrate_bps: 1_000_000 }).is_err());
+        assert!(encoder.set_target(EncoderTarget { rung, fps: 30, bitrate_bps: 1_000_000 }).is_err());
     }
 
     #[test]
