@@ -796,6 +796,84 @@ mod tests {
         assert_eq!(states(&out), [CallState::Connected]);
     }
 
+    fn connected(role: Role) -> CallMachine {
+        let mut m = in_room(role);
+        let other = if role == Role::Doctor { Role::Patient } else { Role::Doctor };
+        let peer = ServerMessage::PeerJoined { role: other, make_offer: role == Role::Doctor };
+        m.handle(Input::Frame(Frame::numbered(1, peer)), 0);
+        m.handle(Input::PeerConnection(PeerConnectionState::Connected), 0);
+        m
+    }
+
+    fn stats(estimate_bps: u64, acknowledged_bps: u64, loss_percent: f64, now_ms: i64) -> Input {
+        Input::Stats(Box::new(MediaStats {
+            rtt_ms: Some(100.0),
+            loss_percent: Some(loss_percent),
+            jitter_ms: Some(5.0),
+            last_packet_at_ms: Some(now_ms),
+            available_outgoing_bitrate_bps: Some(estimate_bps),
+            acknowledged_bitrate_bps: Some(acknowledged_bps),
+            ..MediaStats::default()
+        }))
+    }
+
+    #[test]
+    fn stats_score_the_connection_and_tell_the_peer_when_the_level_changes() {
+        let mut m = connected(Role::Patient);
+        let mut levels = vec![];
+        for second in 1..=3 {
+            let out = m.handle(stats(600_000, 600_000, 8.0, second * 1000), second * 1000);
+            for o in &out {
+                if let Output::QualityChanged(level) = o {
+                    levels.push((second, *level));
+                    let quality = sent(&out).into_iter().find(|f| f["type"] == "quality").expect("told the peer");
+                    assert_eq!(quality["level"], "poor");
+                }
+            }
+        }
+        assert_eq!(levels, [(2, QualityLevel::Poor)], "two poor samples in a row");
+    }
+
+    #[test]
+    fn stats_move_the_encoder_down_at_once_and_up_only_on_acknowledged_video() {
+        let mut m = connected(Role::Doctor);
+        let rungs = |out: &[Output]| -> Vec<(&'static str, u32)> {
+            out.iter()
+                .filter_map(|o| match o {
+                    Output::VideoRungChanged(rung) => Some((rung.name, rung.fps)),
+                    _ => None,
+                })
+                .collect()
+        };
+        // 360p to start; a 330 kbps link keeps it, a 200 kbps one drops it at once.
+        let out = m.handle(stats(330_000, 330_000, 0.0, 1_000), 1_000);
+        assert!(rungs(&out).is_empty());
+        assert!(out.contains(&Output::EncoderBitrate(266_000)));
+        let out = m.handle(stats(200_000, 200_000, 0.0, 2_000), 2_000);
+        assert_eq!(rungs(&out), [("180p", 15)]);
+        assert!(out.iter().any(|o| matches!(o, Output::Peer(PeerCommand::SetEncoderTarget(t)) if t.rung.name == "180p")));
+        // A big estimate that the receiver does not confirm changes nothing.
+        for second in 3..8 {
+            let out = m.handle(stats(3_000_000, 100_000, 0.0, second * 1000), second * 1000);
+            assert!(rungs(&out).is_empty(), "at {second} s");
+        }
+        // Confirmed: one step every two seconds.
+        let mut climbed = vec![];
+        for second in 8..14 {
+            let out = m.handle(stats(3_000_000, 3_000_000, 0.0, second * 1000), second * 1000);
+            climbed.extend(rungs(&out));
+        }
+        assert_eq!(climbed, [("360p", 30), ("540p", 30)]);
+    }
+
+    #[test]
+    fn the_examination_mode_keeps_the_resolution_and_lowers_the_frame_rate() {
+        let mut m = CallMachine::with_ladder(BitrateLadder::new("720p", "720p"));
+        m.handle(Input::SetVideoPreference(VideoPreference::Detail), 0);
+        let out = m.handle(stats(700_000, 700_000, 0.0, 1_000), 1_000);
+        assert!(out.contains(&Output::VideoRungChanged(Rung { fps: 15, ..crate::call::ladder::LADDER[1] })));
+    }
+
     #[test]
     fn the_doctor_makes_the_offer_when_the_patient_is_in() {
         let mut m = in_room(Role::Doctor);
