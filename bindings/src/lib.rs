@@ -295,6 +295,15 @@ pub struct CallStats {
     pub available_outgoing_bitrate_bps: Option<u64>,
     /// Selected candidate pair type: `host`, `srflx`, `prflx` or `relay`.
     pub candidate_pair_type: Option<String>,
+    /// What the peer acknowledged receiving over the last second, bits per second (`None` when
+    /// the peer sends no transport-wide feedback).
+    pub acknowledged_bitrate_bps: Option<u64>,
+    /// Remote video freezes so far (more than 500 ms without a new picture).
+    pub freeze_count: u64,
+    /// Time spent in those freezes, ms.
+    pub total_freeze_ms: u64,
+    /// Bytes of retransmissions sent so far.
+    pub retransmitted_bytes_sent: u64,
 }
 
 impl From<MediaStats> for CallStats {
@@ -312,6 +321,10 @@ impl From<MediaStats> for CallStats {
             frame_rate: s.frame_rate,
             available_outgoing_bitrate_bps: s.available_outgoing_bitrate_bps,
             candidate_pair_type: s.candidate_pair_type,
+            acknowledged_bitrate_bps: s.acknowledged_bitrate_bps,
+            freeze_count: s.freeze_count,
+            total_freeze_ms: s.total_freeze_ms,
+            retransmitted_bytes_sent: s.retransmitted_bytes_sent,
         }
     }
 }
@@ -339,6 +352,24 @@ impl From<Rung> for VideoRung {
             height: r.height,
             fps: r.fps,
             target_bps: r.target_bps,
+        }
+    }
+}
+
+/// What the camera gives up first when bandwidth is short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum VideoPreference {
+    /// Smooth motion: lower the resolution, keep the frame rate (a conversation).
+    Balanced,
+    /// The examination mode: keep the resolution, lower the frame rate (a rash, a wound).
+    Detail,
+}
+
+impl From<VideoPreference> for televisit_core::call::ladder::VideoPreference {
+    fn from(preference: VideoPreference) -> Self {
+        match preference {
+            VideoPreference::Balanced => Self::Balanced,
+            VideoPreference::Detail => Self::Detail,
         }
     }
 }
@@ -481,6 +512,12 @@ pub enum CallEvent {
         /// Sharing now.
         active: bool,
     },
+    /// The doctor started or stopped the examination mode: this side's camera keeps its
+    /// resolution and gives up frame rate when bandwidth is short (show "hold still").
+    Examination {
+        /// Examining now.
+        active: bool,
+    },
     /// The peer's own quality report.
     PeerQuality {
         /// The report.
@@ -570,6 +607,7 @@ impl From<ClientEvent> for CallEvent {
                     CallEvent::PeerMediaChanged { microphone_on: state.audio, camera_on: state.video }
                 }
                 E::PeerScreenShare(active) => CallEvent::PeerScreenShare { active },
+                E::Examination(active) => CallEvent::Examination { active },
                 E::PeerQuality(report) => CallEvent::PeerQuality {
                     quality: PeerQuality {
                         level: report.level.into(),
@@ -604,8 +642,8 @@ pub struct CallOptions {
     /// Best video rung to send: `"1080p"`, `"720p"`, `"540p"`, `"360p"` or `"180p"`.
     #[uniffi(default = "1080p")]
     pub max_video: String,
-    /// Rung to start with.
-    #[uniffi(default = "720p")]
+    /// Rung to start with (low by default: the ladder climbs as the peer acknowledges the video).
+    #[uniffi(default = "360p")]
     pub start_video: String,
     /// The video codecs this device encodes and decodes well, best first (a phone whose hardware
     /// favours H.264 puts it first). `None` or empty: VP8, then H.264. The peer's choice wins:
@@ -754,6 +792,19 @@ impl Call {
         Ok(())
     }
 
+    /// What this side's camera gives up first when bandwidth is short: `Detail` (the examination
+    /// mode, for a rash or a wound) keeps the resolution and lowers the frame rate.
+    pub fn set_video_preference(&self, preference: VideoPreference) -> Result<(), CallError> {
+        self.client()?.set_video_preference(preference.into());
+        Ok(())
+    }
+
+    /// Starts or stops the examination mode. Doctors only: a patient gets `NotAllowed`. The
+    /// patient's camera then keeps its resolution and gives up frame rate when bandwidth is short.
+    pub fn set_examination(&self, active: bool) -> Result<(), CallError> {
+        Ok(self.client()?.set_examination(active)?)
+    }
+
     /// Starts or stops sharing the screen. Doctors only: a patient gets `NotAllowed`.
     pub fn set_screen_share(&self, active: bool) -> Result<(), CallError> {
         Ok(self.client()?.set_screen_share(active)?)
@@ -858,7 +909,7 @@ mod tests {
         let link =
             format!("http://127.0.0.1:9/medical/appointments/a1/video-call/#token=tv1.{future}.{secret}");
         let options =
-            CallOptions { max_video: "1080p".into(), start_video: "720p".into(), video_codecs: None };
+            CallOptions { max_video: "1080p".into(), start_video: "360p".into(), video_codecs: None };
         let call = Call::new(link, Arc::new(Ignore), options).expect("a call");
         call.release();
         call.release(); // idempotent

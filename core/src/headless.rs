@@ -291,6 +291,7 @@ fn describe(event: &CallEvent) -> String {
             format!("peer microphone {} camera {}", on(media.audio), on(media.video))
         }
         CallEvent::PeerScreenShare(active) => format!("peer screen share {}", on(*active)),
+        CallEvent::Examination(active) => format!("examination mode {}", on(*active)),
         CallEvent::PeerQuality(report) => format!("peer quality {:?}", report.level),
         CallEvent::PeerLeft => "peer left".into(),
         CallEvent::SignalingReconnecting { attempt } => format!("signaling reconnecting (attempt {attempt})"),

@@ -224,6 +224,12 @@ pub enum ClientMessage {
         /// Sharing now.
         active: bool,
     },
+    /// Start or stop the examination mode (doctor only): the patient's camera keeps its
+    /// resolution and gives up frame rate when bandwidth is short (a rash, a wound).
+    Examination {
+        /// Examining now.
+        active: bool,
+    },
     /// Microphone/camera state for the peer.
     MediaState(MediaState),
     /// The sender's quality report for the peer.
@@ -316,6 +322,13 @@ pub enum ServerMessage {
         /// Sender (always the doctor).
         from: Role,
         /// Sharing now.
+        active: bool,
+    },
+    /// The doctor started or stopped the examination mode (for the patient's camera).
+    Examination {
+        /// Sender (always the doctor).
+        from: Role,
+        /// Examining now.
         active: bool,
     },
     /// The peer's microphone/camera state.
@@ -436,6 +449,7 @@ pub const CLIENT_MESSAGE_TYPES: &[&str] = &[
     "ice-candidate",
     "chat",
     "screen-share",
+    "examination",
     "media-state",
     "quality",
     "waiting-message",

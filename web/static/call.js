@@ -94,6 +94,7 @@ function newPeerConnection() {
       showBanner("");
       if (!state.connectedAt) state.connectedAt = Date.now();
       document.body.dataset.connected = "true";
+      if (state.examination) applyDegradationPreference(); // a new connection during an examination
     } else if (pc.connectionState === "disconnected" || pc.connectionState === "failed") {
       showBanner("Connection lost — reconnecting…");
       if (pc.connectionState === "failed" && state.join.role === "doctor") makeOffer(true);
@@ -174,6 +175,9 @@ function onFrame(frame) {
       $("screen-video").hidden = !frame.active;
       document.body.dataset.peerSharing = String(frame.active);
       break;
+    case "examination":
+      setExamination(frame.active);
+      break;
     case "call-ended":
       endScreen(frame.duration_seconds);
       break;
@@ -188,6 +192,24 @@ function onFrame(frame) {
       }
       break;
   }
+}
+
+// The doctor examines (a rash, a wound): the patient's camera keeps its resolution and gives up
+// frame rate when bandwidth is short, as the core's examination mode does.
+function setExamination(active) {
+  state.examination = active;
+  document.body.dataset.examination = String(active);
+  showBanner(active ? "The doctor is examining: please hold the camera still." : "Examination finished.");
+  applyDegradationPreference();
+}
+
+function applyDegradationPreference() {
+  if (!state.pc) return;
+  const sender = state.pc.getSenders().find((s) => s.track && s.track.kind === "video" && s !== state.screenSender);
+  if (!sender) return;
+  const parameters = sender.getParameters();
+  parameters.degradationPreference = state.examination ? "maintain-resolution" : "balanced";
+  sender.setParameters(parameters).catch(() => {});
 }
 
 function showPeerMedia(media) {
@@ -258,6 +280,12 @@ function wireControls() {
     $("camera").querySelector("span").textContent = state.cameraOff ? "Camera on" : "Camera off";
     $("camera").classList.toggle("active", state.cameraOff);
     sendMediaState();
+  };
+  $("examine").onclick = () => {
+    const active = $("examine").getAttribute("aria-pressed") !== "true";
+    state.signaling.send({ type: "examination", active });
+    $("examine").setAttribute("aria-pressed", String(active));
+    $("examine").querySelector("span").textContent = active ? "Stop examining" : "Examine";
   };
   $("share").onclick = async () => {
     if (state.screenStream) return stopSharing();
@@ -371,6 +399,7 @@ async function main() {
   document.body.dataset.role = body.role;
   $("peer-name").textContent = body.peer_display_name;
   $("share").hidden = body.role !== "doctor"; // the server refuses a patient's share anyway
+  $("examine").hidden = body.role !== "doctor";
   $("hangup").querySelector("span").textContent = body.role === "doctor" ? "End call" : "Leave";
   $("hangup").setAttribute("aria-label", body.role === "doctor" ? "End the call for everyone" : "Leave the call");
   try {

@@ -150,6 +150,9 @@ pub enum CallEvent {
     PeerMediaChanged(MediaState),
     /// The doctor started or stopped sharing a screen.
     PeerScreenShare(bool),
+    /// The doctor started or stopped the examination mode: this side's camera keeps its
+    /// resolution and gives up frame rate when bandwidth is short ("hold still").
+    Examination(bool),
     /// The peer's own quality report.
     PeerQuality(QualityReport),
     /// The peer left or lost its connection.
@@ -182,6 +185,9 @@ pub enum Input {
     SendChat(String),
     /// What to give up first when bandwidth is short (the examination mode keeps resolution).
     SetVideoPreference(VideoPreference),
+    /// The doctor starts or stops examining: the patient's camera keeps its resolution (doctor
+    /// only; a patient gets `NotAllowed`).
+    SetExamination(bool),
     /// The media connection's measurements (once a second).
     Stats(Box<MediaStats>),
     /// End the call (doctor) or leave it (patient).
@@ -375,6 +381,15 @@ impl CallMachine {
             Input::SetScreenShare(active) => self.on_screen_share(active, &mut out),
             Input::SendChat(text) => self.send(ClientMessage::Chat { text }, &mut out),
             Input::SetVideoPreference(preference) => self.ladder.set_preference(preference),
+            Input::SetExamination(active) => {
+                if self.role == Some(Role::Doctor) {
+                    self.send(ClientMessage::Examination { active }, &mut out);
+                } else {
+                    out.push(Output::Event(CallEvent::Error(CallError::NotAllowed(
+                        "only the doctor can start the examination mode".into(),
+                    ))));
+                }
+            }
             Input::Stats(stats) => self.on_stats(&stats, now_ms, &mut out),
             Input::NetworkChanged => {
                 if matches!(
@@ -570,6 +585,11 @@ impl CallMachine {
             ServerMessage::Chat(message) => out.push(Output::Event(CallEvent::ChatReceived(message))),
             ServerMessage::ScreenShare { active, .. } => {
                 out.push(Output::Event(CallEvent::PeerScreenShare(active)));
+            }
+            ServerMessage::Examination { active, .. } => {
+                let preference = if active { VideoPreference::Detail } else { VideoPreference::Balanced };
+                self.ladder.set_preference(preference);
+                out.push(Output::Event(CallEvent::Examination(active)));
             }
             ServerMessage::MediaState { state, .. } => {
                 out.push(Output::Event(CallEvent::PeerMediaChanged(state)))
@@ -864,6 +884,24 @@ mod tests {
             climbed.extend(rungs(&out));
         }
         assert_eq!(climbed, [("360p", 30), ("540p", 30)]);
+    }
+
+    #[test]
+    fn the_doctor_starts_the_examination_mode_for_the_patients_camera() {
+        let mut patient = connected(Role::Patient);
+        let out = patient.handle(Input::SetExamination(true), 0);
+        assert!(matches!(&out[..], [Output::Event(CallEvent::Error(CallError::NotAllowed(_)))]), "{out:?}");
+        let mut doctor = connected(Role::Doctor);
+        let out = doctor.handle(Input::SetExamination(true), 0);
+        assert_eq!(sent(&out)[0]["type"], "examination");
+
+        // The patient at 720p on a link that no longer carries 720p30: 720p15.
+        let mut patient = CallMachine::with_ladder(BitrateLadder::new("720p", "720p"));
+        let examining = ServerMessage::Examination { from: Role::Doctor, active: true };
+        let out = patient.handle(Input::Frame(Frame::numbered(5, examining)), 0);
+        assert!(out.contains(&Output::Event(CallEvent::Examination(true))));
+        let out = patient.handle(stats(700_000, 700_000, 0.0, 1_000), 1_000);
+        assert!(out.contains(&Output::VideoRungChanged(Rung { fps: 15, ..crate::call::ladder::LADDER[1] })));
     }
 
     #[test]

@@ -222,6 +222,17 @@ impl CallClient {
         Ok(())
     }
 
+    /// Starts or stops the examination mode (doctors only: a patient gets
+    /// [`CallError::NotAllowed`]): the patient's camera keeps its resolution and gives up frame
+    /// rate when bandwidth is short, for looking at a rash or a wound.
+    pub fn set_examination(&self, active: bool) -> Result<(), CallError> {
+        if self.role() == Some(Role::Patient) {
+            return Err(CallError::NotAllowed("only the doctor can start the examination mode".into()));
+        }
+        self.input(Input::SetExamination(active));
+        Ok(())
+    }
+
     /// Sends a chat message (1 to 2000 characters).
     pub fn send_chat(&self, text: &str) -> Result<(), CallError> {
         let length = text.trim().chars().count();

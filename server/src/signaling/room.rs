@@ -281,6 +281,14 @@ impl Room {
                 actions.push(Action::SetScreenSharing(active));
                 Some(ServerMessage::ScreenShare { from: role, active })
             }
+            ClientMessage::Examination { active } => {
+                if role != Role::Doctor {
+                    let message = "only the doctor can start the examination mode";
+                    Self::reply_error(conn, ErrorCode::Forbidden, message, &mut actions);
+                    return actions;
+                }
+                Some(ServerMessage::Examination { from: role, active })
+            }
             ClientMessage::Chat { text } => {
                 let text = text.trim();
                 if text.is_empty() || text.chars().count() > MAX_CHAT_CHARS {
@@ -506,11 +514,15 @@ mod tests {
     }
 
     #[test]
-    fn a_patient_cannot_share_a_screen_or_end_the_call() {
+    fn a_patient_cannot_share_a_screen_start_an_examination_or_end_the_call() {
         let mut room = room();
         room.connect(Role::Patient, PATIENT, None, vec![]);
         room.connect(Role::Doctor, DOCTOR, None, vec![]);
-        for message in [ClientMessage::ScreenShare { active: true }, ClientMessage::EndCall] {
+        for message in [
+            ClientMessage::ScreenShare { active: true },
+            ClientMessage::Examination { active: true },
+            ClientMessage::EndCall,
+        ] {
             let actions = room.frame(Role::Patient, PATIENT, Frame::new(message));
             let frames = sent(&actions, PATIENT);
             assert_eq!(frames[0]["code"], "forbidden");
@@ -521,6 +533,10 @@ mod tests {
             room.frame(Role::Doctor, DOCTOR, Frame::new(ClientMessage::ScreenShare { active: true }));
         assert!(actions.contains(&Action::SetScreenSharing(true)));
         assert_eq!(sent(&actions, PATIENT)[0]["type"], "screen-share");
+        let actions =
+            room.frame(Role::Doctor, DOCTOR, Frame::new(ClientMessage::Examination { active: true }));
+        assert_eq!(sent(&actions, PATIENT)[0]["type"], "examination");
+        assert_eq!(sent(&actions, PATIENT)[0]["active"], true);
     }
 
     #[test]
