@@ -554,6 +554,7 @@ mod tests {
             r#"{"type":"ice-candidate","candidate":""}"#,
             r#"{"type":"chat","text":"hi"}"#,
             r#"{"type":"screen-share","active":true}"#,
+            r#"{"type":"examination","active":true}"#,
             r#"{"type":"media-state","audio":true,"video":false}"#,
             r#"{"type":"quality","level":"good"}"#,
             r#"{"type":"waiting-message","text":"5 minutes"}"#,

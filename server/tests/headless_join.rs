@@ -65,7 +65,10 @@ async fn two_headless_participants_talk_and_the_doctor_ends_the_call() {
         assert!(number("video frames decoded ") >= 30, "{summary}");
         assert!(number("pictures with a counter ") >= 30, "the pictures carry the counter: {summary}");
         assert!(number("audio frames decoded ") >= 40, "{summary}");
-        assert!(out.contains(" at 1280x720 (picture counter "), "720p pictures decoded:\n{out}");
+        assert!(
+            out.contains(" at 640x360 (picture counter "),
+            "pictures of the ladder's start rung decoded:\n{out}"
+        );
     }
     assert!(
         doctor_out.contains("event: peer microphone off camera on"),
@@ -77,7 +80,7 @@ async fn two_headless_participants_talk_and_the_doctor_ends_the_call() {
     let _ = std::fs::remove_file(&video);
     assert_eq!(&bytes[0..4], b"DKIF");
     assert_eq!(&bytes[8..12], b"VP80");
-    assert_eq!((&bytes[12..14], &bytes[14..16]), (&1280u16.to_le_bytes()[..], &720u16.to_le_bytes()[..]));
+    assert_eq!((&bytes[12..14], &bytes[14..16]), (&640u16.to_le_bytes()[..], &360u16.to_le_bytes()[..]));
     let frames_in_header = u32::from_le_bytes(bytes[24..28].try_into().unwrap());
     let mut decoder = televisit_core::codec::video::Vp8Decoder::new().unwrap();
     let (mut at, mut counters) = (32, vec![]);

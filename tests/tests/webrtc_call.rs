@@ -118,7 +118,7 @@ async fn video_and_audio_flow_both_ways_over_a_real_peer_connection() {
         let numbers = at_patient.counters_from(1);
         assert!(numbers.windows(2).all(|w| w[0] < w[1]), "picture counters increase: {numbers:?}");
         assert!(numbers[0] <= 0x1000_0000 + 60, "pictures decode from the start: {:#x}", numbers[0]);
-        assert_eq!(at_patient.pictures.size, Some((1280, 720)), "720p to start");
+        assert_eq!(at_patient.pictures.size, Some((640, 360)), "the ladder's start rung, 360p");
         assert_eq!(at_patient.audio_samples, at_patient.audio_decoded * FRAME_SAMPLES, "20 ms per packet");
     }
 
@@ -141,17 +141,17 @@ async fn video_and_audio_flow_both_ways_over_a_real_peer_connection() {
     assert!(after - before <= 2, "muted audio stops: {before} -> {after}");
     assert!(pictures_after > pictures_before + 5, "video goes on: {pictures_before} -> {pictures_after}");
 
-    // The doctor's camera follows a lower rung of the ladder: 360p pictures arrive, still counting up.
-    senders[0].set_rung(LADDER[3]);
+    // The doctor's camera follows another rung of the ladder: 720p pictures arrive, still counting up.
+    senders[0].set_rung(LADDER[1]);
     let received = at_patient.clone();
     tokio::task::spawn_blocking(move || {
-        wait_until("360p pictures", || {
+        wait_until("720p pictures", || {
             let mut at_patient = received.lock().unwrap();
             at_patient.counters_from(1);
-            at_patient.pictures.size == Some((640, 360))
+            at_patient.pictures.size == Some((1280, 720))
         });
         let before = received.lock().unwrap().counters_from(1).len();
-        wait_until("more 360p pictures with a counter", || {
+        wait_until("more 720p pictures with a counter", || {
             received.lock().unwrap().counters_from(1).len() > before + 10
         });
     })

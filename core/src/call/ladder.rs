@@ -233,9 +233,9 @@ impl BitrateLadder {
             let next = self.steps[self.current - 1];
             let headroom = budget * UP_HEADROOM_DEN >= next.min_bps * UP_HEADROOM_NUM;
             let sending = self.last.map_or(0, |t| t.bitrate_bps) + AUDIO_RESERVE_BPS;
-            let delivered = input
-                .acknowledged_bps
-                .is_none_or(|acked| self.current + 1 == self.steps.len() || acked as f64 >= sending as f64 * ACKNOWLEDGED_SHARE);
+            let delivered = input.acknowledged_bps.is_none_or(|acked| {
+                self.current + 1 == self.steps.len() || acked as f64 >= sending as f64 * ACKNOWLEDGED_SHARE
+            });
             if headroom && delivered {
                 let since = *self.above_since.get_or_insert(now_ms);
                 if now_ms - since >= UP_AFTER_MS {
@@ -313,7 +313,11 @@ mod tests {
                 changes.push((t, target.rung.name));
             }
         }
-        assert_eq!(changes, [(12, "540p"), (15, "720p")], "one rung per two observed seconds, capped at 720p");
+        assert_eq!(
+            changes,
+            [(12, "540p"), (15, "720p")],
+            "one rung per two observed seconds, capped at 720p"
+        );
         assert_eq!(ladder.update(estimate(10_000_000), 31_000).0.bitrate_bps, 2_600_000);
     }
 

@@ -30,8 +30,8 @@ use crate::call::stats::MediaStats;
 use crate::error::CallError;
 use crate::frame::{EncodedFrame, FrameKind};
 use crate::protocol::{
-    encode, CallStatus, ChatMessage, ClientMessage, ErrorCode, Frame, IceCandidate, MediaState,
-    QualityLevel, QualityReport, Resume, Role, Sdp, ServerMessage,
+    encode, CallStatus, ChatMessage, ClientMessage, ErrorCode, Frame, IceCandidate, MediaState, QualityLevel,
+    QualityReport, Resume, Role, Sdp, ServerMessage,
 };
 
 /// Give up reconnecting signaling after this long without success.
@@ -846,7 +846,8 @@ mod tests {
             for o in &out {
                 if let Output::QualityChanged(level) = o {
                     levels.push((second, *level));
-                    let quality = sent(&out).into_iter().find(|f| f["type"] == "quality").expect("told the peer");
+                    let quality =
+                        sent(&out).into_iter().find(|f| f["type"] == "quality").expect("told the peer");
                     assert_eq!(quality["level"], "poor");
                 }
             }
@@ -871,7 +872,9 @@ mod tests {
         assert!(out.contains(&Output::EncoderBitrate(266_000)));
         let out = m.handle(stats(200_000, 200_000, 0.0, 2_000), 2_000);
         assert_eq!(rungs(&out), [("180p", 15)]);
-        assert!(out.iter().any(|o| matches!(o, Output::Peer(PeerCommand::SetEncoderTarget(t)) if t.rung.name == "180p")));
+        assert!(out
+            .iter()
+            .any(|o| matches!(o, Output::Peer(PeerCommand::SetEncoderTarget(t)) if t.rung.name == "180p")));
         // A big estimate that the receiver does not confirm changes nothing.
         for second in 3..8 {
             let out = m.handle(stats(3_000_000, 100_000, 0.0, second * 1000), second * 1000);

@@ -6,8 +6,8 @@ use tokio::sync::mpsc;
 
 use crate::api::IceServer;
 pub use crate::call::machine::PeerCommand;
-pub use crate::call::stats::MediaStats;
 use crate::call::machine::PeerConnectionState;
+pub use crate::call::stats::MediaStats;
 use crate::frame::{EncodedFrame, FrameKind, VideoCodec};
 use crate::protocol::{IceCandidate, Role};
 

@@ -25,9 +25,7 @@ use crate::frame::{EncodedFrame, FrameKind, VideoCodec};
 use crate::link::JoinLink;
 use crate::net::api_client::ApiClient;
 use crate::net::signaling::{self, SignalingEvent};
-use crate::protocol::{
-    encode, ClientMessage, Frame, QualityLevel, Role, ServerMessage, MAX_CHAT_CHARS,
-};
+use crate::protocol::{encode, ClientMessage, Frame, QualityLevel, Role, ServerMessage, MAX_CHAT_CHARS};
 use media::{MediaBackend, MediaSession, MediaStats, PeerCommand, PeerEvent};
 
 /// Everything the app hears.
