@@ -50,6 +50,22 @@ impl AcknowledgedRate {
         Some(bytes as f64 * 8.0 / span.max(MIN_SPAN).as_secs_f64())
     }
 
+    /// Bits per second over the last `window` of receiver time (at most the whole window): the
+    /// link's rate right now when a queue keeps it busy.
+    pub fn recent_bps(&self, window: Duration) -> Option<f64> {
+        let (last, _) = *self.samples.back()?;
+        let from = last.saturating_sub(window);
+        let start = self.samples.partition_point(|(a, _)| *a < from);
+        let recent = self.samples.range(start..);
+        let first = recent.clone().next()?.0;
+        let span = last.saturating_sub(first);
+        if span < window / 2 {
+            return None;
+        }
+        let bytes: usize = recent.skip(1).map(|(_, s)| *s).sum();
+        Some(bytes as f64 * 8.0 / span.as_secs_f64())
+    }
+
     /// Forgets everything (after an outage the old rate says nothing about the new path).
     pub fn reset(&mut self) {
         self.samples.clear();

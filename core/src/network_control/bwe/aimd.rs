@@ -24,6 +24,13 @@ const FAST_RAMP_AFTER_RESET: Duration = Duration::from_secs(4);
 const HEADROOM_FACTOR: f64 = 1.5;
 /// See [`HEADROOM_FACTOR`].
 const HEADROOM_BPS: f64 = 10_000.0;
+/// The additive increase is at least this share of the rate per second (libwebrtc's one packet
+/// per response time is ~1 %/s at 2.5 Mbps: far too slow to come back after a cut).
+const MIN_ADDITIVE_SHARE: f64 = 0.06;
+/// A queue of this many seconds is drained in [`DRAIN_TIME`] seconds by a deeper cut…
+const DRAIN_TIME: f64 = 0.5;
+/// …but never below this share of the acknowledged rate.
+const DEEPEST_CUT: f64 = 0.5;
 /// The packet size the additive increase assumes, bytes.
 const PACKET_BYTES: f64 = 1_200.0;
 
@@ -64,6 +71,10 @@ impl LinkCapacity {
 
     fn upper_bps(&self) -> Option<f64> {
         self.estimate_kbps.map(|e| (e + 3.0 * self.deviation_kbps(e)) * 1_000.0)
+    }
+
+    fn lower_bps(&self) -> Option<f64> {
+        self.estimate_kbps.map(|e| (e - 3.0 * self.deviation_kbps(e)) * 1_000.0)
     }
 
     fn estimate_bps(&self) -> Option<f64> {
@@ -154,8 +165,9 @@ impl Aimd {
         acked.is_some_and(|a| a < 0.5 * self.bitrate)
     }
 
-    /// Moves the rate for the detector's verdict and the acknowledged rate; returns it.
-    pub fn update(&mut self, now: Instant, usage: Usage, acked: Option<f64>) -> f64 {
+    /// Moves the rate for the detector's verdict, the acknowledged rate (`acked` over the last
+    /// half second, `recent` over the last moments) and the queueing delay; returns it.
+    pub fn update(&mut self, now: Instant, usage: Usage, acked: Option<f64>, recent: Option<f64>, queue: Duration) -> f64 {
         self.state = match (usage, self.state) {
             (Usage::Normal, RateState::Hold) => {
                 self.last_change = Some(now);
@@ -168,21 +180,29 @@ impl Aimd {
         let since = self.last_change.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
         match self.state {
             RateState::Hold => {}
+            // Nothing acknowledged yet (start, after an outage): no evidence to rise on.
+            RateState::Increase if acked.is_none() => {}
             RateState::Increase => {
-                if let (Some(a), Some(upper)) = (acked, self.capacity.upper_bps()) {
-                    if a > upper {
-                        // The path carries more than it did at the last overuse: it got faster.
-                        self.restart_ramp(now);
-                    }
+                let acked = acked.expect("matched above");
+                if self.capacity.upper_bps().is_some_and(|upper| acked > upper) {
+                    // The path carries more than it did at the last overuse: it got faster.
+                    self.restart_ramp(now);
                 }
-                let increased = if self.capacity.estimate_kbps.is_some() {
-                    self.bitrate + self.additive_per_second() * since.as_secs_f64().min(1.0)
-                } else {
-                    let per_second = if self.in_fast_ramp(now) { FAST_RAMP_PER_SECOND } else { SLOW_RAMP_PER_SECOND };
-                    let factor = per_second.powf(since.as_secs_f64().min(1.0));
-                    self.bitrate + (self.bitrate * (factor - 1.0)).max(1_000.0 * since.as_secs_f64().min(1.0))
+                let seconds = since.as_secs_f64().min(1.0);
+                let multiplicative = |per_second: f64, bitrate: f64| {
+                    bitrate + (bitrate * (per_second.powf(seconds) - 1.0)).max(1_000.0 * seconds)
                 };
-                let limit = acked.map_or(f64::INFINITY, |a| HEADROOM_FACTOR * a + HEADROOM_BPS);
+                let increased = match (self.capacity.estimate_bps(), self.capacity.lower_bps()) {
+                    // Far below the capacity (after a deep cut): back up to it quickly…
+                    (Some(_), Some(lower)) if self.bitrate < lower => {
+                        multiplicative(FAST_RAMP_PER_SECOND, self.bitrate).min(lower)
+                    }
+                    // …near it, carefully.
+                    (Some(_), _) => self.bitrate + self.additive_per_second() * seconds,
+                    (None, _) if self.in_fast_ramp(now) => multiplicative(FAST_RAMP_PER_SECOND, self.bitrate),
+                    (None, _) => multiplicative(SLOW_RAMP_PER_SECOND, self.bitrate),
+                };
+                let limit = HEADROOM_FACTOR * acked + HEADROOM_BPS;
                 // Never raise above the limit, but an existing rate above it is not cut for it.
                 if increased > self.bitrate {
                     self.bitrate = increased.min(limit.max(self.bitrate));
@@ -191,7 +211,12 @@ impl Aimd {
             }
             RateState::Decrease => {
                 if let Some(a) = acked {
-                    let mut decreased = BETA * a;
+                    // The link's rate is what arrived lately; the half-second mean still
+                    // remembers the time before the queue.
+                    let a = recent.map_or(a, |r| r.min(a));
+                    // A long queue needs a deeper cut to drain in time.
+                    let drain = (1.0 - queue.as_secs_f64() / DRAIN_TIME).max(DEEPEST_CUT);
+                    let mut decreased = BETA.min(drain) * a;
                     if decreased > self.bitrate {
                         if let Some(capacity) = self.capacity.estimate_bps() {
                             decreased = BETA * capacity;
@@ -219,6 +244,6 @@ impl Aimd {
         let packets = (frame_bytes / PACKET_BYTES).ceil().max(1.0);
         let packet_bits = frame_bytes / packets * 8.0;
         let response = (self.rtt + Duration::from_millis(100)).as_secs_f64();
-        (packet_bits / response).max(4_000.0)
+        (packet_bits / response).max(4_000.0).max(MIN_ADDITIVE_SHARE * self.bitrate)
     }
 }

@@ -93,6 +93,43 @@ impl InterArrival {
     }
 }
 
+/// How long the minimum one-way delay is remembered (a route change moves it).
+const BASE_DELAY_MEMORY: Duration = Duration::from_secs(30);
+
+/// The queueing delay: the one-way delay (receiver clock minus send clock, offset unknown) above
+/// its minimum over the last [`BASE_DELAY_MEMORY`].
+#[derive(Debug, Default)]
+pub struct QueueDelay {
+    epoch: Option<Instant>,
+    /// Minimum offsets per 5 s bucket, oldest first: (bucket start, seconds).
+    minima: VecDeque<(Instant, f64)>,
+    latest: f64,
+}
+
+impl QueueDelay {
+    /// Adds an arrived packet.
+    pub fn on_packet(&mut self, send: Instant, arrival: Duration) {
+        let epoch = *self.epoch.get_or_insert(send);
+        let offset = arrival.as_secs_f64() - send.saturating_duration_since(epoch).as_secs_f64();
+        self.latest = offset;
+        match self.minima.back_mut() {
+            Some((start, min)) if send.saturating_duration_since(*start) < Duration::from_secs(5) => {
+                *min = min.min(offset);
+            }
+            _ => self.minima.push_back((send, offset)),
+        }
+        while self.minima.front().is_some_and(|(start, _)| send.saturating_duration_since(*start) > BASE_DELAY_MEMORY) {
+            self.minima.pop_front();
+        }
+    }
+
+    /// The last packet's queueing delay.
+    pub fn current(&self) -> Duration {
+        let base = self.minima.iter().map(|(_, m)| *m).fold(f64::INFINITY, f64::min);
+        Duration::from_secs_f64((self.latest - base).max(0.0))
+    }
+}
+
 /// What the detector concludes about the path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Usage {

@@ -56,7 +56,7 @@ pub use probe::ProbeCluster;
 
 use acknowledged::AcknowledgedRate;
 use aimd::Aimd;
-use delay::{InterArrival, Trendline};
+use delay::{InterArrival, QueueDelay, Trendline};
 use loss::{LossBased, LOW_LOSS};
 use probe::Prober;
 
@@ -72,6 +72,9 @@ const SILENCE: Duration = Duration::from_secs(2);
 const SILENCE_DECAY: f64 = 0.8;
 /// The rate's growth per second on receiver reports alone, while they show little loss.
 const RR_GROWTH_PER_SECOND: f64 = 1.08;
+/// The window of the acknowledged rate a cut is based on: while a queue keeps the link busy,
+/// the receive rate over it is the link's rate.
+const RECENT_WINDOW: Duration = Duration::from_millis(150);
 /// How often the controller wants [`CongestionController::on_timeout`].
 const TIMEOUT_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -126,6 +129,7 @@ pub struct CongestionController {
     target: f64,
     inter_arrival: InterArrival,
     trendline: Trendline,
+    queue_delay: QueueDelay,
     acknowledged: AcknowledgedRate,
     aimd: Aimd,
     loss: LossBased,
@@ -154,6 +158,7 @@ impl CongestionController {
             target: initial,
             inter_arrival: InterArrival::default(),
             trendline: Trendline::default(),
+            queue_delay: QueueDelay::default(),
             acknowledged: AcknowledgedRate::default(),
             aimd: Aimd::new(initial),
             loss: LossBased::default(),
@@ -207,6 +212,11 @@ impl CongestionController {
         self.rtt
     }
 
+    /// The queueing delay the last feedback showed (above the lowest delay of the last 30 s).
+    pub fn queue_delay(&self) -> Duration {
+        self.queue_delay.current()
+    }
+
     /// The delay detector's last verdict.
     pub fn usage(&self) -> Usage {
         self.trendline.usage()
@@ -245,6 +255,7 @@ impl CongestionController {
             }
             let Some(arrival) = packet.arrival else { continue };
             self.acknowledged.on_packet(arrival, packet.size);
+            self.queue_delay.on_packet(packet.send_time, arrival);
             newest_send = newest_send.max(Some(packet.send_time));
             // The delay detector needs send order; what a late feedback reports is too old for it.
             if self.last_sequence.is_none_or(|s| packet.sequence > s) {
@@ -262,7 +273,8 @@ impl CongestionController {
         let usage = self.trendline.usage();
         let restarts = self.aimd.ramp_restarts();
         if usage != Usage::Overusing || self.aimd.time_to_reduce_further(now, acked) {
-            self.aimd.update(now, usage, acked);
+            let recent = self.acknowledged.recent_bps(RECENT_WINDOW);
+            self.aimd.update(now, usage, acked, recent, self.queue_delay.current());
         }
         if self.aimd.ramp_restarts() != restarts && !self.prober.busy() {
             // The path carries more than its measured capacity: a probe finds out how much.
