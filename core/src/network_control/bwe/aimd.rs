@@ -225,6 +225,11 @@ impl Aimd {
                     if decreased < self.bitrate {
                         self.bitrate = decreased;
                     }
+                    if self.capacity.lower_bps().is_some_and(|lower| a < lower) {
+                        // Far below the capacity measured so far: the link got slower, measure
+                        // it afresh.
+                        self.capacity = LinkCapacity::default();
+                    }
                     self.capacity.on_overuse(a);
                 } else {
                     self.bitrate *= BETA;

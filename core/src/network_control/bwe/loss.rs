@@ -67,6 +67,8 @@ impl LossBased {
             if self.last_cut.is_none_or(|t| now.saturating_duration_since(t) >= CUT_INTERVAL + rtt) {
                 self.cap = Some(current * (1.0 - 0.5 * loss));
                 self.last_cut = Some(now);
+                self.lost = 0;
+                self.total = 0;
             }
         } else if loss < LOW_LOSS {
             if let Some(cap) = self.cap {

@@ -43,6 +43,7 @@ mod acknowledged;
 mod aimd;
 mod delay;
 mod loss;
+mod order;
 mod probe;
 
 #[cfg(test)]
@@ -58,6 +59,7 @@ use acknowledged::AcknowledgedRate;
 use aimd::Aimd;
 use delay::{InterArrival, QueueDelay, Trendline};
 use loss::{LossBased, LOW_LOSS};
+use order::InOrder;
 use probe::Prober;
 
 /// Transport-cc feedback older than this no longer drives the rate.
@@ -138,7 +140,9 @@ pub struct CongestionController {
     rtt: Duration,
     /// When the round trip last came from a receiver report (more exact than feedback's).
     rr_rtt_at: Option<Instant>,
-    last_sequence: Option<u64>,
+    in_order: InOrder,
+    /// Losses of packets sent before the last cut were already answered by it.
+    last_cut: Option<Instant>,
     last_twcc: Option<Instant>,
     remb: Option<(Instant, f64)>,
     last_rr: Option<Instant>,
@@ -166,7 +170,8 @@ impl CongestionController {
             initial_probes_requested: false,
             rtt: Duration::from_millis(200),
             rr_rtt_at: None,
-            last_sequence: None,
+            in_order: InOrder::default(),
+            last_cut: None,
             last_twcc: None,
             remb: None,
             last_rr: None,
@@ -241,30 +246,24 @@ impl CongestionController {
         if self.last_twcc.is_some() && self.source(now) != FeedbackSource::TransportCc {
             self.recover_from_outage(now);
         }
-        let mut sorted = packets.to_vec();
-        sorted.sort_by_key(|p| p.sequence);
         let (mut lost, mut counted) = (0, 0);
         let mut newest_send = None;
-        for packet in &sorted {
+        for packet in packets {
             if let Some(id) = packet.probe_cluster {
                 self.prober.on_packet(id, packet.send_time, packet.arrival, packet.size);
             }
-            if self.ignore_loss_before.is_none_or(|t| packet.send_time >= t) {
+            let answered = [self.ignore_loss_before, self.last_cut].into_iter().flatten().max();
+            if answered.is_none_or(|t| packet.send_time >= t) {
                 counted += 1;
                 lost += u32::from(packet.arrival.is_none());
             }
-            let Some(arrival) = packet.arrival else { continue };
-            self.acknowledged.on_packet(arrival, packet.size);
-            self.queue_delay.on_packet(packet.send_time, arrival);
-            newest_send = newest_send.max(Some(packet.send_time));
-            // The delay detector needs send order; what a late feedback reports is too old for it.
-            if self.last_sequence.is_none_or(|s| packet.sequence > s) {
-                self.last_sequence = Some(packet.sequence);
-                if let Some(delta) = self.inter_arrival.add(packet.send_time, arrival) {
-                    self.trendline.update(delta);
-                }
+            if let Some(arrival) = packet.arrival {
+                self.acknowledged.on_packet(arrival, packet.size);
+                newest_send = newest_send.max(Some(packet.send_time));
             }
         }
+        let in_order = self.in_order.push(now, packets);
+        self.detect(&in_order);
         if let Some(sent) = newest_send {
             self.on_feedback_rtt(now, now.saturating_duration_since(sent));
         }
@@ -274,7 +273,10 @@ impl CongestionController {
         let restarts = self.aimd.ramp_restarts();
         if usage != Usage::Overusing || self.aimd.time_to_reduce_further(now, acked) {
             let recent = self.acknowledged.recent_bps(RECENT_WINDOW);
-            self.aimd.update(now, usage, acked, recent, self.queue_delay.current());
+            let before = self.aimd.bitrate();
+            if self.aimd.update(now, usage, acked, recent, self.queue_delay.current()) < before {
+                self.last_cut = Some(now);
+            }
         }
         if self.aimd.ramp_restarts() != restarts && !self.prober.busy() {
             // The path carries more than its measured capacity: a probe finds out how much.
@@ -326,6 +328,8 @@ impl CongestionController {
     /// Periodic work: switching sources as feedback goes stale, the decay during silence.
     pub fn on_timeout(&mut self, now: Instant) {
         self.last_timeout = Some(now);
+        let late = self.in_order.release(now);
+        self.detect(&late);
         if let Some(heard) = self.last_heard {
             let silent = now.saturating_duration_since(heard);
             let since_cut = self.last_silence_cut.map_or(silent, |t| now.saturating_duration_since(t));
@@ -354,6 +358,17 @@ impl CongestionController {
         self.prober.next(now)
     }
 
+    /// Feeds packets in send order to the delay detector.
+    fn detect(&mut self, packets: &[PacketFeedback]) {
+        for packet in packets {
+            let Some(arrival) = packet.arrival else { continue };
+            self.queue_delay.on_packet(packet.send_time, arrival);
+            if let Some(delta) = self.inter_arrival.add(packet.send_time, arrival) {
+                self.trendline.update(delta);
+            }
+        }
+    }
+
     fn on_feedback_rtt(&mut self, now: Instant, sample: Duration) {
         if self.rr_rtt_at.is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(5)) {
             return;
@@ -374,7 +389,7 @@ impl CongestionController {
         self.acknowledged.reset();
         self.inter_arrival = InterArrival::default();
         self.trendline = Trendline::default();
-        self.last_sequence = None;
+        self.in_order.reset();
         self.aimd.restart_ramp(now);
     }
 
