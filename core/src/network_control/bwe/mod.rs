@@ -257,8 +257,7 @@ impl CongestionController {
                 counted += 1;
                 lost += u32::from(packet.arrival.is_none());
             }
-            if let Some(arrival) = packet.arrival {
-                self.acknowledged.on_packet(arrival, packet.size);
+            if packet.arrival.is_some() {
                 newest_send = newest_send.max(Some(packet.send_time));
             }
         }
@@ -358,10 +357,12 @@ impl CongestionController {
         self.prober.next(now)
     }
 
-    /// Feeds packets in send order to the delay detector.
+    /// Feeds packets in send order to the acknowledged rate and the delay detector (a hole left
+    /// by a feedback still on its way would read as a rate drop).
     fn detect(&mut self, packets: &[PacketFeedback]) {
         for packet in packets {
             let Some(arrival) = packet.arrival else { continue };
+            self.acknowledged.on_packet(arrival, packet.size);
             self.queue_delay.on_packet(packet.send_time, arrival);
             if let Some(delta) = self.inter_arrival.add(packet.send_time, arrival) {
                 self.trendline.update(delta);

@@ -178,6 +178,18 @@ impl Sim {
         if self.ms % 25 == 0 {
             self.cc.on_timeout(now);
         }
+        if std::env::var("BWE_DEBUG").is_ok() && self.ms % 100 == 0 {
+            eprintln!(
+                "{t:.1} target {:.2} acked {:?} recent {:?} cap {:?} usage {:?} queue {:?} loss {:?}",
+                target / MBPS,
+                self.cc.acknowledged_bps(),
+                self.cc.acknowledged.recent_bps(RECENT_WINDOW),
+                self.cc.link_capacity_bps(),
+                self.cc.usage(),
+                self.cc.queue_delay(),
+                self.cc.loss_based_bps()
+            );
+        }
         if self.ms % 100 == 0 {
             self.targets.push((t, self.cc.target_bps() as f64, self.capacity(t)));
         }
