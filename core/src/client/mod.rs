@@ -7,6 +7,7 @@
 //! stack and the clock report, and carries out what it decides.
 
 pub mod codecs;
+pub mod estimator;
 pub mod keyframe_requests;
 pub mod media;
 pub mod pacing;

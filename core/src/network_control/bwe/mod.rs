@@ -222,6 +222,11 @@ impl CongestionController {
         self.queue_delay.current()
     }
 
+    /// Where the delay-based controller is in its increase/hold/decrease cycle.
+    pub fn rate_state(&self) -> RateState {
+        self.aimd.state()
+    }
+
     /// The delay detector's last verdict.
     pub fn usage(&self) -> Usage {
         self.trendline.usage()
@@ -343,7 +348,7 @@ impl CongestionController {
 
     /// When the controller wants [`on_timeout`](Self::on_timeout) next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        Some(self.last_timeout? + TIMEOUT_INTERVAL)
+        Some(self.last_timeout.or(self.last_heard)? + TIMEOUT_INTERVAL)
     }
 
     /// A probe cluster the sender should send now, if the controller wants one.
