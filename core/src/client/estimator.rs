@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::{
-    Attribute, BandwidthEstimator, EstimatorStats, Interceptor, Packet, PacketReport, StreamInfo, TaggedPacket,
+    Attribute, BandwidthEstimator, EstimatorStats, Interceptor, Packet, PacketReport, StreamInfo,
+    TaggedPacket,
 };
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::receiver_report::ReceiverReport;
@@ -147,13 +148,17 @@ impl ReportReader {
 
     /// The mean loss fraction and the round trip of the blocks about our streams, if any.
     fn read_blocks(&self, now: Instant, blocks: &[ReceptionReport]) -> Option<(f64, Option<Duration>)> {
-        let ours: Vec<&ReceptionReport> = blocks.iter().filter(|b| self.local_ssrcs.contains(&b.ssrc)).collect();
+        let ours: Vec<&ReceptionReport> =
+            blocks.iter().filter(|b| self.local_ssrcs.contains(&b.ssrc)).collect();
         if ours.is_empty() {
             return None;
         }
         let loss = ours.iter().map(|b| b.fraction_lost as f64 / 256.0).sum::<f64>() / ours.len() as f64;
         let rtt = ours.iter().find_map(|b| {
-            let (_, sent) = self.sent_reports.iter().find(|(ntp, _)| b.last_sender_report != 0 && *ntp == b.last_sender_report)?;
+            let (_, sent) = self
+                .sent_reports
+                .iter()
+                .find(|(ntp, _)| b.last_sender_report != 0 && *ntp == b.last_sender_report)?;
             let held = Duration::from_secs_f64(b.delay as f64 / 65_536.0);
             now.saturating_duration_since(*sent).checked_sub(held)
         });
@@ -270,7 +275,8 @@ mod tests {
     fn a_remb_moves_the_target_and_is_announced_to_the_pacer() {
         let (mut reader, state) = reader();
         let t0 = Instant::now();
-        let remb = ReceiverEstimatedMaximumBitrate { sender_ssrc: 1, bitrate: 2_000_000.0, ssrcs: vec![OURS] };
+        let remb =
+            ReceiverEstimatedMaximumBitrate { sender_ssrc: 1, bitrate: 2_000_000.0, ssrcs: vec![OURS] };
         reader.handle_read(rtcp(t0, vec![Box::new(remb)])).unwrap();
         assert_eq!(state.target_bps(), 2_000_000);
         let passed = reader.poll_read().expect("passed on");

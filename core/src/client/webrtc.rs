@@ -62,15 +62,15 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::codecs::{first_video_codec, opus, register_codecs, video_codec_parameters};
+use super::estimator::{shared_controller, ControllerEstimator, ReportReader};
 use super::keyframe_requests::{is_keyframe_request, picture_loss, KeyframeRequestForwarder};
 use super::media::{MediaBackend, MediaSession, PeerCommand, PeerEvent};
-use super::estimator::{shared_controller, ControllerEstimator, ReportReader};
 use super::pacing::{AudioFirstPacer, PacingState};
-use crate::network_control::bwe::BweConfig;
 use super::stats::{OwnCounts, StackReading, StatsSampler};
 use crate::api::IceServer;
 use crate::call::machine::PeerConnectionState;
 use crate::frame::{vp8_keyframe_size, EncodedFrame, FrameKind, VideoCodec};
+use crate::network_control::bwe::BweConfig;
 use crate::protocol::{IceCandidate, Role};
 
 /// The track id of the doctor's screen-share track (its stream id is `televisit-screen`).

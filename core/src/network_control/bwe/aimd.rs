@@ -61,7 +61,8 @@ impl LinkCapacity {
             Some(e) => (1.0 - alpha) * e + alpha * sample,
         };
         let error = estimate - sample;
-        self.variance = ((1.0 - alpha) * self.variance + alpha * error * error / estimate.max(1.0)).clamp(0.4, 2.5);
+        self.variance =
+            ((1.0 - alpha) * self.variance + alpha * error * error / estimate.max(1.0)).clamp(0.4, 2.5);
         self.estimate_kbps = Some(estimate);
     }
 
@@ -128,7 +129,8 @@ impl Aimd {
 
     /// Whether the next increase is the fast multiplicative one.
     pub fn in_fast_ramp(&self, now: Instant) -> bool {
-        self.capacity.estimate_kbps.is_none() && (!self.seen_overuse || self.fast_until.is_some_and(|t| now < t))
+        self.capacity.estimate_kbps.is_none()
+            && (!self.seen_overuse || self.fast_until.is_some_and(|t| now < t))
     }
 
     /// How many times the ramp restarted (a change says the capacity went stale).
@@ -167,7 +169,14 @@ impl Aimd {
 
     /// Moves the rate for the detector's verdict, the acknowledged rate (`acked` over the last
     /// half second, `recent` over the last moments) and the queueing delay; returns it.
-    pub fn update(&mut self, now: Instant, usage: Usage, acked: Option<f64>, recent: Option<f64>, queue: Duration) -> f64 {
+    pub fn update(
+        &mut self,
+        now: Instant,
+        usage: Usage,
+        acked: Option<f64>,
+        recent: Option<f64>,
+        queue: Duration,
+    ) -> f64 {
         self.state = match (usage, self.state) {
             (Usage::Normal, RateState::Hold) => {
                 self.last_change = Some(now);

@@ -48,7 +48,12 @@ impl InterArrival {
     /// Adds an arrived packet (in send order); returns a delta when it closes a group.
     pub fn add(&mut self, send: Instant, arrival: Duration) -> Option<GroupDelta> {
         let Some(current) = self.current.as_mut() else {
-            self.current = Some(Group { first_send: send, last_send: send, first_arrival: arrival, last_arrival: arrival });
+            self.current = Some(Group {
+                first_send: send,
+                last_send: send,
+                first_arrival: arrival,
+                last_arrival: arrival,
+            });
             return None;
         };
         if send < current.first_send {
@@ -71,11 +76,17 @@ impl InterArrival {
         });
         if delta.is_some_and(|d| (d.arrival_delta_ms - d.send_delta_ms).abs() > MAX_DELAY_JUMP_MS) {
             self.previous = None;
-            self.current = Some(Group { first_send: send, last_send: send, first_arrival: arrival, last_arrival: arrival });
+            self.current = Some(Group {
+                first_send: send,
+                last_send: send,
+                first_arrival: arrival,
+                last_arrival: arrival,
+            });
             return None;
         }
         self.previous = Some(closed);
-        self.current = Some(Group { first_send: send, last_send: send, first_arrival: arrival, last_arrival: arrival });
+        self.current =
+            Some(Group { first_send: send, last_send: send, first_arrival: arrival, last_arrival: arrival });
         delta
     }
 
@@ -118,7 +129,11 @@ impl QueueDelay {
             }
             _ => self.minima.push_back((send, offset)),
         }
-        while self.minima.front().is_some_and(|(start, _)| send.saturating_duration_since(*start) > BASE_DELAY_MEMORY) {
+        while self
+            .minima
+            .front()
+            .is_some_and(|(start, _)| send.saturating_duration_since(*start) > BASE_DELAY_MEMORY)
+        {
             self.minima.pop_front();
         }
     }
@@ -202,7 +217,11 @@ impl Trendline {
         if self.window.len() > WINDOW {
             self.window.pop_front();
         }
-        let trend = if self.window.len() == WINDOW { slope(&self.window).unwrap_or(self.prev_trend) } else { self.prev_trend };
+        let trend = if self.window.len() == WINDOW {
+            slope(&self.window).unwrap_or(self.prev_trend)
+        } else {
+            self.prev_trend
+        };
         self.detect(trend, delta.send_delta_ms, delta.arrival_ms);
         self.usage
     }

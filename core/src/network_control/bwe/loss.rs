@@ -47,7 +47,15 @@ impl LossBased {
 
     /// Transport-cc verdicts: `lost` of `total` packets. Acted on per [`MIN_PACKETS`].
     /// `current` is the target now, `unconstrained` what the other sources would allow.
-    pub fn on_packets(&mut self, now: Instant, lost: u32, total: u32, current: f64, unconstrained: f64, rtt: Duration) {
+    pub fn on_packets(
+        &mut self,
+        now: Instant,
+        lost: u32,
+        total: u32,
+        current: f64,
+        unconstrained: f64,
+        rtt: Duration,
+    ) {
         self.lost += lost;
         self.total += total;
         if self.total >= MIN_PACKETS {

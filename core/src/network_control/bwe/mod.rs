@@ -315,7 +315,8 @@ impl CongestionController {
         let source = self.source(now);
         if source != FeedbackSource::TransportCc {
             if source == FeedbackSource::ReceiverReports && fraction_lost < LOW_LOSS {
-                if let Some(previous) = self.last_rr.filter(|t| now.saturating_duration_since(*t) < RR_FRESH) {
+                if let Some(previous) = self.last_rr.filter(|t| now.saturating_duration_since(*t) < RR_FRESH)
+                {
                     let seconds = now.saturating_duration_since(previous).as_secs_f64();
                     // Grows the base the fallback uses; recompute keeps the aimd in step.
                     self.aimd.set_bitrate(now, self.target * RR_GROWTH_PER_SECOND.powf(seconds));

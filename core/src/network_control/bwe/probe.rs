@@ -123,8 +123,10 @@ fn evaluate(packets: &[(Instant, Option<Duration>, usize)]) -> Option<f64> {
         return None;
     }
     // Each span leaves out one packet's bytes: the last sent, the first received.
-    let sent_bytes: usize = packets.iter().map(|p| p.2).sum::<usize>() - packets.iter().max_by_key(|p| p.0)?.2;
-    let received_bytes: usize = arrived.iter().map(|p| p.2).sum::<usize>() - arrived.iter().min_by_key(|p| p.1)?.2;
+    let sent_bytes: usize =
+        packets.iter().map(|p| p.2).sum::<usize>() - packets.iter().max_by_key(|p| p.0)?.2;
+    let received_bytes: usize =
+        arrived.iter().map(|p| p.2).sum::<usize>() - arrived.iter().min_by_key(|p| p.1)?.2;
     let send_rate = sent_bytes as f64 * 8.0 / send_span;
     let receive_rate = received_bytes as f64 * 8.0 / arrival_span;
     Some(if receive_rate < SATURATED_SHARE * send_rate {

@@ -117,10 +117,10 @@ impl Sim {
         let now = self.at(t);
         let target = self.cc.target_bps() as f64;
         // The encoder: audio every 20 ms, a video frame every 33 ms, together at the target.
-        if self.ms % 20 == 0 {
+        if self.ms.is_multiple_of(20) {
             self.pacer.push_front((AUDIO_BYTES, None));
         }
-        if self.ms % 33 == 0 {
+        if self.ms.is_multiple_of(33) {
             let mut frame = ((target - 40_000.0).max(20_000.0) / 8.0 / 30.0) as usize;
             while frame > 0 {
                 let size = frame.min(MAX_PACKET);
@@ -153,12 +153,13 @@ impl Sim {
             self.send(t, size, probe);
         }
         // The receiver's feedback, then what reaches the sender.
-        if self.peer.twcc && self.ms % 100 == 0 {
+        if self.peer.twcc && self.ms.is_multiple_of(100) {
             self.transport_cc(t);
         }
         if self.ms % 1_000 == 500 {
             if self.peer.rr {
-                let fraction = if self.rr_total == 0 { 0.0 } else { self.rr_lost as f64 / self.rr_total as f64 };
+                let fraction =
+                    if self.rr_total == 0 { 0.0 } else { self.rr_lost as f64 / self.rr_total as f64 };
                 self.in_transit.push_back((t + ONE_WAY, Feedback::Rr(fraction)));
             }
             if self.peer.remb {
@@ -172,13 +173,15 @@ impl Sim {
             match self.in_transit.pop_front().expect("front checked").1 {
                 Feedback::Twcc(packets) => self.cc.on_feedback(now, &packets),
                 Feedback::Remb(bps) => self.cc.on_remb(now, bps),
-                Feedback::Rr(fraction) => self.cc.on_receiver_report(now, fraction, Some(Duration::from_millis(100))),
+                Feedback::Rr(fraction) => {
+                    self.cc.on_receiver_report(now, fraction, Some(Duration::from_millis(100)))
+                }
             }
         }
-        if self.ms % 25 == 0 {
+        if self.ms.is_multiple_of(25) {
             self.cc.on_timeout(now);
         }
-        if std::env::var("BWE_DEBUG").is_ok() && self.ms % 100 == 0 {
+        if std::env::var("BWE_DEBUG").is_ok() && self.ms.is_multiple_of(100) {
             eprintln!(
                 "{t:.1} target {:.2} acked {:?} recent {:?} cap {:?} usage {:?} queue {:?} loss {:?}",
                 target / MBPS,
@@ -190,7 +193,7 @@ impl Sim {
                 self.cc.loss_based_bps()
             );
         }
-        if self.ms % 100 == 0 {
+        if self.ms.is_multiple_of(100) {
             self.targets.push((t, self.cc.target_bps() as f64, self.capacity(t)));
         }
     }
@@ -214,7 +217,8 @@ impl Sim {
 
     /// Everything up to the newest packet that arrived by `t`; the gaps before it are lost.
     fn transport_cc(&mut self, t: f64) {
-        let Some(newest) = self.unreported.iter().filter(|(_, p)| p.2.is_some_and(|a| a <= t)).map(|(s, _)| *s).max()
+        let Some(newest) =
+            self.unreported.iter().filter(|(_, p)| p.2.is_some_and(|a| a <= t)).map(|(s, _)| *s).max()
         else {
             return;
         };
@@ -255,7 +259,8 @@ impl Sim {
 
     /// The 95th percentile of the queueing delay of packets sent in `[from, to)`, seconds.
     fn queue_p95(&self, from: f64, to: f64) -> f64 {
-        let mut delays: Vec<f64> = self.queue.iter().filter(|(t, _)| *t >= from && *t < to).map(|(_, d)| *d).collect();
+        let mut delays: Vec<f64> =
+            self.queue.iter().filter(|(t, _)| *t >= from && *t < to).map(|(_, d)| *d).collect();
         delays.sort_by(f64::total_cmp);
         delays.get(delays.len() * 95 / 100).copied().unwrap_or(0.0)
     }
@@ -271,7 +276,12 @@ impl Sim {
     }
 
     fn trace(&self) -> String {
-        self.targets.iter().step_by(5).map(|(t, b, c)| format!("{t:.1}s {:.2}/{:.2}", b / MBPS, c / MBPS)).collect::<Vec<_>>().join(", ")
+        self.targets
+            .iter()
+            .step_by(5)
+            .map(|(t, b, c)| format!("{t:.1}s {:.2}/{:.2}", b / MBPS, c / MBPS))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
