@@ -26,7 +26,7 @@ const HEADROOM_FACTOR: f64 = 1.5;
 const HEADROOM_BPS: f64 = 10_000.0;
 /// The additive increase is at least this share of the rate per second (libwebrtc's one packet
 /// per response time is ~1 %/s at 2.5 Mbps: far too slow to come back after a cut).
-const MIN_ADDITIVE_SHARE: f64 = 0.06;
+const MIN_ADDITIVE_SHARE: f64 = 0.08;
 /// A queue of this many seconds is drained in [`DRAIN_TIME`] seconds by a deeper cut…
 const DRAIN_TIME: f64 = 0.5;
 /// …but never below this share of the acknowledged rate.
