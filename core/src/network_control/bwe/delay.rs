@@ -31,8 +31,8 @@ pub struct GroupDelta {
 
 #[derive(Debug, Clone, Copy)]
 struct Group {
-    first_send: Instant,
-    last_send: Instant,
+    first_send: Duration,
+    last_send: Duration,
     first_arrival: Duration,
     last_arrival: Duration,
 }
@@ -45,8 +45,9 @@ pub struct InterArrival {
 }
 
 impl InterArrival {
-    /// Adds an arrived packet (in send order); returns a delta when it closes a group.
-    pub fn add(&mut self, send: Instant, arrival: Duration) -> Option<GroupDelta> {
+    /// Adds an arrived packet (in send order): its send time on the sender's clock and its
+    /// arrival on the receiver's, each from any epoch. Returns a delta when it closes a group.
+    pub fn add(&mut self, send: Duration, arrival: Duration) -> Option<GroupDelta> {
         let Some(current) = self.current.as_mut() else {
             self.current = Some(Group {
                 first_send: send,
@@ -66,7 +67,7 @@ impl InterArrival {
         }
         let closed = *current;
         let delta = self.previous.and_then(|previous| {
-            let send_delta_ms = ms(closed.last_send.saturating_duration_since(previous.last_send));
+            let send_delta_ms = ms(closed.last_send.saturating_sub(previous.last_send));
             let arrival_delta_ms = ms(closed.last_arrival) - ms(previous.last_arrival);
             (arrival_delta_ms >= 0.0).then_some(GroupDelta {
                 send_delta_ms,
@@ -90,13 +91,13 @@ impl InterArrival {
         delta
     }
 
-    fn belongs(group: &Group, send: Instant, arrival: Duration) -> bool {
-        if send.saturating_duration_since(group.first_send) <= BURST_SPAN {
+    fn belongs(group: &Group, send: Duration, arrival: Duration) -> bool {
+        if send.saturating_sub(group.first_send) <= BURST_SPAN {
             return true;
         }
         // Sent apart but arrived together with less delay: both waited in the same queue.
         let arrival_gap = arrival.saturating_sub(group.last_arrival);
-        let send_gap = send.saturating_duration_since(group.last_send);
+        let send_gap = send.saturating_sub(group.last_send);
         arrival >= group.last_arrival
             && arrival_gap < BURST_ARRIVAL_GAP
             && arrival_gap < send_gap
@@ -290,12 +291,11 @@ mod tests {
 
     /// Groups every 20 ms, with the arrival spacing stretched by `stretch_ms` per group.
     fn run(stretch_ms: f64, groups: u32) -> Usage {
-        let t0 = Instant::now();
         let mut arrival = InterArrival::default();
         let mut trend = Trendline::default();
         let mut usage = Usage::Normal;
         for i in 0..groups {
-            let send = t0 + Duration::from_millis(20 * i as u64);
+            let send = Duration::from_millis(20 * i as u64);
             let at = Duration::from_secs_f64((50.0 + 20.0 * i as f64 + stretch_ms * i as f64) / 1_000.0);
             if let Some(delta) = arrival.add(send, at) {
                 usage = trend.update(delta);
@@ -313,7 +313,7 @@ mod tests {
 
     #[test]
     fn packets_sent_within_five_ms_form_one_group() {
-        let t0 = Instant::now();
+        let t0 = Duration::ZERO;
         let mut arrival = InterArrival::default();
         let at = |ms: u64| Duration::from_millis(ms);
         assert_eq!(arrival.add(t0, at(100)), None);

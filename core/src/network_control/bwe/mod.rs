@@ -45,6 +45,7 @@ mod delay;
 mod loss;
 mod order;
 mod probe;
+mod receive_side;
 
 #[cfg(test)]
 mod tests;
@@ -54,6 +55,7 @@ use std::time::{Duration, Instant};
 pub use aimd::RateState;
 pub use delay::Usage;
 pub use probe::ProbeCluster;
+pub use receive_side::ReceiveSideEstimator;
 
 use acknowledged::AcknowledgedRate;
 use aimd::Aimd;
@@ -132,6 +134,8 @@ pub struct CongestionController {
     inter_arrival: InterArrival,
     trendline: Trendline,
     queue_delay: QueueDelay,
+    /// The send clock's origin for the delay detector (the first packet it saw).
+    send_epoch: Option<Instant>,
     acknowledged: AcknowledgedRate,
     aimd: Aimd,
     loss: LossBased,
@@ -163,6 +167,7 @@ impl CongestionController {
             inter_arrival: InterArrival::default(),
             trendline: Trendline::default(),
             queue_delay: QueueDelay::default(),
+            send_epoch: None,
             acknowledged: AcknowledgedRate::default(),
             aimd: Aimd::new(initial),
             loss: LossBased::default(),
@@ -370,7 +375,9 @@ impl CongestionController {
             let Some(arrival) = packet.arrival else { continue };
             self.acknowledged.on_packet(arrival, packet.size);
             self.queue_delay.on_packet(packet.send_time, arrival);
-            if let Some(delta) = self.inter_arrival.add(packet.send_time, arrival) {
+            let epoch = *self.send_epoch.get_or_insert(packet.send_time);
+            let send = packet.send_time.saturating_duration_since(epoch);
+            if let Some(delta) = self.inter_arrival.add(send, arrival) {
                 self.trendline.update(delta);
             }
         }
