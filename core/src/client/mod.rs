@@ -11,6 +11,7 @@ pub mod estimator;
 pub mod keyframe_requests;
 pub mod media;
 pub mod pacing;
+pub mod remb;
 pub mod stats;
 pub mod webrtc;
 

@@ -66,6 +66,7 @@ use super::estimator::{shared_controller, ControllerEstimator, ReportReader};
 use super::keyframe_requests::{is_keyframe_request, picture_loss, KeyframeRequestForwarder};
 use super::media::{MediaBackend, MediaSession, PeerCommand, PeerEvent};
 use super::pacing::{AudioFirstPacer, PacingState};
+use super::remb::{register_abs_send_time, AbsSendTimeStamper, RembGenerator};
 use super::stats::{OwnCounts, StackReading, StatsSampler};
 use crate::api::IceServer;
 use crate::call::machine::PeerConnectionState;
@@ -527,6 +528,7 @@ fn interceptors(
     pacing: &Arc<PacingState>,
 ) -> Result<Registry, String> {
     let registry = register_default_interceptors(Registry::new(), media_engine).map_err(|e| e.to_string())?;
+    register_abs_send_time(media_engine)?;
     let controller = shared_controller(BweConfig {
         initial_bps: settings.initial_bitrate_bps,
         min_bps: settings.min_bitrate_bps,
@@ -538,6 +540,9 @@ fn interceptors(
         // REMB and report blocks, for peers without transport-cc (see `super::estimator`).
         .with(Slot::from(1_500), ReportReader::new(controller, Arc::clone(pacing)))
         .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+        // abs-send-time out, REMB back to peers without transport-cc (see `super::remb`).
+        .with(Slot::from(2_500), AbsSendTimeStamper::default())
+        .with(Slot::from(8_500), RembGenerator::default())
         .with(Slot::Pacer, AudioFirstPacer::new(Arc::clone(pacing)))
         // Last, so every interceptor has seen the inbound RTCP before it narrows it down.
         .with(Slot::from(14_000), KeyframeRequestForwarder::default()))

@@ -80,7 +80,8 @@ impl ReceiveSideEstimator {
         let due = match self.last_remb {
             None => true,
             Some((at, sent)) => {
-                now.saturating_duration_since(at) >= REMB_INTERVAL || (estimate as f64) < REMB_DROP * sent as f64
+                now.saturating_duration_since(at) >= REMB_INTERVAL
+                    || (estimate as f64) < REMB_DROP * sent as f64
             }
         };
         due.then(|| {
@@ -105,7 +106,14 @@ mod tests {
 
     /// 1 000-byte packets sent every `gap_ms` over a link of `link_bps` (arrivals spaced by the
     /// slower of the two), for `seconds`; REMBs sent along the way.
-    fn run(estimator: &mut ReceiveSideEstimator, t0: Instant, from: f64, seconds: f64, gap_ms: f64, link_bps: f64) -> Vec<u64> {
+    fn run(
+        estimator: &mut ReceiveSideEstimator,
+        t0: Instant,
+        from: f64,
+        seconds: f64,
+        gap_ms: f64,
+        link_bps: f64,
+    ) -> Vec<u64> {
         let serialise = 1_000.0 * 8.0 / link_bps;
         let mut rembs = Vec::new();
         let mut busy_until = from;
