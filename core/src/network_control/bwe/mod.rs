@@ -26,7 +26,7 @@
 //! Which of them drives the rate is [`CongestionController::source`]: transport-cc while its
 //! feedback is fresh (1 s), else REMB while fresh (3 s), else receiver reports. Each source starts
 //! from the current target, so a switch never jumps. When nothing at all has been heard for 2 s
-//! the target falls by a fifth each second; when transport-cc feedback returns after an outage the
+//! the target falls by a fifth each second (not below the initial rate); when transport-cc feedback returns after an outage the
 //! controller forgets the outage's losses and the old capacity, and ramps fast again.
 //!
 //! **Probing.** The controller asks for probe clusters ([`CongestionController::wants_probe`]):
@@ -72,7 +72,7 @@ const REMB_FRESH: Duration = Duration::from_secs(3);
 const RR_FRESH: Duration = Duration::from_secs(3);
 /// With no feedback of any kind for this long, the target starts to fall…
 const SILENCE: Duration = Duration::from_secs(2);
-/// …by this factor per second of further silence.
+/// …by this factor per second of further silence, down to the initial rate.
 const SILENCE_DECAY: f64 = 0.8;
 /// The rate's growth per second on receiver reports alone, while they show little loss.
 const RR_GROWTH_PER_SECOND: f64 = 1.08;
@@ -344,7 +344,10 @@ impl CongestionController {
             let silent = now.saturating_duration_since(heard);
             let since_cut = self.last_silence_cut.map_or(silent, |t| now.saturating_duration_since(t));
             if silent >= SILENCE && since_cut >= Duration::from_secs(1) {
-                self.aimd.set_bitrate(now, self.target * SILENCE_DECAY);
+                // Not below the start: with nothing sent there is nothing to hear either, and
+                // the rate must not be crushed by a pause.
+                let floor = self.target.min(self.config.initial_bps as f64);
+                self.aimd.set_bitrate(now, (self.target * SILENCE_DECAY).max(floor));
                 self.remb = None;
                 self.last_silence_cut = Some(now);
             }

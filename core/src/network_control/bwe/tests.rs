@@ -475,3 +475,17 @@ fn the_benchmark_targets_hold_whatever_the_moment_of_the_change_and_the_path_del
         }
     }
 }
+
+#[test]
+fn total_silence_lowers_the_target_to_the_initial_rate_and_no_further() {
+    let t0 = Instant::now();
+    let mut cc = CongestionController::new(BweConfig::default());
+    cc.on_remb(t0, 3_000_000);
+    assert_eq!(cc.target_bps(), 3_000_000);
+    for ms in (0..20_000).step_by(100) {
+        cc.on_timeout(t0 + Duration::from_millis(ms));
+    }
+    assert_eq!(cc.source(t0 + Duration::from_secs(20)), FeedbackSource::ReceiverReports);
+    assert_eq!(cc.target_bps(), BweConfig::default().initial_bps, "decayed to the start, not below");
+    assert!(cc.poll_timeout().is_some_and(|t| t > t0 + Duration::from_millis(19_900)));
+}
