@@ -873,4 +873,16 @@ mod tests {
         assert_eq!(video_codec_names(&vp8_only)[0], ["VP8", "rtx"], "{vp8_only}");
         assert!(!vp8_only.contains("H264"));
     }
+
+    #[tokio::test]
+    async fn offers_carry_transport_cc_and_abs_send_time_for_the_congestion_controller() {
+        let sdp = offer(vec![VideoCodec::Vp8]).await;
+        let media: Vec<&str> =
+            sdp.split("\r\nm=").skip(1).filter(|m| !m.starts_with("application")).collect();
+        assert_eq!(media.len(), 3, "audio, camera, screen: {sdp}");
+        for section in media {
+            assert!(section.contains("transport-wide-cc-extensions"), "{section}");
+            assert!(section.contains(super::super::remb::ABS_SEND_TIME_URI), "{section}");
+        }
+    }
 }
