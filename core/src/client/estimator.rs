@@ -308,6 +308,34 @@ mod tests {
     }
 
     #[test]
+    fn crate_reports_become_feedback_in_send_order_terms() {
+        let t0 = Instant::now();
+        let report = |id: u64, arrived: bool, arrival: Option<Duration>| PacketReport {
+            ssrc: OURS,
+            id,
+            rtp_sequence_number: id as u16,
+            is_twcc: true,
+            twcc_sequence_number: id as u16,
+            size: 1_200,
+            arrived,
+            departure: t0,
+            arrival,
+            ecn: Default::default(),
+        };
+        let received = feedback(&report(9, true, Some(Duration::from_millis(40)))).unwrap();
+        assert_eq!(
+            (received.sequence, received.arrival, received.size),
+            (9, Some(Duration::from_millis(40)), 1_200)
+        );
+        assert_eq!(feedback(&report(10, false, None)).unwrap().arrival, None, "lost");
+        assert_eq!(
+            feedback(&report(11, true, None)),
+            None,
+            "arrived at an unknown time: no evidence either way"
+        );
+    }
+
+    #[test]
     fn reports_about_other_streams_are_ignored() {
         let (mut reader, state) = reader();
         let block = ReceptionReport { ssrc: 99, fraction_lost: 255, ..Default::default() };
