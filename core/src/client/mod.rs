@@ -7,9 +7,11 @@
 //! stack and the clock report, and carries out what it decides.
 
 pub mod codecs;
+pub mod estimator;
 pub mod keyframe_requests;
 pub mod media;
 pub mod pacing;
+pub mod remb;
 pub mod stats;
 pub mod webrtc;
 

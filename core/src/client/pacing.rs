@@ -36,6 +36,8 @@ const VIDEO_QUEUE_LIMIT: usize = 4096;
 pub struct PacingState {
     /// The estimator's current target, bits per second.
     target_bps: AtomicU64,
+    /// What the receiver acknowledged per second lately (0: not known yet).
+    acknowledged_bps: AtomicU64,
     /// RTP bytes of video waiting in the pacer.
     queued_video_bytes: AtomicU64,
     /// Video packets refused because the queue was full.
@@ -53,6 +55,17 @@ impl PacingState {
     /// The send-side bandwidth estimate, bits per second.
     pub fn target_bps(&self) -> u64 {
         self.target_bps.load(Ordering::Relaxed)
+    }
+
+    /// What the peer acknowledged receiving per second lately (transport-cc), if known.
+    pub fn acknowledged_bps(&self) -> Option<u64> {
+        Some(self.acknowledged_bps.load(Ordering::Relaxed)).filter(|bps| *bps > 0)
+    }
+
+    /// Publishes the congestion controller's target and acknowledged rate.
+    pub fn publish_estimate(&self, target_bps: u64, acknowledged_bps: Option<u64>) {
+        self.target_bps.store(target_bps, Ordering::Relaxed);
+        self.acknowledged_bps.store(acknowledged_bps.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// Bytes of video waiting in the pacer.

@@ -21,7 +21,8 @@
 //! [`WebRtcSettings::prflx_acceptance_min_wait`]), media only after `Connected` (earlier samples
 //! are dropped by the stack).
 //!
-//! **Congestion control**: the crate's GCC with transport-wide CC feedback, starting at
+//! **Congestion control**: the core's own controller ([`crate::network_control::bwe`], plugged in by
+//! [`super::estimator`]) on transport-wide CC feedback, REMB and receiver reports, starting at
 //! [`WebRtcSettings::initial_bitrate_bps`]; its estimate is `available_outgoing_bitrate_bps` in the
 //! stats, which drives the bitrate ladder. The pacer is ours ([`super::pacing::AudioFirstPacer`]):
 //! audio never waits behind video, and video frames that would queue longer than
@@ -36,7 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rtc::interceptor::{CongestionControlBuilder, Gcc, Slot, TwccSenderBuilder};
+use rtc::interceptor::{CongestionControlBuilder, Slot, TwccSenderBuilder};
 use rtc::media::io::sample_builder::SampleBuilder;
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
@@ -61,14 +62,17 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::codecs::{first_video_codec, opus, register_codecs, video_codec_parameters};
+use super::estimator::{shared_controller, ControllerEstimator, ReportReader};
 use super::keyframe_requests::{is_keyframe_request, picture_loss, KeyframeRequestForwarder};
 use super::media::{MediaBackend, MediaSession, PeerCommand, PeerEvent};
-use super::pacing::{AudioFirstPacer, PacingState, PublishedEstimate};
+use super::pacing::{AudioFirstPacer, PacingState};
+use super::remb::{register_abs_send_time, AbsSendTimeStamper, RembGenerator};
 use super::stats::{OwnCounts, StackReading, StatsSampler};
 use crate::api::IceServer;
 use crate::call::machine::PeerConnectionState;
 use crate::call::stats::FreezeCounter;
 use crate::frame::{vp8_keyframe_size, EncodedFrame, FrameKind, VideoCodec};
+use crate::network_control::bwe::BweConfig;
 use crate::protocol::{IceCandidate, Role};
 
 /// The track id of the doctor's screen-share track (its stream id is `televisit-screen`).
@@ -90,8 +94,8 @@ pub struct WebRtcSettings {
     /// round trip. Nominating at once costs nothing when that pair is the host pair learned early,
     /// and behind a NAT it is often the only pair that works anyway.
     pub prflx_acceptance_min_wait: Duration,
-    /// The bandwidth estimate to start from, bits per second. GCC ramps up slowly (measured: from
-    /// 300 kbps to ~600 kbps in 6 s on loopback), so it starts where the ladder's 720p rung fits.
+    /// The bandwidth estimate to start from, bits per second: a low rung's worth, which the
+    /// controller's fast start (1.5×/s until the first sign of a queue) leaves within seconds.
     pub initial_bitrate_bps: u64,
     /// The least the estimate may fall to, bits per second.
     pub min_bitrate_bps: u64,
@@ -108,7 +112,7 @@ impl Default for WebRtcSettings {
             udp_addrs: vec!["0.0.0.0:0".into()],
             ice_check_interval: Duration::from_millis(20),
             prflx_acceptance_min_wait: Duration::ZERO,
-            initial_bitrate_bps: 1_200_000,
+            initial_bitrate_bps: 700_000,
             min_bitrate_bps: 100_000,
             max_bitrate_bps: 6_000_000,
             video_codecs: vec![VideoCodec::Vp8, VideoCodec::H264],
@@ -529,17 +533,21 @@ fn interceptors(
     pacing: &Arc<PacingState>,
 ) -> Result<Registry, String> {
     let registry = register_default_interceptors(Registry::new(), media_engine).map_err(|e| e.to_string())?;
-    let gcc = Gcc::new(
-        settings.initial_bitrate_bps as f64,
-        settings.min_bitrate_bps as f64,
-        settings.max_bitrate_bps as f64,
-    );
+    register_abs_send_time(media_engine)?;
+    let controller = shared_controller(BweConfig {
+        initial_bps: settings.initial_bitrate_bps,
+        min_bps: settings.min_bitrate_bps,
+        max_bps: settings.max_bitrate_bps,
+    });
+    let estimator = ControllerEstimator::new(Arc::clone(&controller), Arc::clone(pacing));
     Ok(registry
-        .with(
-            Slot::CongestionControl,
-            CongestionControlBuilder::new(PublishedEstimate::new(gcc, Arc::clone(pacing))).build(),
-        )
+        .with(Slot::CongestionControl, CongestionControlBuilder::new(estimator).build())
+        // REMB and report blocks, for peers without transport-cc (see `super::estimator`).
+        .with(Slot::from(1_500), ReportReader::new(controller, Arc::clone(pacing)))
         .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+        // abs-send-time out, REMB back to peers without transport-cc (see `super::remb`).
+        .with(Slot::from(2_500), AbsSendTimeStamper::default())
+        .with(Slot::from(8_500), RembGenerator::default())
         .with(Slot::Pacer, AudioFirstPacer::new(Arc::clone(pacing)))
         // Last, so every interceptor has seen the inbound RTCP before it narrows it down.
         .with(Slot::from(14_000), KeyframeRequestForwarder::default()))
@@ -875,5 +883,17 @@ mod tests {
         let vp8_only = offer(vec![VideoCodec::Vp8]).await;
         assert_eq!(video_codec_names(&vp8_only)[0], ["VP8", "rtx"], "{vp8_only}");
         assert!(!vp8_only.contains("H264"));
+    }
+
+    #[tokio::test]
+    async fn offers_carry_transport_cc_and_abs_send_time_for_the_congestion_controller() {
+        let sdp = offer(vec![VideoCodec::Vp8]).await;
+        let media: Vec<&str> =
+            sdp.split("\r\nm=").skip(1).filter(|m| !m.starts_with("application")).collect();
+        assert_eq!(media.len(), 3, "audio, camera, screen: {sdp}");
+        for section in media {
+            assert!(section.contains("transport-wide-cc-extensions"), "{section}");
+            assert!(section.contains(super::super::remb::ABS_SEND_TIME_URI), "{section}");
+        }
     }
 }

@@ -7,3 +7,5 @@
 //!   fallbacks for peers without transport-cc).
 //! - `nack`, `retransmit`: loss recovery with bounded retries and a retransmission budget.
 //! - `pacer`: audio and RTCP first, retransmissions within their budget, then video.
+
+pub mod bwe;

@@ -1,0 +1,115 @@
+//! The loss-based limit: a cap that loss above 10 % pulls down and loss below 2 % lets rise.
+//!
+//! libwebrtc's classic rule (`SendSideBandwidthEstimation`). Loss between 2 % and 10 % holds the
+//! cap; random loss of a percent or so (Wi-Fi, cellular) therefore never lowers the rate. The
+//! cap only exists after heavy loss; when it has grown back above what the other sources allow
+//! it disappears.
+
+use std::time::{Duration, Instant};
+
+/// Loss above this fraction cuts the cap.
+pub const HIGH_LOSS: f64 = 0.10;
+/// Loss below this fraction lets the cap grow.
+pub const LOW_LOSS: f64 = 0.02;
+/// Growth of the cap per second while loss is low.
+const GROWTH_PER_SECOND: f64 = 1.08;
+/// Packets a transport-cc loss sample needs before it counts.
+const MIN_PACKETS: u32 = 20;
+/// A cut waits this long (plus a round trip) after the previous one: its effect must show first.
+const CUT_INTERVAL: Duration = Duration::from_millis(300);
+
+/// The loss-based cap.
+#[derive(Debug, Default)]
+pub struct LossBased {
+    cap: Option<f64>,
+    lost: u32,
+    total: u32,
+    last_cut: Option<Instant>,
+    last_sample: Option<Instant>,
+    last_loss: Option<f64>,
+}
+
+impl LossBased {
+    /// The cap, bits per second; `None` while loss does not limit the rate.
+    pub fn cap(&self) -> Option<f64> {
+        self.cap
+    }
+
+    /// The last loss fraction that was acted on.
+    pub fn loss(&self) -> Option<f64> {
+        self.last_loss
+    }
+
+    /// Forgets the cap and the counts (after an outage: its loss was not congestion).
+    pub fn reset(&mut self) {
+        *self = LossBased { last_loss: self.last_loss, ..LossBased::default() };
+    }
+
+    /// Transport-cc verdicts: `lost` of `total` packets. Acted on per [`MIN_PACKETS`].
+    /// `current` is the target now, `unconstrained` what the other sources would allow.
+    pub fn on_packets(
+        &mut self,
+        now: Instant,
+        lost: u32,
+        total: u32,
+        current: f64,
+        unconstrained: f64,
+        rtt: Duration,
+    ) {
+        self.lost += lost;
+        self.total += total;
+        if self.total >= MIN_PACKETS {
+            let loss = self.lost as f64 / self.total as f64;
+            self.lost = 0;
+            self.total = 0;
+            self.on_fraction(now, loss, current, unconstrained, rtt);
+        }
+    }
+
+    /// A loss fraction over some interval (a receiver report's, or a transport-cc sample).
+    pub fn on_fraction(&mut self, now: Instant, loss: f64, current: f64, unconstrained: f64, rtt: Duration) {
+        let elapsed = self.last_sample.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        self.last_sample = Some(now);
+        self.last_loss = Some(loss);
+        if loss > HIGH_LOSS {
+            if self.last_cut.is_none_or(|t| now.saturating_duration_since(t) >= CUT_INTERVAL + rtt) {
+                self.cap = Some(current * (1.0 - 0.5 * loss));
+                self.last_cut = Some(now);
+                self.lost = 0;
+                self.total = 0;
+            }
+        } else if loss < LOW_LOSS {
+            if let Some(cap) = self.cap {
+                let seconds = elapsed.as_secs_f64().min(2.0);
+                let grown = cap * GROWTH_PER_SECOND.powf(seconds) + 1_000.0 * seconds;
+                self.cap = (grown < unconstrained).then_some(grown);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heavy_loss_cuts_light_loss_holds_and_no_loss_releases_the_cap() {
+        let t0 = Instant::now();
+        let rtt = Duration::from_millis(100);
+        let mut loss = LossBased::default();
+        loss.on_fraction(t0, 0.01, 1_000_000.0, 1_000_000.0, rtt);
+        assert_eq!(loss.cap(), None, "1 % loss is not congestion");
+        loss.on_fraction(t0, 0.20, 1_000_000.0, 1_000_000.0, rtt);
+        assert_eq!(loss.cap(), Some(900_000.0));
+        loss.on_fraction(t0 + Duration::from_millis(100), 0.20, 900_000.0, 1_000_000.0, rtt);
+        assert_eq!(loss.cap(), Some(900_000.0), "one cut per 300 ms + rtt");
+        loss.on_fraction(t0 + Duration::from_secs(1), 0.05, 900_000.0, 1_000_000.0, rtt);
+        assert_eq!(loss.cap(), Some(900_000.0), "5 % holds");
+        let mut t = t0 + Duration::from_secs(1);
+        for _ in 0..3 {
+            t += Duration::from_secs(1);
+            loss.on_fraction(t, 0.0, 900_000.0, 1_000_000.0, rtt);
+        }
+        assert_eq!(loss.cap(), None, "grown back past the other limits");
+    }
+}
