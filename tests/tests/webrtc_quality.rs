@@ -116,8 +116,21 @@ async fn stats_report_rtt_loss_jitter_frames_picture_size_pair_type_and_the_esti
     let event = doctor_events.wait_for(WAIT, |e| matches!(e, ClientEvent::Stats(s) if s.frames_sent >= 45));
     let ClientEvent::Stats(sent) = event else { unreachable!() };
     assert!(sent.send_bitrate_bps > 300_000, "send bitrate: {}", sent.send_bitrate_bps);
-    let estimate = sent.available_outgoing_bitrate_bps.expect("GCC's estimate");
-    assert!((100_000..=6_000_000).contains(&estimate), "estimate within GCC's bounds: {estimate}");
+    let estimate = sent.available_outgoing_bitrate_bps.expect("the congestion controller's estimate");
+    assert!((100_000..=6_000_000).contains(&estimate), "estimate within the controller's bounds: {estimate}");
+    // What the patient acknowledged (transport-cc) is about what was sent, and bounds the estimate.
+    let acknowledged =
+        sent.acknowledged_bitrate_bps.expect("an acknowledged rate from transport-cc feedback");
+    assert!(
+        acknowledged * 2 >= sent.send_bitrate_bps && acknowledged <= sent.send_bitrate_bps * 2,
+        "acknowledged {acknowledged} vs sent {}",
+        sent.send_bitrate_bps
+    );
+    assert_eq!(
+        (sent.freeze_count, sent.total_freeze_ms),
+        (0, 0),
+        "the doctor receives no camera: no freezes"
+    );
     // Nothing the patient sent: no camera frames counted.
     assert_eq!(sent.frames_received, 0);
 

@@ -789,7 +789,7 @@ async fn run_session(
                         frame_height: counters.frame_height.load(Ordering::Relaxed),
                         last_packet_at_ms: counters.last_packet_at_ms.load(Ordering::Relaxed),
                         estimate_bps: pacing.target_bps(),
-                        acknowledged_bps: None,
+                        acknowledged_bps: pacing.acknowledged_bps(),
                         freezes: {
                             let freezes = counters.freezes.lock().unwrap_or_else(|e| e.into_inner());
                             (freezes.count, freezes.total_ms)
