@@ -395,13 +395,14 @@ mod tests {
         let t0 = Instant::now();
         let config = LinkConfig { jitter: 30 * MS, ..LinkConfig::new(10_000_000, 50 * MS) };
         let mut link = Link::new(config, t0);
+        // 20 ms apart: a packet is held behind the one before only when their draws differ by more.
         for n in 0..1000u32 {
-            link.push(t0 + 5 * MS * n, 100, n);
+            link.push(t0 + 20 * MS * n, 100, n);
         }
         let (mut got, mut now, mut delays) = (Vec::new(), t0, Vec::new());
-        while now < t0 + Duration::from_secs(6) {
+        while now < t0 + Duration::from_secs(21) {
             while let Some(d) = link.poll(now) {
-                delays.push(now - (t0 + 5 * MS * d.packet));
+                delays.push(now - (t0 + 20 * MS * d.packet));
                 got.push(d.packet);
             }
             now += MS;
@@ -421,7 +422,7 @@ mod tests {
         let mut link = Link::new(config, t0);
         let out = run(&mut link, t0, 4_000_000, 1000, 6);
         let rate_in = |from: u64, to: u64| {
-            let n = out.iter().filter(|(at, _)| *at >= from * 1000 * MS && *at < to * 1000 * MS).count();
+            let n = out.iter().filter(|(at, _)| *at >= Duration::from_secs(from) && *at < Duration::from_secs(to)).count();
             n as f64 * 8000.0 / (to - from) as f64
         };
         for (from, to, want) in [(0, 2, 1.0e6), (2, 4, 0.5e6), (4, 6, 2.0e6)] {

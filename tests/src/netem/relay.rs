@@ -373,7 +373,7 @@ mod tests {
         let host = "candidate:1 1 udp 2130706431 127.0.0.1 54321 typ host generation 0";
         let (line, real) = rewrite_candidate_line(host, front).unwrap();
         assert_eq!(line, "candidate:1 1 udp 2130706431 127.0.0.1 40000 typ host generation 0");
-        assert_eq!(real, "127.0.0.1:54321".parse().unwrap());
+        assert_eq!(real, "127.0.0.1:54321".parse::<SocketAddr>().unwrap());
         for other in [
             "candidate:2 1 tcp 1518280447 127.0.0.1 9 typ host tcptype active",
             "candidate:3 1 udp 1694498815 203.0.113.5 61000 typ srflx raddr 0.0.0.0 rport 0",
