@@ -49,7 +49,12 @@ fn scenarios() -> Vec<Scenario> {
             },
             patient_camera: false,
         },
-        Scenario { name: "2mbps-1pct-loss", length: 40 * S, link: LinkConfig { loss: 0.01, ..base(2_000_000) }, patient_camera: false },
+        Scenario {
+            name: "2mbps-1pct-loss",
+            length: 40 * S,
+            link: LinkConfig { loss: 0.01, ..base(2_000_000) },
+            patient_camera: false,
+        },
         Scenario {
             name: "1mbps-5pct-loss-30ms-jitter",
             length: 40 * S,
@@ -114,7 +119,14 @@ async fn run(scenario: &Scenario, out_dir: &Path) {
     for (heading, to, sender, receiver, suffix) in directions {
         let link = call.relay.report(to);
         let audio = call.relay.audio_delays(to);
-        let run = DirectionRun { origin, duration: scenario.length, link: &link, sender, receiver, audio_delays: &audio };
+        let run = DirectionRun {
+            origin,
+            duration: scenario.length,
+            link: &link,
+            sender,
+            receiver,
+            audio_delays: &audio,
+        };
         let figures = DirectionFigures::compute(&run);
         let path = out_dir.join(format!("{}{suffix}.png", scenario.name));
         let plot_title = format!("{} {}", scenario.name, heading.replace('→', "TO"));
@@ -149,7 +161,8 @@ fn plot(run: &DirectionRun, title: &str, path: &Path) -> std::io::Result<()> {
         .filter(|(at, _)| *at >= run.origin)
         .map(|(at, bps)| ((*at - run.origin).as_secs_f64(), *bps as f64 / 1e6))
         .collect();
-    let mbps_max = rates.iter().map(|r| r.1.max(r.2)).chain(estimates.iter().map(|e| e.1)).fold(0.0, f64::max) / 1e6;
+    let mbps_max =
+        rates.iter().map(|r| r.1.max(r.2)).chain(estimates.iter().map(|e| e.1)).fold(0.0, f64::max) / 1e6;
     let y_max = (mbps_max * 1.15).ceil().max(1.0);
     let mut canvas = Canvas::new(1100, 700);
     let top = Panel { left: 80, top: 60, width: 980, height: 380, x_max: secs, y_max };
@@ -161,7 +174,8 @@ fn plot(run: &DirectionRun, title: &str, path: &Path) -> std::io::Result<()> {
         })
         .collect();
     canvas.series(top, &capacity, Colour::Black, true);
-    let delivered: Vec<(f64, f64)> = rates.iter().map(|(t, d, _)| (t.as_secs_f64() - 0.25, d / 1e6)).collect();
+    let delivered: Vec<(f64, f64)> =
+        rates.iter().map(|(t, d, _)| (t.as_secs_f64() - 0.25, d / 1e6)).collect();
     canvas.series(top, &delivered, Colour::Blue, false);
     let estimate: Vec<(f64, f64)> = estimates.iter().map(|(t, e)| (t.as_secs_f64(), e / 1e6)).collect();
     canvas.series(top, &estimate, Colour::Red, false);

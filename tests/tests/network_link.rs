@@ -3,8 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+use televisit_core::codec::video::default_target;
 use televisit_tests::netem::call::{CallSetup, EmulatedCall};
 use televisit_tests::netem::link::Fate;
+use televisit_tests::netem::report::{table, DirectionFigures, DirectionRun};
 use televisit_tests::netem::{LinkConfig, RelayConfig, Side};
 
 const MS: Duration = Duration::from_millis(1);
@@ -13,7 +15,8 @@ const MS: Duration = Duration::from_millis(1);
 /// the call's media.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_media_packet_crosses_the_relay() {
-    let link = LinkConfig { schedule: vec![(Duration::from_secs(4), 0)], ..LinkConfig::new(3_000_000, 10 * MS) };
+    let link =
+        LinkConfig { schedule: vec![(Duration::from_secs(4), 0)], ..LinkConfig::new(3_000_000, 10 * MS) };
     let call = EmulatedCall::start(CallSetup {
         link: RelayConfig::symmetric(link),
         doctor_camera: true,
@@ -29,7 +32,11 @@ async fn every_media_packet_crosses_the_relay() {
     let before = decoded.iter().filter(|d| d.0 < origin + Duration::from_secs(4)).count();
     let after: Vec<_> = decoded.iter().filter(|d| d.0 > origin + Duration::from_millis(4_500)).collect();
     assert!(before >= 30, "the patient decoded only {before} pictures in the first 4 s");
-    assert!(after.is_empty(), "{} pictures decoded after the link went dark: a path bypasses it", after.len());
+    assert!(
+        after.is_empty(),
+        "{} pictures decoded after the link went dark: a path bypasses it",
+        after.len()
+    );
     assert!(audio > 100, "the doctor heard the patient ({audio} audio frames)");
     for to in [Side::A, Side::B] {
         let report = call.relay.report(to);
@@ -61,22 +68,45 @@ async fn a_call_on_a_thin_lossy_link_keeps_its_video_and_fits_the_link() {
     let origin = call.relay.origin();
     let (doctor, patient) = (call.doctor.log(), call.patient.log());
     call.finish().await;
+    let report = call.relay.report(Side::B);
+    let audio = call.relay.audio_delays(Side::B);
+    let run = DirectionRun {
+        origin,
+        duration: length,
+        link: &report,
+        sender: &doctor,
+        receiver: &patient,
+        audio_delays: &audio,
+    };
+    eprintln!(
+        "{}",
+        table("800 kbps, 50 ms, 1 % loss", &[("doctor → patient".into(), &DirectionFigures::compute(&run))])
+    );
+    let mut failures = Vec::new();
 
     // No lasting stall: after the first second, no 3 s without a decoded picture, to the end.
     let mut times: Vec<Instant> =
         patient.decoded.iter().map(|d| d.0).filter(|t| *t >= origin + Duration::from_secs(1)).collect();
     times.push(end);
     let longest = times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(length);
-    assert!(times.len() > 100, "only {} pictures decoded", times.len() - 1);
-    assert!(longest < Duration::from_secs(3), "video stalled for {longest:?}");
+    if times.len() <= 100 {
+        failures.push(format!("only {} pictures decoded", times.len() - 1));
+    }
+    if longest >= Duration::from_secs(3) {
+        failures.push(format!("video stalled for {longest:?}"));
+    }
 
     // The queue drops under 5 % of the packets (the random 1 % aside).
-    let report = call.relay.report(Side::B);
     let dropped = report.records.iter().filter(|r| r.fate == Fate::QueueFull).count();
     let share = dropped as f64 / report.records.len().max(1) as f64;
-    assert!(share < 0.05, "the queue dropped {:.1} % of the packets", 100.0 * share);
+    if share >= 0.05 {
+        failures.push(format!("the queue dropped {:.1} % of the packets", 100.0 * share));
+    }
 
     // The rung fits 800 kbps: not above 540p by the end.
-    let rung = doctor.rungs.last().map(|(_, r)| *r).expect("a rung was chosen");
-    assert!(rung.height <= 540, "still sending {} at 800 kbps", rung.name);
+    let rung = doctor.rungs.last().map_or(default_target().rung, |(_, r)| *r);
+    if rung.height > 540 {
+        failures.push(format!("still sending {} at 800 kbps", rung.name));
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
 }

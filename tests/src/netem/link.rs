@@ -324,7 +324,13 @@ mod tests {
 
     /// Offers `len`-byte packets at `offered_bps` for `seconds`, polling every millisecond;
     /// returns the delivery times (since `t0`) and queue delays.
-    fn run(link: &mut Link<u32>, t0: Instant, offered_bps: u64, len: usize, seconds: u64) -> Vec<(Duration, Duration)> {
+    fn run(
+        link: &mut Link<u32>,
+        t0: Instant,
+        offered_bps: u64,
+        len: usize,
+        seconds: u64,
+    ) -> Vec<(Duration, Duration)> {
         let gap = bits_time(len, offered_bps);
         let (mut next, mut n, mut out) = (t0, 0u32, Vec::new());
         let end = t0 + Duration::from_secs(seconds);
@@ -422,7 +428,10 @@ mod tests {
         let mut link = Link::new(config, t0);
         let out = run(&mut link, t0, 4_000_000, 1000, 6);
         let rate_in = |from: u64, to: u64| {
-            let n = out.iter().filter(|(at, _)| *at >= Duration::from_secs(from) && *at < Duration::from_secs(to)).count();
+            let n = out
+                .iter()
+                .filter(|(at, _)| *at >= Duration::from_secs(from) && *at < Duration::from_secs(to))
+                .count();
             n as f64 * 8000.0 / (to - from) as f64
         };
         for (from, to, want) in [(0, 2, 1.0e6), (2, 4, 0.5e6), (4, 6, 2.0e6)] {
@@ -443,7 +452,8 @@ mod tests {
         let during = out.iter().filter(|(at, _)| *at > 1020 * MS && *at < 3000 * MS).count();
         assert_eq!(during, 0, "nothing crosses during the outage");
         let records = link.records();
-        let in_outage = |r: &&PacketRecord| r.arrived >= Duration::from_secs(1) && r.arrived < Duration::from_secs(3);
+        let in_outage =
+            |r: &&PacketRecord| r.arrived >= Duration::from_secs(1) && r.arrived < Duration::from_secs(3);
         assert!(records.iter().filter(in_outage).all(|r| r.fate == Fate::QueueFull));
         // What was queued when it began leaves when it ends, having waited ~2 s.
         let worst = out.iter().map(|(_, q)| *q).max().unwrap();

@@ -23,8 +23,15 @@ pub enum Colour {
     Orange = 6,
 }
 
-const PALETTE: [[u8; 3]; 7] =
-    [[255, 255, 255], [0, 0, 0], [200, 200, 200], [31, 119, 180], [214, 39, 40], [44, 160, 44], [255, 127, 14]];
+const PALETTE: [[u8; 3]; 7] = [
+    [255, 255, 255],
+    [0, 0, 0],
+    [200, 200, 200],
+    [31, 119, 180],
+    [214, 39, 40],
+    [44, 160, 44],
+    [255, 127, 14],
+];
 
 /// An image to draw on.
 pub struct Canvas {
@@ -96,7 +103,11 @@ impl Canvas {
                 for col in 0..3 {
                     if bits & (0b100 >> col) != 0 {
                         for (px, py) in (0..scale).flat_map(|a| (0..scale).map(move |b| (a, b))) {
-                            self.set(at.0 + (i as i64 * 4 + col) * scale + px, at.1 + r as i64 * scale + py, colour);
+                            self.set(
+                                at.0 + (i as i64 * 4 + col) * scale + px,
+                                at.1 + r as i64 * scale + py,
+                                colour,
+                            );
                         }
                     }
                 }
@@ -132,7 +143,8 @@ impl Canvas {
     pub fn series(&mut self, panel: Panel, points: &[(f64, f64)], colour: Colour, step: bool) {
         let to_px = |(x, y): (f64, f64)| {
             let px = panel.left as f64 + panel.width as f64 * (x / panel.x_max).clamp(0.0, 1.0);
-            let py = (panel.top + panel.height) as f64 - panel.height as f64 * (y / panel.y_max).clamp(0.0, 1.0);
+            let py =
+                (panel.top + panel.height) as f64 - panel.height as f64 * (y / panel.y_max).clamp(0.0, 1.0);
             (px.round() as i64, py.round() as i64)
         };
         for pair in points.windows(2) {

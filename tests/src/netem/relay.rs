@@ -293,8 +293,12 @@ impl MediaBackend for RelayedMedia {
                             None => continue,
                         }
                     }
-                    PeerEvent::LocalOffer(sdp) => PeerEvent::LocalOffer(rewrite_sdp(&sdp, front, side, &shared)),
-                    PeerEvent::LocalAnswer(sdp) => PeerEvent::LocalAnswer(rewrite_sdp(&sdp, front, side, &shared)),
+                    PeerEvent::LocalOffer(sdp) => {
+                        PeerEvent::LocalOffer(rewrite_sdp(&sdp, front, side, &shared))
+                    }
+                    PeerEvent::LocalAnswer(sdp) => {
+                        PeerEvent::LocalAnswer(rewrite_sdp(&sdp, front, side, &shared))
+                    }
                     PeerEvent::Frame(frame) if frame.kind == FrameKind::Audio => {
                         shared.audio.lock().unwrap().received(side, &frame);
                         PeerEvent::Frame(frame)
@@ -324,7 +328,12 @@ impl MediaSession for RelayedSession {
 /// The candidate with the relay's front as its address, registering the real one; `None` for a
 /// candidate that must not be advertised (anything but a UDP host candidate). The end-of-candidates
 /// marker passes.
-fn rewrite_candidate(candidate: &IceCandidate, front: SocketAddr, side: Side, shared: &Shared) -> Option<IceCandidate> {
+fn rewrite_candidate(
+    candidate: &IceCandidate,
+    front: SocketAddr,
+    side: Side,
+    shared: &Shared,
+) -> Option<IceCandidate> {
     if candidate.candidate.is_empty() {
         return Some(candidate.clone());
     }
@@ -354,7 +363,8 @@ fn rewrite_sdp(sdp: &str, front: SocketAddr, side: Side, shared: &Shared) -> Str
 /// for a UDP host candidate, the line with `front` as address and port, and the real address.
 pub fn rewrite_candidate_line(line: &str, front: SocketAddr) -> Option<(String, SocketAddr)> {
     let mut fields: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
-    if fields.len() < 8 || !fields[2].eq_ignore_ascii_case("udp") || fields[6] != "typ" || fields[7] != "host" {
+    if fields.len() < 8 || !fields[2].eq_ignore_ascii_case("udp") || fields[6] != "typ" || fields[7] != "host"
+    {
         return None;
     }
     let real = SocketAddr::new(fields[4].parse().ok()?, fields[5].parse().ok()?);

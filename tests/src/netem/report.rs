@@ -99,7 +99,11 @@ impl DirectionRun<'_> {
         let mut t = Duration::ZERO;
         while t + width <= self.duration {
             let secs = width.as_secs_f64();
-            out.push((t + width, self.delivered_bits(t, t + width) / secs, self.capacity_bits(t, t + width) / secs));
+            out.push((
+                t + width,
+                self.delivered_bits(t, t + width) / secs,
+                self.capacity_bits(t, t + width) / secs,
+            ));
             t += width;
         }
         out
@@ -143,7 +147,9 @@ impl DirectionFigures {
         let config = &run.link.config;
         let mut changes: Vec<(Duration, u64, u64)> = Vec::new(); // (at, from, to)
         let mut rate = 0;
-        for (at, to) in std::iter::once((Duration::ZERO, config.rate_bps)).chain(config.schedule.iter().copied()) {
+        for (at, to) in
+            std::iter::once((Duration::ZERO, config.rate_bps)).chain(config.schedule.iter().copied())
+        {
             if at < end && to != rate {
                 changes.push((at, rate, to));
             }
@@ -192,7 +198,9 @@ impl DirectionFigures {
         let in_run = |at: &Instant| *at >= run.origin && *at < run.origin + end;
         let sent: Vec<_> = run.sender.stats.iter().filter(|(at, _)| in_run(at)).collect();
         let sent_fps = match (sent.first(), sent.last()) {
-            (Some(a), Some(b)) if b.0 > a.0 => b.1.frames_sent.saturating_sub(a.1.frames_sent) as f64 / (b.0 - a.0).as_secs_f64(),
+            (Some(a), Some(b)) if b.0 > a.0 => {
+                b.1.frames_sent.saturating_sub(a.1.frames_sent) as f64 / (b.0 - a.0).as_secs_f64()
+            }
             _ => 0.0,
         };
         let decoded: Vec<Instant> = run.receiver.decoded.iter().map(|d| d.0).filter(in_run).collect();
@@ -248,7 +256,12 @@ impl DirectionFigures {
             ),
             (
                 "queue > 100 ms after drop at",
-                list(self.queue_above_100ms.iter().map(|(at, t)| format!("{}: {}", secs(*at), secs(*t))).collect()),
+                list(
+                    self.queue_above_100ms
+                        .iter()
+                        .map(|(at, t)| format!("{}: {}", secs(*at), secs(*t)))
+                        .collect(),
+                ),
             ),
             (
                 "rung sent: last (min..max)",
