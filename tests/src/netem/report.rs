@@ -30,8 +30,8 @@ pub struct DirectionFigures {
     /// For each rise of the capacity (and the start): when, and how long until the delivered rate
     /// (over 500 ms) reached 90 % of the new capacity; `None` if not before the next change.
     pub time_to_90: Vec<(Duration, Option<Duration>)>,
-    /// For each drop of the capacity (to a rate above 0): when, and how long the queue delay stayed
-    /// above 100 ms after it (until the last packet over 100 ms before the next change).
+    /// For each drop of the capacity (to a rate above 0): when, and how long until the queue delay is
+    /// back under 100 ms (the end of its first episode above 100 ms after the drop; 0 if none).
     pub queue_above_100ms: Vec<(Duration, Duration)>,
     /// The sender's rungs: the last, and the smallest and largest chosen (`-`: none was chosen,
     /// the encoder kept its start).
@@ -42,6 +42,8 @@ pub struct DirectionFigures {
     pub sent_fps: f64,
     /// The last decoded picture size.
     pub decoded_size: Option<(u32, u32)>,
+    /// The size most pictures were decoded at.
+    pub decoded_size_mostly: Option<(u32, u32)>,
     /// Pictures decoded per second, on average.
     pub decoded_fps: f64,
     /// Gaps longer than [`FREEZE`] between decoded pictures (and at the end), and the longest.
@@ -180,13 +182,18 @@ impl DirectionFigures {
             .iter()
             .filter(|(_, from, to)| to < from && *to > 0)
             .map(|&(at, _, _)| {
+                // The first episode above 100 ms after the drop, until a packet leaves under it.
                 let until = next_change(at);
-                let last = delays
-                    .iter()
-                    .filter(|(t, d)| *t >= at && *t < until && *d > Duration::from_millis(100))
-                    .map(|(t, _)| *t - at)
-                    .max();
-                (at, last.unwrap_or(Duration::ZERO))
+                let above = |d: &Duration| *d > Duration::from_millis(100);
+                let after: Vec<_> = delays.iter().filter(|(t, _)| *t >= at && *t < until).collect();
+                let stays = match after.iter().position(|(_, d)| above(d)) {
+                    Some(first) => match after[first..].iter().find(|(_, d)| !above(d)) {
+                        Some((back, _)) => *back - at,
+                        None => until - at,
+                    },
+                    None => Duration::ZERO,
+                };
+                (at, stays)
             })
             .collect();
 
@@ -226,6 +233,7 @@ impl DirectionFigures {
             rung_range: (name(rungs.iter().min_by(by_height)), name(rungs.iter().max_by(by_height))),
             sent_fps,
             decoded_size: run.receiver.decoded.iter().rfind(|d| in_run(&d.0)).map(|d| (d.1, d.2)),
+            decoded_size_mostly: mode(run.receiver.decoded.iter().filter(|d| in_run(&d.0)).map(|d| (d.1, d.2))),
             decoded_fps: decoded.len() as f64 / end.as_secs_f64(),
             freezes: freezes.len(),
             longest_freeze: freezes.iter().max().copied().unwrap_or_default(),
@@ -269,12 +277,8 @@ impl DirectionFigures {
             ),
             ("fps sent", format!("{:.1}", self.sent_fps)),
             (
-                "decoded: last size, fps",
-                format!(
-                    "{}, {:.1}",
-                    self.decoded_size.map_or("-".into(), |(w, h)| format!("{w}x{h}")),
-                    self.decoded_fps
-                ),
+                "decoded: last size (mostly), fps",
+                format!("{} ({}), {:.1}", size(self.decoded_size), size(self.decoded_size_mostly), self.decoded_fps),
             ),
             ("freezes > 500 ms (longest)", format!("{} ({})", self.freezes, secs(self.longest_freeze))),
             ("audio delay p95", self.audio_delay_p95_ms.map_or("-".into(), |d| format!("{d:.0} ms"))),
@@ -307,6 +311,19 @@ pub fn table(title: &str, columns: &[(String, &DirectionFigures)]) -> String {
         }
     }
     out + "\n"
+}
+
+fn size(size: Option<(u32, u32)>) -> String {
+    size.map_or("-".into(), |(w, h)| format!("{w}x{h}"))
+}
+
+/// The most frequent value.
+fn mode<T: Ord + Copy>(values: impl Iterator<Item = T>) -> Option<T> {
+    let mut counts = std::collections::BTreeMap::new();
+    for value in values {
+        *counts.entry(value).or_insert(0usize) += 1;
+    }
+    counts.into_iter().max_by_key(|(_, n)| *n).map(|(value, _)| value)
 }
 
 fn ms(d: Duration) -> f64 {
