@@ -245,7 +245,7 @@ impl AudioClock {
         let queue = &mut self.sent[to.other().index()];
         let hash = digest(&frame.data);
         if let Some(i) = queue.iter().position(|(h, _)| *h == hash) {
-            let (_, sent_at) = queue.drain(..=i).last().expect("at least one");
+            let (_, sent_at) = queue.drain(..=i).next_back().expect("at least one");
             self.delays[to.index()].push((now, now - sent_at));
         }
     }

@@ -233,7 +233,9 @@ impl DirectionFigures {
             rung_range: (name(rungs.iter().min_by(by_height)), name(rungs.iter().max_by(by_height))),
             sent_fps,
             decoded_size: run.receiver.decoded.iter().rfind(|d| in_run(&d.0)).map(|d| (d.1, d.2)),
-            decoded_size_mostly: mode(run.receiver.decoded.iter().filter(|d| in_run(&d.0)).map(|d| (d.1, d.2))),
+            decoded_size_mostly: mode(
+                run.receiver.decoded.iter().filter(|d| in_run(&d.0)).map(|d| (d.1, d.2)),
+            ),
             decoded_fps: decoded.len() as f64 / end.as_secs_f64(),
             freezes: freezes.len(),
             longest_freeze: freezes.iter().max().copied().unwrap_or_default(),
@@ -278,7 +280,12 @@ impl DirectionFigures {
             ("fps sent", format!("{:.1}", self.sent_fps)),
             (
                 "decoded: last size (mostly), fps",
-                format!("{} ({}), {:.1}", size(self.decoded_size), size(self.decoded_size_mostly), self.decoded_fps),
+                format!(
+                    "{} ({}), {:.1}",
+                    size(self.decoded_size),
+                    size(self.decoded_size_mostly),
+                    self.decoded_fps
+                ),
             ),
             ("freezes > 500 ms (longest)", format!("{} ({})", self.freezes, secs(self.longest_freeze))),
             ("audio delay p95", self.audio_delay_p95_ms.map_or("-".into(), |d| format!("{d:.0} ms"))),
