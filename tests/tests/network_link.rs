@@ -3,13 +3,16 @@
 
 use std::time::{Duration, Instant};
 
+use televisit_core::call::machine::CallState;
 use televisit_core::codec::video::default_target;
-use televisit_tests::netem::call::{CallSetup, EmulatedCall};
+use televisit_tests::netem::call::{CallSetup, EmulatedCall, Participant};
 use televisit_tests::netem::link::Fate;
 use televisit_tests::netem::report::{table, DirectionFigures, DirectionRun};
-use televisit_tests::netem::{LinkConfig, RelayConfig, Side};
+use televisit_tests::netem::{LinkConfig, Relay, RelayConfig, Side};
+use televisit_tests::TestServer;
 
 const MS: Duration = Duration::from_millis(1);
+const WAIT: Duration = Duration::from_secs(30);
 
 /// The emulator is only worth something if nothing bypasses it: when its links go dark, so does
 /// the call's media.
@@ -44,6 +47,41 @@ async fn every_media_packet_crosses_the_relay() {
         assert!(sent > 100, "{sent} packets crossed toward {to:?}");
         assert_eq!(report.undeliverable, 0);
     }
+}
+
+/// The way a browser is put behind the emulator: only our side is wrapped, and it hides the
+/// peer's candidates; the peer (here a plain client that advertises its real address, like a
+/// browser) still reaches us only through the relay.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_that_is_not_wrapped_is_reached_through_the_relay_too() {
+    let link =
+        LinkConfig { schedule: vec![(Duration::from_secs(4), 0)], ..LinkConfig::new(3_000_000, 10 * MS) };
+    let server = TestServer::start(|_| {}).await;
+    let visit = server.started_visit().await;
+    let relay = Relay::start(RelayConfig::symmetric(link)).await.unwrap();
+    let patient = Participant::join_with(&visit.patient_link, false, |webrtc| webrtc);
+    patient.wait_for_state(CallState::WaitingRoom, WAIT).await;
+    let doctor = Participant::join_with(&visit.doctor_link, true, |webrtc| {
+        relay.media_with_plain_peer(Side::A, webrtc)
+    });
+    for side in [&doctor, &patient] {
+        side.wait_for_state(CallState::Connected, WAIT).await;
+    }
+    relay.restart_schedule();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let origin = relay.origin();
+    let decoded = patient.log().decoded;
+    for side in [&doctor, &patient] {
+        side.close();
+    }
+
+    let before = decoded.iter().filter(|d| d.0 < origin + Duration::from_secs(4)).count();
+    let after = decoded.iter().filter(|d| d.0 > origin + Duration::from_millis(4_500)).count();
+    assert!(before >= 30, "the patient decoded only {before} pictures in the first 4 s");
+    assert_eq!(after, 0, "pictures decoded after the link went dark: a path bypasses it");
+    let crossed =
+        relay.report(Side::B).records.iter().filter(|r| matches!(r.fate, Fate::Sent { .. })).count();
+    assert!(crossed > 100, "{crossed} packets crossed toward the patient");
 }
 
 /// A thin lossy link (800 kbps, 50 ms one way, 1 % loss, 300 ms queue) for 20 s: video keeps

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use televisit_core::call::ladder::{EncoderTarget, Rung};
 use televisit_core::call::machine::{CallEvent, CallState};
-use televisit_core::client::media::MediaStats;
+use televisit_core::client::media::{MediaBackend, MediaStats};
 use televisit_core::client::webrtc::{WebRtcMedia, WebRtcSettings};
 use televisit_core::client::{CallClient, CallListener, CallOptions, ClientEvent};
 use televisit_core::codec::audio::OpusEncoder;
@@ -80,9 +80,7 @@ impl EmulatedCall {
             let _ = tokio::time::timeout(Duration::from_secs(5), client.ended()).await;
         }
         for side in [&self.doctor, &self.patient] {
-            if let Some(client) = side.client.get() {
-                client.close();
-            }
+            side.close();
         }
     }
 }
@@ -127,6 +125,16 @@ pub struct Participant {
 impl Participant {
     /// Joins `link` through `relay` as `side`, with the camera on or off.
     pub fn join(link: &str, relay: &Relay, side: Side, camera: bool) -> Arc<Participant> {
+        Participant::join_with(link, camera, |webrtc| relay.media(side, webrtc))
+    }
+
+    /// Joins `link` on a VP8-only WebRTC backend gathering one host candidate on 127.0.0.1, which
+    /// `route` may wrap (e.g. [`Relay::media_with_plain_peer`]).
+    pub fn join_with(
+        link: &str,
+        camera: bool,
+        route: impl FnOnce(Arc<dyn MediaBackend>) -> Arc<dyn MediaBackend>,
+    ) -> Arc<Participant> {
         let participant = Arc::new(Participant {
             client: OnceLock::new(),
             state: tokio::sync::watch::channel(CallState::Idle).0,
@@ -138,13 +146,13 @@ impl Participant {
             log: Mutex::default(),
         });
         // The software codec is libvpx: VP8 only, one host candidate on loopback.
-        let webrtc = Arc::new(WebRtcMedia::new(WebRtcSettings {
+        let webrtc: Arc<dyn MediaBackend> = Arc::new(WebRtcMedia::new(WebRtcSettings {
             udp_addrs: vec!["127.0.0.1:0".into()],
             video_codecs: vec![VideoCodec::Vp8],
             ..WebRtcSettings::default()
         }));
         let client = Arc::new(
-            CallClient::new(link, participant.clone(), relay.media(side, webrtc), CallOptions::default())
+            CallClient::new(link, participant.clone(), route(webrtc), CallOptions::default())
                 .expect("valid link"),
         );
         let _ = participant.client.set(Arc::clone(&client));
@@ -176,6 +184,19 @@ impl Participant {
             .await
             .unwrap_or_else(|_| panic!("not {state:?} after {timeout:?}"))
             .expect("the participant lives");
+    }
+
+    /// The call client (set once joined).
+    pub fn client(&self) -> Option<&Arc<CallClient>> {
+        self.client.get()
+    }
+
+    /// Stops the media and closes the client (leaving the call).
+    pub fn close(&self) {
+        self.stop_media();
+        if let Some(client) = self.client.get() {
+            client.close();
+        }
     }
 
     /// A copy of the log so far.

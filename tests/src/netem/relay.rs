@@ -9,6 +9,12 @@
 //! runs the packet through the B→A link and sends it to A's real address *from `front_b`*, so A
 //! sees it come from B's advertised address. Symmetrically for A's packets. Every other candidate
 //! (a second host candidate, TCP, server-reflexive) is dropped, so no path bypasses the relay.
+//!
+//! A peer that cannot be wrapped (a browser) still works if only our side is: with
+//! [`Relay::media_with_plain_peer`] our side hides the peer's candidates from its ICE agent, so
+//! the peer's checks, sent to our advertised front, are the only way in; the relay learns the
+//! peer's address from the first of them and our side learns the peer as the other front
+//! (a peer-reflexive candidate).
 
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
@@ -125,8 +131,11 @@ impl Relay {
             let (socket, shared) = (Arc::clone(&sockets[side.index()]), Arc::clone(&shared));
             tasks.push(tokio::spawn(async move {
                 let mut buf = vec![0u8; 65_536];
-                while let Ok((len, _from)) = socket.recv_from(&mut buf).await {
+                while let Ok((len, from)) = socket.recv_from(&mut buf).await {
                     let mut state = shared.state.lock().unwrap();
+                    // The sender is the other side; a peer whose candidates we don't rewrite is
+                    // known from its first packet.
+                    state.real[side.other().index()].get_or_insert(from);
                     state.links[side.index()].push(Instant::now(), len, buf[..len].to_vec());
                     drop(state);
                     shared.wake.notify_one();
@@ -177,7 +186,16 @@ impl Relay {
     /// `inner` (a WebRTC backend gathering one UDP host candidate on 127.0.0.1) with its media
     /// routed through this relay as `side`.
     pub fn media(&self, side: Side, inner: Arc<dyn MediaBackend>) -> Arc<RelayedMedia> {
-        Arc::new(RelayedMedia { inner, side, front: self.front(side), shared: Arc::clone(&self.shared) })
+        let shared = Arc::clone(&self.shared);
+        Arc::new(RelayedMedia { inner, side, front: self.front(side), shared, hide_peer_candidates: false })
+    }
+
+    /// Like [`Relay::media`], for a call whose peer is not routed through [`Relay::media`] (a
+    /// browser, another app): the peer's candidates are hidden from `inner`, so it reaches the
+    /// peer only through the relay.
+    pub fn media_with_plain_peer(&self, side: Side, inner: Arc<dyn MediaBackend>) -> Arc<RelayedMedia> {
+        let shared = Arc::clone(&self.shared);
+        Arc::new(RelayedMedia { inner, side, front: self.front(side), shared, hide_peer_candidates: true })
     }
 }
 
@@ -258,19 +276,21 @@ fn digest(data: &[u8]) -> u64 {
 }
 
 /// A [`MediaBackend`] whose sessions advertise the relay's front instead of their own address
-/// (see the module's documentation). Commands pass unchanged; it also times audio frames for
-/// [`Relay::audio_delays`].
+/// (see the module's documentation). Commands pass unchanged (but for the peer's candidates with
+/// [`Relay::media_with_plain_peer`]); it also times audio frames for [`Relay::audio_delays`].
 pub struct RelayedMedia {
     inner: Arc<dyn MediaBackend>,
     side: Side,
     front: SocketAddr,
     shared: Arc<Shared>,
+    hide_peer_candidates: bool,
 }
 
 struct RelayedSession {
     inner: Box<dyn MediaSession>,
     side: Side,
     shared: Arc<Shared>,
+    hide_peer_candidates: bool,
 }
 
 impl MediaBackend for RelayedMedia {
@@ -310,19 +330,36 @@ impl MediaBackend for RelayedMedia {
                 }
             }
         });
-        Box::new(RelayedSession { inner, side, shared: Arc::clone(&self.shared) })
+        let hide_peer_candidates = self.hide_peer_candidates;
+        Box::new(RelayedSession { inner, side, shared: Arc::clone(&self.shared), hide_peer_candidates })
     }
 }
 
 impl MediaSession for RelayedSession {
     fn command(&mut self, command: PeerCommand) {
-        if let PeerCommand::SendFrame(frame) = &command {
-            if frame.kind == FrameKind::Audio {
-                self.shared.audio.lock().unwrap().sent(self.side, frame);
+        let command = match command {
+            PeerCommand::SendFrame(frame) if frame.kind == FrameKind::Audio => {
+                self.shared.audio.lock().unwrap().sent(self.side, &frame);
+                PeerCommand::SendFrame(frame)
             }
-        }
+            PeerCommand::AddRemoteCandidate(c) if self.hide_peer_candidates && !c.candidate.is_empty() => {
+                return
+            }
+            PeerCommand::AcceptOffer(sdp) if self.hide_peer_candidates => {
+                PeerCommand::AcceptOffer(strip_candidates(&sdp))
+            }
+            PeerCommand::AcceptAnswer(sdp) if self.hide_peer_candidates => {
+                PeerCommand::AcceptAnswer(strip_candidates(&sdp))
+            }
+            other => other,
+        };
         self.inner.command(command);
     }
+}
+
+/// The SDP without its `a=candidate` lines.
+fn strip_candidates(sdp: &str) -> String {
+    sdp.split_inclusive('\n').filter(|line| !line.starts_with("a=candidate:")).collect()
 }
 
 /// The candidate with the relay's front as its address, registering the real one; `None` for a

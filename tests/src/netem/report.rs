@@ -33,8 +33,8 @@ pub struct DirectionFigures {
     /// For each drop of the capacity (to a rate above 0): when, and how long until the queue delay is
     /// back under 100 ms (the end of its first episode above 100 ms after the drop; 0 if none).
     pub queue_above_100ms: Vec<(Duration, Duration)>,
-    /// The sender's rungs: the last, and the smallest and largest chosen (`-`: none was chosen,
-    /// the encoder kept its start).
+    /// The sender's rungs: the last (`… (start)`: the ladder never chose one, the encoder kept
+    /// its start), and the smallest and largest chosen (`-`: none).
     pub rung_last: String,
     /// See `rung_last`.
     pub rung_range: (String, String),
@@ -229,7 +229,10 @@ impl DirectionFigures {
             random_loss_percent: 100.0 * count(Fate::Lost) / offered,
             time_to_90,
             queue_above_100ms,
-            rung_last: name(last_rung.as_ref()),
+            rung_last: match last_rung {
+                Some((_, rung)) => rung.name.to_owned(),
+                None => format!("{} (start)", televisit_core::codec::video::default_target().rung.name),
+            },
             rung_range: (name(rungs.iter().min_by(by_height)), name(rungs.iter().max_by(by_height))),
             sent_fps,
             decoded_size: run.receiver.decoded.iter().rfind(|d| in_run(&d.0)).map(|d| (d.1, d.2)),
