@@ -92,6 +92,7 @@ fn main() {
         }
         let columns: Vec<_> = columns.iter().map(|(h, f)| (h.clone(), f)).collect();
         println!("{}", table("netem-join", &columns));
+        println!("(the peer's decoding is not visible here: the decoded and freeze rows of \"to the peer\" are empty)");
     });
 }
 
