@@ -379,21 +379,32 @@ fn rewrite_candidate(
     Some(IceCandidate { candidate: line, ..candidate.clone() })
 }
 
-/// The SDP with its `a=candidate` lines rewritten like trickled ones (or dropped).
+/// The SDP with its `a=candidate` lines rewritten like trickled ones (or dropped), registering the
+/// real address found.
 fn rewrite_sdp(sdp: &str, front: SocketAddr, side: Side, shared: &Shared) -> String {
-    let mut out = String::with_capacity(sdp.len());
+    let (sdp, real) = rewrite_sdp_candidates(sdp, front);
+    if let Some(real) = real {
+        shared.state.lock().unwrap().real[side.index()] = Some(real);
+    }
+    sdp
+}
+
+/// The SDP with its UDP host candidates' address set to `front` and its other candidates removed,
+/// and the real address of the last one rewritten.
+pub fn rewrite_sdp_candidates(sdp: &str, front: SocketAddr) -> (String, Option<SocketAddr>) {
+    let (mut out, mut real) = (String::with_capacity(sdp.len()), None);
     for line in sdp.split_inclusive('\n') {
         match line.trim_end().strip_prefix("a=") {
             Some(attribute) if attribute.starts_with("candidate:") => {
-                if let Some((rewritten, real)) = rewrite_candidate_line(attribute, front) {
-                    shared.state.lock().unwrap().real[side.index()] = Some(real);
+                if let Some((rewritten, address)) = rewrite_candidate_line(attribute, front) {
+                    real = Some(address);
                     out.push_str(&format!("a={rewritten}\r\n"));
                 }
             }
             _ => out.push_str(line),
         }
     }
-    out
+    (out, real)
 }
 
 /// `candidate:<foundation> <component> <transport> <priority> <address> <port> typ <type> ...`:
@@ -428,5 +439,26 @@ mod tests {
         ] {
             assert_eq!(rewrite_candidate_line(other, front), None, "{other}");
         }
+    }
+
+    #[test]
+    fn candidates_inside_an_sdp_are_rewritten_or_removed_and_the_rest_kept() {
+        let front: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+                   a=candidate:1 1 udp 2130706431 127.0.0.1 54321 typ host\r\n\
+                   a=candidate:2 1 tcp 1518280447 127.0.0.1 9 typ host tcptype active\r\n\
+                   a=end-of-candidates\r\n";
+        let (rewritten, real) = rewrite_sdp_candidates(sdp, front);
+        assert_eq!(
+            rewritten,
+            "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+             a=candidate:1 1 udp 2130706431 127.0.0.1 40000 typ host\r\n\
+             a=end-of-candidates\r\n"
+        );
+        assert_eq!(real, Some("127.0.0.1:54321".parse().unwrap()));
+        assert_eq!(
+            strip_candidates(sdp),
+            "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=end-of-candidates\r\n"
+        );
     }
 }
