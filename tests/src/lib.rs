@@ -1,5 +1,6 @@
 //! Helpers shared by the cross-component tests and benchmarks: a server with a started visit, a
-//! recording call listener, a simulated media backend, and a TCP proxy that can cut connections.
+//! recording call listener, a simulated media backend, a TCP proxy that can cut connections, and a
+//! network link emulator on a call's media path ([`netem`]).
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -13,6 +14,8 @@ use televisit_core::protocol::Role;
 use televisit_server::secrets::Clock;
 use televisit_server::{Config, RunningServer};
 use tokio::sync::mpsc;
+
+pub mod netem;
 
 /// Installs ring as the process's rustls provider, which the tests' own HTTP clients need.
 pub fn install_crypto_provider() {
