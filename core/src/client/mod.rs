@@ -8,6 +8,7 @@
 
 pub mod codecs;
 pub mod keyframe_requests;
+pub mod loss_recovery;
 pub mod media;
 pub mod pacing;
 pub mod stats;

@@ -45,6 +45,7 @@ use rtc::rtp::codec::opus::OpusPacket;
 use rtc::rtp::codec::vp8::Vp8Packet;
 use rtc::rtp::packetizer::Packetizer;
 use rtc::rtp::sequence::Sequencer;
+use rtc::rtp_transceiver::rtp_sender::RTCPFeedback;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
@@ -53,21 +54,24 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
-    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceServer,
-    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
-    StatsSelector,
+    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only, MediaEngine,
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceCandidateInit, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    RTCSessionDescription, Registry, SettingEngineBuilder, StatsSelector,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::codecs::{first_video_codec, opus, register_codecs, video_codec_parameters};
 use super::keyframe_requests::{is_keyframe_request, picture_loss, KeyframeRequestForwarder};
+use super::loss_recovery::{LossRecoveryGenerator, LossRecoveryStats, RetransmissionResponder};
 use super::media::{MediaBackend, MediaSession, PeerCommand, PeerEvent};
 use super::pacing::{AudioFirstPacer, PacingState, PublishedEstimate};
 use super::stats::{OwnCounts, StackReading, StatsSampler};
 use crate::api::IceServer;
 use crate::call::machine::PeerConnectionState;
 use crate::frame::{vp8_keyframe_size, EncodedFrame, FrameKind, VideoCodec};
+use crate::network_control::nack::NackConfig;
+use crate::network_control::retransmit::RetransmitConfig;
 use crate::protocol::{IceCandidate, Role};
 
 /// The track id of the doctor's screen-share track (its stream id is `televisit-screen`).
@@ -439,7 +443,9 @@ impl LocalTrack {
         Ok(())
     }
 
-    async fn write(&mut self, frame: &EncodedFrame) -> Result<(), String> {
+    /// Packetizes and writes a frame; a keyframe is marked for the pacer first, which never
+    /// drops one.
+    async fn write(&mut self, frame: &EncodedFrame, pacing: &PacingState) -> Result<(), String> {
         let Some(codec) = self.codec.as_ref() else { return Ok(()) };
         if self.payload_type.is_none() {
             let parameters = self.sender.get_parameters().await.map_err(|e| e.to_string())?;
@@ -457,6 +463,9 @@ impl LocalTrack {
         let packets = packetizer
             .packetize(Instant::now(), &frame.data.clone().into(), samples)
             .map_err(|e| e.to_string())?;
+        if let (true, Some(first)) = (frame.keyframe, packets.first()) {
+            pacing.mark_keyframe(first.header.ssrc, first.header.timestamp);
+        }
         for mut packet in packets {
             packet.header.payload_type = payload_type;
             self.track.write_rtp(packet).await.map_err(|e| e.to_string())?;
@@ -475,15 +484,17 @@ enum Sent {
     Written,
     /// Its track is off (muted, camera off, not sharing) or media cannot flow yet.
     Off,
-    /// A video frame dropped (the video queue was too long for the estimate, or it depends on
-    /// a dropped frame); frames are dropped until a keyframe, and the encoder should be asked for
-    /// one (at most once a second per track).
+    /// A delta video frame dropped (the video queue was too long for the estimate, or it depends
+    /// on a frame dropped here or in the pacer); delta frames are dropped until a keyframe, and
+    /// the encoder should be asked for one (at most once a second per track).
     DroppedAskKeyframe,
-    /// A video frame dropped; a keyframe was asked for less than a second ago.
+    /// A delta video frame dropped; a keyframe was asked for less than a second ago.
     Dropped,
 }
 
-/// Writes a frame unless its track is off; video only while the pacer's queue has room for it.
+/// Writes a frame unless its track is off. A keyframe is always written (it ends a freeze, and
+/// the pacer never drops it); a delta frame only while the pacer's video queue has room for it
+/// and the frames it depends on were sent.
 async fn send_frame(
     track: &mut LocalTrack,
     frame: &EncodedFrame,
@@ -493,8 +504,11 @@ async fn send_frame(
         return Ok(Sent::Off);
     }
     if frame.kind.is_video() {
+        if pacing.take_keyframe_wanted(track.ssrc) {
+            track.awaiting_keyframe = true;
+        }
         let dropped =
-            (track.awaiting_keyframe && !frame.keyframe) || !pacing.admits_video_frame(frame.data.len());
+            !frame.keyframe && (track.awaiting_keyframe || !pacing.admits_video_frame(frame.data.len()));
         if dropped {
             track.awaiting_keyframe = true;
             let now = Instant::now();
@@ -509,21 +523,34 @@ async fn send_frame(
         }
         track.awaiting_keyframe = false;
     }
-    track.write(frame).await?;
+    track.write(frame, pacing).await?;
     Ok(Sent::Written)
 }
 
-/// The interceptor chain: the crate's defaults (NACK, RTCP reports, TWCC receiver) plus send-side
-/// congestion control. This is what `configure_congestion_control(registry, Gcc, Twcc, ..)` adds —
+/// The interceptor chain: the crate's defaults (RTCP reports, TWCC receiver) with our loss
+/// recovery in place of its NACK generator and responder, plus send-side congestion control.
+/// The congestion control is what `configure_congestion_control(registry, Gcc, Twcc, ..)` adds —
 /// the send history with the estimator and the TWCC sequence numbers; the TWCC header extension
-/// and feedback are already registered by the defaults — except for the pacer: ours, in the same
-/// slot, so audio is not queued behind video.
+/// and feedback are registered with the TWCC receiver — except for the pacer: ours, in the same
+/// slot, so audio is not queued behind video nor video behind retransmissions. See
+/// [`super::loss_recovery`] for the order of the chain.
 fn interceptors(
     media_engine: &mut MediaEngine,
     settings: &WebRtcSettings,
     pacing: &Arc<PacingState>,
+    loss: &Arc<LossRecoveryStats>,
 ) -> Result<Registry, String> {
-    let registry = register_default_interceptors(Registry::new(), media_engine).map_err(|e| e.to_string())?;
+    // What `register_default_interceptors` registers, with `configure_nack`'s feedback types but
+    // not its interceptors.
+    for parameter in ["", "pli"] {
+        media_engine.register_feedback(
+            RTCPFeedback { typ: "nack".into(), parameter: parameter.into() },
+            RtpCodecKind::Video,
+        );
+    }
+    configure_simulcast_extension_headers(media_engine).map_err(|e| e.to_string())?;
+    let registry = configure_twcc_receiver_only(Registry::new(), media_engine).map_err(|e| e.to_string())?;
+    let registry = configure_rtcp_reports(registry);
     let gcc = Gcc::new(
         settings.initial_bitrate_bps as f64,
         settings.min_bitrate_bps as f64,
@@ -536,6 +563,11 @@ fn interceptors(
         )
         .with(Slot::TwccSender, TwccSenderBuilder::new().build())
         .with(Slot::Pacer, AudioFirstPacer::new(Arc::clone(pacing)))
+        .with(
+            Slot::NackResponder,
+            RetransmissionResponder::new(RetransmitConfig::default(), Arc::clone(pacing), Arc::clone(loss)),
+        )
+        .with(Slot::NackGenerator, LossRecoveryGenerator::new(NackConfig::default(), Arc::clone(loss)))
         // Last, so every interceptor has seen the inbound RTCP before it narrows it down.
         .with(Slot::from(14_000), KeyframeRequestForwarder::default()))
 }
@@ -596,7 +628,8 @@ async fn run_session(
     let mut media_engine = MediaEngine::default();
     register_codecs(&mut media_engine, &settings.video_codecs)?;
     let pacing = PacingState::new(settings.initial_bitrate_bps);
-    let registry = interceptors(&mut media_engine, &settings, &pacing)?;
+    let loss = LossRecoveryStats::new();
+    let registry = interceptors(&mut media_engine, &settings, &pacing, &loss)?;
     let configuration = RTCConfigurationBuilder::new()
         .with_ice_servers(
             ice_servers
@@ -778,6 +811,9 @@ async fn run_session(
                         estimate_bps: pacing.target_bps(),
                     };
                     let reading = StackReading::from_report(&report);
+                    if let Some(rtt_ms) = reading.rtt_ms {
+                        loss.set_rtt(Duration::from_secs_f64(rtt_ms / 1000.0));
+                    }
                     let _ = events.send(PeerEvent::Stats(sampler.sample(reading, own, now)));
                 }
                 PeerCommand::Close => {

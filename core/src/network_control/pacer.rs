@@ -68,11 +68,14 @@ pub enum Class {
     Video(Frame),
 }
 
-/// A video frame the pacer dropped for waiting too long.
+/// Video frames the pacer dropped together: the oldest that waited too long, and the frames of its
+/// stream that depended on it.
 #[derive(Debug)]
 pub struct DroppedFrame<T> {
     /// The frame's stream.
     pub stream: u32,
+    /// How many frames: the oldest and the ones that depended on it.
+    pub frames: u64,
     /// The packets that will never be sent.
     pub packets: Vec<T>,
     /// No keyframe of the stream is queued after it: the encoder must make one.
@@ -264,7 +267,8 @@ impl<T> Pacer<T> {
 
     /// Drops `victim` and the later frames of its stream up to its next queued keyframe.
     fn drop_from(&mut self, victim: Frame) {
-        let mut dropped = DroppedFrame { stream: victim.stream, packets: Vec::new(), needs_keyframe: true };
+        let mut dropped =
+            DroppedFrame { stream: victim.stream, frames: 0, packets: Vec::new(), needs_keyframe: true };
         let mut frames = 0;
         let mut dropping = false;
         let mut last_id = None;
@@ -291,6 +295,7 @@ impl<T> Pacer<T> {
             }
         }
         self.video = kept;
+        dropped.frames = frames;
         self.counts.dropped_frames += frames;
         self.counts.dropped_packets += dropped.packets.len() as u64;
         self.dropped.push_back(dropped);
