@@ -36,6 +36,7 @@ use rtc::shared::error::Error;
 use rtc::shared::marshal::MarshalSize;
 use rtc::shared::TransportContext;
 
+use super::media::LossRecoveryCounts;
 use super::pacing::PacingState;
 use crate::network_control::nack::{LossTracker, NackConfig};
 use crate::network_control::retransmit::{Refusal, RetransmitConfig, Retransmitter};
@@ -128,6 +129,21 @@ impl LossRecoveryStats {
     /// Keyframe requests (PLI) the generator sent because packets were given up.
     pub fn keyframe_requests_sent(&self) -> u64 {
         self.keyframe_requests_sent.load(Ordering::Relaxed)
+    }
+
+    /// All the totals, with the video frames the pacer dropped (from `pacing`).
+    pub fn snapshot(&self, pacing: &PacingState) -> LossRecoveryCounts {
+        LossRecoveryCounts {
+            nacks_sent: self.nacks_sent(),
+            nacks_received: self.nacks_received(),
+            retransmitted_packets: self.retransmitted_packets(),
+            retransmitted_bytes: self.retransmitted_bytes(),
+            retransmissions_refused: self.retransmissions_refused(),
+            packets_repaired: self.packets_repaired(),
+            packets_given_up: self.packets_given_up(),
+            keyframe_requests_sent: self.keyframe_requests_sent(),
+            video_frames_dropped: pacing.dropped_video_frames(),
+        }
     }
 }
 

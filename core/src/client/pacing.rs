@@ -6,7 +6,7 @@
 //! slot in the interceptor chain ([`Slot::Pacer`](rtc::interceptor::Slot)) and applies our pacing
 //! policy ([`crate::network_control::pacer`]): audio and RTCP at once, retransmissions before new
 //! video, video at 1.25 × the estimate, and video older than [`MAX_VIDEO_QUEUE_TIME`] dropped a
-//! frame at a time, never a keyframe.
+//! frame at a time, never a keyframe unless a newer one is queued.
 //!
 //! The queued video is published in [`PacingState`], so the session drops delta frames before
 //! they join a queue already longer than [`MAX_VIDEO_QUEUE_DELAY`] (a keyframe is always let in);
@@ -110,7 +110,7 @@ impl PacingState {
     }
 
     /// Tells the pacer that the frame with this RTP timestamp on stream `ssrc` is a keyframe
-    /// (call it before writing the frame's packets): the pacer never drops one.
+    /// (call it before writing the frame's packets): the pacer drops a keyframe only for a newer one.
     pub fn mark_keyframe(&self, ssrc: u32, rtp_timestamp: u32) {
         let mut marks = lock(&self.keyframes);
         if marks.len() == KEYFRAME_MARKS {
@@ -196,7 +196,8 @@ impl<E: BandwidthEstimator> BandwidthEstimator for PublishedEstimate<E> {
 /// the crate's packets. Audio and RTCP leave at once, retransmissions (tagged
 /// [`Attribute::Retransmission`] by [`super::loss_recovery::RetransmissionResponder`]) before new
 /// video, video at 1.25 × the estimate; video that waited too long is dropped a frame at a time,
-/// never a keyframe (the session marks keyframes with [`PacingState::mark_keyframe`]).
+/// never a keyframe unless a newer one is queued (the session marks keyframes with
+/// [`PacingState::mark_keyframe`]).
 pub struct AudioFirstPacer {
     policy: policy::Pacer<TaggedPacket>,
     audio_ssrcs: HashSet<u32>,

@@ -9,7 +9,7 @@ use rtc::peer_connection::transport::RTCIceCandidateType;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use webrtc::peer_connection::{RTCStatsReport, RTCStatsReportEntry};
 
-use super::media::MediaStats;
+use super::media::{LossRecoveryCounts, MediaStats};
 
 /// What one `get_stats` snapshot says, summed over the RTP streams.
 ///
@@ -89,6 +89,8 @@ pub struct OwnCounts {
     pub last_packet_at_ms: i64,
     /// The bandwidth estimate, bits per second.
     pub estimate_bps: u64,
+    /// Loss recovery totals.
+    pub loss_recovery: LossRecoveryCounts,
 }
 
 /// Turns successive readings into once-a-second [`MediaStats`]: loss, bitrates and frame rate
@@ -127,6 +129,7 @@ impl StatsSampler {
             available_outgoing_bitrate_bps: Some(own.estimate_bps),
             candidate_pair_type: reading.candidate_pair_type.clone(),
             last_packet_at_ms: (own.last_packet_at_ms > 0).then_some(own.last_packet_at_ms),
+            loss_recovery: own.loss_recovery,
         };
         self.last = (now, reading, own);
         stats

@@ -24,9 +24,14 @@
 //! **Congestion control**: the crate's GCC with transport-wide CC feedback, starting at
 //! [`WebRtcSettings::initial_bitrate_bps`]; its estimate is `available_outgoing_bitrate_bps` in the
 //! stats, which drives the bitrate ladder. The pacer is ours ([`super::pacing::AudioFirstPacer`]):
-//! audio never waits behind video, and video frames that would queue longer than
-//! [`super::pacing::MAX_VIDEO_QUEUE_DELAY`] are dropped until the next keyframe, which the app's
-//! encoder is asked for ([`PeerEvent::KeyframeNeeded`], `ClientEvent::KeyframeRequested`).
+//! audio never waits behind video nor video behind unbounded retransmissions; delta frames that
+//! would queue longer than [`super::pacing::MAX_VIDEO_QUEUE_DELAY`] (or that the pacer dropped for
+//! waiting too long) are dropped until the next keyframe, which the app's encoder is asked for
+//! ([`PeerEvent::KeyframeNeeded`], `ClientEvent::KeyframeRequested`). A keyframe is never refused.
+//!
+//! **Loss recovery** is ours too ([`super::loss_recovery`]): NACKs with bounded retries that count
+//! an RTX retransmission as the repair it is, a keyframe request when packets are given up, and
+//! retransmissions within a budget and only while they can arrive in time.
 //!
 //! **Stats**: from `get_stats` what the stack fills (candidate-pair RTT, inbound loss and jitter,
 //! RTP bytes), the rest counted here (frames, VP8 keyframe picture size, frame rate); see
@@ -493,7 +498,7 @@ enum Sent {
 }
 
 /// Writes a frame unless its track is off. A keyframe is always written (it ends a freeze, and
-/// the pacer never drops it); a delta frame only while the pacer's video queue has room for it
+/// the pacer drops it only for a newer keyframe); a delta frame only while the pacer's video queue has room for it
 /// and the frames it depends on were sent.
 async fn send_frame(
     track: &mut LocalTrack,
@@ -573,19 +578,38 @@ fn interceptors(
 }
 
 /// Tells the app's encoder when the peer asks for a keyframe of this track (PLI or FIR: its
-/// decoder lost the picture).
+/// decoder lost the picture), at most once per [`KEYFRAME_REQUEST_INTERVAL`]: a request within
+/// the interval is passed on when it ends. A receiver gives up each gap the pacer left by
+/// dropping a frame and asks again, and a keyframe is large: one in flight answers them all.
 fn forward_keyframe_requests(
     track: Arc<TrackLocalStaticRTP>,
     kind: FrameKind,
     events: mpsc::UnboundedSender<PeerEvent>,
 ) {
     tokio::spawn(async move {
-        while let Some(event) = track.poll().await {
-            let TrackLocalEvent::OnRtcpPacket(packets) = event else { continue };
-            if packets.iter().any(|p| is_keyframe_request(p.as_ref()))
-                && events.send(PeerEvent::KeyframeNeeded(kind)).is_err()
-            {
-                return;
+        let mut forwarded_at: Option<tokio::time::Instant> = None;
+        let mut pending = false;
+        loop {
+            let next_allowed = forwarded_at.map(|at| at + KEYFRAME_REQUEST_INTERVAL);
+            let wanted = tokio::select! {
+                event = track.poll() => match event {
+                    Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
+                        packets.iter().any(|p| is_keyframe_request(p.as_ref()))
+                    }
+                    Some(_) => false,
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(next_allowed.unwrap_or_else(tokio::time::Instant::now)),
+                    if pending => true,
+            };
+            pending |= wanted;
+            let now = tokio::time::Instant::now();
+            if pending && next_allowed.is_none_or(|at| now >= at) {
+                pending = false;
+                forwarded_at = Some(now);
+                if events.send(PeerEvent::KeyframeNeeded(kind)).is_err() {
+                    return;
+                }
             }
         }
     });
@@ -809,6 +833,7 @@ async fn run_session(
                         frame_height: counters.frame_height.load(Ordering::Relaxed),
                         last_packet_at_ms: counters.last_packet_at_ms.load(Ordering::Relaxed),
                         estimate_bps: pacing.target_bps(),
+                        loss_recovery: loss.snapshot(&pacing),
                     };
                     let reading = StackReading::from_report(&report);
                     if let Some(rtt_ms) = reading.rtt_ms {

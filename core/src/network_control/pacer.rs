@@ -10,8 +10,9 @@
 //!    the queue drains after a burst (a keyframe);
 //! 4. video that has waited longer than [`PacerConfig::max_queue_time`] is dropped, whole frames,
 //!    oldest first, together with the frames of its stream that depend on it (up to the next
-//!    keyframe queued). A **keyframe is never dropped** (nor a frame that has started to leave):
-//!    it is what ends the freeze. A dropped frame is reported ([`Pacer::poll_dropped`]) so the
+//!    keyframe queued). A **keyframe is not dropped** (nor a frame that has started to leave): it
+//!    is what ends the freeze — unless a newer keyframe of its stream is queued behind it, which
+//!    ends the freeze as well and is fresher. A dropped frame is reported ([`Pacer::poll_dropped`]) so the
 //!    sender can ask its encoder for a keyframe and forget the packets it will never send.
 //!
 //! Everything spends from one leaky bucket, so the video rate is the paced rate minus what audio,
@@ -256,13 +257,31 @@ impl<T> Pacer<T> {
         while self.oldest_video_wait(now) > self.config.max_queue_time
             || self.video.len() > self.config.max_video_packets
         {
-            let victim = self.video.iter().find_map(|p| match p.class {
-                Class::Video(f) if !f.keyframe && self.leaving.get(&f.stream) != Some(&f.id) => Some(f),
-                _ => None,
-            });
-            let Some(victim) = victim else { return }; // only keyframes and leaving frames: they stay
+            let Some(victim) = self.oldest_droppable() else { return }; // what is left must stay
             self.drop_from(victim);
         }
+    }
+
+    /// The oldest delta frame that has not started to leave; failing that, the oldest such
+    /// keyframe with a newer keyframe of its stream queued behind it (which ends the freeze as
+    /// well, and is fresher).
+    fn oldest_droppable(&self) -> Option<Frame> {
+        let mut frames: Vec<Frame> = Vec::new();
+        for packet in &self.video {
+            if let Class::Video(frame) = packet.class {
+                if frames.last() != Some(&frame) {
+                    frames.push(frame);
+                }
+            }
+        }
+        let waiting = |f: &Frame| self.leaving.get(&f.stream) != Some(&f.id);
+        if let Some(delta) = frames.iter().find(|f| !f.keyframe && waiting(f)) {
+            return Some(*delta);
+        }
+        let superseded = |i: usize, f: &Frame| {
+            frames[i + 1..].iter().any(|later| later.stream == f.stream && later.keyframe && later.id != f.id)
+        };
+        frames.iter().enumerate().find(|&(i, f)| waiting(f) && superseded(i, f)).map(|(_, f)| *f)
     }
 
     /// Drops `victim` and the later frames of its stream up to its next queued keyframe.
@@ -404,6 +423,30 @@ mod tests {
         let dropped = pacer.poll_dropped().expect("the deltas");
         assert!(!dropped.needs_keyframe, "a keyframe follows them");
         assert!(sent.len() + dropped.packets.len() >= 100);
+    }
+
+    #[test]
+    fn a_waiting_keyframe_is_superseded_by_a_newer_one_so_keyframes_alone_cannot_grow_the_queue() {
+        let start = Instant::now();
+        let mut pacer = Pacer::new(PacerConfig::default(), 1_000_000);
+        let mut worst = Duration::ZERO;
+        // A 60 kB keyframe every 33 ms: 14.4 Mbps into 1.25.
+        for frame in 0..60u32 {
+            let now = ms(start, u64::from(frame) * 33);
+            for _ in 0..50 {
+                pacer.push(now, "key", video(frame, true), 1_200);
+            }
+            for step in 0..33 {
+                let now = now + Duration::from_millis(step);
+                drain(&mut pacer, now);
+                worst = worst.max(pacer.oldest_video_wait(now));
+            }
+        }
+        // The keyframe leaving (~400 ms at the paced rate) may exceed the limit; nothing else does.
+        assert!(worst <= Duration::from_millis(1_000), "{worst:?}");
+        assert!(pacer.counts().dropped_frames > 40, "{:?}", pacer.counts());
+        let dropped = pacer.poll_dropped().expect("superseded keyframes");
+        assert!(!dropped.needs_keyframe, "a newer keyframe follows");
     }
 
     #[test]
