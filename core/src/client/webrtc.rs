@@ -908,6 +908,26 @@ mod tests {
         offer
     }
 
+    #[test]
+    fn our_loss_recovery_and_pacer_take_the_crates_slots() {
+        let mut media_engine = MediaEngine::default();
+        register_codecs(&mut media_engine, &[VideoCodec::Vp8]).unwrap();
+        let registry = interceptors(
+            &mut media_engine,
+            &WebRtcSettings::default(),
+            &PacingState::new(1_000_000),
+            &LossRecoveryStats::new(),
+        )
+        .unwrap();
+        let slots: Vec<(usize, String)> =
+            registry.slots().into_iter().map(|(slot, name)| (slot.slot(), name)).collect();
+        let at = |slot: Slot| slots.iter().find(|(s, _)| *s == slot.slot()).map(|(_, n)| n.as_str());
+        assert_eq!(at(Slot::Pacer), Some("AudioFirstPacer"), "{slots:?}");
+        assert_eq!(at(Slot::NackResponder), Some("RetransmissionResponder"), "{slots:?}");
+        assert_eq!(at(Slot::NackGenerator), Some("LossRecoveryGenerator"), "{slots:?}");
+        assert!(at(Slot::TwccReceiver).is_some() && at(Slot::ReceiverReport).is_some(), "{slots:?}");
+    }
+
     #[tokio::test]
     async fn offers_list_exactly_our_video_codecs_in_our_order_on_both_video_m_lines() {
         let h264_first = offer(vec![VideoCodec::H264, VideoCodec::Vp8]).await;
