@@ -607,11 +607,11 @@ mod tests {
         let mut draw = 0u64;
         let mut lose = || {
             draw = draw.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-            (draw >> 33) % 10 == 0
+            (draw >> 33).is_multiple_of(10)
         };
         for ms in 0..4_000u64 {
             let now = start + Duration::from_millis(ms);
-            if ms % 5 == 0 && ms < 3_000 {
+            if ms.is_multiple_of(5) && ms < 3_000 {
                 sender.handle_write(rtp(PRIMARY, (ms / 5) as u16, vec![0; 1_000], now)).unwrap();
             }
             while let Some(packet) = sender.poll_write() {
