@@ -324,7 +324,7 @@ impl From<MediaStats> for CallStats {
             acknowledged_bitrate_bps: s.acknowledged_bitrate_bps,
             freeze_count: s.freeze_count,
             total_freeze_ms: s.total_freeze_ms,
-            retransmitted_bytes_sent: s.retransmitted_bytes_sent,
+            retransmitted_bytes_sent: s.loss_recovery.retransmitted_bytes,
         }
     }
 }

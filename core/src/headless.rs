@@ -8,7 +8,7 @@
 //! packets.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use crate::call::ladder::{EncoderTarget, Rung};
 use crate::call::machine::{CallEvent, CallState, EndReason};
 use crate::client::webrtc::{WebRtcMedia, WebRtcSettings};
 use crate::client::{CallClient, CallListener, CallOptions, ClientEvent};
-use crate::codec::audio::{OpusDecoder, OpusEncoder};
+use crate::codec::audio::{OpusDecoder, OpusEncoder, INITIAL_EXPECTED_LOSS_PERCENT};
 use crate::codec::pattern::{self, SineTone};
 use crate::codec::video::{self, Vp8Decoder, Vp8Encoder};
 use crate::codec::CodecError;
@@ -72,6 +72,8 @@ pub fn first_counter(role: Option<Role>) -> u32 {
 pub struct SyntheticMedia {
     target: Arc<Mutex<EncoderTarget>>,
     keyframe: Arc<AtomicBool>,
+    /// The packet loss the voice's in-band FEC prepares for, percent.
+    expected_loss: Arc<AtomicU8>,
     thread: std::thread::JoinHandle<()>,
 }
 
@@ -89,6 +91,11 @@ impl SyntheticMedia {
     /// Makes the next video frame a keyframe.
     pub fn request_keyframe(&self) {
         self.keyframe.store(true, Ordering::Relaxed);
+    }
+
+    /// Sizes the voice's in-band FEC for this packet loss, percent (the measured loss).
+    pub fn set_expected_loss(&self, percent: u8) {
+        self.expected_loss.store(percent, Ordering::Relaxed);
     }
 
     /// Waits for the thread to end (after `stop` was set).
@@ -110,10 +117,13 @@ pub fn spawn_synthetic_media(
     let keyframe = Arc::new(AtomicBool::new(false));
     let mut encoder = Vp8Encoder::new(video::default_target())?;
     let mut voice = OpusEncoder::new()?;
+    let expected_loss = Arc::new(AtomicU8::new(INITIAL_EXPECTED_LOSS_PERCENT));
     let thread = std::thread::spawn({
         let (target, keyframe) = (Arc::clone(&target), Arc::clone(&keyframe));
+        let wanted_loss = Arc::clone(&expected_loss);
         move || {
             let mut tone = SineTone::new(440.0);
+            let mut loss = INITIAL_EXPECTED_LOSS_PERCENT;
             let mut counter: Option<u32> = None;
             let (mut next_video, mut next_audio) = (Instant::now(), Instant::now());
             while !stop.load(Ordering::Relaxed) {
@@ -148,6 +158,13 @@ pub fn spawn_synthetic_media(
                         }
                     }
                 }
+                let wanted = wanted_loss.load(Ordering::Relaxed);
+                if wanted != loss {
+                    loss = wanted;
+                    if let Err(error) = voice.set_expected_loss(loss) {
+                        tracing::warn!(%error, "the voice encoder cannot follow the loss");
+                    }
+                }
                 while now >= next_audio {
                     next_audio += Duration::from_millis(20);
                     match voice.encode(&tone.next_frame()) {
@@ -162,7 +179,7 @@ pub fn spawn_synthetic_media(
             }
         }
     });
-    Ok(SyntheticMedia { target, keyframe, thread })
+    Ok(SyntheticMedia { target, keyframe, expected_loss, thread })
 }
 
 /// Decodes received video and reads the test pattern's counter from each decoded picture.
@@ -390,6 +407,11 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
                 FrameKind::Screen => {} // the headless client records only the camera
             },
             Some(ClientEvent::Stats(stats)) => {
+                // Our inbound loss stands for the peer's: the path is assumed symmetric (the
+                // peer's own measure of what we send is not reported back yet).
+                if let Some(loss) = stats.loss_percent {
+                    media.set_expected_loss(loss.ceil().clamp(0.0, 100.0) as u8);
+                }
                 let _ = writeln!(
                     out,
                     "stats: video frames received {video_frames}, decoded {} at {} (picture counter {}), audio frames received {audio_frames}, decoded {audio_decoded}, receive {} kbps, send {} kbps",

@@ -39,8 +39,31 @@ pub struct MediaStats {
     pub freeze_count: u64,
     /// Time spent frozen so far, ms: the sum of those gaps.
     pub total_freeze_ms: u64,
-    /// Bytes of retransmissions sent so far (answers to the peer's NACKs).
-    pub retransmitted_bytes_sent: u64,
+    /// Loss recovery totals so far (NACKs, retransmissions, repairs, give-ups).
+    pub loss_recovery: LossRecoveryCounts,
+}
+
+/// Loss recovery totals of a session: what was asked for, resent, given up and dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LossRecoveryCounts {
+    /// Sequence numbers this side NACKed (each try counted).
+    pub nacks_sent: u64,
+    /// Sequence numbers the peer NACKed.
+    pub nacks_received: u64,
+    /// Packets this side resent.
+    pub retransmitted_packets: u64,
+    /// RTP bytes this side resent.
+    pub retransmitted_bytes: u64,
+    /// NACKed packets not resent: over the retransmission budget, too late, too soon or unknown.
+    pub retransmissions_refused: u64,
+    /// Missing inbound packets that arrived as retransmissions.
+    pub packets_repaired: u64,
+    /// Missing inbound packets given up (then a keyframe was asked for).
+    pub packets_given_up: u64,
+    /// Keyframe requests (PLI) sent because inbound packets were given up.
+    pub keyframe_requests_sent: u64,
+    /// Outbound video frames the pacer dropped for waiting too long.
+    pub video_frames_dropped: u64,
 }
 
 /// Counts freezes of the remote video, sans-I/O: feed it the time of every new picture.

@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 use crate::api::IceServer;
 pub use crate::call::machine::PeerCommand;
 use crate::call::machine::PeerConnectionState;
-pub use crate::call::stats::MediaStats;
+pub use crate::call::stats::{LossRecoveryCounts, MediaStats};
 use crate::frame::{EncodedFrame, FrameKind, VideoCodec};
 use crate::protocol::{IceCandidate, Role};
 

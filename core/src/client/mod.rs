@@ -9,6 +9,7 @@
 pub mod codecs;
 pub mod estimator;
 pub mod keyframe_requests;
+pub mod loss_recovery;
 pub mod media;
 pub mod pacing;
 pub mod remb;

@@ -9,7 +9,7 @@ use rtc::peer_connection::transport::RTCIceCandidateType;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use webrtc::peer_connection::{RTCStatsReport, RTCStatsReportEntry};
 
-use super::media::MediaStats;
+use super::media::{LossRecoveryCounts, MediaStats};
 
 /// What one `get_stats` snapshot says, summed over the RTP streams.
 ///
@@ -94,8 +94,8 @@ pub struct OwnCounts {
     pub acknowledged_bps: Option<u64>,
     /// Remote camera freezes so far, and their total time in ms.
     pub freezes: (u64, u64),
-    /// Bytes of retransmissions sent so far.
-    pub retransmitted_bytes_sent: u64,
+    /// Loss recovery totals.
+    pub loss_recovery: LossRecoveryCounts,
 }
 
 /// Turns successive readings into once-a-second [`MediaStats`]: loss, bitrates and frame rate
@@ -137,7 +137,7 @@ impl StatsSampler {
             acknowledged_bitrate_bps: own.acknowledged_bps,
             freeze_count: own.freezes.0,
             total_freeze_ms: own.freezes.1,
-            retransmitted_bytes_sent: own.retransmitted_bytes_sent,
+            loss_recovery: own.loss_recovery,
         };
         self.last = (now, reading, own);
         stats

@@ -25,9 +25,14 @@
 //! [`super::estimator`]) on transport-wide CC feedback, REMB and receiver reports, starting at
 //! [`WebRtcSettings::initial_bitrate_bps`]; its estimate is `available_outgoing_bitrate_bps` in the
 //! stats, which drives the bitrate ladder. The pacer is ours ([`super::pacing::AudioFirstPacer`]):
-//! audio never waits behind video, and video frames that would queue longer than
-//! [`super::pacing::MAX_VIDEO_QUEUE_DELAY`] are dropped until the next keyframe, which the app's
-//! encoder is asked for ([`PeerEvent::KeyframeNeeded`], `ClientEvent::KeyframeRequested`).
+//! audio never waits behind video nor video behind unbounded retransmissions; delta frames that
+//! would queue longer than [`super::pacing::MAX_VIDEO_QUEUE_DELAY`] (or that the pacer dropped for
+//! waiting too long) are dropped until the next keyframe, which the app's encoder is asked for
+//! ([`PeerEvent::KeyframeNeeded`], `ClientEvent::KeyframeRequested`). A keyframe is never refused.
+//!
+//! **Loss recovery** is ours too ([`super::loss_recovery`]): NACKs with bounded retries that count
+//! an RTX retransmission as the repair it is, a keyframe request when packets are given up, and
+//! retransmissions within a budget and only while they can arrive in time.
 //!
 //! **Stats**: from `get_stats` what the stack fills (candidate-pair RTT, inbound loss and jitter,
 //! RTP bytes), the rest counted here (frames, VP8 keyframe picture size, frame rate); see
@@ -46,6 +51,7 @@ use rtc::rtp::codec::opus::OpusPacket;
 use rtc::rtp::codec::vp8::Vp8Packet;
 use rtc::rtp::packetizer::Packetizer;
 use rtc::rtp::sequence::Sequencer;
+use rtc::rtp_transceiver::rtp_sender::RTCPFeedback;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
@@ -54,16 +60,17 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
-    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceServer,
-    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
-    StatsSelector,
+    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only, MediaEngine,
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceCandidateInit, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    RTCSessionDescription, Registry, SettingEngineBuilder, StatsSelector,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::codecs::{first_video_codec, opus, register_codecs, video_codec_parameters};
 use super::estimator::{shared_controller, ControllerEstimator, ReportReader};
 use super::keyframe_requests::{is_keyframe_request, picture_loss, KeyframeRequestForwarder};
+use super::loss_recovery::{LossRecoveryGenerator, LossRecoveryStats, RetransmissionResponder};
 use super::media::{MediaBackend, MediaSession, PeerCommand, PeerEvent};
 use super::pacing::{AudioFirstPacer, PacingState};
 use super::remb::{register_abs_send_time, AbsSendTimeStamper, RembGenerator};
@@ -73,6 +80,8 @@ use crate::call::machine::PeerConnectionState;
 use crate::call::stats::FreezeCounter;
 use crate::frame::{vp8_keyframe_size, EncodedFrame, FrameKind, VideoCodec};
 use crate::network_control::bwe::BweConfig;
+use crate::network_control::nack::NackConfig;
+use crate::network_control::retransmit::RetransmitConfig;
 use crate::protocol::{IceCandidate, Role};
 
 /// The track id of the doctor's screen-share track (its stream id is `televisit-screen`).
@@ -448,7 +457,9 @@ impl LocalTrack {
         Ok(())
     }
 
-    async fn write(&mut self, frame: &EncodedFrame) -> Result<(), String> {
+    /// Packetizes and writes a frame; a keyframe is marked for the pacer first, which never
+    /// drops one.
+    async fn write(&mut self, frame: &EncodedFrame, pacing: &PacingState) -> Result<(), String> {
         let Some(codec) = self.codec.as_ref() else { return Ok(()) };
         if self.payload_type.is_none() {
             let parameters = self.sender.get_parameters().await.map_err(|e| e.to_string())?;
@@ -466,6 +477,9 @@ impl LocalTrack {
         let packets = packetizer
             .packetize(Instant::now(), &frame.data.clone().into(), samples)
             .map_err(|e| e.to_string())?;
+        if let (true, Some(first)) = (frame.keyframe, packets.first()) {
+            pacing.mark_keyframe(first.header.ssrc, first.header.timestamp);
+        }
         for mut packet in packets {
             packet.header.payload_type = payload_type;
             self.track.write_rtp(packet).await.map_err(|e| e.to_string())?;
@@ -484,15 +498,17 @@ enum Sent {
     Written,
     /// Its track is off (muted, camera off, not sharing) or media cannot flow yet.
     Off,
-    /// A video frame dropped (the video queue was too long for the estimate, or it depends on
-    /// a dropped frame); frames are dropped until a keyframe, and the encoder should be asked for
-    /// one (at most once a second per track).
+    /// A delta video frame dropped (the video queue was too long for the estimate, or it depends
+    /// on a frame dropped here or in the pacer); delta frames are dropped until a keyframe, and
+    /// the encoder should be asked for one (at most once a second per track).
     DroppedAskKeyframe,
-    /// A video frame dropped; a keyframe was asked for less than a second ago.
+    /// A delta video frame dropped; a keyframe was asked for less than a second ago.
     Dropped,
 }
 
-/// Writes a frame unless its track is off; video only while the pacer's queue has room for it.
+/// Writes a frame unless its track is off. A keyframe is always written (it ends a freeze, and
+/// the pacer drops it only for a newer keyframe); a delta frame only while the pacer's video queue has room for it
+/// and the frames it depends on were sent.
 async fn send_frame(
     track: &mut LocalTrack,
     frame: &EncodedFrame,
@@ -502,8 +518,11 @@ async fn send_frame(
         return Ok(Sent::Off);
     }
     if frame.kind.is_video() {
+        if pacing.take_keyframe_wanted(track.ssrc) {
+            track.awaiting_keyframe = true;
+        }
         let dropped =
-            (track.awaiting_keyframe && !frame.keyframe) || !pacing.admits_video_frame(frame.data.len());
+            !frame.keyframe && (track.awaiting_keyframe || !pacing.admits_video_frame(frame.data.len()));
         if dropped {
             track.awaiting_keyframe = true;
             let now = Instant::now();
@@ -518,21 +537,34 @@ async fn send_frame(
         }
         track.awaiting_keyframe = false;
     }
-    track.write(frame).await?;
+    track.write(frame, pacing).await?;
     Ok(Sent::Written)
 }
 
-/// The interceptor chain: the crate's defaults (NACK, RTCP reports, TWCC receiver) plus send-side
-/// congestion control. This is what `configure_congestion_control(registry, Gcc, Twcc, ..)` adds —
+/// The interceptor chain: the crate's defaults (RTCP reports, TWCC receiver) with our loss
+/// recovery in place of its NACK generator and responder, plus send-side congestion control.
+/// The congestion control is what `configure_congestion_control(registry, Gcc, Twcc, ..)` adds —
 /// the send history with the estimator and the TWCC sequence numbers; the TWCC header extension
-/// and feedback are already registered by the defaults — except for the pacer: ours, in the same
-/// slot, so audio is not queued behind video.
+/// and feedback are registered with the TWCC receiver — except for the pacer: ours, in the same
+/// slot, so audio is not queued behind video nor video behind retransmissions. See
+/// [`super::loss_recovery`] for the order of the chain.
 fn interceptors(
     media_engine: &mut MediaEngine,
     settings: &WebRtcSettings,
     pacing: &Arc<PacingState>,
+    loss: &Arc<LossRecoveryStats>,
 ) -> Result<Registry, String> {
-    let registry = register_default_interceptors(Registry::new(), media_engine).map_err(|e| e.to_string())?;
+    // What `register_default_interceptors` registers, with `configure_nack`'s feedback types but
+    // not its interceptors.
+    for parameter in ["", "pli"] {
+        media_engine.register_feedback(
+            RTCPFeedback { typ: "nack".into(), parameter: parameter.into() },
+            RtpCodecKind::Video,
+        );
+    }
+    configure_simulcast_extension_headers(media_engine).map_err(|e| e.to_string())?;
+    let registry = configure_twcc_receiver_only(Registry::new(), media_engine).map_err(|e| e.to_string())?;
+    let registry = configure_rtcp_reports(registry);
     register_abs_send_time(media_engine)?;
     let controller = shared_controller(BweConfig {
         initial_bps: settings.initial_bitrate_bps,
@@ -549,24 +581,48 @@ fn interceptors(
         .with(Slot::from(2_500), AbsSendTimeStamper::default())
         .with(Slot::from(8_500), RembGenerator::default())
         .with(Slot::Pacer, AudioFirstPacer::new(Arc::clone(pacing)))
+        .with(
+            Slot::NackResponder,
+            RetransmissionResponder::new(RetransmitConfig::default(), Arc::clone(pacing), Arc::clone(loss)),
+        )
+        .with(Slot::NackGenerator, LossRecoveryGenerator::new(NackConfig::default(), Arc::clone(loss)))
         // Last, so every interceptor has seen the inbound RTCP before it narrows it down.
         .with(Slot::from(14_000), KeyframeRequestForwarder::default()))
 }
 
 /// Tells the app's encoder when the peer asks for a keyframe of this track (PLI or FIR: its
-/// decoder lost the picture).
+/// decoder lost the picture), at most once per [`KEYFRAME_REQUEST_INTERVAL`]: a request within
+/// the interval is passed on when it ends. A receiver gives up each gap the pacer left by
+/// dropping a frame and asks again, and a keyframe is large: one in flight answers them all.
 fn forward_keyframe_requests(
     track: Arc<TrackLocalStaticRTP>,
     kind: FrameKind,
     events: mpsc::UnboundedSender<PeerEvent>,
 ) {
     tokio::spawn(async move {
-        while let Some(event) = track.poll().await {
-            let TrackLocalEvent::OnRtcpPacket(packets) = event else { continue };
-            if packets.iter().any(|p| is_keyframe_request(p.as_ref()))
-                && events.send(PeerEvent::KeyframeNeeded(kind)).is_err()
-            {
-                return;
+        let mut forwarded_at: Option<tokio::time::Instant> = None;
+        let mut pending = false;
+        loop {
+            let next_allowed = forwarded_at.map(|at| at + KEYFRAME_REQUEST_INTERVAL);
+            let wanted = tokio::select! {
+                event = track.poll() => match event {
+                    Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
+                        packets.iter().any(|p| is_keyframe_request(p.as_ref()))
+                    }
+                    Some(_) => false,
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(next_allowed.unwrap_or_else(tokio::time::Instant::now)),
+                    if pending => true,
+            };
+            pending |= wanted;
+            let now = tokio::time::Instant::now();
+            if pending && next_allowed.is_none_or(|at| now >= at) {
+                pending = false;
+                forwarded_at = Some(now);
+                if events.send(PeerEvent::KeyframeNeeded(kind)).is_err() {
+                    return;
+                }
             }
         }
     });
@@ -609,7 +665,8 @@ async fn run_session(
     let mut media_engine = MediaEngine::default();
     register_codecs(&mut media_engine, &settings.video_codecs)?;
     let pacing = PacingState::new(settings.initial_bitrate_bps);
-    let registry = interceptors(&mut media_engine, &settings, &pacing)?;
+    let loss = LossRecoveryStats::new();
+    let registry = interceptors(&mut media_engine, &settings, &pacing, &loss)?;
     let configuration = RTCConfigurationBuilder::new()
         .with_ice_servers(
             ice_servers
@@ -794,9 +851,12 @@ async fn run_session(
                             let freezes = counters.freezes.lock().unwrap_or_else(|e| e.into_inner());
                             (freezes.count, freezes.total_ms)
                         },
-                        retransmitted_bytes_sent: 0,
+                        loss_recovery: loss.snapshot(&pacing),
                     };
                     let reading = StackReading::from_report(&report);
+                    if let Some(rtt_ms) = reading.rtt_ms {
+                        loss.set_rtt(Duration::from_secs_f64(rtt_ms / 1000.0));
+                    }
                     let _ = events.send(PeerEvent::Stats(sampler.sample(reading, own, now)));
                 }
                 PeerCommand::Close => {
@@ -864,6 +924,26 @@ mod tests {
         .expect("an offer");
         session.command(PeerCommand::Close);
         offer
+    }
+
+    #[test]
+    fn our_loss_recovery_and_pacer_take_the_crates_slots() {
+        let mut media_engine = MediaEngine::default();
+        register_codecs(&mut media_engine, &[VideoCodec::Vp8]).unwrap();
+        let registry = interceptors(
+            &mut media_engine,
+            &WebRtcSettings::default(),
+            &PacingState::new(1_000_000),
+            &LossRecoveryStats::new(),
+        )
+        .unwrap();
+        let slots: Vec<(usize, String)> =
+            registry.slots().into_iter().map(|(slot, name)| (slot.slot(), name)).collect();
+        let at = |slot: Slot| slots.iter().find(|(s, _)| *s == slot.slot()).map(|(_, n)| n.as_str());
+        assert_eq!(at(Slot::Pacer), Some("AudioFirstPacer"), "{slots:?}");
+        assert_eq!(at(Slot::NackResponder), Some("RetransmissionResponder"), "{slots:?}");
+        assert_eq!(at(Slot::NackGenerator), Some("LossRecoveryGenerator"), "{slots:?}");
+        assert!(at(Slot::TwccReceiver).is_some() && at(Slot::ReceiverReport).is_some(), "{slots:?}");
     }
 
     #[tokio::test]

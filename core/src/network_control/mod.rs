@@ -5,7 +5,10 @@
 //! - `bwe`: the send-side congestion controller (delay-based trendline over transport-cc
 //!   feedback, loss-based, capped by the acknowledged rate, probing; REMB and receiver-report
 //!   fallbacks for peers without transport-cc).
-//! - `nack`, `retransmit`: loss recovery with bounded retries and a retransmission budget.
-//! - `pacer`: audio and RTCP first, retransmissions within their budget, then video.
+//! - [`nack`], [`retransmit`]: loss recovery with bounded retries and a retransmission budget.
+//! - [`pacer`]: audio and RTCP first, retransmissions within their budget, then video.
 
 pub mod bwe;
+pub mod nack;
+pub mod pacer;
+pub mod retransmit;
