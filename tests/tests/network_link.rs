@@ -87,12 +87,9 @@ async fn a_peer_that_is_not_wrapped_is_reached_through_the_relay_too() {
 
 /// A thin lossy link (800 kbps, 50 ms one way, 1 % loss, 300 ms queue) for 20 s: video keeps
 /// being decoded, the queue does not overflow for long, and the sender picks a rung that fits.
-/// Counts and bounds, not timing.
-///
-/// Ignored until the congestion control rewrite (estimate, NACK/RTX and pacer) lands: with
-/// today's GCC and pacer the sender stays at 720p far above the link and the video stops.
+/// Counts and bounds, not timing. (With the crate's GCC, NACK and pacer the video stopped for
+/// good within seconds on this link: 25 pictures decoded in 20 s, a 14 s stall, 9 % queue drops.)
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs the new congestion control, NACK and pacer (issue 9)"]
 async fn a_call_on_a_thin_lossy_link_keeps_its_video_and_fits_the_link() {
     let link = LinkConfig { loss: 0.01, ..LinkConfig::new(800_000, 50 * MS) };
     let call = EmulatedCall::start(CallSetup {
@@ -121,6 +118,17 @@ async fn a_call_on_a_thin_lossy_link_keeps_its_video_and_fits_the_link() {
         "{}",
         table("800 kbps, 50 ms, 1 % loss", &[("doctor → patient".into(), &DirectionFigures::compute(&run))])
     );
+    // The sender's view, second by second, for whoever reads a failure.
+    for (at, stats) in &doctor.stats {
+        eprintln!(
+            "{:>5.1} s  estimate {:>5} kbps  acknowledged {:>5} kbps  sent {:>5} kbps  {:?}",
+            (*at - origin).as_secs_f64(),
+            stats.available_outgoing_bitrate_bps.unwrap_or(0) / 1000,
+            stats.acknowledged_bitrate_bps.unwrap_or(0) / 1000,
+            stats.send_bitrate_bps / 1000,
+            stats.loss_recovery,
+        );
+    }
     let mut failures = Vec::new();
 
     // No lasting stall: after the first second, no 3 s without a decoded picture, to the end.
