@@ -324,6 +324,11 @@ void uniffi_televisit_ffi_fn_method_call_send_frame(uint64_t ptr, RustBuffer fra
 void uniffi_televisit_ffi_fn_method_call_set_camera_enabled(uint64_t ptr, int8_t enabled, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_CALL_SET_EXAMINATION
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_CALL_SET_EXAMINATION
+void uniffi_televisit_ffi_fn_method_call_set_examination(uint64_t ptr, int8_t active, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_CALL_SET_MICROPHONE_ENABLED
 #define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_CALL_SET_MICROPHONE_ENABLED
 void uniffi_televisit_ffi_fn_method_call_set_microphone_enabled(uint64_t ptr, int8_t enabled, RustCallStatus *_Nonnull out_status
@@ -332,6 +337,11 @@ void uniffi_televisit_ffi_fn_method_call_set_microphone_enabled(uint64_t ptr, in
 #ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_CALL_SET_SCREEN_SHARE
 #define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_CALL_SET_SCREEN_SHARE
 void uniffi_televisit_ffi_fn_method_call_set_screen_share(uint64_t ptr, int8_t active, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_CALL_SET_VIDEO_PREFERENCE
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_CALL_SET_VIDEO_PREFERENCE
+void uniffi_televisit_ffi_fn_method_call_set_video_preference(uint64_t ptr, RustBuffer preference, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_CALL_STATE
@@ -707,6 +717,12 @@ uint16_t uniffi_televisit_ffi_checksum_method_call_set_camera_enabled(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_CALL_SET_EXAMINATION
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_CALL_SET_EXAMINATION
+uint16_t uniffi_televisit_ffi_checksum_method_call_set_examination(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_CALL_SET_MICROPHONE_ENABLED
 #define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_CALL_SET_MICROPHONE_ENABLED
 uint16_t uniffi_televisit_ffi_checksum_method_call_set_microphone_enabled(void
@@ -716,6 +732,12 @@ uint16_t uniffi_televisit_ffi_checksum_method_call_set_microphone_enabled(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_CALL_SET_SCREEN_SHARE
 #define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_CALL_SET_SCREEN_SHARE
 uint16_t uniffi_televisit_ffi_checksum_method_call_set_screen_share(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_CALL_SET_VIDEO_PREFERENCE
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_CALL_SET_VIDEO_PREFERENCE
+uint16_t uniffi_televisit_ffi_checksum_method_call_set_video_preference(void
     
 );
 #endif

@@ -60,6 +60,17 @@ public final class TelevisitCall: @unchecked Sendable {
     public func shareScreen(_ active: Bool) throws { try call.setScreenShare(active: active) }
 
     /// Sends a chat message (1 to 2000 characters).
+    /// Starts or stops the examination mode (the doctor, for a rash or a wound): the patient's
+    /// camera keeps its resolution and gives up frame rate when bandwidth is short. A patient
+    /// gets `CallError.NotAllowed`.
+    public func examine(_ active: Bool) throws { try call.setExamination(active: active) }
+
+    /// What this device's camera gives up first when bandwidth is short (`.detail` keeps resolution).
+    public func setVideoPreference(_ preference: VideoPreference) throws {
+        try call.setVideoPreference(preference: preference)
+    }
+
+    /// Sends a chat message (1 to 2000 characters).
     public func sendChat(_ text: String) throws { try call.sendChat(text: text) }
 
     /// Sends an encoded frame from the platform's codec (VideoToolbox, Opus).

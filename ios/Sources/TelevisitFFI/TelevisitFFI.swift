@@ -686,6 +686,12 @@ public protocol CallProtocol: AnyObject, Sendable {
     func setCameraEnabled(enabled: Bool) throws 
     
     /**
+     * Starts or stops the examination mode. Doctors only: a patient gets `NotAllowed`. The
+     * patient's camera then keeps its resolution and gives up frame rate when bandwidth is short.
+     */
+    func setExamination(active: Bool) throws 
+    
+    /**
      * Microphone on (unmuted) or off; the peer is told.
      */
     func setMicrophoneEnabled(enabled: Bool) throws 
@@ -694,6 +700,12 @@ public protocol CallProtocol: AnyObject, Sendable {
      * Starts or stops sharing the screen. Doctors only: a patient gets `NotAllowed`.
      */
     func setScreenShare(active: Bool) throws 
+    
+    /**
+     * What this side's camera gives up first when bandwidth is short: `Detail` (the examination
+     * mode, for a rash or a wound) keeps the resolution and lowers the frame rate.
+     */
+    func setVideoPreference(preference: VideoPreference) throws 
     
     /**
      * The state now.
@@ -916,6 +928,19 @@ open func setCameraEnabled(enabled: Bool)throws   {try rustCallWithError(FfiConv
 }
     
     /**
+     * Starts or stops the examination mode. Doctors only: a patient gets `NotAllowed`. The
+     * patient's camera then keeps its resolution and gives up frame rate when bandwidth is short.
+     */
+open func setExamination(active: Bool)throws   {try rustCallWithError(FfiConverterTypeCallError_lift) {
+        uniffiCallStatus in
+    uniffi_televisit_ffi_fn_method_call_set_examination(
+            self.uniffiCloneHandle(),
+        FfiConverterBool.lower(active),uniffiCallStatus
+    )
+}
+}
+    
+    /**
      * Microphone on (unmuted) or off; the peer is told.
      */
 open func setMicrophoneEnabled(enabled: Bool)throws   {try rustCallWithError(FfiConverterTypeCallError_lift) {
@@ -935,6 +960,19 @@ open func setScreenShare(active: Bool)throws   {try rustCallWithError(FfiConvert
     uniffi_televisit_ffi_fn_method_call_set_screen_share(
             self.uniffiCloneHandle(),
         FfiConverterBool.lower(active),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * What this side's camera gives up first when bandwidth is short: `Detail` (the examination
+     * mode, for a rash or a wound) keeps the resolution and lowers the frame rate.
+     */
+open func setVideoPreference(preference: VideoPreference)throws   {try rustCallWithError(FfiConverterTypeCallError_lift) {
+        uniffiCallStatus in
+    uniffi_televisit_ffi_fn_method_call_set_video_preference(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeVideoPreference_lower(preference),uniffiCallStatus
     )
 }
 }
@@ -1239,7 +1277,7 @@ public struct CallOptions: Equatable, Hashable {
      */
     public var maxVideo: String
     /**
-     * Rung to start with.
+     * Rung to start with (low by default: the ladder climbs as the peer acknowledges the video).
      */
     public var startVideo: String
     /**
@@ -1256,8 +1294,8 @@ public struct CallOptions: Equatable, Hashable {
          * Best video rung to send: `"1080p"`, `"720p"`, `"540p"`, `"360p"` or `"180p"`.
          */maxVideo: String = "1080p", 
         /**
-         * Rung to start with.
-         */startVideo: String = "720p", 
+         * Rung to start with (low by default: the ladder climbs as the peer acknowledges the video).
+         */startVideo: String = "360p", 
         /**
          * The video codecs this device encodes and decodes well, best first (a phone whose hardware
          * favours H.264 puts it first). `None` or empty: VP8, then H.264. The peer's choice wins:
@@ -1365,6 +1403,23 @@ public struct CallStats: Equatable, Hashable {
      * Selected candidate pair type: `host`, `srflx`, `prflx` or `relay`.
      */
     public var candidatePairType: String?
+    /**
+     * What the peer acknowledged receiving over the last second, bits per second (`None` when
+     * the peer sends no transport-wide feedback).
+     */
+    public var acknowledgedBitrateBps: UInt64?
+    /**
+     * Remote video freezes so far (more than 500 ms without a new picture).
+     */
+    public var freezeCount: UInt64
+    /**
+     * Time spent in those freezes, ms.
+     */
+    public var totalFreezeMs: UInt64
+    /**
+     * Bytes of retransmissions sent so far.
+     */
+    public var retransmittedBytesSent: UInt64
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -1404,7 +1459,20 @@ public struct CallStats: Equatable, Hashable {
          */availableOutgoingBitrateBps: UInt64?, 
         /**
          * Selected candidate pair type: `host`, `srflx`, `prflx` or `relay`.
-         */candidatePairType: String?) {
+         */candidatePairType: String?, 
+        /**
+         * What the peer acknowledged receiving over the last second, bits per second (`None` when
+         * the peer sends no transport-wide feedback).
+         */acknowledgedBitrateBps: UInt64?, 
+        /**
+         * Remote video freezes so far (more than 500 ms without a new picture).
+         */freezeCount: UInt64, 
+        /**
+         * Time spent in those freezes, ms.
+         */totalFreezeMs: UInt64, 
+        /**
+         * Bytes of retransmissions sent so far.
+         */retransmittedBytesSent: UInt64) {
         self.rttMs = rttMs
         self.jitterMs = jitterMs
         self.lossPercent = lossPercent
@@ -1417,6 +1485,10 @@ public struct CallStats: Equatable, Hashable {
         self.frameRate = frameRate
         self.availableOutgoingBitrateBps = availableOutgoingBitrateBps
         self.candidatePairType = candidatePairType
+        self.acknowledgedBitrateBps = acknowledgedBitrateBps
+        self.freezeCount = freezeCount
+        self.totalFreezeMs = totalFreezeMs
+        self.retransmittedBytesSent = retransmittedBytesSent
     }
 
     
@@ -1446,7 +1518,11 @@ public struct FfiConverterTypeCallStats: FfiConverterRustBuffer {
                 frameHeight: FfiConverterUInt32.read(from: &buf), 
                 frameRate: FfiConverterDouble.read(from: &buf), 
                 availableOutgoingBitrateBps: FfiConverterOptionUInt64.read(from: &buf), 
-                candidatePairType: FfiConverterOptionString.read(from: &buf)
+                candidatePairType: FfiConverterOptionString.read(from: &buf), 
+                acknowledgedBitrateBps: FfiConverterOptionUInt64.read(from: &buf), 
+                freezeCount: FfiConverterUInt64.read(from: &buf), 
+                totalFreezeMs: FfiConverterUInt64.read(from: &buf), 
+                retransmittedBytesSent: FfiConverterUInt64.read(from: &buf)
         )
     }
 
@@ -1463,6 +1539,10 @@ public struct FfiConverterTypeCallStats: FfiConverterRustBuffer {
         FfiConverterDouble.write(value.frameRate, into: &buf)
         FfiConverterOptionUInt64.write(value.availableOutgoingBitrateBps, into: &buf)
         FfiConverterOptionString.write(value.candidatePairType, into: &buf)
+        FfiConverterOptionUInt64.write(value.acknowledgedBitrateBps, into: &buf)
+        FfiConverterUInt64.write(value.freezeCount, into: &buf)
+        FfiConverterUInt64.write(value.totalFreezeMs, into: &buf)
+        FfiConverterUInt64.write(value.retransmittedBytesSent, into: &buf)
     }
 }
 
@@ -2192,6 +2272,15 @@ public enum CallEvent: Equatable, Hashable {
          */active: Bool
     )
     /**
+     * The doctor started or stopped the examination mode: this side's camera keeps its
+     * resolution and gives up frame rate when bandwidth is short (show "hold still").
+     */
+    case examination(
+        /**
+         * Examining now.
+         */active: Bool
+    )
+    /**
      * The peer's own quality report.
      */
     case peerQuality(
@@ -2343,44 +2432,47 @@ public struct FfiConverterTypeCallEvent: FfiConverterRustBuffer {
         case 7: return .peerScreenShare(active: try FfiConverterBool.read(from: &buf)
         )
         
-        case 8: return .peerQuality(quality: try FfiConverterTypePeerQuality.read(from: &buf)
+        case 8: return .examination(active: try FfiConverterBool.read(from: &buf)
         )
         
-        case 9: return .peerLeft
-        
-        case 10: return .signalingReconnecting(attempt: try FfiConverterUInt32.read(from: &buf)
+        case 9: return .peerQuality(quality: try FfiConverterTypePeerQuality.read(from: &buf)
         )
         
-        case 11: return .signalingRestored
+        case 10: return .peerLeft
         
-        case 12: return .error(error: try FfiConverterTypeCallError.read(from: &buf)
+        case 11: return .signalingReconnecting(attempt: try FfiConverterUInt32.read(from: &buf)
         )
         
-        case 13: return .ended(reason: try FfiConverterTypeEndReason.read(from: &buf)
+        case 12: return .signalingRestored
+        
+        case 13: return .error(error: try FfiConverterTypeCallError.read(from: &buf)
         )
         
-        case 14: return .stats(stats: try FfiConverterTypeCallStats.read(from: &buf)
+        case 14: return .ended(reason: try FfiConverterTypeEndReason.read(from: &buf)
         )
         
-        case 15: return .qualityChanged(level: try FfiConverterTypeQualityLevel.read(from: &buf)
+        case 15: return .stats(stats: try FfiConverterTypeCallStats.read(from: &buf)
         )
         
-        case 16: return .videoRungChanged(rung: try FfiConverterTypeVideoRung.read(from: &buf)
+        case 16: return .qualityChanged(level: try FfiConverterTypeQualityLevel.read(from: &buf)
         )
         
-        case 17: return .encoderBitrate(bitrateBps: try FfiConverterUInt64.read(from: &buf)
+        case 17: return .videoRungChanged(rung: try FfiConverterTypeVideoRung.read(from: &buf)
         )
         
-        case 18: return .remoteFrame(frame: try FfiConverterTypeMediaFrame.read(from: &buf)
+        case 18: return .encoderBitrate(bitrateBps: try FfiConverterUInt64.read(from: &buf)
         )
         
-        case 19: return .keyframeRequested(kind: try FfiConverterTypeMediaKind.read(from: &buf)
+        case 19: return .remoteFrame(frame: try FfiConverterTypeMediaFrame.read(from: &buf)
         )
         
-        case 20: return .videoCodec(codec: try FfiConverterTypeVideoCodec.read(from: &buf)
+        case 20: return .keyframeRequested(kind: try FfiConverterTypeMediaKind.read(from: &buf)
         )
         
-        case 21: return .remoteVideoCodec(kind: try FfiConverterTypeMediaKind.read(from: &buf), codec: try FfiConverterTypeVideoCodec.read(from: &buf)
+        case 21: return .videoCodec(codec: try FfiConverterTypeVideoCodec.read(from: &buf)
+        )
+        
+        case 22: return .remoteVideoCodec(kind: try FfiConverterTypeMediaKind.read(from: &buf), codec: try FfiConverterTypeVideoCodec.read(from: &buf)
         )
         
         default: throw UniffiInternalError.unexpectedEnumCase
@@ -2429,71 +2521,76 @@ public struct FfiConverterTypeCallEvent: FfiConverterRustBuffer {
             FfiConverterBool.write(active, into: &buf)
             
         
-        case let .peerQuality(quality):
+        case let .examination(active):
             writeInt(&buf, Int32(8))
+            FfiConverterBool.write(active, into: &buf)
+            
+        
+        case let .peerQuality(quality):
+            writeInt(&buf, Int32(9))
             FfiConverterTypePeerQuality.write(quality, into: &buf)
             
         
         case .peerLeft:
-            writeInt(&buf, Int32(9))
+            writeInt(&buf, Int32(10))
         
         
         case let .signalingReconnecting(attempt):
-            writeInt(&buf, Int32(10))
+            writeInt(&buf, Int32(11))
             FfiConverterUInt32.write(attempt, into: &buf)
             
         
         case .signalingRestored:
-            writeInt(&buf, Int32(11))
+            writeInt(&buf, Int32(12))
         
         
         case let .error(error):
-            writeInt(&buf, Int32(12))
+            writeInt(&buf, Int32(13))
             FfiConverterTypeCallError.write(error, into: &buf)
             
         
         case let .ended(reason):
-            writeInt(&buf, Int32(13))
+            writeInt(&buf, Int32(14))
             FfiConverterTypeEndReason.write(reason, into: &buf)
             
         
         case let .stats(stats):
-            writeInt(&buf, Int32(14))
+            writeInt(&buf, Int32(15))
             FfiConverterTypeCallStats.write(stats, into: &buf)
             
         
         case let .qualityChanged(level):
-            writeInt(&buf, Int32(15))
+            writeInt(&buf, Int32(16))
             FfiConverterTypeQualityLevel.write(level, into: &buf)
             
         
         case let .videoRungChanged(rung):
-            writeInt(&buf, Int32(16))
+            writeInt(&buf, Int32(17))
             FfiConverterTypeVideoRung.write(rung, into: &buf)
             
         
         case let .encoderBitrate(bitrateBps):
-            writeInt(&buf, Int32(17))
+            writeInt(&buf, Int32(18))
             FfiConverterUInt64.write(bitrateBps, into: &buf)
             
         
         case let .remoteFrame(frame):
-            writeInt(&buf, Int32(18))
+            writeInt(&buf, Int32(19))
             FfiConverterTypeMediaFrame.write(frame, into: &buf)
             
         
         case let .keyframeRequested(kind):
-            writeInt(&buf, Int32(19))
+            writeInt(&buf, Int32(20))
             FfiConverterTypeMediaKind.write(kind, into: &buf)
             
         
         case let .videoCodec(codec):
-            writeInt(&buf, Int32(20))
+            writeInt(&buf, Int32(21))
             FfiConverterTypeVideoCodec.write(codec, into: &buf)
             
         
         case let .remoteVideoCodec(kind,codec):
-            writeInt(&buf, Int32(21))
+            writeInt(&buf, Int32(22))
             FfiConverterTypeMediaKind.write(kind, into: &buf)
             FfiConverterTypeVideoCodec.write(codec, into: &buf)
             
@@ -3073,6 +3170,81 @@ public func FfiConverterTypeVideoCodec_lower(_ value: VideoCodec) -> RustBuffer 
 }
 
 
+
+/**
+ * What the camera gives up first when bandwidth is short.
+ */
+
+public enum VideoPreference: Equatable, Hashable {
+    
+    /**
+     * Smooth motion: lower the resolution, keep the frame rate (a conversation).
+     */
+    case balanced
+    /**
+     * The examination mode: keep the resolution, lower the frame rate (a rash, a wound).
+     */
+    case detail
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension VideoPreference: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeVideoPreference: FfiConverterRustBuffer {
+    typealias SwiftType = VideoPreference
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> VideoPreference {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .balanced
+        
+        case 2: return .detail
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: VideoPreference, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .balanced:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .detail:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeVideoPreference_lift(_ buf: RustBuffer) throws -> VideoPreference {
+    return try FfiConverterTypeVideoPreference.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeVideoPreference_lower(_ value: VideoPreference) -> RustBuffer {
+    return FfiConverterTypeVideoPreference.lower(value)
+}
+
+
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
@@ -3363,10 +3535,16 @@ private let initializationResult: InitializationResult = {
     if (uniffi_televisit_ffi_checksum_method_call_set_camera_enabled() != 65274) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_televisit_ffi_checksum_method_call_set_examination() != 17139) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_televisit_ffi_checksum_method_call_set_microphone_enabled() != 47015) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_televisit_ffi_checksum_method_call_set_screen_share() != 25728) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_televisit_ffi_checksum_method_call_set_video_preference() != 13116) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_televisit_ffi_checksum_method_call_state() != 62991) {

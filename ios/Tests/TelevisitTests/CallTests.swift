@@ -16,6 +16,10 @@ final class CallTests: XCTestCase {
         XCTAssertThrowsError(try call.shareScreen(true)) { error in
             guard case CallError.NotAllowed = error else { return XCTFail("\(error)") }
         }
+        XCTAssertThrowsError(try call.examine(true)) { error in
+            guard case CallError.NotAllowed = error else { return XCTFail("\(error)") }
+        }
+        try call.setVideoPreference(.detail)
 
         let doctor = try visit.headless(
             visit.doctorLink, ["--seconds", "6", "--chat", "Hello from the doctor", "--mute-after-seconds", "1"])
@@ -87,6 +91,7 @@ final class CallTests: XCTestCase {
             if case let .remoteFrame(frame) = $0 { return frame.kind == .video }
             return false
         }
+        try call.examine(true) // the patient's camera keeps its resolution from now on
         try await Task.sleep(nanoseconds: 1_500_000_000)
         let end = try await call.hangUp()
         guard case let .callEnded(endedBy, duration) = end else { return XCTFail("\(end)") }
@@ -95,6 +100,7 @@ final class CallTests: XCTestCase {
         let status = try await patient.wait(seconds: 20)
         XCTAssertEqual(status, 0, patient.output)
         XCTAssertTrue(patient.output.contains("ended: CallEnded { ended_by: Some(Doctor)"), patient.output)
+        XCTAssertTrue(patient.output.contains("event: examination mode on"), patient.output)
     }
 
     func testACodecPreferenceReachesTheNegotiation() async throws {

@@ -13,6 +13,7 @@ import org.televisit.ffi.EndReason
 import org.televisit.ffi.LinkInfo
 import org.televisit.ffi.MediaFrame
 import org.televisit.ffi.Role
+import org.televisit.ffi.VideoPreference
 import org.televisit.ffi.checkLink
 
 /**
@@ -69,6 +70,18 @@ class TelevisitCall private constructor(link: String, options: CallOptions) : Au
     /** Starts or stops sharing the screen; a patient gets [CallException.NotAllowed]. */
     @Throws(CallException::class)
     fun shareScreen(active: Boolean) = call.setScreenShare(active)
+
+    /**
+     * Starts or stops the examination mode (the doctor, for a rash or a wound): the patient's camera
+     * keeps its resolution and gives up frame rate when bandwidth is short. A patient gets
+     * [CallException.NotAllowed].
+     */
+    @Throws(CallException::class)
+    fun examine(active: Boolean) = call.setExamination(active)
+
+    /** What this device's camera gives up first when bandwidth is short ([VideoPreference.DETAIL] keeps resolution). */
+    @Throws(CallException::class)
+    fun setVideoPreference(preference: VideoPreference) = call.setVideoPreference(preference)
 
     /** Sends a chat message (1 to 2000 characters). */
     @Throws(CallException::class)

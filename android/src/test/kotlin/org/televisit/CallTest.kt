@@ -77,6 +77,8 @@ class CallTest {
                 assertEquals(Role.PATIENT, call.join())
                 log.await("waiting room") { it == CallEvent.StateChanged(CallState.WAITING_ROOM) }
                 assertThrows<CallException.NotAllowed> { call.shareScreen(true) }
+                assertThrows<CallException.NotAllowed> { call.examine(true) }
+                call.setVideoPreference(VideoPreference.DETAIL)
 
                 val doctor = visit.headless(
                     visit.doctorLink, "--seconds", "6", "--chat", "Hello from the doctor", "--mute-after-seconds", "1",
@@ -124,12 +126,14 @@ class CallTest {
                 val patient = visit.headless(visit.patientLink)
                 log.await("connected") { it == CallEvent.StateChanged(CallState.CONNECTED) }
                 log.await("a video frame") { it is CallEvent.RemoteFrame && it.frame.kind == MediaKind.VIDEO }
+                call.examine(true) // the patient's camera keeps its resolution from now on
                 delay(1_500)
                 val end = call.hangUp() as EndReason.CallEnded
                 assertEquals(Role.DOCTOR, end.endedBy)
                 assertTrue(end.durationSeconds >= 1, "duration ${end.durationSeconds}")
                 assertEquals(0, patient.waitFor(20))
                 assertTrue(patient.output().contains("ended: CallEnded { ended_by: Some(Doctor)"), patient.output())
+                assertTrue(patient.output().contains("event: examination mode on"), patient.output())
             }
         }
     }

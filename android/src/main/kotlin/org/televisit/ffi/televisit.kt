@@ -728,9 +728,13 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_televisit_ffi_checksum_method_call_set_camera_enabled(
     ): Int
+    external fun uniffi_televisit_ffi_checksum_method_call_set_examination(
+    ): Int
     external fun uniffi_televisit_ffi_checksum_method_call_set_microphone_enabled(
     ): Int
     external fun uniffi_televisit_ffi_checksum_method_call_set_screen_share(
+    ): Int
+    external fun uniffi_televisit_ffi_checksum_method_call_set_video_preference(
     ): Int
     external fun uniffi_televisit_ffi_checksum_method_call_state(
     ): Int
@@ -787,9 +791,13 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_televisit_ffi_fn_method_call_set_camera_enabled(`ptr`: Long,`enabled`: Byte,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_televisit_ffi_fn_method_call_set_examination(`ptr`: Long,`active`: Byte,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
     external fun uniffi_televisit_ffi_fn_method_call_set_microphone_enabled(`ptr`: Long,`enabled`: Byte,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_televisit_ffi_fn_method_call_set_screen_share(`ptr`: Long,`active`: Byte,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_televisit_ffi_fn_method_call_set_video_preference(`ptr`: Long,`preference`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_televisit_ffi_fn_method_call_state(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -962,10 +970,16 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_televisit_ffi_checksum_method_call_set_camera_enabled() and 0xFFFF) != 65274) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_televisit_ffi_checksum_method_call_set_examination() and 0xFFFF) != 17139) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_televisit_ffi_checksum_method_call_set_microphone_enabled() and 0xFFFF) != 47015) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_televisit_ffi_checksum_method_call_set_screen_share() and 0xFFFF) != 25728) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_televisit_ffi_checksum_method_call_set_video_preference() and 0xFFFF) != 13116) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_televisit_ffi_checksum_method_call_state() and 0xFFFF) != 62991) {
@@ -1558,6 +1572,12 @@ public interface CallInterface {
     fun `setCameraEnabled`(`enabled`: kotlin.Boolean)
     
     /**
+     * Starts or stops the examination mode. Doctors only: a patient gets `NotAllowed`. The
+     * patient's camera then keeps its resolution and gives up frame rate when bandwidth is short.
+     */
+    fun `setExamination`(`active`: kotlin.Boolean)
+    
+    /**
      * Microphone on (unmuted) or off; the peer is told.
      */
     fun `setMicrophoneEnabled`(`enabled`: kotlin.Boolean)
@@ -1566,6 +1586,12 @@ public interface CallInterface {
      * Starts or stops sharing the screen. Doctors only: a patient gets `NotAllowed`.
      */
     fun `setScreenShare`(`active`: kotlin.Boolean)
+    
+    /**
+     * What this side's camera gives up first when bandwidth is short: `Detail` (the examination
+     * mode, for a rash or a wound) keeps the resolution and lowers the frame rate.
+     */
+    fun `setVideoPreference`(`preference`: VideoPreference)
     
     /**
      * The state now.
@@ -1886,6 +1912,24 @@ open class Call: Disposable, AutoCloseable, CallInterface
 
     
     /**
+     * Starts or stops the examination mode. Doctors only: a patient gets `NotAllowed`. The
+     * patient's camera then keeps its resolution and gives up frame rate when bandwidth is short.
+     */
+    @Throws(CallException::class)override fun `setExamination`(`active`: kotlin.Boolean)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(CallException) { _status ->
+    UniffiLib.uniffi_televisit_ffi_fn_method_call_set_examination(
+        it,
+        
+        FfiConverterBoolean.lower(`active`),_status)
+}
+    }
+    
+    
+
+    
+    /**
      * Microphone on (unmuted) or off; the peer is told.
      */
     @Throws(CallException::class)override fun `setMicrophoneEnabled`(`enabled`: kotlin.Boolean)
@@ -1913,6 +1957,24 @@ open class Call: Disposable, AutoCloseable, CallInterface
         it,
         
         FfiConverterBoolean.lower(`active`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * What this side's camera gives up first when bandwidth is short: `Detail` (the examination
+     * mode, for a rash or a wound) keeps the resolution and lowers the frame rate.
+     */
+    @Throws(CallException::class)override fun `setVideoPreference`(`preference`: VideoPreference)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(CallException) { _status ->
+    UniffiLib.uniffi_televisit_ffi_fn_method_call_set_video_preference(
+        it,
+        
+        FfiConverterTypeVideoPreference.lower(`preference`),_status)
 }
     }
     
@@ -2333,9 +2395,9 @@ data class CallOptions (
     var `maxVideo`: kotlin.String = "1080p" 
     , 
     /**
-     * Rung to start with.
+     * Rung to start with (low by default: the ladder climbs as the peer acknowledges the video).
      */
-    var `startVideo`: kotlin.String = "720p" 
+    var `startVideo`: kotlin.String = "360p" 
     , 
     /**
      * The video codecs this device encodes and decodes well, best first (a phone whose hardware
@@ -2443,6 +2505,27 @@ data class CallStats (
      * Selected candidate pair type: `host`, `srflx`, `prflx` or `relay`.
      */
     var `candidatePairType`: kotlin.String?
+    , 
+    /**
+     * What the peer acknowledged receiving over the last second, bits per second (`None` when
+     * the peer sends no transport-wide feedback).
+     */
+    var `acknowledgedBitrateBps`: kotlin.ULong?
+    , 
+    /**
+     * Remote video freezes so far (more than 500 ms without a new picture).
+     */
+    var `freezeCount`: kotlin.ULong
+    , 
+    /**
+     * Time spent in those freezes, ms.
+     */
+    var `totalFreezeMs`: kotlin.ULong
+    , 
+    /**
+     * Bytes of retransmissions sent so far.
+     */
+    var `retransmittedBytesSent`: kotlin.ULong
     
 ){
     
@@ -2471,6 +2554,10 @@ public object FfiConverterTypeCallStats: FfiConverterRustBuffer<CallStats> {
             FfiConverterDouble.read(buf),
             FfiConverterOptionalULong.read(buf),
             FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
         )
     }
 
@@ -2486,7 +2573,11 @@ public object FfiConverterTypeCallStats: FfiConverterRustBuffer<CallStats> {
             FfiConverterUInt.allocationSize(value.`frameHeight`) +
             FfiConverterDouble.allocationSize(value.`frameRate`) +
             FfiConverterOptionalULong.allocationSize(value.`availableOutgoingBitrateBps`) +
-            FfiConverterOptionalString.allocationSize(value.`candidatePairType`)
+            FfiConverterOptionalString.allocationSize(value.`candidatePairType`) +
+            FfiConverterOptionalULong.allocationSize(value.`acknowledgedBitrateBps`) +
+            FfiConverterULong.allocationSize(value.`freezeCount`) +
+            FfiConverterULong.allocationSize(value.`totalFreezeMs`) +
+            FfiConverterULong.allocationSize(value.`retransmittedBytesSent`)
     )
 
     override fun write(value: CallStats, buf: ByteBuffer) {
@@ -2502,6 +2593,10 @@ public object FfiConverterTypeCallStats: FfiConverterRustBuffer<CallStats> {
             FfiConverterDouble.write(value.`frameRate`, buf)
             FfiConverterOptionalULong.write(value.`availableOutgoingBitrateBps`, buf)
             FfiConverterOptionalString.write(value.`candidatePairType`, buf)
+            FfiConverterOptionalULong.write(value.`acknowledgedBitrateBps`, buf)
+            FfiConverterULong.write(value.`freezeCount`, buf)
+            FfiConverterULong.write(value.`totalFreezeMs`, buf)
+            FfiConverterULong.write(value.`retransmittedBytesSent`, buf)
     }
 }
 
@@ -3095,6 +3190,22 @@ sealed class CallEvent {
     }
     
     /**
+     * The doctor started or stopped the examination mode: this side's camera keeps its
+     * resolution and gives up frame rate when bandwidth is short (show "hold still").
+     */
+    data class Examination(
+        /**
+         * Examining now.
+         */
+        val `active`: kotlin.Boolean) : CallEvent()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
      * The peer's own quality report.
      */
     data class PeerQuality(
@@ -3333,42 +3444,45 @@ public object FfiConverterTypeCallEvent : FfiConverterRustBuffer<CallEvent>{
             7 -> CallEvent.PeerScreenShare(
                 FfiConverterBoolean.read(buf),
                 )
-            8 -> CallEvent.PeerQuality(
+            8 -> CallEvent.Examination(
+                FfiConverterBoolean.read(buf),
+                )
+            9 -> CallEvent.PeerQuality(
                 FfiConverterTypePeerQuality.read(buf),
                 )
-            9 -> CallEvent.PeerLeft
-            10 -> CallEvent.SignalingReconnecting(
+            10 -> CallEvent.PeerLeft
+            11 -> CallEvent.SignalingReconnecting(
                 FfiConverterUInt.read(buf),
                 )
-            11 -> CallEvent.SignalingRestored
-            12 -> CallEvent.Error(
+            12 -> CallEvent.SignalingRestored
+            13 -> CallEvent.Error(
                 FfiConverterTypeCallError.read(buf),
                 )
-            13 -> CallEvent.Ended(
+            14 -> CallEvent.Ended(
                 FfiConverterTypeEndReason.read(buf),
                 )
-            14 -> CallEvent.Stats(
+            15 -> CallEvent.Stats(
                 FfiConverterTypeCallStats.read(buf),
                 )
-            15 -> CallEvent.QualityChanged(
+            16 -> CallEvent.QualityChanged(
                 FfiConverterTypeQualityLevel.read(buf),
                 )
-            16 -> CallEvent.VideoRungChanged(
+            17 -> CallEvent.VideoRungChanged(
                 FfiConverterTypeVideoRung.read(buf),
                 )
-            17 -> CallEvent.EncoderBitrate(
+            18 -> CallEvent.EncoderBitrate(
                 FfiConverterULong.read(buf),
                 )
-            18 -> CallEvent.RemoteFrame(
+            19 -> CallEvent.RemoteFrame(
                 FfiConverterTypeMediaFrame.read(buf),
                 )
-            19 -> CallEvent.KeyframeRequested(
+            20 -> CallEvent.KeyframeRequested(
                 FfiConverterTypeMediaKind.read(buf),
                 )
-            20 -> CallEvent.VideoCodec(
+            21 -> CallEvent.VideoCodec(
                 FfiConverterTypeVideoCodec.read(buf),
                 )
-            21 -> CallEvent.RemoteVideoCodec(
+            22 -> CallEvent.RemoteVideoCodec(
                 FfiConverterTypeMediaKind.read(buf),
                 FfiConverterTypeVideoCodec.read(buf),
                 )
@@ -3423,6 +3537,13 @@ public object FfiConverterTypeCallEvent : FfiConverterRustBuffer<CallEvent>{
             )
         }
         is CallEvent.PeerScreenShare -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterBoolean.allocationSize(value.`active`)
+            )
+        }
+        is CallEvent.Examination -> {
             // Add the size for the Int that specifies the variant plus the size needed for all fields
             (
                 4UL
@@ -3568,71 +3689,76 @@ public object FfiConverterTypeCallEvent : FfiConverterRustBuffer<CallEvent>{
                 FfiConverterBoolean.write(value.`active`, buf)
                 Unit
             }
-            is CallEvent.PeerQuality -> {
+            is CallEvent.Examination -> {
                 buf.putInt(8)
+                FfiConverterBoolean.write(value.`active`, buf)
+                Unit
+            }
+            is CallEvent.PeerQuality -> {
+                buf.putInt(9)
                 FfiConverterTypePeerQuality.write(value.`quality`, buf)
                 Unit
             }
             is CallEvent.PeerLeft -> {
-                buf.putInt(9)
+                buf.putInt(10)
                 Unit
             }
             is CallEvent.SignalingReconnecting -> {
-                buf.putInt(10)
+                buf.putInt(11)
                 FfiConverterUInt.write(value.`attempt`, buf)
                 Unit
             }
             is CallEvent.SignalingRestored -> {
-                buf.putInt(11)
+                buf.putInt(12)
                 Unit
             }
             is CallEvent.Error -> {
-                buf.putInt(12)
+                buf.putInt(13)
                 FfiConverterTypeCallError.write(value.`error`, buf)
                 Unit
             }
             is CallEvent.Ended -> {
-                buf.putInt(13)
+                buf.putInt(14)
                 FfiConverterTypeEndReason.write(value.`reason`, buf)
                 Unit
             }
             is CallEvent.Stats -> {
-                buf.putInt(14)
+                buf.putInt(15)
                 FfiConverterTypeCallStats.write(value.`stats`, buf)
                 Unit
             }
             is CallEvent.QualityChanged -> {
-                buf.putInt(15)
+                buf.putInt(16)
                 FfiConverterTypeQualityLevel.write(value.`level`, buf)
                 Unit
             }
             is CallEvent.VideoRungChanged -> {
-                buf.putInt(16)
+                buf.putInt(17)
                 FfiConverterTypeVideoRung.write(value.`rung`, buf)
                 Unit
             }
             is CallEvent.EncoderBitrate -> {
-                buf.putInt(17)
+                buf.putInt(18)
                 FfiConverterULong.write(value.`bitrateBps`, buf)
                 Unit
             }
             is CallEvent.RemoteFrame -> {
-                buf.putInt(18)
+                buf.putInt(19)
                 FfiConverterTypeMediaFrame.write(value.`frame`, buf)
                 Unit
             }
             is CallEvent.KeyframeRequested -> {
-                buf.putInt(19)
+                buf.putInt(20)
                 FfiConverterTypeMediaKind.write(value.`kind`, buf)
                 Unit
             }
             is CallEvent.VideoCodec -> {
-                buf.putInt(20)
+                buf.putInt(21)
                 FfiConverterTypeVideoCodec.write(value.`codec`, buf)
                 Unit
             }
             is CallEvent.RemoteVideoCodec -> {
-                buf.putInt(21)
+                buf.putInt(22)
                 FfiConverterTypeMediaKind.write(value.`kind`, buf)
                 FfiConverterTypeVideoCodec.write(value.`codec`, buf)
                 Unit
@@ -4006,6 +4132,49 @@ public object FfiConverterTypeVideoCodec: FfiConverterRustBuffer<VideoCodec> {
     override fun allocationSize(value: VideoCodec) = 4UL
 
     override fun write(value: VideoCodec, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * What the camera gives up first when bandwidth is short.
+ */
+
+enum class VideoPreference {
+    
+    /**
+     * Smooth motion: lower the resolution, keep the frame rate (a conversation).
+     */
+    BALANCED,
+    /**
+     * The examination mode: keep the resolution, lower the frame rate (a rash, a wound).
+     */
+    DETAIL;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeVideoPreference: FfiConverterRustBuffer<VideoPreference> {
+    override fun read(buf: ByteBuffer) = try {
+        VideoPreference.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: VideoPreference) = 4UL
+
+    override fun write(value: VideoPreference, buf: ByteBuffer) {
         buf.putInt(value.ordinal + 1)
     }
 }
