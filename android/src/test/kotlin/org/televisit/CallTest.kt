@@ -24,6 +24,7 @@ import org.televisit.ffi.MediaFrame
 import org.televisit.ffi.MediaKind
 import org.televisit.ffi.Role
 import org.televisit.ffi.VideoCodec
+import org.televisit.ffi.VideoPreference
 import java.nio.ByteBuffer
 import java.util.concurrent.CopyOnWriteArrayList
 
