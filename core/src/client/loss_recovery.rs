@@ -39,7 +39,7 @@ use rtc::shared::TransportContext;
 use super::media::LossRecoveryCounts;
 use super::pacing::PacingState;
 use crate::network_control::nack::{LossTracker, NackConfig};
-use crate::network_control::retransmit::{Refusal, RetransmitConfig, Retransmitter};
+use crate::network_control::retransmit::{RetransmitConfig, Retransmitter};
 
 /// The round-trip time assumed until the session has measured one.
 const DEFAULT_RTT: Duration = Duration::from_millis(100);
@@ -344,7 +344,7 @@ impl RetransmissionResponder {
             self.stats.nacks_received.fetch_add(1, Ordering::Relaxed);
             let original = match self.policy.on_nack(now, nack.media_ssrc, seq, rtt) {
                 Ok(packet) => packet,
-                Err(Refusal::Unknown | Refusal::TooLate | Refusal::TooSoon | Refusal::OverBudget) => {
+                Err(_refusal) => {
                     self.stats.retransmissions_refused.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }

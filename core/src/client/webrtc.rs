@@ -50,9 +50,8 @@ use rtc::rtp::codec::opus::OpusPacket;
 use rtc::rtp::codec::vp8::Vp8Packet;
 use rtc::rtp::packetizer::Packetizer;
 use rtc::rtp::sequence::Sequencer;
-use rtc::rtp_transceiver::rtp_sender::RTCPFeedback;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -448,8 +447,8 @@ impl LocalTrack {
         Ok(())
     }
 
-    /// Packetizes and writes a frame; a keyframe is marked for the pacer first, which never
-    /// drops one.
+    /// Packetizes and writes a frame; a keyframe is marked for the pacer first (which drops one
+    /// only for a newer keyframe).
     async fn write(&mut self, frame: &EncodedFrame, pacing: &PacingState) -> Result<(), String> {
         let Some(codec) = self.codec.as_ref() else { return Ok(()) };
         if self.payload_type.is_none() {
@@ -498,8 +497,8 @@ enum Sent {
 }
 
 /// Writes a frame unless its track is off. A keyframe is always written (it ends a freeze, and
-/// the pacer drops it only for a newer keyframe); a delta frame only while the pacer's video queue has room for it
-/// and the frames it depends on were sent.
+/// the pacer drops it only for a newer keyframe); a delta frame only while the pacer's video
+/// queue has room for it and the frames it depends on were sent.
 async fn send_frame(
     track: &mut LocalTrack,
     frame: &EncodedFrame,
