@@ -445,6 +445,61 @@ impl Interceptor for RetransmissionResponder {
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
+/// A lossy link for tests: drops every n-th inbound RTP packet (media and retransmissions alike).
+/// Registered wire-most ([`super::webrtc::WebRtcSettings::drop_every_nth_inbound_rtp`]).
+pub struct InboundRtpLoss {
+    every: u32,
+    seen: u32,
+    read_queue: VecDeque<TaggedPacket>,
+    write_queue: VecDeque<TaggedPacket>,
+}
+
+impl InboundRtpLoss {
+    /// Drops every `n`-th inbound RTP packet (none if `n` is 0).
+    pub fn every(n: u32) -> InboundRtpLoss {
+        InboundRtpLoss { every: n, seen: 0, read_queue: VecDeque::new(), write_queue: VecDeque::new() }
+    }
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for InboundRtpLoss {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        if matches!(msg.message.packet, Packet::Rtp(_)) && self.every > 0 {
+            self.seen += 1;
+            if self.seen.is_multiple_of(self.every) {
+                return Ok(());
+            }
+        }
+        self.read_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read_queue.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write_queue.pop_front()
+    }
+}
+
+impl Interceptor for InboundRtpLoss {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

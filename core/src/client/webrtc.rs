@@ -67,7 +67,9 @@ use webrtc::rtp_transceiver::RtpSender;
 
 use super::codecs::{first_video_codec, opus, register_codecs, video_codec_parameters};
 use super::keyframe_requests::{is_keyframe_request, picture_loss, KeyframeRequestForwarder};
-use super::loss_recovery::{LossRecoveryGenerator, LossRecoveryStats, RetransmissionResponder};
+use super::loss_recovery::{
+    InboundRtpLoss, LossRecoveryGenerator, LossRecoveryStats, RetransmissionResponder,
+};
 use super::media::{MediaBackend, MediaSession, PeerCommand, PeerEvent};
 use super::pacing::{AudioFirstPacer, PacingState, PublishedEstimate};
 use super::stats::{OwnCounts, StackReading, StatsSampler};
@@ -107,6 +109,9 @@ pub struct WebRtcSettings {
     /// The video codecs this side can encode and decode, best first (offers list them in this
     /// order; the answerer uses the first of the offer's it supports). Must not be empty.
     pub video_codecs: Vec<VideoCodec>,
+    /// For tests of loss recovery: drop every n-th inbound RTP packet before any interceptor sees
+    /// it, as a lossy link would. `None` (the default) in real use.
+    pub drop_every_nth_inbound_rtp: Option<u32>,
 }
 
 impl Default for WebRtcSettings {
@@ -119,6 +124,7 @@ impl Default for WebRtcSettings {
             min_bitrate_bps: 100_000,
             max_bitrate_bps: 6_000_000,
             video_codecs: vec![VideoCodec::Vp8, VideoCodec::H264],
+            drop_every_nth_inbound_rtp: None,
         }
     }
 }
@@ -560,6 +566,11 @@ fn interceptors(
         settings.min_bitrate_bps as f64,
         settings.max_bitrate_bps as f64,
     );
+    let registry = match settings.drop_every_nth_inbound_rtp {
+        // Wire-most, below everything: what it drops, no interceptor ever sees.
+        Some(n) => registry.with(Slot::from(500), InboundRtpLoss::every(n)),
+        None => registry,
+    };
     Ok(registry
         .with(
             Slot::CongestionControl,
