@@ -1,5 +1,6 @@
 //! Loss recovery in the webrtc crate's interceptor chain: our NACK generator and responder, in
-//! the slots of the crate's ([`Slot::NackGenerator`], [`Slot::NackResponder`]). The decisions are
+//! the slots of the crate's ([`Slot::NackGenerator`](rtc::interceptor::Slot::NackGenerator),
+//! [`Slot::NackResponder`](rtc::interceptor::Slot::NackResponder)). The decisions are
 //! the sans-I/O ones of [`crate::network_control::nack`] and [`crate::network_control::retransmit`];
 //! these adapters only translate packets.
 //!
@@ -17,9 +18,10 @@
 //! **Chain order** (distance from the wire): congestion control 1 000, TWCC sender 2 000, pacer
 //! 3 000 ([`super::pacing::AudioFirstPacer`]), [`RetransmissionResponder`] 4 000,
 //! [`LossRecoveryGenerator`] 7 000, TWCC receiver 8 000, reports 10 000–11 000, keyframe request
-//! forwarder 14 000. A retransmission the responder emits walks on down through the pacer (which
-//! sees [`Attribute::Retransmission`] and sends it before new video), the TWCC numbering and the
-//! send history.
+//! forwarder 14 000 (and, in tests only, [`InboundRtpLoss`] at 500, below everything). A
+//! retransmission the responder emits walks on down through the pacer (which sees
+//! [`Attribute::Retransmission`] and sends it before new video), the TWCC numbering and the send
+//! history.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
