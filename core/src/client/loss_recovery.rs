@@ -1,5 +1,6 @@
 //! Loss recovery in the webrtc crate's interceptor chain: our NACK generator and responder, in
-//! the slots of the crate's ([`Slot::NackGenerator`], [`Slot::NackResponder`]). The decisions are
+//! the slots of the crate's ([`Slot::NackGenerator`](rtc::interceptor::Slot::NackGenerator),
+//! [`Slot::NackResponder`](rtc::interceptor::Slot::NackResponder)). The decisions are
 //! the sans-I/O ones of [`crate::network_control::nack`] and [`crate::network_control::retransmit`];
 //! these adapters only translate packets.
 //!
@@ -17,9 +18,10 @@
 //! **Chain order** (distance from the wire): congestion control 1 000, TWCC sender 2 000, pacer
 //! 3 000 ([`super::pacing::AudioFirstPacer`]), [`RetransmissionResponder`] 4 000,
 //! [`LossRecoveryGenerator`] 7 000, TWCC receiver 8 000, reports 10 000–11 000, keyframe request
-//! forwarder 14 000. A retransmission the responder emits walks on down through the pacer (which
-//! sees [`Attribute::Retransmission`] and sends it before new video), the TWCC numbering and the
-//! send history.
+//! forwarder 14 000 (and, in tests only, [`InboundRtpLoss`] at 500, below everything). A
+//! retransmission the responder emits walks on down through the pacer (which sees
+//! [`Attribute::Retransmission`] and sends it before new video), the TWCC numbering and the send
+//! history.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,7 +41,7 @@ use rtc::shared::TransportContext;
 use super::media::LossRecoveryCounts;
 use super::pacing::PacingState;
 use crate::network_control::nack::{LossTracker, NackConfig};
-use crate::network_control::retransmit::{Refusal, RetransmitConfig, Retransmitter};
+use crate::network_control::retransmit::{RetransmitConfig, Retransmitter};
 
 /// The round-trip time assumed until the session has measured one.
 const DEFAULT_RTT: Duration = Duration::from_millis(100);
@@ -344,7 +346,7 @@ impl RetransmissionResponder {
             self.stats.nacks_received.fetch_add(1, Ordering::Relaxed);
             let original = match self.policy.on_nack(now, nack.media_ssrc, seq, rtt) {
                 Ok(packet) => packet,
-                Err(Refusal::Unknown | Refusal::TooLate | Refusal::TooSoon | Refusal::OverBudget) => {
+                Err(_refusal) => {
                     self.stats.retransmissions_refused.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
@@ -442,6 +444,61 @@ impl Interceptor for RetransmissionResponder {
 
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
 
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+/// A lossy link for tests: drops every n-th inbound RTP packet (media and retransmissions alike).
+/// Registered wire-most ([`super::webrtc::WebRtcSettings::drop_every_nth_inbound_rtp`]).
+pub struct InboundRtpLoss {
+    every: u32,
+    seen: u32,
+    read_queue: VecDeque<TaggedPacket>,
+    write_queue: VecDeque<TaggedPacket>,
+}
+
+impl InboundRtpLoss {
+    /// Drops every `n`-th inbound RTP packet (none if `n` is 0).
+    pub fn every(n: u32) -> InboundRtpLoss {
+        InboundRtpLoss { every: n, seen: 0, read_queue: VecDeque::new(), write_queue: VecDeque::new() }
+    }
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for InboundRtpLoss {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        if matches!(msg.message.packet, Packet::Rtp(_)) && self.every > 0 {
+            self.seen += 1;
+            if self.seen.is_multiple_of(self.every) {
+                return Ok(());
+            }
+        }
+        self.read_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read_queue.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write_queue.pop_front()
+    }
+}
+
+impl Interceptor for InboundRtpLoss {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 

@@ -380,7 +380,8 @@ mod tests {
         let state = PacingState::new(100_000);
         let mut pacer = pacer(&state);
         let start = Instant::now();
-        // ~12 kbit a packet at 125 kbps: frame 1 is still leaving after 500 ms; frames 2 and 3 are deltas; frame 4 is a keyframe.
+        // ~10 kbit a packet at 125 kbps: frame 1 is still leaving after 500 ms; frames 2 and 3
+        // are deltas; frame 4 is a keyframe.
         for n in 0..30 {
             pacer.handle_write(frame_packet(n, 1 + u32::from(n / 10), start)).unwrap();
         }

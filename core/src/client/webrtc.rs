@@ -51,9 +51,8 @@ use rtc::rtp::codec::opus::OpusPacket;
 use rtc::rtp::codec::vp8::Vp8Packet;
 use rtc::rtp::packetizer::Packetizer;
 use rtc::rtp::sequence::Sequencer;
-use rtc::rtp_transceiver::rtp_sender::RTCPFeedback;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -70,7 +69,9 @@ use webrtc::rtp_transceiver::RtpSender;
 use super::codecs::{first_video_codec, opus, register_codecs, video_codec_parameters};
 use super::estimator::{shared_controller, ControllerEstimator, ReportReader};
 use super::keyframe_requests::{is_keyframe_request, picture_loss, KeyframeRequestForwarder};
-use super::loss_recovery::{LossRecoveryGenerator, LossRecoveryStats, RetransmissionResponder};
+use super::loss_recovery::{
+    InboundRtpLoss, LossRecoveryGenerator, LossRecoveryStats, RetransmissionResponder,
+};
 use super::media::{MediaBackend, MediaSession, PeerCommand, PeerEvent};
 use super::pacing::{AudioFirstPacer, PacingState};
 use super::remb::{register_abs_send_time, AbsSendTimeStamper, RembGenerator};
@@ -113,6 +114,9 @@ pub struct WebRtcSettings {
     /// The video codecs this side can encode and decode, best first (offers list them in this
     /// order; the answerer uses the first of the offer's it supports). Must not be empty.
     pub video_codecs: Vec<VideoCodec>,
+    /// For tests of loss recovery: drop every n-th inbound RTP packet before any interceptor sees
+    /// it, as a lossy link would. `None` (the default) in real use.
+    pub drop_every_nth_inbound_rtp: Option<u32>,
 }
 
 impl Default for WebRtcSettings {
@@ -125,6 +129,7 @@ impl Default for WebRtcSettings {
             min_bitrate_bps: 100_000,
             max_bitrate_bps: 6_000_000,
             video_codecs: vec![VideoCodec::Vp8, VideoCodec::H264],
+            drop_every_nth_inbound_rtp: None,
         }
     }
 }
@@ -457,8 +462,8 @@ impl LocalTrack {
         Ok(())
     }
 
-    /// Packetizes and writes a frame; a keyframe is marked for the pacer first, which never
-    /// drops one.
+    /// Packetizes and writes a frame; a keyframe is marked for the pacer first (which drops one
+    /// only for a newer keyframe).
     async fn write(&mut self, frame: &EncodedFrame, pacing: &PacingState) -> Result<(), String> {
         let Some(codec) = self.codec.as_ref() else { return Ok(()) };
         if self.payload_type.is_none() {
@@ -507,8 +512,8 @@ enum Sent {
 }
 
 /// Writes a frame unless its track is off. A keyframe is always written (it ends a freeze, and
-/// the pacer drops it only for a newer keyframe); a delta frame only while the pacer's video queue has room for it
-/// and the frames it depends on were sent.
+/// the pacer drops it only for a newer keyframe); a delta frame only while the pacer's video
+/// queue has room for it and the frames it depends on were sent.
 async fn send_frame(
     track: &mut LocalTrack,
     frame: &EncodedFrame,
@@ -572,6 +577,11 @@ fn interceptors(
         max_bps: settings.max_bitrate_bps,
     });
     let estimator = ControllerEstimator::new(Arc::clone(&controller), Arc::clone(pacing));
+    let registry = match settings.drop_every_nth_inbound_rtp {
+        // Wire-most, below everything: what it drops, no interceptor ever sees.
+        Some(n) => registry.with(Slot::from(500), InboundRtpLoss::every(n)),
+        None => registry,
+    };
     Ok(registry
         .with(Slot::CongestionControl, CongestionControlBuilder::new(estimator).build())
         // REMB and report blocks, for peers without transport-cc (see `super::estimator`).

@@ -218,8 +218,11 @@ impl<T> Pacer<T> {
         let last = self.last_refill?;
         let needed = head.bits.min(self.burst_bits()) - self.budget_bits;
         let rate = self.paced_bps();
-        if needed <= 0.0 || rate <= 0.0 {
+        if needed <= 0.0 {
             return Some(last);
+        }
+        if rate <= 0.0 {
+            return None; // nothing leaves at a zero rate: no deadline rather than a busy loop
         }
         Some(last + Duration::from_secs_f64(needed / rate))
     }
@@ -447,6 +450,17 @@ mod tests {
         assert!(pacer.counts().dropped_frames > 40, "{:?}", pacer.counts());
         let dropped = pacer.poll_dropped().expect("superseded keyframes");
         assert!(!dropped.needs_keyframe, "a newer keyframe follows");
+    }
+
+    #[test]
+    fn at_a_zero_rate_nothing_is_scheduled() {
+        let start = Instant::now();
+        let mut pacer = Pacer::new(PacerConfig::default(), 0);
+        pacer.push(start, "video", video(1, true), 20_000);
+        assert_eq!(drain(&mut pacer, start), ["video"], "a full bucket lets one packet out");
+        pacer.push(start, "video", video(1, true), 1_200);
+        assert!(drain(&mut pacer, start).is_empty());
+        assert_eq!(pacer.next_release(), None);
     }
 
     #[test]
