@@ -548,10 +548,11 @@ async fn send_frame(
 
 /// The interceptor chain: the crate's defaults (RTCP reports, TWCC receiver) with our loss
 /// recovery in place of its NACK generator and responder, plus send-side congestion control.
-/// The congestion control is what `configure_congestion_control(registry, Gcc, Twcc, ..)` adds —
-/// the send history with the estimator and the TWCC sequence numbers; the TWCC header extension
-/// and feedback are registered with the TWCC receiver — except for the pacer: ours, in the same
-/// slot, so audio is not queued behind video nor video behind retransmissions. See
+/// The congestion control has the shape `configure_congestion_control(registry, Gcc, Twcc, ..)`
+/// gives it — the send history with an estimator and the TWCC sequence numbers; the TWCC header
+/// extension and feedback are registered with the TWCC receiver — but the estimator is ours
+/// ([`super::estimator`], with REMB and report fallbacks) and so is the pacer, in the same slot,
+/// so audio is not queued behind video nor video behind retransmissions. See
 /// [`super::loss_recovery`] for the order of the chain.
 fn interceptors(
     media_engine: &mut MediaEngine,
