@@ -21,7 +21,9 @@ import {
 const CHROMIUM_FLAGS = ["--allow-loopback-in-peer-connection"];
 /** The constrained link of the tests: 1 Mbps, 50 ms one way, 1 % loss, a 300 ms drop-tail queue. */
 const LINK = { rateKbps: 1000, delayMs: 50, lossPercent: 1, queueMs: 300 };
-const SECONDS = 20;
+/** The second link of the comparison: 2.5 Mbps, 50 ms one way, no loss, a 300 ms queue. */
+const WIDE_LINK = { rateKbps: 2500, delayMs: 50, lossPercent: 0, queueMs: 300 };
+const SECONDS = 18;
 /** Chromium's bitrate is averaged from this many seconds after the start (past the ramp-up). */
 const SETTLED_S = 6;
 
@@ -48,6 +50,18 @@ function joinSeconds(out) {
     .filter(Boolean).map((m) => ({ second: +m[1], toPeerKbps: +m[2], fromPeerKbps: +m[3], decoded: +m[4] }));
 }
 
+/** netem-relay's line a second after `started`: what the relay delivered A→B (from the doctor). */
+function relaySeconds(out) {
+  const started = out.lines.indexOf("started");
+  return out.lines.slice(started + 1).map((l) => l.match(/^\s*(\d+) s: A→B (\d+) kbps, B→A (\d+) kbps/))
+    .filter(Boolean).map((m) => ({ second: +m[1], fromDoctorKbps: +m[2], toDoctorKbps: +m[3] }));
+}
+
+const meanAfterSettled = (rows, key) => {
+  const settled = rows.filter((r) => r.second > SETTLED_S);
+  return Math.round(settled.reduce((sum, r) => sum + r[key], 0) / Math.max(1, settled.length));
+};
+
 /** In the page (call.js's `state.pc`): the camera's outbound-rtp and the selected candidate pair. */
 async function senderStats() {
   // eslint-disable-next-line no-undef
@@ -66,6 +80,7 @@ async function senderStats() {
     fps: out?.framesPerSecond ?? 0, limitation: out?.qualityLimitationReason ?? "",
     availableKbps: pair?.availableOutgoingBitrate != null ? pair.availableOutgoingBitrate / 1000 : null,
     rttMs: pair?.currentRoundTripTime != null ? pair.currentRoundTripTime * 1000 : null,
+    local: pair ? `${local.address}:${local.port}` : "", remote: pair ? `${remote.address}:${remote.port}` : "",
     path: pair ? `${local.address}:${local.port} (${local.candidateType}) → ${remote.address}:${remote.port} (${remote.candidateType})` : "",
     decoded: video.getVideoPlaybackQuality().totalVideoFrames,
     quality: document.getElementById("quality").dataset.level,
@@ -155,13 +170,11 @@ function relayRemoteCandidates(front) {
     f[4] = ip; f[5] = port;
     return f.join(" ");
   };
-  window.__relayedCandidates = [];
   const proto = RTCPeerConnection.prototype;
   const addIceCandidate = proto.addIceCandidate;
   proto.addIceCandidate = function (candidate, ...rest) {
     if (!candidate || !candidate.candidate) return addIceCandidate.call(this, candidate, ...rest);
     const line = rewrite(candidate.candidate.replace(/^a=/, ""));
-    window.__relayedCandidates.push(`${candidate.candidate} → ${line}`);
     if (!line) return Promise.resolve();
     const init = { candidate: line, sdpMid: candidate.sdpMid, sdpMLineIndex: candidate.sdpMLineIndex, usernameFragment: candidate.usernameFragment };
     return addIceCandidate.call(this, init, ...rest);
@@ -203,7 +216,7 @@ async function callWithChromium(link) {
     await relay.exited;
     const patientSamples = await patient.evaluate(senderStats);
     await doctor.getByRole("button", { name: "End the call for everyone" }).click().catch(() => {});
-    return { samples, relay, patientSamples, relayed: await doctor.evaluate(() => window.__relayedCandidates) };
+    return { samples, relay, fronts: { a: frontA, b: frontB }, patientSamples };
   } finally {
     relay.kill();
     await browser.close();
@@ -211,8 +224,13 @@ async function callWithChromium(link) {
   }
 }
 
+/** The core-peer run over LINK, kept for the comparison. */
+let coreOverLink = null;
+
 test("the call page keeps working over a constrained link against the core (netem-join)", async () => {
-  const { samples, counters, patient, ended } = await callWithCore(LINK, { shots: true });
+  const result = await callWithCore(LINK, { shots: true });
+  coreOverLink = result;
+  const { samples, counters, patient, ended } = result;
   const seconds = joinSeconds(patient);
   const sent = figures(samples);
   console.log(`Chromium ↔ core over ${JSON.stringify(LINK)}:\n  Chromium: ${samples.map((s) => `${s.decoded}/${s.quality}`).join(" ")}\n  counters ${counters.length}: ${counters.slice(0, 3).map((c) => "0x" + c.toString(16)).join(" ")} …\n  core: ${seconds.map((s) => `${s.fromPeerKbps}k/${s.decoded}`).join(" ")}\n  Chromium sends ${JSON.stringify(sent)}`);
@@ -237,4 +255,31 @@ test("the call page keeps working over a constrained link against the core (nete
   assert.ok(levels.every((l) => ["excellent", "good", "poor"].includes(l)), `levels: ${levels}`);
   assert.ok(["good", "poor"].includes(levels.at(-1)), `levels: ${levels}`);
   assert.ok(ended, "the doctor ends the call and the page says so");
+});
+
+
+test("Chromium sends the core at least 0.8× what it sends another Chromium over the same link", async () => {
+  const rows = [];
+  for (const link of [LINK, WIDE_LINK]) {
+    const core = link === LINK && coreOverLink ? coreOverLink : await callWithCore(link);
+    const chromium = await callWithChromium(link);
+    // Every media packet went through the relay: the doctor's selected pair runs from the
+    // relay's front standing for the doctor (a peer-reflexive address, as the peer saw it) to the
+    // one standing for the patient.
+    const last = chromium.samples.at(-1);
+    assert.equal(`${last.local} → ${last.remote}`, `${chromium.fronts.a} → ${chromium.fronts.b}`, last.path);
+    const name = `${link.rateKbps / 1000} Mbps/${link.delayMs} ms/${link.lossPercent} %/${link.queueMs} ms`;
+    rows.push({ link: name, peer: "core", ...figures(core.samples), delivered: meanAfterSettled(joinSeconds(core.patient), "fromPeerKbps") });
+    rows.push({ link: name, peer: "Chromium", ...figures(chromium.samples), delivered: meanAfterSettled(relaySeconds(chromium.relay), "fromDoctorKbps") });
+  }
+  const header = ["link", "peer", "video kbps", "relay kbps", "size", "fps", "available kbps", "RTT ms", "limited by"];
+  const cells = rows.map((r) => [r.link, r.peer, r.videoKbps, r.delivered, r.size, r.fps, r.availableKbps, r.rttMs, r.limitation].map(String));
+  const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
+  const line = (c) => c.map((v, i) => v.padEnd(widths[i])).join("  ");
+  console.log(`Chromium's outbound video (getStats, seconds ${SETTLED_S}–${SECONDS}; relay kbps: all its packets as the link delivered them)\n` +
+    [line(header), ...cells.map(line)].join("\n"));
+  for (let i = 0; i < rows.length; i += 2) {
+    const [core, chromium] = [rows[i], rows[i + 1]];
+    assert.ok(core.videoKbps >= 0.8 * chromium.videoKbps, `${core.link}: to the core ${core.videoKbps} kbps, to Chromium ${chromium.videoKbps} kbps`);
+  }
 });
