@@ -263,7 +263,9 @@ impl CallListener for Participant {
             ClientEvent::EncoderBitrate(bitrate_bps) => {
                 let rung = *self.rung.lock().unwrap();
                 self.log.lock().unwrap().encoder_bitrates.push((now, bitrate_bps));
-                self.with_camera(|media| media.set_target(EncoderTarget { rung, fps: rung.fps, bitrate_bps }));
+                self.with_camera(|media| {
+                    media.set_target(EncoderTarget { rung, fps: rung.fps, bitrate_bps })
+                });
             }
             ClientEvent::KeyframeRequested(FrameKind::Video) => {
                 self.log.lock().unwrap().keyframes_requested += 1;
