@@ -116,6 +116,14 @@ async function senderStats() {
   };
 }
 
+/** In the page: the congestion-control feedback the peer's description negotiated. */
+function peerFeedback() {
+  // eslint-disable-next-line no-undef
+  const sdp = state.pc?.remoteDescription?.sdp || "";
+  const found = sdp.match(/a=rtcp-fb:\d+ (transport-cc|goog-remb)|transport-wide-cc/g) || [];
+  return [...new Set(found.map((x) => x.replace(/^a=rtcp-fb:\d+ /, "")))].sort().join("+") || "none";
+}
+
 /** Samples `page` once a second for `seconds`; returns the samples. */
 async function sample(page, seconds, { counters } = {}) {
   const samples = [];
@@ -175,6 +183,7 @@ async function callWithCore(link, { shots = false } = {}) {
     patient = run(NETEM_JOIN, [patientLink, "--seconds", String(SECONDS), ...linkArgs(link)]);
     await doctorJoins(doctor);
     await eventually("netem-join connected", async () => patient.lines.some((l) => l.startsWith("connected;")), 30000);
+    const feedback = await doctor.evaluate(peerFeedback);
     const counters = [];
     const samples = await sample(doctor, SECONDS, { counters });
     if (shots) await screenshot(doctor, "50-chromium-doctor-core-patient-over-netem");
@@ -184,7 +193,7 @@ async function callWithCore(link, { shots = false } = {}) {
     await doctor.getByRole("button", { name: "End the call for everyone" }).click({ timeout: 5000 }).catch(() => {});
     const ended = await doctor.getByRole("heading", { name: "The call has ended" }).waitFor({ timeout: 10000 }).then(() => true, () => false);
     if (shots) await screenshot(doctor, "51-chromium-doctor-after-core-patient-left");
-    return { samples, counters, patient, ended };
+    return { samples, counters, patient, ended, feedback };
   } finally {
     patient?.kill();
     await browser.close();
@@ -226,7 +235,7 @@ function relayRemoteCandidates(front) {
  * Chromium (the doctor, side A) ↔ Chromium (the patient, side B) through netem-relay over `link`
  * for SECONDS; returns the doctor's samples and the relay's output.
  */
-async function callWithChromium(link) {
+async function callWithChromium(link, { shots = false } = {}) {
   const relay = run(NETEM_RELAY, linkArgs(link));
   const server = await startServer();
   const browser = await launchBrowser({ args: CHROMIUM_FLAGS });
@@ -242,12 +251,14 @@ async function callWithChromium(link) {
     await patient.getByRole("heading", { name: "Waiting for your doctor" }).waitFor();
     await doctorJoins(doctor);
     relay.child.stdin.write("start\n");
+    const feedback = await doctor.evaluate(peerFeedback);
     const samples = await sample(doctor, SECONDS);
+    if (shots) await screenshot(doctor, "52-chromium-doctor-chromium-patient-over-netem");
     relay.child.stdin.write("stop\n");
     await relay.exited;
     const patientSamples = await patient.evaluate(senderStats);
     await doctor.getByRole("button", { name: "End the call for everyone" }).click().catch(() => {});
-    return { samples, relay, fronts: { a: frontA, b: frontB }, patientSamples };
+    return { samples, relay, fronts: { a: frontA, b: frontB }, patientSamples, feedback };
   } finally {
     relay.kill();
     await browser.close();
@@ -294,18 +305,18 @@ test("Chromium sends the core at least 0.8× what it sends another Chromium over
   const rows = [];
   for (const link of [LINK, WIDE_LINK]) {
     const core = link === LINK && coreOverLink ? coreOverLink : await callWithCore(link);
-    const chromium = await callWithChromium(link);
+    const chromium = await callWithChromium(link, { shots: link === LINK });
     // Every media packet went through the relay: the doctor's selected pair runs from the
     // relay's front standing for the doctor (a peer-reflexive address, as the peer saw it) to the
     // one standing for the patient.
     const last = chromium.samples.at(-1);
     assert.equal(`${last.local} → ${last.remote}`, `${chromium.fronts.a} → ${chromium.fronts.b}`, last.path);
     const name = `${link.rateKbps / 1000} Mbps/${link.delayMs} ms/${link.lossPercent} %/${link.queueMs} ms`;
-    rows.push({ link: name, peer: "core", ...figures(core.samples), delivered: meanAfterSettled(joinSeconds(core.patient), "fromPeerKbps") });
-    rows.push({ link: name, peer: "Chromium", ...figures(chromium.samples), delivered: meanAfterSettled(relaySeconds(chromium.relay), "fromDoctorKbps") });
+    rows.push({ link: name, peer: "core", ...figures(core.samples), feedback: core.feedback, delivered: meanAfterSettled(joinSeconds(core.patient), "fromPeerKbps") });
+    rows.push({ link: name, peer: "Chromium", ...figures(chromium.samples), feedback: chromium.feedback, delivered: meanAfterSettled(relaySeconds(chromium.relay), "fromDoctorKbps") });
   }
-  const header = ["link", "peer", "video kbps", "relay kbps", "size", "fps", "available kbps", "RTT ms", "limited by"];
-  const cells = rows.map((r) => [r.link, r.peer, r.videoKbps, r.delivered, r.size, r.fps, r.availableKbps, r.rttMs, r.limitation].map(String));
+  const header = ["link", "peer", "video kbps", "relay kbps", "size", "fps", "available kbps", "RTT ms", "limited by", "peer's feedback"];
+  const cells = rows.map((r) => [r.link, r.peer, r.videoKbps, r.delivered, r.size, r.fps, r.availableKbps, r.rttMs, r.limitation, r.feedback].map(String));
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
   const line = (c) => c.map((v, i) => v.padEnd(widths[i])).join("  ");
   console.log(`Chromium's outbound video (getStats, seconds ${SETTLED_S}–${SECONDS}; relay kbps: all its packets as the link delivered them)\n` +
