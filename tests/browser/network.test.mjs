@@ -8,7 +8,11 @@
 // - Chromium ↔ Chromium: `netem-relay` (tests/src/bin/netem-relay.rs) runs the relay alone; an
 //   init script in each page replaces every remote ICE candidate (trickled or inside an SDP) by
 //   the relay's front standing for the peer, so each page only ever sends to the relay.
-// Chromium gathers loopback candidates only with --allow-loopback-in-peer-connection.
+// Chromium gathers loopback candidates only with --allow-loopback-in-peer-connection; without it
+// the calls work here too (its candidates on 192.0.2.2 and fd00::2 reach the relay's 127.0.0.1),
+// but the flag keeps the path on loopback on any machine. mDNS hiding of host addresses does not
+// matter: the page's own candidates are never used by the peer, and with the camera permission
+// granted Chromium announces plain addresses anyway.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
