@@ -184,7 +184,8 @@ async function callWithCore(link, { shots = false } = {}) {
   let patient;
   try {
     const { doctor, patientLink } = await doctorStarts(browser, server);
-    patient = run(NETEM_JOIN, [patientLink, "--seconds", String(SECONDS), ...linkArgs(link)]);
+    // A little longer than the doctor samples, so that the patient is still there at the end.
+    patient = run(NETEM_JOIN, [patientLink, "--seconds", String(SECONDS + 2), ...linkArgs(link)]);
     await doctorJoins(doctor);
     await eventually("netem-join connected", async () => patient.lines.some((l) => l.startsWith("connected;")), 30000);
     const feedback = await doctor.evaluate(peerFeedback);
