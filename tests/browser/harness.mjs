@@ -12,6 +12,9 @@ const here = dirname(fileURLToPath(import.meta.url));
 export const ARTIFACTS = join(here, "artifacts");
 mkdirSync(ARTIFACTS, { recursive: true });
 export const BINARY = process.env.TELEVISIT_BIN || join(here, "../../target/debug/televisit");
+/** The link emulator's binaries (tests/src/bin), next to `televisit` unless given. */
+export const NETEM_JOIN = process.env.NETEM_JOIN_BIN || join(dirname(BINARY), "netem-join");
+export const NETEM_RELAY = process.env.NETEM_RELAY_BIN || join(dirname(BINARY), "netem-relay");
 const CLINIC_KEY = "browser-test-clinic-key";
 export const DOCTOR = { name: "Dr. Ada Osei", email: "ada@clinic.test", password: "correct horse battery" };
 export const PATIENT_NAME = "Zelda Quartermaine";
@@ -118,9 +121,9 @@ export async function setUpVisit(server) {
 /**
  * Debian's Chromium, headless. By default with a fake camera and microphone whose permission is
  * granted; `{ camera: false }` has no devices at all, `{ permission: false }` leaves the permission
- * prompt to be refused (as a user who clicks "Block").
+ * prompt to be refused (as a user who clicks "Block"); `args` are more command-line flags.
  */
-export async function launchBrowser({ camera = true, permission = true } = {}) {
+export async function launchBrowser({ camera = true, permission = true, args = [] } = {}) {
   return chromium.launch({
     executablePath: "/usr/bin/chromium",
     args: [
@@ -129,6 +132,7 @@ export async function launchBrowser({ camera = true, permission = true } = {}) {
       ...(camera ? ["--use-fake-device-for-media-stream"] : []),
       ...(permission ? ["--use-fake-ui-for-media-stream"] : []),
       "--auto-select-desktop-capture-source=Entire screen", "--autoplay-policy=no-user-gesture-required",
+      ...args,
     ],
   });
 }
@@ -146,4 +150,34 @@ export async function eventually(what, check, ms = 15000) {
     await new Promise((r) => setTimeout(r, 200));
   }
   throw new Error(`timed out waiting for ${what} (last: ${last})`);
+}
+
+/** Reads the test pattern's frame counter from the remote <video> through a canvas (see
+ * core/src/codec/pattern.rs: two rows of 32 blocks, 1/40 of the width each, the second row the
+ * complement of the first). */
+export function readCounterInPage() {
+  const video = document.getElementById("remote-video");
+  const [w, h] = [video.videoWidth, video.videoHeight];
+  if (!w || !h) return null;
+  const canvas = document.createElement("canvas");
+  canvas.width = w; canvas.height = h;
+  const context = canvas.getContext("2d", { willReadFrequently: true });
+  context.drawImage(video, 0, 0, w, h);
+  const block = Math.floor(w / 40);
+  const left = Math.floor((w - 32 * block) / 2);
+  const inset = Math.floor(block / 4), inner = block - 2 * inset;
+  const mean = (x, y) => {
+    const data = context.getImageData(x, y, inner, inner).data;
+    let sum = 0;
+    for (let i = 0; i < data.length; i += 4) sum += 0.299 * data[i] + 0.587 * data[i + 1] + 0.114 * data[i + 2];
+    return sum / (data.length / 4);
+  };
+  let counter = 0;
+  for (let bit = 0; bit < 32; bit++) {
+    const x = left + bit * block + inset;
+    const value = mean(x, block + inset), complement = mean(x, 3 * block + inset);
+    if (Math.abs(value - 128) < 40 || Math.abs(complement - 128) < 40 || (value > 128) === (complement > 128)) return null;
+    counter = counter * 2 + (value > 128 ? 1 : 0);
+  }
+  return counter;
 }

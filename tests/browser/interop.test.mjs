@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { startServer, setUpVisit, signInAndStartCall, launchBrowser, screenshot, eventually, BINARY, PATIENT_NAME } from "./harness.mjs";
+import { startServer, setUpVisit, signInAndStartCall, launchBrowser, screenshot, eventually, readCounterInPage, BINARY, PATIENT_NAME } from "./harness.mjs";
 
 const body = (page, key) => page.evaluate((k) => document.body.dataset[k], key);
 
@@ -34,36 +34,6 @@ function lastStats(out) {
   if (!match) return null;
   const [width, height] = match[3].split("x").map(Number);
   return { received: +match[1], decoded: +match[2], width, height, audioReceived: +match[4], audioDecoded: +match[5] };
-}
-
-/** Reads the test pattern's frame counter from the remote <video> through a canvas (see
- * core/src/codec/pattern.rs: two rows of 32 blocks, 1/40 of the width each, the second row the
- * complement of the first). */
-function readCounterInPage() {
-  const video = document.getElementById("remote-video");
-  const [w, h] = [video.videoWidth, video.videoHeight];
-  if (!w || !h) return null;
-  const canvas = document.createElement("canvas");
-  canvas.width = w; canvas.height = h;
-  const context = canvas.getContext("2d", { willReadFrequently: true });
-  context.drawImage(video, 0, 0, w, h);
-  const block = Math.floor(w / 40);
-  const left = Math.floor((w - 32 * block) / 2);
-  const inset = Math.floor(block / 4), inner = block - 2 * inset;
-  const mean = (x, y) => {
-    const data = context.getImageData(x, y, inner, inner).data;
-    let sum = 0;
-    for (let i = 0; i < data.length; i += 4) sum += 0.299 * data[i] + 0.587 * data[i + 1] + 0.114 * data[i + 2];
-    return sum / (data.length / 4);
-  };
-  let counter = 0;
-  for (let bit = 0; bit < 32; bit++) {
-    const x = left + bit * block + inset;
-    const value = mean(x, block + inset), complement = mean(x, 3 * block + inset);
-    if (Math.abs(value - 128) < 40 || Math.abs(complement - 128) < 40 || (value > 128) === (complement > 128)) return null;
-    counter = counter * 2 + (value > 128 ? 1 : 0);
-  }
-  return counter;
 }
 
 /** The loudest frequency of the remote stream's audio over half a second (Web Audio analyser). */
