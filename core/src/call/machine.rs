@@ -6,7 +6,8 @@
 //! - from the app: `Join`, `SetMicrophone`, `SetCamera`, `SetScreenShare`, `SendChat`, `Hangup`,
 //!   `NetworkChanged`, `SetVideoPreference`;
 //! - from the media connection, once a second: `Stats` (it scores the connection quality, tells the
-//!   peer, and moves the encoder along the bitrate ladder);
+//!   peer, and moves the encoder along the bitrate ladder); between samples, `EstimateCut` (the
+//!   ladder follows a cut of the estimate at once);
 //! - from the HTTP API: `JoinAccepted`, `JoinFailed`;
 //! - from the signaling transport: `SignalingOpened`, `SignalingLost`, `Frame`;
 //! - from the peer connection: `LocalOffer`, `LocalAnswer`, `LocalCandidate`, `PeerConnection`;
@@ -190,6 +191,14 @@ pub enum Input {
     SetExamination(bool),
     /// The media connection's measurements (once a second).
     Stats(Box<MediaStats>),
+    /// The congestion controller cut its estimate between two stats samples: the ladder follows
+    /// at once (the quality level waits for the next sample).
+    EstimateCut {
+        /// The new estimate, bits per second.
+        estimate_bps: u64,
+        /// What the peer acknowledged, bits per second, if it sends transport-wide feedback.
+        acknowledged_bps: Option<u64>,
+    },
     /// End the call (doctor) or leave it (patient).
     Hangup,
     /// The device's network changed (Wi-Fi to cellular, ...).
@@ -391,6 +400,9 @@ impl CallMachine {
                 }
             }
             Input::Stats(stats) => self.on_stats(&stats, now_ms, &mut out),
+            Input::EstimateCut { estimate_bps, acknowledged_bps } => {
+                self.follow_estimate(LadderInput { estimate_bps, acknowledged_bps }, now_ms, &mut out)
+            }
             Input::NetworkChanged => {
                 if matches!(
                     self.state,
@@ -501,17 +513,21 @@ impl CallMachine {
         }
         if let Some(estimate_bps) = stats.available_outgoing_bitrate_bps {
             let input = LadderInput { estimate_bps, acknowledged_bps: stats.acknowledged_bitrate_bps };
-            let (target, changed) = self.ladder.update(input, now_ms);
-            out.push(Output::Peer(PeerCommand::SetEncoderTarget(target)));
-            if changed {
-                out.push(Output::VideoRungChanged(Rung { fps: target.fps, ..target.rung }));
-            }
-            let moved =
-                self.told_bitrate_bps.is_none_or(|told| target.bitrate_bps.abs_diff(told) * 10 >= told);
-            if changed || moved {
-                self.told_bitrate_bps = Some(target.bitrate_bps);
-                out.push(Output::EncoderBitrate(target.bitrate_bps));
-            }
+            self.follow_estimate(input, now_ms, out);
+        }
+    }
+
+    /// Moves the encoder along the ladder: the rung and the bitrate within it.
+    fn follow_estimate(&mut self, input: LadderInput, now_ms: i64, out: &mut Vec<Output>) {
+        let (target, changed) = self.ladder.update(input, now_ms);
+        out.push(Output::Peer(PeerCommand::SetEncoderTarget(target)));
+        if changed {
+            out.push(Output::VideoRungChanged(Rung { fps: target.fps, ..target.rung }));
+        }
+        let moved = self.told_bitrate_bps.is_none_or(|told| target.bitrate_bps.abs_diff(told) * 10 >= told);
+        if changed || moved {
+            self.told_bitrate_bps = Some(target.bitrate_bps);
+            out.push(Output::EncoderBitrate(target.bitrate_bps));
         }
     }
 
@@ -887,6 +903,20 @@ mod tests {
             climbed.extend(rungs(&out));
         }
         assert_eq!(climbed, [("360p", 30), ("540p", 30)]);
+    }
+
+    #[test]
+    fn a_cut_between_samples_moves_the_encoder_at_once_without_scoring_the_quality() {
+        let mut m = connected(Role::Doctor);
+        m.handle(stats(1_000_000, 1_000_000, 0.0, 1_000), 1_000);
+        let out =
+            m.handle(Input::EstimateCut { estimate_bps: 200_000, acknowledged_bps: Some(300_000) }, 1_300);
+        assert!(
+            out.iter().any(|o| matches!(o, Output::VideoRungChanged(rung) if rung.name == "180p")),
+            "{out:?}"
+        );
+        assert!(out.contains(&Output::EncoderBitrate(136_000)));
+        assert!(!out.iter().any(|o| matches!(o, Output::QualityChanged(_) | Output::Send(_))));
     }
 
     #[test]

@@ -24,6 +24,14 @@ pub enum PeerEvent {
     State(PeerConnectionState),
     /// Stats asked for.
     Stats(MediaStats),
+    /// The bandwidth estimate was cut between two stats samples (bits per second, with what the
+    /// peer acknowledged): the encoder should follow now, not at the next sample.
+    EstimateCut {
+        /// The new estimate.
+        estimate_bps: u64,
+        /// What the peer acknowledged, if it sends transport-wide feedback.
+        acknowledged_bps: Option<u64>,
+    },
     /// A frame from the peer, depacketized.
     Frame(EncodedFrame),
     /// The video codec negotiated for sending (camera and screen): encode with it. Sent once the

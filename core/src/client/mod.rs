@@ -433,6 +433,9 @@ impl Driver {
                         self.on_stats(stats, &signaling_tx);
                         continue;
                     }
+                    PeerEvent::EstimateCut { estimate_bps, acknowledged_bps } => {
+                        Input::EstimateCut { estimate_bps, acknowledged_bps }
+                    }
                     PeerEvent::Frame(frame) => {
                         let _ = self.events.send(ClientEvent::RemoteFrame(frame));
                         continue;
