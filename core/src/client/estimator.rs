@@ -80,11 +80,48 @@ fn feedback(report: &PacketReport) -> Option<PacketFeedback> {
     })
 }
 
+/// Whether `TELEVISIT_BWE_TRACE` is set: every transport-cc feedback that moves the target is
+/// printed to stderr with what the controller saw (for tuning on the emulated link).
+fn tracing_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var_os("TELEVISIT_BWE_TRACE").is_some())
+}
+
+fn trace(now: Instant, before: u64, packets: &[PacketFeedback], controller: &CongestionController) {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let origin = *ORIGIN.get_or_init(|| now);
+    let target = controller.target_bps();
+    if target.abs_diff(before) * 50 < before {
+        return; // moved less than 2 %
+    }
+    let lost = packets.iter().filter(|p| p.arrival.is_none()).count();
+    eprintln!(
+        "bwe {:>7.3}s {:>5} -> {:>5} kbps  acked {:?}  delay-based {}  loss cap {:?}  capacity {:?}  \
+         {:?}/{:?}  queue {} ms  lost {lost}/{}  rtt {} ms",
+        now.saturating_duration_since(origin).as_secs_f64(),
+        before / 1000,
+        target / 1000,
+        controller.acknowledged_bps().map(|b| b / 1000),
+        controller.delay_based_bps() / 1000,
+        controller.loss_based_bps().map(|b| b / 1000),
+        controller.link_capacity_bps().map(|b| b / 1000),
+        controller.usage(),
+        controller.rate_state(),
+        controller.queue_delay().as_millis(),
+        packets.len(),
+        controller.rtt().as_millis(),
+    );
+}
+
 impl BandwidthEstimator for ControllerEstimator {
     fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
         let packets: Vec<PacketFeedback> = reports.iter().filter_map(feedback).collect();
         let mut controller = lock(&self.controller);
+        let before = controller.target_bps();
         controller.on_feedback(now, &packets);
+        if tracing_enabled() {
+            trace(now, before, &packets, &controller);
+        }
         publish(&controller, &self.state);
     }
 
