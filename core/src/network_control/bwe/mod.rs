@@ -90,6 +90,14 @@ const RR_GROWTH_PER_SECOND: f64 = 1.08;
 /// The window of the acknowledged rate a cut is based on: while a queue keeps the link busy,
 /// the receive rate over it is the link's rate.
 const RECENT_WINDOW: Duration = Duration::from_millis(150);
+/// A packet reported lost counts as lost only if no feedback reports it arrived within this: the
+/// webrtc-rs receiver (like libwebrtc's) reports a packet that arrived after a later one as
+/// missing, then again, as received, in its next feedback (every 100 ms). With 30 ms of jitter
+/// that made half the packets of some feedbacks "lost" and the loss-based cap walked the rate
+/// down to the minimum on a 5 %-loss link.
+const LOSS_GRACE: Duration = Duration::from_millis(250);
+/// Sequence numbers reported missing that are remembered for [`LOSS_GRACE`].
+const REPORTED_MISSING_KEPT: usize = 1_024;
 /// How often the controller wants [`CongestionController::on_timeout`].
 const TIMEOUT_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -156,6 +164,15 @@ pub struct CongestionController {
     /// When the round trip last came from a receiver report (more exact than feedback's).
     rr_rtt_at: Option<Instant>,
     in_order: InOrder,
+    /// The highest sequence whose fate has been counted for the loss rate (or is pending).
+    loss_counted_through: Option<u64>,
+    /// Packets reported missing and not yet reported arrived: sequence → (first reported, sent).
+    loss_pending: std::collections::BTreeMap<u64, (Instant, Instant)>,
+    /// Transport-wide sequence numbers (16 bits) a feedback reported missing, newest last.
+    reported_missing: std::collections::VecDeque<u16>,
+    /// Whether the adapter passes the feedback's own statuses (then only a packet reported
+    /// missing can count as lost; without them every packet said lost is).
+    feedback_statuses_seen: bool,
     /// Losses of packets sent before the last cut were already answered by it.
     last_cut: Option<Instant>,
     last_twcc: Option<Instant>,
@@ -187,6 +204,10 @@ impl CongestionController {
             rtt: Duration::from_millis(200),
             rr_rtt_at: None,
             in_order: InOrder::default(),
+            loss_counted_through: None,
+            loss_pending: std::collections::BTreeMap::new(),
+            reported_missing: std::collections::VecDeque::new(),
+            feedback_statuses_seen: false,
             last_cut: None,
             last_twcc: None,
             remb: None,
@@ -267,16 +288,11 @@ impl CongestionController {
         if self.last_twcc.is_some() && self.source(now) != FeedbackSource::TransportCc {
             self.recover_from_outage(now);
         }
-        let (mut lost, mut counted) = (0, 0);
+        let (lost, counted) = self.count_losses(now, packets);
         let mut newest_send = None;
         for packet in packets {
             if let Some(id) = packet.probe_cluster {
                 self.prober.on_packet(id, packet.send_time, packet.arrival, packet.size);
-            }
-            let answered = [self.ignore_loss_before, self.last_cut].into_iter().flatten().max();
-            if answered.is_none_or(|t| packet.send_time >= t) {
-                counted += 1;
-                lost += u32::from(packet.arrival.is_none());
             }
             if packet.arrival.is_some() {
                 newest_send = newest_send.max(Some(packet.send_time));
@@ -312,6 +328,26 @@ impl CongestionController {
         let unconstrained = self.unconstrained(now);
         self.loss.on_packets(now, lost, counted, self.target, unconstrained, self.rtt);
         self.recompute(now);
+    }
+
+    /// What one transport-cc feedback says, by transport-wide sequence number as on the wire
+    /// (16 bits): the packets it reports received and those it reports missing. webrtc-rs hands
+    /// [`on_feedback`](Self::on_feedback) each packet's fate once, and "lost" there also means
+    /// "never reported" (the feedback naming it was lost) or "reported missing, arrived after a
+    /// later packet" (jitter); the transport adapter reads the feedback itself so that only a
+    /// packet reported missing, and not reported arrived within [`LOSS_GRACE`], counts as lost.
+    pub fn on_feedback_statuses(&mut self, received: &[u16], missing: &[u16]) {
+        if !received.is_empty() && !self.loss_pending.is_empty() {
+            self.loss_pending.retain(|sequence, _| !received.contains(&(*sequence as u16)));
+        }
+        self.reported_missing.retain(|s| !received.contains(s));
+        for sequence in missing {
+            if self.reported_missing.len() == REPORTED_MISSING_KEPT {
+                self.reported_missing.pop_front();
+            }
+            self.reported_missing.push_back(*sequence);
+        }
+        self.feedback_statuses_seen = true;
     }
 
     /// A REMB from the peer: its estimate of what it can receive, bits per second.
@@ -382,6 +418,44 @@ impl CongestionController {
         self.prober.next(now)
     }
 
+    /// The packets whose fate is now known, for the loss rate: (lost, counted). Each sequence
+    /// counts once however often it is reported; a packet reported missing counts as lost only
+    /// after [`LOSS_GRACE`] without a report that it arrived. Losses of packets sent before the
+    /// last cut (or during an outage) are not counted: they were answered already.
+    fn count_losses(&mut self, now: Instant, packets: &[PacketFeedback]) -> (u32, u32) {
+        let answered = [self.ignore_loss_before, self.last_cut].into_iter().flatten().max();
+        let counts = |send_time: Instant| answered.is_none_or(|t| send_time >= t);
+        let (mut lost, mut counted) = (0, 0);
+        for packet in packets {
+            let new = self.loss_counted_through.is_none_or(|c| packet.sequence > c);
+            if packet.arrival.is_some() {
+                // Late, not lost; or reported for the first time.
+                let late = self.loss_pending.remove(&packet.sequence).is_some();
+                if (late || new) && counts(packet.send_time) {
+                    counted += 1;
+                }
+            } else if new {
+                self.loss_pending.insert(packet.sequence, (now, packet.send_time));
+            }
+            if new {
+                self.loss_counted_through = Some(packet.sequence);
+            }
+        }
+        while let Some((&sequence, &(reported, sent))) = self.loss_pending.first_key_value() {
+            if now.saturating_duration_since(reported) < LOSS_GRACE {
+                break;
+            }
+            self.loss_pending.remove(&sequence);
+            // A packet no feedback named (the one that did was lost) has no known fate.
+            let missing = !self.feedback_statuses_seen || self.reported_missing.contains(&(sequence as u16));
+            if missing && counts(sent) {
+                counted += 1;
+                lost += 1;
+            }
+        }
+        (lost, counted)
+    }
+
     /// Feeds packets in send order to the acknowledged rate and the delay detector (a hole left
     /// by a feedback still on its way would read as a rate drop).
     fn detect(&mut self, packets: &[PacketFeedback]) {
@@ -418,6 +492,7 @@ impl CongestionController {
         self.inter_arrival = InterArrival::default();
         self.trendline = Trendline::default();
         self.in_order.reset();
+        self.loss_pending.clear();
         self.aimd.restart_ramp(now);
     }
 
