@@ -96,6 +96,17 @@ const RECENT_WINDOW: Duration = Duration::from_millis(150);
 /// that made half the packets of some feedbacks "lost" and the loss-based cap walked the rate
 /// down to the minimum on a 5 %-loss link.
 const LOSS_GRACE: Duration = Duration::from_millis(250);
+/// A queue that every packet of a feedback waited in for at least this long is a standing queue:
+/// a cut, even if the trendline has not (yet) seen it grow. The trendline reacts to the slope,
+/// and a rate a few percent above the link grows the queue too slowly to cross its adaptive
+/// threshold before it is 100-150 ms long (seen on every capacity of the RFC 8867 bench, each
+/// sawtooth tooth a 100-150 ms queue). The lowest delay of a feedback's packets is used, so
+/// jitter (which delays some packets, not all) does not read as a queue.
+const STANDING_QUEUE: Duration = Duration::from_millis(50);
+/// Packets a feedback needs for its lowest queueing delay to say anything.
+const STANDING_QUEUE_PACKETS: usize = 3;
+/// After a cut (or an outage) the queue needs this long to drain before it counts again.
+const STANDING_QUEUE_HOLD: Duration = Duration::from_secs(1);
 /// Sequence numbers reported missing that are remembered for [`LOSS_GRACE`].
 const REPORTED_MISSING_KEPT: usize = 1_024;
 /// How often the controller wants [`CongestionController::on_timeout`].
@@ -299,13 +310,16 @@ impl CongestionController {
             }
         }
         let in_order = self.in_order.push(now, packets);
-        self.detect(&in_order);
+        let lowest_queue = self.detect(&in_order);
         if let Some(sent) = newest_send {
             self.on_feedback_rtt(now, now.saturating_duration_since(sent));
         }
 
         let acked = self.acknowledged.bps();
-        let usage = self.trendline.usage();
+        let usage = match self.trendline.usage() {
+            Usage::Normal if self.standing_queue(now, lowest_queue) => Usage::Overusing,
+            usage => usage,
+        };
         let restarts = self.aimd.ramp_restarts();
         if usage != Usage::Overusing || self.aimd.time_to_reduce_further(now, acked) {
             let recent = self.acknowledged.recent_bps(RECENT_WINDOW);
@@ -386,7 +400,7 @@ impl CongestionController {
     pub fn on_timeout(&mut self, now: Instant) {
         self.last_timeout = Some(now);
         let late = self.in_order.release(now);
-        self.detect(&late);
+        let _ = self.detect(&late);
         if let Some(heard) = self.last_heard {
             let silent = now.saturating_duration_since(heard);
             let since_cut = self.last_silence_cut.map_or(silent, |t| now.saturating_duration_since(t));
@@ -458,17 +472,33 @@ impl CongestionController {
 
     /// Feeds packets in send order to the acknowledged rate and the delay detector (a hole left
     /// by a feedback still on its way would read as a rate drop).
-    fn detect(&mut self, packets: &[PacketFeedback]) {
+    /// Returns the lowest queueing delay among them, when enough arrived.
+    fn detect(&mut self, packets: &[PacketFeedback]) -> Option<Duration> {
+        let (mut lowest, mut arrived) = (None::<Duration>, 0);
         for packet in packets {
             let Some(arrival) = packet.arrival else { continue };
             self.acknowledged.on_packet(arrival, packet.size);
             self.queue_delay.on_packet(packet.send_time, arrival);
+            let queue = self.queue_delay.current();
+            lowest = Some(lowest.map_or(queue, |l| l.min(queue)));
+            arrived += 1;
             let epoch = *self.send_epoch.get_or_insert(packet.send_time);
             let send = packet.send_time.saturating_duration_since(epoch);
             if let Some(delta) = self.inter_arrival.add(send, arrival) {
                 self.trendline.update(delta);
             }
         }
+        lowest.filter(|_| arrived >= STANDING_QUEUE_PACKETS)
+    }
+
+    /// Whether every packet of the last feedback waited [`STANDING_QUEUE`] or more, with no cut
+    /// or outage in the last [`STANDING_QUEUE_HOLD`] (the queue they leave takes time to drain).
+    fn standing_queue(&self, now: Instant, lowest: Option<Duration>) -> bool {
+        let recent =
+            |t: Option<Instant>| t.is_some_and(|t| now.saturating_duration_since(t) < STANDING_QUEUE_HOLD);
+        lowest.is_some_and(|q| q >= STANDING_QUEUE)
+            && !recent(self.last_cut)
+            && !recent(self.ignore_loss_before)
     }
 
     fn on_feedback_rtt(&mut self, now: Instant, sample: Duration) {

@@ -639,3 +639,64 @@ fn packets_no_feedback_named_have_no_known_fate_and_those_reported_missing_are_l
     assert!(loss.is_some_and(|l| (0.15..=0.25).contains(&l)), "{loss:?}");
     assert!(cap.is_some(), "20 % reported missing caps the rate");
 }
+
+#[test]
+fn a_queue_every_packet_waits_in_is_cut_even_before_the_trendline_sees_it() {
+    // Eight packets with no queue, then eight that all waited `queue_ms`: too few groups for the
+    // trendline (it needs 20) to say anything, so only the standing queue can cut.
+    let run = |queue_ms: f64| {
+        let t0 = Instant::now();
+        let mut cc = CongestionController::new(BweConfig::default());
+        for (batch, queue) in [(0u64, 0.0), (1, queue_ms)] {
+            let feedback: Vec<PacketFeedback> = (0..8u64)
+                .map(|k| {
+                    let sent = 300.0 * batch as f64 + 12.5 * k as f64;
+                    PacketFeedback {
+                        sequence: 8 * batch + k,
+                        send_time: t0 + Duration::from_secs_f64(sent / 1e3),
+                        arrival: Some(Duration::from_secs_f64((sent + 50.0 + queue) / 1e3)),
+                        size: 1_250,
+                        probe_cluster: None,
+                    }
+                })
+                .collect();
+            // 300 ms apart: the controller may cut again (once per round trip).
+            cc.on_feedback(t0 + Duration::from_millis(300 * batch + 200), &feedback);
+        }
+        assert_eq!(cc.usage(), Usage::Normal, "the trendline saw nothing");
+        cc.target_bps()
+    };
+    let initial = BweConfig::default().initial_bps;
+    assert!(run(55.0) < initial, "a 55 ms standing queue is cut");
+    assert!(run(45.0) >= initial, "45 ms is not (yet)");
+}
+
+#[test]
+fn jitter_alone_is_no_standing_queue() {
+    // ±30 ms on every packet, no queue: some packets of every feedback see little of it.
+    let t0 = Instant::now();
+    let mut cc = CongestionController::new(BweConfig::default());
+    let mut sequence = 0u64;
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for i in 0..100u64 {
+        let feedback: Vec<PacketFeedback> = (0..8)
+            .map(|k| {
+                sequence += 1;
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let jitter = (rng >> 11) as f64 / (1u64 << 53) as f64 * 60.0;
+                let sent = 100.0 * i as f64 + 12.5 * k as f64;
+                PacketFeedback {
+                    sequence,
+                    send_time: t0 + Duration::from_secs_f64(sent / 1e3),
+                    arrival: Some(Duration::from_secs_f64((sent + 20.0 + jitter) / 1e3)),
+                    size: 1_250,
+                    probe_cluster: None,
+                }
+            })
+            .collect();
+        let lowest = cc.detect(&feedback).expect("8 packets arrived");
+        assert!(lowest < STANDING_QUEUE, "feedback {i}: {lowest:?}");
+    }
+}
