@@ -464,6 +464,31 @@ mod tests {
     }
 
     #[test]
+    fn packets_are_numbered_by_their_unwrapped_transport_wide_sequence_number() {
+        let state = PacingState::new(0);
+        let mut estimator = ControllerEstimator::new(shared_controller(BweConfig::default()), state);
+        let t0 = Instant::now();
+        let report = |twcc: u16| PacketReport {
+            ssrc: OURS,
+            id: 1,
+            rtp_sequence_number: twcc,
+            is_twcc: true,
+            twcc_sequence_number: twcc,
+            size: 1_200,
+            arrived: true,
+            departure: t0,
+            arrival: Some(Duration::from_millis(40)),
+            ecn: Default::default(),
+        };
+        let sequences: Vec<u64> = [65_534, 65_535, 0, 1, 65_535, 2]
+            .into_iter()
+            .map(|twcc| estimator.feedback(&report(twcc)).unwrap().sequence)
+            .collect();
+        let base = 65_534 + (1 << 16);
+        assert_eq!(sequences, [base, base + 1, base + 2, base + 3, base + 1, base + 4]);
+    }
+
+    #[test]
     fn reports_about_other_streams_are_ignored() {
         let (mut reader, state) = reader();
         let block = ReceptionReport { ssrc: 99, fraction_lost: 255, ..Default::default() };
