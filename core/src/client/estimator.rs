@@ -27,6 +27,9 @@ use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEs
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::{
+    PacketStatusChunk, SymbolTypeTcc, TransportLayerCc,
+};
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 
@@ -53,14 +56,59 @@ fn publish(controller: &CongestionController, state: &PacingState) {
 pub struct ControllerEstimator {
     controller: SharedController,
     state: Arc<PacingState>,
+    /// The last transport-wide sequence number, unwrapped.
+    last_twcc: Option<u64>,
 }
 
 impl ControllerEstimator {
     /// An estimator feeding `controller` and publishing to `state`.
     pub fn new(controller: SharedController, state: Arc<PacingState>) -> ControllerEstimator {
         publish(&lock(&controller), &state);
-        ControllerEstimator { controller, state }
+        ControllerEstimator { controller, state, last_twcc: None }
     }
+
+    /// The report in the controller's terms, numbered by the transport-wide sequence number
+    /// (unwrapped) so that a later feedback naming the packet can be matched.
+    fn feedback(&mut self, report: &PacketReport) -> Option<PacketFeedback> {
+        let mut packet = feedback(report)?;
+        if report.is_twcc {
+            let sequence = match self.last_twcc {
+                None => u64::from(report.twcc_sequence_number) + (1 << 16),
+                Some(last) => {
+                    let delta = report.twcc_sequence_number.wrapping_sub(last as u16) as i16;
+                    last.saturating_add_signed(i64::from(delta))
+                }
+            };
+            self.last_twcc = Some(self.last_twcc.map_or(sequence, |last| last.max(sequence)));
+            packet.sequence = sequence;
+        }
+        Some(packet)
+    }
+}
+
+/// The transport-wide sequence numbers a transport-cc feedback reports (received, missing).
+fn statuses_in(feedback: &TransportLayerCc) -> (Vec<u16>, Vec<u16>) {
+    let mut statuses = Vec::new();
+    for chunk in &feedback.packet_chunks {
+        match chunk {
+            PacketStatusChunk::RunLengthChunk(run) => {
+                statuses.extend(std::iter::repeat_n(run.packet_status_symbol, run.run_length as usize))
+            }
+            PacketStatusChunk::StatusVectorChunk(vector) => {
+                statuses.extend(vector.symbol_list.iter().copied())
+            }
+        }
+    }
+    let (mut received, mut missing) = (Vec::new(), Vec::new());
+    for (i, status) in statuses.into_iter().take(feedback.packet_status_count as usize).enumerate() {
+        let sequence = feedback.base_sequence_number.wrapping_add(i as u16);
+        if status == SymbolTypeTcc::PacketNotReceived {
+            missing.push(sequence);
+        } else {
+            received.push(sequence);
+        }
+    }
+    (received, missing)
 }
 
 /// The report as the controller reads it; `None` for a packet said to have arrived without an
@@ -80,11 +128,48 @@ fn feedback(report: &PacketReport) -> Option<PacketFeedback> {
     })
 }
 
+/// Whether `TELEVISIT_BWE_TRACE` is set: every transport-cc feedback that moves the target is
+/// printed to stderr with what the controller saw (for tuning on the emulated link).
+fn tracing_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var_os("TELEVISIT_BWE_TRACE").is_some())
+}
+
+fn trace(now: Instant, before: u64, packets: &[PacketFeedback], controller: &CongestionController) {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let origin = *ORIGIN.get_or_init(|| now);
+    let target = controller.target_bps();
+    if target.abs_diff(before) * 50 < before {
+        return; // moved less than 2 %
+    }
+    let lost = packets.iter().filter(|p| p.arrival.is_none()).count();
+    eprintln!(
+        "bwe {:>7.3}s {:>5} -> {:>5} kbps  acked {:?}  delay-based {}  loss cap {:?}  capacity {:?}  \
+         {:?}/{:?}  queue {} ms  lost {lost}/{}  rtt {} ms",
+        now.saturating_duration_since(origin).as_secs_f64(),
+        before / 1000,
+        target / 1000,
+        controller.acknowledged_bps().map(|b| b / 1000),
+        controller.delay_based_bps() / 1000,
+        controller.loss_based_bps().map(|b| b / 1000),
+        controller.link_capacity_bps().map(|b| b / 1000),
+        controller.usage(),
+        controller.rate_state(),
+        controller.queue_delay().as_millis(),
+        packets.len(),
+        controller.rtt().as_millis(),
+    );
+}
+
 impl BandwidthEstimator for ControllerEstimator {
     fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
-        let packets: Vec<PacketFeedback> = reports.iter().filter_map(feedback).collect();
+        let packets: Vec<PacketFeedback> = reports.iter().filter_map(|r| self.feedback(r)).collect();
         let mut controller = lock(&self.controller);
+        let before = controller.target_bps();
         controller.on_feedback(now, &packets);
+        if tracing_enabled() {
+            trace(now, before, &packets, &controller);
+        }
         publish(&controller, &self.state);
     }
 
@@ -177,6 +262,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for ReportReader {
         if let Packet::Rtcp(packets) = &msg.message.packet {
             let mut remb = None;
             let mut blocks = Vec::new();
+            let (mut arrived, mut missing) = (Vec::new(), Vec::new());
             for packet in packets {
                 let any = packet.as_any();
                 if let Some(r) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
@@ -187,7 +273,17 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for ReportReader {
                     blocks.extend(self.read_blocks(msg.now, &rr.reports));
                 } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
                     blocks.extend(self.read_blocks(msg.now, &sr.reports));
+                } else if let Some(twcc) = any.downcast_ref::<TransportLayerCc>() {
+                    // The congestion-control slot (wire-ward) took each packet's fate once,
+                    // and calls a packet lost that no feedback named: the controller needs
+                    // what the feedback itself says.
+                    let (received, not_received) = statuses_in(twcc);
+                    arrived.extend(received);
+                    missing.extend(not_received);
                 }
+            }
+            if !arrived.is_empty() || !missing.is_empty() {
+                lock(&self.controller).on_feedback_statuses(&arrived, &missing);
             }
             if remb.is_some() || !blocks.is_empty() {
                 let mut controller = lock(&self.controller);
@@ -333,6 +429,63 @@ mod tests {
             None,
             "arrived at an unknown time: no evidence either way"
         );
+    }
+
+    #[test]
+    fn a_transport_cc_feedback_names_the_packets_it_reports_received_across_the_wrap() {
+        use rtc::rtcp::transport_feedbacks::transport_layer_cc::{
+            RunLengthChunk, StatusChunkTypeTcc, StatusVectorChunk, SymbolSizeTypeTcc,
+        };
+        let feedback = TransportLayerCc {
+            base_sequence_number: 65_534,
+            packet_status_count: 6,
+            packet_chunks: vec![
+                PacketStatusChunk::RunLengthChunk(RunLengthChunk {
+                    type_tcc: StatusChunkTypeTcc::RunLengthChunk,
+                    packet_status_symbol: SymbolTypeTcc::PacketReceivedSmallDelta,
+                    run_length: 2,
+                }),
+                PacketStatusChunk::StatusVectorChunk(StatusVectorChunk {
+                    type_tcc: StatusChunkTypeTcc::StatusVectorChunk,
+                    symbol_size: SymbolSizeTypeTcc::TwoBit,
+                    symbol_list: vec![
+                        SymbolTypeTcc::PacketNotReceived,
+                        SymbolTypeTcc::PacketReceivedLargeDelta,
+                        SymbolTypeTcc::PacketNotReceived,
+                        SymbolTypeTcc::PacketReceivedSmallDelta,
+                        // Padding past the status count.
+                        SymbolTypeTcc::PacketReceivedSmallDelta,
+                    ],
+                }),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(statuses_in(&feedback), (vec![65_534, 65_535, 1, 3], vec![0, 2]));
+    }
+
+    #[test]
+    fn packets_are_numbered_by_their_unwrapped_transport_wide_sequence_number() {
+        let state = PacingState::new(0);
+        let mut estimator = ControllerEstimator::new(shared_controller(BweConfig::default()), state);
+        let t0 = Instant::now();
+        let report = |twcc: u16| PacketReport {
+            ssrc: OURS,
+            id: 1,
+            rtp_sequence_number: twcc,
+            is_twcc: true,
+            twcc_sequence_number: twcc,
+            size: 1_200,
+            arrived: true,
+            departure: t0,
+            arrival: Some(Duration::from_millis(40)),
+            ecn: Default::default(),
+        };
+        let sequences: Vec<u64> = [65_534, 65_535, 0, 1, 65_535, 2]
+            .into_iter()
+            .map(|twcc| estimator.feedback(&report(twcc)).unwrap().sequence)
+            .collect();
+        let base = 65_534 + (1 << 16);
+        assert_eq!(sequences, [base, base + 1, base + 2, base + 3, base + 1, base + 4]);
     }
 
     #[test]

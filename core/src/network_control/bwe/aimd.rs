@@ -24,6 +24,12 @@ const FAST_RAMP_AFTER_RESET: Duration = Duration::from_secs(4);
 const HEADROOM_FACTOR: f64 = 1.5;
 /// See [`HEADROOM_FACTOR`].
 const HEADROOM_BPS: f64 = 10_000.0;
+/// The headroom limit never holds the rate below this: a sender with little to send (audio
+/// only, after the ladder gave up video) acknowledges little, and 1.5 × its audio would keep
+/// the rate below the lowest video rung for good (seen on the emulated links: after a collapse
+/// to audio only, the estimate sat at the minimum and video never came back). Rising this far on
+/// audio alone still needs the delay detector's consent.
+const MIN_LIMIT_BPS: f64 = 250_000.0;
 /// The additive increase is at least this share of the rate per second (libwebrtc's one packet
 /// per response time is ~1 %/s at 2.5 Mbps: far too slow to come back after a cut).
 const MIN_ADDITIVE_SHARE: f64 = 0.08;
@@ -211,7 +217,7 @@ impl Aimd {
                     (None, _) if self.in_fast_ramp(now) => multiplicative(FAST_RAMP_PER_SECOND, self.bitrate),
                     (None, _) => multiplicative(SLOW_RAMP_PER_SECOND, self.bitrate),
                 };
-                let limit = HEADROOM_FACTOR * acked + HEADROOM_BPS;
+                let limit = (HEADROOM_FACTOR * acked + HEADROOM_BPS).max(MIN_LIMIT_BPS);
                 // Never raise above the limit, but an existing rate above it is not cut for it.
                 if increased > self.bitrate {
                     self.bitrate = increased.min(limit.max(self.bitrate));
@@ -220,8 +226,14 @@ impl Aimd {
             }
             RateState::Decrease => {
                 if let Some(a) = acked {
-                    // The link's rate is what arrived lately; the half-second mean still
-                    // remembers the time before the queue.
+                    // What the link carried while the queue kept it busy: the capacity sample.
+                    // Not the half-second mean, which is what we *sent* when the overuse comes
+                    // from a burst (a keyframe): measured that low, every later second with
+                    // a little more acknowledged read as "the path got faster" and restarted
+                    // the fast ramp into the next queue (seen on the emulated 800 kbps link).
+                    let link = recent.unwrap_or(a);
+                    // The cut starts from the lower of the two: the half-second mean still
+                    // remembers the time before a drop, the recent rate a burst's peak.
                     let a = recent.map_or(a, |r| r.min(a));
                     // A long queue needs a deeper cut to drain in time.
                     let drain = (1.0 - queue.as_secs_f64() / DRAIN_TIME).max(DEEPEST_CUT);
@@ -234,12 +246,12 @@ impl Aimd {
                     if decreased < self.bitrate {
                         self.bitrate = decreased;
                     }
-                    if self.capacity.lower_bps().is_some_and(|lower| a < lower) {
+                    if self.capacity.lower_bps().is_some_and(|lower| link < lower) {
                         // Far below the capacity measured so far: the link got slower, measure
                         // it afresh.
                         self.capacity = LinkCapacity::default();
                     }
-                    self.capacity.on_overuse(a);
+                    self.capacity.on_overuse(link);
                 } else {
                     self.bitrate *= BETA;
                 }
@@ -259,5 +271,59 @@ impl Aimd {
         let packet_bits = frame_bytes / packets * 8.0;
         let response = (self.rtt + Duration::from_millis(100)).as_secs_f64();
         (packet_bits / response).max(4_000.0).max(MIN_ADDITIVE_SHARE * self.bitrate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn an_overuse_measures_the_link_at_the_rate_its_queue_drained_not_at_what_was_sent() {
+        // A keyframe burst on an 800 kbps link: the half-second mean says 650 kbps (what the
+        // encoder sent), the last 150 ms the link's 800 kbps while the burst drained.
+        let t0 = Instant::now();
+        let mut aimd = Aimd::new(700_000.0);
+        let cut = aimd.update(t0, Usage::Overusing, Some(650_000.0), Some(800_000.0), 20 * MS);
+        assert_eq!(cut, 0.85 * 650_000.0, "the cut still starts from the lower rate");
+        assert_eq!(aimd.link_capacity_bps(), Some(800_000.0));
+        // The next seconds acknowledge a little more than was sent before the burst: no news
+        // about the path, so no restart of the fast ramp (with 650 kbps as the capacity, 760
+        // was above its upper bound and restarted it).
+        let restarts = aimd.ramp_restarts();
+        let mut t = t0;
+        for _ in 0..20 {
+            t += 100 * MS;
+            aimd.update(t, Usage::Normal, Some(760_000.0), Some(760_000.0), 5 * MS);
+        }
+        assert_eq!(aimd.ramp_restarts(), restarts);
+        assert!(!aimd.in_fast_ramp(t));
+    }
+
+    #[test]
+    fn a_sender_of_audio_alone_may_still_rise_to_what_the_lowest_video_rung_needs() {
+        let t0 = Instant::now();
+        let mut aimd = Aimd::new(100_000.0);
+        let mut t = t0;
+        for _ in 0..100 {
+            t += 100 * MS;
+            aimd.update(t, Usage::Normal, Some(45_000.0), Some(45_000.0), Duration::ZERO);
+        }
+        // 1.5 × 45 kbps + 10 kbps would be 77 kbps: below the 180p rung's 80 kbps + audio.
+        assert_eq!(aimd.bitrate(), MIN_LIMIT_BPS);
+    }
+
+    #[test]
+    fn an_overuse_far_below_the_measured_capacity_measures_it_afresh() {
+        let t0 = Instant::now();
+        let mut aimd = Aimd::new(2_500_000.0);
+        aimd.update(t0, Usage::Overusing, Some(2_500_000.0), Some(2_500_000.0), 20 * MS);
+        // The link dropped to 600 kbps: the recent rate is the new link, the mean remembers the old.
+        let t1 = t0 + Duration::from_secs(1);
+        let cut = aimd.update(t1, Usage::Overusing, Some(1_800_000.0), Some(600_000.0), 300 * MS);
+        assert_eq!(aimd.link_capacity_bps(), Some(600_000.0));
+        assert!(cut <= 0.5 * 600_000.0 + 1.0, "a 300 ms queue: the deepest cut, {cut}");
     }
 }

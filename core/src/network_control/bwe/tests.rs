@@ -525,3 +525,178 @@ fn total_silence_lowers_the_target_to_the_initial_rate_and_no_further() {
     assert_eq!(cc.target_bps(), BweConfig::default().initial_bps, "decayed to the start, not below");
     assert!(cc.poll_timeout().is_some_and(|t| t > t0 + Duration::from_millis(19_900)));
 }
+
+#[test]
+fn a_packet_reported_missing_then_arrived_is_late_not_lost_and_re_reports_count_once() {
+    // The webrtc-rs receiver on a jittery link: each feedback (10 packets, every 100 ms) reports
+    // its last two packets missing; they arrive after the next ones and the next feedback reports
+    // them, with everything after them again.
+    let t0 = Instant::now();
+    let mut cc = CongestionController::new(BweConfig::default());
+    let packet = |sequence: u64, arrived: bool| PacketFeedback {
+        sequence,
+        send_time: t0 + Duration::from_millis(10 * sequence),
+        arrival: arrived.then(|| Duration::from_millis(60 + 10 * sequence)),
+        size: 1_000,
+        probe_cluster: None,
+    };
+    for i in 0..30u64 {
+        let now = t0 + Duration::from_millis(100 * i + 150);
+        let mut feedback: Vec<PacketFeedback> = Vec::new();
+        if i > 0 {
+            feedback.extend((10 * i - 2..10 * i).map(|s| packet(s, true)));
+        }
+        feedback.extend((10 * i..10 * i + 8).map(|s| packet(s, true)));
+        feedback.extend((10 * i + 8..10 * i + 10).map(|s| packet(s, false)));
+        cc.on_feedback(now, &feedback);
+    }
+    assert_eq!(cc.loss_fraction(), Some(0.0));
+    assert_eq!(cc.loss_based_bps(), None, "20 % reported missing was only late");
+}
+
+#[test]
+fn a_packet_reported_missing_and_never_arrived_is_lost() {
+    let t0 = Instant::now();
+    let mut cc = CongestionController::new(BweConfig::default());
+    for i in 0..30u64 {
+        let now = t0 + Duration::from_millis(100 * i + 150);
+        let feedback: Vec<PacketFeedback> = (10 * i..10 * i + 10)
+            .map(|sequence| PacketFeedback {
+                sequence,
+                send_time: t0 + Duration::from_millis(10 * sequence),
+                arrival: (sequence % 10 < 7).then(|| Duration::from_millis(60 + 10 * sequence)),
+                size: 1_000,
+                probe_cluster: None,
+            })
+            .collect();
+        cc.on_feedback(now, &feedback);
+    }
+    assert!(cc.loss_fraction().is_some_and(|l| l > 0.2), "{:?}", cc.loss_fraction());
+    assert!(cc.loss_based_bps().is_some(), "30 % lost caps the rate");
+}
+
+#[test]
+fn a_packet_a_later_feedback_names_as_arrived_is_late_not_lost() {
+    // As webrtc-rs delivers it: each packet's fate once (two of ten "lost" in every feedback),
+    // and the next feedback's own list, read by the adapter, names them arrived.
+    let t0 = Instant::now();
+    let mut cc = CongestionController::new(BweConfig::default());
+    for i in 0..30u64 {
+        let now = t0 + Duration::from_millis(100 * i + 150);
+        if i > 0 {
+            let late: Vec<u16> = (10 * i - 2..10 * i).map(|s| s as u16).collect();
+            cc.on_feedback_statuses(&late, &[]);
+        }
+        let feedback: Vec<PacketFeedback> = (10 * i..10 * i + 10)
+            .map(|sequence| PacketFeedback {
+                sequence,
+                send_time: t0 + Duration::from_millis(10 * sequence),
+                arrival: (sequence % 10 < 8).then(|| Duration::from_millis(60 + 10 * sequence)),
+                size: 1_000,
+                probe_cluster: None,
+            })
+            .collect();
+        cc.on_feedback(now, &feedback);
+    }
+    assert_eq!(cc.loss_fraction(), Some(0.0));
+    assert_eq!(cc.loss_based_bps(), None);
+}
+
+#[test]
+fn packets_no_feedback_named_have_no_known_fate_and_those_reported_missing_are_lost() {
+    // Every third feedback is lost on the way: webrtc-rs then says its 10 packets were lost. Of
+    // the rest, one packet in ten is reported missing for good (10 %: not enough to cut, 13 % is).
+    let t0 = Instant::now();
+    let run = |missing_per_ten: u64| {
+        let mut cc = CongestionController::new(BweConfig::default());
+        for i in 0..60u64 {
+            let now = t0 + Duration::from_millis(100 * i + 150);
+            let lost_feedback = i % 3 == 1;
+            let feedback: Vec<PacketFeedback> = (10 * i..10 * i + 10)
+                .map(|sequence| PacketFeedback {
+                    sequence,
+                    send_time: t0 + Duration::from_millis(10 * sequence),
+                    arrival: (!lost_feedback && sequence % 10 >= missing_per_ten)
+                        .then(|| Duration::from_millis(60 + 10 * sequence)),
+                    size: 1_000,
+                    probe_cluster: None,
+                })
+                .collect();
+            if !lost_feedback {
+                let (received, missing): (Vec<u16>, Vec<u16>) = (
+                    feedback.iter().filter(|p| p.arrival.is_some()).map(|p| p.sequence as u16).collect(),
+                    feedback.iter().filter(|p| p.arrival.is_none()).map(|p| p.sequence as u16).collect(),
+                );
+                cc.on_feedback_statuses(&received, &missing);
+            }
+            cc.on_feedback(now, &feedback);
+        }
+        (cc.loss_fraction(), cc.loss_based_bps())
+    };
+    let (loss, cap) = run(0);
+    assert_eq!((loss, cap), (Some(0.0), None), "a lost feedback is not lost media");
+    let (loss, cap) = run(2);
+    assert!(loss.is_some_and(|l| (0.15..=0.25).contains(&l)), "{loss:?}");
+    assert!(cap.is_some(), "20 % reported missing caps the rate");
+}
+
+#[test]
+fn a_queue_every_packet_waits_in_is_cut_even_before_the_trendline_sees_it() {
+    // Eight packets with no queue, then eight that all waited `queue_ms`: too few groups for the
+    // trendline (it needs 20) to say anything, so only the standing queue can cut.
+    let run = |queue_ms: f64| {
+        let t0 = Instant::now();
+        let mut cc = CongestionController::new(BweConfig::default());
+        for (batch, queue) in [(0u64, 0.0), (1, queue_ms)] {
+            let feedback: Vec<PacketFeedback> = (0..8u64)
+                .map(|k| {
+                    let sent = 300.0 * batch as f64 + 12.5 * k as f64;
+                    PacketFeedback {
+                        sequence: 8 * batch + k,
+                        send_time: t0 + Duration::from_secs_f64(sent / 1e3),
+                        arrival: Some(Duration::from_secs_f64((sent + 50.0 + queue) / 1e3)),
+                        size: 1_250,
+                        probe_cluster: None,
+                    }
+                })
+                .collect();
+            // 300 ms apart: the controller may cut again (once per round trip).
+            cc.on_feedback(t0 + Duration::from_millis(300 * batch + 200), &feedback);
+        }
+        assert_eq!(cc.usage(), Usage::Normal, "the trendline saw nothing");
+        cc.target_bps()
+    };
+    let initial = BweConfig::default().initial_bps;
+    assert!(run(55.0) < initial, "a 55 ms standing queue is cut");
+    assert!(run(45.0) >= initial, "45 ms is not (yet)");
+}
+
+#[test]
+fn jitter_alone_is_no_standing_queue() {
+    // ±30 ms on every packet, no queue: some packets of every feedback see little of it.
+    let t0 = Instant::now();
+    let mut cc = CongestionController::new(BweConfig::default());
+    let mut sequence = 0u64;
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for i in 0..100u64 {
+        let feedback: Vec<PacketFeedback> = (0..8)
+            .map(|k| {
+                sequence += 1;
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let jitter = (rng >> 11) as f64 / (1u64 << 53) as f64 * 60.0;
+                let sent = 100.0 * i as f64 + 12.5 * k as f64;
+                PacketFeedback {
+                    sequence,
+                    send_time: t0 + Duration::from_secs_f64(sent / 1e3),
+                    arrival: Some(Duration::from_secs_f64((sent + 20.0 + jitter) / 1e3)),
+                    size: 1_250,
+                    probe_cluster: None,
+                }
+            })
+            .collect();
+        let lowest = cc.detect(&feedback).expect("8 packets arrived");
+        assert!(lowest < STANDING_QUEUE, "feedback {i}: {lowest:?}");
+    }
+}
