@@ -740,18 +740,11 @@ async fn run_session(
     }
     let mut sampler = StatsSampler::new(Instant::now());
     let mut frames_sent = 0u64;
-    // The estimate the last stats sample carried, and when: see `estimate_fell`.
-    let (mut sampled_estimate, mut sampled_at) = (pacing.target_bps(), Instant::now());
-    let mut early_sample = None;
+    // The estimate the ladder last heard (from a stats sample or a cut), and when: see
+    // `estimate_fell`.
+    let (mut told_estimate, mut told_at) = (pacing.target_bps(), Instant::now());
 
-    loop {
-        let command = match early_sample.take() {
-            Some(command) => command,
-            None => match commands.recv().await {
-                Some(command) => command,
-                None => break,
-            },
-        };
+    while let Some(command) = commands.recv().await {
         let result: Result<(), String> = async {
             match command {
                 PeerCommand::CreateOffer { ice_restart } => {
@@ -849,10 +842,14 @@ async fn run_session(
                             match sent {
                                 Sent::Written if frame.kind == FrameKind::Video => {
                                     frames_sent += 1;
-                                    if estimate_fell(sampled_estimate, pacing.target_bps())
-                                        && sampled_at.elapsed() >= EARLY_SAMPLE_GAP
+                                    let estimate_bps = pacing.target_bps();
+                                    if estimate_fell(told_estimate, estimate_bps)
+                                        && told_at.elapsed() >= EARLY_CUT_GAP
                                     {
-                                        early_sample = Some(PeerCommand::ReportStats);
+                                        (told_estimate, told_at) = (estimate_bps, Instant::now());
+                                        let acknowledged_bps = pacing.acknowledged_bps();
+                                        let _ = events
+                                            .send(PeerEvent::EstimateCut { estimate_bps, acknowledged_bps });
                                     }
                                 }
                                 Sent::DroppedAskKeyframe => {
@@ -881,7 +878,7 @@ async fn run_session(
                         },
                         loss_recovery: loss.snapshot(&pacing),
                     };
-                    (sampled_estimate, sampled_at) = (own.estimate_bps, now);
+                    (told_estimate, told_at) = (own.estimate_bps, now);
                     let reading = StackReading::from_report(&report);
                     if let Some(rtt_ms) = reading.rtt_ms {
                         loss.set_rtt(Duration::from_secs_f64(rtt_ms / 1000.0));
@@ -911,14 +908,15 @@ async fn run_session(
 /// Stats samples (which move the encoder along the ladder) come once a second; a cut of the
 /// estimate between two of them left the encoder at the old rate for up to a second, above the
 /// link, and every sawtooth tooth of the RFC 8867 bench was a 100-150 ms queue. A cut of more
-/// than this share since the last sample takes a sample at the next video frame.
-const EARLY_SAMPLE_DROP: f64 = 0.10;
-/// Samples taken early are at least this far apart.
-const EARLY_SAMPLE_GAP: Duration = Duration::from_millis(200);
+/// than this share since the ladder last heard the estimate is told at the next video frame
+/// ([`PeerEvent::EstimateCut`]).
+const EARLY_CUT_DROP: f64 = 0.10;
+/// Cuts told between samples are at least this far apart.
+const EARLY_CUT_GAP: Duration = Duration::from_millis(200);
 
-/// Whether the estimate fell by more than [`EARLY_SAMPLE_DROP`] since the last stats sample.
-fn estimate_fell(sampled_bps: u64, now_bps: u64) -> bool {
-    (now_bps as f64) < (1.0 - EARLY_SAMPLE_DROP) * sampled_bps as f64
+/// Whether the estimate fell by more than [`EARLY_CUT_DROP`] since the ladder last heard it.
+fn estimate_fell(told_bps: u64, now_bps: u64) -> bool {
+    (now_bps as f64) < (1.0 - EARLY_CUT_DROP) * told_bps as f64
 }
 
 #[cfg(test)]
@@ -926,7 +924,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_cut_of_the_estimate_by_more_than_a_tenth_takes_a_stats_sample_early() {
+    fn a_cut_of_the_estimate_by_more_than_a_tenth_is_told_before_the_next_sample() {
         assert!(estimate_fell(1_000_000, 850_000), "a 15 % cut");
         assert!(!estimate_fell(1_000_000, 950_000), "5 % is the sawtooth's noise");
         assert!(!estimate_fell(1_000_000, 1_500_000), "a rise waits for the next sample");
