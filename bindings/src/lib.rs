@@ -736,8 +736,11 @@ impl Call {
             settings.video_codecs = codecs.iter().map(|&c| c.into()).collect();
         }
         let media = Arc::new(WebRtcMedia::new(settings));
-        let options =
-            core_client::CallOptions { max_video: options.max_video, start_video: options.start_video };
+        let options = core_client::CallOptions {
+            max_video: options.max_video,
+            start_video: options.start_video,
+            ..core_client::CallOptions::default()
+        };
         let client = CallClient::new(&link, Arc::new(ListenerBridge(listener)), media, options)?;
         let appointment_id = client.appointment_id().to_owned();
         Ok(Arc::new(Call { client: RwLock::new(Some(Arc::new(client))), appointment_id }))
