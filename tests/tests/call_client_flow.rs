@@ -15,12 +15,10 @@ use televisit_tests::{CuttableProxy, Recorder, SimulatedMedia, TestServer};
 const WAIT: Duration = Duration::from_secs(10);
 
 fn new_client(link: &str, media: &Arc<SimulatedMedia>) -> (CallClient, Arc<Recorder>) {
-    let recorder = Arc::new(Recorder::default());
-    let client =
-        CallClient::new(link, recorder.clone(), media.clone(), CallOptions::default()).expect("valid link");
-    (client, recorder)
+    over(SignalingTransport::Auto, link, media)
 }
 
+/// A client whose signaling follows `transport`.
 fn state(recorder: &Recorder, wanted: CallState) {
     recorder.wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::StateChanged(wanted)));
 }

@@ -80,6 +80,24 @@ fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until each side decoded 30 pictures with the other's counter, and 50 audio frames.
+async fn decoded_both_ways(at_patient: &Arc<Mutex<Received>>, at_doctor: &Arc<Mutex<Received>>) {
+    let (at_patient, at_doctor) = (at_patient.clone(), at_doctor.clone());
+    tokio::task::spawn_blocking(move || {
+        wait_until("30 decoded pictures with a counter each way", || {
+            at_patient.lock().unwrap().counters_from(1).len() >= 30
+                && at_doctor.lock().unwrap().counters_from(2).len() >= 30
+        });
+        wait_until("50 decoded audio frames each way", || {
+            at_patient.lock().unwrap().update();
+            at_doctor.lock().unwrap().update();
+            at_patient.lock().unwrap().audio_decoded >= 50 && at_doctor.lock().unwrap().audio_decoded >= 50
+        });
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn video_and_audio_flow_both_ways_over_a_real_peer_connection() {
     let server = TestServer::start(|_| {}).await;
@@ -97,23 +115,7 @@ async fn video_and_audio_flow_both_ways_over_a_real_peer_connection() {
     let stop = Arc::new(AtomicBool::new(false));
     let senders = [start_sending(doctor.clone(), stop.clone()), start_sending(patient.clone(), stop.clone())];
     let (at_patient, at_doctor) = (Received::new(&patient_events), Received::new(&doctor_events));
-    tokio::task::spawn_blocking({
-        let (at_patient, at_doctor) = (at_patient.clone(), at_doctor.clone());
-        move || {
-            wait_until("30 decoded pictures with a counter each way", || {
-                at_patient.lock().unwrap().counters_from(1).len() >= 30
-                    && at_doctor.lock().unwrap().counters_from(2).len() >= 30
-            });
-            wait_until("50 decoded audio frames each way", || {
-                at_patient.lock().unwrap().update();
-                at_doctor.lock().unwrap().update();
-                at_patient.lock().unwrap().audio_decoded >= 50
-                    && at_doctor.lock().unwrap().audio_decoded >= 50
-            });
-        }
-    })
-    .await
-    .unwrap();
+    decoded_both_ways(&at_patient, &at_doctor).await;
     {
         let mut at_patient = at_patient.lock().unwrap();
         let numbers = at_patient.counters_from(1);
@@ -235,20 +237,7 @@ async fn a_whole_visit_over_the_http_signaling_fallback_behind_a_proxy_that_stri
     let stop = Arc::new(AtomicBool::new(false));
     let senders = [start_sending(doctor.clone(), stop.clone()), start_sending(patient.clone(), stop.clone())];
     let (at_patient, at_doctor) = (Received::new(&patient_events), Received::new(&doctor_events));
-    tokio::task::spawn_blocking({
-        let (at_patient, at_doctor) = (at_patient.clone(), at_doctor.clone());
-        move || {
-            wait_until("30 decoded pictures and 50 audio frames each way", || {
-                let (mut at_patient, mut at_doctor) = (at_patient.lock().unwrap(), at_doctor.lock().unwrap());
-                at_patient.counters_from(1).len() >= 30
-                    && at_doctor.counters_from(2).len() >= 30
-                    && at_patient.audio_decoded >= 50
-                    && at_doctor.audio_decoded >= 50
-            });
-        }
-    })
-    .await
-    .unwrap();
+    decoded_both_ways(&at_patient, &at_doctor).await;
 
     patient.send_chat("Can you hear me?").unwrap();
     doctor.send_chat("Loud and clear").unwrap();
