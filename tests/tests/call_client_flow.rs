@@ -325,3 +325,27 @@ async fn a_replaced_link_is_refused_over_http_with_the_same_typed_error_as_over_
     let refused = ClientEvent::Call(CallEvent::Ended(EndReason::Failed(CallError::LinkReplaced)));
     assert_eq!(errors, [refused.clone(), refused], "HTTP, then the WebSocket");
 }
+
+/// A proxy that closes upgrade connections without an answer: after three WebSocket attempts in a
+/// row that never opened, signaling goes over HTTP.
+#[tokio::test(flavor = "multi_thread")]
+async fn websockets_that_never_open_move_signaling_to_http_after_three_tries() {
+    let server = TestServer::start(|_| {}).await;
+    let visit = server.started_visit().await;
+    let proxy = CuttableProxy::dropping_upgrades(server.server.addr).await;
+    let media = SimulatedMedia::new();
+    let (patient, patient_events) = new_client(&proxy.link(&visit.patient_link, server.server.addr), &media);
+    patient.join();
+    state(&patient_events, CallState::WaitingRoom);
+    assert_eq!(proxy.refused_upgrades(), 3);
+    let (doctor, doctor_events) = new_client(&visit.doctor_link, &media);
+    doctor.join();
+    state(&patient_events, CallState::Connected);
+    patient.send_chat("Through the proxy").unwrap();
+    doctor_events.wait_for(
+        WAIT,
+        |e| matches!(e, ClientEvent::Call(CallEvent::ChatReceived(m)) if m.text == "Through the proxy"),
+    );
+    doctor.close();
+    patient.close();
+}
