@@ -228,10 +228,12 @@ async fn a_whole_visit_over_the_http_signaling_fallback_behind_a_proxy_that_stri
         .wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::WaitingRoom)));
     patient_events.wait_for(WAIT, |e| matches!(e, ClientEvent::Call(CallEvent::Waiting { .. })));
     assert_eq!(proxy.refused_upgrades(), 1, "the patient tried the WebSocket first");
+    let joined_at = Instant::now();
     let (doctor, doctor_events) = join_loopback(&through_proxy(&visit.doctor_link));
     for events in [&doctor_events, &patient_events] {
         events.wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::Connected)));
     }
+    println!("doctor join to both connected over the HTTP fallback: {:?}", joined_at.elapsed());
     assert_eq!(proxy.refused_upgrades(), 2, "so did the doctor; nothing went around the proxy");
 
     let stop = Arc::new(AtomicBool::new(false));
