@@ -430,6 +430,7 @@ impl CallMachine {
                 self.follow_estimate(LadderInput { estimate_bps, acknowledged_bps }, now_ms, &mut out)
             }
             Input::NetworkChanged => {
+                self.transport.network_changed();
                 if matches!(
                     self.state,
                     CallState::Connected | CallState::Reconnecting | CallState::Connecting
@@ -1075,6 +1076,21 @@ mod tests {
         }
         m.handle(Input::SignalingFailed(OpenFailure::Unreachable), now);
         assert_eq!(opens(&m.handle(Input::Tick, now)), [(Transport::Http, SIGNAL)]);
+    }
+
+    #[test]
+    fn after_a_network_change_signaling_tries_the_websocket_again() {
+        let mut m = CallMachine::new();
+        m.handle(Input::Join, 0);
+        m.handle(Input::JoinAccepted(Box::new(join_response(Role::Patient))), 0);
+        m.handle(Input::SignalingFailed(OpenFailure::Refused { http_status: 400 }), 0);
+        assert_eq!(opens(&m.handle(Input::Tick, 0)), [(Transport::Http, SIGNAL)]);
+        m.handle(Input::SignalingOpened, 0);
+        m.handle(Input::Frame(joined(false, 0)), 0);
+        m.handle(Input::NetworkChanged, 1000);
+        m.handle(Input::SignalingLost, 1000);
+        let now = m.next_timeout().unwrap();
+        assert_eq!(opens(&m.handle(Input::Tick, now)), [(Transport::WebSocket, WS)]);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! of the call when the upgrade is answered with an HTTP status (a proxy or firewall refusing it),
 //! or when the WebSocket failed to open [`UNREACHABLE_BEFORE_FALLBACK`] times in a row and never
 //! opened in this call (a proxy that swallows upgrades). Once a WebSocket opened, later failures
-//! to reach the server are a network outage, not a proxy, and keep the WebSocket.
+//! to reach the server are a network outage, not a proxy, and keep the WebSocket. A new network
+//! (Wi-Fi to cellular) may have no such proxy: the next connection tries the WebSocket again.
 
 /// The app's setting: which transport signaling may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -81,6 +82,11 @@ impl TransportPolicy {
         }
     }
 
+    /// The device's network changed: start over as at the beginning of the call.
+    pub fn network_changed(&mut self) {
+        *self = TransportPolicy::new(self.setting);
+    }
+
     /// The current transport could not be opened; returns true when this moved signaling to HTTP.
     pub fn open_failed(&mut self, failure: OpenFailure) -> bool {
         if self.setting != SignalingTransport::Auto || self.current == Transport::Http {
@@ -139,6 +145,22 @@ mod tests {
         // A refusal with a status is still a proxy (a network change to one that strips upgrades).
         assert!(policy.open_failed(REFUSED));
         assert_eq!(policy.current(), Transport::Http);
+    }
+
+    #[test]
+    fn a_new_network_tries_the_websocket_again() {
+        let mut policy = TransportPolicy::new(SignalingTransport::Auto);
+        policy.opened();
+        policy.open_failed(REFUSED);
+        policy.network_changed();
+        assert_eq!(policy.current(), Transport::WebSocket);
+        // And counts from zero again, as if the WebSocket had never opened.
+        policy.open_failed(OpenFailure::Unreachable);
+        policy.open_failed(OpenFailure::Unreachable);
+        assert!(policy.open_failed(OpenFailure::Unreachable));
+        let mut http = TransportPolicy::new(SignalingTransport::HttpOnly);
+        http.network_changed();
+        assert_eq!(http.current(), Transport::Http);
     }
 
     #[test]
