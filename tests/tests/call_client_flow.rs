@@ -230,6 +230,11 @@ fn over(
     (client, recorder)
 }
 
+/// Waits until a chat message with this text arrived.
+fn chat_arrives(events: &Recorder, text: &str) {
+    events.wait_for(WAIT, |e| matches!(e, ClientEvent::Call(CallEvent::ChatReceived(m)) if m.text == text));
+}
+
 fn chats_received(events: &Recorder, text: &str) -> usize {
     events
         .events()
@@ -253,10 +258,7 @@ async fn a_cut_long_poll_resumes_over_http_without_losing_or_duplicating_chat() 
     state(&patient_events, CallState::Connected);
     state(&doctor_events, CallState::Connected);
     patient.send_chat("Before the drop").unwrap();
-    doctor_events.wait_for(
-        WAIT,
-        |e| matches!(e, ClientEvent::Call(CallEvent::ChatReceived(m)) if m.text == "Before the drop"),
-    );
+    chat_arrives(&doctor_events, "Before the drop");
 
     // The long poll in flight is cut: the core rejoins over HTTP, resuming after the last frame.
     proxy.cut_all();
@@ -265,18 +267,10 @@ async fn a_cut_long_poll_resumes_over_http_without_losing_or_duplicating_chat() 
     doctor.send_chat("Are you still there?").unwrap();
     patient.send_chat("Typed while the line was down").unwrap();
     patient_events.wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::SignalingRestored));
-    patient_events.wait_for(
-        WAIT,
-        |e| matches!(e, ClientEvent::Call(CallEvent::ChatReceived(m)) if m.text == "Are you still there?"),
-    );
-    doctor_events.wait_for(WAIT, |e| {
-        matches!(e, ClientEvent::Call(CallEvent::ChatReceived(m)) if m.text == "Typed while the line was down")
-    });
+    chat_arrives(&patient_events, "Are you still there?");
+    chat_arrives(&doctor_events, "Typed while the line was down");
     patient.send_chat("Back again").unwrap();
-    doctor_events.wait_for(
-        WAIT,
-        |e| matches!(e, ClientEvent::Call(CallEvent::ChatReceived(m)) if m.text == "Back again"),
-    );
+    chat_arrives(&doctor_events, "Back again");
     // Late duplicates would arrive within the next poll.
     tokio::time::sleep(Duration::from_millis(500)).await;
     for text in ["Before the drop", "Are you still there?", "Typed while the line was down", "Back again"] {
@@ -342,10 +336,7 @@ async fn websockets_that_never_open_move_signaling_to_http_after_three_tries() {
     doctor.join();
     state(&patient_events, CallState::Connected);
     patient.send_chat("Through the proxy").unwrap();
-    doctor_events.wait_for(
-        WAIT,
-        |e| matches!(e, ClientEvent::Call(CallEvent::ChatReceived(m)) if m.text == "Through the proxy"),
-    );
+    chat_arrives(&doctor_events, "Through the proxy");
     doctor.close();
     patient.close();
 }
