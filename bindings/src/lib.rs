@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 
 use televisit_core::call::ladder::Rung;
 use televisit_core::call::machine as core_machine;
+use televisit_core::call::transport::SignalingTransport as CoreSignalingTransport;
 use televisit_core::client::media::MediaStats;
 use televisit_core::client::webrtc::{WebRtcMedia, WebRtcSettings};
 use televisit_core::client::{self as core_client, CallClient, ClientEvent};
@@ -412,6 +413,27 @@ impl From<VideoCodec> for CoreVideoCodec {
     }
 }
 
+/// Which transport signaling may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum SignalingTransport {
+    /// The WebSocket, moving to the HTTP fallback when a proxy refuses or swallows the upgrade.
+    Auto,
+    /// The WebSocket only.
+    WebSocketOnly,
+    /// The HTTP fallback only (`POST`/long-poll `GET /api/video-call/signal`).
+    HttpOnly,
+}
+
+impl From<SignalingTransport> for CoreSignalingTransport {
+    fn from(transport: SignalingTransport) -> CoreSignalingTransport {
+        match transport {
+            SignalingTransport::Auto => CoreSignalingTransport::Auto,
+            SignalingTransport::WebSocketOnly => CoreSignalingTransport::WebSocketOnly,
+            SignalingTransport::HttpOnly => CoreSignalingTransport::HttpOnly,
+        }
+    }
+}
+
 impl From<FrameKind> for MediaKind {
     fn from(kind: FrameKind) -> MediaKind {
         match kind {
@@ -650,6 +672,10 @@ pub struct CallOptions {
     /// the `VideoCodec` event says what to encode.
     #[uniffi(default = None)]
     pub video_codecs: Option<Vec<VideoCodec>>,
+    /// How signaling reaches the server. `None` is `Auto`: the WebSocket, or the HTTP fallback
+    /// behind a proxy that strips WebSockets.
+    #[uniffi(default = None)]
+    pub signaling_transport: Option<SignalingTransport>,
 }
 
 /// What a join link says, read on the device without the network.
@@ -736,8 +762,11 @@ impl Call {
             settings.video_codecs = codecs.iter().map(|&c| c.into()).collect();
         }
         let media = Arc::new(WebRtcMedia::new(settings));
-        let options =
-            core_client::CallOptions { max_video: options.max_video, start_video: options.start_video };
+        let options = core_client::CallOptions {
+            max_video: options.max_video,
+            start_video: options.start_video,
+            signaling_transport: options.signaling_transport.map_or(CoreSignalingTransport::Auto, Into::into),
+        };
         let client = CallClient::new(&link, Arc::new(ListenerBridge(listener)), media, options)?;
         let appointment_id = client.appointment_id().to_owned();
         Ok(Arc::new(Call { client: RwLock::new(Some(Arc::new(client))), appointment_id }))
@@ -908,8 +937,12 @@ mod tests {
         let future = now_ms() / 1000 + 3600;
         let link =
             format!("http://127.0.0.1:9/medical/appointments/a1/video-call/#token=tv1.{future}.{secret}");
-        let options =
-            CallOptions { max_video: "1080p".into(), start_video: "360p".into(), video_codecs: None };
+        let options = CallOptions {
+            max_video: "1080p".into(),
+            start_video: "360p".into(),
+            video_codecs: None,
+            signaling_transport: None,
+        };
         let call = Call::new(link, Arc::new(Ignore), options).expect("a call");
         call.release();
         call.release(); // idempotent

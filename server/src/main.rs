@@ -58,6 +58,10 @@ enum Command {
         /// Local UDP address for ICE (repeatable) [default: 0.0.0.0:0].
         #[arg(long)]
         udp: Vec<String>,
+        /// Signaling transport: `auto` (the WebSocket, or the HTTP fallback behind a proxy that
+        /// strips it), `websocket` or `http`.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "websocket", "http"])]
+        signaling: String,
     },
 }
 
@@ -114,7 +118,8 @@ async fn main() -> std::process::ExitCode {
             .await
         }
         #[cfg(feature = "join")]
-        Command::Join { link, seconds, save_video, chat, mute_after_seconds, udp } => {
+        Command::Join { link, seconds, save_video, chat, mute_after_seconds, udp, signaling } => {
+            use televisit_core::call::transport::SignalingTransport;
             use televisit_core::headless;
             let options = headless::HeadlessOptions {
                 link,
@@ -123,6 +128,11 @@ async fn main() -> std::process::ExitCode {
                 chat,
                 mute_after: mute_after_seconds.map(std::time::Duration::from_secs),
                 udp_addrs: udp,
+                signaling_transport: match signaling.as_str() {
+                    "websocket" => SignalingTransport::WebSocketOnly,
+                    "http" => SignalingTransport::HttpOnly,
+                    _ => SignalingTransport::Auto,
+                },
             };
             let outcome = tokio::task::spawn_blocking(move || headless::run(options, &mut std::io::stdout()))
                 .await
