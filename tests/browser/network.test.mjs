@@ -296,6 +296,14 @@ test("the call page keeps working over a constrained link against the core (nete
   for (let i = 4; i < seconds.length; i += 4) {
     assert.ok(seconds[i].decoded > seconds[i - 4].decoded, `the core's decoded pictures stall around ${i} s: ${seconds.map((s) => s.decoded)}`);
   }
+  // The camera keeps its picture size (degradationPreference "maintain-resolution"): the link's
+  // shortage costs frames, not sharpness, and frames keep coming (≥ 3 every 2 s at the core).
+  const fps = seconds.slice(1).map((s, i) => s.decoded - seconds[i].decoded);
+  console.log(`  over the constrained link: Chromium sends ${sent.size}, heights ${[...new Set(sent.sizes)].join("/")}; the core decodes ${fps.join(" ")} pictures a second`);
+  assert.ok(samples.slice(2).every((s) => s.height === 360), `Chromium's picture heights: ${sent.sizes}`);
+  for (let i = 2; i < seconds.length; i += 2) {
+    assert.ok(seconds[i].decoded - seconds[i - 2].decoded >= 3, `the core decodes fewer than 3 pictures in 2 s around ${i} s: ${fps}`);
+  }
   // The quality indicator: never Lost once media flow, and mostly Good or Poor (1 % loss and
   // ≥ 100 ms of RTT; a second with a single loss among ~130 packets scores Excellent, so some
   // Excellent is allowed).

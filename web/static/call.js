@@ -75,6 +75,7 @@ function newPeerConnection() {
   state.screenSender = null;
   state.local.getTracks().forEach((track) => pc.addTrack(track, state.local));
   if (state.screenStream) addScreenTrack();
+  applyDegradationPreference();
   pc.onicecandidate = ({ candidate }) => {
     if (candidate) {
       state.signaling.send({ type: "ice-candidate", candidate: candidate.candidate, sdp_mid: candidate.sdpMid, sdp_m_line_index: candidate.sdpMLineIndex });
@@ -94,7 +95,7 @@ function newPeerConnection() {
       showBanner("");
       if (!state.connectedAt) state.connectedAt = Date.now();
       document.body.dataset.connected = "true";
-      if (state.examination) applyDegradationPreference(); // a new connection during an examination
+      applyDegradationPreference(); // again, in case the browser refused it before negotiation
     } else if (pc.connectionState === "disconnected" || pc.connectionState === "failed") {
       showBanner("Connection lost — reconnecting…");
       if (pc.connectionState === "failed" && state.join.role === "doctor") makeOffer(true);
@@ -107,6 +108,7 @@ async function makeOffer(iceRestart = false) {
   const pc = state.pc;
   const offer = await pc.createOffer({ iceRestart });
   await pc.setLocalDescription(offer);
+  applyDegradationPreference();
   state.signaling.send({ type: "offer", sdp: pc.localDescription.sdp });
 }
 
@@ -115,12 +117,15 @@ async function acceptOffer(sdp) {
   await state.pc.setRemoteDescription({ type: "offer", sdp });
   const answer = await state.pc.createAnswer();
   await state.pc.setLocalDescription(answer);
+  applyDegradationPreference();
   state.signaling.send({ type: "answer", sdp: state.pc.localDescription.sdp });
 }
 
 function addScreenTrack() {
   const track = state.screenStream.getVideoTracks()[0];
+  track.contentHint = "detail"; // text and fine lines: sharp pictures, fewer of them
   state.screenSender = state.pc.addTrack(track, state.screenStream);
+  applyDegradationPreference();
 }
 
 // ---------- signaling frames ----------
@@ -194,22 +199,27 @@ function onFrame(frame) {
   }
 }
 
-// The doctor examines (a rash, a wound): the patient's camera keeps its resolution and gives up
-// frame rate when bandwidth is short, as the core's examination mode does.
+// The doctor examines (a rash, a wound): the patient holds the camera still; the picture keeps
+// its size (adaptResolution does not lower it meanwhile), as the core's examination mode does.
 function setExamination(active) {
   state.examination = active;
   document.body.dataset.examination = String(active);
   showBanner(active ? "The doctor is examining: please hold the camera still." : "Examination finished.");
-  applyDegradationPreference();
 }
 
+// Every video sender keeps its picture size and gives up frame rate when bandwidth is short, from
+// its first frame. Left to "balanced", Chromium starts from a ~300 kbit/s guess and sends 270p–360p
+// for ~20 s while the link carries HD. The camera's size is lowered by the page's own ladder
+// (adaptResolution) on a lasting Poor link; a shared screen (contentHint "detail") never is.
 function applyDegradationPreference() {
   if (!state.pc) return;
-  const sender = state.pc.getSenders().find((s) => s.track && s.track.kind === "video" && s !== state.screenSender);
-  if (!sender) return;
-  const parameters = sender.getParameters();
-  parameters.degradationPreference = state.examination ? "maintain-resolution" : "balanced";
-  sender.setParameters(parameters).catch(() => {});
+  for (const sender of state.pc.getSenders()) {
+    if (!sender.track || sender.track.kind !== "video") continue;
+    const parameters = sender.getParameters();
+    if (parameters.degradationPreference === "maintain-resolution") continue;
+    parameters.degradationPreference = "maintain-resolution";
+    sender.setParameters(parameters).catch(() => {});
+  }
 }
 
 function showPeerMedia(media) {
@@ -375,7 +385,7 @@ function adaptResolution(level, now) {
   state.poorSince = level === "poor" ? state.poorSince ?? now : null;
   state.excellentSince = level === "excellent" ? state.excellentSince ?? now : null;
   let scale = state.scaleDown;
-  if (state.poorSince && now - state.poorSince >= 10000 && scale < 4) { scale *= 2; state.poorSince = now; }
+  if (state.poorSince && now - state.poorSince >= 10000 && scale < 4 && !state.examination) { scale *= 2; state.poorSince = now; }
   if (state.excellentSince && now - state.excellentSince >= 20000 && scale > 1) { scale /= 2; state.excellentSince = now; }
   if (scale === state.scaleDown) return;
   state.scaleDown = scale;
