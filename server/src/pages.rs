@@ -67,7 +67,7 @@ fn login_form(csrf: &str, problem: Option<&str>) -> String {
 <label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required>
 <button type="submit">Sign in</button>
 </form>
-<p><a href="/medical/video-call/test-devices/">Test your camera and microphone</a></p>
+<p><a href="/medical/video-call/test-devices/">Test your camera, microphone and speaker</a></p>
 </main></body></html>"#,
         csrf = escape(csrf)
     )

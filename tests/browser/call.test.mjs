@@ -134,7 +134,7 @@ test("the device test lists the fake devices, previews the camera and moves the 
       levels.add(await page.locator("#level").evaluate((m) => m.value));
       return levels.size > 2;
     });
-    assert.equal(await page.locator('#checks li[data-ok="true"]', { hasText: "WebRTC" }).count(), 1);
+    assert.equal(await page.locator('#checks li[data-ok="true"]', { hasText: "Video calls in this browser" }).count(), 1);
     await screenshot(page, "11-device-test");
   } finally {
     await browser.close();

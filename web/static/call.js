@@ -50,21 +50,77 @@ function readToken() {
 
 // ---------- media ----------
 async function openCamera() {
-  const attempts = [
-    { width: { ideal: 1920 }, height: { ideal: 1080 }, frameRate: { ideal: 30 } },
-    { width: { ideal: 1280 }, height: { ideal: 720 } },
-    true,
-  ];
-  let lastError = null;
-  for (const video of attempts) {
-    try {
-      return await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true, noiseSuppression: true }, video });
-    } catch (error) {
-      lastError = error;
-      if (error.name === "NotAllowedError" || error.name === "SecurityError") break;
-    }
+  // The devices chosen before (device test, or an earlier call) if they are still there.
+  try {
+    return await Devices.open();
+  } catch (error) {
+    if (error.name === "NotAllowedError" || error.name === "SecurityError") throw error;
+    return navigator.mediaDevices.getUserMedia({ audio: true, video: true });
   }
-  throw lastError;
+}
+
+// ---------- device choice (waiting room and call) ----------
+const deviceSelects = () => ({ camera: $("camera-select"), microphone: $("mic-select"), speaker: $("speaker-select") });
+
+async function openDevices() {
+  await Devices.fill(deviceSelects(), state.local);
+  $("speaker-field").hidden = !Devices.speakerChoice() || $("speaker-select").options.length === 0;
+  state.stopLevel = Devices.level(state.local, $("level"));
+  $("devices").showModal();
+}
+
+function closeDevices() {
+  if (state.stopLevel) state.stopLevel();
+  state.stopLevel = null;
+  $("devices").close();
+}
+
+/** Opens a camera ("video") or microphone ("audio") with `constraints` in place of the current one, in the call too. */
+async function useDevice(kind, constraints) {
+  const video = kind === "video";
+  const old = video ? state.local.getVideoTracks()[0] : state.local.getAudioTracks()[0];
+  if (old) old.stop(); // a phone opens one camera at a time
+  let track;
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia(video ? { video: constraints } : { audio: constraints });
+    track = video ? stream.getVideoTracks()[0] : stream.getAudioTracks()[0];
+  } catch {
+    showBanner(video ? "That camera could not start." : "That microphone could not start.");
+    return;
+  }
+  track.enabled = video ? !state.cameraOff : !state.muted;
+  const sender = state.pc && state.pc.getSenders().find((s) => s.track === old);
+  if (old) state.local.removeTrack(old);
+  state.local.addTrack(track);
+  if (sender) await sender.replaceTrack(track);
+  $("local-video").srcObject = state.local;
+  if (!video && state.stopLevel) { state.stopLevel(); state.stopLevel = Devices.level(state.local, $("level")); }
+}
+
+/** Plays the other participant on the chosen speaker, where the browser allows it. */
+function useSpeaker() {
+  const speaker = Devices.chosen().speaker;
+  if (speaker && Devices.speakerChoice()) $("remote-video").setSinkId(speaker).catch(() => {});
+}
+
+// A phone's front and back cameras: "Switch camera" goes from one to the other (by facingMode;
+// where the cameras do not tell which way they face, to the next camera in the list).
+async function flipCamera() {
+  const before = state.local.getVideoTracks()[0]?.getSettings().deviceId;
+  state.facing = state.facing === "environment" ? "user" : "environment";
+  await useDevice("video", { ...Devices.video(null), facingMode: { ideal: state.facing } });
+  let settings = state.local.getVideoTracks()[0]?.getSettings() || {};
+  if (settings.facingMode !== state.facing && settings.deviceId === before) {
+    const cameras = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "videoinput").map((d) => d.deviceId);
+    await useDevice("video", Devices.video(cameras[(cameras.indexOf(before) + 1) % cameras.length]));
+    settings = state.local.getVideoTracks()[0]?.getSettings() || {};
+  }
+  Devices.remember("camera", settings.deviceId);
+}
+
+async function showFlip() {
+  const cameras = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "videoinput");
+  $("flip").hidden = cameras.length < 2 || !matchMedia("(pointer: coarse)").matches;
 }
 
 // ---------- peer connection ----------
@@ -345,6 +401,15 @@ function wireControls() {
     }
   };
   $("screen-retry").onclick = () => location.reload();
+  $("devices-open").onclick = openDevices;
+  $("waiting-devices").onclick = openDevices;
+  $("devices-close").onclick = closeDevices;
+  $("devices").addEventListener("close", closeDevices);
+  $("camera-select").onchange = () => { Devices.remember("camera", $("camera-select").value); useDevice("video", Devices.video()); };
+  $("mic-select").onchange = () => { Devices.remember("microphone", $("mic-select").value); useDevice("audio", Devices.audio()); };
+  $("speaker-select").onchange = () => { Devices.remember("speaker", $("speaker-select").value); useSpeaker(); };
+  $("speaker-test").onclick = () => Devices.testSound($("speaker-select").value);
+  $("flip").onclick = flipCamera;
 }
 
 async function stopSharing() {
@@ -400,6 +465,7 @@ function adaptResolution(level, now) {
 async function main() {
   wireControls();
   state.token = readToken();
+  sessionStorage.setItem("televisit-visit", location.pathname); // the device test's way back
   if (!state.token) return showError("invalid_token");
   const response = await fetch("/api/video-call/join", { method: "POST", headers: { Authorization: `Bearer ${state.token}` } }).catch(() => null);
   if (!response) return showScreen("Cannot reach the clinic", "Check your internet connection and try again.", { retry: true });
@@ -424,6 +490,8 @@ async function main() {
     return showScreen("Camera problem", `Your camera could not start (${error && error.name}). Close other apps that use it and reload.`, { retry: true });
   }
   $("local-video").srcObject = state.local;
+  useSpeaker();
+  showFlip();
   state.signaling = new Signaling({
     token: state.token,
     websocketPath: body.websocket_path,
