@@ -2,7 +2,7 @@
 // both see each other, use the controls and chat, and the doctor ends the call.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, setUpVisit, startedCall, signInAndStartCall, launchBrowser, screenshot, eventually, chat, dataset as body, PATIENT_NAME } from "./harness.mjs";
+import { startServer, setUpVisit, startedCall, signInAndStartCall, launchBrowser, screenshot, eventually, chat, endCall, dataset as body, PATIENT_NAME } from "./harness.mjs";
 
 test("a video visit from sign-in to the end, in two browsers", async () => {
   const server = await startServer();
@@ -55,7 +55,7 @@ test("a video visit from sign-in to the end, in two browsers", async () => {
     await screenshot(patient, "05-patient-in-call");
 
     // Mute and camera off are shown on the other side.
-    await patient.getByRole("button", { name: "Mute microphone" }).click();
+    await patient.getByRole("button", { name: "Mute", exact: true }).click();
     await eventually("doctor sees the patient muted", async () => (await body(doctor, "peerAudio")) === "false");
     await patient.getByRole("button", { name: "Turn camera off" }).click();
     await eventually("doctor sees the camera off", async () => (await body(doctor, "peerVideo")) === "false");
@@ -89,7 +89,7 @@ test("a video visit from sign-in to the end, in two browsers", async () => {
     await eventually("fullscreen off", async () => doctor.evaluate(() => !document.fullscreenElement));
 
     // The doctor ends the call; both see the end and the duration.
-    await doctor.getByRole("button", { name: "End the call for everyone" }).click();
+    await endCall(doctor);
     for (const page of [doctor, patient]) {
       await page.getByRole("heading", { name: "The call has ended" }).waitFor();
       assert.match(await page.locator("#screen-text").innerText(), /Duration: \d\d:\d\d/);

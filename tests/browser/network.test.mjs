@@ -22,7 +22,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
   startServer, setUpVisit, signInAndStartCall, launchBrowser, screenshot, eventually, readCounterInPage,
-  NETEM_JOIN, NETEM_RELAY, PATIENT_NAME,
+  NETEM_JOIN, NETEM_RELAY, PATIENT_NAME, endCall,
 } from "./harness.mjs";
 
 /**
@@ -195,7 +195,7 @@ async function callWithCore(link, { shots = false } = {}) {
     const exit = await patient.exited;
     assert.equal(exit, 0, patient.text());
     // Nothing is stuck: the doctor can still end the call, and the page says so.
-    await doctor.getByRole("button", { name: "End the call for everyone" }).click({ timeout: 5000 }).catch(() => {});
+    await endCall(doctor, { timeout: 5000 }).catch(() => {});
     const ended = await doctor.getByRole("heading", { name: "The call has ended" }).waitFor({ timeout: 10000 }).then(() => true, () => false);
     if (shots) await screenshot(doctor, "51-chromium-doctor-after-core-patient-left");
     return { samples, counters, patient, ended, feedback };
@@ -262,7 +262,7 @@ async function callWithChromium(link, { shots = false } = {}) {
     relay.child.stdin.write("stop\n");
     await relay.exited;
     const patientSamples = await patient.evaluate(senderStats);
-    await doctor.getByRole("button", { name: "End the call for everyone" }).click().catch(() => {});
+    await endCall(doctor).catch(() => {});
     return { samples, relay, fronts: { a: frontA, b: frontB }, patientSamples, feedback };
   } finally {
     relay.kill();

@@ -15,8 +15,17 @@ function showScreen(title, text, { retry = false } = {}) {
   $("screen-text").textContent = text;
   $("screen-action").hidden = !retry;
   $("screen").hidden = false;
-  $("waiting").hidden = true;
+  showWaiting(false);
+  $("stage").inert = true; // the card is all there is to do
   document.body.dataset.screen = title;
+}
+
+// The waiting room: the patient sees herself full screen behind the card, can mute, turn the
+// camera off, check her devices or leave; the call's controls are out of reach (inert) meanwhile.
+function showWaiting(waiting) {
+  $("waiting").hidden = !waiting;
+  $("stage").inert = waiting;
+  document.body.classList.toggle("waiting-room", waiting);
 }
 
 function showBanner(text) {
@@ -193,7 +202,7 @@ function onFrame(frame) {
       break;
     case "waiting":
       if (state.join.role === "patient") {
-        $("waiting").hidden = false;
+        showWaiting(true);
         $("waiting-message").textContent = frame.message || "";
         $("waiting-message").hidden = !frame.message;
       } else {
@@ -201,10 +210,10 @@ function onFrame(frame) {
       }
       break;
     case "admitted":
-      $("waiting").hidden = true;
+      showWaiting(false);
       break;
     case "peer-joined":
-      $("waiting").hidden = true;
+      showWaiting(false);
       showBanner("");
       newPeerConnection();
       sendMediaState();
@@ -234,6 +243,7 @@ function onFrame(frame) {
       break;
     case "screen-share":
       $("screen-video").hidden = !frame.active;
+      $("screen-caption").hidden = !frame.active;
       document.body.dataset.peerSharing = String(frame.active);
       break;
     case "examination":
@@ -289,7 +299,7 @@ function showPeerMedia(media) {
 }
 
 function sendMediaState() {
-  state.signaling.send({ type: "media-state", audio: !state.muted, video: !state.cameraOff });
+  if (state.signaling) state.signaling.send({ type: "media-state", audio: !state.muted, video: !state.cameraOff });
 }
 
 // ---------- chat ----------
@@ -331,26 +341,12 @@ function endScreen(durationSeconds) {
 
 // ---------- controls ----------
 function wireControls() {
-  $("mute").onclick = () => {
-    state.muted = !state.muted;
-    state.local.getAudioTracks().forEach((t) => (t.enabled = !state.muted));
-    $("mute").setAttribute("aria-pressed", String(state.muted));
-    $("mute").querySelector("span").textContent = state.muted ? "Unmute" : "Mute";
-    $("mute").classList.toggle("active", state.muted);
-    sendMediaState();
-  };
-  $("camera").onclick = () => {
-    state.cameraOff = !state.cameraOff;
-    state.local.getVideoTracks().forEach((t) => (t.enabled = !state.cameraOff));
-    $("camera").setAttribute("aria-pressed", String(state.cameraOff));
-    $("camera").querySelector("span").textContent = state.cameraOff ? "Camera on" : "Camera off";
-    $("camera").classList.toggle("active", state.cameraOff);
-    sendMediaState();
-  };
+  for (const id of ["mute", "waiting-mute"]) $(id).onclick = () => setMuted(!state.muted);
+  for (const id of ["camera", "waiting-camera"]) $(id).onclick = () => setCameraOff(!state.cameraOff);
   $("examine").onclick = () => {
-    const active = $("examine").getAttribute("aria-pressed") !== "true";
+    const active = $("examine").dataset.active !== "true";
     state.signaling.send({ type: "examination", active });
-    $("examine").setAttribute("aria-pressed", String(active));
+    $("examine").dataset.active = String(active);
     $("examine").querySelector("span").textContent = active ? "Stop examining" : "Examine";
   };
   $("share").onclick = async () => {
@@ -364,14 +360,10 @@ function wireControls() {
     state.screenStream.getVideoTracks()[0].onended = stopSharing;
     if (state.pc) { addScreenTrack(); await makeOffer(); }
     state.signaling.send({ type: "screen-share", active: true });
-    $("share").setAttribute("aria-pressed", "true");
     $("share").querySelector("span").textContent = "Stop sharing";
   };
-  $("chat-toggle").onclick = () => {
-    $("chat").hidden = !$("chat").hidden;
-    $("chat-toggle").setAttribute("aria-expanded", String(!$("chat").hidden));
-    if (!$("chat").hidden) { state.unread = 0; $("chat-unread").hidden = true; $("chat-input").focus(); }
-  };
+  $("chat-toggle").onclick = () => showChat($("chat").hidden);
+  $("chat-close").onclick = () => { showChat(false); $("chat-toggle").focus(); };
   $("chat-form").onsubmit = (event) => {
     event.preventDefault();
     const text = $("chat-input").value.trim();
@@ -385,21 +377,10 @@ function wireControls() {
   };
   document.addEventListener("fullscreenchange", () => {
     const on = Boolean(document.fullscreenElement);
-    $("fullscreen").setAttribute("aria-pressed", String(on));
     $("fullscreen").querySelector("span").textContent = on ? "Exit full screen" : "Full screen";
   });
-  $("hangup").onclick = () => {
-    if (state.join.role === "doctor") {
-      state.signaling.send({ type: "end-call" });
-    } else {
-      state.signaling.send({ type: "leave" });
-      state.ended = true;
-      state.signaling.close();
-      if (state.pc) state.pc.close();
-      state.local.getTracks().forEach((t) => t.stop());
-      showScreen("You left the call", "You can rejoin with the same link while the call goes on.", { retry: true });
-    }
-  };
+  $("hangup").onclick = () => (state.join.role === "doctor" ? state.signaling.send({ type: "end-call" }) : leave());
+  $("waiting-leave").onclick = leave;
   $("screen-retry").onclick = () => location.reload();
   $("devices-open").onclick = openDevices;
   $("waiting-devices").onclick = openDevices;
@@ -412,13 +393,57 @@ function wireControls() {
   $("flip").onclick = flipCamera;
 }
 
+function leave() {
+  state.signaling.send({ type: "leave" });
+  state.ended = true;
+  state.signaling.close();
+  if (state.pc) state.pc.close();
+  state.local.getTracks().forEach((t) => t.stop());
+  showScreen("You left the call", "You can rejoin with the same link while the call goes on.", { retry: true });
+}
+
+// Mute and camera: the buttons (in the call and in the waiting room) name what they do, their
+// icons are crossed out while off, and "You are muted" / "Your camera is off" say the state.
+function setMuted(muted) {
+  state.muted = muted;
+  state.local.getAudioTracks().forEach((t) => (t.enabled = !muted));
+  showOff(["mute", "waiting-mute"], muted, muted ? "Unmute" : "Mute", muted ? "#i-mic-off" : "#i-mic");
+  $("muted-note").textContent = muted ? "You are muted" : "";
+  document.body.dataset.muted = String(muted);
+  sendMediaState();
+}
+
+function setCameraOff(off) {
+  state.cameraOff = off;
+  state.local.getVideoTracks().forEach((t) => (t.enabled = !off));
+  showOff(["camera", "waiting-camera"], off, off ? "Turn camera on" : "Turn camera off", off ? "#i-camera-off" : "#i-camera");
+  $("local-off").hidden = !off;
+  document.body.dataset.cameraOff = String(off);
+  sendMediaState();
+}
+
+/** The buttons `ids` say `label` with the icon `icon`, highlighted while something is `off`. */
+function showOff(ids, off, label, icon) {
+  for (const id of ids) {
+    $(id).querySelector("span").textContent = label;
+    $(id).querySelector("use").setAttribute("href", icon);
+    $(id).classList.toggle("active", off);
+  }
+}
+
+function showChat(open) {
+  $("chat").hidden = !open;
+  document.body.classList.toggle("chat-open", open);
+  $("chat-toggle").setAttribute("aria-expanded", String(open));
+  if (open) { state.unread = 0; $("chat-unread").hidden = true; $("chat-input").focus(); }
+}
+
 async function stopSharing() {
   if (!state.screenStream) return;
   state.screenStream.getTracks().forEach((t) => t.stop());
   state.screenStream = null;
   if (state.pc && state.screenSender) { state.pc.removeTrack(state.screenSender); state.screenSender = null; await makeOffer(); }
   state.signaling.send({ type: "screen-share", active: false });
-  $("share").setAttribute("aria-pressed", "false");
   $("share").querySelector("span").textContent = "Share screen";
 }
 
@@ -477,7 +502,6 @@ async function main() {
   $("share").hidden = body.role !== "doctor"; // the server refuses a patient's share anyway
   $("examine").hidden = body.role !== "doctor";
   $("hangup").querySelector("span").textContent = body.role === "doctor" ? "End call" : "Leave";
-  $("hangup").setAttribute("aria-label", body.role === "doctor" ? "End the call for everyone" : "Leave the call");
   try {
     state.local = await openCamera();
   } catch (error) {
