@@ -2,7 +2,7 @@
 // both see each other, use the controls and chat, and the doctor ends the call.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, setUpVisit, startedCall, signInAndStartCall, launchBrowser, screenshot, eventually, chat, endCall, dataset as body, PATIENT_NAME } from "./harness.mjs";
+import { startServer, setUpVisit, startedCall, signInAndStartCall, launchBrowser, screenshot, eventually, chat, endCall, assertAccessible, dataset as body, PATIENT_NAME } from "./harness.mjs";
 
 test("a video visit from sign-in to the end, in two browsers", async () => {
   const server = await startServer();
@@ -61,6 +61,17 @@ test("a video visit from sign-in to the end, in two browsers", async () => {
     await eventually("doctor sees the camera off", async () => (await body(doctor, "peerVideo")) === "false");
     assert.match(await doctor.locator("#peer-state").innerText(), /muted.*Camera off/);
     await screenshot(doctor, "06-doctor-sees-patient-muted");
+    // On a desktop the buttons say what they do next; axe finds nothing in either state.
+    await assertAccessible(doctor, "the doctor's call");
+    await doctor.getByRole("button", { name: "Mute", exact: true }).click();
+    await doctor.getByRole("button", { name: "Turn camera off" }).click();
+    await doctor.getByRole("button", { name: "Turn camera on" }).waitFor();
+    await doctor.getByText("You are muted").waitFor();
+    await doctor.getByText("Your camera is off").waitFor();
+    await screenshot(doctor, "06b-doctor-muted-camera-off");
+    await assertAccessible(doctor, "the doctor's call, muted, camera off");
+    await doctor.getByRole("button", { name: "Unmute", exact: true }).click();
+    await doctor.getByRole("button", { name: "Turn camera on" }).click();
 
     // The doctor shares a screen and the patient receives it.
     await doctor.getByRole("button", { name: "Share screen" }).click();
@@ -80,6 +91,7 @@ test("a video visit from sign-in to the end, in two browsers", async () => {
     });
     assert.ok(["excellent", "good", "poor", "lost"].includes(level));
     const t1 = await doctor.locator("#timer").innerText();
+    assert.equal(await doctor.locator("#timer").evaluate((e) => Boolean(e.closest("[aria-live], [role=status], [role=log], [role=timer]"))), false, "the ticking timer is not announced");
     await eventually("the timer runs", async () => (await doctor.locator("#timer").innerText()) !== t1);
 
     // Fullscreen toggles.

@@ -3,7 +3,7 @@
 // Chromium's fake devices: two cameras (device-count=2), three microphones and three speakers.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, startedCall, launchBrowser, screenshot, eventually, dataset as body } from "./harness.mjs";
+import { startServer, startedCall, launchBrowser, screenshot, eventually, assertAccessible, dataset as body } from "./harness.mjs";
 
 /** An init script: counts the page's getUserMedia calls. */
 function countCameraOpens() {
@@ -51,6 +51,7 @@ test("the devices chosen on the device test page are used in the call, and can b
     await patient.getByRole("button", { name: "Play a test sound" }).click();
     await patient.getByText("Did you hear it?").waitFor();
     await screenshot(patient, "61-device-test-choices");
+    await assertAccessible(patient, "the device test page");
     await patient.getByRole("link", { name: "Back to your visit" }).click();
 
     // Back in the waiting room, the call page opened the chosen devices.
@@ -68,6 +69,7 @@ test("the devices chosen on the device test page are used in the call, and can b
     assert.equal(await dialog.getByLabel("Camera", { exact: true }).inputValue(), chosen.camera);
     assert.equal(await patient.evaluate(() => window.cameraOpens), opensBefore, "the device check does not open the camera again");
     await screenshot(patient, "62-waiting-room-device-check");
+    await assertAccessible(patient, "the device dialog in the waiting room");
     await dialog.getByRole("button", { name: "Done" }).click();
 
     // The doctor joins; in the call the patient switches to the other camera: the doctor gets it.
