@@ -183,9 +183,10 @@ export function readCounterInPage() {
   return counter;
 }
 
-/** The doctor ends the call for everyone ("End call"). */
+/** The doctor ends the call for everyone ("End call", then confirms). */
 export async function endCall(page, options = {}) {
   await page.getByRole("button", { name: "End call", exact: true }).click(options);
+  await page.getByRole("dialog", { name: "End the call for everyone?" }).getByRole("button", { name: "End the call for everyone" }).click(options);
 }
 
 const AXE = readFileSync(join(here, "node_modules/axe-core/axe.min.js"), "utf8");

@@ -379,7 +379,10 @@ function wireControls() {
     const on = Boolean(document.fullscreenElement);
     $("fullscreen").querySelector("span").textContent = on ? "Exit full screen" : "Full screen";
   });
-  $("hangup").onclick = () => (state.join.role === "doctor" ? state.signaling.send({ type: "end-call" }) : leave());
+  // Ending the call revokes both links: the doctor confirms first.
+  $("hangup").onclick = () => (state.join.role === "doctor" ? $("end-confirm").showModal() : leave());
+  $("end-cancel").onclick = () => $("end-confirm").close();
+  $("end-confirmed").onclick = () => { $("end-confirm").close(); state.signaling.send({ type: "end-call" }); };
   $("waiting-leave").onclick = leave;
   $("screen-retry").onclick = () => location.reload();
   $("devices-open").onclick = openDevices;
