@@ -39,8 +39,14 @@ test("the doctor's list keeps focus across refreshes, Copy confirms, End call as
     assert.equal(await doctor.evaluate(() => document.activeElement.getAttribute("aria-label")), `Join video call with ${PATIENT_NAME}`);
     await assertAccessible(doctor, "the doctor's list with the patient waiting");
 
+    // A waiting-room message: the doctor sees it was sent, the patient sees it.
+    await doctor.getByLabel(`Waiting-room message for ${PATIENT_NAME}`).fill("Five more minutes, please");
+    await doctor.getByRole("button", { name: `Send the waiting-room message to ${PATIENT_NAME}` }).click();
+    await doctor.getByText("Sent: “Five more minutes, please”").waitFor();
+    await patient.getByText("Five more minutes, please").waitFor();
+
     // In the call, "End call" asks first; "Keep talking" keeps the call.
-    await doctor.keyboard.press("Enter");
+    await joinButton.click();
     await doctor.waitForURL(/video-call\/$/);
     await eventually("connected", async () => (await body(doctor, "connected")) === "true");
     await doctor.getByRole("button", { name: "End call", exact: true }).click();
@@ -54,6 +60,10 @@ test("the doctor's list keeps focus across refreshes, Copy confirms, End call as
     assert.equal(await body(patient, "screen"), undefined, "the call goes on");
     await endCall(doctor);
     await patient.getByRole("heading", { name: "The call has ended" }).waitFor();
+    // The doctor's end screen leads back to the list.
+    await doctor.getByRole("link", { name: "Back to today's visits" }).click();
+    await doctor.waitForURL(/\/medical\/appointments\/$/);
+    await eventually("the list shows the call ended", async () => (await doctor.locator("td.status").innerText()).includes("Ended"));
   } finally {
     await browser.close();
     await server.stop();

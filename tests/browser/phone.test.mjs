@@ -102,6 +102,7 @@ test("a patient on a phone: the waiting room, then the call's states, by touch a
     assert.ok(await patient.evaluate(onTop, "#screen-caption"), "the shared screen's caption is on screen");
     assert.equal(await patient.locator("#screen-caption").innerText(), "The doctor's shared screen");
     await screenshot(patient, "76-phone-screen-share");
+    await doctor.getByText("You are sharing your screen").waitFor();
     await assertAccessible(patient, "a shared screen on a phone");
     await assertAccessible(doctor, "the doctor sharing a screen");
   } finally {

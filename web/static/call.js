@@ -33,7 +33,13 @@ function showBanner(text) {
   $("banner").hidden = !text;
 }
 
+// A call token is `tv1.<expiry>.<43 characters>`: fewer characters at the end mean a link cut off
+// on the way (a line break in an e-mail, a partial copy).
+const CUT_OFF_TOKEN = /^tv1\.\d+\.[A-Za-z0-9_-]{0,42}$/;
+
 const LINK_ERRORS = {
+  missing_token: ["This link is incomplete", "The link has no access code. Open the whole link from the clinic's message: it ends with a long code after #token=."],
+  cut_off_token: ["This link is cut off", "The end of the link is missing. Open the link straight from the clinic's message, or copy all of it."],
   invalid_token: ["This link is not valid", "Check the link, or ask the clinic for a new one."],
   token_expired: ["This link has expired", "Ask the clinic for a new link."],
   token_revoked: ["This link was replaced", "Use the latest link the clinic sent you."],
@@ -164,6 +170,7 @@ function newPeerConnection() {
       applyDegradationPreference(); // again, in case the browser refused it before negotiation
       setTimeout(() => { if (pc === state.pc) { state.settled = true; applyDegradationPreference(); } }, SETTLE_MS);
     } else if (pc.connectionState === "disconnected" || pc.connectionState === "failed") {
+      document.body.dataset.connected = "false";
       showBanner("Connection lost — reconnecting…");
       if (pc.connectionState === "failed" && state.join.role === "doctor") makeOffer(true);
     }
@@ -245,6 +252,7 @@ function onFrame(frame) {
       break;
     case "screen-share":
       $("screen-video").hidden = !frame.active;
+      $("screen-caption").textContent = "The doctor's shared screen";
       $("screen-caption").hidden = !frame.active;
       document.body.dataset.peerSharing = String(frame.active);
       break;
@@ -346,6 +354,7 @@ function endScreen(durationSeconds) {
   if (state.screenStream) state.screenStream.getTracks().forEach((t) => t.stop());
   sessionStorage.removeItem(`televisit-token:${location.pathname}`);
   showScreen("The call has ended", `Duration: ${formatDuration(durationSeconds)}. Thank you.`);
+  $("screen-back").hidden = !state.join || state.join.role !== "doctor"; // back to today's visits
 }
 
 // ---------- controls ----------
@@ -369,6 +378,8 @@ function wireControls() {
     state.screenStream.getVideoTracks()[0].onended = stopSharing;
     if (state.pc) { addScreenTrack(); await makeOffer(); }
     state.signaling.send({ type: "screen-share", active: true });
+    $("screen-caption").textContent = "You are sharing your screen";
+    $("screen-caption").hidden = false;
     $("share").querySelector("span").textContent = "Stop sharing";
   };
   $("chat-toggle").onclick = () => showChat($("chat").hidden);
@@ -456,6 +467,7 @@ async function stopSharing() {
   state.screenStream = null;
   if (state.pc && state.screenSender) { state.pc.removeTrack(state.screenSender); state.screenSender = null; await makeOffer(); }
   state.signaling.send({ type: "screen-share", active: false });
+  $("screen-caption").hidden = true;
   $("share").querySelector("span").textContent = "Share screen";
 }
 
@@ -503,7 +515,8 @@ async function main() {
   wireControls();
   state.token = readToken();
   sessionStorage.setItem("televisit-visit", location.pathname); // the device test's way back
-  if (!state.token) return showError("invalid_token");
+  if (!state.token) return showError("missing_token");
+  if (CUT_OFF_TOKEN.test(state.token)) return showError("cut_off_token");
   const response = await fetch("/api/video-call/join", { method: "POST", headers: { Authorization: `Bearer ${state.token}` } }).catch(() => null);
   if (!response) return showScreen("Cannot reach the clinic", "Check your internet connection and try again.", { retry: true });
   const body = await response.json().catch(() => ({}));

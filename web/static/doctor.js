@@ -42,10 +42,10 @@ async function join(appointment) {
   }
 }
 
-async function postWaitingMessage(appointment, input) {
+async function postWaitingMessage(appointment, input, sent) {
   try {
     await api("POST", `/api/appointments/${appointment.id}/video-call/waiting-message`, { text: input.value });
-    input.setAttribute("aria-describedby", "");
+    sent.textContent = input.value ? `Sent: “${input.value}”` : "Message cleared";
     problem("");
   } catch (error) {
     problem(error.message);
@@ -106,8 +106,10 @@ function row(appointment) {
       send.textContent = "Send";
       send.dataset.key = "send";
       send.setAttribute("aria-label", `Send the waiting-room message to ${appointment.patient_name}`);
-      send.onclick = () => postWaitingMessage(appointment, input);
-      actions.append(" ", input, " ", send);
+      const sent = document.createElement("span");
+      sent.setAttribute("role", "status");
+      send.onclick = () => postWaitingMessage(appointment, input, sent);
+      actions.append(" ", input, " ", send, " ", sent);
     }
   }
   tr.appendChild(actions);
