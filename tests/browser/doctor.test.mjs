@@ -3,10 +3,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  startServer, signInAndStartCall, setUpVisit, launchBrowser, screenshot, eventually, assertAccessible, endCall, dataset as body, PATIENT_NAME,
+  startServer, signInAndStartCall, setUpVisit, launchBrowser, screenshot, eventually, assertAccessible, endCall, dataset as body, DOCTOR, PATIENT_NAME,
 } from "./harness.mjs";
 
-test("the doctor's list keeps focus across refreshes, Copy confirms, End call asks first", async () => {
+test("the doctor: sign-in keeps the e-mail, the list keeps focus, Copy and Send confirm, End call asks first, the end leads back", async () => {
   const server = await startServer();
   const browser = await launchBrowser();
   try {
@@ -14,6 +14,17 @@ test("the doctor's list keeps focus across refreshes, Copy confirms, End call as
     const context = await browser.newContext({ viewport: { width: 1024, height: 768 } }); // a tablet
     await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: server.base });
     const doctor = await context.newPage();
+
+    // A wrong password keeps the e-mail typed, and the password field takes the focus.
+    await doctor.goto(`${server.base}/medical/login`);
+    await doctor.getByLabel("E-mail").fill(DOCTOR.email);
+    await doctor.getByLabel("Password").fill("wrong password");
+    await doctor.getByRole("button", { name: "Sign in" }).click();
+    await doctor.getByText("Wrong e-mail or password.").waitFor();
+    assert.equal(await doctor.getByLabel("E-mail").inputValue(), DOCTOR.email);
+    assert.equal(await doctor.evaluate(() => document.activeElement.id), "password");
+    await screenshot(doctor, "79-doctor-wrong-password");
+    await assertAccessible(doctor, "the sign-in page after a wrong password");
     const patientLink = await signInAndStartCall(doctor, server);
     await assertAccessible(doctor, "the doctor's list with a started call");
 
