@@ -89,7 +89,7 @@ test("a video visit from sign-in to the end, in two browsers", async () => {
       const l = await doctor.locator("#quality").getAttribute("data-level");
       return l !== "unknown" && l;
     });
-    assert.ok(["excellent", "good", "poor", "lost"].includes(level));
+    assert.ok(["excellent", "good"].includes(level), `on loopback the quality is Excellent or Good, not ${level}`);
     const t1 = await doctor.locator("#timer").innerText();
     assert.equal(await doctor.locator("#timer").evaluate((e) => Boolean(e.closest("[aria-live], [role=status], [role=log], [role=timer]"))), false, "the ticking timer is not announced");
     await eventually("the timer runs", async () => (await doctor.locator("#timer").innerText()) !== t1);
