@@ -1,6 +1,6 @@
 // HD from the first second: what a browser sends is ≥ 1280×720 when decoded within 2 s of the
 // connection, by the core (`televisit join`, which prints the decoded picture size in its stats
-// line) and by another Chromium, and still HD once the camera may trade resolution for frame rate
+// line) and by another Chromium, and still HD after the first seconds
 // (8 s). Chromium's fake camera gives 1920×1080.
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -10,7 +10,7 @@ import { startServer, startedCall, launchBrowser, screenshot, eventually, BINARY
 
 /** Within 2 s of the connection. */
 const HD_WITHIN_MS = 2000;
-/** HD is still there after the page lets the camera trade resolution for frame rate (call.js's SETTLE_MS: 5 s). */
+/** HD is still there once the bandwidth estimate has moved (Chromium otherwise steps down again after a few seconds). */
 const STILL_HD_AT_MS = 8000;
 
 /** An init script: the page notes when its peer connection connected and when the remote picture reached HD. */

@@ -144,7 +144,6 @@ function newPeerConnection() {
   const pc = new RTCPeerConnection({ iceServers: state.join.ice_servers });
   state.pc = pc;
   state.screenSender = null;
-  state.settled = false;
   state.local.getTracks().forEach((track) => pc.addTrack(track, state.local));
   if (state.screenStream) addScreenTrack();
   applyDegradationPreference();
@@ -168,7 +167,6 @@ function newPeerConnection() {
       if (!state.connectedAt) state.connectedAt = Date.now();
       document.body.dataset.connected = "true";
       applyDegradationPreference(); // again, in case the browser refused it before negotiation
-      setTimeout(() => { if (pc === state.pc) { state.settled = true; applyDegradationPreference(); } }, SETTLE_MS);
     } else if (pc.connectionState === "disconnected" || pc.connectionState === "failed") {
       document.body.dataset.connected = "false";
       showBanner("Connection lost — reconnecting…");
@@ -275,32 +273,27 @@ function onFrame(frame) {
   }
 }
 
-// The doctor examines (a rash, a wound): the patient's camera keeps its resolution and gives up
-// frame rate when bandwidth is short, as the core's examination mode does.
+// The doctor examines (a rash, a wound): the patient holds the camera still; the picture keeps
+// its size (adaptResolution does not lower it meanwhile), as the core's examination mode does.
 function setExamination(active) {
   state.examination = active;
   document.body.dataset.examination = String(active);
   showBanner(active ? "The doctor is examining: please hold the camera still." : "Examination finished.");
-  applyDegradationPreference();
 }
 
-// What each video sender gives up first when bandwidth is short. A new connection starts with
-// "maintain-resolution" for every video: left to "balanced", Chromium starts from a ~300 kbit/s
-// guess and sends 270p–540p for ~15 s while the link carries HD. Once its estimate has settled
-// (SETTLE_MS after connecting), the camera goes "balanced" (on a short link a smaller picture at a
-// fluent frame rate beats HD at 3 frames a second) except during an examination; a shared screen
-// (contentHint "detail") always keeps its resolution.
-const SETTLE_MS = 5000;
-
+// Every video sender keeps its picture size and gives up frame rate when bandwidth is short, from
+// its first frame. Left to "balanced", Chromium starts from a ~300 kbit/s guess and sends 270p–540p
+// for ~15 s while the link carries HD, and drops to 270p again whenever its estimate dips (to the
+// core more than to another Chromium). On a short link the camera's size is lowered by the page's
+// own ladder (adaptResolution) on a lasting Poor, except during an examination; a shared screen
+// (contentHint "detail") never is.
 function applyDegradationPreference() {
   if (!state.pc) return;
   for (const sender of state.pc.getSenders()) {
     if (!sender.track || sender.track.kind !== "video") continue;
-    const camera = sender !== state.screenSender;
-    const preference = camera && state.settled && !state.examination ? "balanced" : "maintain-resolution";
     const parameters = sender.getParameters();
-    if (parameters.degradationPreference === preference) continue;
-    parameters.degradationPreference = preference;
+    if (parameters.degradationPreference === "maintain-resolution") continue;
+    parameters.degradationPreference = "maintain-resolution";
     sender.setParameters(parameters).catch(() => {});
   }
 }
