@@ -51,7 +51,9 @@ fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-fn login_form(csrf: &str, problem: Option<&str>) -> String {
+/// The sign-in page; after a refused attempt, its `problem` and the `email` typed (kept, so that
+/// only the password is typed again).
+fn login_form(csrf: &str, problem: Option<&str>, email: &str) -> String {
     let problem = problem
         .map(|p| format!(r#"<p class="form-error" role="alert">{}</p>"#, escape(p)))
         .unwrap_or_default();
@@ -63,13 +65,15 @@ fn login_form(csrf: &str, problem: Option<&str>) -> String {
 <h1>Televisit</h1><p>Sign in to see today's video visits.</p>{problem}
 <form method="post" action="/medical/login">
 <input type="hidden" name="csrf" value="{csrf}">
-<label for="email">E-mail</label><input id="email" name="email" type="email" autocomplete="username" required>
-<label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required>
+<label for="email">E-mail</label><input id="email" name="email" type="email" autocomplete="username" required value="{email}">
+<label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required{focus}>
 <button type="submit">Sign in</button>
 </form>
-<p><a href="/medical/video-call/test-devices/">Test your camera and microphone</a></p>
+<p><a href="/medical/video-call/test-devices/">Test your camera, microphone and speaker</a></p>
 </main></body></html>"#,
-        csrf = escape(csrf)
+        csrf = escape(csrf),
+        email = escape(email),
+        focus = if email.is_empty() { "" } else { " autofocus" },
     )
 }
 
@@ -86,7 +90,7 @@ fn login_csrf_cookie(state: &SharedState, value: String) -> Cookie<'static> {
 pub async fn login_page(State(state): State<SharedState>, jar: CookieJar) -> (CookieJar, Html<String>) {
     let csrf = random_secret();
     let jar = jar.add(login_csrf_cookie(&state, csrf.clone()));
-    (jar, Html(login_form(&csrf, None)))
+    (jar, Html(login_form(&csrf, None, "")))
 }
 
 /// The sign-in form.
@@ -137,7 +141,11 @@ pub async fn login(
         state.refuse(error, None, "anonymous", remote).await;
         let csrf = random_secret();
         let jar = jar.add(login_csrf_cookie(&state, csrf.clone()));
-        return (StatusCode::UNAUTHORIZED, jar, Html(login_form(&csrf, Some("Wrong e-mail or password."))))
+        return (
+            StatusCode::UNAUTHORIZED,
+            jar,
+            Html(login_form(&csrf, Some("Wrong e-mail or password."), form.email.trim())),
+        )
             .into_response();
     };
     let secret = random_secret();

@@ -2,7 +2,7 @@
 // both see each other, use the controls and chat, and the doctor ends the call.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, setUpVisit, startedCall, signInAndStartCall, launchBrowser, screenshot, eventually, chat, dataset as body, PATIENT_NAME } from "./harness.mjs";
+import { startServer, setUpVisit, startedCall, signInAndStartCall, launchBrowser, screenshot, eventually, chat, endCall, assertAccessible, dataset as body, PATIENT_NAME } from "./harness.mjs";
 
 test("a video visit from sign-in to the end, in two browsers", async () => {
   const server = await startServer();
@@ -55,12 +55,23 @@ test("a video visit from sign-in to the end, in two browsers", async () => {
     await screenshot(patient, "05-patient-in-call");
 
     // Mute and camera off are shown on the other side.
-    await patient.getByRole("button", { name: "Mute microphone" }).click();
+    await patient.getByRole("button", { name: "Mute", exact: true }).click();
     await eventually("doctor sees the patient muted", async () => (await body(doctor, "peerAudio")) === "false");
     await patient.getByRole("button", { name: "Turn camera off" }).click();
     await eventually("doctor sees the camera off", async () => (await body(doctor, "peerVideo")) === "false");
     assert.match(await doctor.locator("#peer-state").innerText(), /muted.*Camera off/);
     await screenshot(doctor, "06-doctor-sees-patient-muted");
+    // On a desktop the buttons say what they do next; axe finds nothing in either state.
+    await assertAccessible(doctor, "the doctor's call");
+    await doctor.getByRole("button", { name: "Mute", exact: true }).click();
+    await doctor.getByRole("button", { name: "Turn camera off" }).click();
+    await doctor.getByRole("button", { name: "Turn camera on" }).waitFor();
+    await doctor.getByText("You are muted").waitFor();
+    await doctor.getByText("Your camera is off").waitFor();
+    await screenshot(doctor, "06b-doctor-muted-camera-off");
+    await assertAccessible(doctor, "the doctor's call, muted, camera off");
+    await doctor.getByRole("button", { name: "Unmute", exact: true }).click();
+    await doctor.getByRole("button", { name: "Turn camera on" }).click();
 
     // The doctor shares a screen and the patient receives it.
     await doctor.getByRole("button", { name: "Share screen" }).click();
@@ -78,8 +89,9 @@ test("a video visit from sign-in to the end, in two browsers", async () => {
       const l = await doctor.locator("#quality").getAttribute("data-level");
       return l !== "unknown" && l;
     });
-    assert.ok(["excellent", "good", "poor", "lost"].includes(level));
+    assert.ok(["excellent", "good"].includes(level), `on loopback the quality is Excellent or Good, not ${level}`);
     const t1 = await doctor.locator("#timer").innerText();
+    assert.equal(await doctor.locator("#timer").evaluate((e) => Boolean(e.closest("[aria-live], [role=status], [role=log], [role=timer]"))), false, "the ticking timer is not announced");
     await eventually("the timer runs", async () => (await doctor.locator("#timer").innerText()) !== t1);
 
     // Fullscreen toggles.
@@ -89,7 +101,7 @@ test("a video visit from sign-in to the end, in two browsers", async () => {
     await eventually("fullscreen off", async () => doctor.evaluate(() => !document.fullscreenElement));
 
     // The doctor ends the call; both see the end and the duration.
-    await doctor.getByRole("button", { name: "End the call for everyone" }).click();
+    await endCall(doctor);
     for (const page of [doctor, patient]) {
       await page.getByRole("heading", { name: "The call has ended" }).waitFor();
       assert.match(await page.locator("#screen-text").innerText(), /Duration: \d\d:\d\d/);
@@ -134,7 +146,7 @@ test("the device test lists the fake devices, previews the camera and moves the 
       levels.add(await page.locator("#level").evaluate((m) => m.value));
       return levels.size > 2;
     });
-    assert.equal(await page.locator('#checks li[data-ok="true"]', { hasText: "WebRTC" }).count(), 1);
+    assert.equal(await page.locator('#checks li[data-ok="true"]', { hasText: "Video calls in this browser" }).count(), 1);
     await screenshot(page, "11-device-test");
   } finally {
     await browser.close();

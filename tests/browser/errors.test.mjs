@@ -2,7 +2,37 @@
 // to the clinic lost mid-call (a server crash) and restored.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, startedCall, launchBrowser, screenshot, eventually, chat, dataset as body } from "./harness.mjs";
+import { startServer, startedCall, launchBrowser, screenshot, eventually, chat, assertAccessible, dataset as body } from "./harness.mjs";
+
+test("a missing, a cut-off and a garbage token each get their own page, with nothing behind it", async () => {
+  const server = await startServer();
+  const browser = await launchBrowser();
+  try {
+    const started = await startedCall(server);
+    const [address, token] = started.patient_link.split("#token=");
+    const cases = [
+      ["missing", address, "This link is incomplete"],
+      ["cut-off", `${address}#token=${token.slice(0, -10)}`, "This link is cut off"],
+      ["garbage", `${address}#token=not-a-token`, "This link is not valid"],
+    ];
+    const texts = new Set();
+    for (const [name, link, heading] of cases) {
+      const page = await (await browser.newContext({ viewport: { width: 390, height: 844 } })).newPage();
+      await page.goto(link);
+      await page.getByRole("heading", { name: heading }).waitFor();
+      texts.add(await page.locator("#screen-text").innerText());
+      const backdrop = await page.locator("#screen").evaluate((e) => getComputedStyle(e).backgroundColor);
+      assert.match(backdrop, /^rgb\(/, `an opaque page behind the card: ${backdrop}`);
+      await screenshot(page, `16-${name}-link`);
+      await assertAccessible(page, `the ${name} link's page`);
+      await page.context().close();
+    }
+    assert.equal(texts.size, cases.length, `distinct explanations: ${[...texts].join(" / ")}`);
+  } finally {
+    await browser.close();
+    await server.stop();
+  }
+});
 
 test("a blocked camera and a missing camera each show what to do", async () => {
   const server = await startServer();

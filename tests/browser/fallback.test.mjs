@@ -2,7 +2,7 @@
 // and the visit works the same — waiting room, video both ways, chat both ways, the end.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, startedCall, launchBrowser, screenshot, eventually, chat, dataset as body } from "./harness.mjs";
+import { startServer, startedCall, launchBrowser, screenshot, eventually, chat, endCall, dataset as body } from "./harness.mjs";
 
 /** A browser context on a network where no WebSocket ever opens (as behind a proxy that refuses upgrades). */
 async function contextWithoutWebSockets(browser, viewport) {
@@ -51,10 +51,10 @@ test("without WebSockets the visit runs over the HTTP fallback", async () => {
     await chat(patient, doctor, "Can you hear me through the proxy?");
     await chat(doctor, patient, "Loud and clear");
 
-    await patient.getByRole("button", { name: "Mute microphone" }).click();
+    await patient.getByRole("button", { name: "Mute", exact: true }).click();
     await eventually("doctor sees the patient muted", async () => (await body(doctor, "peerAudio")) === "false");
 
-    await doctor.getByRole("button", { name: "End the call for everyone" }).click();
+    await endCall(doctor);
     for (const page of [doctor, patient]) {
       await page.getByRole("heading", { name: "The call has ended" }).waitFor().catch(async (e) => {
         throw new Error(`${page === doctor ? "doctor" : "patient"} shows "${await page.locator("#screen-title").innerText().catch(() => "?")}" / banner "${await page.locator("#banner").innerText().catch(() => "?")}"; ${e.message}`);

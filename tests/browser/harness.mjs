@@ -1,7 +1,8 @@
 // Test harness: a real `televisit` server on a free port with a temporary SQLite file, the clinic
 // API to set up a visit, and Debian's Chromium (headless, fake camera/microphone) via playwright-core.
 import { spawn } from "node:child_process";
-import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import { mkdtempSync, mkdirSync, readFileSync, rmSync } from "node:fs";
+import assert from "node:assert/strict";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
@@ -180,4 +181,41 @@ export function readCounterInPage() {
     counter = counter * 2 + (value > 128 ? 1 : 0);
   }
   return counter;
+}
+
+/** The doctor ends the call for everyone ("End call", then confirms). */
+export async function endCall(page, options = {}) {
+  await page.getByRole("button", { name: "End call", exact: true }).click(options);
+  await page.getByRole("dialog", { name: "End the call for everyone?" }).getByRole("button", { name: "End the call for everyone" }).click(options);
+}
+
+const AXE = readFileSync(join(here, "node_modules/axe-core/axe.min.js"), "utf8");
+
+/**
+ * axe-core's WCAG 2.x A/AA rules on `page` as it is now (`what` names the state); fails with the
+ * violations listed. Evaluated through the DevTools protocol, so the page's CSP does not block it.
+ */
+export async function assertAccessible(page, what) {
+  if (!(await page.evaluate(() => Boolean(window.axe)))) await page.evaluate(AXE);
+  const violations = await page.evaluate(async () => (await window.axe.run(document, {
+    runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"] },
+  })).violations.map((v) => `${v.id} (${v.impact}): ${v.help} — ${v.nodes.slice(0, 3).map((n) => n.target.join(" ") + " " + (n.failureSummary || "").replace(/\s+/g, " ")).join(" | ")}`));
+  assert.deepEqual(violations, [], `axe on ${what}:\n${violations.join("\n")}`);
+}
+
+/** Tab from the top of `page` `steps` times; the focused controls' names and whether each was visible. */
+export async function tabWalk(page, steps) {
+  await page.evaluate(() => { document.activeElement?.blur(); window.getSelection()?.removeAllRanges(); });
+  const walk = [];
+  for (let i = 0; i < steps; i++) {
+    await page.keyboard.press("Tab");
+    walk.push(await page.evaluate(() => {
+      const e = document.activeElement;
+      if (!e || e === document.body) return { name: "(body)", visible: true }; // past the last control
+      const r = e.getBoundingClientRect();
+      const visible = e.checkVisibility({ visibilityProperty: true, opacityProperty: true }) && r.width > 0 && r.height > 0;
+      return { name: (e.innerText || e.getAttribute("aria-label") || e.id || e.tagName).trim(), visible };
+    }));
+  }
+  return walk;
 }

@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { startServer, setUpVisit, signInAndStartCall, launchBrowser, screenshot, eventually, readCounterInPage, BINARY, PATIENT_NAME } from "./harness.mjs";
+import { startServer, setUpVisit, signInAndStartCall, launchBrowser, screenshot, eventually, readCounterInPage, endCall, BINARY, PATIENT_NAME } from "./harness.mjs";
 
 const body = (page, key) => page.evaluate((k) => document.body.dataset[k], key);
 
@@ -116,7 +116,7 @@ test("Chromium and the Rust headless client decode each other's video and audio"
     assert.ok(after.audioDecoded > 0 && after.audioDecoded >= after.audioReceived - 5, `audio decoded ${after.audioDecoded}/${after.audioReceived}`);
 
     // The doctor ends the call; the Rust client exits 0.
-    await doctor.getByRole("button", { name: "End the call for everyone" }).click();
+    await endCall(doctor);
     assert.equal(await patient.exited, 0, patient.lines.join("\n") + patient.stderr);
     assert.ok(patient.lines.some((l) => l.includes("ended: CallEnded")), patient.lines.join("\n"));
     const summary = patient.lines.find((l) => l.startsWith("summary: "));

@@ -15,8 +15,17 @@ function showScreen(title, text, { retry = false } = {}) {
   $("screen-text").textContent = text;
   $("screen-action").hidden = !retry;
   $("screen").hidden = false;
-  $("waiting").hidden = true;
+  showWaiting(false);
+  $("stage").inert = true; // the card is all there is to do
   document.body.dataset.screen = title;
+}
+
+// The waiting room: the patient sees herself full screen behind the card, can mute, turn the
+// camera off, check her devices or leave; the call's controls are out of reach (inert) meanwhile.
+function showWaiting(waiting) {
+  $("waiting").hidden = !waiting;
+  $("stage").inert = waiting;
+  document.body.classList.toggle("waiting-room", waiting);
 }
 
 function showBanner(text) {
@@ -24,7 +33,13 @@ function showBanner(text) {
   $("banner").hidden = !text;
 }
 
+// A call token is `tv1.<expiry>.<43 characters>`: fewer characters at the end mean a link cut off
+// on the way (a line break in an e-mail, a partial copy).
+const CUT_OFF_TOKEN = /^tv1\.\d+\.[A-Za-z0-9_-]{0,42}$/;
+
 const LINK_ERRORS = {
+  missing_token: ["This link is incomplete", "The link has no access code. Open the whole link from the clinic's message: it ends with a long code after #token=."],
+  cut_off_token: ["This link is cut off", "The end of the link is missing. Open the link straight from the clinic's message, or copy all of it."],
   invalid_token: ["This link is not valid", "Check the link, or ask the clinic for a new one."],
   token_expired: ["This link has expired", "Ask the clinic for a new link."],
   token_revoked: ["This link was replaced", "Use the latest link the clinic sent you."],
@@ -50,21 +65,77 @@ function readToken() {
 
 // ---------- media ----------
 async function openCamera() {
-  const attempts = [
-    { width: { ideal: 1920 }, height: { ideal: 1080 }, frameRate: { ideal: 30 } },
-    { width: { ideal: 1280 }, height: { ideal: 720 } },
-    true,
-  ];
-  let lastError = null;
-  for (const video of attempts) {
-    try {
-      return await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true, noiseSuppression: true }, video });
-    } catch (error) {
-      lastError = error;
-      if (error.name === "NotAllowedError" || error.name === "SecurityError") break;
-    }
+  // The devices chosen before (device test, or an earlier call) if they are still there.
+  try {
+    return await Devices.open();
+  } catch (error) {
+    if (error.name === "NotAllowedError" || error.name === "SecurityError") throw error;
+    return navigator.mediaDevices.getUserMedia({ audio: true, video: true });
   }
-  throw lastError;
+}
+
+// ---------- device choice (waiting room and call) ----------
+const deviceSelects = () => ({ camera: $("camera-select"), microphone: $("mic-select"), speaker: $("speaker-select") });
+
+async function openDevices() {
+  await Devices.fill(deviceSelects(), state.local);
+  $("speaker-field").hidden = !Devices.speakerChoice() || $("speaker-select").options.length === 0;
+  state.stopLevel = Devices.level(state.local, $("level"));
+  $("devices").showModal();
+}
+
+function closeDevices() {
+  if (state.stopLevel) state.stopLevel();
+  state.stopLevel = null;
+  $("devices").close();
+}
+
+/** Opens a camera ("video") or microphone ("audio") with `constraints` in place of the current one, in the call too. */
+async function useDevice(kind, constraints) {
+  const video = kind === "video";
+  const old = video ? state.local.getVideoTracks()[0] : state.local.getAudioTracks()[0];
+  if (old) old.stop(); // a phone opens one camera at a time
+  let track;
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia(video ? { video: constraints } : { audio: constraints });
+    track = video ? stream.getVideoTracks()[0] : stream.getAudioTracks()[0];
+  } catch {
+    showBanner(video ? "That camera could not start." : "That microphone could not start.");
+    return;
+  }
+  track.enabled = video ? !state.cameraOff : !state.muted;
+  const sender = state.pc && state.pc.getSenders().find((s) => s.track === old);
+  if (old) state.local.removeTrack(old);
+  state.local.addTrack(track);
+  if (sender) await sender.replaceTrack(track);
+  $("local-video").srcObject = state.local;
+  if (!video && state.stopLevel) { state.stopLevel(); state.stopLevel = Devices.level(state.local, $("level")); }
+}
+
+/** Plays the other participant on the chosen speaker, where the browser allows it. */
+function useSpeaker() {
+  const speaker = Devices.chosen().speaker;
+  if (speaker && Devices.speakerChoice()) $("remote-video").setSinkId(speaker).catch(() => {});
+}
+
+// A phone's front and back cameras: "Switch camera" goes from one to the other (by facingMode;
+// where the cameras do not tell which way they face, to the next camera in the list).
+async function flipCamera() {
+  const before = state.local.getVideoTracks()[0]?.getSettings().deviceId;
+  state.facing = state.facing === "environment" ? "user" : "environment";
+  await useDevice("video", { ...Devices.video(null), facingMode: { ideal: state.facing } });
+  let settings = state.local.getVideoTracks()[0]?.getSettings() || {};
+  if (settings.facingMode !== state.facing && settings.deviceId === before) {
+    const cameras = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "videoinput").map((d) => d.deviceId);
+    await useDevice("video", Devices.video(cameras[(cameras.indexOf(before) + 1) % cameras.length]));
+    settings = state.local.getVideoTracks()[0]?.getSettings() || {};
+  }
+  Devices.remember("camera", settings.deviceId);
+}
+
+async function showFlip() {
+  const cameras = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "videoinput");
+  $("flip").hidden = cameras.length < 2 || !matchMedia("(pointer: coarse)").matches;
 }
 
 // ---------- peer connection ----------
@@ -75,6 +146,7 @@ function newPeerConnection() {
   state.screenSender = null;
   state.local.getTracks().forEach((track) => pc.addTrack(track, state.local));
   if (state.screenStream) addScreenTrack();
+  applyDegradationPreference();
   pc.onicecandidate = ({ candidate }) => {
     if (candidate) {
       state.signaling.send({ type: "ice-candidate", candidate: candidate.candidate, sdp_mid: candidate.sdpMid, sdp_m_line_index: candidate.sdpMLineIndex });
@@ -94,8 +166,9 @@ function newPeerConnection() {
       showBanner("");
       if (!state.connectedAt) state.connectedAt = Date.now();
       document.body.dataset.connected = "true";
-      if (state.examination) applyDegradationPreference(); // a new connection during an examination
+      applyDegradationPreference(); // again, in case the browser refused it before negotiation
     } else if (pc.connectionState === "disconnected" || pc.connectionState === "failed") {
+      document.body.dataset.connected = "false";
       showBanner("Connection lost — reconnecting…");
       if (pc.connectionState === "failed" && state.join.role === "doctor") makeOffer(true);
     }
@@ -107,6 +180,7 @@ async function makeOffer(iceRestart = false) {
   const pc = state.pc;
   const offer = await pc.createOffer({ iceRestart });
   await pc.setLocalDescription(offer);
+  applyDegradationPreference();
   state.signaling.send({ type: "offer", sdp: pc.localDescription.sdp });
 }
 
@@ -115,12 +189,15 @@ async function acceptOffer(sdp) {
   await state.pc.setRemoteDescription({ type: "offer", sdp });
   const answer = await state.pc.createAnswer();
   await state.pc.setLocalDescription(answer);
+  applyDegradationPreference();
   state.signaling.send({ type: "answer", sdp: state.pc.localDescription.sdp });
 }
 
 function addScreenTrack() {
   const track = state.screenStream.getVideoTracks()[0];
+  track.contentHint = "detail"; // text and fine lines: sharp pictures, fewer of them
   state.screenSender = state.pc.addTrack(track, state.screenStream);
+  applyDegradationPreference();
 }
 
 // ---------- signaling frames ----------
@@ -132,7 +209,7 @@ function onFrame(frame) {
       break;
     case "waiting":
       if (state.join.role === "patient") {
-        $("waiting").hidden = false;
+        showWaiting(true);
         $("waiting-message").textContent = frame.message || "";
         $("waiting-message").hidden = !frame.message;
       } else {
@@ -140,10 +217,10 @@ function onFrame(frame) {
       }
       break;
     case "admitted":
-      $("waiting").hidden = true;
+      showWaiting(false);
       break;
     case "peer-joined":
-      $("waiting").hidden = true;
+      showWaiting(false);
       showBanner("");
       newPeerConnection();
       sendMediaState();
@@ -173,6 +250,8 @@ function onFrame(frame) {
       break;
     case "screen-share":
       $("screen-video").hidden = !frame.active;
+      $("screen-caption").textContent = "The doctor's shared screen";
+      $("screen-caption").hidden = !frame.active;
       document.body.dataset.peerSharing = String(frame.active);
       break;
     case "examination":
@@ -194,22 +273,29 @@ function onFrame(frame) {
   }
 }
 
-// The doctor examines (a rash, a wound): the patient's camera keeps its resolution and gives up
-// frame rate when bandwidth is short, as the core's examination mode does.
+// The doctor examines (a rash, a wound): the patient holds the camera still; the picture keeps
+// its size (adaptResolution does not lower it meanwhile), as the core's examination mode does.
 function setExamination(active) {
   state.examination = active;
   document.body.dataset.examination = String(active);
   showBanner(active ? "The doctor is examining: please hold the camera still." : "Examination finished.");
-  applyDegradationPreference();
 }
 
+// Every video sender keeps its picture size and gives up frame rate when bandwidth is short, from
+// its first frame. Left to "balanced", Chromium starts from a ~300 kbit/s guess and sends 270p–540p
+// for ~15 s while the link carries HD, and drops to 270p again whenever its estimate dips (to the
+// core more than to another Chromium). On a short link the camera's size is lowered by the page's
+// own ladder (adaptResolution) on a lasting Poor, except during an examination; a shared screen
+// (contentHint "detail") never is.
 function applyDegradationPreference() {
   if (!state.pc) return;
-  const sender = state.pc.getSenders().find((s) => s.track && s.track.kind === "video" && s !== state.screenSender);
-  if (!sender) return;
-  const parameters = sender.getParameters();
-  parameters.degradationPreference = state.examination ? "maintain-resolution" : "balanced";
-  sender.setParameters(parameters).catch(() => {});
+  for (const sender of state.pc.getSenders()) {
+    if (!sender.track || sender.track.kind !== "video") continue;
+    const parameters = sender.getParameters();
+    if (parameters.degradationPreference === "maintain-resolution") continue;
+    parameters.degradationPreference = "maintain-resolution";
+    sender.setParameters(parameters).catch(() => {});
+  }
 }
 
 function showPeerMedia(media) {
@@ -223,7 +309,7 @@ function showPeerMedia(media) {
 }
 
 function sendMediaState() {
-  state.signaling.send({ type: "media-state", audio: !state.muted, video: !state.cameraOff });
+  if (state.signaling) state.signaling.send({ type: "media-state", audio: !state.muted, video: !state.cameraOff });
 }
 
 // ---------- chat ----------
@@ -261,30 +347,17 @@ function endScreen(durationSeconds) {
   if (state.screenStream) state.screenStream.getTracks().forEach((t) => t.stop());
   sessionStorage.removeItem(`televisit-token:${location.pathname}`);
   showScreen("The call has ended", `Duration: ${formatDuration(durationSeconds)}. Thank you.`);
+  $("screen-back").hidden = !state.join || state.join.role !== "doctor"; // back to today's visits
 }
 
 // ---------- controls ----------
 function wireControls() {
-  $("mute").onclick = () => {
-    state.muted = !state.muted;
-    state.local.getAudioTracks().forEach((t) => (t.enabled = !state.muted));
-    $("mute").setAttribute("aria-pressed", String(state.muted));
-    $("mute").querySelector("span").textContent = state.muted ? "Unmute" : "Mute";
-    $("mute").classList.toggle("active", state.muted);
-    sendMediaState();
-  };
-  $("camera").onclick = () => {
-    state.cameraOff = !state.cameraOff;
-    state.local.getVideoTracks().forEach((t) => (t.enabled = !state.cameraOff));
-    $("camera").setAttribute("aria-pressed", String(state.cameraOff));
-    $("camera").querySelector("span").textContent = state.cameraOff ? "Camera on" : "Camera off";
-    $("camera").classList.toggle("active", state.cameraOff);
-    sendMediaState();
-  };
+  for (const id of ["mute", "waiting-mute"]) $(id).onclick = () => setMuted(!state.muted);
+  for (const id of ["camera", "waiting-camera"]) $(id).onclick = () => setCameraOff(!state.cameraOff);
   $("examine").onclick = () => {
-    const active = $("examine").getAttribute("aria-pressed") !== "true";
+    const active = $("examine").dataset.active !== "true";
     state.signaling.send({ type: "examination", active });
-    $("examine").setAttribute("aria-pressed", String(active));
+    $("examine").dataset.active = String(active);
     $("examine").querySelector("span").textContent = active ? "Stop examining" : "Examine";
   };
   $("share").onclick = async () => {
@@ -298,14 +371,12 @@ function wireControls() {
     state.screenStream.getVideoTracks()[0].onended = stopSharing;
     if (state.pc) { addScreenTrack(); await makeOffer(); }
     state.signaling.send({ type: "screen-share", active: true });
-    $("share").setAttribute("aria-pressed", "true");
+    $("screen-caption").textContent = "You are sharing your screen";
+    $("screen-caption").hidden = false;
     $("share").querySelector("span").textContent = "Stop sharing";
   };
-  $("chat-toggle").onclick = () => {
-    $("chat").hidden = !$("chat").hidden;
-    $("chat-toggle").setAttribute("aria-expanded", String(!$("chat").hidden));
-    if (!$("chat").hidden) { state.unread = 0; $("chat-unread").hidden = true; $("chat-input").focus(); }
-  };
+  $("chat-toggle").onclick = () => showChat($("chat").hidden);
+  $("chat-close").onclick = () => { showChat(false); $("chat-toggle").focus(); };
   $("chat-form").onsubmit = (event) => {
     event.preventDefault();
     const text = $("chat-input").value.trim();
@@ -319,22 +390,68 @@ function wireControls() {
   };
   document.addEventListener("fullscreenchange", () => {
     const on = Boolean(document.fullscreenElement);
-    $("fullscreen").setAttribute("aria-pressed", String(on));
     $("fullscreen").querySelector("span").textContent = on ? "Exit full screen" : "Full screen";
   });
-  $("hangup").onclick = () => {
-    if (state.join.role === "doctor") {
-      state.signaling.send({ type: "end-call" });
-    } else {
-      state.signaling.send({ type: "leave" });
-      state.ended = true;
-      state.signaling.close();
-      if (state.pc) state.pc.close();
-      state.local.getTracks().forEach((t) => t.stop());
-      showScreen("You left the call", "You can rejoin with the same link while the call goes on.", { retry: true });
-    }
-  };
+  // Ending the call revokes both links: the doctor confirms first.
+  $("hangup").onclick = () => (state.join.role === "doctor" ? $("end-confirm").showModal() : leave());
+  $("end-cancel").onclick = () => $("end-confirm").close();
+  $("end-confirmed").onclick = () => { $("end-confirm").close(); state.signaling.send({ type: "end-call" }); };
+  $("waiting-leave").onclick = leave;
   $("screen-retry").onclick = () => location.reload();
+  $("devices-open").onclick = openDevices;
+  $("waiting-devices").onclick = openDevices;
+  $("devices-close").onclick = closeDevices;
+  $("devices").addEventListener("close", closeDevices);
+  $("camera-select").onchange = () => { Devices.remember("camera", $("camera-select").value); useDevice("video", Devices.video()); };
+  $("mic-select").onchange = () => { Devices.remember("microphone", $("mic-select").value); useDevice("audio", Devices.audio()); };
+  $("speaker-select").onchange = () => { Devices.remember("speaker", $("speaker-select").value); useSpeaker(); };
+  $("speaker-test").onclick = () => Devices.testSound($("speaker-select").value);
+  $("flip").onclick = flipCamera;
+}
+
+function leave() {
+  state.signaling.send({ type: "leave" });
+  state.ended = true;
+  state.signaling.close();
+  if (state.pc) state.pc.close();
+  state.local.getTracks().forEach((t) => t.stop());
+  showScreen("You left the call", "You can rejoin with the same link while the call goes on.", { retry: true });
+}
+
+// Mute and camera: the buttons (in the call and in the waiting room) name what they do, their
+// icons are crossed out while off, and "You are muted" / "Your camera is off" say the state.
+function setMuted(muted) {
+  state.muted = muted;
+  state.local.getAudioTracks().forEach((t) => (t.enabled = !muted));
+  showOff(["mute", "waiting-mute"], muted, muted ? "Unmute" : "Mute", muted ? "#i-mic-off" : "#i-mic");
+  $("muted-note").textContent = muted ? "You are muted" : "";
+  document.body.dataset.muted = String(muted);
+  sendMediaState();
+}
+
+function setCameraOff(off) {
+  state.cameraOff = off;
+  state.local.getVideoTracks().forEach((t) => (t.enabled = !off));
+  showOff(["camera", "waiting-camera"], off, off ? "Turn camera on" : "Turn camera off", off ? "#i-camera-off" : "#i-camera");
+  $("local-off").hidden = !off;
+  document.body.dataset.cameraOff = String(off);
+  sendMediaState();
+}
+
+/** The buttons `ids` say `label` with the icon `icon`, highlighted while something is `off`. */
+function showOff(ids, off, label, icon) {
+  for (const id of ids) {
+    $(id).querySelector("span").textContent = label;
+    $(id).querySelector("use").setAttribute("href", icon);
+    $(id).classList.toggle("active", off);
+  }
+}
+
+function showChat(open) {
+  $("chat").hidden = !open;
+  document.body.classList.toggle("chat-open", open);
+  $("chat-toggle").setAttribute("aria-expanded", String(open));
+  if (open) { state.unread = 0; $("chat-unread").hidden = true; $("chat-input").focus(); }
 }
 
 async function stopSharing() {
@@ -343,7 +460,7 @@ async function stopSharing() {
   state.screenStream = null;
   if (state.pc && state.screenSender) { state.pc.removeTrack(state.screenSender); state.screenSender = null; await makeOffer(); }
   state.signaling.send({ type: "screen-share", active: false });
-  $("share").setAttribute("aria-pressed", "false");
+  $("screen-caption").hidden = true;
   $("share").querySelector("span").textContent = "Share screen";
 }
 
@@ -375,7 +492,7 @@ function adaptResolution(level, now) {
   state.poorSince = level === "poor" ? state.poorSince ?? now : null;
   state.excellentSince = level === "excellent" ? state.excellentSince ?? now : null;
   let scale = state.scaleDown;
-  if (state.poorSince && now - state.poorSince >= 10000 && scale < 4) { scale *= 2; state.poorSince = now; }
+  if (state.poorSince && now - state.poorSince >= 10000 && scale < 4 && !state.examination) { scale *= 2; state.poorSince = now; }
   if (state.excellentSince && now - state.excellentSince >= 20000 && scale > 1) { scale /= 2; state.excellentSince = now; }
   if (scale === state.scaleDown) return;
   state.scaleDown = scale;
@@ -390,7 +507,9 @@ function adaptResolution(level, now) {
 async function main() {
   wireControls();
   state.token = readToken();
-  if (!state.token) return showError("invalid_token");
+  sessionStorage.setItem("televisit-visit", location.pathname); // the device test's way back
+  if (!state.token) return showError("missing_token");
+  if (CUT_OFF_TOKEN.test(state.token)) return showError("cut_off_token");
   const response = await fetch("/api/video-call/join", { method: "POST", headers: { Authorization: `Bearer ${state.token}` } }).catch(() => null);
   if (!response) return showScreen("Cannot reach the clinic", "Check your internet connection and try again.", { retry: true });
   const body = await response.json().catch(() => ({}));
@@ -401,7 +520,6 @@ async function main() {
   $("share").hidden = body.role !== "doctor"; // the server refuses a patient's share anyway
   $("examine").hidden = body.role !== "doctor";
   $("hangup").querySelector("span").textContent = body.role === "doctor" ? "End call" : "Leave";
-  $("hangup").setAttribute("aria-label", body.role === "doctor" ? "End the call for everyone" : "Leave the call");
   try {
     state.local = await openCamera();
   } catch (error) {
@@ -414,6 +532,8 @@ async function main() {
     return showScreen("Camera problem", `Your camera could not start (${error && error.name}). Close other apps that use it and reload.`, { retry: true });
   }
   $("local-video").srcObject = state.local;
+  useSpeaker();
+  showFlip();
   state.signaling = new Signaling({
     token: state.token,
     websocketPath: body.websocket_path,

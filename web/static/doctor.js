@@ -42,10 +42,10 @@ async function join(appointment) {
   }
 }
 
-async function postWaitingMessage(appointment, input) {
+async function postWaitingMessage(appointment, input, sent) {
   try {
     await api("POST", `/api/appointments/${appointment.id}/video-call/waiting-message`, { text: input.value });
-    input.setAttribute("aria-describedby", "");
+    sent.textContent = input.value ? `Sent: “${input.value}”` : "Message cleared";
     problem("");
   } catch (error) {
     problem(error.message);
@@ -71,6 +71,7 @@ function row(appointment) {
     const starting = appointment.status === "not_started";
     button.textContent = starting ? "Start video call" : "Join video call";
     button.setAttribute("aria-label", `${button.textContent} with ${appointment.patient_name}`);
+    button.dataset.key = "call";
     button.onclick = () => (starting ? start(appointment) : join(appointment));
     actions.appendChild(button);
     const patientLink = links[appointment.id]?.patient_link;
@@ -85,35 +86,85 @@ function row(appointment) {
       const copy = document.createElement("button");
       copy.type = "button";
       copy.textContent = "Copy";
-      copy.onclick = () => navigator.clipboard && navigator.clipboard.writeText(patientLink);
+      copy.dataset.key = "copy";
+      copy.setAttribute("aria-label", `Copy the link for ${appointment.patient_name}`);
+      const copied = document.createElement("span");
+      copied.setAttribute("role", "status");
+      copied.className = "copied";
+      copy.onclick = () => copyLink(input, copied);
       label.append(input);
-      actions.append(label, " ", copy);
+      actions.append(label, " ", copy, " ", copied);
     }
     if (appointment.status === "waiting") {
       const input = document.createElement("input");
       input.placeholder = "Message for the waiting room";
       input.maxLength = 200;
       input.setAttribute("aria-label", `Waiting-room message for ${appointment.patient_name}`);
+      input.dataset.key = "message";
       const send = document.createElement("button");
       send.type = "button";
       send.textContent = "Send";
-      send.onclick = () => postWaitingMessage(appointment, input);
-      actions.append(" ", input, " ", send);
+      send.dataset.key = "send";
+      send.setAttribute("aria-label", `Send the waiting-room message to ${appointment.patient_name}`);
+      const sent = document.createElement("span");
+      sent.setAttribute("role", "status");
+      send.onclick = () => postWaitingMessage(appointment, input, sent);
+      actions.append(" ", input, " ", send, " ", sent);
     }
   }
   tr.appendChild(actions);
   return tr;
 }
 
+/** Copies the patient's link and says so (or how to copy it by hand). */
+async function copyLink(input, copied) {
+  try {
+    await navigator.clipboard.writeText(input.value);
+    copied.textContent = "Link copied";
+  } catch {
+    input.select();
+    copied.textContent = "Press Ctrl+C (⌘C on a Mac) to copy the selected link";
+  }
+  setTimeout(() => (copied.textContent = ""), 4000);
+}
+
+/** What a row shows: a row is redrawn only when this changes. */
+const rowSignature = (a) => JSON.stringify([a.scheduled_at_ms, a.patient_name, a.status, a.status === "ended" ? a.duration_seconds : 0, links[a.id]?.patient_link]);
+
+/**
+ * Updates the list in place: unchanged rows stay as they are (keyboard focus and typing too); a
+ * changed row is redrawn with the focus back on the same control.
+ */
+function render(list) {
+  const body = document.getElementById("appointments");
+  const rows = new Map([...body.querySelectorAll("tr[data-appointment]")].map((tr) => [tr.dataset.appointment, tr]));
+  [...body.children].filter((tr) => !tr.dataset.appointment || !list.some((a) => a.id === tr.dataset.appointment)).forEach((tr) => tr.remove());
+  let previous = null;
+  for (const appointment of list) {
+    let tr = rows.get(appointment.id);
+    const signature = rowSignature(appointment);
+    if (!tr || tr.dataset.signature !== signature) {
+      const fresh = row(appointment);
+      fresh.dataset.signature = signature;
+      const focused = tr && tr.contains(document.activeElement) ? document.activeElement.dataset.key : null;
+      if (tr) tr.replaceWith(fresh);
+      tr = fresh;
+      if (focused) tr.querySelector(`[data-key="${focused}"]`)?.focus();
+    }
+    const place = previous ? previous.nextSibling : body.firstChild;
+    if (place !== tr) body.insertBefore(tr, place);
+    previous = tr;
+  }
+  if (list.length === 0 && body.children.length === 0) {
+    body.innerHTML = "<tr><td colspan=4>No appointments today.</td></tr>";
+  }
+}
+
 async function refresh() {
   const start = new Date(); start.setHours(0, 0, 0, 0);
   const end = new Date(start); end.setDate(end.getDate() + 1);
   try {
-    const list = await api("GET", `/api/doctor/appointments?from_ms=${start.getTime()}&to_ms=${end.getTime()}`);
-    const body = document.getElementById("appointments");
-    const typing = document.activeElement && document.activeElement.tagName === "INPUT" && !document.activeElement.readOnly;
-    if (typing) return; // don't replace the row while the doctor is typing
-    body.replaceChildren(...(list.length ? list.map(row) : [Object.assign(document.createElement("tr"), { innerHTML: "<td colspan=4>No appointments today.</td>" })]));
+    render(await api("GET", `/api/doctor/appointments?from_ms=${start.getTime()}&to_ms=${end.getTime()}`));
   } catch (error) {
     problem(`Could not load the appointments: ${error.message}`);
   }

@@ -1,0 +1,82 @@
+// The doctor's list and call: the list updates in place (keyboard focus stays where it was while
+// the status changes), "Copy" says the link was copied, "End call" asks first. axe-core on each.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import {
+  startServer, signInAndStartCall, setUpVisit, launchBrowser, screenshot, eventually, assertAccessible, endCall, dataset as body, DOCTOR, PATIENT_NAME,
+} from "./harness.mjs";
+
+test("the doctor: sign-in keeps the e-mail, the list keeps focus, Copy and Send confirm, End call asks first, the end leads back", async () => {
+  const server = await startServer();
+  const browser = await launchBrowser();
+  try {
+    await setUpVisit(server);
+    const context = await browser.newContext({ viewport: { width: 1024, height: 768 } }); // a tablet
+    await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: server.base });
+    const doctor = await context.newPage();
+
+    // A wrong password keeps the e-mail typed, and the password field takes the focus.
+    await doctor.goto(`${server.base}/medical/login`);
+    await doctor.getByLabel("E-mail").fill(DOCTOR.email);
+    await doctor.getByLabel("Password").fill("wrong password");
+    await doctor.getByRole("button", { name: "Sign in" }).click();
+    await doctor.getByText("Wrong e-mail or password.").waitFor();
+    assert.equal(await doctor.getByLabel("E-mail").inputValue(), DOCTOR.email);
+    assert.equal(await doctor.evaluate(() => document.activeElement.id), "password");
+    await screenshot(doctor, "79-doctor-wrong-password");
+    await assertAccessible(doctor, "the sign-in page after a wrong password");
+    const patientLink = await signInAndStartCall(doctor, server);
+    await assertAccessible(doctor, "the doctor's list with a started call");
+
+    // "Copy" puts the link on the clipboard and says so.
+    await doctor.getByRole("button", { name: `Copy the link for ${PATIENT_NAME}` }).click();
+    await doctor.getByText("Link copied").waitFor();
+    assert.equal(await doctor.evaluate(() => navigator.clipboard.readText()), patientLink);
+    await screenshot(doctor, "80-doctor-link-copied");
+
+    // Keyboard focus on "Join video call" survives the list's refreshes (every 3 s)…
+    const joinButton = doctor.getByRole("button", { name: `Join video call with ${PATIENT_NAME}` });
+    await joinButton.focus();
+    await doctor.evaluate(() => { document.querySelector("tr[data-appointment]").marked = true; });
+    await doctor.waitForTimeout(3500);
+    assert.equal(await doctor.evaluate(() => document.activeElement.getAttribute("aria-label")), `Join video call with ${PATIENT_NAME}`);
+    assert.ok(await doctor.evaluate(() => document.querySelector("tr[data-appointment]").marked), "the row was not redrawn");
+
+    // …and the status change when the patient arrives (the row is redrawn, the focus put back).
+    const patient = await (await browser.newContext({ viewport: { width: 390, height: 844 } })).newPage();
+    await patient.goto(patientLink);
+    await patient.getByRole("heading", { name: "Waiting for your doctor" }).waitFor();
+    await eventually("the list shows the patient waiting", async () => (await doctor.locator("td.status").innerText()).includes("Waiting"));
+    assert.equal(await doctor.evaluate(() => document.activeElement.getAttribute("aria-label")), `Join video call with ${PATIENT_NAME}`);
+    await assertAccessible(doctor, "the doctor's list with the patient waiting");
+
+    // A waiting-room message: the doctor sees it was sent, the patient sees it.
+    await doctor.getByLabel(`Waiting-room message for ${PATIENT_NAME}`).fill("Five more minutes, please");
+    await doctor.getByRole("button", { name: `Send the waiting-room message to ${PATIENT_NAME}` }).click();
+    await doctor.getByText("Sent: “Five more minutes, please”").waitFor();
+    await patient.getByText("Five more minutes, please").waitFor();
+
+    // In the call, "End call" asks first; "Keep talking" keeps the call.
+    await joinButton.click();
+    await doctor.waitForURL(/video-call\/$/);
+    await eventually("connected", async () => (await body(doctor, "connected")) === "true");
+    await doctor.getByRole("button", { name: "End call", exact: true }).click();
+    const confirm = doctor.getByRole("dialog", { name: "End the call for everyone?" });
+    await confirm.waitFor();
+    await screenshot(doctor, "81-doctor-end-call-confirmation");
+    await assertAccessible(doctor, "the end-call confirmation");
+    await confirm.getByRole("button", { name: "Keep talking" }).click();
+    await confirm.waitFor({ state: "hidden" });
+    await doctor.waitForTimeout(500);
+    assert.equal(await body(patient, "screen"), undefined, "the call goes on");
+    await endCall(doctor);
+    await patient.getByRole("heading", { name: "The call has ended" }).waitFor();
+    // The doctor's end screen leads back to the list.
+    await doctor.getByRole("link", { name: "Back to today's visits" }).click();
+    await doctor.waitForURL(/\/medical\/appointments\/$/);
+    await eventually("the list shows the call ended", async () => (await doctor.locator("td.status").innerText()).includes("Ended"));
+  } finally {
+    await browser.close();
+    await server.stop();
+  }
+});
