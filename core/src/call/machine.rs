@@ -18,8 +18,9 @@
 //! `QualityChanged`, `VideoRungChanged`, `EncoderBitrate`).
 //!
 //! Signaling survives drops: frames this side sends are numbered and kept until the server confirms
-//! them (`joined.last_client_seq` after a reconnect), frames from the server are numbered and
-//! duplicates dropped, and a reconnect asks the server to resume after the last frame received.
+//! them (`ack` for a stored chat message, `joined.last_client_seq` after a reconnect) and resent
+//! after a reconnect, frames from the server are numbered and duplicates dropped, and a reconnect
+//! asks the server to resume after the last frame received.
 //! Media keeps flowing while signaling reconnects (with backoff, up to [`SIGNALING_GIVE_UP_MS`]).
 
 use std::collections::VecDeque;
@@ -445,7 +446,10 @@ impl CallMachine {
         let seq = self.next_client_seq;
         self.next_client_seq += 1;
         if self.unconfirmed.len() == UNCONFIRMED_LIMIT {
-            self.unconfirmed.pop_front();
+            // Negotiation frames go stale; chat is what a person typed: it goes last.
+            let oldest_other =
+                self.unconfirmed.iter().position(|(_, m)| !matches!(m, ClientMessage::Chat { .. }));
+            self.unconfirmed.remove(oldest_other.unwrap_or(0));
         }
         self.unconfirmed.push_back((seq, message.clone()));
         if self.signaling_open && self.has_joined {
@@ -599,6 +603,7 @@ impl CallMachine {
                 out.push(Output::Peer(PeerCommand::AddRemoteCandidate(candidate)))
             }
             ServerMessage::Chat(message) => out.push(Output::Event(CallEvent::ChatReceived(message))),
+            ServerMessage::Ack { client_seq } => self.unconfirmed.retain(|(seq, _)| *seq != client_seq),
             ServerMessage::ScreenShare { active, .. } => {
                 out.push(Output::Event(CallEvent::PeerScreenShare(active)));
             }

@@ -4,17 +4,21 @@
 //! Inputs:
 //! - [`Room::connect`] — an authenticated connection of a role (replacing any earlier one);
 //! - [`Room::frame`] — a decoded client frame from a connection;
-//! - [`Room::chat_stored`] — a chat message after the hub stored it;
+//! - [`Room::chat_stored`] / [`Room::chat_not_stored`] — the outcome of storing a chat message;
 //! - [`Room::disconnect`] / [`Room::grace_expired`] — a connection dropped, and its grace ended;
+//! - [`Room::forget_replay`] — a dropped participant stayed away too long to resume;
 //! - [`Room::end`] — the call ended (by the doctor, or through the API).
 //!
-//! Every frame the room sends to a role is numbered (`seq`) and kept in a short replay buffer, so a
-//! participant that reconnects with `resume.last_seq` gets exactly the frames it missed. Client
-//! frames carrying a `seq` at or below the last one accepted are duplicates of a resend and dropped.
+//! Every frame the room sends to a role is numbered (`seq`) and kept in a short replay buffer
+//! (bounded in frames per participant and in bytes per room), so a participant that reconnects
+//! with `resume.last_seq` gets exactly the frames it missed. Client frames carrying a `seq` at or
+//! below the last one accepted are duplicates of a resend and dropped. A numbered chat frame is
+//! acknowledged (`ack`) only once stored, and `joined.last_client_seq` never counts a chat frame
+//! that is not stored yet, so a client resends exactly what might otherwise be lost.
 //! A dropped connection is announced to the peer (`peer-left`) only after a grace period, so a brief
 //! network blip that resumes does not tear down the peer connection.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use televisit_core::protocol::{
     encode, CallStatus, ChatMessage, ClientMessage, ErrorCode, Frame, MediaState, Role, ServerMessage,
@@ -26,6 +30,19 @@ pub type ConnId = u64;
 
 /// How many frames per role the room keeps for resumption.
 pub const REPLAY_FRAMES: usize = 512;
+
+/// How many bytes of frames the room keeps for resumption, both roles together. A blip of a few
+/// seconds needs far less; a resume that finds its frames gone starts over (`resumed: false`).
+pub const REPLAY_BYTES_PER_ROOM: usize = 64 * 1024;
+
+/// Chat frames of one participant that may wait for storage at once; more are refused with
+/// `rate_limited` (the database is far behind).
+pub const STORING_LIMIT: usize = 256;
+
+/// Bytes a kept frame costs: its text and its place in the buffer.
+fn kept_bytes(text: &str) -> usize {
+    text.len() + std::mem::size_of::<(u64, String)>()
+}
 
 /// What the hub must do after an input.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,12 +63,14 @@ pub enum Action {
         /// Human-readable reason.
         message: String,
     },
-    /// Store this chat message, then call [`Room::chat_stored`].
+    /// Store this chat message, then call [`Room::chat_stored`] (or [`Room::chat_not_stored`]).
     StoreChat {
         /// Sender.
         from: Role,
         /// The text.
         text: String,
+        /// The `seq` the sender gave the frame, to acknowledge it by.
+        client_seq: Option<u64>,
     },
     /// Both participants are connected: the call is in progress (first time only).
     MarkInProgress,
@@ -77,8 +96,33 @@ struct Seat {
     last_conn: Option<ConnId>,
     out_seq: u64,
     replay: VecDeque<(u64, String)>,
+    /// [`kept_bytes`] of the frames in `replay`.
+    replay_bytes: usize,
     last_client_seq: u64,
+    /// Client seqs of chat frames being stored, oldest first.
+    storing: VecDeque<u64>,
+    /// Client seqs of chat frames that could not be stored: accepted again when resent.
+    lost: BTreeSet<u64>,
     media: Option<MediaState>,
+}
+
+impl Seat {
+    fn drop_oldest(&mut self) {
+        if let Some((_, text)) = self.replay.pop_front() {
+            self.replay_bytes -= kept_bytes(&text);
+        }
+    }
+
+    fn forget_replay(&mut self) {
+        self.replay = VecDeque::new();
+        self.replay_bytes = 0;
+    }
+
+    /// The client seq up to which every frame is handled: relayed, or stored for chat.
+    fn handled_through(&self) -> u64 {
+        let first_open = self.storing.iter().chain(&self.lost).copied().min();
+        first_open.map_or(self.last_client_seq, |seq| seq - 1)
+    }
 }
 
 /// One call's signaling state.
@@ -140,12 +184,27 @@ impl Room {
         seat.out_seq += 1;
         let text = encode(&Frame::numbered(seat.out_seq, message));
         if seat.replay.len() == REPLAY_FRAMES {
-            seat.replay.pop_front();
+            seat.drop_oldest();
         }
+        seat.replay_bytes += kept_bytes(&text);
         seat.replay.push_back((seat.out_seq, text.clone()));
         if let Some(conn) = seat.conn {
             actions.push(Action::Send { conn, text });
         }
+        // Over the room's budget: the larger buffer gives up its oldest frames.
+        let [doctor, patient] = &mut self.seats;
+        while doctor.replay_bytes + patient.replay_bytes > REPLAY_BYTES_PER_ROOM {
+            if doctor.replay_bytes >= patient.replay_bytes {
+                doctor.drop_oldest()
+            } else {
+                patient.drop_oldest()
+            }
+        }
+    }
+
+    /// Bytes kept for resumption, both roles together.
+    pub fn replay_bytes(&self) -> usize {
+        self.seats.iter().map(|seat| seat.replay_bytes).sum()
     }
 
     fn reply(conn: ConnId, message: ServerMessage, actions: &mut Vec<Action>) {
@@ -187,7 +246,7 @@ impl Room {
         // Resumable when every frame after `last_seq` is still in the buffer.
         let oldest_kept = seat.replay.front().map_or(seat.out_seq + 1, |(seq, _)| *seq);
         let resumed = resume_from.is_some_and(|last| last <= seat.out_seq && last + 1 >= oldest_kept);
-        let last_client_seq = seat.last_client_seq;
+        let last_client_seq = seat.handled_through();
         let peer_present = self.is_present(role.other());
         let peer_media = self.seats[seat_index(role.other())].media;
         Self::reply(
@@ -249,12 +308,21 @@ impl Room {
         if self.seats[seat_index(role)].conn != Some(conn) || self.ended {
             return actions;
         }
-        if let Some(seq) = frame.seq {
+        let client_seq = frame.seq;
+        if matches!(frame.message, ClientMessage::Chat { .. })
+            && self.seat(role).storing.len() >= STORING_LIMIT
+        {
+            // Not accepted (its seq neither): the client still holds it and sends it again.
+            let message = "chat arrives faster than it can be stored: send it again in a moment";
+            Self::reply_error(conn, ErrorCode::RateLimited, message, &mut actions);
+            return actions;
+        }
+        if let Some(seq) = client_seq {
             let seat = self.seat(role);
-            if seq <= seat.last_client_seq {
+            if seq <= seat.last_client_seq && !seat.lost.remove(&seq) {
                 return actions; // a resend of a frame already handled
             }
-            seat.last_client_seq = seq;
+            seat.last_client_seq = seat.last_client_seq.max(seq);
         }
         let peer = role.other();
         let relayed = match frame.message {
@@ -295,7 +363,8 @@ impl Room {
                     let message = format!("a chat message must have 1 to {MAX_CHAT_CHARS} characters");
                     Self::reply_error(conn, ErrorCode::InvalidFrame, &message, &mut actions);
                 } else {
-                    actions.push(Action::StoreChat { from: role, text: text.to_owned() });
+                    self.seat(role).storing.extend(client_seq);
+                    actions.push(Action::StoreChat { from: role, text: text.to_owned(), client_seq });
                 }
                 None
             }
@@ -379,11 +448,45 @@ impl Room {
         }
     }
 
-    /// A chat message was stored: deliver it to both (the sender gets its id this way).
-    pub fn chat_stored(&mut self, message: ChatMessage) -> Vec<Action> {
+    /// A chat message was stored: deliver it to both (the sender gets its id this way) and
+    /// acknowledge it to the sender by the `seq` it gave the frame.
+    pub fn chat_stored(&mut self, message: ChatMessage, client_seq: Option<u64>) -> Vec<Action> {
         let mut actions = Vec::new();
+        let from = message.from;
+        if let Some(seq) = client_seq {
+            self.seat(from).storing.retain(|s| *s != seq);
+        }
+        if self.ended {
+            return actions;
+        }
         self.push(Role::Doctor, ServerMessage::Chat(message.clone()), &mut actions);
         self.push(Role::Patient, ServerMessage::Chat(message), &mut actions);
+        if let (Some(client_seq), Some(conn)) = (client_seq, self.connection(from)) {
+            Self::reply(conn, ServerMessage::Ack { client_seq }, &mut actions);
+        }
+        actions
+    }
+
+    /// A chat message could not be stored. A numbered one is resent by its client: the room
+    /// accepts that seq again, and closes the sender's connection so that it reconnects and
+    /// resends (`joined.last_client_seq` stops before it). An unnumbered one gets an `error`.
+    pub fn chat_not_stored(&mut self, from: Role, client_seq: Option<u64>) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let seat = self.seat(from);
+        let Some(conn) = seat.conn else {
+            seat.storing.retain(|s| Some(*s) != client_seq);
+            seat.lost.extend(client_seq);
+            return actions;
+        };
+        let message = "a chat message could not be stored; send it again";
+        match client_seq {
+            Some(seq) => {
+                seat.storing.retain(|s| *s != seq);
+                seat.lost.insert(seq);
+                actions.push(Action::Close { conn, code: ErrorCode::Internal, message: message.into() });
+            }
+            None => Self::reply_error(conn, ErrorCode::Internal, message, &mut actions),
+        }
         actions
     }
 
@@ -407,7 +510,17 @@ impl Room {
         actions
     }
 
-    /// The call ended: everyone gets `call-ended` and is disconnected; nobody can join again.
+    /// A participant that dropped this connection stayed away too long to resume: its frames
+    /// are let go (a later join starts over with `resumed: false`).
+    pub fn forget_replay(&mut self, role: Role, conn: ConnId) {
+        let seat = self.seat(role);
+        if seat.conn.is_none() && seat.last_conn == Some(conn) {
+            seat.forget_replay();
+        }
+    }
+
+    /// The call ended: everyone gets `call-ended` and is disconnected; nobody can join again, so
+    /// nothing is kept for resumption.
     pub fn end(&mut self, ended_by: Option<Role>, duration_seconds: i64) -> Vec<Action> {
         let mut actions = Vec::new();
         if self.ended {
@@ -426,6 +539,7 @@ impl Room {
         self.ended = true;
         self.status = CallStatus::Ended;
         self.paired = false;
+        self.seats.iter_mut().for_each(Seat::forget_replay);
         actions
     }
 }
