@@ -728,4 +728,114 @@ mod tests {
         let actions = room.connect(Role::Patient, 9, None, vec![]);
         assert!(matches!(actions[..], [Action::Close { code: ErrorCode::CallEnded, .. }]));
     }
+
+    fn chat(seq: u64, text: &str) -> Frame<ClientMessage> {
+        Frame::numbered(seq, ClientMessage::Chat { text: text.into() })
+    }
+
+    fn stored(id: i64, from: Role, text: &str) -> ChatMessage {
+        ChatMessage { id, from, text: text.into(), sent_at_ms: 0 }
+    }
+
+    fn joined_last_client_seq(actions: &[Action], conn: ConnId) -> u64 {
+        sent(actions, conn)[0]["last_client_seq"].as_u64().unwrap()
+    }
+
+    #[test]
+    fn a_chat_is_acknowledged_to_its_sender_only_once_stored() {
+        let mut room = room();
+        room.connect(Role::Patient, PATIENT, None, vec![]);
+        room.connect(Role::Doctor, DOCTOR, None, vec![]);
+        let actions = room.frame(Role::Patient, PATIENT, chat(3, "hello"));
+        assert_eq!(
+            actions,
+            [Action::StoreChat { from: Role::Patient, text: "hello".into(), client_seq: Some(3) }]
+        );
+        let actions = room.chat_stored(stored(17, Role::Patient, "hello"), Some(3));
+        assert_eq!(types(&sent(&actions, PATIENT)), ["chat", "ack"]);
+        assert_eq!(sent(&actions, PATIENT)[1], serde_json::json!({"type": "ack", "client_seq": 3}));
+        assert_eq!(types(&sent(&actions, DOCTOR)), ["chat"]);
+    }
+
+    #[test]
+    fn joined_counts_no_chat_that_is_not_stored_yet() {
+        let mut room = room();
+        room.connect(Role::Patient, PATIENT, None, vec![]);
+        room.connect(Role::Doctor, DOCTOR, None, vec![]);
+        room.frame(Role::Patient, PATIENT, chat(1, "one"));
+        room.frame(Role::Patient, PATIENT, chat(2, "two"));
+        room.frame(
+            Role::Patient,
+            PATIENT,
+            Frame::numbered(3, ClientMessage::MediaState(MediaState { audio: true, video: false })),
+        );
+        room.chat_stored(stored(1, Role::Patient, "one"), Some(1));
+        room.disconnect(Role::Patient, PATIENT);
+        // "two" is still being stored: the client must keep it (and resend from 2).
+        let actions = room.connect(Role::Patient, 5, None, vec![]);
+        assert_eq!(joined_last_client_seq(&actions, 5), 1);
+        // Its resend is a duplicate; the ack comes when it is stored, to the new connection.
+        assert!(room.frame(Role::Patient, 5, chat(2, "two")).is_empty());
+        let actions = room.chat_stored(stored(2, Role::Patient, "two"), Some(2));
+        assert_eq!(sent(&actions, 5)[1], serde_json::json!({"type": "ack", "client_seq": 2}));
+        room.disconnect(Role::Patient, 5);
+        assert_eq!(joined_last_client_seq(&room.connect(Role::Patient, 6, None, vec![]), 6), 3);
+    }
+
+    #[test]
+    fn a_chat_that_could_not_be_stored_is_taken_again_when_resent() {
+        let mut room = room();
+        room.connect(Role::Patient, PATIENT, None, vec![]);
+        room.connect(Role::Doctor, DOCTOR, None, vec![]);
+        room.frame(Role::Patient, PATIENT, chat(1, "one"));
+        room.frame(Role::Patient, PATIENT, chat(2, "two"));
+        let actions = room.chat_not_stored(Role::Patient, Some(1));
+        assert!(actions
+            .iter()
+            .any(|a| matches!(a, Action::Close { conn: PATIENT, code: ErrorCode::Internal, .. })));
+        room.chat_stored(stored(1, Role::Patient, "two"), Some(2));
+        room.disconnect(Role::Patient, PATIENT);
+        assert_eq!(joined_last_client_seq(&room.connect(Role::Patient, 5, None, vec![]), 5), 0);
+        assert_eq!(room.frame(Role::Patient, 5, chat(1, "one")).len(), 1, "the resend is stored");
+        assert!(room.frame(Role::Patient, 5, chat(2, "two")).is_empty(), "this one was stored");
+    }
+
+    #[test]
+    fn chat_beyond_the_storing_limit_is_refused_and_not_counted() {
+        let mut room = room();
+        room.connect(Role::Patient, PATIENT, None, vec![]);
+        for seq in 1..=STORING_LIMIT as u64 {
+            assert_eq!(room.frame(Role::Patient, PATIENT, chat(seq, "x")).len(), 1);
+        }
+        let refused = room.frame(Role::Patient, PATIENT, chat(STORING_LIMIT as u64 + 1, "x"));
+        assert_eq!(sent(&refused, PATIENT)[0]["code"], "rate_limited");
+        room.chat_stored(stored(1, Role::Patient, "x"), Some(1));
+        // The refused seq was not taken: sent again, it is accepted.
+        assert_eq!(room.frame(Role::Patient, PATIENT, chat(STORING_LIMIT as u64 + 1, "x")).len(), 1);
+    }
+
+    #[test]
+    fn the_replay_buffers_are_bounded_in_bytes_per_room_and_let_go() {
+        let mut room = room();
+        room.connect(Role::Patient, PATIENT, None, vec![]);
+        room.connect(Role::Doctor, DOCTOR, None, vec![]);
+        let sdp = "v".repeat(10_000);
+        for _ in 0..20 {
+            room.frame(Role::Doctor, DOCTOR, Frame::new(ClientMessage::Offer(Sdp { sdp: sdp.clone() })));
+            room.frame(Role::Patient, PATIENT, Frame::new(ClientMessage::Answer(Sdp { sdp: sdp.clone() })));
+        }
+        assert!(room.replay_bytes() <= REPLAY_BYTES_PER_ROOM, "{}", room.replay_bytes());
+        assert!(room.replay_bytes() > REPLAY_BYTES_PER_ROOM / 2, "{}", room.replay_bytes());
+        // A resume from before the kept frames starts over.
+        room.disconnect(Role::Patient, PATIENT);
+        let frames = sent(&room.connect(Role::Patient, 5, Some(1), vec![]), 5);
+        assert_eq!(frames[0]["resumed"], false);
+        // Away longer than a client tries to resume: its frames are let go.
+        let before = room.replay_bytes();
+        room.disconnect(Role::Patient, 5);
+        room.forget_replay(Role::Patient, 5);
+        assert!(room.replay_bytes() < before);
+        room.end(None, 0);
+        assert_eq!(room.replay_bytes(), 0);
+    }
 }
