@@ -82,6 +82,8 @@ pub struct Hub {
     grace: Duration,
     idle_timeout_seconds: u64,
     chat_writer: ChatWriter,
+    /// Woken after each batch of chat is stored.
+    chat_stored: tokio::sync::Notify,
 }
 
 impl Hub {
@@ -103,6 +105,7 @@ impl Hub {
             metrics,
             grace,
             idle_timeout_seconds,
+            chat_stored: tokio::sync::Notify::new(),
         })
     }
 
@@ -181,6 +184,17 @@ impl Hub {
             return; // the call ended
         };
         let is_leave = matches!(frame.message, ClientMessage::Leave);
+        if matches!(frame.message, ClientMessage::Chat { .. }) {
+            // Backpressure: this participant's frames wait (and its socket is not read) until
+            // storage catches up, rather than the room refusing chat.
+            loop {
+                let stored = self.chat_stored.notified();
+                if !room.lock().expect("room lock").storing_full(grant.role) {
+                    break;
+                }
+                stored.await;
+            }
+        }
         let deferred = {
             let mut room = room.lock().expect("room lock");
             self.deliver(room.frame(grant.role, conn, frame))
@@ -250,6 +264,7 @@ impl Hub {
             let deferred = self.deliver(actions);
             debug_assert!(deferred.is_empty());
         }
+        self.chat_stored.notify_waiters();
     }
 
     /// Sends and closes now (the room is locked); returns the actions that need I/O.

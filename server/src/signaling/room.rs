@@ -35,8 +35,9 @@ pub const REPLAY_FRAMES: usize = 512;
 /// seconds needs far less; a resume that finds its frames gone starts over (`resumed: false`).
 pub const REPLAY_BYTES_PER_ROOM: usize = 64 * 1024;
 
-/// Chat frames of one participant that may wait for storage at once; more are refused with
-/// `rate_limited` (the database is far behind).
+/// Chat frames of one participant that may wait for storage at once. The hub stops reading the
+/// participant's frames until storage catches up; a room given more refuses them with
+/// `rate_limited` (the client resends them after its next reconnect).
 pub const STORING_LIMIT: usize = 256;
 
 /// Bytes a kept frame costs: its text and its place in the buffer.
@@ -202,6 +203,11 @@ impl Room {
         }
     }
 
+    /// Whether a role has [`STORING_LIMIT`] chat frames waiting for storage.
+    pub fn storing_full(&self, role: Role) -> bool {
+        self.seats[seat_index(role)].storing.len() >= STORING_LIMIT
+    }
+
     /// Bytes kept for resumption, both roles together.
     pub fn replay_bytes(&self) -> usize {
         self.seats.iter().map(|seat| seat.replay_bytes).sum()
@@ -309,10 +315,13 @@ impl Room {
             return actions;
         }
         let client_seq = frame.seq;
-        if matches!(frame.message, ClientMessage::Chat { .. })
-            && self.seat(role).storing.len() >= STORING_LIMIT
-        {
-            // Not accepted (its seq neither): the client still holds it and sends it again.
+        if matches!(frame.message, ClientMessage::Chat { .. }) && self.storing_full(role) {
+            // Not taken: its seq is accepted again when resent, and `joined` stops before it.
+            let seat = self.seat(role);
+            if let Some(seq) = client_seq.filter(|seq| *seq > seat.last_client_seq) {
+                seat.lost.insert(seq);
+                seat.last_client_seq = seq;
+            }
             let message = "chat arrives faster than it can be stored: send it again in a moment";
             Self::reply_error(conn, ErrorCode::RateLimited, message, &mut actions);
             return actions;
@@ -810,8 +819,11 @@ mod tests {
         let refused = room.frame(Role::Patient, PATIENT, chat(STORING_LIMIT as u64 + 1, "x"));
         assert_eq!(sent(&refused, PATIENT)[0]["code"], "rate_limited");
         room.chat_stored(stored(1, Role::Patient, "x"), Some(1));
-        // The refused seq was not taken: sent again, it is accepted.
-        assert_eq!(room.frame(Role::Patient, PATIENT, chat(STORING_LIMIT as u64 + 1, "x")).len(), 1);
+        // The refused seq was not taken: `joined` stops before it, and sent again it is accepted.
+        room.disconnect(Role::Patient, PATIENT);
+        let actions = room.connect(Role::Patient, 5, None, vec![]);
+        assert_eq!(joined_last_client_seq(&actions, 5), 1);
+        assert_eq!(room.frame(Role::Patient, 5, chat(STORING_LIMIT as u64 + 1, "x")).len(), 1);
     }
 
     #[test]
