@@ -960,6 +960,34 @@ mod tests {
     }
 
     #[test]
+    fn chat_is_resent_after_a_reconnect_until_the_server_acknowledges_it() {
+        let mut m = in_room(Role::Patient);
+        let first = sent(&m.handle(Input::SendChat("one".into()), 0))[0]["seq"].as_u64().unwrap();
+        let second = sent(&m.handle(Input::SendChat("two".into()), 0))[0]["seq"].as_u64().unwrap();
+        m.handle(Input::Frame(Frame::new(ServerMessage::Ack { client_seq: first })), 0);
+        m.handle(Input::SignalingLost, 10);
+        m.handle(Input::SignalingOpened, 300);
+        // The server stored neither as far as `joined` says; the acknowledged one is not resent.
+        let resent = sent(&m.handle(Input::Frame(joined(true, 0)), 310));
+        assert_eq!(resent.len(), 1);
+        assert_eq!((resent[0]["text"].as_str(), resent[0]["seq"].as_u64()), (Some("two"), Some(second)));
+    }
+
+    #[test]
+    fn a_full_resend_queue_lets_negotiation_frames_go_before_chat() {
+        let mut m = in_room(Role::Patient);
+        m.handle(Input::SignalingLost, 0);
+        m.handle(Input::SendChat("typed offline".into()), 0);
+        for _ in 0..UNCONFIRMED_LIMIT {
+            m.handle(Input::SetMicrophone(true), 0);
+        }
+        m.handle(Input::SignalingOpened, 300);
+        let resent = sent(&m.handle(Input::Frame(joined(true, 0)), 310));
+        assert_eq!(resent.len(), UNCONFIRMED_LIMIT);
+        assert_eq!(resent[0]["text"], "typed offline");
+    }
+
+    #[test]
     fn a_signaling_drop_reconnects_with_backoff_resumes_and_resends_what_the_server_missed() {
         let mut m = in_room(Role::Patient);
         m.handle(
