@@ -94,7 +94,7 @@ async fn metrics_handler(State(state): State<SharedState>) -> impl IntoResponse 
     let calls = state.store.count_by_status().await.unwrap_or_default();
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        state.metrics.render(&calls),
+        state.metrics.render(&calls, state.hub.memory()),
     )
 }
 

@@ -467,7 +467,15 @@ mod steady {
         let pairs = join_everyone(&ws_url, &visits).await;
         let connections = rooms * 2;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let mut memory = vec![("connected, before chat", server.rss_kib())];
+        let hub_memory = || async {
+            let text = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+            let gauge = |name: &str| -> f64 {
+                let line = text.lines().find(|l| l.starts_with(name)).unwrap_or_default();
+                line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
+            };
+            (gauge("televisit_signaling_rooms "), gauge("televisit_signaling_replay_bytes "))
+        };
+        let mut memory = vec![("connected, before chat", server.rss_kib(), hub_memory().await)];
 
         let load = Arc::new(Load {
             start: Instant::now(),
@@ -495,12 +503,12 @@ mod steady {
             let seconds = if phase == 0 { steady_seconds } else { step_seconds };
             let began = Instant::now();
             tokio::time::sleep(Duration::from_secs(seconds)).await;
-            durations.push(began.elapsed().as_secs_f64());
             if phase == 0 {
-                memory.push(("after the steady phase", server.rss_kib()));
+                memory.push(("after the steady phase", server.rss_kib(), hub_memory().await));
             }
             // Let this phase's frames arrive (they carry their phase) before judging it.
             tokio::time::sleep(Duration::from_millis(1000)).await;
+            durations.push(began.elapsed().as_secs_f64());
             let mut latencies = load.phases[phase].latencies_ns.lock().unwrap().clone();
             latencies.sort_unstable();
             if percentile(&latencies, 0.99) > P99_LIMIT_MS {
@@ -533,15 +541,22 @@ mod steady {
         }
         drop(sinks);
         tokio::time::sleep(Duration::from_secs(2)).await;
-        memory.push(("after every call ended", server.rss_kib()));
+        memory.push(("after every call ended", server.rss_kib(), hub_memory().await));
 
         println!();
         println!("Server memory (RSS; idle with {rooms} started visits: {:.0} MiB)", rss_idle / 1024.0);
         println!();
-        println!("| when | RSS MiB | KiB per connection ({connections}) |");
-        println!("|------|--------:|------------------:|");
-        for (when, rss) in memory {
-            println!("| {when} | {:.1} | {:.1} |", rss / 1024.0, (rss - rss_idle) / connections as f64);
+        println!(
+            "| when | RSS MiB | KiB per connection ({connections}) | rooms in memory | replay buffers KiB |"
+        );
+        println!("|------|--------:|------------------:|----------------:|-------------------:|");
+        for (when, rss, (rooms, replay_bytes)) in memory {
+            let per_connection = (rss - rss_idle) / connections as f64;
+            println!(
+                "| {when} | {:.1} | {per_connection:.1} | {rooms} | {:.0} |",
+                rss / 1024.0,
+                replay_bytes / 1024.0
+            );
         }
     }
 

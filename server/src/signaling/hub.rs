@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use super::chat_writer::{ChatWriter, PendingChat};
 use super::room::{Action, ConnId, Room};
 use crate::error::{ApiError, ApiResult};
-use crate::metrics::Metrics;
+use crate::metrics::{HubMemory, Metrics};
 use crate::secrets::Clock;
 use crate::store::{Appointment, AuditEntry, NewChat, Store};
 use televisit_core::protocol::ChatMessage;
@@ -151,10 +151,11 @@ impl Hub {
         self.rooms.lock().expect("rooms lock").len()
     }
 
-    /// Bytes of frames kept for resumption in every room.
-    pub fn replay_bytes(&self) -> usize {
+    /// Rooms in memory and the bytes they keep for resumption.
+    pub fn memory(&self) -> HubMemory {
         let rooms: Vec<_> = self.rooms.lock().expect("rooms lock").values().cloned().collect();
-        rooms.iter().map(|room| room.lock().expect("room lock").replay_bytes()).sum()
+        let replay_bytes = rooms.iter().map(|room| room.lock().expect("room lock").replay_bytes()).sum();
+        HubMemory { rooms: rooms.len(), replay_bytes }
     }
 
     /// Admits an authenticated participant to its room.
