@@ -137,6 +137,15 @@ impl ServerProcess {
         ServerProcess { child, port: line.trim().parse().expect("server prints its port"), db }
     }
 
+    /// CPU time the server used so far (user + system), in seconds.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // Fields after the command name (which ends with ')'): utime and stime are the 12th and 13th.
+        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+        ticks / 100.0 // USER_HZ
+    }
+
     fn rss_kib(&self) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
         let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
@@ -496,12 +505,14 @@ mod steady {
             }
         }
         let mut durations = Vec::new();
+        let mut cpu = Vec::new();
         let mut crossed = None;
         for (phase, rate) in RATES.iter().enumerate() {
             load.rate.store(*rate, Ordering::Relaxed);
             load.phase.store(phase, Ordering::Relaxed);
             let seconds = if phase == 0 { steady_seconds } else { step_seconds };
             let began = Instant::now();
+            let cpu_before = server.cpu_seconds();
             tokio::time::sleep(Duration::from_secs(seconds)).await;
             if phase == 0 {
                 memory.push(("after the steady phase", server.rss_kib(), hub_memory().await));
@@ -509,6 +520,7 @@ mod steady {
             // Let this phase's frames arrive (they carry their phase) before judging it.
             tokio::time::sleep(Duration::from_millis(1000)).await;
             durations.push(began.elapsed().as_secs_f64());
+            cpu.push(server.cpu_seconds() - cpu_before);
             let mut latencies = load.phases[phase].latencies_ns.lock().unwrap().clone();
             latencies.sort_unstable();
             if percentile(&latencies, 0.99) > P99_LIMIT_MS {
@@ -522,7 +534,7 @@ mod steady {
             sinks.push(sender.await.unwrap());
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
-        print_phases(&load, &durations, rooms, crossed);
+        print_phases(&load, &durations, &cpu, rooms, crossed);
 
         // End every call through the API; each client gets call-ended and is closed.
         let http = reqwest::Client::new();
@@ -560,15 +572,16 @@ mod steady {
         }
     }
 
-    fn print_phases(load: &Load, durations: &[f64], rooms: usize, crossed: Option<u64>) {
+    fn print_phases(load: &Load, durations: &[f64], cpu: &[f64], rooms: usize, crossed: Option<u64>) {
         println!();
         println!(
             "Steady chat: {rooms} rooms x 2 WebSocket clients, numbered chat frames (stored, acknowledged, relayed);"
         );
-        println!("latency = send -> the peer receives it (relayed only once stored); 2-core machine shared with the clients");
+        println!("latency = send -> the peer receives it (relayed only once stored); 2-core machine shared with the clients;");
+        println!("server CPU µs/frame = the server's CPU time per stored frame (storing, echo and relay to both, ack)");
         println!();
-        println!("| phase | per client/s | seconds | offered/s | stored/s | sent | stored | acked | relayed | p50 ms | p99 ms |");
-        println!("|------:|-------------:|--------:|----------:|---------:|-----:|-------:|------:|--------:|-------:|-------:|");
+        println!("| phase | per client/s | seconds | offered/s | stored/s | sent | stored | acked | relayed | p50 ms | p99 ms | server CPU % of a core | server CPU µs/frame |");
+        println!("|------:|-------------:|--------:|----------:|---------:|-----:|-------:|------:|--------:|-------:|-------:|------:|------:|");
         for (phase, seconds) in durations.iter().enumerate() {
             let counters = &load.phases[phase];
             let mut latencies = counters.latencies_ns.lock().unwrap().clone();
@@ -576,7 +589,7 @@ mod steady {
             let (sent, stored) =
                 (counters.sent.load(Ordering::Relaxed), counters.stored.load(Ordering::Relaxed));
             println!(
-                "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {:.2} | {:.2} |",
+                "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.0} |",
                 if phase == 0 { "steady".to_owned() } else { format!("step {phase}") },
                 RATES[phase],
                 seconds,
@@ -588,6 +601,8 @@ mod steady {
                 counters.relayed.load(Ordering::Relaxed),
                 percentile(&latencies, 0.50),
                 percentile(&latencies, 0.99),
+                cpu[phase] / seconds * 100.0,
+                cpu[phase] * 1e6 / stored.max(1) as f64,
             );
         }
         println!();

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use televisit_core::protocol::{CallStatus, ClientMessage, ErrorCode, Frame, Role};
+use televisit_core::protocol::{CallStatus, ChatMessage, ClientMessage, ErrorCode, Frame, Role};
 use tokio::sync::mpsc;
 
 use super::chat_writer::{ChatWriter, PendingChat};
@@ -21,7 +21,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::metrics::{HubMemory, Metrics};
 use crate::secrets::Clock;
 use crate::store::{Appointment, AuditEntry, NewChat, Store};
-use televisit_core::protocol::ChatMessage;
 
 /// Frames queued per connection before it counts as too slow and is dropped (it can resume).
 const OUTBOX_FRAMES: usize = 1024;
