@@ -317,6 +317,13 @@ pub enum ServerMessage {
     },
     /// A chat message (also echoed to its sender, with its id).
     Chat(ChatMessage),
+    /// To the sender only: its chat frame numbered `client_seq` is stored, so it need not be
+    /// resent. Sent without `seq` and never replayed; after a reconnect `joined.last_client_seq`
+    /// tells the same.
+    Ack {
+        /// The `seq` the client gave the chat frame.
+        client_seq: u64,
+    },
     /// The doctor started or stopped sharing the screen.
     ScreenShare {
         /// Sender (always the doctor).
@@ -408,6 +415,9 @@ pub enum ErrorCode {
     IdleTimeout,
     /// The request's origin is not allowed.
     OriginNotAllowed,
+    /// The server could not get its turn at the database in time; retry after the HTTP
+    /// `Retry-After` seconds.
+    ServerBusy,
     /// Something failed on the server.
     Internal,
 }
@@ -435,6 +445,7 @@ impl ErrorCode {
             ErrorCode::Replaced => "replaced",
             ErrorCode::IdleTimeout => "idle_timeout",
             ErrorCode::OriginNotAllowed => "origin_not_allowed",
+            ErrorCode::ServerBusy => "server_busy",
             ErrorCode::Internal => "internal",
         }
     }

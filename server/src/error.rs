@@ -1,6 +1,6 @@
 //! One error type for every HTTP handler, answered as `{ "error": { "code", "message" } }`.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use televisit_core::api::{ErrorBody, ErrorDetail};
@@ -34,6 +34,7 @@ impl ApiError {
             ErrorCode::Conflict | ErrorCode::CallNotStarted | ErrorCode::Replaced => StatusCode::CONFLICT,
             ErrorCode::FrameTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::ServerBusy => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::Malformed
             | ErrorCode::UnknownType
@@ -57,16 +58,29 @@ impl ApiError {
     }
 }
 
+/// Seconds a client waits before retrying after `server_busy` (the `Retry-After` header).
+pub const BUSY_RETRY_AFTER_SECONDS: u64 = 2;
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        ApiError::internal(e)
+        if crate::store::is_busy(&e) {
+            // Writes wait their turn (see `Store`); this is the bound on that wait, not contention.
+            tracing::warn!(cause = %e, "database busy beyond the write wait");
+            ApiError::new(ErrorCode::ServerBusy, "the server is busy; try again in a moment")
+        } else {
+            ApiError::internal(e)
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message.clone() } };
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        if self.code == ErrorCode::ServerBusy {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(BUSY_RETRY_AFTER_SECONDS));
+        }
+        response
     }
 }
 

@@ -65,13 +65,13 @@ impl AppState {
     pub async fn new(config: Config, clock: Clock) -> Result<SharedState, sqlx::Error> {
         let store = Store::open(&config.database_url).await?;
         let metrics = Arc::new(Metrics::default());
-        let hub = Arc::new(Hub::new(
+        let hub = Hub::new(
             store.clone(),
             clock.clone(),
             Arc::clone(&metrics),
             Duration::from_secs(config.reconnect_grace_seconds),
             config.idle_timeout_seconds,
-        ));
+        );
         Ok(Arc::new(AppState {
             config: Arc::new(config),
             store,
@@ -94,7 +94,7 @@ async fn metrics_handler(State(state): State<SharedState>) -> impl IntoResponse 
     let calls = state.store.count_by_status().await.unwrap_or_default();
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        state.metrics.render(&calls),
+        state.metrics.render(&calls, state.hub.memory()),
     )
 }
 

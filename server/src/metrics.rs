@@ -17,6 +17,17 @@ pub struct Metrics {
     frames_relayed: Counter,
     refusals: Family<Labels, Counter>,
     calls: Family<Labels, Gauge>,
+    rooms: Gauge,
+    replay_bytes: Gauge,
+}
+
+/// The hub's memory at the moment of a scrape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HubMemory {
+    /// Rooms in memory.
+    pub rooms: usize,
+    /// Bytes of frames kept for resumption, all rooms together.
+    pub replay_bytes: usize,
 }
 
 impl Default for Metrics {
@@ -44,7 +55,23 @@ impl Default for Metrics {
         );
         registry.register("refusals", "Requests and connections refused, by error code", refusals.clone());
         registry.register("calls", "Appointments by call status", calls.clone());
-        Metrics { registry, connections_open, connections_total, frames_relayed, refusals, calls }
+        let (rooms, replay_bytes) = (Gauge::default(), Gauge::default());
+        registry.register("signaling_rooms", "Signaling rooms in memory", rooms.clone());
+        registry.register(
+            "signaling_replay_bytes",
+            "Bytes of frames kept for resumption, all rooms",
+            replay_bytes.clone(),
+        );
+        Metrics {
+            registry,
+            connections_open,
+            connections_total,
+            frames_relayed,
+            refusals,
+            calls,
+            rooms,
+            replay_bytes,
+        }
     }
 }
 
@@ -75,8 +102,10 @@ impl Metrics {
         self.frames_relayed.get()
     }
 
-    /// The text exposition, with the call counts read just now.
-    pub fn render(&self, calls_by_status: &[(CallStatus, i64)]) -> String {
+    /// The text exposition, with the call counts and the hub's memory read just now.
+    pub fn render(&self, calls_by_status: &[(CallStatus, i64)], hub: HubMemory) -> String {
+        self.rooms.set(hub.rooms as i64);
+        self.replay_bytes.set(hub.replay_bytes as i64);
         for status in [CallStatus::NotStarted, CallStatus::Waiting, CallStatus::InProgress, CallStatus::Ended]
         {
             let count = calls_by_status.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| *n);

@@ -14,9 +14,45 @@ use televisit_core::protocol::{CallStatus, ChatMessage, Role};
 pub type StoreResult<T> = Result<T, sqlx::Error>;
 
 /// The server's database.
+///
+/// SQLite allows one writer at a time. Writes go through a pool of one connection (`writer`), so
+/// they queue in the process instead of contending for the database lock, and every transaction
+/// that writes begins as a writer (`BEGIN IMMEDIATE`): a transaction that reads first and writes
+/// later would fail at once (`SQLITE_BUSY_SNAPSHOT`) when another write committed in between.
+/// Reads use the other pool and never wait for writes (WAL). The busy timeout covers other
+/// processes (the CLI) writing to the same file.
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    writer: SqlitePool,
+}
+
+/// How long a write may wait for its turn before it fails with [`sqlx::Error::PoolTimedOut`]
+/// (the API answers 503 with `Retry-After`).
+pub const WRITE_WAIT: Duration = Duration::from_secs(10);
+
+/// A chat message to store (see [`Store::add_chats`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewChat {
+    /// The visit.
+    pub appointment_id: String,
+    /// Sender.
+    pub from: Role,
+    /// The text.
+    pub text: String,
+}
+
+/// Whether an error means the database was busy (locked by another writer for longer than the
+/// busy timeout, or no write turn within [`WRITE_WAIT`]), rather than broken.
+pub fn is_busy(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut => true,
+        // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes (517 is BUSY_SNAPSHOT).
+        sqlx::Error::Database(e) => {
+            e.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| matches!(c & 0xff, 5 | 6))
+        }
+        _ => false,
+    }
 }
 
 /// A doctor.
@@ -188,21 +224,37 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
-        let store = Store { pool };
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(WRITE_WAIT)
+            .connect_with(options.clone())
+            .await?;
+        // An in-memory database exists once per connection: there, one pool does both.
+        let pool = if url.contains(":memory:") || url.contains("mode=memory") {
+            writer.clone()
+        } else {
+            SqlitePoolOptions::new().max_connections(8).connect_with(options).await?
+        };
+        let store = Store { pool, writer };
         store.migrate().await?;
         Ok(store)
     }
 
     /// Applies pending migrations (idempotent).
     pub async fn migrate(&self) -> StoreResult<()> {
-        sqlx::migrate!("./migrations").run(&self.pool).await?;
+        sqlx::migrate!("./migrations").run(&self.writer).await?;
         Ok(())
     }
 
-    /// Closes the pool, flushing the WAL.
+    /// Closes the pools, flushing the WAL.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
+    }
+
+    /// A transaction that holds the write lock from its start.
+    async fn write_transaction(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.writer.begin_with("BEGIN IMMEDIATE").await
     }
 
     // ---- doctors and patients ----
@@ -227,7 +279,7 @@ impl Store {
         .bind(password_hash)
         .bind(api_token_hash)
         .bind(now_ms)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(id)
     }
@@ -246,7 +298,7 @@ impl Store {
         sqlx::query("UPDATE doctors SET password_hash = ? WHERE id = ?")
             .bind(password_hash)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -283,7 +335,7 @@ impl Store {
             .bind(&id)
             .bind(display_name)
             .bind(now_ms)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(id)
     }
@@ -321,7 +373,7 @@ impl Store {
         .bind(&room_id)
         .bind(recording_enabled)
         .bind(now_ms)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(self.appointment(&id).await?.expect("just inserted"))
     }
@@ -381,7 +433,7 @@ impl Store {
         tokens: &[NewCallToken],
         now_ms: i64,
     ) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         let status: Option<String> = sqlx::query_scalar("SELECT status FROM appointments WHERE id = ?")
             .bind(appointment_id)
             .fetch_optional(&mut *tx)
@@ -448,7 +500,7 @@ impl Store {
         )
         .bind(now_ms)
         .bind(appointment_id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -457,7 +509,7 @@ impl Store {
     /// met), every token revoked. Returns the appointment after the change, or `None` if it was
     /// already ended (or does not exist).
     pub async fn end_call(&self, appointment_id: &str, now_ms: i64) -> StoreResult<Option<Appointment>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         let updated = sqlx::query(
             "UPDATE appointments SET status = 'ended', ended_at_ms = ?, screen_sharing_active = 0, \
              duration_seconds = CASE WHEN started_at_ms IS NULL THEN 0 \
@@ -488,32 +540,42 @@ impl Store {
         sqlx::query("UPDATE appointments SET screen_sharing_active = ? WHERE id = ?")
             .bind(active)
             .bind(appointment_id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
 
     // ---- chat ----
 
-    /// Stores a chat message and returns it with its id.
-    pub async fn add_chat(
-        &self,
-        appointment_id: &str,
-        from: Role,
-        text: &str,
-        now_ms: i64,
-    ) -> StoreResult<ChatMessage> {
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO chat_messages (appointment_id, sender_role, text, sent_at_ms) \
-             VALUES (?, ?, ?, ?) RETURNING id",
-        )
-        .bind(appointment_id)
-        .bind(role_name(from))
-        .bind(text)
-        .bind(now_ms)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(ChatMessage { id, from, text: text.to_owned(), sent_at_ms: now_ms })
+    /// Stores chat messages in one transaction and returns them with their ids, in order.
+    pub async fn add_chats(&self, chats: &[NewChat], now_ms: i64) -> StoreResult<Vec<ChatMessage>> {
+        // Rows per INSERT: 4 bound values each, well under SQLite's limit of variables.
+        const ROWS_PER_INSERT: usize = 200;
+        let mut stored = Vec::with_capacity(chats.len());
+        let mut tx = self.write_transaction().await?;
+        for chunk in chats.chunks(ROWS_PER_INSERT) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO chat_messages (appointment_id, sender_role, text, sent_at_ms) ",
+            );
+            insert.push_values(chunk, |mut row, chat| {
+                row.push_bind(&chat.appointment_id)
+                    .push_bind(role_name(chat.from))
+                    .push_bind(&chat.text)
+                    .push_bind(now_ms);
+            });
+            insert.push(" RETURNING id");
+            let mut ids: Vec<i64> = insert.build_query_scalar().fetch_all(&mut *tx).await?;
+            // One INSERT numbers its rows in the order of its VALUES; RETURNING's order is unspecified.
+            ids.sort_unstable();
+            stored.extend(chunk.iter().zip(ids).map(|(chat, id)| ChatMessage {
+                id,
+                from: chat.from,
+                text: chat.text.clone(),
+                sent_at_ms: now_ms,
+            }));
+        }
+        tx.commit().await?;
+        Ok(stored)
     }
 
     /// The visit's chat, oldest first.
@@ -554,7 +616,7 @@ impl Store {
         .bind(&session.csrf_token)
         .bind(now_ms)
         .bind(session.expires_at_ms)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -576,7 +638,7 @@ impl Store {
     pub async fn delete_session(&self, session_hash: &str) -> StoreResult<()> {
         sqlx::query("DELETE FROM web_sessions WHERE session_hash = ?")
             .bind(session_hash)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -595,7 +657,7 @@ impl Store {
         .bind(&entry.action)
         .bind(&entry.detail)
         .bind(&entry.remote_addr)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }

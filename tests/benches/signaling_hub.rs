@@ -1,9 +1,17 @@
-//! Signaling hub benchmark: N rooms of two WebSocket clients each go through
-//! join → offer/answer → 20 ICE candidates per side → one chat message per side,
-//! against a real server process. Prints a table: frames relayed per second, relay latency
-//! (p50/p99, send to receive), and the server's memory per open connection (RSS from /proc).
+//! Signaling hub benchmark, against a real server process (SQLite file, WebSocket clients):
 //!
-//! Run: `cargo bench -p televisit-tests --bench signaling_hub` (rooms: `-- 100 1000`).
+//! - exchange: N rooms of two clients each go through join → offer/answer → 20 ICE candidates per
+//!   side → one chat message per side. Prints frames relayed per second, relay latency (p50/p99,
+//!   send to receive) and the server's memory per open connection (RSS from /proc).
+//! - steady chat: 1000 rooms × 2 clients each send 5 numbered chat frames a second for 60 s
+//!   (10 000 stored frames/s), then the offered rate steps up until the p99 passes 50 ms. Prints,
+//!   per phase, frames offered, stored (acknowledged) and relayed, latency from send to the
+//!   peer's receipt (a chat frame is relayed only once stored), and the server's memory per
+//!   connection at the start, after the steady phase and after every call ended.
+//!
+//! Run: `cargo bench -p televisit-tests --bench signaling_hub` (both), `-- 100 1000` (exchange,
+//! these sizes), `-- steady` (steady chat only). Shorter: `SIGNALING_BENCH_SECONDS=10`
+//! (steady phase), `SIGNALING_BENCH_STEP_SECONDS=5` (each step), `SIGNALING_BENCH_ROOMS=200`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -26,9 +34,41 @@ fn main() {
         return serve_child(&args[1]);
     }
     televisit_tests::install_crypto_provider();
+    let steady_only = args.iter().any(|a| a == "steady");
     let sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
-    let sizes = if sizes.is_empty() { vec![100, 1000] } else { sizes };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    if !steady_only {
+        let sizes = if sizes.is_empty() { vec![100, 1000] } else { sizes.clone() };
+        exchange(&runtime, sizes);
+    }
+    if steady_only || sizes.is_empty() {
+        let rooms = env_number("SIGNALING_BENCH_ROOMS", 1000);
+        check_open_files(rooms * 4 + 256);
+        runtime.block_on(steady::run(rooms));
+    }
+}
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Client and server sockets share this machine's limit on open files.
+fn check_open_files(needed: usize) {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|n| n.parse::<usize>().ok());
+    if let Some(soft) = soft.filter(|soft| *soft < needed) {
+        eprintln!(
+            "open files limit is {soft}; this run needs about {needed}: run `ulimit -n {needed}` first"
+        );
+        std::process::exit(2);
+    }
+}
+
+fn exchange(runtime: &tokio::runtime::Runtime, sizes: Vec<usize>) {
     let mut rows = Vec::new();
     for rooms in sizes {
         rows.push(runtime.block_on(run(rooms)));
@@ -97,6 +137,15 @@ impl ServerProcess {
         ServerProcess { child, port: line.trim().parse().expect("server prints its port"), db }
     }
 
+    /// CPU time the server used so far (user + system), in seconds.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // Fields after the command name (which ends with ')'): utime and stime are the 12th and 13th.
+        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+        ticks / 100.0 // USER_HZ
+    }
+
     fn rss_kib(&self) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
         let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
@@ -114,7 +163,15 @@ impl Drop for ServerProcess {
     }
 }
 
-async fn create_visits(base: &str, rooms: usize) -> Vec<(String, String)> {
+/// A started visit: its appointment and the two participants' call tokens.
+struct BenchVisit {
+    appointment_id: String,
+    doctor: String,
+    patient: String,
+}
+
+/// Creates a doctor and `rooms` started visits; returns the doctor's app token and the visits.
+async fn create_visits(base: &str, rooms: usize) -> (String, Vec<BenchVisit>) {
     let http = reqwest::Client::new();
     let post = |path: &str, bearer: &str, body: Value| {
         http.post(format!("{base}{path}")).bearer_auth(bearer).json(&body).send()
@@ -152,9 +209,13 @@ async fn create_visits(base: &str, rooms: usize) -> Vec<(String, String)> {
         let path = format!("/api/appointments/{}/video-call/start", appointment["id"].as_str().unwrap());
         let started: Value = post(&path, &doctor_token, json!({})).await.unwrap().json().await.unwrap();
         let token = |key: &str| started[key].as_str().unwrap().split_once("#token=").unwrap().1.to_owned();
-        visits.push((token("doctor_link"), token("patient_link")));
+        visits.push(BenchVisit {
+            appointment_id: appointment["id"].as_str().unwrap().to_owned(),
+            doctor: token("doctor_link"),
+            patient: token("patient_link"),
+        });
     }
-    visits
+    (doctor_token, visits)
 }
 
 async fn next_frame(ws: &mut Ws) -> Value {
@@ -185,6 +246,23 @@ async fn connect(url: &str, token: &str) -> Ws {
     ws.send(Message::Text(json!({"type": "join", "token": token}).to_string().into())).await.unwrap();
     until(&mut ws, "joined").await;
     ws
+}
+
+/// Everyone joins (patients first, then doctors), 50 rooms at a time: (doctor, patient) sockets.
+async fn join_everyone(ws_url: &str, visits: &[BenchVisit]) -> Vec<(Ws, Ws)> {
+    let mut pairs = Vec::with_capacity(visits.len());
+    for chunk in visits.chunks(50) {
+        let joins = chunk.iter().map(|visit| async move {
+            let mut patient_ws = connect(ws_url, &visit.patient).await;
+            until(&mut patient_ws, "waiting").await;
+            let mut doctor_ws = connect(ws_url, &visit.doctor).await;
+            until(&mut doctor_ws, "peer-joined").await;
+            until(&mut patient_ws, "peer-joined").await;
+            (doctor_ws, patient_ws)
+        });
+        pairs.extend(futures_util::future::join_all(joins).await);
+    }
+    pairs
 }
 
 fn stamp(start: Instant) -> String {
@@ -242,26 +320,10 @@ async fn run(rooms: usize) -> Row {
     let server = ServerProcess::start();
     let base = format!("http://127.0.0.1:{}", server.port);
     let ws_url = format!("ws://127.0.0.1:{}/api/video-call/ws", server.port);
-    let visits = create_visits(&base, rooms).await;
+    let (_, visits) = create_visits(&base, rooms).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_before = server.rss_kib();
-
-    // Everyone joins (patients first, then doctors), 50 connections at a time.
-    let mut pairs = Vec::with_capacity(rooms);
-    for chunk in visits.chunks(50) {
-        let joins = chunk.iter().map(|(doctor, patient)| {
-            let url = ws_url.clone();
-            async move {
-                let mut patient_ws = connect(&url, patient).await;
-                until(&mut patient_ws, "waiting").await;
-                let mut doctor_ws = connect(&url, doctor).await;
-                until(&mut doctor_ws, "peer-joined").await;
-                until(&mut patient_ws, "peer-joined").await;
-                (doctor_ws, patient_ws)
-            }
-        });
-        pairs.extend(futures_util::future::join_all(joins).await);
-    }
+    let pairs = join_everyone(&ws_url, &visits).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let connections = rooms * 2;
     let rss_connected = server.rss_kib();
@@ -294,5 +356,291 @@ async fn run(rooms: usize) -> Row {
         p50_ms: percentile(0.50),
         p99_ms: percentile(0.99),
         kib_per_connection: (rss_connected - rss_before) / connections as f64,
+    }
+}
+
+/// The steady chat load and the step-up.
+mod steady {
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use futures_util::stream::{SplitSink, SplitStream};
+    use futures_util::{SinkExt, StreamExt};
+    use serde_json::{json, Value};
+    use tokio_tungstenite::tungstenite::Message;
+
+    use super::{create_visits, env_number, join_everyone, ServerProcess, Ws};
+
+    /// Chat frames per second per client: the steady phase, then the steps.
+    const RATES: &[u64] = &[5, 10, 15, 20, 25, 30, 40];
+    /// Stop stepping once a phase's p99 passes this.
+    const P99_LIMIT_MS: f64 = 50.0;
+
+    /// Counters of one phase (one offered rate).
+    #[derive(Default)]
+    struct Phase {
+        sent: AtomicU64,
+        /// The sender's own chat frame came back: stored (it is relayed only once stored).
+        stored: AtomicU64,
+        acked: AtomicU64,
+        relayed: AtomicU64,
+        latencies_ns: Mutex<Vec<u64>>,
+    }
+
+    struct Load {
+        start: Instant,
+        rate: AtomicU64,
+        phase: AtomicUsize,
+        stop: AtomicBool,
+        phases: Vec<Phase>,
+    }
+
+    /// Sends numbered chat frames at the current rate; the text carries the phase and send time.
+    async fn send_chat(
+        mut sink: SplitSink<Ws, Message>,
+        load: Arc<Load>,
+        offset: Duration,
+    ) -> SplitSink<Ws, Message> {
+        let mut seq = 0u64;
+        let mut next = tokio::time::Instant::now() + offset;
+        loop {
+            tokio::time::sleep_until(next).await;
+            if load.stop.load(Ordering::Relaxed) {
+                return sink;
+            }
+            let phase = load.phase.load(Ordering::Relaxed);
+            seq += 1;
+            let text = format!("p{phase} {}", load.start.elapsed().as_nanos());
+            let frame = json!({"type": "chat", "seq": seq, "text": text}).to_string();
+            if sink.send(Message::Text(frame.into())).await.is_err() {
+                return sink;
+            }
+            load.phases[phase].sent.fetch_add(1, Ordering::Relaxed);
+            next += Duration::from_secs_f64(1.0 / load.rate.load(Ordering::Relaxed) as f64);
+            // Fallen behind (an overloaded machine): go on from now rather than burst.
+            let now = tokio::time::Instant::now();
+            if next + Duration::from_millis(500) < now {
+                next = now;
+            }
+        }
+    }
+
+    /// Counts what a client receives until its call ends.
+    async fn receive(mut stream: SplitStream<Ws>, me: &'static str, load: Arc<Load>) {
+        let mut last_phase = 0;
+        while let Some(Ok(message)) = stream.next().await {
+            let Message::Text(text) = message else { continue };
+            let frame: Value = serde_json::from_str(&text).unwrap();
+            match frame["type"].as_str().unwrap_or("") {
+                "chat" => {
+                    let body = frame["text"].as_str().unwrap();
+                    let (phase, sent) = body.split_once(' ').unwrap();
+                    let phase: usize = phase[1..].parse().unwrap();
+                    last_phase = phase;
+                    let counters = &load.phases[phase];
+                    if frame["from"] == me {
+                        counters.stored.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        let sent: u128 = sent.parse().unwrap();
+                        let latency = (load.start.elapsed().as_nanos() - sent) as u64;
+                        counters.relayed.fetch_add(1, Ordering::Relaxed);
+                        counters.latencies_ns.lock().unwrap().push(latency);
+                    }
+                }
+                // An ack follows the echo of the same frame: counted in the echo's phase.
+                "ack" => _ = load.phases[last_phase].acked.fetch_add(1, Ordering::Relaxed),
+                "call-ended" => return,
+                "error" => eprintln!("error frame: {frame}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Waits until every frame sent is stored, acknowledged and relayed, or nothing moved for 10 s.
+    async fn drain(load: &Load) -> String {
+        let began = Instant::now();
+        let total = |field: fn(&Phase) -> &AtomicU64| -> u64 {
+            load.phases.iter().map(|p| field(p).load(Ordering::Relaxed)).sum()
+        };
+        let (mut last, mut last_change) = (0, Instant::now());
+        loop {
+            let sent = total(|p| &p.sent);
+            let (stored, acked, relayed) = (total(|p| &p.stored), total(|p| &p.acked), total(|p| &p.relayed));
+            if stored == sent && acked == sent && relayed == sent {
+                let waited = began.elapsed().as_secs_f64();
+                return format!("after the senders stopped: all {sent} frames stored, acknowledged and relayed ({waited:.1} s to drain)");
+            }
+            if stored + relayed != last {
+                (last, last_change) = (stored + relayed, Instant::now());
+            } else if last_change.elapsed() > Duration::from_secs(10) {
+                return format!(
+                    "NOT DRAINED: {sent} sent, {stored} stored, {acked} acknowledged, {relayed} relayed"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn percentile(sorted: &[u64], p: f64) -> f64 {
+        if sorted.is_empty() {
+            return f64::NAN;
+        }
+        sorted[((sorted.len() - 1) as f64 * p) as usize] as f64 / 1e6
+    }
+
+    pub async fn run(rooms: usize) {
+        let steady_seconds = env_number("SIGNALING_BENCH_SECONDS", 60) as u64;
+        let step_seconds = env_number("SIGNALING_BENCH_STEP_SECONDS", 10) as u64;
+        let server = ServerProcess::start();
+        let base = format!("http://127.0.0.1:{}", server.port);
+        let ws_url = format!("ws://127.0.0.1:{}/api/video-call/ws", server.port);
+        let (doctor_api_token, visits) = create_visits(&base, rooms).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let rss_idle = server.rss_kib();
+        let pairs = join_everyone(&ws_url, &visits).await;
+        let connections = rooms * 2;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let hub_memory = || async {
+            let text = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+            let gauge = |name: &str| -> f64 {
+                let line = text.lines().find(|l| l.starts_with(name)).unwrap_or_default();
+                line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
+            };
+            (gauge("televisit_signaling_rooms "), gauge("televisit_signaling_replay_bytes "))
+        };
+        let mut memory = vec![("connected, before chat", server.rss_kib(), hub_memory().await)];
+
+        let load = Arc::new(Load {
+            start: Instant::now(),
+            rate: AtomicU64::new(RATES[0]),
+            phase: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            phases: RATES.iter().map(|_| Phase::default()).collect(),
+        });
+        let mut senders = Vec::with_capacity(connections);
+        let mut receivers = Vec::with_capacity(connections);
+        for (i, (doctor, patient)) in pairs.into_iter().enumerate() {
+            for (j, (ws, me)) in [(doctor, "doctor"), (patient, "patient")].into_iter().enumerate() {
+                let (sink, stream) = ws.split();
+                // Spread the clients' sends over the first second.
+                let offset = Duration::from_micros(((i * 2 + j) * 1_000_000 / connections) as u64);
+                senders.push(tokio::spawn(send_chat(sink, Arc::clone(&load), offset)));
+                receivers.push(tokio::spawn(receive(stream, me, Arc::clone(&load))));
+            }
+        }
+        let mut durations = Vec::new();
+        let mut cpu = Vec::new();
+        let mut crossed = None;
+        for (phase, rate) in RATES.iter().enumerate() {
+            load.rate.store(*rate, Ordering::Relaxed);
+            load.phase.store(phase, Ordering::Relaxed);
+            let seconds = if phase == 0 { steady_seconds } else { step_seconds };
+            let began = Instant::now();
+            let cpu_before = server.cpu_seconds();
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
+            if phase == 0 {
+                memory.push(("after the steady phase", server.rss_kib(), hub_memory().await));
+            }
+            // Let this phase's frames arrive (they carry their phase) before judging it.
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            durations.push(began.elapsed().as_secs_f64());
+            cpu.push(server.cpu_seconds() - cpu_before);
+            let mut latencies = load.phases[phase].latencies_ns.lock().unwrap().clone();
+            latencies.sort_unstable();
+            if percentile(&latencies, 0.99) > P99_LIMIT_MS {
+                crossed = Some(*rate);
+                break;
+            }
+        }
+        load.stop.store(true, Ordering::Relaxed);
+        let mut sinks = Vec::new();
+        for sender in senders {
+            sinks.push(sender.await.unwrap());
+        }
+        let drained = drain(&load).await;
+        print_phases(&load, &durations, &cpu, rooms, crossed);
+        println!("{drained}");
+
+        // End every call through the API; each client gets call-ended and is closed.
+        let http = reqwest::Client::new();
+        let ids: Vec<&str> = visits.iter().map(|v| v.appointment_id.as_str()).collect();
+        for chunk in ids.chunks(32) {
+            futures_util::future::join_all(chunk.iter().map(|id| {
+                let request = http
+                    .post(format!("{base}/api/appointments/{id}/video-call/end"))
+                    .bearer_auth(&doctor_api_token);
+                async move { assert!(request.send().await.unwrap().status().is_success()) }
+            }))
+            .await;
+        }
+        for receiver in receivers {
+            receiver.await.unwrap();
+        }
+        drop(sinks);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        memory.push(("after every call ended", server.rss_kib(), hub_memory().await));
+
+        println!();
+        println!("Server memory (RSS; idle with {rooms} started visits: {:.0} MiB)", rss_idle / 1024.0);
+        println!();
+        println!(
+            "| when | RSS MiB | KiB per connection ({connections}) | rooms in memory | replay buffers KiB |"
+        );
+        println!("|------|--------:|------------------:|----------------:|-------------------:|");
+        for (when, rss, (rooms, replay_bytes)) in memory {
+            let per_connection = (rss - rss_idle) / connections as f64;
+            println!(
+                "| {when} | {:.1} | {per_connection:.1} | {rooms} | {:.0} |",
+                rss / 1024.0,
+                replay_bytes / 1024.0
+            );
+        }
+    }
+
+    fn print_phases(load: &Load, durations: &[f64], cpu: &[f64], rooms: usize, crossed: Option<u64>) {
+        println!();
+        println!(
+            "Steady chat: {rooms} rooms x 2 WebSocket clients, numbered chat frames (stored, acknowledged, relayed);"
+        );
+        println!("latency = send -> the peer receives it (relayed only once stored); 2-core machine shared with the clients;");
+        println!("counts after the run drained; server CPU µs/frame = server CPU time in the phase per frame sent in it");
+        println!();
+        println!("| phase | per client/s | seconds | offered/s | sent | stored | acked | relayed | p50 ms | p99 ms | server CPU % of a core | server CPU µs/frame |");
+        println!("|------:|-------------:|--------:|----------:|-----:|-------:|------:|--------:|-------:|-------:|------:|------:|");
+        for (phase, seconds) in durations.iter().enumerate() {
+            let counters = &load.phases[phase];
+            let mut latencies = counters.latencies_ns.lock().unwrap().clone();
+            latencies.sort_unstable();
+            let (sent, stored) =
+                (counters.sent.load(Ordering::Relaxed), counters.stored.load(Ordering::Relaxed));
+            println!(
+                "| {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.0} |",
+                if phase == 0 { "steady".to_owned() } else { format!("step {phase}") },
+                RATES[phase],
+                seconds,
+                sent as f64 / seconds,
+                sent,
+                stored,
+                counters.acked.load(Ordering::Relaxed),
+                counters.relayed.load(Ordering::Relaxed),
+                percentile(&latencies, 0.50),
+                percentile(&latencies, 0.99),
+                cpu[phase] / seconds * 100.0,
+                cpu[phase] * 1e6 / sent.max(1) as f64,
+            );
+        }
+        println!();
+        match crossed {
+            Some(rate) => println!(
+                "p99 passed {P99_LIMIT_MS} ms at {rate} chat frames/s per client ({} offered frames/s)",
+                rate * rooms as u64 * 2
+            ),
+            None => println!(
+                "p99 stayed under {P99_LIMIT_MS} ms up to {} chat frames/s per client ({} offered frames/s)",
+                RATES[RATES.len() - 1],
+                RATES[RATES.len() - 1] * rooms as u64 * 2
+            ),
+        }
     }
 }

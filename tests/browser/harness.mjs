@@ -92,6 +92,9 @@ export async function chat(from, to, text) {
   await from.getByLabel("Message").fill(text);
   await from.getByRole("button", { name: "Send" }).click();
   await to.locator("#chat-log li", { hasText: text }).waitFor();
+  // The server acknowledged it stored: nothing left to resend, "Sending…" gone.
+  await from.locator("body[data-chat-pending='0']").waitFor();
+  await from.locator("#chat-sending").waitFor({ state: "hidden" });
 }
 
 /**

@@ -381,7 +381,7 @@ function wireControls() {
     event.preventDefault();
     const text = $("chat-input").value.trim();
     if (!text) return;
-    state.signaling.send({ type: "chat", text });
+    state.signaling.sendChat(text);
     $("chat-input").value = "";
   };
   $("fullscreen").onclick = async () => {
@@ -540,6 +540,10 @@ async function main() {
     signalPath: body.signal_path,
     onFrame,
     onStatus: (status) => showBanner(status === "reconnecting" ? "Connection lost — reconnecting…" : ""),
+    onChatPending: (count) => {
+      $("chat-sending").hidden = count === 0;
+      document.body.dataset.chatPending = String(count);
+    },
   });
   state.signaling.start();
   if (body.status === "in_progress") {

@@ -2,15 +2,21 @@
 // A WebSocket with reconnect, backoff and resume; the HTTP long-poll fallback when the WebSocket
 // cannot connect at all (networks that block it). Frames from the server are numbered: the last
 // `seq` seen is sent back in `join.resume` so nothing is lost or repeated after a reconnect.
+// Chat is numbered too and kept until the server acknowledges it stored (`ack`); after a
+// reconnect, what `joined.last_client_seq` does not cover is sent again (the server stores it once).
 "use strict";
 
 class Signaling {
-  constructor({ token, websocketPath, signalPath, onFrame, onStatus }) {
+  constructor({ token, websocketPath, signalPath, onFrame, onStatus, onChatPending = () => {} }) {
     this.token = token;
     this.websocketPath = websocketPath;
     this.signalPath = signalPath;
     this.onFrame = onFrame;
     this.onStatus = onStatus;
+    this.onChatPending = onChatPending;
+    this.nextSeq = 1;
+    this.unackedChat = []; // { seq (null until first sent), text }, oldest first
+    this.inRoom = false; // joined on the current connection
     this.lastSeq = 0;
     this.joinedOnce = false;
     this.attempts = 0;
@@ -41,8 +47,34 @@ class Signaling {
       if (!frame.resumed) this.lastSeq = 0;
       this.attempts = 0;
       this.onStatus("connected");
+      this.resendChat(frame.last_client_seq || 0);
+    } else if (frame.type === "ack") {
+      this.unackedChat = this.unackedChat.filter((c) => c.seq !== frame.client_seq);
+      this.onChatPending(this.unackedChat.length);
     }
     this.onFrame(frame);
+  }
+
+  // Sends a chat message now if in the room, else after the next `joined`; kept until acknowledged.
+  sendChat(text) {
+    const chat = { seq: null, text };
+    this.unackedChat.push(chat);
+    this.onChatPending(this.unackedChat.length);
+    if (this.inRoom) this.sendNumbered(chat);
+  }
+
+  sendNumbered(chat) {
+    if (chat.seq === null) chat.seq = this.nextSeq++;
+    this.send({ type: "chat", seq: chat.seq, text: chat.text });
+  }
+
+  resendChat(handledThrough) {
+    this.unackedChat = this.unackedChat.filter((c) => c.seq === null || c.seq > handledThrough);
+    // After a reload the server has seen higher numbers from the earlier page: continue above them.
+    if (this.nextSeq <= handledThrough) this.nextSeq = handledThrough + 1;
+    this.inRoom = true;
+    this.unackedChat.forEach((c) => this.sendNumbered(c));
+    this.onChatPending(this.unackedChat.length);
   }
 
   openWebSocket() {
@@ -66,6 +98,7 @@ class Signaling {
     ws.onclose = () => {
       if (this.ws !== ws || this.closed) return;
       this.ws = null;
+      this.inRoom = false;
       if (!opened && ++this.failuresBeforeOpen >= 2) {
         this.mode = "http"; // the WebSocket never opens here: use the fallback
         this.openHttp();
@@ -94,7 +127,7 @@ class Signaling {
     pending.forEach((f) => this.send(f));
     while (!this.closed && this.mode === "http") {
       const response = await fetch(`${this.signalPath}?after=${this.pollCursor}`, { headers }).catch(() => null);
-      if (!response || !response.ok) { this.httpHeaders = null; this.scheduleReconnect(); return; }
+      if (!response || !response.ok) { this.httpHeaders = null; this.inRoom = false; this.scheduleReconnect(); return; }
       const body = await response.json();
       this.pollCursor = body.cursor;
       for (const f of body.frames) {

@@ -18,8 +18,9 @@
 //! `QualityChanged`, `VideoRungChanged`, `EncoderBitrate`).
 //!
 //! Signaling survives drops: frames this side sends are numbered and kept until the server confirms
-//! them (`joined.last_client_seq` after a reconnect), frames from the server are numbered and
-//! duplicates dropped, and a reconnect asks the server to resume after the last frame received.
+//! them (`ack` for a stored chat message, `joined.last_client_seq` after a reconnect) and resent
+//! after a reconnect, frames from the server are numbered and duplicates dropped, and a reconnect
+//! asks the server to resume after the last frame received.
 //! Media keeps flowing while signaling reconnects (with backoff, up to [`SIGNALING_GIVE_UP_MS`]).
 //! Which transport signaling uses (WebSocket or the HTTP fallback) is the [`TransportPolicy`]'s
 //! decision, fed by how opening failed.
@@ -472,7 +473,10 @@ impl CallMachine {
         let seq = self.next_client_seq;
         self.next_client_seq += 1;
         if self.unconfirmed.len() == UNCONFIRMED_LIMIT {
-            self.unconfirmed.pop_front();
+            // Negotiation frames go stale; chat is what a person typed: it goes last.
+            let oldest_other =
+                self.unconfirmed.iter().position(|(_, m)| !matches!(m, ClientMessage::Chat { .. }));
+            self.unconfirmed.remove(oldest_other.unwrap_or(0));
         }
         self.unconfirmed.push_back((seq, message.clone()));
         if self.signaling_open && self.has_joined {
@@ -636,6 +640,7 @@ impl CallMachine {
                 out.push(Output::Peer(PeerCommand::AddRemoteCandidate(candidate)))
             }
             ServerMessage::Chat(message) => out.push(Output::Event(CallEvent::ChatReceived(message))),
+            ServerMessage::Ack { client_seq } => self.unconfirmed.retain(|(seq, _)| *seq != client_seq),
             ServerMessage::ScreenShare { active, .. } => {
                 out.push(Output::Event(CallEvent::PeerScreenShare(active)));
             }
@@ -992,6 +997,34 @@ mod tests {
         let out = m.handle(Input::Frame(Frame::numbered(1, peer)), 0);
         assert!(out.iter().any(|o| matches!(o, Output::ResetPeer { .. })));
         assert!(out.contains(&Output::Peer(PeerCommand::CreateOffer { ice_restart: false })));
+    }
+
+    #[test]
+    fn chat_is_resent_after_a_reconnect_until_the_server_acknowledges_it() {
+        let mut m = in_room(Role::Patient);
+        let first = sent(&m.handle(Input::SendChat("one".into()), 0))[0]["seq"].as_u64().unwrap();
+        let second = sent(&m.handle(Input::SendChat("two".into()), 0))[0]["seq"].as_u64().unwrap();
+        m.handle(Input::Frame(Frame::new(ServerMessage::Ack { client_seq: first })), 0);
+        m.handle(Input::SignalingLost, 10);
+        m.handle(Input::SignalingOpened, 300);
+        // The server stored neither as far as `joined` says; the acknowledged one is not resent.
+        let resent = sent(&m.handle(Input::Frame(joined(true, 0)), 310));
+        assert_eq!(resent.len(), 1);
+        assert_eq!((resent[0]["text"].as_str(), resent[0]["seq"].as_u64()), (Some("two"), Some(second)));
+    }
+
+    #[test]
+    fn a_full_resend_queue_lets_negotiation_frames_go_before_chat() {
+        let mut m = in_room(Role::Patient);
+        m.handle(Input::SignalingLost, 0);
+        m.handle(Input::SendChat("typed offline".into()), 0);
+        for _ in 0..UNCONFIRMED_LIMIT {
+            m.handle(Input::SetMicrophone(true), 0);
+        }
+        m.handle(Input::SignalingOpened, 300);
+        let resent = sent(&m.handle(Input::Frame(joined(true, 0)), 310));
+        assert_eq!(resent.len(), UNCONFIRMED_LIMIT);
+        assert_eq!(resent[0]["text"], "typed offline");
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod remb;
 pub mod stats;
 pub mod webrtc;
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -357,6 +358,9 @@ struct Driver {
     events: EventSender,
     status: tokio::sync::watch::Sender<Status>,
     signaling: Option<mpsc::Sender<String>>,
+    /// Frames waiting for room in the connection's queue (a resend after a reconnect can be longer
+    /// than the queue). They go with their connection: the machine resends what was not confirmed.
+    backlog: VecDeque<String>,
     signaling_generation: u64,
     session: Option<Box<dyn MediaSession>>,
     peer_events: (mpsc::UnboundedSender<PeerEvent>, mpsc::UnboundedReceiver<PeerEvent>),
@@ -382,6 +386,7 @@ impl Driver {
             events,
             status,
             signaling: None,
+            backlog: VecDeque::new(),
             signaling_generation: 0,
             session: None,
             peer_events: mpsc::unbounded_channel(),
@@ -399,7 +404,14 @@ impl Driver {
         loop {
             let deadline =
                 self.machine.next_timeout().map(|at| self.origin + Duration::from_millis(at.max(0) as u64));
+            let backlog_to = self.signaling.clone().filter(|_| !self.backlog.is_empty());
             let input = tokio::select! {
+                Some(permit) = async { backlog_to?.reserve_owned().await.ok() } => {
+                    if let Some(text) = self.backlog.pop_front() {
+                        permit.send(text);
+                    }
+                    continue;
+                }
                 command = commands.recv() => match command {
                     Some(Command::Input(input)) => input,
                     Some(Command::Frame(frame)) => {
@@ -421,11 +433,11 @@ impl Driver {
                     match event {
                         SignalingEvent::Opened => Input::SignalingOpened,
                         SignalingEvent::OpenFailed(failure) => {
-                            self.signaling = None;
+                            self.set_signaling(None);
                             Input::SignalingFailed(failure)
                         }
                         SignalingEvent::Closed => {
-                            self.signaling = None;
+                            self.set_signaling(None);
                             Input::SignalingLost
                         }
                         SignalingEvent::Frame(text) => match serde_json::from_str::<Frame<ServerMessage>>(&text) {
@@ -508,7 +520,7 @@ impl Driver {
                 Output::OpenSignaling { transport, path } => {
                     self.signaling_generation += 1;
                     let (generation, events) = (self.signaling_generation, signaling_tx.clone());
-                    self.signaling = Some(match transport {
+                    let sender = match transport {
                         Transport::WebSocket => {
                             signaling::connect(self.link.websocket_url(&path), generation, events)
                         }
@@ -516,11 +528,12 @@ impl Driver {
                             tracing::info!("signaling over the HTTP fallback");
                             http_signaling::connect(self.api.clone(), path, generation, events)
                         }
-                    });
+                    };
+                    self.set_signaling(Some(sender));
                 }
                 Output::CloseSignaling => {
                     self.signaling_generation += 1;
-                    self.signaling = None;
+                    self.set_signaling(None);
                 }
                 Output::SendJoin { resume } => {
                     let join = ClientMessage::Join { token: Some(self.link.token.clone()), resume };
@@ -570,11 +583,18 @@ impl Driver {
         }
     }
 
+    fn set_signaling(&mut self, signaling: Option<mpsc::Sender<String>>) {
+        self.signaling = signaling;
+        self.backlog.clear();
+    }
+
+    /// Queues a frame on the connection, in order behind any backlog.
     fn send_text(&mut self, text: String) {
-        if let Some(signaling) = &self.signaling {
-            if signaling.try_send(text).is_err() {
-                tracing::warn!("signaling queue full; the frame waits for the next reconnect");
-            }
+        let Some(signaling) = &self.signaling else { return };
+        if !self.backlog.is_empty() {
+            self.backlog.push_back(text);
+        } else if let Err(mpsc::error::TrySendError::Full(text)) = signaling.try_send(text) {
+            self.backlog.push_back(text);
         }
     }
 

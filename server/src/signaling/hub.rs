@@ -3,23 +3,31 @@
 //! Transports (the WebSocket in `ws.rs`, the HTTP fallback in `http_fallback.rs`) authenticate a
 //! participant, then call [`Hub::connect`] and get a channel of [`Outgoing`] frames to write out.
 //! Frames are sent while the room is locked, so each participant sees them in `seq` order.
+//! Chat goes to the [`ChatWriter`], which stores it in batches and hands each message back.
+//! A room leaves the hub when its call ends; a participant's replay buffer is let go when it has
+//! been away longer than a client keeps trying to resume.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use televisit_core::protocol::{CallStatus, ClientMessage, ErrorCode, Frame, Role};
+use televisit_core::protocol::{CallStatus, ChatMessage, ClientMessage, ErrorCode, Frame, Role};
 use tokio::sync::mpsc;
 
+use super::chat_writer::{ChatWriter, PendingChat};
 use super::room::{Action, ConnId, Room};
 use crate::error::{ApiError, ApiResult};
-use crate::metrics::Metrics;
+use crate::metrics::{HubMemory, Metrics};
 use crate::secrets::Clock;
-use crate::store::{Appointment, AuditEntry, Store};
+use crate::store::{Appointment, AuditEntry, NewChat, Store};
 
 /// Frames queued per connection before it counts as too slow and is dropped (it can resume).
 const OUTBOX_FRAMES: usize = 1024;
+
+/// How long a dropped participant's frames are kept for resumption: as long as the core keeps
+/// trying to reconnect (`SIGNALING_GIVE_UP_MS`).
+const REPLAY_KEPT_AFTER_DROP: Duration = Duration::from_secs(60);
 
 /// What a transport writes to its client.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,27 +80,37 @@ pub struct Hub {
     metrics: Arc<Metrics>,
     grace: Duration,
     idle_timeout_seconds: u64,
+    chat_writer: ChatWriter,
+    /// Woken after each batch of chat is stored.
+    chat_stored: tokio::sync::Notify,
 }
 
 impl Hub {
-    /// A hub over the given store.
+    /// A hub over the given store, with its chat writer running (needs a Tokio runtime).
     pub fn new(
         store: Store,
         clock: Clock,
         metrics: Arc<Metrics>,
         grace: Duration,
         idle_timeout_seconds: u64,
-    ) -> Self {
-        Hub {
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|hub| Hub {
             rooms: Mutex::default(),
             conns: Mutex::default(),
             next_conn: AtomicU64::new(1),
+            chat_writer: ChatWriter::start(store.clone(), hub.clone()),
             store,
             clock,
             metrics,
             grace,
             idle_timeout_seconds,
-        }
+            chat_stored: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// The hub's clock, ms since the Unix epoch.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     fn room(&self, grant: &Grant) -> Arc<Mutex<Room>> {
@@ -127,8 +145,23 @@ impl Hub {
         self.conns.lock().expect("conns lock").len()
     }
 
+    /// Number of rooms in memory (a room leaves when its call ends).
+    pub fn room_count(&self) -> usize {
+        self.rooms.lock().expect("rooms lock").len()
+    }
+
+    /// Rooms in memory and the bytes they keep for resumption.
+    pub fn memory(&self) -> HubMemory {
+        let rooms: Vec<_> = self.rooms.lock().expect("rooms lock").values().cloned().collect();
+        let replay_bytes = rooms.iter().map(|room| room.lock().expect("room lock").replay_bytes()).sum();
+        HubMemory { rooms: rooms.len(), replay_bytes }
+    }
+
     /// Admits an authenticated participant to its room.
     pub async fn connect(self: &Arc<Self>, grant: &Grant, resume_from: Option<u64>) -> ApiResult<Connection> {
+        // Chat this participant sent before reconnecting is stored first, so the history and
+        // `joined.last_client_seq` include it.
+        self.chat_writer.flush().await;
         let history = self.store.chat_history(&grant.appointment_id).await?;
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(OUTBOX_FRAMES);
@@ -147,8 +180,21 @@ impl Hub {
 
     /// A decoded frame from a participant's connection.
     pub async fn frame(self: &Arc<Self>, grant: &Grant, conn: ConnId, frame: Frame<ClientMessage>) {
-        let room = self.room(grant);
+        let Some(room) = self.existing_room(&grant.appointment_id) else {
+            return; // the call ended
+        };
         let is_leave = matches!(frame.message, ClientMessage::Leave);
+        if matches!(frame.message, ClientMessage::Chat { .. }) {
+            // Backpressure: this participant's frames wait (and its socket is not read) until
+            // storage catches up, rather than the room refusing chat.
+            loop {
+                let stored = self.chat_stored.notified();
+                if !room.lock().expect("room lock").storing_full(grant.role) {
+                    break;
+                }
+                stored.await;
+            }
+        }
         let deferred = {
             let mut room = room.lock().expect("room lock");
             self.deliver(room.frame(grant.role, conn, frame))
@@ -164,7 +210,9 @@ impl Hub {
         if self.conns.lock().expect("conns lock").remove(&conn).is_some() {
             self.metrics.connections_closed();
         }
-        let room = self.room(grant);
+        let Some(room) = self.existing_room(&grant.appointment_id) else {
+            return; // the call ended
+        };
         let deferred = {
             let mut room = room.lock().expect("room lock");
             self.deliver(room.disconnect(grant.role, conn))
@@ -193,13 +241,30 @@ impl Hub {
         let actor = ended_by.map_or("clinic", Role::as_str);
         let entry = AuditEntry::new(self.clock.now_ms(), Some(appointment_id), actor, "end", "", remote_addr);
         self.store.audit(&entry).await?;
-        if let Some(room) = self.existing_room(appointment_id) {
+        let room = self.rooms.lock().expect("rooms lock").remove(appointment_id);
+        if let Some(room) = room {
             let mut room = room.lock().expect("room lock");
             let deferred = self.deliver(room.end(ended_by, appointment.duration_seconds));
             debug_assert!(deferred.is_empty());
         }
         tracing::info!(appointment = %appointment_id, duration_seconds = appointment.duration_seconds, "call ended");
         Ok(appointment.duration_seconds)
+    }
+
+    /// The chat writer's outcome for a batch: stored messages (in order), or `None`.
+    pub(crate) fn chat_outcome(&self, batch: Vec<PendingChat>, stored: Option<Vec<ChatMessage>>) {
+        let mut stored = stored.map(Vec::into_iter);
+        for pending in batch {
+            let message = stored.as_mut().and_then(Iterator::next);
+            let mut room = pending.room.lock().expect("room lock");
+            let actions = match message {
+                Some(message) => room.chat_stored(message, pending.client_seq),
+                None => room.chat_not_stored(pending.chat.from, pending.client_seq),
+            };
+            let deferred = self.deliver(actions);
+            debug_assert!(deferred.is_empty());
+        }
+        self.chat_stored.notify_waiters();
     }
 
     /// Sends and closes now (the room is locked); returns the actions that need I/O.
@@ -234,13 +299,9 @@ impl Hub {
         while let Some(action) = actions.pop() {
             let result: ApiResult<()> = async {
                 match action {
-                    Action::StoreChat { from, text } => {
-                        let message = self
-                            .store
-                            .add_chat(&grant.appointment_id, from, &text, self.clock.now_ms())
-                            .await?;
-                        let mut room = room.lock().expect("room lock");
-                        actions.extend(self.deliver(room.chat_stored(message)));
+                    Action::StoreChat { from, text, client_seq } => {
+                        let chat = NewChat { appointment_id: grant.appointment_id.clone(), from, text };
+                        self.chat_writer.submit(PendingChat { room: Arc::clone(room), chat, client_seq });
                     }
                     Action::MarkInProgress => {
                         self.store.mark_in_progress(&grant.appointment_id, self.clock.now_ms()).await?;
@@ -271,6 +332,8 @@ impl Hub {
                             };
                             debug_assert!(deferred.is_empty());
                             hub.audit(&grant, "leave", "disconnected").await;
+                            tokio::time::sleep(REPLAY_KEPT_AFTER_DROP.saturating_sub(hub.grace)).await;
+                            room.lock().expect("room lock").forget_replay(role, conn);
                         });
                     }
                     Action::Send { .. } | Action::Close { .. } | Action::Relayed => {

@@ -1,5 +1,6 @@
 //! Signaling: the sans-I/O room, the hub that runs rooms, and the two transports.
 
+pub mod chat_writer;
 pub mod http_fallback;
 pub mod hub;
 pub mod rate_limit;

@@ -4,17 +4,21 @@
 //! Inputs:
 //! - [`Room::connect`] — an authenticated connection of a role (replacing any earlier one);
 //! - [`Room::frame`] — a decoded client frame from a connection;
-//! - [`Room::chat_stored`] — a chat message after the hub stored it;
+//! - [`Room::chat_stored`] / [`Room::chat_not_stored`] — the outcome of storing a chat message;
 //! - [`Room::disconnect`] / [`Room::grace_expired`] — a connection dropped, and its grace ended;
+//! - [`Room::forget_replay`] — a dropped participant stayed away too long to resume;
 //! - [`Room::end`] — the call ended (by the doctor, or through the API).
 //!
-//! Every frame the room sends to a role is numbered (`seq`) and kept in a short replay buffer, so a
-//! participant that reconnects with `resume.last_seq` gets exactly the frames it missed. Client
-//! frames carrying a `seq` at or below the last one accepted are duplicates of a resend and dropped.
+//! Every frame the room sends to a role is numbered (`seq`) and kept in a short replay buffer
+//! (bounded in frames per participant and in bytes per room), so a participant that reconnects
+//! with `resume.last_seq` gets exactly the frames it missed. Client frames carrying a `seq` at or
+//! below the last one accepted are duplicates of a resend and dropped. A numbered chat frame is
+//! acknowledged (`ack`) only once stored, and `joined.last_client_seq` never counts a chat frame
+//! that is not stored yet, so a client resends exactly what might otherwise be lost.
 //! A dropped connection is announced to the peer (`peer-left`) only after a grace period, so a brief
 //! network blip that resumes does not tear down the peer connection.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use televisit_core::protocol::{
     encode, CallStatus, ChatMessage, ClientMessage, ErrorCode, Frame, MediaState, Role, ServerMessage,
@@ -26,6 +30,20 @@ pub type ConnId = u64;
 
 /// How many frames per role the room keeps for resumption.
 pub const REPLAY_FRAMES: usize = 512;
+
+/// How many bytes of frames the room keeps for resumption, both roles together. A blip of a few
+/// seconds needs far less; a resume that finds its frames gone starts over (`resumed: false`).
+pub const REPLAY_BYTES_PER_ROOM: usize = 64 * 1024;
+
+/// Chat frames of one participant that may wait for storage at once. The hub stops reading the
+/// participant's frames until storage catches up; a room given more refuses them with
+/// `rate_limited` (the client resends them after its next reconnect).
+pub const STORING_LIMIT: usize = 256;
+
+/// Bytes a kept frame costs: its text and its place in the buffer.
+fn kept_bytes(text: &str) -> usize {
+    text.len() + std::mem::size_of::<(u64, String)>()
+}
 
 /// What the hub must do after an input.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,12 +64,14 @@ pub enum Action {
         /// Human-readable reason.
         message: String,
     },
-    /// Store this chat message, then call [`Room::chat_stored`].
+    /// Store this chat message, then call [`Room::chat_stored`] (or [`Room::chat_not_stored`]).
     StoreChat {
         /// Sender.
         from: Role,
         /// The text.
         text: String,
+        /// The `seq` the sender gave the frame, to acknowledge it by.
+        client_seq: Option<u64>,
     },
     /// Both participants are connected: the call is in progress (first time only).
     MarkInProgress,
@@ -77,8 +97,33 @@ struct Seat {
     last_conn: Option<ConnId>,
     out_seq: u64,
     replay: VecDeque<(u64, String)>,
+    /// [`kept_bytes`] of the frames in `replay`.
+    replay_bytes: usize,
     last_client_seq: u64,
+    /// Client seqs of chat frames being stored, oldest first.
+    storing: VecDeque<u64>,
+    /// Client seqs of chat frames that could not be stored: accepted again when resent.
+    lost: BTreeSet<u64>,
     media: Option<MediaState>,
+}
+
+impl Seat {
+    fn drop_oldest(&mut self) {
+        if let Some((_, text)) = self.replay.pop_front() {
+            self.replay_bytes -= kept_bytes(&text);
+        }
+    }
+
+    fn forget_replay(&mut self) {
+        self.replay = VecDeque::new();
+        self.replay_bytes = 0;
+    }
+
+    /// The client seq up to which every frame is handled: relayed, or stored for chat.
+    fn handled_through(&self) -> u64 {
+        let first_open = self.storing.iter().chain(&self.lost).copied().min();
+        first_open.map_or(self.last_client_seq, |seq| seq - 1)
+    }
 }
 
 /// One call's signaling state.
@@ -140,12 +185,32 @@ impl Room {
         seat.out_seq += 1;
         let text = encode(&Frame::numbered(seat.out_seq, message));
         if seat.replay.len() == REPLAY_FRAMES {
-            seat.replay.pop_front();
+            seat.drop_oldest();
         }
+        seat.replay_bytes += kept_bytes(&text);
         seat.replay.push_back((seat.out_seq, text.clone()));
         if let Some(conn) = seat.conn {
             actions.push(Action::Send { conn, text });
         }
+        // Over the room's budget: the larger buffer gives up its oldest frames.
+        let [doctor, patient] = &mut self.seats;
+        while doctor.replay_bytes + patient.replay_bytes > REPLAY_BYTES_PER_ROOM {
+            if doctor.replay_bytes >= patient.replay_bytes {
+                doctor.drop_oldest()
+            } else {
+                patient.drop_oldest()
+            }
+        }
+    }
+
+    /// Whether a role has [`STORING_LIMIT`] chat frames waiting for storage.
+    pub fn storing_full(&self, role: Role) -> bool {
+        self.seats[seat_index(role)].storing.len() >= STORING_LIMIT
+    }
+
+    /// Bytes kept for resumption, both roles together.
+    pub fn replay_bytes(&self) -> usize {
+        self.seats.iter().map(|seat| seat.replay_bytes).sum()
     }
 
     fn reply(conn: ConnId, message: ServerMessage, actions: &mut Vec<Action>) {
@@ -187,7 +252,7 @@ impl Room {
         // Resumable when every frame after `last_seq` is still in the buffer.
         let oldest_kept = seat.replay.front().map_or(seat.out_seq + 1, |(seq, _)| *seq);
         let resumed = resume_from.is_some_and(|last| last <= seat.out_seq && last + 1 >= oldest_kept);
-        let last_client_seq = seat.last_client_seq;
+        let last_client_seq = seat.handled_through();
         let peer_present = self.is_present(role.other());
         let peer_media = self.seats[seat_index(role.other())].media;
         Self::reply(
@@ -249,12 +314,24 @@ impl Room {
         if self.seats[seat_index(role)].conn != Some(conn) || self.ended {
             return actions;
         }
-        if let Some(seq) = frame.seq {
+        let client_seq = frame.seq;
+        if matches!(frame.message, ClientMessage::Chat { .. }) && self.storing_full(role) {
+            // Not taken: its seq is accepted again when resent, and `joined` stops before it.
             let seat = self.seat(role);
-            if seq <= seat.last_client_seq {
+            if let Some(seq) = client_seq.filter(|seq| *seq > seat.last_client_seq) {
+                seat.lost.insert(seq);
+                seat.last_client_seq = seq;
+            }
+            let message = "chat arrives faster than it can be stored: send it again in a moment";
+            Self::reply_error(conn, ErrorCode::RateLimited, message, &mut actions);
+            return actions;
+        }
+        if let Some(seq) = client_seq {
+            let seat = self.seat(role);
+            if seq <= seat.last_client_seq && !seat.lost.remove(&seq) {
                 return actions; // a resend of a frame already handled
             }
-            seat.last_client_seq = seq;
+            seat.last_client_seq = seat.last_client_seq.max(seq);
         }
         let peer = role.other();
         let relayed = match frame.message {
@@ -295,7 +372,8 @@ impl Room {
                     let message = format!("a chat message must have 1 to {MAX_CHAT_CHARS} characters");
                     Self::reply_error(conn, ErrorCode::InvalidFrame, &message, &mut actions);
                 } else {
-                    actions.push(Action::StoreChat { from: role, text: text.to_owned() });
+                    self.seat(role).storing.extend(client_seq);
+                    actions.push(Action::StoreChat { from: role, text: text.to_owned(), client_seq });
                 }
                 None
             }
@@ -379,11 +457,45 @@ impl Room {
         }
     }
 
-    /// A chat message was stored: deliver it to both (the sender gets its id this way).
-    pub fn chat_stored(&mut self, message: ChatMessage) -> Vec<Action> {
+    /// A chat message was stored: deliver it to both (the sender gets its id this way) and
+    /// acknowledge it to the sender by the `seq` it gave the frame.
+    pub fn chat_stored(&mut self, message: ChatMessage, client_seq: Option<u64>) -> Vec<Action> {
         let mut actions = Vec::new();
+        let from = message.from;
+        if let Some(seq) = client_seq {
+            self.seat(from).storing.retain(|s| *s != seq);
+        }
+        if self.ended {
+            return actions;
+        }
         self.push(Role::Doctor, ServerMessage::Chat(message.clone()), &mut actions);
         self.push(Role::Patient, ServerMessage::Chat(message), &mut actions);
+        if let (Some(client_seq), Some(conn)) = (client_seq, self.connection(from)) {
+            Self::reply(conn, ServerMessage::Ack { client_seq }, &mut actions);
+        }
+        actions
+    }
+
+    /// A chat message could not be stored. A numbered one is resent by its client: the room
+    /// accepts that seq again, and closes the sender's connection so that it reconnects and
+    /// resends (`joined.last_client_seq` stops before it). An unnumbered one gets an `error`.
+    pub fn chat_not_stored(&mut self, from: Role, client_seq: Option<u64>) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let seat = self.seat(from);
+        let Some(conn) = seat.conn else {
+            seat.storing.retain(|s| Some(*s) != client_seq);
+            seat.lost.extend(client_seq);
+            return actions;
+        };
+        let message = "a chat message could not be stored; send it again";
+        match client_seq {
+            Some(seq) => {
+                seat.storing.retain(|s| *s != seq);
+                seat.lost.insert(seq);
+                actions.push(Action::Close { conn, code: ErrorCode::Internal, message: message.into() });
+            }
+            None => Self::reply_error(conn, ErrorCode::Internal, message, &mut actions),
+        }
         actions
     }
 
@@ -407,7 +519,17 @@ impl Room {
         actions
     }
 
-    /// The call ended: everyone gets `call-ended` and is disconnected; nobody can join again.
+    /// A participant that dropped this connection stayed away too long to resume: its frames
+    /// are let go (a later join starts over with `resumed: false`).
+    pub fn forget_replay(&mut self, role: Role, conn: ConnId) {
+        let seat = self.seat(role);
+        if seat.conn.is_none() && seat.last_conn == Some(conn) {
+            seat.forget_replay();
+        }
+    }
+
+    /// The call ended: everyone gets `call-ended` and is disconnected; nobody can join again, so
+    /// nothing is kept for resumption.
     pub fn end(&mut self, ended_by: Option<Role>, duration_seconds: i64) -> Vec<Action> {
         let mut actions = Vec::new();
         if self.ended {
@@ -426,6 +548,7 @@ impl Room {
         self.ended = true;
         self.status = CallStatus::Ended;
         self.paired = false;
+        self.seats.iter_mut().for_each(Seat::forget_replay);
         actions
     }
 }
@@ -613,5 +736,118 @@ mod tests {
         }
         let actions = room.connect(Role::Patient, 9, None, vec![]);
         assert!(matches!(actions[..], [Action::Close { code: ErrorCode::CallEnded, .. }]));
+    }
+
+    fn chat(seq: u64, text: &str) -> Frame<ClientMessage> {
+        Frame::numbered(seq, ClientMessage::Chat { text: text.into() })
+    }
+
+    fn stored(id: i64, from: Role, text: &str) -> ChatMessage {
+        ChatMessage { id, from, text: text.into(), sent_at_ms: 0 }
+    }
+
+    fn joined_last_client_seq(actions: &[Action], conn: ConnId) -> u64 {
+        sent(actions, conn)[0]["last_client_seq"].as_u64().unwrap()
+    }
+
+    #[test]
+    fn a_chat_is_acknowledged_to_its_sender_only_once_stored() {
+        let mut room = room();
+        room.connect(Role::Patient, PATIENT, None, vec![]);
+        room.connect(Role::Doctor, DOCTOR, None, vec![]);
+        let actions = room.frame(Role::Patient, PATIENT, chat(3, "hello"));
+        assert_eq!(
+            actions,
+            [Action::StoreChat { from: Role::Patient, text: "hello".into(), client_seq: Some(3) }]
+        );
+        let actions = room.chat_stored(stored(17, Role::Patient, "hello"), Some(3));
+        assert_eq!(types(&sent(&actions, PATIENT)), ["chat", "ack"]);
+        assert_eq!(sent(&actions, PATIENT)[1], serde_json::json!({"type": "ack", "client_seq": 3}));
+        assert_eq!(types(&sent(&actions, DOCTOR)), ["chat"]);
+    }
+
+    #[test]
+    fn joined_counts_no_chat_that_is_not_stored_yet() {
+        let mut room = room();
+        room.connect(Role::Patient, PATIENT, None, vec![]);
+        room.connect(Role::Doctor, DOCTOR, None, vec![]);
+        room.frame(Role::Patient, PATIENT, chat(1, "one"));
+        room.frame(Role::Patient, PATIENT, chat(2, "two"));
+        room.frame(
+            Role::Patient,
+            PATIENT,
+            Frame::numbered(3, ClientMessage::MediaState(MediaState { audio: true, video: false })),
+        );
+        room.chat_stored(stored(1, Role::Patient, "one"), Some(1));
+        room.disconnect(Role::Patient, PATIENT);
+        // "two" is still being stored: the client must keep it (and resend from 2).
+        let actions = room.connect(Role::Patient, 5, None, vec![]);
+        assert_eq!(joined_last_client_seq(&actions, 5), 1);
+        // Its resend is a duplicate; the ack comes when it is stored, to the new connection.
+        assert!(room.frame(Role::Patient, 5, chat(2, "two")).is_empty());
+        let actions = room.chat_stored(stored(2, Role::Patient, "two"), Some(2));
+        assert_eq!(sent(&actions, 5)[1], serde_json::json!({"type": "ack", "client_seq": 2}));
+        room.disconnect(Role::Patient, 5);
+        assert_eq!(joined_last_client_seq(&room.connect(Role::Patient, 6, None, vec![]), 6), 3);
+    }
+
+    #[test]
+    fn a_chat_that_could_not_be_stored_is_taken_again_when_resent() {
+        let mut room = room();
+        room.connect(Role::Patient, PATIENT, None, vec![]);
+        room.connect(Role::Doctor, DOCTOR, None, vec![]);
+        room.frame(Role::Patient, PATIENT, chat(1, "one"));
+        room.frame(Role::Patient, PATIENT, chat(2, "two"));
+        let actions = room.chat_not_stored(Role::Patient, Some(1));
+        assert!(actions
+            .iter()
+            .any(|a| matches!(a, Action::Close { conn: PATIENT, code: ErrorCode::Internal, .. })));
+        room.chat_stored(stored(1, Role::Patient, "two"), Some(2));
+        room.disconnect(Role::Patient, PATIENT);
+        assert_eq!(joined_last_client_seq(&room.connect(Role::Patient, 5, None, vec![]), 5), 0);
+        assert_eq!(room.frame(Role::Patient, 5, chat(1, "one")).len(), 1, "the resend is stored");
+        assert!(room.frame(Role::Patient, 5, chat(2, "two")).is_empty(), "this one was stored");
+    }
+
+    #[test]
+    fn chat_beyond_the_storing_limit_is_refused_and_not_counted() {
+        let mut room = room();
+        room.connect(Role::Patient, PATIENT, None, vec![]);
+        for seq in 1..=STORING_LIMIT as u64 {
+            assert_eq!(room.frame(Role::Patient, PATIENT, chat(seq, "x")).len(), 1);
+        }
+        let refused = room.frame(Role::Patient, PATIENT, chat(STORING_LIMIT as u64 + 1, "x"));
+        assert_eq!(sent(&refused, PATIENT)[0]["code"], "rate_limited");
+        room.chat_stored(stored(1, Role::Patient, "x"), Some(1));
+        // The refused seq was not taken: `joined` stops before it, and sent again it is accepted.
+        room.disconnect(Role::Patient, PATIENT);
+        let actions = room.connect(Role::Patient, 5, None, vec![]);
+        assert_eq!(joined_last_client_seq(&actions, 5), 1);
+        assert_eq!(room.frame(Role::Patient, 5, chat(STORING_LIMIT as u64 + 1, "x")).len(), 1);
+    }
+
+    #[test]
+    fn the_replay_buffers_are_bounded_in_bytes_per_room_and_let_go() {
+        let mut room = room();
+        room.connect(Role::Patient, PATIENT, None, vec![]);
+        room.connect(Role::Doctor, DOCTOR, None, vec![]);
+        let sdp = "v".repeat(10_000);
+        for _ in 0..20 {
+            room.frame(Role::Doctor, DOCTOR, Frame::new(ClientMessage::Offer(Sdp { sdp: sdp.clone() })));
+            room.frame(Role::Patient, PATIENT, Frame::new(ClientMessage::Answer(Sdp { sdp: sdp.clone() })));
+        }
+        assert!(room.replay_bytes() <= REPLAY_BYTES_PER_ROOM, "{}", room.replay_bytes());
+        assert!(room.replay_bytes() > REPLAY_BYTES_PER_ROOM / 2, "{}", room.replay_bytes());
+        // A resume from before the kept frames starts over.
+        room.disconnect(Role::Patient, PATIENT);
+        let frames = sent(&room.connect(Role::Patient, 5, Some(1), vec![]), 5);
+        assert_eq!(frames[0]["resumed"], false);
+        // Away longer than a client tries to resume: its frames are let go.
+        let before = room.replay_bytes();
+        room.disconnect(Role::Patient, 5);
+        room.forget_replay(Role::Patient, 5);
+        assert!(room.replay_bytes() < before);
+        room.end(None, 0);
+        assert_eq!(room.replay_bytes(), 0);
     }
 }
