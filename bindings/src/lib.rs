@@ -295,6 +295,12 @@ pub struct CallStats {
     pub available_outgoing_bitrate_bps: Option<u64>,
     /// Selected candidate pair type: `host`, `srflx`, `prflx` or `relay`.
     pub candidate_pair_type: Option<String>,
+    /// The selected pair's local candidate type: `host`, `srflx`, `prflx` or `relay`.
+    pub local_candidate_type: Option<String>,
+    /// The selected pair's remote candidate type.
+    pub remote_candidate_type: Option<String>,
+    /// How this device reaches its TURN server when it relays: `udp`, `tcp` or `tls`.
+    pub relay_transport: Option<String>,
     /// What the peer acknowledged receiving over the last second, bits per second (`None` when
     /// the peer sends no transport-wide feedback).
     pub acknowledged_bitrate_bps: Option<u64>,
@@ -321,6 +327,9 @@ impl From<MediaStats> for CallStats {
             frame_rate: s.frame_rate,
             available_outgoing_bitrate_bps: s.available_outgoing_bitrate_bps,
             candidate_pair_type: s.candidate_pair_type,
+            local_candidate_type: s.local_candidate_type,
+            remote_candidate_type: s.remote_candidate_type,
+            relay_transport: s.relay_transport,
             acknowledged_bitrate_bps: s.acknowledged_bitrate_bps,
             freeze_count: s.freeze_count,
             total_freeze_ms: s.total_freeze_ms,
@@ -650,6 +659,10 @@ pub struct CallOptions {
     /// the `VideoCodec` event says what to encode.
     #[uniffi(default = None)]
     pub video_codecs: Option<Vec<VideoCodec>>,
+    /// Connect through a TURN relay only ("hide my IP"): the peer never learns this device's IP
+    /// address. The clinic's server can require it too.
+    #[uniffi(default = false)]
+    pub relay_only: bool,
 }
 
 /// What a join link says, read on the device without the network.
@@ -736,8 +749,11 @@ impl Call {
             settings.video_codecs = codecs.iter().map(|&c| c.into()).collect();
         }
         let media = Arc::new(WebRtcMedia::new(settings));
-        let options =
-            core_client::CallOptions { max_video: options.max_video, start_video: options.start_video };
+        let options = core_client::CallOptions {
+            max_video: options.max_video,
+            start_video: options.start_video,
+            relay_only: options.relay_only,
+        };
         let client = CallClient::new(&link, Arc::new(ListenerBridge(listener)), media, options)?;
         let appointment_id = client.appointment_id().to_owned();
         Ok(Arc::new(Call { client: RwLock::new(Some(Arc::new(client))), appointment_id }))
@@ -908,8 +924,12 @@ mod tests {
         let future = now_ms() / 1000 + 3600;
         let link =
             format!("http://127.0.0.1:9/medical/appointments/a1/video-call/#token=tv1.{future}.{secret}");
-        let options =
-            CallOptions { max_video: "1080p".into(), start_video: "360p".into(), video_codecs: None };
+        let options = CallOptions {
+            max_video: "1080p".into(),
+            start_video: "360p".into(),
+            video_codecs: None,
+            relay_only: false,
+        };
         let call = Call::new(link, Arc::new(Ignore), options).expect("a call");
         call.release();
         call.release(); // idempotent

@@ -39,6 +39,8 @@ pub struct HeadlessOptions {
     pub mute_after: Option<Duration>,
     /// Local UDP addresses for ICE (default `0.0.0.0:0`).
     pub udp_addrs: Vec<String>,
+    /// Connect through a TURN relay only ("hide my IP").
+    pub relay_only: bool,
 }
 
 /// How the run ended, as a process exit code: 0 the call ended or the time was up, 2 the link
@@ -326,6 +328,18 @@ fn on(value: bool) -> &'static str {
     }
 }
 
+/// The selected candidate pair for the stats line: `local-remote`, with the relay's transport,
+/// e.g. `relay/tcp-host` (`-` before ICE has chosen).
+pub fn path_description(stats: &crate::client::media::MediaStats) -> String {
+    let (Some(local), Some(remote)) = (&stats.local_candidate_type, &stats.remote_candidate_type) else {
+        return "-".into();
+    };
+    match &stats.relay_transport {
+        Some(transport) => format!("{local}/{transport}-{remote}"),
+        None => format!("{local}-{remote}"),
+    }
+}
+
 /// Joins, runs the call, and returns how it ended. Prints one line per event and a stats line
 /// each second to `out`.
 pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, CallError> {
@@ -338,8 +352,8 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
         video_codecs: vec![VideoCodec::Vp8],
         ..WebRtcSettings::default()
     }));
-    let client =
-        Arc::new(CallClient::new(&options.link, Arc::new(Printer(tx)), media, CallOptions::default())?);
+    let call_options = CallOptions { relay_only: options.relay_only, ..CallOptions::default() };
+    let client = Arc::new(CallClient::new(&options.link, Arc::new(Printer(tx)), media, call_options)?);
     client.join();
     let mut video_file = match &options.save_video {
         Some(path) => Some(
@@ -414,12 +428,13 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
                 }
                 let _ = writeln!(
                     out,
-                    "stats: video frames received {video_frames}, decoded {} at {} (picture counter {}), audio frames received {audio_frames}, decoded {audio_decoded}, receive {} kbps, send {} kbps",
+                    "stats: video frames received {video_frames}, decoded {} at {} (picture counter {}), audio frames received {audio_frames}, decoded {audio_decoded}, receive {} kbps, send {} kbps, path {}",
                     pictures.decoded(),
                     pictures.size.map_or("-".into(), |(w, h)| format!("{w}x{h}")),
                     pictures.last_counter().map_or("-".into(), |c| c.to_string()),
                     stats.receive_bitrate_bps / 1000,
                     stats.send_bitrate_bps / 1000,
+                    path_description(&stats),
                 );
             }
             Some(ClientEvent::QualityChanged(level)) => {
@@ -479,6 +494,25 @@ mod tests {
     use super::*;
     use crate::call::ladder::LADDER;
     use crate::codec::pattern::TestPattern;
+
+    #[test]
+    fn the_stats_line_names_the_path_with_the_relays_transport() {
+        use crate::client::media::MediaStats;
+        assert_eq!(path_description(&MediaStats::default()), "-");
+        let host = MediaStats {
+            local_candidate_type: Some("host".into()),
+            remote_candidate_type: Some("prflx".into()),
+            ..MediaStats::default()
+        };
+        assert_eq!(path_description(&host), "host-prflx");
+        let relayed = MediaStats {
+            local_candidate_type: Some("relay".into()),
+            remote_candidate_type: Some("host".into()),
+            relay_transport: Some("tcp".into()),
+            ..MediaStats::default()
+        };
+        assert_eq!(path_description(&relayed), "relay/tcp-host");
+    }
 
     #[test]
     fn the_picture_reader_reads_counters_and_counts_undecodable_frames() {

@@ -58,6 +58,10 @@ enum Command {
         /// Local UDP address for ICE (repeatable) [default: 0.0.0.0:0].
         #[arg(long)]
         udp: Vec<String>,
+        /// Connect through the clinic's TURN relay only, so the peer never sees this machine's IP
+        /// address.
+        #[arg(long)]
+        relay_only: bool,
     },
 }
 
@@ -114,7 +118,7 @@ async fn main() -> std::process::ExitCode {
             .await
         }
         #[cfg(feature = "join")]
-        Command::Join { link, seconds, save_video, chat, mute_after_seconds, udp } => {
+        Command::Join { link, seconds, save_video, chat, mute_after_seconds, udp, relay_only } => {
             use televisit_core::headless;
             let options = headless::HeadlessOptions {
                 link,
@@ -123,6 +127,7 @@ async fn main() -> std::process::ExitCode {
                 chat,
                 mute_after: mute_after_seconds.map(std::time::Duration::from_secs),
                 udp_addrs: udp,
+                relay_only,
             };
             let outcome = tokio::task::spawn_blocking(move || headless::run(options, &mut std::io::stdout()))
                 .await

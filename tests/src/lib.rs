@@ -6,9 +6,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use televisit_core::api::IceServer;
 use televisit_core::call::machine::PeerConnectionState;
-use televisit_core::client::media::{MediaBackend, MediaSession, MediaStats, PeerCommand, PeerEvent};
+use televisit_core::client::media::{
+    IceConfig, MediaBackend, MediaSession, MediaStats, PeerCommand, PeerEvent,
+};
 use televisit_core::client::{CallListener, ClientEvent};
 use televisit_core::protocol::Role;
 use televisit_server::secrets::Clock;
@@ -221,7 +222,7 @@ struct SimulatedSession {
 impl MediaBackend for SimulatedMedia {
     fn create_session(
         &self,
-        _ice_servers: Vec<IceServer>,
+        _ice: IceConfig,
         role: Role,
         _origin: std::time::Instant,
         events: mpsc::UnboundedSender<PeerEvent>,

@@ -5,3 +5,4 @@ pub mod ladder;
 pub mod machine;
 pub mod quality;
 pub mod stats;
+pub mod turn_credentials;

@@ -30,6 +30,13 @@ pub struct MediaStats {
     pub available_outgoing_bitrate_bps: Option<u64>,
     /// Selected candidate pair: `host`, `srflx`, `prflx` or `relay`.
     pub candidate_pair_type: Option<String>,
+    /// The selected pair's local candidate type: `host`, `srflx`, `prflx` or `relay`.
+    pub local_candidate_type: Option<String>,
+    /// The selected pair's remote candidate type: `host`, `srflx`, `prflx` or `relay`.
+    pub remote_candidate_type: Option<String>,
+    /// How this side reaches its TURN server when the local candidate is a relay: `udp`, `tcp` or
+    /// `tls`.
+    pub relay_transport: Option<String>,
     /// When a packet was last received, ms since the call client started.
     pub last_packet_at_ms: Option<i64>,
     /// What the peer acknowledged receiving over the last second (transport-wide feedback), bits

@@ -4,9 +4,8 @@
 
 use tokio::sync::mpsc;
 
-use crate::api::IceServer;
-pub use crate::call::machine::PeerCommand;
 use crate::call::machine::PeerConnectionState;
+pub use crate::call::machine::{IceConfig, PeerCommand};
 pub use crate::call::stats::{LossRecoveryCounts, MediaStats};
 use crate::frame::{EncodedFrame, FrameKind, VideoCodec};
 use crate::protocol::{IceCandidate, Role};
@@ -55,11 +54,11 @@ pub trait MediaSession: Send {
 
 /// Makes peer connections for a call.
 pub trait MediaBackend: Send + Sync {
-    /// A new peer connection with these ICE servers for this role; events go to `events`.
+    /// A new peer connection with these ICE servers and policy for this role; events go to `events`.
     /// `clock_origin` is the instant the call client measures `last_packet_at_ms` from.
     fn create_session(
         &self,
-        ice_servers: Vec<IceServer>,
+        ice: IceConfig,
         role: Role,
         clock_origin: std::time::Instant,
         events: mpsc::UnboundedSender<PeerEvent>,

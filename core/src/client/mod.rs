@@ -8,6 +8,7 @@
 
 pub mod codecs;
 pub mod estimator;
+pub mod ice;
 pub mod keyframe_requests;
 pub mod loss_recovery;
 pub mod media;
@@ -75,11 +76,14 @@ pub struct CallOptions {
     pub max_video: String,
     /// Rung to start with (low by default: the ladder climbs as the peer acknowledges the video).
     pub start_video: String,
+    /// Connect through a TURN relay only ("hide my IP"): the peer never sees this device's host or
+    /// server-reflexive candidates. The clinic's server can force it too.
+    pub relay_only: bool,
 }
 
 impl Default for CallOptions {
     fn default() -> Self {
-        CallOptions { max_video: "1080p".into(), start_video: DEFAULT_START_RUNG.into() }
+        CallOptions { max_video: "1080p".into(), start_video: DEFAULT_START_RUNG.into(), relay_only: false }
     }
 }
 
@@ -367,7 +371,9 @@ impl Driver {
             api: ApiClient::new(link.clone()),
             link,
             media,
-            machine: CallMachine::with_ladder(BitrateLadder::new(&options.start_video, &options.max_video)),
+            machine: CallMachine::with_ladder(BitrateLadder::new(&options.start_video, &options.max_video))
+                .with_relay_only(options.relay_only)
+                .with_wall_clock(unix_ms()),
             origin: Instant::now(),
             commands,
             events,
@@ -492,6 +498,14 @@ impl Driver {
                         let _ = commands.send(Command::Input(input));
                     });
                 }
+                Output::FetchIceServers => {
+                    let api = self.api.clone();
+                    let commands = self.commands.clone();
+                    tokio::spawn(async move {
+                        let result = api.ice_servers().await.map(Box::new);
+                        let _ = commands.send(Command::Input(Input::IceServers(result)));
+                    });
+                }
                 Output::OpenSignaling { path } => {
                     self.signaling_generation += 1;
                     let url = self.link.websocket_url(&path);
@@ -507,7 +521,7 @@ impl Driver {
                     self.send_text(encode(&Frame::new(join)));
                 }
                 Output::Send(text) => self.send_text(text),
-                Output::ResetPeer { ice_servers } => {
+                Output::ResetPeer { ice } => {
                     if let Some(mut old) = self.session.take() {
                         old.command(PeerCommand::Close);
                     }
@@ -515,7 +529,7 @@ impl Driver {
                     // A fresh channel, so events of the closed session cannot reach the machine.
                     self.peer_events = mpsc::unbounded_channel();
                     let session =
-                        self.media.create_session(ice_servers, role, self.origin, self.peer_events.0.clone());
+                        self.media.create_session(ice, role, self.origin, self.peer_events.0.clone());
                     self.session = Some(session);
                 }
                 Output::Peer(PeerCommand::Close) => {

@@ -34,6 +34,12 @@ pub struct StackReading {
     pub rtt_ms: Option<f64>,
     /// The selected candidate pair's type (see [`MediaStats::candidate_pair_type`]).
     pub candidate_pair_type: Option<String>,
+    /// The selected pair's local and remote candidate types.
+    pub local_candidate_type: Option<String>,
+    /// See `local_candidate_type`.
+    pub remote_candidate_type: Option<String>,
+    /// The TURN URL a local relay candidate was allocated through.
+    pub relay_url: Option<String>,
 }
 
 impl StackReading {
@@ -64,7 +70,15 @@ impl StackReading {
                 _ => {}
             }
         }
-        (reading.rtt_ms, reading.candidate_pair_type) = selected_pair(report);
+        if let Some(pair) = selected_pair(report) {
+            reading.rtt_ms = pair.rtt_ms;
+            let relayed = [pair.local, pair.remote].contains(&Some(RTCIceCandidateType::Relay));
+            reading.candidate_pair_type =
+                if relayed { Some(RTCIceCandidateType::Relay) } else { pair.local }.and_then(type_name);
+            reading.local_candidate_type = pair.local.and_then(type_name);
+            reading.remote_candidate_type = pair.remote.and_then(type_name);
+            reading.relay_url = pair.relay_url;
+        }
         reading
     }
 }
@@ -133,6 +147,9 @@ impl StatsSampler {
             frame_rate: per_second(own.frames_received, own_before.frames_received),
             available_outgoing_bitrate_bps: Some(own.estimate_bps),
             candidate_pair_type: reading.candidate_pair_type.clone(),
+            local_candidate_type: reading.local_candidate_type.clone(),
+            remote_candidate_type: reading.remote_candidate_type.clone(),
+            relay_transport: reading.relay_url.as_deref().map(|url| relay_transport(url).to_owned()),
             last_packet_at_ms: (own.last_packet_at_ms > 0).then_some(own.last_packet_at_ms),
             acknowledged_bitrate_bps: own.acknowledged_bps,
             freeze_count: own.freezes.0,
@@ -144,43 +161,65 @@ impl StatsSampler {
     }
 }
 
-/// RTT (ms) and type of the selected candidate pair: `relay` if either end relays, else the
-/// local candidate's type.
-fn selected_pair(report: &RTCStatsReport) -> (Option<f64>, Option<String>) {
-    let Some(pair) =
+/// What the stats say of the selected candidate pair.
+struct SelectedPair {
+    rtt_ms: Option<f64>,
+    local: Option<RTCIceCandidateType>,
+    remote: Option<RTCIceCandidateType>,
+    /// The TURN URL of a local relay candidate.
+    relay_url: Option<String>,
+}
+
+/// The selected candidate pair: its RTT (ms), its candidates' types, and the TURN URL of a local
+/// relay candidate.
+fn selected_pair(report: &RTCStatsReport) -> Option<SelectedPair> {
+    let pair =
         report.transport().and_then(|t| report.get(&t.selected_candidate_pair_id)).and_then(|e| match e {
             RTCStatsReportEntry::IceCandidatePair(pair) => Some(pair),
             _ => None,
-        })
-    else {
-        return (None, None);
-    };
+        })?;
     let rtt_ms = (pair.current_round_trip_time > 0.0).then_some(pair.current_round_trip_time * 1000.0);
     // The pair names its candidates by their ICE ids, while the candidate entries are keyed
     // `RTCLocalIceCandidate_<id>` / `RTCRemoteIceCandidate_<id>` (webrtc 0.21.1): try both.
-    let candidate_type = |prefix: &str, id: &str| {
+    let candidate = |prefix: &str, id: &str| {
         [id.to_owned(), format!("{prefix}{id}")].iter().find_map(|key| match report.get(key) {
-            Some(RTCStatsReportEntry::LocalCandidate(c) | RTCStatsReportEntry::RemoteCandidate(c)) => {
-                Some(c.candidate_type)
-            }
+            Some(RTCStatsReportEntry::LocalCandidate(c) | RTCStatsReportEntry::RemoteCandidate(c)) => Some(c),
             _ => None,
         })
     };
-    let local = candidate_type("RTCLocalIceCandidate_", &pair.local_candidate_id);
-    let remote = candidate_type("RTCRemoteIceCandidate_", &pair.remote_candidate_id);
-    let kind = if local == Some(RTCIceCandidateType::Relay) || remote == Some(RTCIceCandidateType::Relay) {
-        Some(RTCIceCandidateType::Relay)
-    } else {
-        local
+    let local = candidate("RTCLocalIceCandidate_", &pair.local_candidate_id);
+    let remote = candidate("RTCRemoteIceCandidate_", &pair.remote_candidate_id);
+    let relay_url = local
+        .filter(|c| c.candidate_type == RTCIceCandidateType::Relay && !c.url.is_empty())
+        .map(|c| c.url.clone());
+    Some(SelectedPair {
+        rtt_ms,
+        local: local.map(|c| c.candidate_type),
+        remote: remote.map(|c| c.candidate_type),
+        relay_url,
+    })
+}
+
+fn type_name(kind: RTCIceCandidateType) -> Option<String> {
+    let name = match kind {
+        RTCIceCandidateType::Host => "host",
+        RTCIceCandidateType::Srflx => "srflx",
+        RTCIceCandidateType::Prflx => "prflx",
+        RTCIceCandidateType::Relay => "relay",
+        _ => return None,
     };
-    let name = kind.and_then(|k| match k {
-        RTCIceCandidateType::Host => Some("host"),
-        RTCIceCandidateType::Srflx => Some("srflx"),
-        RTCIceCandidateType::Prflx => Some("prflx"),
-        RTCIceCandidateType::Relay => Some("relay"),
-        _ => None,
-    });
-    (rtt_ms, name.map(str::to_owned))
+    Some(name.to_owned())
+}
+
+/// How a TURN URL reaches its server: `tls` for `turns:`, `tcp` for `?transport=tcp`, else `udp`.
+pub fn relay_transport(url: &str) -> &'static str {
+    if url.starts_with("turns:") {
+        "tls"
+    } else if url.split_once('?').is_some_and(|(_, query)| query.split('&').any(|p| p == "transport=tcp")) {
+        "tcp"
+    } else {
+        "udp"
+    }
 }
 
 #[cfg(test)]
@@ -188,6 +227,14 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn the_relay_transport_comes_from_the_turn_url() {
+        assert_eq!(relay_transport("turn:turn.example:3478"), "udp");
+        assert_eq!(relay_transport("turn:turn.example:3478?transport=udp"), "udp");
+        assert_eq!(relay_transport("turn:turn.example:3478?transport=tcp"), "tcp");
+        assert_eq!(relay_transport("turns:turn.example:443?transport=tcp"), "tls");
+    }
 
     #[test]
     fn jitter_in_rtp_units_becomes_milliseconds_at_the_codec_clock_rate() {
@@ -207,6 +254,7 @@ mod tests {
             jitter_ms: Some(4.0),
             rtt_ms: Some(12.0),
             candidate_pair_type: Some("srflx".into()),
+            ..StackReading::default()
         };
         let own = |frames: u64| OwnCounts {
             frames_received: frames,
