@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::net::UdpSocket;
 use turn::auth::{generate_auth_key, AuthHandler};
@@ -22,15 +22,15 @@ pub struct TurnServer {
     pub addr: SocketAddr,
     /// Allocation requests refused because the user name had expired.
     pub expired_refusals: Arc<AtomicU64>,
-    /// Allocation requests whose credentials it checked and accepted.
-    pub accepted: Arc<AtomicU64>,
+    /// User names of the requests whose credentials it accepted, in order.
+    pub accepted: Arc<Mutex<Vec<String>>>,
     server: Server,
 }
 
 struct RestAuth {
     secret: String,
     expired_refusals: Arc<AtomicU64>,
-    accepted: Arc<AtomicU64>,
+    accepted: Arc<Mutex<Vec<String>>>,
 }
 
 impl AuthHandler for RestAuth {
@@ -46,7 +46,7 @@ impl AuthHandler for RestAuth {
             return Err(turn::Error::Other(format!("expired user name {username}")));
         }
         let (_, password) = televisit_server::secrets::turn_credentials(&self.secret, id, expiry);
-        self.accepted.fetch_add(1, Ordering::Relaxed);
+        self.accepted.lock().unwrap_or_else(|e| e.into_inner()).push(username.to_owned());
         Ok(generate_auth_key(username, realm, &password))
     }
 }
@@ -57,7 +57,7 @@ impl TurnServer {
     pub async fn start(secret: &str) -> TurnServer {
         let conn = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("TURN port"));
         let addr = conn.local_addr().expect("TURN address");
-        let (expired_refusals, accepted) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (expired_refusals, accepted) = (Arc::new(AtomicU64::new(0)), Arc::default());
         let server = Server::new(ServerConfig {
             conn_configs: vec![ConnConfig {
                 conn,
@@ -84,6 +84,11 @@ impl TurnServer {
     /// The `turn:` URL of its UDP port.
     pub fn udp_url(&self) -> String {
         format!("turn:{}?transport=udp", self.addr)
+    }
+
+    /// Whether it accepted a request with this user name.
+    pub fn accepted(&self, username: &str) -> bool {
+        self.accepted.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|u| u == username)
     }
 
     /// Stops it.

@@ -717,6 +717,11 @@ async fn run_session(
     let setting_engine = SettingEngineBuilder::new()
         .with_ice_connection_attempts(Some(settings.ice_check_interval), None)
         .with_prflx_acceptance_min_wait(Some(settings.prflx_acceptance_min_wait))
+        // An ICE restart (a network change, a failed path) rebinds the sockets and gathers anew:
+        // host candidates of the interfaces there are now, and new TURN allocations (with the
+        // credentials `SetIceServers` renewed). The crate keeps the old ones by default, which
+        // name addresses a phone that left its Wi-Fi no longer has.
+        .with_discard_local_candidates_during_ice_restart(true)
         .build();
     let first_mid = Arc::new(std::sync::Mutex::new(ice::DEFAULT_MID.to_owned()));
     let counters = Arc::new(Counters::default());
