@@ -331,11 +331,12 @@ fn on(value: bool) -> &'static str {
 /// The selected candidate pair for the stats line: `local-remote`, with the relay's transport,
 /// e.g. `relay/tcp-host` (`-` before ICE has chosen).
 pub fn path_description(stats: &crate::client::media::MediaStats) -> String {
-    let (Some(local), Some(remote)) = (&stats.local_candidate_type, &stats.remote_candidate_type) else {
+    let (Some(local), Some(remote)) = (stats.local_candidate_type, stats.remote_candidate_type) else {
         return "-".into();
     };
-    match &stats.relay_transport {
-        Some(transport) => format!("{local}/{transport}-{remote}"),
+    let (local, remote) = (local.as_str(), remote.as_str());
+    match stats.relay_transport {
+        Some(transport) => format!("{local}/{}-{remote}", transport.as_str()),
         None => format!("{local}-{remote}"),
     }
 }
@@ -497,18 +498,19 @@ mod tests {
 
     #[test]
     fn the_stats_line_names_the_path_with_the_relays_transport() {
+        use crate::call::stats::{CandidateType, RelayTransport};
         use crate::client::media::MediaStats;
         assert_eq!(path_description(&MediaStats::default()), "-");
         let host = MediaStats {
-            local_candidate_type: Some("host".into()),
-            remote_candidate_type: Some("prflx".into()),
+            local_candidate_type: Some(CandidateType::Host),
+            remote_candidate_type: Some(CandidateType::Prflx),
             ..MediaStats::default()
         };
         assert_eq!(path_description(&host), "host-prflx");
         let relayed = MediaStats {
-            local_candidate_type: Some("relay".into()),
-            remote_candidate_type: Some("host".into()),
-            relay_transport: Some("tcp".into()),
+            local_candidate_type: Some(CandidateType::Relay),
+            remote_candidate_type: Some(CandidateType::Host),
+            relay_transport: Some(RelayTransport::Tcp),
             ..MediaStats::default()
         };
         assert_eq!(path_description(&relayed), "relay/tcp-host");

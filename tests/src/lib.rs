@@ -251,14 +251,14 @@ impl MediaSession for SimulatedSession {
                 self.connected = true;
                 send(PeerEvent::State(PeerConnectionState::Connected));
             }
-            PeerCommand::ReportStats if self.connected => send(PeerEvent::Stats(MediaStats {
+            PeerCommand::ReportStats if self.connected => send(PeerEvent::Stats(Box::new(MediaStats {
                 rtt_ms: Some(2.0),
                 loss_percent: Some(0.0),
                 jitter_ms: Some(1.0),
                 available_outgoing_bitrate_bps: Some(5_000_000),
                 last_packet_at_ms: Some(i64::MAX / 2),
                 ..MediaStats::default()
-            })),
+            }))),
             _ => {}
         }
     }

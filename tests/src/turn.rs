@@ -96,3 +96,114 @@ impl TurnServer {
         let _ = self.server.close().await;
     }
 }
+
+/// TURN over TCP or TLS in front of a [`TurnServer`]: each connection gets its own UDP socket to
+/// the server (so one allocation per connection, as a TCP-serving TURN server keeps them), and the
+/// messages are cut and padded as RFC 8656 §12.5 says, with the core's own framing.
+pub struct StreamFront {
+    /// Where it listens (TCP).
+    pub addr: SocketAddr,
+    /// Connections accepted (TLS: handshakes completed).
+    pub connections: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for StreamFront {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A self-signed certificate for `localhost`: the TLS front's configuration, and a client
+/// configuration that trusts it.
+pub fn localhost_tls() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("a certificate");
+    let cert = certified.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .expect("the certificate and key match");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).expect("a root");
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (Arc::new(server), Arc::new(client))
+}
+
+impl TurnServer {
+    /// A TCP front (TLS with `tls`) on a free port of `127.0.0.1`.
+    pub async fn stream_front(&self, tls: Option<Arc<rustls::ServerConfig>>) -> StreamFront {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a TCP port");
+        let addr = listener.local_addr().expect("its address");
+        let (turn, connections) = (self.addr, Arc::new(AtomicU64::new(0)));
+        let counted = Arc::clone(&connections);
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (tls, counted) = (tls.clone(), Arc::clone(&counted));
+                tokio::spawn(async move {
+                    let _ = tcp.set_nodelay(true);
+                    match tls {
+                        None => {
+                            counted.fetch_add(1, Ordering::Relaxed);
+                            carry(tcp, turn).await
+                        }
+                        Some(config) => {
+                            if let Ok(stream) = tokio_rustls::TlsAcceptor::from(config).accept(tcp).await {
+                                counted.fetch_add(1, Ordering::Relaxed);
+                                carry(stream, turn).await
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        StreamFront { addr, connections, task }
+    }
+}
+
+/// Carries one stream's TURN messages to the UDP server and back.
+async fn carry<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static>(
+    stream: S,
+    turn: SocketAddr,
+) {
+    use televisit_core::client::turn_framing::{to_stream, StreamDecoder};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(socket) = UdpSocket::bind("127.0.0.1:0").await else { return };
+    if socket.connect(turn).await.is_err() {
+        return;
+    }
+    let socket = Arc::new(socket);
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let to_server = {
+        let socket = Arc::clone(&socket);
+        async move {
+            let (mut decoder, mut buffer) = (StreamDecoder::new(), vec![0u8; 65_536]);
+            while let Ok(n @ 1..) = reader.read(&mut buffer).await {
+                decoder.push(&buffer[..n]);
+                while let Ok(Some(message)) = decoder.next_message() {
+                    let _ = socket.send(&message).await;
+                }
+            }
+        }
+    };
+    let to_client = async move {
+        let mut buffer = vec![0u8; 65_536];
+        while let Ok(n) = socket.recv(&mut buffer).await {
+            let Ok(bytes) = to_stream(&buffer[..n]) else { continue };
+            if writer.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = to_server => {}
+        _ = to_client => {}
+    }
+}

@@ -3,6 +3,8 @@
 //!   `addIceCandidate` does (a mid that names an m-line, end-of-candidates, trickle announced);
 //! - relay-only ("hide my IP"): the doctor's side never hears a host or server-reflexive candidate
 //!   of the patient, and media flows through a real TURN server;
+//! - TURN over TCP and over TLS (the core's bridges; the TURN server reached only that way): the
+//!   relay-only patient's media flows and its stats name the relay transport;
 //! - an ICE restart after the TURN credentials expired (`network_changed()`) fetches fresh ones and
 //!   media comes back (the time is printed).
 
@@ -12,12 +14,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use televisit_core::call::machine::{CallEvent, CallState, PeerConnectionState};
-use televisit_core::client::media::{IceConfig, MediaBackend, MediaSession, PeerCommand, PeerEvent};
+use televisit_core::call::stats::{CandidateType, RelayTransport};
+use televisit_core::client::media::{
+    IceConfig, MediaBackend, MediaSession, MediaStats, PeerCommand, PeerEvent,
+};
+use televisit_core::client::webrtc::{WebRtcMedia, WebRtcSettings};
 use televisit_core::client::{CallClient, CallOptions, ClientEvent};
 use televisit_core::frame::FrameKind;
 use televisit_core::headless::{spawn_synthetic_media, SyntheticMedia};
 use televisit_core::protocol::{encode, ClientMessage, Frame, IceCandidate, Role};
-use televisit_tests::turn::TurnServer;
+use televisit_tests::turn::{localhost_tls, TurnServer};
 use televisit_tests::{loopback_media, Recorder, SpyMedia, TestServer};
 use tokio::sync::mpsc;
 
@@ -145,7 +151,10 @@ async fn the_cores_offer_answer_and_candidates_satisfy_a_peer_that_checks_them_l
 
 /// A server whose ICE servers are `turn`'s, with credentials valid for `ttl_seconds`.
 async fn server_with_turn(turn: &TurnServer, ttl_seconds: u64) -> TestServer {
-    let url = turn.udp_url();
+    server_with_turn_url(turn.udp_url(), ttl_seconds).await
+}
+
+async fn server_with_turn_url(url: String, ttl_seconds: u64) -> TestServer {
     TestServer::start(move |config| {
         config.turn_urls = vec![url];
         config.turn_secret = Some(TURN_SECRET.into());
@@ -154,64 +163,112 @@ async fn server_with_turn(turn: &TurnServer, ttl_seconds: u64) -> TestServer {
     .await
 }
 
-/// A call client on loopback media (spied on), already joining.
-fn join(link: &str, relay_only: bool) -> (Arc<CallClient>, Arc<Recorder>, Arc<SpyMedia>) {
+/// A call client (spied on), already joining.
+fn join(
+    link: &str,
+    relay_only: bool,
+    media: Arc<dyn MediaBackend>,
+) -> (Arc<CallClient>, Arc<Recorder>, Arc<SpyMedia>) {
     let recorder = Arc::new(Recorder::default());
-    let media = SpyMedia::new(loopback_media());
+    let media = SpyMedia::new(media);
     let options = CallOptions { relay_only, ..CallOptions::default() };
     let client = CallClient::new(link, recorder.clone(), media.clone(), options).expect("valid link");
     client.join();
     (Arc::new(client), recorder, media)
 }
 
-fn connected(event: &ClientEvent) -> bool {
-    *event == ClientEvent::Call(CallEvent::StateChanged(CallState::Connected))
+/// A visit in a call: the patient (relay-only if asked, on `patient_media`) waited, the doctor
+/// (loopback, all candidates) joined, both connected, and the patient's camera sends.
+struct InCall {
+    patient: Arc<CallClient>,
+    patient_events: Arc<Recorder>,
+    patient_media: Arc<SpyMedia>,
+    doctor: Arc<CallClient>,
+    doctor_events: Arc<Recorder>,
+    doctor_media: Arc<SpyMedia>,
+    stop: Arc<AtomicBool>,
+    camera: SyntheticMedia,
 }
 
-fn send_media(client: &Arc<CallClient>, stop: &Arc<AtomicBool>) -> SyntheticMedia {
-    spawn_synthetic_media(Arc::clone(client), Arc::new(AtomicBool::new(true)), Arc::clone(stop))
-        .expect("codecs")
-}
-
-/// Waits until `recorder` has `count` more remote video frames than `after`; returns when.
-async fn frames_arrive(recorder: &Arc<Recorder>, after: usize, count: usize) -> Instant {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let received = recorder.remote_frames(FrameKind::Video).len();
-        if received >= after + count {
-            return Instant::now();
+impl InCall {
+    async fn start(server: &TestServer, relay_only: bool, patient_media: Arc<dyn MediaBackend>) -> InCall {
+        let visit = server.started_visit().await;
+        let (patient, patient_events, patient_media) = join(&visit.patient_link, relay_only, patient_media);
+        patient_events
+            .wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::WaitingRoom)));
+        let (doctor, doctor_events, doctor_media) = join(&visit.doctor_link, false, loopback_media());
+        for events in [&doctor_events, &patient_events] {
+            events.wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::Connected)));
         }
-        assert!(Instant::now() < deadline, "timed out: {} video frames, wanted {}", received, after + count);
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let camera =
+            spawn_synthetic_media(Arc::clone(&patient), Arc::new(AtomicBool::new(true)), Arc::clone(&stop))
+                .expect("codecs");
+        InCall { patient, patient_events, patient_media, doctor, doctor_events, doctor_media, stop, camera }
     }
-}
 
-/// The patient's latest stats.
-fn last_stats(recorder: &Recorder) -> Option<televisit_core::client::media::MediaStats> {
-    recorder.events().into_iter().rev().find_map(|e| match e {
-        ClientEvent::Stats(stats) if stats.local_candidate_type.is_some() => Some(stats),
-        _ => None,
-    })
+    /// The patient's camera pictures the doctor received so far.
+    fn pictures_at_the_doctor(&self) -> usize {
+        self.doctor_events.remote_frames(FrameKind::Video).len()
+    }
+
+    /// Waits until the doctor has `count` more of the patient's pictures than `after`; returns when.
+    async fn pictures_arrive(&self, after: usize, count: usize) -> Instant {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let received = self.pictures_at_the_doctor();
+            if received >= after + count {
+                return Instant::now();
+            }
+            assert!(Instant::now() < deadline, "timed out: {} pictures, wanted {}", received, after + count);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The patient's latest stats with a selected pair (after waiting for a fresh sample).
+    async fn patient_stats(&self) -> MediaStats {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let stats = self.patient_events.events().into_iter().rev().find_map(|e| match e {
+            ClientEvent::Stats(stats) if stats.local_candidate_type.is_some() => Some(stats),
+            _ => None,
+        });
+        let stats = stats.expect("stats with the selected pair");
+        println!("patient's path: {}", televisit_core::headless::path_description(&stats));
+        stats
+    }
+
+    /// The patient's network changed: returns how long until the doctor got the first of the
+    /// patient's pictures after it, and 30 of them (printed).
+    async fn change_the_patients_network(&self, path: &str) {
+        let before = self.pictures_at_the_doctor();
+        let changed_at = Instant::now();
+        self.patient.network_changed();
+        let first_at = self.pictures_arrive(before, 1).await;
+        let back_at = self.pictures_arrive(before, 30).await;
+        println!(
+            "network change ({path}) → first new picture at the doctor after {:?}, 30 after {:?}",
+            first_at - changed_at,
+            back_at - changed_at
+        );
+    }
+
+    fn end(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.camera.join().unwrap();
+        self.doctor.close();
+        self.patient.close();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_relay_only_patient_shows_the_doctor_only_relay_candidates_and_media_flows_through_turn() {
     let turn = TurnServer::start(TURN_SECRET).await;
     let server = server_with_turn(&turn, 3600).await;
-    let visit = server.started_visit().await;
-    let (patient, patient_events, _) = join(&visit.patient_link, true);
-    patient_events
-        .wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::WaitingRoom)));
-    let (doctor, doctor_events, doctor_media) = join(&visit.doctor_link, false);
-    for events in [&doctor_events, &patient_events] {
-        events.wait_for(WAIT, connected);
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let sender = send_media(&patient, &stop);
-    frames_arrive(&doctor_events, 0, 30).await;
+    let call = InCall::start(&server, true, loopback_media()).await;
+    call.pictures_arrive(0, 30).await;
 
     // Everything the doctor's peer connection heard of the patient.
-    let seen = doctor_media.seen();
+    let seen = call.doctor_media.seen();
     let answer = seen
         .iter()
         .find_map(|(_, c)| match c {
@@ -234,18 +291,11 @@ async fn a_relay_only_patient_shows_the_doctor_only_relay_candidates_and_media_f
     }
     assert!(!turn.accepted.lock().unwrap().is_empty(), "the patient allocated on the TURN server");
 
-    // The patient's stats tell the path.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let stats = last_stats(&patient_events).expect("stats with the selected pair");
-    assert_eq!(stats.local_candidate_type.as_deref(), Some("relay"), "{stats:?}");
+    let stats = call.patient_stats().await;
+    assert_eq!(stats.local_candidate_type, Some(CandidateType::Relay), "{stats:?}");
     assert_eq!(stats.candidate_pair_type.as_deref(), Some("relay"));
-    assert_eq!(stats.relay_transport.as_deref(), Some("udp"));
-    println!("patient's path: {}", televisit_core::headless::path_description(&stats));
-
-    stop.store(true, Ordering::Relaxed);
-    sender.join().unwrap();
-    doctor.close();
-    patient.close();
+    assert_eq!(stats.relay_transport, Some(RelayTransport::Udp));
+    call.end();
     turn.close().await;
 }
 
@@ -255,34 +305,17 @@ async fn a_network_change_after_the_turn_credentials_expired_restarts_ice_with_f
     let turn = TurnServer::start(TURN_SECRET).await;
     let ttl_seconds = 2;
     let server = server_with_turn(&turn, ttl_seconds).await;
-    let visit = server.started_visit().await;
-    let (patient, patient_events, patient_media) = join(&visit.patient_link, true);
-    patient_events
-        .wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::WaitingRoom)));
-    let (doctor, doctor_events, _) = join(&visit.doctor_link, false);
-    for events in [&doctor_events, &patient_events] {
-        events.wait_for(WAIT, connected);
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let sender = send_media(&patient, &stop);
-    frames_arrive(&doctor_events, 0, 20).await;
+    let call = InCall::start(&server, true, loopback_media()).await;
+    call.pictures_arrive(0, 20).await;
 
     // The visit outlives the credentials it joined with.
     tokio::time::sleep(Duration::from_secs(ttl_seconds + 1)).await;
     let unix_now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let before = doctor_events.remote_frames(FrameKind::Video).len();
-    let changed_at = Instant::now();
-    patient.network_changed();
-    let first_at = frames_arrive(&doctor_events, before, 1).await;
-    let back_at = frames_arrive(&doctor_events, before, 30).await;
-    println!(
-        "network change → first new picture at the doctor after {:?}, 30 after {:?} (relayed)",
-        first_at - changed_at,
-        back_at - changed_at
-    );
+    call.change_the_patients_network("relayed").await;
 
-    let fresh: Vec<IceConfig> = patient_media
+    let fresh: Vec<IceConfig> = call
+        .patient_media
         .seen()
         .into_iter()
         .filter_map(|(_, c)| match c {
@@ -300,52 +333,72 @@ async fn a_network_change_after_the_turn_credentials_expired_restarts_ice_with_f
         "requests refused for expired credentials (the old allocation's release): {}",
         turn.expired_refusals.load(Ordering::Relaxed)
     );
-    // The pictures after the change came relayed, through a new allocation.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(last_stats(&patient_events).unwrap().local_candidate_type.as_deref(), Some("relay"));
-
-    stop.store(true, Ordering::Relaxed);
-    sender.join().unwrap();
-    doctor.close();
-    patient.close();
+    assert_eq!(call.patient_stats().await.local_candidate_type, Some(CandidateType::Relay));
+    call.end();
     turn.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_network_change_restarts_ice_and_media_comes_back() {
     let server = TestServer::start(|_| {}).await;
-    let visit = server.started_visit().await;
-    let (patient, patient_events, patient_media) = join(&visit.patient_link, false);
-    patient_events
-        .wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::WaitingRoom)));
-    let (doctor, doctor_events, _) = join(&visit.doctor_link, false);
-    for events in [&doctor_events, &patient_events] {
-        events.wait_for(WAIT, connected);
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let sender = send_media(&patient, &stop);
-    frames_arrive(&doctor_events, 0, 20).await;
-    let answers_before = answers_applied(&patient_media);
-    let before = doctor_events.remote_frames(FrameKind::Video).len();
-    let changed_at = Instant::now();
-    patient.network_changed();
-    let first_at = frames_arrive(&doctor_events, before, 1).await;
-    let back_at = frames_arrive(&doctor_events, before, 30).await;
-    println!(
-        "network change → first new picture at the doctor after {:?}, 30 after {:?} (host path)",
-        first_at - changed_at,
-        back_at - changed_at
-    );
-    // The restart was negotiated: the patient offered, the doctor answered with new ICE credentials.
-    let answers = answers_applied(&patient_media);
-    assert!(answers > answers_before, "an answer to the patient's restart offer");
-    stop.store(true, Ordering::Relaxed);
-    sender.join().unwrap();
-    doctor.close();
-    patient.close();
+    let call = InCall::start(&server, false, loopback_media()).await;
+    call.pictures_arrive(0, 20).await;
+    let answers = || {
+        let seen = call.patient_media.seen();
+        seen.iter().filter(|(_, c)| matches!(c, PeerCommand::AcceptAnswer(_))).count()
+    };
+    let answers_before = answers();
+    call.change_the_patients_network("host path").await;
+    // The restart was negotiated: the patient offered, the doctor answered.
+    assert!(answers() > answers_before, "an answer to the patient's restart offer");
+    call.end();
 }
 
-/// How many answers the patient's peer connection applied.
-fn answers_applied(patient_media: &SpyMedia) -> usize {
-    patient_media.seen().iter().filter(|(_, c)| matches!(c, PeerCommand::AcceptAnswer(_))).count()
+/// A relay-only patient whose only TURN URL is `url` (reached through a TCP or TLS front) calls a
+/// doctor; media flows and the patient's stats say `relay` over `transport`.
+async fn relayed_call_over_a_stream(
+    url: String,
+    front: &televisit_tests::turn::StreamFront,
+    transport: RelayTransport,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) {
+    let server = server_with_turn_url(url, 3600).await;
+    let media = Arc::new(WebRtcMedia::new(WebRtcSettings {
+        udp_addrs: vec!["127.0.0.1:0".into()],
+        turn_tls: tls,
+        ..WebRtcSettings::default()
+    }));
+    let started = Instant::now();
+    let call = InCall::start(&server, true, media).await;
+    let first = call.pictures_arrive(0, 1).await;
+    call.pictures_arrive(0, 30).await;
+    println!(
+        "relay over {}: visit start → first picture at the doctor {:?}",
+        transport.as_str(),
+        first - started
+    );
+    assert!(front.connections.load(Ordering::Relaxed) >= 1, "the patient came in over {transport:?}");
+    let stats = call.patient_stats().await;
+    assert_eq!(stats.local_candidate_type, Some(CandidateType::Relay), "{stats:?}");
+    assert_eq!(stats.relay_transport, Some(transport), "{stats:?}");
+    call.end();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relay_only_patient_reaches_turn_over_tcp() {
+    let turn = TurnServer::start(TURN_SECRET).await;
+    let front = turn.stream_front(None).await;
+    let url = format!("turn:{}?transport=tcp", front.addr);
+    relayed_call_over_a_stream(url, &front, RelayTransport::Tcp, None).await;
+    turn.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relay_only_patient_reaches_turn_over_tls() {
+    let turn = TurnServer::start(TURN_SECRET).await;
+    let (server_tls, client_tls) = localhost_tls();
+    let front = turn.stream_front(Some(server_tls)).await;
+    let url = format!("turns:localhost:{}?transport=tcp", front.addr.port());
+    relayed_call_over_a_stream(url, &front, RelayTransport::Tls, Some(client_tls)).await;
+    turn.close().await;
 }

@@ -22,7 +22,7 @@ pub enum PeerEvent {
     /// The connection state.
     State(PeerConnectionState),
     /// Stats asked for.
-    Stats(MediaStats),
+    Stats(Box<MediaStats>),
     /// The bandwidth estimate was cut between two stats samples (bits per second, with what the
     /// peer acknowledged): the encoder should follow now, not at the next sample.
     EstimateCut {

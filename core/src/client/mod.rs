@@ -15,6 +15,8 @@ pub mod media;
 pub mod pacing;
 pub mod remb;
 pub mod stats;
+pub mod turn_bridge;
+pub mod turn_framing;
 pub mod webrtc;
 
 use std::sync::{Arc, Mutex};
@@ -436,7 +438,7 @@ impl Driver {
                     PeerEvent::LocalCandidate(candidate) => Input::LocalCandidate(candidate),
                     PeerEvent::State(state) => Input::PeerConnection(state),
                     PeerEvent::Stats(stats) => {
-                        self.on_stats(stats, &signaling_tx);
+                        self.on_stats(*stats, &signaling_tx);
                         continue;
                     }
                     PeerEvent::EstimateCut { estimate_bps, acknowledged_bps } => {

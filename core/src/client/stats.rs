@@ -10,6 +10,7 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use webrtc::peer_connection::{RTCStatsReport, RTCStatsReportEntry};
 
 use super::media::{LossRecoveryCounts, MediaStats};
+use crate::call::stats::{CandidateType, RelayTransport};
 
 /// What one `get_stats` snapshot says, summed over the RTP streams.
 ///
@@ -35,11 +36,13 @@ pub struct StackReading {
     /// The selected candidate pair's type (see [`MediaStats::candidate_pair_type`]).
     pub candidate_pair_type: Option<String>,
     /// The selected pair's local and remote candidate types.
-    pub local_candidate_type: Option<String>,
+    pub local_candidate_type: Option<CandidateType>,
     /// See `local_candidate_type`.
-    pub remote_candidate_type: Option<String>,
+    pub remote_candidate_type: Option<CandidateType>,
     /// The TURN URL a local relay candidate was allocated through.
     pub relay_url: Option<String>,
+    /// How that TURN server is reached (see [`MediaStats::relay_transport`]).
+    pub relay_transport: Option<RelayTransport>,
 }
 
 impl StackReading {
@@ -73,10 +76,12 @@ impl StackReading {
         if let Some(pair) = selected_pair(report) {
             reading.rtt_ms = pair.rtt_ms;
             let relayed = [pair.local, pair.remote].contains(&Some(RTCIceCandidateType::Relay));
-            reading.candidate_pair_type =
-                if relayed { Some(RTCIceCandidateType::Relay) } else { pair.local }.and_then(type_name);
-            reading.local_candidate_type = pair.local.and_then(type_name);
-            reading.remote_candidate_type = pair.remote.and_then(type_name);
+            reading.candidate_pair_type = if relayed { Some(RTCIceCandidateType::Relay) } else { pair.local }
+                .and_then(candidate_type)
+                .map(|t| t.as_str().to_owned());
+            reading.local_candidate_type = pair.local.and_then(candidate_type);
+            reading.remote_candidate_type = pair.remote.and_then(candidate_type);
+            reading.relay_transport = pair.relay_url.as_deref().map(relay_transport);
             reading.relay_url = pair.relay_url;
         }
         reading
@@ -147,9 +152,9 @@ impl StatsSampler {
             frame_rate: per_second(own.frames_received, own_before.frames_received),
             available_outgoing_bitrate_bps: Some(own.estimate_bps),
             candidate_pair_type: reading.candidate_pair_type.clone(),
-            local_candidate_type: reading.local_candidate_type.clone(),
-            remote_candidate_type: reading.remote_candidate_type.clone(),
-            relay_transport: reading.relay_url.as_deref().map(|url| relay_transport(url).to_owned()),
+            local_candidate_type: reading.local_candidate_type,
+            remote_candidate_type: reading.remote_candidate_type,
+            relay_transport: reading.relay_transport,
             last_packet_at_ms: (own.last_packet_at_ms > 0).then_some(own.last_packet_at_ms),
             acknowledged_bitrate_bps: own.acknowledged_bps,
             freeze_count: own.freezes.0,
@@ -200,25 +205,24 @@ fn selected_pair(report: &RTCStatsReport) -> Option<SelectedPair> {
     })
 }
 
-fn type_name(kind: RTCIceCandidateType) -> Option<String> {
-    let name = match kind {
-        RTCIceCandidateType::Host => "host",
-        RTCIceCandidateType::Srflx => "srflx",
-        RTCIceCandidateType::Prflx => "prflx",
-        RTCIceCandidateType::Relay => "relay",
+fn candidate_type(kind: RTCIceCandidateType) -> Option<CandidateType> {
+    Some(match kind {
+        RTCIceCandidateType::Host => CandidateType::Host,
+        RTCIceCandidateType::Srflx => CandidateType::Srflx,
+        RTCIceCandidateType::Prflx => CandidateType::Prflx,
+        RTCIceCandidateType::Relay => CandidateType::Relay,
         _ => return None,
-    };
-    Some(name.to_owned())
+    })
 }
 
-/// How a TURN URL reaches its server: `tls` for `turns:`, `tcp` for `?transport=tcp`, else `udp`.
-pub fn relay_transport(url: &str) -> &'static str {
+/// How a TURN URL reaches its server: TLS for `turns:`, TCP for `?transport=tcp`, else UDP.
+pub fn relay_transport(url: &str) -> RelayTransport {
     if url.starts_with("turns:") {
-        "tls"
+        RelayTransport::Tls
     } else if url.split_once('?').is_some_and(|(_, query)| query.split('&').any(|p| p == "transport=tcp")) {
-        "tcp"
+        RelayTransport::Tcp
     } else {
-        "udp"
+        RelayTransport::Udp
     }
 }
 
@@ -230,10 +234,10 @@ mod tests {
 
     #[test]
     fn the_relay_transport_comes_from_the_turn_url() {
-        assert_eq!(relay_transport("turn:turn.example:3478"), "udp");
-        assert_eq!(relay_transport("turn:turn.example:3478?transport=udp"), "udp");
-        assert_eq!(relay_transport("turn:turn.example:3478?transport=tcp"), "tcp");
-        assert_eq!(relay_transport("turns:turn.example:443?transport=tcp"), "tls");
+        assert_eq!(relay_transport("turn:turn.example:3478"), RelayTransport::Udp);
+        assert_eq!(relay_transport("turn:turn.example:3478?transport=udp"), RelayTransport::Udp);
+        assert_eq!(relay_transport("turn:turn.example:3478?transport=tcp"), RelayTransport::Tcp);
+        assert_eq!(relay_transport("turns:turn.example:443?transport=tcp"), RelayTransport::Tls);
     }
 
     #[test]

@@ -78,6 +78,7 @@ use super::media::{MediaBackend, MediaSession, PeerCommand, PeerEvent};
 use super::pacing::{AudioFirstPacer, PacingState};
 use super::remb::{register_abs_send_time, AbsSendTimeStamper, RembGenerator};
 use super::stats::{OwnCounts, StackReading, StatsSampler};
+use super::turn_bridge::TurnBridges;
 use crate::call::machine::IceConfig;
 use crate::call::machine::PeerConnectionState;
 use crate::call::stats::FreezeCounter;
@@ -121,6 +122,9 @@ pub struct WebRtcSettings {
     /// For tests of loss recovery: drop every n-th inbound RTP packet before any interceptor sees
     /// it, as a lossy link would. `None` (the default) in real use.
     pub drop_every_nth_inbound_rtp: Option<u32>,
+    /// TLS for `turns:` servers; `None` (the default): the platform's verifier, as for the API
+    /// ([`crate::net::tls_config`]). Tests give a configuration trusting their own root.
+    pub turn_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for WebRtcSettings {
@@ -134,6 +138,7 @@ impl Default for WebRtcSettings {
             max_bitrate_bps: 6_000_000,
             video_codecs: vec![VideoCodec::Vp8, VideoCodec::H264],
             drop_every_nth_inbound_rtp: None,
+            turn_tls: None,
         }
     }
 }
@@ -712,7 +717,10 @@ async fn run_session(
     let pacing = PacingState::new(settings.initial_bitrate_bps);
     let loss = LossRecoveryStats::new();
     let registry = interceptors(&mut media_engine, &settings, &pacing, &loss)?;
-    let configuration = rtc_configuration(&ice);
+    // TURN over TCP and TLS goes through local bridges (the crate speaks TURN over UDP only).
+    let mut bridges = TurnBridges::new(settings.turn_tls.clone().unwrap_or_else(crate::net::tls_config));
+    let bridged = |servers| IceConfig { servers, relay_only: ice.relay_only };
+    let configuration = rtc_configuration(&bridged(bridges.rewrite(&ice.servers).await?));
     let policy = CandidatePolicy { relay_only: ice.relay_only };
     let setting_engine = SettingEngineBuilder::new()
         .with_ice_connection_attempts(Some(settings.ice_check_interval), None)
@@ -851,6 +859,8 @@ async fn run_session(
                 }
                 // Takes effect at the next gathering (the ICE restart that follows).
                 PeerCommand::SetIceServers(ice) => {
+                    let servers = bridges.rewrite(&ice.servers).await?;
+                    let ice = IceConfig { servers, relay_only: ice.relay_only };
                     pc.set_configuration(rtc_configuration(&ice)).await.map_err(|e| e.to_string())?;
                 }
                 PeerCommand::SetAudioSending(on) => audio.enabled = on,
@@ -918,11 +928,17 @@ async fn run_session(
                         loss_recovery: loss.snapshot(&pacing),
                     };
                     (told_estimate, told_at) = (own.estimate_bps, now);
-                    let reading = StackReading::from_report(&report);
+                    let mut reading = StackReading::from_report(&report);
+                    // A bridged relay's URL is the bridge's: name the server's real transport.
+                    if let Some(transport) =
+                        reading.relay_url.as_deref().and_then(|u| bridges.transport_of(u))
+                    {
+                        reading.relay_transport = Some(transport);
+                    }
                     if let Some(rtt_ms) = reading.rtt_ms {
                         loss.set_rtt(Duration::from_secs_f64(rtt_ms / 1000.0));
                     }
-                    let _ = events.send(PeerEvent::Stats(sampler.sample(reading, own, now)));
+                    let _ = events.send(PeerEvent::Stats(Box::new(sampler.sample(reading, own, now))));
                 }
                 PeerCommand::Close => {
                     let _ = pc.close().await;
