@@ -1286,6 +1286,11 @@ public struct CallOptions: Equatable, Hashable {
      * the `VideoCodec` event says what to encode.
      */
     public var videoCodecs: [VideoCodec]?
+    /**
+     * Connect through a TURN relay only ("hide my IP"): the peer never learns this device's IP
+     * address. The clinic's server can require it too.
+     */
+    public var relayOnly: Bool
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -1300,10 +1305,15 @@ public struct CallOptions: Equatable, Hashable {
          * The video codecs this device encodes and decodes well, best first (a phone whose hardware
          * favours H.264 puts it first). `None` or empty: VP8, then H.264. The peer's choice wins:
          * the `VideoCodec` event says what to encode.
-         */videoCodecs: [VideoCodec]? = nil) {
+         */videoCodecs: [VideoCodec]? = nil, 
+        /**
+         * Connect through a TURN relay only ("hide my IP"): the peer never learns this device's IP
+         * address. The clinic's server can require it too.
+         */relayOnly: Bool = false) {
         self.maxVideo = maxVideo
         self.startVideo = startVideo
         self.videoCodecs = videoCodecs
+        self.relayOnly = relayOnly
     }
 
     
@@ -1324,7 +1334,8 @@ public struct FfiConverterTypeCallOptions: FfiConverterRustBuffer {
             try CallOptions(
                 maxVideo: FfiConverterString.read(from: &buf), 
                 startVideo: FfiConverterString.read(from: &buf), 
-                videoCodecs: FfiConverterOptionSequenceTypeVideoCodec.read(from: &buf)
+                videoCodecs: FfiConverterOptionSequenceTypeVideoCodec.read(from: &buf), 
+                relayOnly: FfiConverterBool.read(from: &buf)
         )
     }
 
@@ -1332,6 +1343,7 @@ public struct FfiConverterTypeCallOptions: FfiConverterRustBuffer {
         FfiConverterString.write(value.maxVideo, into: &buf)
         FfiConverterString.write(value.startVideo, into: &buf)
         FfiConverterOptionSequenceTypeVideoCodec.write(value.videoCodecs, into: &buf)
+        FfiConverterBool.write(value.relayOnly, into: &buf)
     }
 }
 
@@ -1404,6 +1416,18 @@ public struct CallStats: Equatable, Hashable {
      */
     public var candidatePairType: String?
     /**
+     * The selected pair's local candidate type: `host`, `srflx`, `prflx` or `relay`.
+     */
+    public var localCandidateType: String?
+    /**
+     * The selected pair's remote candidate type.
+     */
+    public var remoteCandidateType: String?
+    /**
+     * How this device reaches its TURN server when it relays: `udp`, `tcp` or `tls`.
+     */
+    public var relayTransport: String?
+    /**
      * What the peer acknowledged receiving over the last second, bits per second (`None` when
      * the peer sends no transport-wide feedback).
      */
@@ -1461,6 +1485,15 @@ public struct CallStats: Equatable, Hashable {
          * Selected candidate pair type: `host`, `srflx`, `prflx` or `relay`.
          */candidatePairType: String?, 
         /**
+         * The selected pair's local candidate type: `host`, `srflx`, `prflx` or `relay`.
+         */localCandidateType: String?, 
+        /**
+         * The selected pair's remote candidate type.
+         */remoteCandidateType: String?, 
+        /**
+         * How this device reaches its TURN server when it relays: `udp`, `tcp` or `tls`.
+         */relayTransport: String?, 
+        /**
          * What the peer acknowledged receiving over the last second, bits per second (`None` when
          * the peer sends no transport-wide feedback).
          */acknowledgedBitrateBps: UInt64?, 
@@ -1485,6 +1518,9 @@ public struct CallStats: Equatable, Hashable {
         self.frameRate = frameRate
         self.availableOutgoingBitrateBps = availableOutgoingBitrateBps
         self.candidatePairType = candidatePairType
+        self.localCandidateType = localCandidateType
+        self.remoteCandidateType = remoteCandidateType
+        self.relayTransport = relayTransport
         self.acknowledgedBitrateBps = acknowledgedBitrateBps
         self.freezeCount = freezeCount
         self.totalFreezeMs = totalFreezeMs
@@ -1519,6 +1555,9 @@ public struct FfiConverterTypeCallStats: FfiConverterRustBuffer {
                 frameRate: FfiConverterDouble.read(from: &buf), 
                 availableOutgoingBitrateBps: FfiConverterOptionUInt64.read(from: &buf), 
                 candidatePairType: FfiConverterOptionString.read(from: &buf), 
+                localCandidateType: FfiConverterOptionString.read(from: &buf), 
+                remoteCandidateType: FfiConverterOptionString.read(from: &buf), 
+                relayTransport: FfiConverterOptionString.read(from: &buf), 
                 acknowledgedBitrateBps: FfiConverterOptionUInt64.read(from: &buf), 
                 freezeCount: FfiConverterUInt64.read(from: &buf), 
                 totalFreezeMs: FfiConverterUInt64.read(from: &buf), 
@@ -1539,6 +1578,9 @@ public struct FfiConverterTypeCallStats: FfiConverterRustBuffer {
         FfiConverterDouble.write(value.frameRate, into: &buf)
         FfiConverterOptionUInt64.write(value.availableOutgoingBitrateBps, into: &buf)
         FfiConverterOptionString.write(value.candidatePairType, into: &buf)
+        FfiConverterOptionString.write(value.localCandidateType, into: &buf)
+        FfiConverterOptionString.write(value.remoteCandidateType, into: &buf)
+        FfiConverterOptionString.write(value.relayTransport, into: &buf)
         FfiConverterOptionUInt64.write(value.acknowledgedBitrateBps, into: &buf)
         FfiConverterUInt64.write(value.freezeCount, into: &buf)
         FfiConverterUInt64.write(value.totalFreezeMs, into: &buf)
