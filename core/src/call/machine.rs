@@ -491,12 +491,14 @@ impl CallMachine {
         (self.unix_origin_ms + now_ms) / 1000
     }
 
-    /// Negotiation commands that would gather candidates with stale TURN credentials (an ICE
-    /// restart, the peer's offer) wait for fresh ones, and so do the commands after them.
+    /// Negotiation commands that would gather candidates with stale TURN credentials (an offer
+    /// of this side's, an ICE restart's or a new peer connection's, or the peer's offer) wait for
+    /// fresh ones, and so do the negotiation commands after them.
     fn hold_while_fetching_credentials(&mut self, now_ms: i64, out: &mut Vec<Output>) {
         if out.iter().any(|o| matches!(o, Output::ResetPeer { .. })) {
-            self.awaiting_credentials = None; // a new peer connection: nothing left to hold
-            return;
+            if let Some(held) = self.awaiting_credentials.as_mut() {
+                held.clear(); // they were for the connection just replaced
+            }
         }
         let negotiates = |o: &Output| {
             matches!(
@@ -511,12 +513,7 @@ impl CallMachine {
         };
         if self.awaiting_credentials.is_none() {
             let restarts = out.iter().any(|o| {
-                matches!(
-                    o,
-                    Output::Peer(
-                        PeerCommand::CreateOffer { ice_restart: true } | PeerCommand::AcceptOffer(_)
-                    )
-                )
+                matches!(o, Output::Peer(PeerCommand::CreateOffer { .. } | PeerCommand::AcceptOffer(_)))
             });
             if !restarts || !self.credentials.stale(self.unix_now_s(now_ms)) {
                 return;
@@ -1307,6 +1304,36 @@ mod tests {
             [Output::Event(CallEvent::Error(error)), Output::Peer(PeerCommand::AcceptOffer("v=0".into()))]
         );
         assert_eq!(m.handle(Input::NetworkChanged, at + 40_000)[0], Output::FetchIceServers, "tried again");
+    }
+
+    #[test]
+    fn a_peer_that_rejoins_late_in_the_visit_gets_a_connection_with_fresh_credentials() {
+        let mut m = in_call_with_turn(IceTransportPolicy::All);
+        let at = 66 * MINUTE_MS;
+        m.handle(
+            Input::Frame(Frame::numbered(
+                2,
+                ServerMessage::PeerLeft { role: Role::Patient, reason: "disconnected".into() },
+            )),
+            at,
+        );
+        let rejoined = ServerMessage::PeerJoined { role: Role::Patient, make_offer: true };
+        let out = m.handle(Input::Frame(Frame::numbered(3, rejoined)), at + 1_000);
+        assert!(matches!(out[0], Output::ResetPeer { .. }), "{out:?}");
+        assert!(out.contains(&Output::FetchIceServers));
+        assert!(
+            !out.iter().any(|o| matches!(o, Output::Peer(PeerCommand::CreateOffer { .. }))),
+            "held: {out:?}"
+        );
+        let fresh = vec![turn_server(UNIX_START_MS / 1000 + 66 * 60 + 3600)];
+        let response = IceServersResponse {
+            ice_servers: fresh,
+            ttl_seconds: 3600,
+            ice_transport_policy: IceTransportPolicy::All,
+        };
+        let out = m.handle(Input::IceServers(Ok(Box::new(response))), at + 1_050);
+        assert!(matches!(out[0], Output::Peer(PeerCommand::SetIceServers(_))), "{out:?}");
+        assert_eq!(out[1], Output::Peer(PeerCommand::CreateOffer { ice_restart: false }));
     }
 
     #[test]
