@@ -72,19 +72,24 @@ struct Side {
     events: mpsc::UnboundedReceiver<PeerEvent>,
     /// The other side's SDP, once applied.
     remote_sdp: Option<String>,
-    candidates_accepted: usize,
+    /// The candidates the other side accepted.
+    candidates_accepted: Vec<String>,
     end_of_candidates: bool,
     connected: bool,
 }
 
 fn side(role: Role) -> Side {
+    side_on(role, loopback_media())
+}
+
+fn side_on(role: Role, media: Arc<dyn MediaBackend>) -> Side {
     let (tx, events) = mpsc::unbounded_channel();
-    let session = loopback_media().create_session(IceConfig::default(), role, Instant::now(), tx);
+    let session = media.create_session(IceConfig::default(), role, Instant::now(), tx);
     Side {
         session,
         events,
         remote_sdp: None,
-        candidates_accepted: 0,
+        candidates_accepted: Vec::new(),
         end_of_candidates: false,
         connected: false,
     }
@@ -110,7 +115,7 @@ fn deliver(event: PeerEvent, from: &mut Side, to: &mut Side) {
                 Ok(true) => from.end_of_candidates = true,
                 Ok(false) => {
                     assert!(!from.end_of_candidates, "no candidate after the end-of-candidates");
-                    from.candidates_accepted += 1;
+                    from.candidates_accepted.push(candidate.candidate.clone());
                     to.session.command(PeerCommand::AddRemoteCandidate(candidate));
                 }
                 Err(refusal) => panic!("the peer refuses {frame}: {refusal}"),
@@ -130,7 +135,36 @@ async fn the_cores_offer_answer_and_candidates_satisfy_a_peer_that_checks_them_l
         serde_json::json!({"candidate": "candidate:1 1 udp 1 127.0.0.1 5 typ host", "sdp_mid": ""});
     assert!(browser_add_ice_candidate(Some(offer), &crate_form).unwrap_err().starts_with("OperationError"));
 
-    let (mut doctor, mut patient) = (side(Role::Doctor), side(Role::Patient));
+    let (doctor, patient) = (side(Role::Doctor), side(Role::Patient));
+    let (doctor, patient) = wire(doctor, patient).await;
+    assert!(!doctor.candidates_accepted.is_empty() && !patient.candidates_accepted.is_empty());
+    for mut side in [doctor, patient] {
+        side.session.command(PeerCommand::Close);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_sides_without_udp_connect_over_ice_tcp_host_candidates() {
+    let tcp_only = || {
+        Arc::new(WebRtcMedia::new(WebRtcSettings {
+            udp_addrs: vec![],
+            tcp_addrs: vec!["127.0.0.1:0".into()],
+            ..WebRtcSettings::default()
+        }))
+    };
+    let (doctor, patient) = wire(side_on(Role::Doctor, tcp_only()), side_on(Role::Patient, tcp_only())).await;
+    assert!(doctor.connected && patient.connected);
+    for candidate in doctor.candidates_accepted.iter().chain(&patient.candidates_accepted) {
+        assert!(candidate.contains(" tcp ") && candidate.contains(" tcptype "), "TCP only: {candidate}");
+    }
+    for mut side in [doctor, patient] {
+        side.session.command(PeerCommand::Close);
+    }
+}
+
+/// Offers from `doctor`, and carries everything between the two as the strict peer would, until
+/// both are connected and each has ended its candidates.
+async fn wire(mut doctor: Side, mut patient: Side) -> (Side, Side) {
     doctor.session.command(PeerCommand::CreateOffer { ice_restart: false });
     let deadline = tokio::time::Instant::now() + WAIT;
     while !(doctor.connected && patient.connected && doctor.end_of_candidates && patient.end_of_candidates) {
@@ -143,10 +177,7 @@ async fn the_cores_offer_answer_and_candidates_satisfy_a_peer_that_checks_them_l
             ),
         }
     }
-    assert!(doctor.candidates_accepted >= 1 && patient.candidates_accepted >= 1);
-    for mut side in [doctor, patient] {
-        side.session.command(PeerCommand::Close);
-    }
+    (doctor, patient)
 }
 
 /// A server whose ICE servers are `turn`'s, with credentials valid for `ttl_seconds`.

@@ -99,6 +99,11 @@ pub struct WebRtcSettings {
     /// except loopback and link-local ones: loopback candidates come only from a loopback
     /// address listed here.
     pub udp_addrs: Vec<String>,
+    /// Local TCP addresses for ICE-TCP host candidates (RFC 6544: a passive one per address, and
+    /// an active one), for networks that block UDP but let TCP through to the peer. Empty (the
+    /// default): none; relays over TCP/TLS (`turn:…?transport=tcp`, `turns:`) are what usually
+    /// gets through a clinic's firewall.
+    pub tcp_addrs: Vec<String>,
     /// Interval between ICE connectivity checks.
     pub ice_check_interval: Duration,
     /// How long the controlling ICE agent waits before nominating a pair with a peer-reflexive
@@ -131,6 +136,7 @@ impl Default for WebRtcSettings {
     fn default() -> Self {
         WebRtcSettings {
             udp_addrs: vec!["0.0.0.0:0".into()],
+            tcp_addrs: Vec::new(),
             ice_check_interval: Duration::from_millis(20),
             prflx_acceptance_min_wait: Duration::ZERO,
             initial_bitrate_bps: 700_000,
@@ -752,6 +758,7 @@ async fn run_session(
             .with_setting_engine(setting_engine)
             .with_handler(handler)
             .with_udp_addrs(settings.udp_addrs.clone())
+            .with_tcp_addrs(settings.tcp_addrs.clone())
             .build()
             .await
             .map_err(|e| format!("cannot create the peer connection: {e}"))?,
