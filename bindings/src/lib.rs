@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 
 use televisit_core::call::ladder::Rung;
 use televisit_core::call::machine as core_machine;
+use televisit_core::call::transport::SignalingTransport as CoreSignalingTransport;
 use televisit_core::client::media::MediaStats;
 use televisit_core::client::webrtc::{WebRtcMedia, WebRtcSettings};
 use televisit_core::client::{self as core_client, CallClient, ClientEvent};
@@ -421,6 +422,27 @@ impl From<VideoCodec> for CoreVideoCodec {
     }
 }
 
+/// Which transport signaling may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum SignalingTransport {
+    /// The WebSocket, moving to the HTTP fallback when a proxy refuses or swallows the upgrade.
+    Auto,
+    /// The WebSocket only.
+    WebSocketOnly,
+    /// The HTTP fallback only (`POST`/long-poll `GET /api/video-call/signal`).
+    HttpOnly,
+}
+
+impl From<SignalingTransport> for CoreSignalingTransport {
+    fn from(transport: SignalingTransport) -> CoreSignalingTransport {
+        match transport {
+            SignalingTransport::Auto => CoreSignalingTransport::Auto,
+            SignalingTransport::WebSocketOnly => CoreSignalingTransport::WebSocketOnly,
+            SignalingTransport::HttpOnly => CoreSignalingTransport::HttpOnly,
+        }
+    }
+}
+
 impl From<FrameKind> for MediaKind {
     fn from(kind: FrameKind) -> MediaKind {
         match kind {
@@ -663,6 +685,10 @@ pub struct CallOptions {
     /// address. The clinic's server can require it too.
     #[uniffi(default = false)]
     pub relay_only: bool,
+    /// How signaling reaches the server. `None` is `Auto`: the WebSocket, or the HTTP fallback
+    /// behind a proxy that strips WebSockets.
+    #[uniffi(default = None)]
+    pub signaling_transport: Option<SignalingTransport>,
 }
 
 /// What a join link says, read on the device without the network.
@@ -753,6 +779,7 @@ impl Call {
             max_video: options.max_video,
             start_video: options.start_video,
             relay_only: options.relay_only,
+            signaling_transport: options.signaling_transport.map_or(CoreSignalingTransport::Auto, Into::into),
         };
         let client = CallClient::new(&link, Arc::new(ListenerBridge(listener)), media, options)?;
         let appointment_id = client.appointment_id().to_owned();
@@ -929,6 +956,7 @@ mod tests {
             start_video: "360p".into(),
             video_codecs: None,
             relay_only: false,
+            signaling_transport: None,
         };
         let call = Call::new(link, Arc::new(Ignore), options).expect("a call");
         call.release();

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::call::ladder::{EncoderTarget, Rung};
 use crate::call::machine::{CallEvent, CallState, EndReason};
+use crate::call::transport::SignalingTransport;
 use crate::client::webrtc::{WebRtcMedia, WebRtcSettings};
 use crate::client::{CallClient, CallListener, CallOptions, ClientEvent};
 use crate::codec::audio::{OpusDecoder, OpusEncoder, INITIAL_EXPECTED_LOSS_PERCENT};
@@ -41,6 +42,8 @@ pub struct HeadlessOptions {
     pub udp_addrs: Vec<String>,
     /// Connect through a TURN relay only ("hide my IP").
     pub relay_only: bool,
+    /// Signaling over the WebSocket with the HTTP fallback (`Auto`), or forced to one.
+    pub signaling_transport: SignalingTransport,
 }
 
 /// How the run ended, as a process exit code: 0 the call ended or the time was up, 2 the link
@@ -353,7 +356,11 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
         video_codecs: vec![VideoCodec::Vp8],
         ..WebRtcSettings::default()
     }));
-    let call_options = CallOptions { relay_only: options.relay_only, ..CallOptions::default() };
+    let call_options = CallOptions {
+        relay_only: options.relay_only,
+        signaling_transport: options.signaling_transport,
+        ..CallOptions::default()
+    };
     let client = Arc::new(CallClient::new(&options.link, Arc::new(Printer(tx)), media, call_options)?);
     client.join();
     let mut video_file = match &options.save_video {

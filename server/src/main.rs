@@ -62,6 +62,10 @@ enum Command {
         /// address.
         #[arg(long)]
         relay_only: bool,
+        /// Signaling transport: `auto` (the WebSocket, or the HTTP fallback behind a proxy that
+        /// strips it), `websocket` or `http`.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "websocket", "http"])]
+        signaling: String,
     },
 }
 
@@ -118,7 +122,8 @@ async fn main() -> std::process::ExitCode {
             .await
         }
         #[cfg(feature = "join")]
-        Command::Join { link, seconds, save_video, chat, mute_after_seconds, udp, relay_only } => {
+        Command::Join { link, seconds, save_video, chat, mute_after_seconds, udp, relay_only, signaling } => {
+            use televisit_core::call::transport::SignalingTransport;
             use televisit_core::headless;
             let options = headless::HeadlessOptions {
                 link,
@@ -128,6 +133,11 @@ async fn main() -> std::process::ExitCode {
                 mute_after: mute_after_seconds.map(std::time::Duration::from_secs),
                 udp_addrs: udp,
                 relay_only,
+                signaling_transport: match signaling.as_str() {
+                    "websocket" => SignalingTransport::WebSocketOnly,
+                    "http" => SignalingTransport::HttpOnly,
+                    _ => SignalingTransport::Auto,
+                },
             };
             let outcome = tokio::task::spawn_blocking(move || headless::run(options, &mut std::io::stdout()))
                 .await

@@ -28,7 +28,8 @@ async fn two_headless_participants_talk_and_the_doctor_ends_the_call() {
     let video = std::env::temp_dir().join(format!("televisit-received-{}.ivf", std::process::id()));
     let patient = join(
         &link(&server, &visit.patient_token, &visit.appointment_id),
-        &["--save-video", video.to_str().unwrap(), "--mute-after-seconds", "1"],
+        // The patient signals over the HTTP fallback, the doctor over the WebSocket.
+        &["--save-video", video.to_str().unwrap(), "--mute-after-seconds", "1", "--signaling", "http"],
     );
     let doctor = join(
         &link(&server, &visit.doctor_token, &visit.appointment_id),

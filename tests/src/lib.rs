@@ -265,24 +265,73 @@ impl MediaSession for SimulatedSession {
 }
 
 /// A TCP proxy in front of the server whose connections a test can cut, like a network drop.
+/// Started with [`CuttableProxy::refusing_upgrades`] it is also a corporate proxy that strips
+/// WebSockets: plain HTTP passes, an upgrade request gets `403 Forbidden` (or, with
+/// [`CuttableProxy::dropping_upgrades`], its connection is closed without an answer).
 pub struct CuttableProxy {
     /// The proxy's address.
     pub addr: std::net::SocketAddr,
     cut: tokio::sync::watch::Sender<u64>,
+    refused_upgrades: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl CuttableProxy {
     /// Proxies to `target`.
     pub async fn start(target: std::net::SocketAddr) -> CuttableProxy {
+        CuttableProxy::listen(target, Upgrades::Pass).await
+    }
+
+    /// Proxies plain HTTP to `target` and answers every WebSocket upgrade with 403. It reads the
+    /// first request of each connection (a WebSocket client opens a fresh connection to upgrade).
+    pub async fn refusing_upgrades(target: std::net::SocketAddr) -> CuttableProxy {
+        CuttableProxy::listen(target, Upgrades::Forbid).await
+    }
+
+    /// Like [`CuttableProxy::refusing_upgrades`], but closes an upgrade's connection unanswered.
+    pub async fn dropping_upgrades(target: std::net::SocketAddr) -> CuttableProxy {
+        CuttableProxy::listen(target, Upgrades::Drop).await
+    }
+
+    async fn listen(target: std::net::SocketAddr, upgrades: Upgrades) -> CuttableProxy {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (cut, watch) = tokio::sync::watch::channel(0u64);
+        let refused_upgrades = Arc::new(AtomicUsize::new(0));
+        let refused = refused_upgrades.clone();
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 let mut watch = watch.clone();
                 watch.mark_unchanged();
+                let refused = refused.clone();
                 tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    if upgrades != Upgrades::Pass {
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
+                            let mut chunk = [0u8; 4096];
+                            match inbound.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => head.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        let upgrade = String::from_utf8_lossy(&head)
+                            .lines()
+                            .any(|line| line.to_ascii_lowercase().starts_with("upgrade:"));
+                        if upgrade {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                            if upgrades == Upgrades::Forbid {
+                                let refusal =
+                                    "HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+                                let _ = inbound.write_all(refusal.as_bytes()).await;
+                            }
+                            return;
+                        }
+                    }
                     let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else { return };
+                    if outbound.write_all(&head).await.is_err() {
+                        return;
+                    }
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                         _ = watch.changed() => {} // dropping both sockets cuts the connection
@@ -290,7 +339,12 @@ impl CuttableProxy {
                 });
             }
         });
-        CuttableProxy { addr, cut }
+        CuttableProxy { addr, cut, refused_upgrades }
+    }
+
+    /// WebSocket upgrades refused or dropped so far.
+    pub fn refused_upgrades(&self) -> usize {
+        self.refused_upgrades.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Cuts every open connection (new ones still work).
@@ -302,6 +356,14 @@ impl CuttableProxy {
     pub fn link(&self, link: &str, server: std::net::SocketAddr) -> String {
         link.replacen(&server.to_string(), &self.addr.to_string(), 1)
     }
+}
+
+/// What a [`CuttableProxy`] does with WebSocket upgrades.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Upgrades {
+    Pass,
+    Forbid,
+    Drop,
 }
 
 /// Frames whose content is a counter (bytes 2..6, big-endian) instead of a picture: for tests of

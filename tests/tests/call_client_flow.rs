@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use televisit_core::call::machine::{CallEvent, CallState, EndReason};
+use televisit_core::call::transport::SignalingTransport;
 use televisit_core::client::media::PeerCommand;
 use televisit_core::client::{CallClient, CallOptions, ClientEvent};
 use televisit_core::error::CallError;
@@ -14,12 +15,10 @@ use televisit_tests::{CuttableProxy, Recorder, SimulatedMedia, TestServer};
 const WAIT: Duration = Duration::from_secs(10);
 
 fn new_client(link: &str, media: &Arc<SimulatedMedia>) -> (CallClient, Arc<Recorder>) {
-    let recorder = Arc::new(Recorder::default());
-    let client =
-        CallClient::new(link, recorder.clone(), media.clone(), CallOptions::default()).expect("valid link");
-    (client, recorder)
+    over(SignalingTransport::Auto, link, media)
 }
 
+/// A client whose signaling follows `transport`.
 fn state(recorder: &Recorder, wanted: CallState) {
     recorder.wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::StateChanged(wanted)));
 }
@@ -218,4 +217,126 @@ async fn close_releases_the_listener_and_no_callback_follows() {
     assert_eq!(events.events().len(), count);
     patient.close(); // idempotent
     doctor.close();
+}
+
+fn over(
+    transport: SignalingTransport,
+    link: &str,
+    media: &Arc<SimulatedMedia>,
+) -> (CallClient, Arc<Recorder>) {
+    let recorder = Arc::new(Recorder::default());
+    let options = CallOptions { signaling_transport: transport, ..CallOptions::default() };
+    let client = CallClient::new(link, recorder.clone(), media.clone(), options).expect("valid link");
+    (client, recorder)
+}
+
+/// Waits until a chat message with this text arrived.
+fn chat_arrives(events: &Recorder, text: &str) {
+    events.wait_for(WAIT, |e| matches!(e, ClientEvent::Call(CallEvent::ChatReceived(m)) if m.text == text));
+}
+
+fn chats_received(events: &Recorder, text: &str) -> usize {
+    events
+        .events()
+        .iter()
+        .filter(|e| matches!(e, ClientEvent::Call(CallEvent::ChatReceived(m)) if m.text == text))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cut_long_poll_resumes_over_http_without_losing_or_duplicating_chat() {
+    let server = TestServer::start(|_| {}).await;
+    let visit = server.started_visit().await;
+    let proxy = CuttableProxy::refusing_upgrades(server.server.addr).await;
+    let media = SimulatedMedia::new();
+    let link = proxy.link(&visit.patient_link, server.server.addr);
+    let (patient, patient_events) = over(SignalingTransport::HttpOnly, &link, &media);
+    let (doctor, doctor_events) = new_client(&visit.doctor_link, &media);
+    patient.join();
+    state(&patient_events, CallState::WaitingRoom);
+    doctor.join();
+    state(&patient_events, CallState::Connected);
+    state(&doctor_events, CallState::Connected);
+    patient.send_chat("Before the drop").unwrap();
+    chat_arrives(&doctor_events, "Before the drop");
+
+    // The long poll in flight is cut: the core rejoins over HTTP, resuming after the last frame.
+    proxy.cut_all();
+    patient_events
+        .wait_for(WAIT, |e| matches!(e, ClientEvent::Call(CallEvent::SignalingReconnecting { .. })));
+    doctor.send_chat("Are you still there?").unwrap();
+    patient.send_chat("Typed while the line was down").unwrap();
+    patient_events.wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::SignalingRestored));
+    chat_arrives(&patient_events, "Are you still there?");
+    chat_arrives(&doctor_events, "Typed while the line was down");
+    patient.send_chat("Back again").unwrap();
+    chat_arrives(&doctor_events, "Back again");
+    // Late duplicates would arrive within the next poll.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for text in ["Before the drop", "Are you still there?", "Typed while the line was down", "Back again"] {
+        assert_eq!(chats_received(&patient_events, text), 1, "{text:?} reached the patient once");
+        assert_eq!(chats_received(&doctor_events, text), 1, "{text:?} reached the doctor once");
+    }
+    assert_eq!(patient.state(), CallState::Connected, "the media connection stayed");
+    assert!(!doctor_events.events().contains(&ClientEvent::Call(CallEvent::PeerLeft)));
+    assert_eq!(proxy.refused_upgrades(), 0, "HTTP only: no WebSocket was tried");
+
+    doctor.hang_up();
+    let ended = patient_events.wait_for(WAIT, |e| matches!(e, ClientEvent::Call(CallEvent::Ended(_))));
+    assert!(matches!(ended, ClientEvent::Call(CallEvent::Ended(EndReason::CallEnded { .. }))), "{ended:?}");
+    doctor.close();
+    patient.close();
+}
+
+/// A link replaced while the doctor is in the call (a new link issued): the next join is refused,
+/// over HTTP with the same typed error as over the WebSocket.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replaced_link_is_refused_over_http_with_the_same_typed_error_as_over_the_websocket() {
+    let server = TestServer::start(|_| {}).await;
+    let mut errors = Vec::new();
+    for transport in [SignalingTransport::HttpOnly, SignalingTransport::WebSocketOnly] {
+        let visit = server.started_visit().await;
+        let proxy = CuttableProxy::refusing_upgrades(server.server.addr).await;
+        let plain = CuttableProxy::start(server.server.addr).await;
+        let through = if transport == SignalingTransport::HttpOnly { &proxy } else { &plain };
+        let media = SimulatedMedia::new();
+        let (doctor, events) = over(transport, &through.link(&visit.doctor_link, server.server.addr), &media);
+        doctor.join();
+        assert_eq!(doctor.joined().await, Ok(Role::Doctor));
+        events.wait_for(WAIT, |e| matches!(e, ClientEvent::Call(CallEvent::ChatHistory(_))));
+
+        let rejoin =
+            format!("{}/api/appointments/{}/video-call/rejoin", server.server.url(), visit.appointment_id);
+        let response =
+            reqwest::Client::new().post(rejoin).bearer_auth(&visit.doctor_api_token).send().await.unwrap();
+        assert!(response.status().is_success());
+        through.cut_all();
+        let ended = events.wait_for(WAIT, |e| matches!(e, ClientEvent::Call(CallEvent::Ended(_))));
+        errors.push(ended);
+        assert_eq!(proxy.refused_upgrades(), 0);
+        doctor.close();
+    }
+    let refused = ClientEvent::Call(CallEvent::Ended(EndReason::Failed(CallError::LinkReplaced)));
+    assert_eq!(errors, [refused.clone(), refused], "HTTP, then the WebSocket");
+}
+
+/// A proxy that closes upgrade connections without an answer: after three WebSocket attempts in a
+/// row that never opened, signaling goes over HTTP.
+#[tokio::test(flavor = "multi_thread")]
+async fn websockets_that_never_open_move_signaling_to_http_after_three_tries() {
+    let server = TestServer::start(|_| {}).await;
+    let visit = server.started_visit().await;
+    let proxy = CuttableProxy::dropping_upgrades(server.server.addr).await;
+    let media = SimulatedMedia::new();
+    let (patient, patient_events) = new_client(&proxy.link(&visit.patient_link, server.server.addr), &media);
+    patient.join();
+    state(&patient_events, CallState::WaitingRoom);
+    assert_eq!(proxy.refused_upgrades(), 3);
+    let (doctor, doctor_events) = new_client(&visit.doctor_link, &media);
+    doctor.join();
+    state(&patient_events, CallState::Connected);
+    patient.send_chat("Through the proxy").unwrap();
+    chat_arrives(&doctor_events, "Through the proxy");
+    doctor.close();
+    patient.close();
 }

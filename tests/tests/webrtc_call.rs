@@ -7,11 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use televisit_core::call::ladder::LADDER;
-use televisit_core::call::machine::{CallEvent, CallState};
+use televisit_core::call::machine::{CallEvent, CallState, EndReason};
 use televisit_core::client::{CallClient, ClientEvent};
 use televisit_core::codec::audio::{OpusDecoder, FRAME_SAMPLES};
 use televisit_core::frame::FrameKind;
 use televisit_core::headless::{spawn_synthetic_media, PictureReader, SyntheticMedia};
+use televisit_core::protocol::Role;
 use televisit_tests::{join_loopback, CuttableProxy, Recorder, TestServer};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -79,6 +80,24 @@ fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until each side decoded 30 pictures with the other's counter, and 50 audio frames.
+async fn decoded_both_ways(at_patient: &Arc<Mutex<Received>>, at_doctor: &Arc<Mutex<Received>>) {
+    let (at_patient, at_doctor) = (at_patient.clone(), at_doctor.clone());
+    tokio::task::spawn_blocking(move || {
+        wait_until("30 decoded pictures with a counter each way", || {
+            at_patient.lock().unwrap().counters_from(1).len() >= 30
+                && at_doctor.lock().unwrap().counters_from(2).len() >= 30
+        });
+        wait_until("50 decoded audio frames each way", || {
+            at_patient.lock().unwrap().update();
+            at_doctor.lock().unwrap().update();
+            at_patient.lock().unwrap().audio_decoded >= 50 && at_doctor.lock().unwrap().audio_decoded >= 50
+        });
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn video_and_audio_flow_both_ways_over_a_real_peer_connection() {
     let server = TestServer::start(|_| {}).await;
@@ -96,23 +115,7 @@ async fn video_and_audio_flow_both_ways_over_a_real_peer_connection() {
     let stop = Arc::new(AtomicBool::new(false));
     let senders = [start_sending(doctor.clone(), stop.clone()), start_sending(patient.clone(), stop.clone())];
     let (at_patient, at_doctor) = (Received::new(&patient_events), Received::new(&doctor_events));
-    tokio::task::spawn_blocking({
-        let (at_patient, at_doctor) = (at_patient.clone(), at_doctor.clone());
-        move || {
-            wait_until("30 decoded pictures with a counter each way", || {
-                at_patient.lock().unwrap().counters_from(1).len() >= 30
-                    && at_doctor.lock().unwrap().counters_from(2).len() >= 30
-            });
-            wait_until("50 decoded audio frames each way", || {
-                at_patient.lock().unwrap().update();
-                at_doctor.lock().unwrap().update();
-                at_patient.lock().unwrap().audio_decoded >= 50
-                    && at_doctor.lock().unwrap().audio_decoded >= 50
-            });
-        }
-    })
-    .await
-    .unwrap();
+    decoded_both_ways(&at_patient, &at_doctor).await;
     {
         let mut at_patient = at_patient.lock().unwrap();
         let numbers = at_patient.counters_from(1);
@@ -207,6 +210,67 @@ async fn cutting_signaling_mid_call_does_not_stop_the_media() {
     assert!(!doctor_events.events().contains(&ClientEvent::Call(CallEvent::PeerLeft)));
     stop.store(true, Ordering::Relaxed);
     sender.join().unwrap();
+    doctor.close();
+    patient.close();
+}
+
+/// Behind a proxy that strips WebSocket upgrades (answers them 403), both cores fall back to the
+/// HTTP signaling fallback on their own: waiting room, admitted, decoded pictures and audio both
+/// ways, chat both ways, the doctor ends the call.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_whole_visit_over_the_http_signaling_fallback_behind_a_proxy_that_strips_websockets() {
+    let server = TestServer::start(|_| {}).await;
+    let visit = server.started_visit().await;
+    let proxy = CuttableProxy::refusing_upgrades(server.server.addr).await;
+    let through_proxy = |link: &str| proxy.link(link, server.server.addr);
+    let (patient, patient_events) = join_loopback(&through_proxy(&visit.patient_link));
+    patient_events
+        .wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::WaitingRoom)));
+    patient_events.wait_for(WAIT, |e| matches!(e, ClientEvent::Call(CallEvent::Waiting { .. })));
+    assert_eq!(proxy.refused_upgrades(), 1, "the patient tried the WebSocket first");
+    let joined_at = Instant::now();
+    let (doctor, doctor_events) = join_loopback(&through_proxy(&visit.doctor_link));
+    for events in [&doctor_events, &patient_events] {
+        events.wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::Connected)));
+    }
+    println!("doctor join to both connected over the HTTP fallback: {:?}", joined_at.elapsed());
+    assert_eq!(proxy.refused_upgrades(), 2, "so did the doctor; nothing went around the proxy");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders = [start_sending(doctor.clone(), stop.clone()), start_sending(patient.clone(), stop.clone())];
+    let (at_patient, at_doctor) = (Received::new(&patient_events), Received::new(&doctor_events));
+    decoded_both_ways(&at_patient, &at_doctor).await;
+
+    patient.send_chat("Can you hear me?").unwrap();
+    doctor.send_chat("Loud and clear").unwrap();
+    for events in [&doctor_events, &patient_events] {
+        for text in ["Can you hear me?", "Loud and clear"] {
+            events.wait_for(
+                WAIT,
+                |e| matches!(e, ClientEvent::Call(CallEvent::ChatReceived(m)) if m.text == text),
+            );
+        }
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    for sender in senders {
+        sender.join().unwrap();
+    }
+    doctor.hang_up();
+    for events in [&doctor_events, &patient_events] {
+        let ended = events.wait_for(WAIT, |e| matches!(e, ClientEvent::Call(CallEvent::Ended(_))));
+        assert!(
+            matches!(
+                ended,
+                ClientEvent::Call(CallEvent::Ended(EndReason::CallEnded {
+                    ended_by: Some(Role::Doctor),
+                    ..
+                }))
+            ),
+            "{ended:?}"
+        );
+    }
+    assert_eq!(proxy.refused_upgrades(), 2, "no WebSocket was tried again");
     doctor.close();
     patient.close();
 }

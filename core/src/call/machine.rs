@@ -9,7 +9,7 @@
 //!   peer, and moves the encoder along the bitrate ladder); between samples, `EstimateCut` (the
 //!   ladder follows a cut of the estimate at once);
 //! - from the HTTP API: `JoinAccepted`, `JoinFailed`, `IceServers`;
-//! - from the signaling transport: `SignalingOpened`, `SignalingLost`, `Frame`;
+//! - from the signaling transport: `SignalingOpened`, `SignalingFailed`, `SignalingLost`, `Frame`;
 //! - from the peer connection: `LocalOffer`, `LocalAnswer`, `LocalCandidate`, `PeerConnection`;
 //! - from the clock: `Tick` (call it at [`CallMachine::next_timeout`] or sooner).
 //!
@@ -26,6 +26,8 @@
 //! peer's offer, with credentials near expiry ([`TurnCredentials::stale`]) the machine fetches
 //! fresh ones (`FetchIceServers`), holds the peer connection's negotiation commands until they
 //! arrive (`IceServers`), applies them (`PeerCommand::SetIceServers`), then goes on.
+//! Which transport signaling uses (WebSocket or the HTTP fallback) is the [`TransportPolicy`]'s
+//! decision, fed by how opening failed.
 
 use std::collections::VecDeque;
 
@@ -33,6 +35,7 @@ use crate::api::{IceServer, IceServersResponse, IceTransportPolicy, JoinResponse
 use crate::call::ladder::{BitrateLadder, EncoderTarget, LadderInput, Rung, VideoPreference};
 use crate::call::quality::{QualitySample, QualityScorer};
 use crate::call::stats::MediaStats;
+use crate::call::transport::{OpenFailure, SignalingTransport, Transport, TransportPolicy};
 use crate::call::turn_credentials::TurnCredentials;
 use crate::error::CallError;
 use crate::frame::{EncodedFrame, FrameKind};
@@ -229,6 +232,8 @@ pub enum Input {
     IceServers(Result<Box<IceServersResponse>, CallError>),
     /// The signaling connection is open.
     SignalingOpened,
+    /// The signaling connection could not be opened.
+    SignalingFailed(OpenFailure),
     /// The signaling connection closed or failed.
     SignalingLost,
     /// A frame from the server.
@@ -250,8 +255,10 @@ pub enum Input {
 pub enum Output {
     /// `POST /api/video-call/join` with the link's token.
     FetchJoin,
-    /// Open the signaling WebSocket at this path.
+    /// Open signaling over this transport at this path.
     OpenSignaling {
+        /// The WebSocket or the HTTP fallback.
+        transport: Transport,
         /// Path on the link's server.
         path: String,
     },
@@ -299,6 +306,7 @@ pub struct CallMachine {
     signaling_lost_at: Option<i64>,
     reconnect_attempts: u32,
     next_reconnect_at: Option<i64>,
+    transport: TransportPolicy,
     next_client_seq: u64,
     unconfirmed: VecDeque<(u64, ClientMessage)>,
     media: MediaState,
@@ -332,6 +340,7 @@ impl Default for CallMachine {
             signaling_lost_at: None,
             reconnect_attempts: 0,
             next_reconnect_at: None,
+            transport: TransportPolicy::default(),
             next_client_seq: 1,
             unconfirmed: VecDeque::new(),
             media: MediaState { audio: true, video: true },
@@ -390,6 +399,16 @@ impl CallMachine {
         }
     }
 
+    /// The same machine with signaling following this transport setting (`Auto` by default).
+    pub fn with_signaling_transport(self, setting: SignalingTransport) -> CallMachine {
+        CallMachine { transport: TransportPolicy::new(setting), ..self }
+    }
+
+    /// The transport signaling uses (or opens next).
+    pub fn signaling_transport(&self) -> Transport {
+        self.transport.current()
+    }
+
     /// The current state.
     pub fn state(&self) -> CallState {
         self.state
@@ -432,6 +451,13 @@ impl CallMachine {
             Input::JoinAccepted(join) => self.on_join_accepted(*join, now_ms, &mut out),
             Input::JoinFailed(error) => self.end(EndReason::Failed(error), &mut out),
             Input::SignalingOpened => self.on_signaling_opened(&mut out),
+            Input::SignalingFailed(failure) => {
+                let fell_back = self.transport.open_failed(failure);
+                self.on_signaling_lost(now_ms, &mut out);
+                if fell_back && self.next_reconnect_at.is_some() {
+                    self.next_reconnect_at = Some(now_ms); // the fallback is a new path: try it at once
+                }
+            }
             Input::SignalingLost => self.on_signaling_lost(now_ms, &mut out),
             Input::Frame(frame) => self.on_frame(frame, &mut out),
             Input::LocalOffer(sdp) => self.send(ClientMessage::Offer(Sdp { sdp }), &mut out),
@@ -465,6 +491,7 @@ impl CallMachine {
                 self.follow_estimate(LadderInput { estimate_bps, acknowledged_bps }, now_ms, &mut out)
             }
             Input::NetworkChanged => {
+                self.transport.network_changed();
                 if matches!(
                     self.state,
                     CallState::Connected | CallState::Reconnecting | CallState::Connecting
@@ -600,13 +627,25 @@ impl CallMachine {
             display_name: join.display_name.clone(),
             peer_display_name: join.peer_display_name.clone(),
         }));
-        out.push(Output::OpenSignaling { path: join.websocket_path.clone() });
         self.credentials = TurnCredentials::new(&join.ice_servers, self.unix_now_s(now_ms), None);
         self.join = Some(join);
+        self.open_signaling(out);
+    }
+
+    fn open_signaling(&self, out: &mut Vec<Output>) {
+        if let Some(join) = &self.join {
+            let transport = self.transport.current();
+            let path = match transport {
+                Transport::WebSocket => join.websocket_path.clone(),
+                Transport::Http => join.signal_path.clone(),
+            };
+            out.push(Output::OpenSignaling { transport, path });
+        }
     }
 
     fn on_signaling_opened(&mut self, out: &mut Vec<Output>) {
         self.signaling_open = true;
+        self.transport.opened();
         let resume = self.has_joined.then_some(Resume { last_seq: self.last_seq });
         out.push(Output::SendJoin { resume });
     }
@@ -672,9 +711,7 @@ impl CallMachine {
     fn on_tick(&mut self, now_ms: i64, out: &mut Vec<Output>) {
         if self.next_reconnect_at.is_some_and(|at| at <= now_ms) {
             self.next_reconnect_at = None;
-            if let Some(join) = &self.join {
-                out.push(Output::OpenSignaling { path: join.websocket_path.clone() });
-            }
+            self.open_signaling(out);
         }
         if let Some(failed_at) = self.peer_failed_at {
             let last = self.last_ice_restart_at.unwrap_or(failed_at);
@@ -942,7 +979,10 @@ mod tests {
         assert_eq!(states(&out), [CallState::Joining]);
         assert!(out.contains(&Output::FetchJoin));
         let out = m.handle(Input::JoinAccepted(Box::new(join_response(Role::Patient))), 10);
-        assert!(out.contains(&Output::OpenSignaling { path: "/api/video-call/ws".into() }));
+        assert!(out.contains(&Output::OpenSignaling {
+            transport: Transport::WebSocket,
+            path: "/api/video-call/ws".into()
+        }));
         let out = m.handle(Input::SignalingOpened, 20);
         assert_eq!(out, [Output::SendJoin { resume: None }]);
         let out = m.handle(Input::Frame(joined(false, 0)), 30);
@@ -1111,9 +1151,10 @@ mod tests {
         assert!(sent(&m.handle(Input::SendChat("still there?".into()), 1100)).is_empty());
         assert_eq!(m.next_timeout(), Some(1250));
         assert!(m.handle(Input::Tick, 1200).is_empty());
-        assert!(m
-            .handle(Input::Tick, 1250)
-            .contains(&Output::OpenSignaling { path: "/api/video-call/ws".into() }));
+        assert!(m.handle(Input::Tick, 1250).contains(&Output::OpenSignaling {
+            transport: Transport::WebSocket,
+            path: "/api/video-call/ws".into()
+        }));
         let out = m.handle(Input::SignalingOpened, 1300);
         assert_eq!(out, [Output::SendJoin { resume: Some(Resume { last_seq: 7 }) }]);
         // The server had confirmed the media-state (seq 1) but not the chat (seq 2).
@@ -1132,6 +1173,89 @@ mod tests {
                 1500
             )
             .is_empty());
+    }
+
+    const WS: &str = "/api/video-call/ws";
+    const SIGNAL: &str = "/api/video-call/signal";
+
+    fn opens(out: &[Output]) -> Vec<(Transport, &str)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::OpenSignaling { transport, path } => Some((*transport, path.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_refused_upgrade_moves_signaling_to_http_at_once_and_joins_there() {
+        let mut m = CallMachine::new();
+        m.handle(Input::Join, 0);
+        let out = m.handle(Input::JoinAccepted(Box::new(join_response(Role::Patient))), 0);
+        assert_eq!(opens(&out), [(Transport::WebSocket, WS)]);
+        m.handle(Input::SignalingFailed(OpenFailure::Refused { http_status: 403 }), 100);
+        assert_eq!(m.next_timeout(), Some(100), "no backoff before the fallback");
+        assert_eq!(opens(&m.handle(Input::Tick, 100)), [(Transport::Http, SIGNAL)]);
+        assert_eq!(m.handle(Input::SignalingOpened, 120), [Output::SendJoin { resume: None }]);
+        assert_eq!(states(&m.handle(Input::Frame(joined(false, 0)), 130)), [CallState::WaitingRoom]);
+        assert_eq!(m.signaling_transport(), Transport::Http);
+    }
+
+    #[test]
+    fn websockets_that_never_open_move_signaling_to_http_after_three_tries() {
+        let mut m = CallMachine::new();
+        m.handle(Input::Join, 0);
+        m.handle(Input::JoinAccepted(Box::new(join_response(Role::Patient))), 0);
+        let mut now = 0;
+        for _ in 0..2 {
+            m.handle(Input::SignalingFailed(OpenFailure::Unreachable), now);
+            now = m.next_timeout().unwrap();
+            assert_eq!(opens(&m.handle(Input::Tick, now)), [(Transport::WebSocket, WS)]);
+        }
+        m.handle(Input::SignalingFailed(OpenFailure::Unreachable), now);
+        assert_eq!(opens(&m.handle(Input::Tick, now)), [(Transport::Http, SIGNAL)]);
+    }
+
+    #[test]
+    fn after_a_network_change_signaling_tries_the_websocket_again() {
+        let mut m = CallMachine::new();
+        m.handle(Input::Join, 0);
+        m.handle(Input::JoinAccepted(Box::new(join_response(Role::Patient))), 0);
+        m.handle(Input::SignalingFailed(OpenFailure::Refused { http_status: 400 }), 0);
+        assert_eq!(opens(&m.handle(Input::Tick, 0)), [(Transport::Http, SIGNAL)]);
+        m.handle(Input::SignalingOpened, 0);
+        m.handle(Input::Frame(joined(false, 0)), 0);
+        m.handle(Input::NetworkChanged, 1000);
+        m.handle(Input::SignalingLost, 1000);
+        let now = m.next_timeout().unwrap();
+        assert_eq!(opens(&m.handle(Input::Tick, now)), [(Transport::WebSocket, WS)]);
+    }
+
+    #[test]
+    fn a_websocket_only_call_keeps_retrying_the_websocket() {
+        let mut m = CallMachine::new().with_signaling_transport(SignalingTransport::WebSocketOnly);
+        m.handle(Input::Join, 0);
+        m.handle(Input::JoinAccepted(Box::new(join_response(Role::Patient))), 0);
+        m.handle(Input::SignalingFailed(OpenFailure::Refused { http_status: 403 }), 0);
+        let now = m.next_timeout().unwrap();
+        assert_eq!(now, reconnect_backoff_ms(1), "the usual backoff");
+        assert_eq!(opens(&m.handle(Input::Tick, now)), [(Transport::WebSocket, WS)]);
+    }
+
+    #[test]
+    fn an_http_only_call_resumes_over_http_after_a_drop() {
+        let mut m = CallMachine::new().with_signaling_transport(SignalingTransport::HttpOnly);
+        m.handle(Input::Join, 0);
+        let out = m.handle(Input::JoinAccepted(Box::new(join_response(Role::Patient))), 0);
+        assert_eq!(opens(&out), [(Transport::Http, SIGNAL)]);
+        m.handle(Input::SignalingOpened, 0);
+        m.handle(Input::Frame(joined(false, 0)), 0);
+        m.handle(Input::Frame(Frame::numbered(3, ServerMessage::Waiting { message: None })), 0);
+        m.handle(Input::SignalingLost, 1000);
+        let now = m.next_timeout().unwrap();
+        assert_eq!(opens(&m.handle(Input::Tick, now)), [(Transport::Http, SIGNAL)]);
+        let out = m.handle(Input::SignalingOpened, now);
+        assert_eq!(out, [Output::SendJoin { resume: Some(Resume { last_seq: 3 }) }]);
     }
 
     #[test]

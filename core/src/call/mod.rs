@@ -5,4 +5,5 @@ pub mod ladder;
 pub mod machine;
 pub mod quality;
 pub mod stats;
+pub mod transport;
 pub mod turn_credentials;

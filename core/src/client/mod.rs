@@ -26,10 +26,12 @@ use tokio::sync::mpsc;
 
 use crate::call::ladder::{BitrateLadder, Rung, VideoPreference, DEFAULT_START_RUNG};
 use crate::call::machine::{CallEvent, CallMachine, CallState, EndReason, Input, Output};
+use crate::call::transport::{SignalingTransport, Transport};
 use crate::error::CallError;
 use crate::frame::{EncodedFrame, FrameKind, VideoCodec};
 use crate::link::JoinLink;
 use crate::net::api_client::ApiClient;
+use crate::net::http_signaling;
 use crate::net::signaling::{self, SignalingEvent};
 use crate::protocol::{encode, ClientMessage, Frame, QualityLevel, Role, ServerMessage, MAX_CHAT_CHARS};
 use media::{MediaBackend, MediaSession, MediaStats, PeerCommand, PeerEvent};
@@ -81,11 +83,18 @@ pub struct CallOptions {
     /// Connect through a TURN relay only ("hide my IP"): the peer never sees this device's host or
     /// server-reflexive candidates. The clinic's server can force it too.
     pub relay_only: bool,
+    /// Signaling over the WebSocket with the HTTP fallback (`Auto`, the default), or forced to one.
+    pub signaling_transport: SignalingTransport,
 }
 
 impl Default for CallOptions {
     fn default() -> Self {
-        CallOptions { max_video: "1080p".into(), start_video: DEFAULT_START_RUNG.into(), relay_only: false }
+        CallOptions {
+            max_video: "1080p".into(),
+            start_video: DEFAULT_START_RUNG.into(),
+            relay_only: false,
+            signaling_transport: SignalingTransport::Auto,
+        }
     }
 }
 
@@ -375,7 +384,8 @@ impl Driver {
             media,
             machine: CallMachine::with_ladder(BitrateLadder::new(&options.start_video, &options.max_video))
                 .with_relay_only(options.relay_only)
-                .with_wall_clock(unix_ms()),
+                .with_wall_clock(unix_ms())
+                .with_signaling_transport(options.signaling_transport),
             origin: Instant::now(),
             commands,
             events,
@@ -419,6 +429,10 @@ impl Driver {
                     }
                     match event {
                         SignalingEvent::Opened => Input::SignalingOpened,
+                        SignalingEvent::OpenFailed(failure) => {
+                            self.signaling = None;
+                            Input::SignalingFailed(failure)
+                        }
                         SignalingEvent::Closed => {
                             self.signaling = None;
                             Input::SignalingLost
@@ -508,11 +522,18 @@ impl Driver {
                         let _ = commands.send(Command::Input(Input::IceServers(result)));
                     });
                 }
-                Output::OpenSignaling { path } => {
+                Output::OpenSignaling { transport, path } => {
                     self.signaling_generation += 1;
-                    let url = self.link.websocket_url(&path);
-                    self.signaling =
-                        Some(signaling::connect(url, self.signaling_generation, signaling_tx.clone()));
+                    let (generation, events) = (self.signaling_generation, signaling_tx.clone());
+                    self.signaling = Some(match transport {
+                        Transport::WebSocket => {
+                            signaling::connect(self.link.websocket_url(&path), generation, events)
+                        }
+                        Transport::Http => {
+                            tracing::info!("signaling over the HTTP fallback");
+                            http_signaling::connect(self.api.clone(), path, generation, events)
+                        }
+                    });
                 }
                 Output::CloseSignaling => {
                     self.signaling_generation += 1;

@@ -1,7 +1,9 @@
-//! The core's network edges: the HTTP API client and the signaling transport. TLS is rustls with
-//! the platform's certificate verifier (the system store on desktop, the OS verifier on phones).
+//! The core's network edges: the HTTP API client and the signaling transports (the WebSocket and
+//! the HTTP fallback). TLS is rustls with the platform's certificate verifier (the system store on
+//! desktop, the OS verifier on phones).
 
 pub mod api_client;
+pub mod http_signaling;
 pub mod signaling;
 
 use std::sync::{Arc, OnceLock};

@@ -1,5 +1,6 @@
 //! One signaling WebSocket connection: frames in and out on channels, with a keep-alive that
-//! notices a dead network. Reconnecting is the call machine's decision; this only reports that
+//! notices a dead network. Reconnecting, and falling back to HTTP ([`super::http_signaling`], the
+//! same interface), is the call machine's decision; this only reports how opening failed, or that
 //! the connection is gone.
 
 use futures_util::{SinkExt, StreamExt};
@@ -7,6 +8,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::call::transport::OpenFailure;
 use crate::protocol::{MAX_FRAME_BYTES, WEBSOCKET_SUBPROTOCOL};
 
 /// How often the client pings the server (WebSocket ping; the server answers with a pong).
@@ -22,7 +24,9 @@ pub enum SignalingEvent {
     Opened,
     /// A text frame from the server.
     Frame(String),
-    /// The connection could not be made, or it closed.
+    /// The connection could not be opened.
+    OpenFailed(OpenFailure),
+    /// The connection closed (after it opened).
     Closed,
 }
 
@@ -43,7 +47,7 @@ pub fn connect(
             }
         };
         let Ok(mut request) = url.as_str().into_client_request() else {
-            return report(SignalingEvent::Closed).await;
+            return report(SignalingEvent::OpenFailed(OpenFailure::Unreachable)).await;
         };
         request
             .headers_mut()
@@ -54,9 +58,15 @@ pub fn connect(
             .read_buffer_size(16 * 1024);
         let connecting =
             tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, Some(connector));
-        let Ok(Ok((socket, _))) = tokio::time::timeout(std::time::Duration::from_secs(10), connecting).await
-        else {
-            return report(SignalingEvent::Closed).await;
+        let socket = match tokio::time::timeout(std::time::Duration::from_secs(10), connecting).await {
+            Ok(Ok((socket, _))) => socket,
+            Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) => {
+                // Something answered the upgrade with a plain HTTP status (a proxy that strips it).
+                let http_status = response.status().as_u16();
+                tracing::info!(http_status, "the signaling WebSocket upgrade was refused");
+                return report(SignalingEvent::OpenFailed(OpenFailure::Refused { http_status })).await;
+            }
+            Ok(Err(_)) | Err(_) => return report(SignalingEvent::OpenFailed(OpenFailure::Unreachable)).await,
         };
         report(SignalingEvent::Opened).await;
         let (mut sink, mut stream) = socket.split();

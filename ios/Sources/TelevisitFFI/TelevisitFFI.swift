@@ -1291,6 +1291,11 @@ public struct CallOptions: Equatable, Hashable {
      * address. The clinic's server can require it too.
      */
     public var relayOnly: Bool
+    /**
+     * How signaling reaches the server. `None` is `Auto`: the WebSocket, or the HTTP fallback
+     * behind a proxy that strips WebSockets.
+     */
+    public var signalingTransport: SignalingTransport?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -1309,11 +1314,16 @@ public struct CallOptions: Equatable, Hashable {
         /**
          * Connect through a TURN relay only ("hide my IP"): the peer never learns this device's IP
          * address. The clinic's server can require it too.
-         */relayOnly: Bool = false) {
+         */relayOnly: Bool = false, 
+        /**
+         * How signaling reaches the server. `None` is `Auto`: the WebSocket, or the HTTP fallback
+         * behind a proxy that strips WebSockets.
+         */signalingTransport: SignalingTransport? = nil) {
         self.maxVideo = maxVideo
         self.startVideo = startVideo
         self.videoCodecs = videoCodecs
         self.relayOnly = relayOnly
+        self.signalingTransport = signalingTransport
     }
 
     
@@ -1335,7 +1345,8 @@ public struct FfiConverterTypeCallOptions: FfiConverterRustBuffer {
                 maxVideo: FfiConverterString.read(from: &buf), 
                 startVideo: FfiConverterString.read(from: &buf), 
                 videoCodecs: FfiConverterOptionSequenceTypeVideoCodec.read(from: &buf), 
-                relayOnly: FfiConverterBool.read(from: &buf)
+                relayOnly: FfiConverterBool.read(from: &buf), 
+                signalingTransport: FfiConverterOptionTypeSignalingTransport.read(from: &buf)
         )
     }
 
@@ -1344,6 +1355,7 @@ public struct FfiConverterTypeCallOptions: FfiConverterRustBuffer {
         FfiConverterString.write(value.startVideo, into: &buf)
         FfiConverterOptionSequenceTypeVideoCodec.write(value.videoCodecs, into: &buf)
         FfiConverterBool.write(value.relayOnly, into: &buf)
+        FfiConverterOptionTypeSignalingTransport.write(value.signalingTransport, into: &buf)
     }
 }
 
@@ -3139,6 +3151,91 @@ public func FfiConverterTypeRole_lower(_ value: Role) -> RustBuffer {
 
 
 /**
+ * Which transport signaling may use.
+ */
+
+public enum SignalingTransport: Equatable, Hashable {
+    
+    /**
+     * The WebSocket, moving to the HTTP fallback when a proxy refuses or swallows the upgrade.
+     */
+    case auto
+    /**
+     * The WebSocket only.
+     */
+    case webSocketOnly
+    /**
+     * The HTTP fallback only (`POST`/long-poll `GET /api/video-call/signal`).
+     */
+    case httpOnly
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension SignalingTransport: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeSignalingTransport: FfiConverterRustBuffer {
+    typealias SwiftType = SignalingTransport
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SignalingTransport {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .auto
+        
+        case 2: return .webSocketOnly
+        
+        case 3: return .httpOnly
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: SignalingTransport, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .auto:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .webSocketOnly:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .httpOnly:
+            writeInt(&buf, Int32(3))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSignalingTransport_lift(_ buf: RustBuffer) throws -> SignalingTransport {
+    return try FfiConverterTypeSignalingTransport.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSignalingTransport_lower(_ value: SignalingTransport) -> RustBuffer {
+    return FfiConverterTypeSignalingTransport.lower(value)
+}
+
+
+
+/**
  * A video codec: what to encode (`VideoCodec` event) or decode (`RemoteVideoCodec` event).
  */
 
@@ -3378,6 +3475,30 @@ fileprivate struct FfiConverterOptionTypeRole: FfiConverterRustBuffer {
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterTypeRole.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeSignalingTransport: FfiConverterRustBuffer {
+    typealias SwiftType = SignalingTransport?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeSignalingTransport.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeSignalingTransport.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }

@@ -129,6 +129,33 @@ final class CallTests: XCTestCase {
         _ = try await doctor.hangUp()
     }
 
+    func testAnAppForcedOntoTheHttpSignalingFallbackJoinsChatsAndEnds() async throws {
+        let visit = try TestVisit.create()
+        let patient = try TelevisitCall(link: visit.patientLink, options: CallOptions(signalingTransport: .httpOnly))
+        let doctor = try TelevisitCall(link: visit.doctorLink)
+        defer { doctor.close(); patient.close() }
+        let (doctorLog, patientLog) = (EventLog(doctor), EventLog(patient))
+        let role = try await patient.join()
+        XCTAssertEqual(role, .patient)
+        _ = try await patientLog.await("waiting room") { $0 == .stateChanged(state: .waitingRoom) }
+        _ = try await doctor.join()
+        _ = try await patientLog.await("connected") { $0 == .stateChanged(state: .connected) }
+        try patient.sendChat("Sent over HTTP")
+        _ = try await doctorLog.await("the patient's chat") {
+            if case let .chatReceived(message) = $0 { return message.text == "Sent over HTTP" }
+            return false
+        }
+        _ = try await doctor.hangUp()
+        let ended = try await patientLog.await("ended") {
+            if case .ended = $0 { return true }
+            return false
+        }
+        guard case let .ended(reason) = ended, case let .callEnded(endedBy, _) = reason else {
+            return XCTFail("\(ended)")
+        }
+        XCTAssertEqual(endedBy, .doctor)
+    }
+
     func testAnExpiredLinkAndAWrongLinkRaiseTypedErrors() async throws {
         let visit = try TestVisit.create()
         let now = Int(Date().timeIntervalSince1970)

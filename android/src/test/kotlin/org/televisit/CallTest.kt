@@ -23,6 +23,7 @@ import org.televisit.ffi.EndReason
 import org.televisit.ffi.MediaFrame
 import org.televisit.ffi.MediaKind
 import org.televisit.ffi.Role
+import org.televisit.ffi.SignalingTransport
 import org.televisit.ffi.VideoCodec
 import org.televisit.ffi.VideoPreference
 import java.nio.ByteBuffer
@@ -163,6 +164,28 @@ class CallTest {
                         log.await("told to encode H.264") { it == CallEvent.VideoCodec(VideoCodec.H264) }
                     }
                     doctor.hangUp()
+                }
+            }
+        }
+    }
+
+    @Test
+    fun `an app forced onto the HTTP signaling fallback joins, chats and ends`(): Unit = runBlocking {
+        TestVisit().use { visit ->
+            val httpOnly = CallOptions(signalingTransport = SignalingTransport.HTTP_ONLY)
+            TelevisitCall.open(visit.patientLink, httpOnly).use { patient ->
+                TelevisitCall.open(visit.doctorLink).use { doctor ->
+                    val patientLog = EventLog(patient, this)
+                    val doctorLog = EventLog(doctor, this)
+                    assertEquals(Role.PATIENT, patient.join())
+                    patientLog.await("waiting room") { it == CallEvent.StateChanged(CallState.WAITING_ROOM) }
+                    doctor.join()
+                    patientLog.await("connected") { it == CallEvent.StateChanged(CallState.CONNECTED) }
+                    patient.sendChat("Sent over HTTP")
+                    doctorLog.await("the patient's chat") { it is CallEvent.ChatReceived && it.message.text == "Sent over HTTP" }
+                    doctor.hangUp()
+                    val ended = patientLog.await("ended") { it is CallEvent.Ended } as CallEvent.Ended
+                    assertEquals(Role.DOCTOR, (ended.reason as EndReason.CallEnded).endedBy)
                 }
             }
         }

@@ -2411,6 +2411,12 @@ data class CallOptions (
      * address. The clinic's server can require it too.
      */
     var `relayOnly`: kotlin.Boolean = false 
+    , 
+    /**
+     * How signaling reaches the server. `None` is `Auto`: the WebSocket, or the HTTP fallback
+     * behind a proxy that strips WebSockets.
+     */
+    var `signalingTransport`: SignalingTransport? = null 
     
 ){
     
@@ -2431,6 +2437,7 @@ public object FfiConverterTypeCallOptions: FfiConverterRustBuffer<CallOptions> {
             FfiConverterString.read(buf),
             FfiConverterOptionalSequenceTypeVideoCodec.read(buf),
             FfiConverterBoolean.read(buf),
+            FfiConverterOptionalTypeSignalingTransport.read(buf),
         )
     }
 
@@ -2438,7 +2445,8 @@ public object FfiConverterTypeCallOptions: FfiConverterRustBuffer<CallOptions> {
             FfiConverterString.allocationSize(value.`maxVideo`) +
             FfiConverterString.allocationSize(value.`startVideo`) +
             FfiConverterOptionalSequenceTypeVideoCodec.allocationSize(value.`videoCodecs`) +
-            FfiConverterBoolean.allocationSize(value.`relayOnly`)
+            FfiConverterBoolean.allocationSize(value.`relayOnly`) +
+            FfiConverterOptionalTypeSignalingTransport.allocationSize(value.`signalingTransport`)
     )
 
     override fun write(value: CallOptions, buf: ByteBuffer) {
@@ -2446,6 +2454,7 @@ public object FfiConverterTypeCallOptions: FfiConverterRustBuffer<CallOptions> {
             FfiConverterString.write(value.`startVideo`, buf)
             FfiConverterOptionalSequenceTypeVideoCodec.write(value.`videoCodecs`, buf)
             FfiConverterBoolean.write(value.`relayOnly`, buf)
+            FfiConverterOptionalTypeSignalingTransport.write(value.`signalingTransport`, buf)
     }
 }
 
@@ -4131,6 +4140,53 @@ public object FfiConverterTypeRole: FfiConverterRustBuffer<Role> {
 
 
 /**
+ * Which transport signaling may use.
+ */
+
+enum class SignalingTransport {
+    
+    /**
+     * The WebSocket, moving to the HTTP fallback when a proxy refuses or swallows the upgrade.
+     */
+    AUTO,
+    /**
+     * The WebSocket only.
+     */
+    WEB_SOCKET_ONLY,
+    /**
+     * The HTTP fallback only (`POST`/long-poll `GET /api/video-call/signal`).
+     */
+    HTTP_ONLY;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeSignalingTransport: FfiConverterRustBuffer<SignalingTransport> {
+    override fun read(buf: ByteBuffer) = try {
+        SignalingTransport.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: SignalingTransport) = 4UL
+
+    override fun write(value: SignalingTransport, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
  * A video codec: what to encode (`VideoCodec` event) or decode (`RemoteVideoCodec` event).
  */
 
@@ -4338,6 +4394,38 @@ public object FfiConverterOptionalTypeRole: FfiConverterRustBuffer<Role?> {
         } else {
             buf.put(1)
             FfiConverterTypeRole.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeSignalingTransport: FfiConverterRustBuffer<SignalingTransport?> {
+    override fun read(buf: ByteBuffer): SignalingTransport? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeSignalingTransport.read(buf)
+    }
+
+    override fun allocationSize(value: SignalingTransport?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeSignalingTransport.allocationSize(value)
+        }
+    }
+
+    override fun write(value: SignalingTransport?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeSignalingTransport.write(value, buf)
         }
     }
 }
