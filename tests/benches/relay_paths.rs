@@ -6,10 +6,11 @@
 //!
 //! Run: `cargo bench -p televisit-tests --bench relay_paths`.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use televisit_core::call::machine::{CallEvent, CallState};
 use televisit_core::client::webrtc::{WebRtcMedia, WebRtcSettings};
 use televisit_core::client::{CallClient, CallListener, CallOptions, ClientEvent};
 use televisit_core::frame::FrameKind;
@@ -19,20 +20,32 @@ use televisit_tests::TestServer;
 
 const TURN_SECRET: &str = "bench-secret";
 
-/// Notes when the first picture decodes.
+/// Notes when the call connects and when the first picture decodes.
 struct FirstPicture {
+    connected: Arc<AtomicBool>,
     reader: Mutex<PictureReader>,
     at: Mutex<Option<Instant>>,
 }
 
+impl FirstPicture {
+    fn new() -> Arc<FirstPicture> {
+        let reader = Mutex::new(PictureReader::new().unwrap());
+        Arc::new(FirstPicture { connected: Arc::default(), reader, at: Mutex::default() })
+    }
+}
+
 impl CallListener for FirstPicture {
     fn on_event(&self, event: ClientEvent) {
-        if let ClientEvent::RemoteFrame(frame) = event {
-            if frame.kind == FrameKind::Video
-                && matches!(self.reader.lock().unwrap().receive(&frame), Ok(Some(_)))
-            {
-                self.at.lock().unwrap().get_or_insert_with(Instant::now);
+        match event {
+            ClientEvent::Call(CallEvent::StateChanged(CallState::Connected)) => {
+                self.connected.store(true, Ordering::SeqCst)
             }
+            ClientEvent::RemoteFrame(frame) if frame.kind == FrameKind::Video => {
+                if let Ok(Some(_)) = self.reader.lock().unwrap().receive(&frame) {
+                    self.at.lock().unwrap().get_or_insert_with(Instant::now);
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -55,22 +68,22 @@ fn media(turn_tls: Option<Arc<rustls::ClientConfig>>) -> Arc<WebRtcMedia> {
 /// One call on `path`: the doctor's join → the patient's first picture decoded at the doctor.
 fn one_call(path: &Path, runtime: &tokio::runtime::Runtime) -> Duration {
     let visit = runtime.block_on(path.server.started_visit());
-    let ignore =
-        Arc::new(FirstPicture { reader: Mutex::new(PictureReader::new().unwrap()), at: Mutex::default() });
+    let patient_side = FirstPicture::new();
     let options = CallOptions { relay_only: path.relay_only, ..CallOptions::default() };
     let patient = Arc::new(
-        CallClient::new(&visit.patient_link, ignore, media(path.turn_tls.clone()), options).unwrap(),
+        CallClient::new(&visit.patient_link, patient_side.clone(), media(path.turn_tls.clone()), options)
+            .unwrap(),
     );
     patient.join();
     std::thread::sleep(Duration::from_millis(300)); // the patient waits in the waiting room
-    let probe =
-        Arc::new(FirstPicture { reader: Mutex::new(PictureReader::new().unwrap()), at: Mutex::default() });
+    let probe = FirstPicture::new();
     let doctor = Arc::new(
         CallClient::new(&visit.doctor_link, probe.clone(), media(None), CallOptions::default()).unwrap(),
     );
     let stop = Arc::new(AtomicBool::new(false));
+    // Media starts once connected (frames before that are dropped by the stack).
     let camera =
-        spawn_synthetic_media(patient.clone(), Arc::new(AtomicBool::new(true)), stop.clone()).unwrap();
+        spawn_synthetic_media(patient.clone(), patient_side.connected.clone(), stop.clone()).unwrap();
     let started = Instant::now();
     doctor.join();
     let first = loop {
@@ -80,7 +93,7 @@ fn one_call(path: &Path, runtime: &tokio::runtime::Runtime) -> Duration {
         assert!(started.elapsed() < Duration::from_secs(20), "{}: no picture within 20 s", path.name);
         std::thread::sleep(Duration::from_millis(1));
     };
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
     camera.join().unwrap();
     doctor.close();
     patient.close();
