@@ -296,6 +296,12 @@ pub struct CallStats {
     pub available_outgoing_bitrate_bps: Option<u64>,
     /// Selected candidate pair type: `host`, `srflx`, `prflx` or `relay`.
     pub candidate_pair_type: Option<String>,
+    /// The selected pair's local candidate type: `host`, `srflx`, `prflx` or `relay`.
+    pub local_candidate_type: Option<String>,
+    /// The selected pair's remote candidate type.
+    pub remote_candidate_type: Option<String>,
+    /// How this device reaches its TURN server when it relays: `udp`, `tcp` or `tls`.
+    pub relay_transport: Option<String>,
     /// What the peer acknowledged receiving over the last second, bits per second (`None` when
     /// the peer sends no transport-wide feedback).
     pub acknowledged_bitrate_bps: Option<u64>,
@@ -322,6 +328,9 @@ impl From<MediaStats> for CallStats {
             frame_rate: s.frame_rate,
             available_outgoing_bitrate_bps: s.available_outgoing_bitrate_bps,
             candidate_pair_type: s.candidate_pair_type,
+            local_candidate_type: s.local_candidate_type.map(|t| t.as_str().to_owned()),
+            remote_candidate_type: s.remote_candidate_type.map(|t| t.as_str().to_owned()),
+            relay_transport: s.relay_transport.map(|t| t.as_str().to_owned()),
             acknowledged_bitrate_bps: s.acknowledged_bitrate_bps,
             freeze_count: s.freeze_count,
             total_freeze_ms: s.total_freeze_ms,
@@ -672,6 +681,10 @@ pub struct CallOptions {
     /// the `VideoCodec` event says what to encode.
     #[uniffi(default = None)]
     pub video_codecs: Option<Vec<VideoCodec>>,
+    /// Connect through a TURN relay only ("hide my IP"): the peer never learns this device's IP
+    /// address. The clinic's server can require it too.
+    #[uniffi(default = false)]
+    pub relay_only: bool,
     /// How signaling reaches the server. `None` is `Auto`: the WebSocket, or the HTTP fallback
     /// behind a proxy that strips WebSockets.
     #[uniffi(default = None)]
@@ -765,6 +778,7 @@ impl Call {
         let options = core_client::CallOptions {
             max_video: options.max_video,
             start_video: options.start_video,
+            relay_only: options.relay_only,
             signaling_transport: options.signaling_transport.map_or(CoreSignalingTransport::Auto, Into::into),
         };
         let client = CallClient::new(&link, Arc::new(ListenerBridge(listener)), media, options)?;
@@ -941,6 +955,7 @@ mod tests {
             max_video: "1080p".into(),
             start_video: "360p".into(),
             video_codecs: None,
+            relay_only: false,
             signaling_transport: None,
         };
         let call = Call::new(link, Arc::new(Ignore), options).expect("a call");

@@ -33,6 +33,17 @@ pub struct IceServer {
     pub credential: Option<String>,
 }
 
+/// Which ICE candidates a client may use, in the browser's `RTCIceTransportPolicy` spelling.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IceTransportPolicy {
+    /// Every candidate (host, server-reflexive, relay).
+    #[default]
+    All,
+    /// Relay candidates only: the peer never learns the client's own IP address ("hide my IP").
+    Relay,
+}
+
 /// Reply of `POST /api/appointments/{id}/video-call/start` (and `.../rejoin`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StartResponse {
@@ -66,6 +77,11 @@ pub struct JoinResponse {
     pub status: CallStatus,
     /// STUN/TURN servers for the peer connection.
     pub ice_servers: Vec<IceServer>,
+    /// `relay` when the clinic makes this participant use TURN relays only (hiding their IP
+    /// address from the peer); the client then connects relayed whatever its own setting says.
+    /// Absent (older servers) means `all`.
+    #[serde(default)]
+    pub ice_transport_policy: IceTransportPolicy,
     /// When the token expires, ms since the Unix epoch.
     pub expires_at_ms: i64,
     /// WebSocket path for signaling (relative to the server's base URL).
@@ -118,6 +134,9 @@ pub struct IceServersResponse {
     pub ice_servers: Vec<IceServer>,
     /// Seconds the TURN credentials stay valid.
     pub ttl_seconds: u64,
+    /// As in [`JoinResponse::ice_transport_policy`].
+    #[serde(default)]
+    pub ice_transport_policy: IceTransportPolicy,
 }
 
 /// Reply of the HTTP signaling fallback's long poll, `GET /api/video-call/signal?after=N`.

@@ -40,6 +40,8 @@ pub struct HeadlessOptions {
     pub mute_after: Option<Duration>,
     /// Local UDP addresses for ICE (default `0.0.0.0:0`).
     pub udp_addrs: Vec<String>,
+    /// Connect through a TURN relay only ("hide my IP").
+    pub relay_only: bool,
     /// Signaling over the WebSocket with the HTTP fallback (`Auto`), or forced to one.
     pub signaling_transport: SignalingTransport,
 }
@@ -329,6 +331,19 @@ fn on(value: bool) -> &'static str {
     }
 }
 
+/// The selected candidate pair for the stats line: `local-remote`, with the relay's transport,
+/// e.g. `relay/tcp-host` (`-` before ICE has chosen).
+pub fn path_description(stats: &crate::client::media::MediaStats) -> String {
+    let (Some(local), Some(remote)) = (stats.local_candidate_type, stats.remote_candidate_type) else {
+        return "-".into();
+    };
+    let (local, remote) = (local.as_str(), remote.as_str());
+    match stats.relay_transport {
+        Some(transport) => format!("{local}/{}-{remote}", transport.as_str()),
+        None => format!("{local}-{remote}"),
+    }
+}
+
 /// Joins, runs the call, and returns how it ended. Prints one line per event and a stats line
 /// each second to `out`.
 pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, CallError> {
@@ -341,8 +356,11 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
         video_codecs: vec![VideoCodec::Vp8],
         ..WebRtcSettings::default()
     }));
-    let call_options =
-        CallOptions { signaling_transport: options.signaling_transport, ..CallOptions::default() };
+    let call_options = CallOptions {
+        relay_only: options.relay_only,
+        signaling_transport: options.signaling_transport,
+        ..CallOptions::default()
+    };
     let client = Arc::new(CallClient::new(&options.link, Arc::new(Printer(tx)), media, call_options)?);
     client.join();
     let mut video_file = match &options.save_video {
@@ -418,12 +436,13 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
                 }
                 let _ = writeln!(
                     out,
-                    "stats: video frames received {video_frames}, decoded {} at {} (picture counter {}), audio frames received {audio_frames}, decoded {audio_decoded}, receive {} kbps, send {} kbps",
+                    "stats: video frames received {video_frames}, decoded {} at {} (picture counter {}), audio frames received {audio_frames}, decoded {audio_decoded}, receive {} kbps, send {} kbps, path {}",
                     pictures.decoded(),
                     pictures.size.map_or("-".into(), |(w, h)| format!("{w}x{h}")),
                     pictures.last_counter().map_or("-".into(), |c| c.to_string()),
                     stats.receive_bitrate_bps / 1000,
                     stats.send_bitrate_bps / 1000,
+                    path_description(&stats),
                 );
             }
             Some(ClientEvent::QualityChanged(level)) => {
@@ -483,6 +502,26 @@ mod tests {
     use super::*;
     use crate::call::ladder::LADDER;
     use crate::codec::pattern::TestPattern;
+
+    #[test]
+    fn the_stats_line_names_the_path_with_the_relays_transport() {
+        use crate::call::stats::{CandidateType, RelayTransport};
+        use crate::client::media::MediaStats;
+        assert_eq!(path_description(&MediaStats::default()), "-");
+        let host = MediaStats {
+            local_candidate_type: Some(CandidateType::Host),
+            remote_candidate_type: Some(CandidateType::Prflx),
+            ..MediaStats::default()
+        };
+        assert_eq!(path_description(&host), "host-prflx");
+        let relayed = MediaStats {
+            local_candidate_type: Some(CandidateType::Relay),
+            remote_candidate_type: Some(CandidateType::Host),
+            relay_transport: Some(RelayTransport::Tcp),
+            ..MediaStats::default()
+        };
+        assert_eq!(path_description(&relayed), "relay/tcp-host");
+    }
 
     #[test]
     fn the_picture_reader_reads_counters_and_counts_undecodable_frames() {

@@ -6,7 +6,8 @@ use axum::Json;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use televisit_core::api::{
-    EndResponse, IceServer, IceServersResponse, JoinResponse, StartResponse, StatusResponse,
+    EndResponse, IceServer, IceServersResponse, IceTransportPolicy, JoinResponse, StartResponse,
+    StatusResponse,
 };
 use televisit_core::protocol::{CallStatus, ErrorCode, Role, MAX_WAITING_MESSAGE_CHARS};
 
@@ -147,6 +148,7 @@ pub async fn join(
         peer_display_name,
         status: appointment.status,
         ice_servers: ice_servers(&state.config, &participant_id, state.clock.now_ms()),
+        ice_transport_policy: IceTransportPolicy::All,
         expires_at_ms: grant.expires_at_ms,
         websocket_path: WEBSOCKET_PATH.into(),
         signal_path: SIGNAL_PATH.into(),
@@ -163,6 +165,7 @@ pub async fn ice_servers_handler(
     Json(IceServersResponse {
         ice_servers: ice_servers(&state.config, &participant_id, state.clock.now_ms()),
         ttl_seconds: state.config.turn_ttl_seconds,
+        ice_transport_policy: IceTransportPolicy::All,
     })
 }
 

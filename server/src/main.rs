@@ -58,6 +58,10 @@ enum Command {
         /// Local UDP address for ICE (repeatable) [default: 0.0.0.0:0].
         #[arg(long)]
         udp: Vec<String>,
+        /// Connect through the clinic's TURN relay only, so the peer never sees this machine's IP
+        /// address.
+        #[arg(long)]
+        relay_only: bool,
         /// Signaling transport: `auto` (the WebSocket, or the HTTP fallback behind a proxy that
         /// strips it), `websocket` or `http`.
         #[arg(long, default_value = "auto", value_parser = ["auto", "websocket", "http"])]
@@ -118,7 +122,7 @@ async fn main() -> std::process::ExitCode {
             .await
         }
         #[cfg(feature = "join")]
-        Command::Join { link, seconds, save_video, chat, mute_after_seconds, udp, signaling } => {
+        Command::Join { link, seconds, save_video, chat, mute_after_seconds, udp, relay_only, signaling } => {
             use televisit_core::call::transport::SignalingTransport;
             use televisit_core::headless;
             let options = headless::HeadlessOptions {
@@ -128,6 +132,7 @@ async fn main() -> std::process::ExitCode {
                 chat,
                 mute_after: mute_after_seconds.map(std::time::Duration::from_secs),
                 udp_addrs: udp,
+                relay_only,
                 signaling_transport: match signaling.as_str() {
                     "websocket" => SignalingTransport::WebSocketOnly,
                     "http" => SignalingTransport::HttpOnly,

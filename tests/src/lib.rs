@@ -6,9 +6,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use televisit_core::api::IceServer;
 use televisit_core::call::machine::PeerConnectionState;
-use televisit_core::client::media::{MediaBackend, MediaSession, MediaStats, PeerCommand, PeerEvent};
+use televisit_core::client::media::{
+    IceConfig, MediaBackend, MediaSession, MediaStats, PeerCommand, PeerEvent,
+};
 use televisit_core::client::{CallListener, ClientEvent};
 use televisit_core::protocol::Role;
 use televisit_server::secrets::Clock;
@@ -16,6 +17,7 @@ use televisit_server::{Config, RunningServer};
 use tokio::sync::mpsc;
 
 pub mod netem;
+pub mod turn;
 
 /// Installs ring as the process's rustls provider, which the tests' own HTTP clients need.
 pub fn install_crypto_provider() {
@@ -221,7 +223,7 @@ struct SimulatedSession {
 impl MediaBackend for SimulatedMedia {
     fn create_session(
         &self,
-        _ice_servers: Vec<IceServer>,
+        _ice: IceConfig,
         role: Role,
         _origin: std::time::Instant,
         events: mpsc::UnboundedSender<PeerEvent>,
@@ -249,14 +251,14 @@ impl MediaSession for SimulatedSession {
                 self.connected = true;
                 send(PeerEvent::State(PeerConnectionState::Connected));
             }
-            PeerCommand::ReportStats if self.connected => send(PeerEvent::Stats(MediaStats {
+            PeerCommand::ReportStats if self.connected => send(PeerEvent::Stats(Box::new(MediaStats {
                 rtt_ms: Some(2.0),
                 loss_percent: Some(0.0),
                 jitter_ms: Some(1.0),
                 available_outgoing_bitrate_bps: Some(5_000_000),
                 last_packet_at_ms: Some(i64::MAX / 2),
                 ..MediaStats::default()
-            })),
+            }))),
             _ => {}
         }
     }
@@ -383,5 +385,63 @@ pub mod counted {
     /// The counter a counted frame carries.
     pub fn counter(frame: &EncodedFrame) -> Option<u32> {
         frame.data.get(2..6).map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")))
+    }
+}
+
+/// A media backend that passes everything to a real one and keeps what the peer connection is
+/// told of the other side (its SDPs, its candidates) and of the ICE servers, per role.
+pub struct SpyMedia {
+    inner: Arc<dyn MediaBackend>,
+    /// `(role of this side, command)` for `AcceptOffer`, `AcceptAnswer`, `AddRemoteCandidate`,
+    /// `SetIceServers`, in order.
+    pub seen: Arc<Mutex<Vec<(Role, PeerCommand)>>>,
+    /// The ICE configuration of every session created, in order.
+    pub sessions: Arc<Mutex<Vec<IceConfig>>>,
+}
+
+impl SpyMedia {
+    /// Spies on `inner`.
+    pub fn new(inner: Arc<dyn MediaBackend>) -> Arc<SpyMedia> {
+        Arc::new(SpyMedia { inner, seen: Arc::default(), sessions: Arc::default() })
+    }
+
+    /// The commands seen so far.
+    pub fn seen(&self) -> Vec<(Role, PeerCommand)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+struct SpySession {
+    inner: Box<dyn MediaSession>,
+    role: Role,
+    seen: Arc<Mutex<Vec<(Role, PeerCommand)>>>,
+}
+
+impl MediaBackend for SpyMedia {
+    fn create_session(
+        &self,
+        ice: IceConfig,
+        role: Role,
+        origin: std::time::Instant,
+        events: mpsc::UnboundedSender<PeerEvent>,
+    ) -> Box<dyn MediaSession> {
+        self.sessions.lock().unwrap().push(ice.clone());
+        let inner = self.inner.create_session(ice, role, origin, events);
+        Box::new(SpySession { inner, role, seen: Arc::clone(&self.seen) })
+    }
+}
+
+impl MediaSession for SpySession {
+    fn command(&mut self, command: PeerCommand) {
+        if matches!(
+            command,
+            PeerCommand::AcceptOffer(_)
+                | PeerCommand::AcceptAnswer(_)
+                | PeerCommand::AddRemoteCandidate(_)
+                | PeerCommand::SetIceServers(_)
+        ) {
+            self.seen.lock().unwrap().push((self.role, command.clone()));
+        }
+        self.inner.command(command);
     }
 }

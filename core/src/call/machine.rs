@@ -8,7 +8,7 @@
 //! - from the media connection, once a second: `Stats` (it scores the connection quality, tells the
 //!   peer, and moves the encoder along the bitrate ladder); between samples, `EstimateCut` (the
 //!   ladder follows a cut of the estimate at once);
-//! - from the HTTP API: `JoinAccepted`, `JoinFailed`;
+//! - from the HTTP API: `JoinAccepted`, `JoinFailed`, `IceServers`;
 //! - from the signaling transport: `SignalingOpened`, `SignalingFailed`, `SignalingLost`, `Frame`;
 //! - from the peer connection: `LocalOffer`, `LocalAnswer`, `LocalCandidate`, `PeerConnection`;
 //! - from the clock: `Tick` (call it at [`CallMachine::next_timeout`] or sooner).
@@ -22,16 +22,22 @@
 //! after a reconnect, frames from the server are numbered and duplicates dropped, and a reconnect
 //! asks the server to resume after the last frame received.
 //! Media keeps flowing while signaling reconnects (with backoff, up to [`SIGNALING_GIVE_UP_MS`]).
+//!
+//! TURN credentials expire (an hour by default): before an ICE restart, or before applying the
+//! peer's offer, with credentials near expiry ([`TurnCredentials::stale`]) the machine fetches
+//! fresh ones (`FetchIceServers`), holds the peer connection's negotiation commands until they
+//! arrive (`IceServers`), applies them (`PeerCommand::SetIceServers`), then goes on.
 //! Which transport signaling uses (WebSocket or the HTTP fallback) is the [`TransportPolicy`]'s
 //! decision, fed by how opening failed.
 
 use std::collections::VecDeque;
 
-use crate::api::{IceServer, JoinResponse};
+use crate::api::{IceServer, IceServersResponse, IceTransportPolicy, JoinResponse};
 use crate::call::ladder::{BitrateLadder, EncoderTarget, LadderInput, Rung, VideoPreference};
 use crate::call::quality::{QualitySample, QualityScorer};
 use crate::call::stats::MediaStats;
 use crate::call::transport::{OpenFailure, SignalingTransport, Transport, TransportPolicy};
+use crate::call::turn_credentials::TurnCredentials;
 use crate::error::CallError;
 use crate::frame::{EncodedFrame, FrameKind};
 use crate::protocol::{
@@ -67,6 +73,15 @@ pub enum CallState {
     Ended,
 }
 
+/// How the peer connection reaches the peer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IceConfig {
+    /// STUN/TURN servers.
+    pub servers: Vec<IceServer>,
+    /// Relay candidates only: the peer never learns this device's IP address.
+    pub relay_only: bool,
+}
+
 /// The peer connection's state, as the driver reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerConnectionState {
@@ -94,6 +109,9 @@ pub enum PeerCommand {
     AcceptAnswer(String),
     /// Add the peer's ICE candidate.
     AddRemoteCandidate(IceCandidate),
+    /// Use these ICE servers from the next gathering on (an ICE restart), e.g. fresh TURN
+    /// credentials.
+    SetIceServers(IceConfig),
     /// Send or stop sending audio.
     SetAudioSending(bool),
     /// Send or stop sending camera video.
@@ -211,6 +229,8 @@ pub enum Input {
     JoinAccepted(Box<JoinResponse>),
     /// The server refused the link, or could not be reached.
     JoinFailed(CallError),
+    /// Fresh ICE servers fetched after `FetchIceServers` (or why not).
+    IceServers(Result<Box<IceServersResponse>, CallError>),
     /// The signaling connection is open.
     SignalingOpened,
     /// The signaling connection could not be opened.
@@ -254,9 +274,12 @@ pub enum Output {
     Send(String),
     /// (Re)create the peer connection with these ICE servers; any earlier one is closed.
     ResetPeer {
-        /// STUN/TURN servers.
-        ice_servers: Vec<IceServer>,
+        /// STUN/TURN servers and transport policy.
+        ice: IceConfig,
     },
+    /// `GET /api/video-call/ice-servers` with the link's token; the answer comes back as
+    /// `IceServers`.
+    FetchIceServers,
     /// Drive the peer connection (answers come back as `LocalOffer`, `LocalAnswer`, ...).
     Peer(PeerCommand),
     /// Tell the app.
@@ -296,6 +319,14 @@ pub struct CallMachine {
     ladder: BitrateLadder,
     /// The encoder bitrate the app was last told.
     told_bitrate_bps: Option<u64>,
+    /// The user asked for relay candidates only.
+    relay_only: bool,
+    /// The wall clock (Unix ms) at machine time 0, to tell when TURN credentials expire.
+    unix_origin_ms: i64,
+    /// When the current TURN credentials expire.
+    credentials: TurnCredentials,
+    /// Fresh credentials are being fetched: negotiation commands wait here until they arrive.
+    awaiting_credentials: Option<Vec<PeerCommand>>,
 }
 
 impl Default for CallMachine {
@@ -321,6 +352,10 @@ impl Default for CallMachine {
             scorer: QualityScorer::default(),
             ladder: BitrateLadder::new(crate::call::ladder::DEFAULT_START_RUNG, "1080p"),
             told_bitrate_bps: None,
+            relay_only: false,
+            unix_origin_ms: 0,
+            credentials: TurnCredentials::default(),
+            awaiting_credentials: None,
         }
     }
 }
@@ -339,6 +374,30 @@ impl CallMachine {
     /// A machine in `Idle` whose camera follows this ladder.
     pub fn with_ladder(ladder: BitrateLadder) -> CallMachine {
         CallMachine { ladder, ..CallMachine::default() }
+    }
+
+    /// Relay candidates only ("hide my IP"), whatever the server's policy.
+    pub fn with_relay_only(mut self, relay_only: bool) -> CallMachine {
+        self.relay_only = relay_only;
+        self
+    }
+
+    /// Machine time 0 is this wall-clock time (Unix ms): TURN credentials expire in wall-clock
+    /// time.
+    pub fn with_wall_clock(mut self, unix_origin_ms: i64) -> CallMachine {
+        self.unix_origin_ms = unix_origin_ms;
+        self
+    }
+
+    /// The ICE configuration for the peer connection: the join's servers, relay-only if the user
+    /// or the clinic asks for it.
+    pub fn ice_config(&self) -> IceConfig {
+        let join = self.join.as_ref();
+        IceConfig {
+            servers: join.map(|j| j.ice_servers.clone()).unwrap_or_default(),
+            relay_only: self.relay_only
+                || join.is_some_and(|j| j.ice_transport_policy == IceTransportPolicy::Relay),
+        }
     }
 
     /// The same machine with signaling following this transport setting (`Auto` by default).
@@ -381,6 +440,8 @@ impl CallMachine {
         if self.state == CallState::Ended {
             return out;
         }
+        // What the fresh credentials released goes out, even if they could not be fetched.
+        let releases = matches!(input, Input::IceServers(_));
         match input {
             Input::Join => {
                 if self.state == CallState::Idle {
@@ -388,7 +449,7 @@ impl CallMachine {
                     out.push(Output::FetchJoin);
                 }
             }
-            Input::JoinAccepted(join) => self.on_join_accepted(*join, &mut out),
+            Input::JoinAccepted(join) => self.on_join_accepted(*join, now_ms, &mut out),
             Input::JoinFailed(error) => self.end(EndReason::Failed(error), &mut out),
             Input::SignalingOpened => self.on_signaling_opened(&mut out),
             Input::SignalingFailed(failure) => {
@@ -444,10 +505,86 @@ impl CallMachine {
                     self.next_reconnect_at = Some(now_ms);
                 }
             }
+            Input::IceServers(result) => self.on_ice_servers(result, now_ms, &mut out),
             Input::Hangup => self.on_hangup(now_ms, &mut out),
             Input::Tick => self.on_tick(now_ms, &mut out),
         }
+        if !releases {
+            self.hold_while_fetching_credentials(now_ms, &mut out);
+        }
         out
+    }
+
+    fn unix_now_s(&self, now_ms: i64) -> i64 {
+        (self.unix_origin_ms + now_ms) / 1000
+    }
+
+    /// Negotiation commands that would gather candidates with stale TURN credentials (an offer
+    /// of this side's, an ICE restart's or a new peer connection's, or the peer's offer) wait for
+    /// fresh ones, and so do the negotiation commands after them.
+    fn hold_while_fetching_credentials(&mut self, now_ms: i64, out: &mut Vec<Output>) {
+        if out.iter().any(|o| matches!(o, Output::ResetPeer { .. })) {
+            if let Some(held) = self.awaiting_credentials.as_mut() {
+                held.clear(); // they were for the connection just replaced
+            }
+        }
+        let negotiates = |o: &Output| {
+            matches!(
+                o,
+                Output::Peer(
+                    PeerCommand::CreateOffer { .. }
+                        | PeerCommand::AcceptOffer(_)
+                        | PeerCommand::AcceptAnswer(_)
+                        | PeerCommand::AddRemoteCandidate(_)
+                )
+            )
+        };
+        if self.awaiting_credentials.is_none() {
+            let restarts = out.iter().any(|o| {
+                matches!(o, Output::Peer(PeerCommand::CreateOffer { .. } | PeerCommand::AcceptOffer(_)))
+            });
+            if !restarts || !self.credentials.stale(self.unix_now_s(now_ms)) {
+                return;
+            }
+            self.awaiting_credentials = Some(Vec::new());
+            out.push(Output::FetchIceServers);
+        }
+        let Some(held) = self.awaiting_credentials.as_mut() else { return };
+        out.retain(|o| match o {
+            Output::Peer(command) if negotiates(o) => {
+                held.push(command.clone());
+                false
+            }
+            _ => true,
+        });
+    }
+
+    fn on_ice_servers(
+        &mut self,
+        result: Result<Box<IceServersResponse>, CallError>,
+        now_ms: i64,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(held) = self.awaiting_credentials.take() else { return };
+        match result {
+            Ok(response) => {
+                self.credentials = TurnCredentials::new(
+                    &response.ice_servers,
+                    self.unix_now_s(now_ms),
+                    Some(response.ttl_seconds),
+                );
+                if let Some(join) = self.join.as_mut() {
+                    join.ice_servers = response.ice_servers;
+                    if response.ice_transport_policy == IceTransportPolicy::Relay {
+                        join.ice_transport_policy = IceTransportPolicy::Relay;
+                    }
+                }
+                out.push(Output::Peer(PeerCommand::SetIceServers(self.ice_config())));
+            }
+            // Restart with the old ones: a failed restart is retried, and fetches again.
+            Err(error) => out.push(Output::Event(CallEvent::Error(error))),
+        }
+        out.extend(held.into_iter().map(Output::Peer));
     }
 
     fn set_state(&mut self, state: CallState, out: &mut Vec<Output>) {
@@ -484,7 +621,7 @@ impl CallMachine {
         }
     }
 
-    fn on_join_accepted(&mut self, join: JoinResponse, out: &mut Vec<Output>) {
+    fn on_join_accepted(&mut self, join: JoinResponse, now_ms: i64, out: &mut Vec<Output>) {
         if join.status == CallStatus::Ended {
             return self.end(EndReason::Failed(CallError::CallEnded), out);
         }
@@ -494,6 +631,7 @@ impl CallMachine {
             display_name: join.display_name.clone(),
             peer_display_name: join.peer_display_name.clone(),
         }));
+        self.credentials = TurnCredentials::new(&join.ice_servers, self.unix_now_s(now_ms), None);
         self.join = Some(join);
         self.open_signaling(out);
     }
@@ -612,8 +750,7 @@ impl CallMachine {
             }
             ServerMessage::Admitted => {}
             ServerMessage::PeerJoined { make_offer, .. } => {
-                let ice_servers = self.join.as_ref().map(|j| j.ice_servers.clone()).unwrap_or_default();
-                out.push(Output::ResetPeer { ice_servers });
+                out.push(Output::ResetPeer { ice: self.ice_config() });
                 self.scorer = QualityScorer::default();
                 self.peer_failed_at = None;
                 // A fresh peer connection starts from the current controls.
@@ -788,6 +925,7 @@ mod tests {
             peer_display_name: "You".into(),
             status: CallStatus::Waiting,
             ice_servers: vec![],
+            ice_transport_policy: IceTransportPolicy::All,
             expires_at_ms: i64::MAX,
             websocket_path: "/api/video-call/ws".into(),
             signal_path: "/api/video-call/signal".into(),
@@ -1234,6 +1372,151 @@ mod tests {
         let out = m.handle(Input::PeerConnection(PeerConnectionState::Connected), 7000);
         assert_eq!(states(&out), [CallState::Connected]);
         assert_eq!(m.next_timeout(), None);
+    }
+
+    /// A doctor's machine whose wall clock starts at `UNIX_START_MS`, joined with TURN credentials
+    /// that expire an hour later, in a connected call.
+    fn in_call_with_turn(relay_policy: IceTransportPolicy) -> CallMachine {
+        let mut m = CallMachine::new().with_wall_clock(UNIX_START_MS);
+        let join = JoinResponse {
+            ice_servers: vec![turn_server(UNIX_START_MS / 1000 + 3600)],
+            ice_transport_policy: relay_policy,
+            ..join_response(Role::Doctor)
+        };
+        m.handle(Input::Join, 0);
+        m.handle(Input::JoinAccepted(Box::new(join)), 0);
+        m.handle(Input::SignalingOpened, 0);
+        m.handle(Input::Frame(joined(false, 0)), 0);
+        let peer = ServerMessage::PeerJoined { role: Role::Patient, make_offer: true };
+        m.handle(Input::Frame(Frame::numbered(1, peer)), 0);
+        m.handle(Input::PeerConnection(PeerConnectionState::Connected), 100);
+        m
+    }
+
+    const UNIX_START_MS: i64 = 1_800_000_000_000;
+    const MINUTE_MS: i64 = 60_000;
+
+    fn turn_server(expiry_s: i64) -> IceServer {
+        IceServer {
+            urls: vec!["turn:turn.example:3478".into()],
+            username: Some(format!("{expiry_s}:r-doctor")),
+            credential: Some("secret".into()),
+        }
+    }
+
+    fn remote_candidate(seq: u64) -> Input {
+        let candidate = IceCandidate {
+            candidate: "candidate:1 1 udp 1 192.0.2.1 5000 typ host".into(),
+            sdp_mid: Some("0".into()),
+            sdp_m_line_index: Some(0),
+        };
+        Input::Frame(Frame::numbered(seq, ServerMessage::IceCandidate { from: Role::Patient, candidate }))
+    }
+
+    #[test]
+    fn a_restart_in_the_seventy_minute_visits_last_minutes_fetches_fresh_turn_credentials_first() {
+        let mut m = in_call_with_turn(IceTransportPolicy::All);
+        // Ten minutes in, the join's credentials are good: the restart goes at once.
+        let out = m.handle(Input::NetworkChanged, 10 * MINUTE_MS);
+        assert!(out.contains(&Output::Peer(PeerCommand::CreateOffer { ice_restart: true })), "{out:?}");
+        assert!(!out.contains(&Output::FetchIceServers));
+
+        // 65 minutes in, they expire within the margin: fetch first, hold the restart and what follows.
+        let at = 65 * MINUTE_MS;
+        let out = m.handle(Input::NetworkChanged, at);
+        assert_eq!(out, [Output::FetchIceServers], "nothing negotiates before the credentials are fresh");
+        assert!(m.handle(remote_candidate(2), at + 10).is_empty(), "the peer's candidate waits too");
+        let fresh = vec![turn_server(UNIX_START_MS / 1000 + 65 * 60 + 3600)];
+        let response = IceServersResponse {
+            ice_servers: fresh.clone(),
+            ttl_seconds: 3600,
+            ice_transport_policy: IceTransportPolicy::All,
+        };
+        let out = m.handle(Input::IceServers(Ok(Box::new(response))), at + 50);
+        let Some(Output::Peer(PeerCommand::AddRemoteCandidate(_))) = out.get(2) else { panic!("{out:?}") };
+        assert_eq!(
+            out[..2],
+            [
+                Output::Peer(PeerCommand::SetIceServers(IceConfig { servers: fresh, relay_only: false })),
+                Output::Peer(PeerCommand::CreateOffer { ice_restart: true }),
+            ],
+            "fresh servers, then the restart, then the held candidate"
+        );
+        // The visit's 70th minute: the fresh ones are good.
+        let out = m.handle(Input::NetworkChanged, 70 * MINUTE_MS);
+        assert!(out.contains(&Output::Peer(PeerCommand::CreateOffer { ice_restart: true })), "{out:?}");
+    }
+
+    #[test]
+    fn when_the_credentials_cannot_be_fetched_the_restart_goes_on_with_the_old_ones() {
+        let mut m = in_call_with_turn(IceTransportPolicy::All);
+        let at = 58 * MINUTE_MS;
+        // The peer's restart offer waits the same way.
+        let offer = ServerMessage::Offer { from: Role::Patient, sdp: "v=0".into() };
+        assert_eq!(m.handle(Input::Frame(Frame::numbered(2, offer)), at), [Output::FetchIceServers]);
+        let error = CallError::ServerUnreachable("timed out".into());
+        let out = m.handle(Input::IceServers(Err(error.clone())), at + 30_000);
+        assert_eq!(
+            out,
+            [Output::Event(CallEvent::Error(error)), Output::Peer(PeerCommand::AcceptOffer("v=0".into()))]
+        );
+        assert_eq!(m.handle(Input::NetworkChanged, at + 40_000)[0], Output::FetchIceServers, "tried again");
+    }
+
+    #[test]
+    fn a_peer_that_rejoins_late_in_the_visit_gets_a_connection_with_fresh_credentials() {
+        let mut m = in_call_with_turn(IceTransportPolicy::All);
+        let at = 66 * MINUTE_MS;
+        m.handle(
+            Input::Frame(Frame::numbered(
+                2,
+                ServerMessage::PeerLeft { role: Role::Patient, reason: "disconnected".into() },
+            )),
+            at,
+        );
+        let rejoined = ServerMessage::PeerJoined { role: Role::Patient, make_offer: true };
+        let out = m.handle(Input::Frame(Frame::numbered(3, rejoined)), at + 1_000);
+        assert!(matches!(out[0], Output::ResetPeer { .. }), "{out:?}");
+        assert!(out.contains(&Output::FetchIceServers));
+        assert!(
+            !out.iter().any(|o| matches!(o, Output::Peer(PeerCommand::CreateOffer { .. }))),
+            "held: {out:?}"
+        );
+        let fresh = vec![turn_server(UNIX_START_MS / 1000 + 66 * 60 + 3600)];
+        let response = IceServersResponse {
+            ice_servers: fresh,
+            ttl_seconds: 3600,
+            ice_transport_policy: IceTransportPolicy::All,
+        };
+        let out = m.handle(Input::IceServers(Ok(Box::new(response))), at + 1_050);
+        assert!(matches!(out[0], Output::Peer(PeerCommand::SetIceServers(_))), "{out:?}");
+        assert_eq!(out[1], Output::Peer(PeerCommand::CreateOffer { ice_restart: false }));
+    }
+
+    #[test]
+    fn relay_only_comes_from_the_user_or_the_clinic() {
+        let forced = in_call_with_turn(IceTransportPolicy::Relay);
+        assert!(forced.ice_config().relay_only, "the server's policy");
+        let mut asked = CallMachine::new().with_relay_only(true);
+        asked.handle(Input::Join, 0);
+        asked.handle(Input::JoinAccepted(Box::new(join_response(Role::Patient))), 0);
+        assert_eq!(asked.ice_config(), IceConfig { servers: vec![], relay_only: true }, "the user's option");
+        assert!(!in_call_with_turn(IceTransportPolicy::All).ice_config().relay_only);
+        let mut m = CallMachine::new().with_relay_only(true);
+        let out = [
+            Input::Join,
+            Input::JoinAccepted(Box::new(join_response(Role::Patient))),
+            Input::SignalingOpened,
+        ]
+        .into_iter()
+        .chain([Input::Frame(joined(false, 0))])
+        .chain([Input::Frame(Frame::numbered(
+            1,
+            ServerMessage::PeerJoined { role: Role::Doctor, make_offer: false },
+        ))])
+        .flat_map(|input| m.handle(input, 0))
+        .find(|o| matches!(o, Output::ResetPeer { .. }));
+        assert_eq!(out, Some(Output::ResetPeer { ice: IceConfig { servers: vec![], relay_only: true } }));
     }
 
     #[test]

@@ -6,3 +6,4 @@ pub mod machine;
 pub mod quality;
 pub mod stats;
 pub mod transport;
+pub mod turn_credentials;

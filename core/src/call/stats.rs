@@ -30,6 +30,12 @@ pub struct MediaStats {
     pub available_outgoing_bitrate_bps: Option<u64>,
     /// Selected candidate pair: `host`, `srflx`, `prflx` or `relay`.
     pub candidate_pair_type: Option<String>,
+    /// The selected pair's local candidate type.
+    pub local_candidate_type: Option<CandidateType>,
+    /// The selected pair's remote candidate type.
+    pub remote_candidate_type: Option<CandidateType>,
+    /// How this side reaches its TURN server when the local candidate is a relay.
+    pub relay_transport: Option<RelayTransport>,
     /// When a packet was last received, ms since the call client started.
     pub last_packet_at_ms: Option<i64>,
     /// What the peer acknowledged receiving over the last second (transport-wide feedback), bits
@@ -41,6 +47,53 @@ pub struct MediaStats {
     pub total_freeze_ms: u64,
     /// Loss recovery totals so far (NACKs, retransmissions, repairs, give-ups).
     pub loss_recovery: LossRecoveryCounts,
+}
+
+/// An ICE candidate's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CandidateType {
+    /// An address of the device's own interfaces.
+    Host,
+    /// The device's address as a STUN server saw it (outside its NAT).
+    Srflx,
+    /// The peer's address as its connectivity checks showed it.
+    Prflx,
+    /// An address on a TURN server, which relays.
+    Relay,
+}
+
+impl CandidateType {
+    /// `host`, `srflx`, `prflx` or `relay`, as in SDP and the browser's stats.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CandidateType::Host => "host",
+            CandidateType::Srflx => "srflx",
+            CandidateType::Prflx => "prflx",
+            CandidateType::Relay => "relay",
+        }
+    }
+}
+
+/// How the device reaches the TURN server of a relay candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayTransport {
+    /// TURN over UDP.
+    Udp,
+    /// TURN over TCP.
+    Tcp,
+    /// TURN over TLS (`turns:`).
+    Tls,
+}
+
+impl RelayTransport {
+    /// `udp`, `tcp` or `tls`, as the browser's `relayProtocol`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RelayTransport::Udp => "udp",
+            RelayTransport::Tcp => "tcp",
+            RelayTransport::Tls => "tls",
+        }
+    }
 }
 
 /// Loss recovery totals of a session: what was asked for, resent, given up and dropped.

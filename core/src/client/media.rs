@@ -4,9 +4,8 @@
 
 use tokio::sync::mpsc;
 
-use crate::api::IceServer;
-pub use crate::call::machine::PeerCommand;
 use crate::call::machine::PeerConnectionState;
+pub use crate::call::machine::{IceConfig, PeerCommand};
 pub use crate::call::stats::{LossRecoveryCounts, MediaStats};
 use crate::frame::{EncodedFrame, FrameKind, VideoCodec};
 use crate::protocol::{IceCandidate, Role};
@@ -23,7 +22,7 @@ pub enum PeerEvent {
     /// The connection state.
     State(PeerConnectionState),
     /// Stats asked for.
-    Stats(MediaStats),
+    Stats(Box<MediaStats>),
     /// The bandwidth estimate was cut between two stats samples (bits per second, with what the
     /// peer acknowledged): the encoder should follow now, not at the next sample.
     EstimateCut {
@@ -55,11 +54,11 @@ pub trait MediaSession: Send {
 
 /// Makes peer connections for a call.
 pub trait MediaBackend: Send + Sync {
-    /// A new peer connection with these ICE servers for this role; events go to `events`.
+    /// A new peer connection with these ICE servers and policy for this role; events go to `events`.
     /// `clock_origin` is the instant the call client measures `last_packet_at_ms` from.
     fn create_session(
         &self,
-        ice_servers: Vec<IceServer>,
+        ice: IceConfig,
         role: Role,
         clock_origin: std::time::Instant,
         events: mpsc::UnboundedSender<PeerEvent>,

@@ -8,12 +8,15 @@
 
 pub mod codecs;
 pub mod estimator;
+pub mod ice;
 pub mod keyframe_requests;
 pub mod loss_recovery;
 pub mod media;
 pub mod pacing;
 pub mod remb;
 pub mod stats;
+pub mod turn_bridge;
+pub mod turn_framing;
 pub mod webrtc;
 
 use std::collections::VecDeque;
@@ -78,6 +81,9 @@ pub struct CallOptions {
     pub max_video: String,
     /// Rung to start with (low by default: the ladder climbs as the peer acknowledges the video).
     pub start_video: String,
+    /// Connect through a TURN relay only ("hide my IP"): the peer never sees this device's host or
+    /// server-reflexive candidates. The clinic's server can force it too.
+    pub relay_only: bool,
     /// Signaling over the WebSocket with the HTTP fallback (`Auto`, the default), or forced to one.
     pub signaling_transport: SignalingTransport,
 }
@@ -87,6 +93,7 @@ impl Default for CallOptions {
         CallOptions {
             max_video: "1080p".into(),
             start_video: DEFAULT_START_RUNG.into(),
+            relay_only: false,
             signaling_transport: SignalingTransport::Auto,
         }
     }
@@ -380,6 +387,8 @@ impl Driver {
             link,
             media,
             machine: CallMachine::with_ladder(BitrateLadder::new(&options.start_video, &options.max_video))
+                .with_relay_only(options.relay_only)
+                .with_wall_clock(unix_ms())
                 .with_signaling_transport(options.signaling_transport),
             origin: Instant::now(),
             commands,
@@ -455,7 +464,7 @@ impl Driver {
                     PeerEvent::LocalCandidate(candidate) => Input::LocalCandidate(candidate),
                     PeerEvent::State(state) => Input::PeerConnection(state),
                     PeerEvent::Stats(stats) => {
-                        self.on_stats(stats, &signaling_tx);
+                        self.on_stats(*stats, &signaling_tx);
                         continue;
                     }
                     PeerEvent::EstimateCut { estimate_bps, acknowledged_bps } => {
@@ -517,6 +526,14 @@ impl Driver {
                         let _ = commands.send(Command::Input(input));
                     });
                 }
+                Output::FetchIceServers => {
+                    let api = self.api.clone();
+                    let commands = self.commands.clone();
+                    tokio::spawn(async move {
+                        let result = api.ice_servers().await.map(Box::new);
+                        let _ = commands.send(Command::Input(Input::IceServers(result)));
+                    });
+                }
                 Output::OpenSignaling { transport, path } => {
                     self.signaling_generation += 1;
                     let (generation, events) = (self.signaling_generation, signaling_tx.clone());
@@ -540,7 +557,7 @@ impl Driver {
                     self.send_text(encode(&Frame::new(join)));
                 }
                 Output::Send(text) => self.send_text(text),
-                Output::ResetPeer { ice_servers } => {
+                Output::ResetPeer { ice } => {
                     if let Some(mut old) = self.session.take() {
                         old.command(PeerCommand::Close);
                     }
@@ -548,7 +565,7 @@ impl Driver {
                     // A fresh channel, so events of the closed session cannot reach the machine.
                     self.peer_events = mpsc::unbounded_channel();
                     let session =
-                        self.media.create_session(ice_servers, role, self.origin, self.peer_events.0.clone());
+                        self.media.create_session(ice, role, self.origin, self.peer_events.0.clone());
                     self.session = Some(session);
                 }
                 Output::Peer(PeerCommand::Close) => {

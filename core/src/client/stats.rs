@@ -10,6 +10,7 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use webrtc::peer_connection::{RTCStatsReport, RTCStatsReportEntry};
 
 use super::media::{LossRecoveryCounts, MediaStats};
+use crate::call::stats::{CandidateType, RelayTransport};
 
 /// What one `get_stats` snapshot says, summed over the RTP streams.
 ///
@@ -34,6 +35,14 @@ pub struct StackReading {
     pub rtt_ms: Option<f64>,
     /// The selected candidate pair's type (see [`MediaStats::candidate_pair_type`]).
     pub candidate_pair_type: Option<String>,
+    /// The selected pair's local and remote candidate types.
+    pub local_candidate_type: Option<CandidateType>,
+    /// See `local_candidate_type`.
+    pub remote_candidate_type: Option<CandidateType>,
+    /// The TURN URL a local relay candidate was allocated through.
+    pub relay_url: Option<String>,
+    /// How that TURN server is reached (see [`MediaStats::relay_transport`]).
+    pub relay_transport: Option<RelayTransport>,
 }
 
 impl StackReading {
@@ -64,7 +73,17 @@ impl StackReading {
                 _ => {}
             }
         }
-        (reading.rtt_ms, reading.candidate_pair_type) = selected_pair(report);
+        if let Some(pair) = selected_pair(report) {
+            reading.rtt_ms = pair.rtt_ms;
+            let relayed = [pair.local, pair.remote].contains(&Some(RTCIceCandidateType::Relay));
+            reading.candidate_pair_type = if relayed { Some(RTCIceCandidateType::Relay) } else { pair.local }
+                .and_then(candidate_type)
+                .map(|t| t.as_str().to_owned());
+            reading.local_candidate_type = pair.local.and_then(candidate_type);
+            reading.remote_candidate_type = pair.remote.and_then(candidate_type);
+            reading.relay_transport = pair.relay_url.as_deref().map(relay_transport);
+            reading.relay_url = pair.relay_url;
+        }
         reading
     }
 }
@@ -133,6 +152,9 @@ impl StatsSampler {
             frame_rate: per_second(own.frames_received, own_before.frames_received),
             available_outgoing_bitrate_bps: Some(own.estimate_bps),
             candidate_pair_type: reading.candidate_pair_type.clone(),
+            local_candidate_type: reading.local_candidate_type,
+            remote_candidate_type: reading.remote_candidate_type,
+            relay_transport: reading.relay_transport,
             last_packet_at_ms: (own.last_packet_at_ms > 0).then_some(own.last_packet_at_ms),
             acknowledged_bitrate_bps: own.acknowledged_bps,
             freeze_count: own.freezes.0,
@@ -144,43 +166,64 @@ impl StatsSampler {
     }
 }
 
-/// RTT (ms) and type of the selected candidate pair: `relay` if either end relays, else the
-/// local candidate's type.
-fn selected_pair(report: &RTCStatsReport) -> (Option<f64>, Option<String>) {
-    let Some(pair) =
+/// What the stats say of the selected candidate pair.
+struct SelectedPair {
+    rtt_ms: Option<f64>,
+    local: Option<RTCIceCandidateType>,
+    remote: Option<RTCIceCandidateType>,
+    /// The TURN URL of a local relay candidate.
+    relay_url: Option<String>,
+}
+
+/// The selected candidate pair: its RTT (ms), its candidates' types, and the TURN URL of a local
+/// relay candidate.
+fn selected_pair(report: &RTCStatsReport) -> Option<SelectedPair> {
+    let pair =
         report.transport().and_then(|t| report.get(&t.selected_candidate_pair_id)).and_then(|e| match e {
             RTCStatsReportEntry::IceCandidatePair(pair) => Some(pair),
             _ => None,
-        })
-    else {
-        return (None, None);
-    };
+        })?;
     let rtt_ms = (pair.current_round_trip_time > 0.0).then_some(pair.current_round_trip_time * 1000.0);
     // The pair names its candidates by their ICE ids, while the candidate entries are keyed
     // `RTCLocalIceCandidate_<id>` / `RTCRemoteIceCandidate_<id>` (webrtc 0.21.1): try both.
-    let candidate_type = |prefix: &str, id: &str| {
+    let candidate = |prefix: &str, id: &str| {
         [id.to_owned(), format!("{prefix}{id}")].iter().find_map(|key| match report.get(key) {
-            Some(RTCStatsReportEntry::LocalCandidate(c) | RTCStatsReportEntry::RemoteCandidate(c)) => {
-                Some(c.candidate_type)
-            }
+            Some(RTCStatsReportEntry::LocalCandidate(c) | RTCStatsReportEntry::RemoteCandidate(c)) => Some(c),
             _ => None,
         })
     };
-    let local = candidate_type("RTCLocalIceCandidate_", &pair.local_candidate_id);
-    let remote = candidate_type("RTCRemoteIceCandidate_", &pair.remote_candidate_id);
-    let kind = if local == Some(RTCIceCandidateType::Relay) || remote == Some(RTCIceCandidateType::Relay) {
-        Some(RTCIceCandidateType::Relay)
+    let local = candidate("RTCLocalIceCandidate_", &pair.local_candidate_id);
+    let remote = candidate("RTCRemoteIceCandidate_", &pair.remote_candidate_id);
+    let relay_url = local
+        .filter(|c| c.candidate_type == RTCIceCandidateType::Relay && !c.url.is_empty())
+        .map(|c| c.url.clone());
+    Some(SelectedPair {
+        rtt_ms,
+        local: local.map(|c| c.candidate_type),
+        remote: remote.map(|c| c.candidate_type),
+        relay_url,
+    })
+}
+
+fn candidate_type(kind: RTCIceCandidateType) -> Option<CandidateType> {
+    Some(match kind {
+        RTCIceCandidateType::Host => CandidateType::Host,
+        RTCIceCandidateType::Srflx => CandidateType::Srflx,
+        RTCIceCandidateType::Prflx => CandidateType::Prflx,
+        RTCIceCandidateType::Relay => CandidateType::Relay,
+        _ => return None,
+    })
+}
+
+/// How a TURN URL reaches its server: TLS for `turns:`, TCP for `?transport=tcp`, else UDP.
+pub fn relay_transport(url: &str) -> RelayTransport {
+    if url.starts_with("turns:") {
+        RelayTransport::Tls
+    } else if url.split_once('?').is_some_and(|(_, query)| query.split('&').any(|p| p == "transport=tcp")) {
+        RelayTransport::Tcp
     } else {
-        local
-    };
-    let name = kind.and_then(|k| match k {
-        RTCIceCandidateType::Host => Some("host"),
-        RTCIceCandidateType::Srflx => Some("srflx"),
-        RTCIceCandidateType::Prflx => Some("prflx"),
-        RTCIceCandidateType::Relay => Some("relay"),
-        _ => None,
-    });
-    (rtt_ms, name.map(str::to_owned))
+        RelayTransport::Udp
+    }
 }
 
 #[cfg(test)]
@@ -188,6 +231,14 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn the_relay_transport_comes_from_the_turn_url() {
+        assert_eq!(relay_transport("turn:turn.example:3478"), RelayTransport::Udp);
+        assert_eq!(relay_transport("turn:turn.example:3478?transport=udp"), RelayTransport::Udp);
+        assert_eq!(relay_transport("turn:turn.example:3478?transport=tcp"), RelayTransport::Tcp);
+        assert_eq!(relay_transport("turns:turn.example:443?transport=tcp"), RelayTransport::Tls);
+    }
 
     #[test]
     fn jitter_in_rtp_units_becomes_milliseconds_at_the_codec_clock_rate() {
@@ -207,6 +258,7 @@ mod tests {
             jitter_ms: Some(4.0),
             rtt_ms: Some(12.0),
             candidate_pair_type: Some("srflx".into()),
+            ..StackReading::default()
         };
         let own = |frames: u64| OwnCounts {
             frames_received: frames,

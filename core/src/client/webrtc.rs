@@ -60,14 +60,16 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only, MediaEngine,
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceCandidateInit, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
-    RTCSessionDescription, Registry, SettingEngineBuilder, StatsSelector,
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfiguration,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState, RTCIceServer, RTCIceTransportPolicy,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
+    StatsSelector,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::codecs::{first_video_codec, opus, register_codecs, video_codec_parameters};
 use super::estimator::{shared_controller, ControllerEstimator, ReportReader};
+use super::ice::{self, CandidatePolicy};
 use super::keyframe_requests::{is_keyframe_request, picture_loss, KeyframeRequestForwarder};
 use super::loss_recovery::{
     InboundRtpLoss, LossRecoveryGenerator, LossRecoveryStats, RetransmissionResponder,
@@ -76,14 +78,15 @@ use super::media::{MediaBackend, MediaSession, PeerCommand, PeerEvent};
 use super::pacing::{AudioFirstPacer, PacingState};
 use super::remb::{register_abs_send_time, AbsSendTimeStamper, RembGenerator};
 use super::stats::{OwnCounts, StackReading, StatsSampler};
-use crate::api::IceServer;
+use super::turn_bridge::TurnBridges;
+use crate::call::machine::IceConfig;
 use crate::call::machine::PeerConnectionState;
 use crate::call::stats::FreezeCounter;
 use crate::frame::{vp8_keyframe_size, EncodedFrame, FrameKind, VideoCodec};
 use crate::network_control::bwe::BweConfig;
 use crate::network_control::nack::NackConfig;
 use crate::network_control::retransmit::RetransmitConfig;
-use crate::protocol::{IceCandidate, Role};
+use crate::protocol::Role;
 
 /// The track id of the doctor's screen-share track (its stream id is `televisit-screen`).
 pub const SCREEN_TRACK_ID: &str = "screen";
@@ -92,8 +95,15 @@ pub const SCREEN_TRACK_ID: &str = "screen";
 #[derive(Debug, Clone)]
 pub struct WebRtcSettings {
     /// Local UDP addresses to gather host candidates on (`0.0.0.0:0` on a device; tests use
-    /// `127.0.0.1:0` so no traffic leaves the machine).
+    /// `127.0.0.1:0` so no traffic leaves the machine). A wildcard stands for every interface
+    /// except loopback and link-local ones: loopback candidates come only from a loopback
+    /// address listed here.
     pub udp_addrs: Vec<String>,
+    /// Local TCP addresses for ICE-TCP host candidates (RFC 6544: a passive one per address, and
+    /// an active one), for networks that block UDP but let TCP through to the peer. Empty (the
+    /// default): none; relays over TCP/TLS (`turn:…?transport=tcp`, `turns:`) are what usually
+    /// gets through a clinic's firewall.
+    pub tcp_addrs: Vec<String>,
     /// Interval between ICE connectivity checks.
     pub ice_check_interval: Duration,
     /// How long the controlling ICE agent waits before nominating a pair with a peer-reflexive
@@ -104,6 +114,14 @@ pub struct WebRtcSettings {
     /// round trip. Nominating at once costs nothing when that pair is the host pair learned early,
     /// and behind a NAT it is often the only pair that works anyway.
     pub prflx_acceptance_min_wait: Duration,
+    /// How long the controlling ICE agent waits, from the start of checks, before nominating a
+    /// pair with a relay candidate: a direct pair validated meanwhile wins, so a call that can go
+    /// peer to peer is not relayed, but a relayed call (relay-only, UDP blocked) waits that long
+    /// at setup and after every ICE restart. The crate's 2 s made a relayed call's join → first
+    /// picture ~3.3 s and a relayed restart's media gap ~2.1 s on loopback (`ice_connectivity`);
+    /// 0 made them ~1.6 s and ~0.13 s. Ours, 500 ms, leaves direct checks (one round trip
+    /// once the candidates are in) the time they need on most paths.
+    pub relay_acceptance_min_wait: Duration,
     /// The bandwidth estimate to start from, bits per second: a low rung's worth, which the
     /// controller's fast start (1.5×/s until the first sign of a queue) leaves within seconds.
     pub initial_bitrate_bps: u64,
@@ -117,19 +135,25 @@ pub struct WebRtcSettings {
     /// For tests of loss recovery: drop every n-th inbound RTP packet before any interceptor sees
     /// it, as a lossy link would. `None` (the default) in real use.
     pub drop_every_nth_inbound_rtp: Option<u32>,
+    /// TLS for `turns:` servers; `None` (the default): the platform's verifier, as for the API
+    /// ([`crate::net::tls_config`]). Tests give a configuration trusting their own root.
+    pub turn_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for WebRtcSettings {
     fn default() -> Self {
         WebRtcSettings {
             udp_addrs: vec!["0.0.0.0:0".into()],
+            tcp_addrs: Vec::new(),
             ice_check_interval: Duration::from_millis(20),
             prflx_acceptance_min_wait: Duration::ZERO,
+            relay_acceptance_min_wait: Duration::from_millis(500),
             initial_bitrate_bps: 700_000,
             min_bitrate_bps: 100_000,
             max_bitrate_bps: 6_000_000,
             video_codecs: vec![VideoCodec::Vp8, VideoCodec::H264],
             drop_every_nth_inbound_rtp: None,
+            turn_tls: None,
         }
     }
 }
@@ -160,7 +184,7 @@ impl MediaSession for Session {
 impl MediaBackend for WebRtcMedia {
     fn create_session(
         &self,
-        ice_servers: Vec<IceServer>,
+        ice: IceConfig,
         role: Role,
         clock_origin: Instant,
         events: mpsc::UnboundedSender<PeerEvent>,
@@ -169,7 +193,7 @@ impl MediaBackend for WebRtcMedia {
         let settings = self.settings.clone();
         tokio::spawn(async move {
             if let Err(message) =
-                run_session(settings, ice_servers, role, clock_origin, events.clone(), command_rx).await
+                run_session(settings, ice, role, clock_origin, events.clone(), command_rx).await
             {
                 let _ = events.send(PeerEvent::Warning(message));
                 let _ = events.send(PeerEvent::State(PeerConnectionState::Failed));
@@ -201,6 +225,17 @@ struct Handler {
     origin: Instant,
     connected: Arc<AtomicBool>,
     remote_tracks: RemoteTracks,
+    /// The mid of the bundle's first m-line, which trickled candidates name (see [`super::ice`]).
+    first_mid: Arc<std::sync::Mutex<String>>,
+    /// Which local candidates the peer may learn of.
+    policy: CandidatePolicy,
+}
+
+impl Handler {
+    fn trickle(&self, candidate: String) {
+        let mid = self.first_mid.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let _ = self.events.send(PeerEvent::LocalCandidate(ice::trickled(candidate, &mid)));
+    }
 }
 
 /// The peer's video tracks (camera, screen), to send keyframe requests on.
@@ -209,12 +244,17 @@ type RemoteTracks = Arc<std::sync::Mutex<Vec<(FrameKind, Arc<dyn TrackRemote>)>>
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
-        if let Ok(init) = event.candidate.to_json() {
-            let _ = self.events.send(PeerEvent::LocalCandidate(IceCandidate {
-                candidate: init.candidate,
-                sdp_mid: init.sdp_mid,
-                sdp_m_line_index: init.sdp_mline_index,
-            }));
+        // The crate's `sdp_mid` is "" (no m-line has it): ours names the bundle's first m-line.
+        if let Some(candidate) =
+            event.candidate.to_json().ok().and_then(|i| self.policy.outgoing(&i.candidate))
+        {
+            self.trickle(candidate);
+        }
+    }
+
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            self.trickle(String::new()); // end-of-candidates
         }
     }
 
@@ -665,9 +705,23 @@ fn tell_codec(events: &mpsc::UnboundedSender<PeerEvent>, told: &mut Option<Video
     }
 }
 
+/// The crate's configuration for these ICE servers and policy.
+fn rtc_configuration(ice: &IceConfig) -> RTCConfiguration {
+    let servers = ice.servers.iter().map(|s| RTCIceServer {
+        urls: s.urls.clone(),
+        username: s.username.clone().unwrap_or_default(),
+        credential: s.credential.clone().unwrap_or_default(),
+    });
+    let policy = if ice.relay_only { RTCIceTransportPolicy::Relay } else { RTCIceTransportPolicy::All };
+    RTCConfigurationBuilder::new()
+        .with_ice_servers(servers.collect())
+        .with_ice_transport_policy(policy)
+        .build()
+}
+
 async fn run_session(
     settings: WebRtcSettings,
-    ice_servers: Vec<IceServer>,
+    ice: IceConfig,
     role: Role,
     origin: Instant,
     events: mpsc::UnboundedSender<PeerEvent>,
@@ -678,23 +732,22 @@ async fn run_session(
     let pacing = PacingState::new(settings.initial_bitrate_bps);
     let loss = LossRecoveryStats::new();
     let registry = interceptors(&mut media_engine, &settings, &pacing, &loss)?;
-    let configuration = RTCConfigurationBuilder::new()
-        .with_ice_servers(
-            ice_servers
-                .into_iter()
-                .map(|s| RTCIceServer {
-                    urls: s.urls,
-                    username: s.username.unwrap_or_default(),
-                    credential: s.credential.unwrap_or_default(),
-                })
-                .collect(),
-        )
-        .build();
+    // TURN over TCP and TLS goes through local bridges (the crate speaks TURN over UDP only).
+    let mut bridges = TurnBridges::new(settings.turn_tls.clone().unwrap_or_else(crate::net::tls_config));
+    let bridged = |servers| IceConfig { servers, relay_only: ice.relay_only };
+    let configuration = rtc_configuration(&bridged(bridges.rewrite(&ice.servers).await?));
+    let policy = CandidatePolicy { relay_only: ice.relay_only };
     let setting_engine = SettingEngineBuilder::new()
         .with_ice_connection_attempts(Some(settings.ice_check_interval), None)
         .with_prflx_acceptance_min_wait(Some(settings.prflx_acceptance_min_wait))
-        .with_include_loopback_candidate(true)
+        .with_relay_acceptance_min_wait(Some(settings.relay_acceptance_min_wait))
+        // An ICE restart (a network change, a failed path) rebinds the sockets and gathers anew:
+        // host candidates of the interfaces there are now, and new TURN allocations (with the
+        // credentials `SetIceServers` renewed). The crate keeps the old ones by default, which
+        // name addresses a phone that left its Wi-Fi no longer has.
+        .with_discard_local_candidates_during_ice_restart(true)
         .build();
+    let first_mid = Arc::new(std::sync::Mutex::new(ice::DEFAULT_MID.to_owned()));
     let counters = Arc::new(Counters::default());
     let connected = Arc::new(AtomicBool::new(false));
     let remote_tracks = RemoteTracks::default();
@@ -704,6 +757,8 @@ async fn run_session(
         origin,
         connected: Arc::clone(&connected),
         remote_tracks: Arc::clone(&remote_tracks),
+        first_mid: Arc::clone(&first_mid),
+        policy,
     });
     let pc: Arc<dyn PeerConnection> = Arc::new(
         PeerConnectionBuilder::new()
@@ -713,6 +768,7 @@ async fn run_session(
             .with_setting_engine(setting_engine)
             .with_handler(handler)
             .with_udp_addrs(settings.udp_addrs.clone())
+            .with_tcp_addrs(settings.tcp_addrs.clone())
             .build()
             .await
             .map_err(|e| format!("cannot create the peer connection: {e}"))?,
@@ -752,8 +808,11 @@ async fn run_session(
                         pc.restart_ice().await.map_err(|e| e.to_string())?;
                     }
                     let offer = pc.create_offer(None).await.map_err(|e| e.to_string())?;
-                    pc.set_local_description(offer.clone()).await.map_err(|e| e.to_string())?;
-                    let _ = events.send(PeerEvent::LocalOffer(offer.sdp));
+                    // Before gathering starts (applying it starts it): the candidates name this
+                    // mid, and go out after the offer, which the peer must have to add them.
+                    set_first_mid(&first_mid, &offer.sdp);
+                    let _ = events.send(PeerEvent::LocalOffer(policy.outgoing_sdp(&offer.sdp)));
+                    pc.set_local_description(offer).await.map_err(|e| e.to_string())?;
                 }
                 PeerCommand::AcceptOffer(sdp) => {
                     let offer = RTCSessionDescription::offer(sdp).map_err(|e| e.to_string())?;
@@ -780,8 +839,9 @@ async fn run_session(
                         }
                     }
                     let answer = pc.create_answer(None).await.map_err(|e| e.to_string())?;
-                    pc.set_local_description(answer.clone()).await.map_err(|e| e.to_string())?;
-                    let _ = events.send(PeerEvent::LocalAnswer(answer.sdp));
+                    set_first_mid(&first_mid, &answer.sdp);
+                    let _ = events.send(PeerEvent::LocalAnswer(policy.outgoing_sdp(&answer.sdp)));
+                    pc.set_local_description(answer).await.map_err(|e| e.to_string())?;
                 }
                 PeerCommand::AcceptAnswer(sdp) => {
                     // Before applying it: applying the answer starts the senders, bound to their
@@ -813,6 +873,12 @@ async fn run_session(
                         };
                         pc.add_ice_candidate(init).await.map_err(|e| e.to_string())?;
                     }
+                }
+                // Takes effect at the next gathering (the ICE restart that follows).
+                PeerCommand::SetIceServers(ice) => {
+                    let servers = bridges.rewrite(&ice.servers).await?;
+                    let ice = IceConfig { servers, relay_only: ice.relay_only };
+                    pc.set_configuration(rtc_configuration(&ice)).await.map_err(|e| e.to_string())?;
                 }
                 PeerCommand::SetAudioSending(on) => audio.enabled = on,
                 PeerCommand::SetVideoSending(on) => video.enabled = on,
@@ -879,11 +945,17 @@ async fn run_session(
                         loss_recovery: loss.snapshot(&pacing),
                     };
                     (told_estimate, told_at) = (own.estimate_bps, now);
-                    let reading = StackReading::from_report(&report);
+                    let mut reading = StackReading::from_report(&report);
+                    // A bridged relay's URL is the bridge's: name the server's real transport.
+                    if let Some(transport) =
+                        reading.relay_url.as_deref().and_then(|u| bridges.transport_of(u))
+                    {
+                        reading.relay_transport = Some(transport);
+                    }
                     if let Some(rtt_ms) = reading.rtt_ms {
                         loss.set_rtt(Duration::from_secs_f64(rtt_ms / 1000.0));
                     }
-                    let _ = events.send(PeerEvent::Stats(sampler.sample(reading, own, now)));
+                    let _ = events.send(PeerEvent::Stats(Box::new(sampler.sample(reading, own, now))));
                 }
                 PeerCommand::Close => {
                     let _ = pc.close().await;
@@ -903,6 +975,13 @@ async fn run_session(
     }
     let _ = pc.close().await;
     Ok(())
+}
+
+/// Remembers the first m-line's mid of a local description, for the candidates gathered for it.
+fn set_first_mid(first_mid: &std::sync::Mutex<String>, sdp: &str) {
+    if let Some(mid) = ice::first_mid(sdp) {
+        *first_mid.lock().unwrap_or_else(|e| e.into_inner()) = mid;
+    }
 }
 
 /// Stats samples (which move the encoder along the ladder) come once a second; a cut of the
@@ -956,7 +1035,7 @@ mod tests {
             ..Default::default()
         });
         let (events, mut event_rx) = mpsc::unbounded_channel();
-        let mut session = media.create_session(vec![], Role::Doctor, Instant::now(), events);
+        let mut session = media.create_session(IceConfig::default(), Role::Doctor, Instant::now(), events);
         session.command(PeerCommand::CreateOffer { ice_restart: false });
         let offer = tokio::time::timeout(Duration::from_secs(10), async {
             loop {

@@ -1287,6 +1287,11 @@ public struct CallOptions: Equatable, Hashable {
      */
     public var videoCodecs: [VideoCodec]?
     /**
+     * Connect through a TURN relay only ("hide my IP"): the peer never learns this device's IP
+     * address. The clinic's server can require it too.
+     */
+    public var relayOnly: Bool
+    /**
      * How signaling reaches the server. `None` is `Auto`: the WebSocket, or the HTTP fallback
      * behind a proxy that strips WebSockets.
      */
@@ -1307,12 +1312,17 @@ public struct CallOptions: Equatable, Hashable {
          * the `VideoCodec` event says what to encode.
          */videoCodecs: [VideoCodec]? = nil, 
         /**
+         * Connect through a TURN relay only ("hide my IP"): the peer never learns this device's IP
+         * address. The clinic's server can require it too.
+         */relayOnly: Bool = false, 
+        /**
          * How signaling reaches the server. `None` is `Auto`: the WebSocket, or the HTTP fallback
          * behind a proxy that strips WebSockets.
          */signalingTransport: SignalingTransport? = nil) {
         self.maxVideo = maxVideo
         self.startVideo = startVideo
         self.videoCodecs = videoCodecs
+        self.relayOnly = relayOnly
         self.signalingTransport = signalingTransport
     }
 
@@ -1335,6 +1345,7 @@ public struct FfiConverterTypeCallOptions: FfiConverterRustBuffer {
                 maxVideo: FfiConverterString.read(from: &buf), 
                 startVideo: FfiConverterString.read(from: &buf), 
                 videoCodecs: FfiConverterOptionSequenceTypeVideoCodec.read(from: &buf), 
+                relayOnly: FfiConverterBool.read(from: &buf), 
                 signalingTransport: FfiConverterOptionTypeSignalingTransport.read(from: &buf)
         )
     }
@@ -1343,6 +1354,7 @@ public struct FfiConverterTypeCallOptions: FfiConverterRustBuffer {
         FfiConverterString.write(value.maxVideo, into: &buf)
         FfiConverterString.write(value.startVideo, into: &buf)
         FfiConverterOptionSequenceTypeVideoCodec.write(value.videoCodecs, into: &buf)
+        FfiConverterBool.write(value.relayOnly, into: &buf)
         FfiConverterOptionTypeSignalingTransport.write(value.signalingTransport, into: &buf)
     }
 }
@@ -1416,6 +1428,18 @@ public struct CallStats: Equatable, Hashable {
      */
     public var candidatePairType: String?
     /**
+     * The selected pair's local candidate type: `host`, `srflx`, `prflx` or `relay`.
+     */
+    public var localCandidateType: String?
+    /**
+     * The selected pair's remote candidate type.
+     */
+    public var remoteCandidateType: String?
+    /**
+     * How this device reaches its TURN server when it relays: `udp`, `tcp` or `tls`.
+     */
+    public var relayTransport: String?
+    /**
      * What the peer acknowledged receiving over the last second, bits per second (`None` when
      * the peer sends no transport-wide feedback).
      */
@@ -1473,6 +1497,15 @@ public struct CallStats: Equatable, Hashable {
          * Selected candidate pair type: `host`, `srflx`, `prflx` or `relay`.
          */candidatePairType: String?, 
         /**
+         * The selected pair's local candidate type: `host`, `srflx`, `prflx` or `relay`.
+         */localCandidateType: String?, 
+        /**
+         * The selected pair's remote candidate type.
+         */remoteCandidateType: String?, 
+        /**
+         * How this device reaches its TURN server when it relays: `udp`, `tcp` or `tls`.
+         */relayTransport: String?, 
+        /**
          * What the peer acknowledged receiving over the last second, bits per second (`None` when
          * the peer sends no transport-wide feedback).
          */acknowledgedBitrateBps: UInt64?, 
@@ -1497,6 +1530,9 @@ public struct CallStats: Equatable, Hashable {
         self.frameRate = frameRate
         self.availableOutgoingBitrateBps = availableOutgoingBitrateBps
         self.candidatePairType = candidatePairType
+        self.localCandidateType = localCandidateType
+        self.remoteCandidateType = remoteCandidateType
+        self.relayTransport = relayTransport
         self.acknowledgedBitrateBps = acknowledgedBitrateBps
         self.freezeCount = freezeCount
         self.totalFreezeMs = totalFreezeMs
@@ -1531,6 +1567,9 @@ public struct FfiConverterTypeCallStats: FfiConverterRustBuffer {
                 frameRate: FfiConverterDouble.read(from: &buf), 
                 availableOutgoingBitrateBps: FfiConverterOptionUInt64.read(from: &buf), 
                 candidatePairType: FfiConverterOptionString.read(from: &buf), 
+                localCandidateType: FfiConverterOptionString.read(from: &buf), 
+                remoteCandidateType: FfiConverterOptionString.read(from: &buf), 
+                relayTransport: FfiConverterOptionString.read(from: &buf), 
                 acknowledgedBitrateBps: FfiConverterOptionUInt64.read(from: &buf), 
                 freezeCount: FfiConverterUInt64.read(from: &buf), 
                 totalFreezeMs: FfiConverterUInt64.read(from: &buf), 
@@ -1551,6 +1590,9 @@ public struct FfiConverterTypeCallStats: FfiConverterRustBuffer {
         FfiConverterDouble.write(value.frameRate, into: &buf)
         FfiConverterOptionUInt64.write(value.availableOutgoingBitrateBps, into: &buf)
         FfiConverterOptionString.write(value.candidatePairType, into: &buf)
+        FfiConverterOptionString.write(value.localCandidateType, into: &buf)
+        FfiConverterOptionString.write(value.remoteCandidateType, into: &buf)
+        FfiConverterOptionString.write(value.relayTransport, into: &buf)
         FfiConverterOptionUInt64.write(value.acknowledgedBitrateBps, into: &buf)
         FfiConverterUInt64.write(value.freezeCount, into: &buf)
         FfiConverterUInt64.write(value.totalFreezeMs, into: &buf)

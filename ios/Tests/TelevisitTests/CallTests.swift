@@ -116,6 +116,16 @@ final class CallTests: XCTestCase {
         for log in [doctorLog, patientLog] {
             _ = try await log.await("told to encode H.264") { $0 == .videoCodec(codec: .h264) }
         }
+        // The stats name the path ICE chose: on loopback, no relay.
+        let event = try await patientLog.await("stats with the selected pair") {
+            if case let .stats(stats) = $0 { return stats.localCandidateType != nil }
+            return false
+        }
+        guard case let .stats(stats) = event else { return XCTFail("\(event)") }
+        XCTAssertTrue(["host", "prflx"].contains(stats.localCandidateType!), "\(stats)")
+        XCTAssertNotNil(stats.remoteCandidateType)
+        XCTAssertNil(stats.relayTransport)
+        XCTAssertFalse(CallOptions().relayOnly, "relay-only is the app's choice (or the clinic's)")
         _ = try await doctor.hangUp()
     }
 

@@ -22,8 +22,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use televisit_core::api::IceServer;
-use televisit_core::client::media::{MediaBackend, MediaSession, PeerCommand, PeerEvent};
+use televisit_core::client::media::{IceConfig, MediaBackend, MediaSession, PeerCommand, PeerEvent};
 use televisit_core::frame::{EncodedFrame, FrameKind};
 use televisit_core::protocol::{IceCandidate, Role};
 use tokio::net::UdpSocket;
@@ -296,13 +295,13 @@ struct RelayedSession {
 impl MediaBackend for RelayedMedia {
     fn create_session(
         &self,
-        ice_servers: Vec<IceServer>,
+        ice: IceConfig,
         role: Role,
         clock_origin: Instant,
         events: mpsc::UnboundedSender<PeerEvent>,
     ) -> Box<dyn MediaSession> {
         let (inner_events, mut from_inner) = mpsc::unbounded_channel();
-        let inner = self.inner.create_session(ice_servers, role, clock_origin, inner_events);
+        let inner = self.inner.create_session(ice, role, clock_origin, inner_events);
         let (side, front, shared) = (self.side, self.front, Arc::clone(&self.shared));
         tokio::spawn(async move {
             while let Some(event) = from_inner.recv().await {

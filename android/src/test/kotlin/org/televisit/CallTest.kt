@@ -129,6 +129,14 @@ class CallTest {
                 log.await("connected") { it == CallEvent.StateChanged(CallState.CONNECTED) }
                 log.await("a video frame") { it is CallEvent.RemoteFrame && it.frame.kind == MediaKind.VIDEO }
                 call.examine(true) // the patient's camera keeps its resolution from now on
+                // The stats name the path ICE chose: on loopback, no relay.
+                val stats = (log.await("stats with the selected pair") {
+                    it is CallEvent.Stats && it.stats.localCandidateType != null
+                } as CallEvent.Stats).stats
+                assertTrue(stats.localCandidateType in setOf("host", "prflx"), "$stats")
+                assertTrue(stats.remoteCandidateType in setOf("host", "prflx"), "$stats")
+                assertEquals(null, stats.relayTransport)
+                assertEquals(false, CallOptions().relayOnly, "relay-only is the app's choice (or the clinic's)")
                 delay(1_500)
                 val end = call.hangUp() as EndReason.CallEnded
                 assertEquals(Role.DOCTOR, end.endedBy)

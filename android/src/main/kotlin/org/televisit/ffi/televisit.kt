@@ -2407,6 +2407,12 @@ data class CallOptions (
     var `videoCodecs`: List<VideoCodec>? = null 
     , 
     /**
+     * Connect through a TURN relay only ("hide my IP"): the peer never learns this device's IP
+     * address. The clinic's server can require it too.
+     */
+    var `relayOnly`: kotlin.Boolean = false 
+    , 
+    /**
      * How signaling reaches the server. `None` is `Auto`: the WebSocket, or the HTTP fallback
      * behind a proxy that strips WebSockets.
      */
@@ -2430,6 +2436,7 @@ public object FfiConverterTypeCallOptions: FfiConverterRustBuffer<CallOptions> {
             FfiConverterString.read(buf),
             FfiConverterString.read(buf),
             FfiConverterOptionalSequenceTypeVideoCodec.read(buf),
+            FfiConverterBoolean.read(buf),
             FfiConverterOptionalTypeSignalingTransport.read(buf),
         )
     }
@@ -2438,6 +2445,7 @@ public object FfiConverterTypeCallOptions: FfiConverterRustBuffer<CallOptions> {
             FfiConverterString.allocationSize(value.`maxVideo`) +
             FfiConverterString.allocationSize(value.`startVideo`) +
             FfiConverterOptionalSequenceTypeVideoCodec.allocationSize(value.`videoCodecs`) +
+            FfiConverterBoolean.allocationSize(value.`relayOnly`) +
             FfiConverterOptionalTypeSignalingTransport.allocationSize(value.`signalingTransport`)
     )
 
@@ -2445,6 +2453,7 @@ public object FfiConverterTypeCallOptions: FfiConverterRustBuffer<CallOptions> {
             FfiConverterString.write(value.`maxVideo`, buf)
             FfiConverterString.write(value.`startVideo`, buf)
             FfiConverterOptionalSequenceTypeVideoCodec.write(value.`videoCodecs`, buf)
+            FfiConverterBoolean.write(value.`relayOnly`, buf)
             FfiConverterOptionalTypeSignalingTransport.write(value.`signalingTransport`, buf)
     }
 }
@@ -2516,6 +2525,21 @@ data class CallStats (
     var `candidatePairType`: kotlin.String?
     , 
     /**
+     * The selected pair's local candidate type: `host`, `srflx`, `prflx` or `relay`.
+     */
+    var `localCandidateType`: kotlin.String?
+    , 
+    /**
+     * The selected pair's remote candidate type.
+     */
+    var `remoteCandidateType`: kotlin.String?
+    , 
+    /**
+     * How this device reaches its TURN server when it relays: `udp`, `tcp` or `tls`.
+     */
+    var `relayTransport`: kotlin.String?
+    , 
+    /**
      * What the peer acknowledged receiving over the last second, bits per second (`None` when
      * the peer sends no transport-wide feedback).
      */
@@ -2563,6 +2587,9 @@ public object FfiConverterTypeCallStats: FfiConverterRustBuffer<CallStats> {
             FfiConverterDouble.read(buf),
             FfiConverterOptionalULong.read(buf),
             FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalString.read(buf),
             FfiConverterOptionalULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
@@ -2583,6 +2610,9 @@ public object FfiConverterTypeCallStats: FfiConverterRustBuffer<CallStats> {
             FfiConverterDouble.allocationSize(value.`frameRate`) +
             FfiConverterOptionalULong.allocationSize(value.`availableOutgoingBitrateBps`) +
             FfiConverterOptionalString.allocationSize(value.`candidatePairType`) +
+            FfiConverterOptionalString.allocationSize(value.`localCandidateType`) +
+            FfiConverterOptionalString.allocationSize(value.`remoteCandidateType`) +
+            FfiConverterOptionalString.allocationSize(value.`relayTransport`) +
             FfiConverterOptionalULong.allocationSize(value.`acknowledgedBitrateBps`) +
             FfiConverterULong.allocationSize(value.`freezeCount`) +
             FfiConverterULong.allocationSize(value.`totalFreezeMs`) +
@@ -2602,6 +2632,9 @@ public object FfiConverterTypeCallStats: FfiConverterRustBuffer<CallStats> {
             FfiConverterDouble.write(value.`frameRate`, buf)
             FfiConverterOptionalULong.write(value.`availableOutgoingBitrateBps`, buf)
             FfiConverterOptionalString.write(value.`candidatePairType`, buf)
+            FfiConverterOptionalString.write(value.`localCandidateType`, buf)
+            FfiConverterOptionalString.write(value.`remoteCandidateType`, buf)
+            FfiConverterOptionalString.write(value.`relayTransport`, buf)
             FfiConverterOptionalULong.write(value.`acknowledgedBitrateBps`, buf)
             FfiConverterULong.write(value.`freezeCount`, buf)
             FfiConverterULong.write(value.`totalFreezeMs`, buf)
