@@ -25,7 +25,7 @@ use crate::frame::{EncodedFrame, FrameKind, VideoCodec};
 use crate::protocol::Role;
 
 /// What the headless client does.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct HeadlessOptions {
     /// The join link.
     pub link: String,

@@ -16,6 +16,7 @@ use televisit_server::{Config, RunningServer};
 use tokio::sync::mpsc;
 
 pub mod netem;
+pub mod netns;
 
 /// Installs ring as the process's rustls provider, which the tests' own HTTP clients need.
 pub fn install_crypto_provider() {

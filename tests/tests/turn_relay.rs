@@ -1,0 +1,128 @@
+//! Calls whose only path is a TURN relay, in network namespaces: the doctor and the patient each
+//! sit in a namespace linked to the server's (the root namespace) and to each other by a direct
+//! link on which every UDP datagram is dropped; the root namespace forwards nothing. Both run the
+//! real headless client (`call-join`) and must connect through the relay with media decoded.
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::{Child, Stdio};
+use std::sync::atomic::Ordering;
+
+use televisit_server::turn::TurnConfig;
+use televisit_tests::netns::{self, Link, Netns};
+use televisit_tests::TestServer;
+
+/// The lab: patient and doctor namespaces, each linked to the root namespace, and a direct link
+/// between them that drops UDP.
+struct Lab {
+    doctor: Netns,
+    patient: Netns,
+    to_doctor: Link,
+    to_patient: Link,
+    direct: Link,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let doctor = Netns::new("doctor");
+        let patient = Netns::new("patient");
+        let to_doctor = Link::new(None, Some(&doctor));
+        let to_patient = Link::new(None, Some(&patient));
+        let direct = Link::new(Some(&doctor), Some(&patient));
+        doctor.default_route(to_doctor.a.ip);
+        patient.default_route(to_patient.a.ip);
+        direct.a.block_udp(None);
+        direct.b.block_udp(None);
+        Lab { doctor, patient, to_doctor, to_patient, direct }
+    }
+
+    /// The server's address as both namespaces reach it.
+    fn server_ip(&self) -> IpAddr {
+        IpAddr::V4(self.to_doctor.a.ip)
+    }
+}
+
+fn join(netns: &Netns, link: &str, seconds: u64) -> Child {
+    netns
+        .command(env!("CARGO_BIN_EXE_call-join"))
+        .args([link, "--seconds", &seconds.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("call-join starts")
+}
+
+/// Waits (at most a minute) for a `call-join` and returns its output; panics if it failed.
+async fn finish(mut child: Child, who: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{who} failed: {}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// A figure of a `call-join` summary, e.g. `audio frames decoded`.
+fn summary_figure(stdout: &str, name: &str) -> u64 {
+    let summary =
+        stdout.lines().find(|l| l.starts_with("summary:")).unwrap_or_else(|| panic!("no summary:\n{stdout}"));
+    summary
+        .split(&format!("{name} "))
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no decoded count in {summary}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_clients_without_a_direct_path_talk_through_the_embedded_turn() {
+    if netns::skip() {
+        return;
+    }
+    let lab = Lab::new();
+    let ip = lab.server_ip();
+    let server = TestServer::start(|c| {
+        c.listen = SocketAddr::new(ip, 0);
+        c.public_url = format!("http://{ip}:0");
+        c.turn_secret = Some("embedded-turn-test-secret".into());
+        c.embedded_turn = Some(TurnConfig {
+            listen: SocketAddr::new(ip, 0),
+            tls: None,
+            external_ip: ip,
+            tls_host: None,
+            relay_ports: None,
+            realm: "televisit".into(),
+        });
+    })
+    .await;
+    let visit = server.started_visit().await;
+    let patient = join(&lab.patient, &visit.patient_link, 4);
+    let doctor = join(&lab.doctor, &visit.doctor_link, 4);
+    let (patient, doctor) = (finish(patient, "patient").await, finish(doctor, "doctor").await);
+    for (who, out) in [("patient", &patient), ("doctor", &doctor)] {
+        assert!(out.contains("event: state Connected"), "{who} never connected:\n{out}");
+        // Media both ways, decoded. (Video pictures are not asserted: through a relay the core's
+        // receiver never got a decodable keyframe in this lab; see the report of issue 10.)
+        assert!(summary_figure(out, "audio frames decoded") >= 100, "{who} decoded too little audio:\n{out}");
+        assert!(
+            summary_figure(out, "video frames received") >= 60,
+            "{who} received too little video:\n{out}"
+        );
+    }
+    let counters = &server.server.turn.as_ref().expect("embedded TURN runs").counters;
+    assert!(counters.allocations.load(Ordering::Relaxed) >= 1);
+    let relayed = counters.relayed_out_bytes.load(Ordering::Relaxed);
+    assert!(relayed > 200_000, "only {relayed} bytes went through the relay");
+    // The direct link was tried and dropped (host candidates of both ends are on it).
+    assert!(lab.direct.a.dropped() + lab.direct.b.dropped() > 0, "nothing tried the direct link");
+    drop(lab.to_patient);
+}
