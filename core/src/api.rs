@@ -33,6 +33,19 @@ pub struct IceServer {
     pub credential: Option<String>,
 }
 
+/// Which ICE candidates a client may use, in the browser's `RTCIceTransportPolicy` words.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IceTransportPolicy {
+    /// Host, server-reflexive and relayed candidates.
+    #[default]
+    All,
+    /// Relayed (TURN) candidates only: the peer never learns this client's IP addresses. The
+    /// server sends it to patients when the clinic sets `patients_relay_only`; a client must
+    /// then gather and send relayed candidates only, whatever its own setting.
+    Relay,
+}
+
 /// Reply of `POST /api/appointments/{id}/video-call/start` (and `.../rejoin`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StartResponse {
@@ -66,6 +79,9 @@ pub struct JoinResponse {
     pub status: CallStatus,
     /// STUN/TURN servers for the peer connection.
     pub ice_servers: Vec<IceServer>,
+    /// The candidates this client may use (`relay`: TURN only; absent from older servers: `all`).
+    #[serde(default)]
+    pub ice_transport_policy: IceTransportPolicy,
     /// When the token expires, ms since the Unix epoch.
     pub expires_at_ms: i64,
     /// WebSocket path for signaling (relative to the server's base URL).
@@ -116,6 +132,9 @@ pub struct EndResponse {
 pub struct IceServersResponse {
     /// STUN/TURN servers.
     pub ice_servers: Vec<IceServer>,
+    /// The candidates this client may use, as in [`JoinResponse::ice_transport_policy`].
+    #[serde(default)]
+    pub ice_transport_policy: IceTransportPolicy,
     /// Seconds the TURN credentials stay valid.
     pub ttl_seconds: u64,
 }

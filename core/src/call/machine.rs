@@ -746,6 +746,7 @@ mod tests {
             peer_display_name: "You".into(),
             status: CallStatus::Waiting,
             ice_servers: vec![],
+            ice_transport_policy: Default::default(),
             expires_at_ms: i64::MAX,
             websocket_path: "/api/video-call/ws".into(),
             signal_path: "/api/video-call/signal".into(),
