@@ -17,7 +17,8 @@ struct Lab {
     doctor: Netns,
     patient: Netns,
     to_doctor: Link,
-    to_patient: Link,
+    /// Kept for its lifetime: the patient's way to the server.
+    _to_patient: Link,
     direct: Link,
 }
 
@@ -32,7 +33,7 @@ impl Lab {
         patient.default_route(to_patient.a.ip);
         direct.a.block_udp(None);
         direct.b.block_udp(None);
-        Lab { doctor, patient, to_doctor, to_patient, direct }
+        Lab { doctor, patient, to_doctor, _to_patient: to_patient, direct }
     }
 
     /// The server's address as both namespaces reach it.
@@ -83,6 +84,38 @@ fn summary_figure(stdout: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no decoded count in {summary}"))
 }
 
+/// Both clients join from their namespaces, talk for 4 s, and must have had media both ways.
+async fn call_between_namespaces(lab: &Lab, server: &TestServer) {
+    let visit = server.started_visit().await;
+    let patient = join(&lab.patient, &visit.patient_link, 4);
+    let doctor = join(&lab.doctor, &visit.doctor_link, 4);
+    let (patient, doctor) = (finish(patient, "patient").await, finish(doctor, "doctor").await);
+    for (who, out) in [("patient", &patient), ("doctor", &doctor)] {
+        eprintln!("{who}: {}", out.lines().find(|l| l.starts_with("summary:")).unwrap_or("no summary"));
+        assert!(out.contains("event: state Connected"), "{who} never connected:\n{out}");
+        // Media both ways, decoded. (Video pictures are not asserted: through a relay the core's
+        // receiver never got a decodable keyframe in this lab; see the report of issue 10.)
+        assert!(summary_figure(out, "audio frames decoded") >= 100, "{who} decoded too little audio:\n{out}");
+        assert!(
+            summary_figure(out, "video frames received") >= 60,
+            "{who} received too little video:\n{out}"
+        );
+    }
+    // The direct link was tried and dropped (host candidates of both ends are on it).
+    assert!(lab.direct.a.dropped() + lab.direct.b.dropped() > 0, "nothing tried the direct link");
+}
+
+/// A server listening on the lab's server address, adjusted by `adjust`.
+async fn server_in(lab: &Lab, adjust: impl FnOnce(&mut televisit_server::Config)) -> TestServer {
+    let ip = lab.server_ip();
+    TestServer::start(|c| {
+        c.listen = SocketAddr::new(ip, 0);
+        c.public_url = format!("http://{ip}:0");
+        adjust(c);
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn two_clients_without_a_direct_path_talk_through_the_embedded_turn() {
     if netns::skip() {
@@ -90,9 +123,7 @@ async fn two_clients_without_a_direct_path_talk_through_the_embedded_turn() {
     }
     let lab = Lab::new();
     let ip = lab.server_ip();
-    let server = TestServer::start(|c| {
-        c.listen = SocketAddr::new(ip, 0);
-        c.public_url = format!("http://{ip}:0");
+    let server = server_in(&lab, |c| {
         c.turn_secret = Some("embedded-turn-test-secret".into());
         c.embedded_turn = Some(TurnConfig {
             listen: SocketAddr::new(ip, 0),
@@ -104,25 +135,64 @@ async fn two_clients_without_a_direct_path_talk_through_the_embedded_turn() {
         });
     })
     .await;
-    let visit = server.started_visit().await;
-    let patient = join(&lab.patient, &visit.patient_link, 4);
-    let doctor = join(&lab.doctor, &visit.doctor_link, 4);
-    let (patient, doctor) = (finish(patient, "patient").await, finish(doctor, "doctor").await);
-    for (who, out) in [("patient", &patient), ("doctor", &doctor)] {
-        assert!(out.contains("event: state Connected"), "{who} never connected:\n{out}");
-        // Media both ways, decoded. (Video pictures are not asserted: through a relay the core's
-        // receiver never got a decodable keyframe in this lab; see the report of issue 10.)
-        assert!(summary_figure(out, "audio frames decoded") >= 100, "{who} decoded too little audio:\n{out}");
-        assert!(
-            summary_figure(out, "video frames received") >= 60,
-            "{who} received too little video:\n{out}"
-        );
-    }
+    call_between_namespaces(&lab, &server).await;
     let counters = &server.server.turn.as_ref().expect("embedded TURN runs").counters;
     assert!(counters.allocations.load(Ordering::Relaxed) >= 1);
     let relayed = counters.relayed_out_bytes.load(Ordering::Relaxed);
     assert!(relayed > 200_000, "only {relayed} bytes went through the relay");
-    // The direct link was tried and dropped (host candidates of both ends are on it).
-    assert!(lab.direct.a.dropped() + lab.direct.b.dropped() > 0, "nothing tried the direct link");
-    drop(lab.to_patient);
+}
+
+/// coturn, killed on drop.
+struct Coturn {
+    child: Child,
+    port: u16,
+}
+
+impl Coturn {
+    /// Debian's `turnserver` on `ip`, with the REST shared secret (`use-auth-secret`).
+    fn start(ip: IpAddr, secret: &str) -> Coturn {
+        let port = std::net::UdpSocket::bind((ip, 0)).unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new("turnserver")
+            .args(["-n", "--no-cli", "--no-tls", "--no-dtls", "--fingerprint", "--log-file=stdout"])
+            .arg(format!("--listening-ip={ip}"))
+            .arg(format!("--relay-ip={ip}"))
+            .arg(format!("--listening-port={port}"))
+            .args(["--min-port=49152", "--max-port=65535", "--realm=televisit", "--use-auth-secret"])
+            .arg(format!("--static-auth-secret={secret}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("turnserver starts (scripts/install-build-deps.sh installs coturn)");
+        // Ready once it accepts TCP on its port.
+        for _ in 0..100 {
+            if std::net::TcpStream::connect((ip, port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Coturn { child, port }
+    }
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_clients_without_a_direct_path_talk_through_coturn() {
+    if netns::skip() {
+        return;
+    }
+    let lab = Lab::new();
+    let ip = lab.server_ip();
+    let coturn = Coturn::start(ip, "coturn-test-secret");
+    let server = server_in(&lab, |c| {
+        c.turn_urls = vec![format!("turn:{ip}:{}?transport=udp", coturn.port)];
+        c.turn_secret = Some("coturn-test-secret".into());
+    })
+    .await;
+    call_between_namespaces(&lab, &server).await;
 }
