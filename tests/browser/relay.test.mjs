@@ -21,6 +21,19 @@ function recordRemoteCandidates() {
   };
 }
 
+// Runs in a page before its scripts: only TURN over TCP is left of the ICE servers, as on a
+// network that lets no UDP out.
+function onlyTurnOverTcp() {
+  const Native = RTCPeerConnection;
+  window.RTCPeerConnection = function (configuration = {}) {
+    const iceServers = (configuration.iceServers || [])
+      .map((server) => ({ ...server, urls: [].concat(server.urls).filter((u) => u.startsWith("turn:") && u.endsWith("?transport=tcp")) }))
+      .filter((server) => server.urls.length > 0);
+    return new Native({ ...configuration, iceServers });
+  };
+  window.RTCPeerConnection.prototype = Native.prototype;
+}
+
 // The selected candidate pair's local candidate type, from the page's own stats.
 const selectedLocalType = (page) => page.evaluate(async () => {
   const stats = await state.pc.getStats();
@@ -29,12 +42,21 @@ const selectedLocalType = (page) => page.evaluate(async () => {
   return pair ? stats.get(pair.localCandidateId).candidateType : null;
 });
 
+// How the selected local candidate reaches its TURN server (`udp`, `tcp`, `tls`).
+const selectedRelayProtocol = (page) => page.evaluate(async () => {
+  const stats = await state.pc.getStats();
+  let pair = null;
+  stats.forEach((s) => { if (s.type === "transport" && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId); });
+  return pair ? stats.get(pair.localCandidateId).relayProtocol : null;
+});
+
 /** Both join; returns what the doctor's page received once both decode video. */
-async function relayedCall(browser, server, { beforePatientJoins = async () => {} } = {}) {
+async function relayedCall(browser, server, { beforePatientJoins = async () => {}, patientScript = null } = {}) {
   const call = await startedCall(server);
   const doctorContext = await browser.newContext();
   await doctorContext.addInitScript(recordRemoteCandidates);
   const patientContext = await browser.newContext();
+  if (patientScript) await patientContext.addInitScript(patientScript);
   const doctor = await doctorContext.newPage();
   const patient = await patientContext.newPage();
   await patient.goto(call.patient_link);
@@ -102,6 +124,20 @@ test("a patient who ticks 'Hide my IP address' connects relayed, and the choice 
     assert.equal(await patient.locator(".controls").getByLabel("Hide my IP address").isChecked(), true);
     await patient.reload();
     await eventually("the choice is remembered", () => patient.locator(".controls").getByLabel("Hide my IP address").isChecked());
+  } finally {
+    await browser.close();
+    await server.stop();
+  }
+});
+
+test("relay-only over TURN/TCP to the embedded server, as from a network without UDP", async () => {
+  const server = await startServer(["--turn-listen", "127.0.0.1:0", "--patients-relay-only"]);
+  const browser = await launchBrowser();
+  try {
+    const { doctor, patient } = await relayedCall(browser, server, { patientScript: onlyTurnOverTcp });
+    assertOnlyRelayed(await doctor.evaluate(() => window.received));
+    assert.equal(await selectedLocalType(patient), "relay");
+    assert.equal(await selectedRelayProtocol(patient), "tcp", "the patient's relay is reached over TCP");
   } finally {
     await browser.close();
     await server.stop();
