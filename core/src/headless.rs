@@ -384,7 +384,11 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
             Some(ClientEvent::RemoteFrame(frame)) => match frame.kind {
                 FrameKind::Video => {
                     video_frames += 1;
-                    if let Err(error) = pictures.receive(&frame) {
+                    let received = pictures.receive(&frame);
+                    if matches!(received, Ok(Some(_))) && pictures.decoded() == 1 {
+                        let _ = writeln!(out, "event: first picture decoded");
+                    }
+                    if let Err(error) = received {
                         if pictures.errors <= 3 {
                             let _ = writeln!(out, "warning: video frame {video_frames} not decoded: {error}");
                         }

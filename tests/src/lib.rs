@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 
 pub mod netem;
 pub mod netns;
+pub mod turn_lab;
 
 /// Installs ring as the process's rustls provider, which the tests' own HTTP clients need.
 pub fn install_crypto_provider() {

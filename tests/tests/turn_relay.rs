@@ -3,53 +3,15 @@
 //! link on which every UDP datagram is dropped; the root namespace forwards nothing. Both run the
 //! real headless client (`call-join`) and must connect through the relay with media decoded.
 
-use std::net::{IpAddr, SocketAddr};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::atomic::Ordering;
 
-use televisit_server::turn::TurnConfig;
-use televisit_tests::netns::{self, Link, Netns};
+use televisit_tests::netns::{self, Netns};
+use televisit_tests::turn_lab::{Coturn, Lab};
 use televisit_tests::TestServer;
 
-/// The lab: patient and doctor namespaces, each linked to the root namespace, and a direct link
-/// between them that drops UDP.
-struct Lab {
-    doctor: Netns,
-    patient: Netns,
-    to_doctor: Link,
-    /// Kept for its lifetime: the patient's way to the server.
-    _to_patient: Link,
-    direct: Link,
-}
-
-impl Lab {
-    fn new() -> Lab {
-        let doctor = Netns::new("doctor");
-        let patient = Netns::new("patient");
-        let to_doctor = Link::new(None, Some(&doctor));
-        let to_patient = Link::new(None, Some(&patient));
-        let direct = Link::new(Some(&doctor), Some(&patient));
-        doctor.default_route(to_doctor.a.ip);
-        patient.default_route(to_patient.a.ip);
-        direct.a.block_udp(None);
-        direct.b.block_udp(None);
-        Lab { doctor, patient, to_doctor, _to_patient: to_patient, direct }
-    }
-
-    /// The server's address as both namespaces reach it.
-    fn server_ip(&self) -> IpAddr {
-        IpAddr::V4(self.to_doctor.a.ip)
-    }
-}
-
 fn join(netns: &Netns, link: &str, seconds: u64) -> Child {
-    netns
-        .command(env!("CARGO_BIN_EXE_call-join"))
-        .args([link, "--seconds", &seconds.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("call-join starts")
+    televisit_tests::turn_lab::join(env!("CARGO_BIN_EXE_call-join"), netns, link, seconds)
 }
 
 /// Waits (at most a minute) for a `call-join` and returns its output; panics if it failed.
@@ -105,36 +67,19 @@ async fn call_between_namespaces(lab: &Lab, server: &TestServer) {
     assert!(lab.direct.a.dropped() + lab.direct.b.dropped() > 0, "nothing tried the direct link");
 }
 
-/// A server listening on the lab's server address, adjusted by `adjust`.
-async fn server_in(lab: &Lab, adjust: impl FnOnce(&mut televisit_server::Config)) -> TestServer {
-    let ip = lab.server_ip();
-    TestServer::start(|c| {
-        c.listen = SocketAddr::new(ip, 0);
-        c.public_url = format!("http://{ip}:0");
-        adjust(c);
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn two_clients_without_a_direct_path_talk_through_the_embedded_turn() {
     if netns::skip() {
         return;
     }
-    let lab = Lab::new();
-    let ip = lab.server_ip();
-    let server = server_in(&lab, |c| {
-        c.turn_secret = Some("embedded-turn-test-secret".into());
-        c.embedded_turn = Some(TurnConfig {
-            listen: SocketAddr::new(ip, 0),
-            tls: None,
-            external_ip: ip,
-            tls_host: None,
-            relay_ports: None,
-            realm: "televisit".into(),
-        });
-    })
-    .await;
+    let lab = Lab::new(true);
+    let turn = lab.embedded_turn();
+    let server = lab
+        .server(|c| {
+            c.turn_secret = Some("embedded-turn-test-secret".into());
+            c.embedded_turn = Some(turn);
+        })
+        .await;
     call_between_namespaces(&lab, &server).await;
     let counters = &server.server.turn.as_ref().expect("embedded TURN runs").counters;
     assert!(counters.allocations.load(Ordering::Relaxed) >= 1);
@@ -142,57 +87,19 @@ async fn two_clients_without_a_direct_path_talk_through_the_embedded_turn() {
     assert!(relayed > 200_000, "only {relayed} bytes went through the relay");
 }
 
-/// coturn, killed on drop.
-struct Coturn {
-    child: Child,
-    port: u16,
-}
-
-impl Coturn {
-    /// Debian's `turnserver` on `ip`, with the REST shared secret (`use-auth-secret`).
-    fn start(ip: IpAddr, secret: &str) -> Coturn {
-        let port = std::net::UdpSocket::bind((ip, 0)).unwrap().local_addr().unwrap().port();
-        let child = std::process::Command::new("turnserver")
-            .args(["-n", "--no-cli", "--no-tls", "--no-dtls", "--fingerprint", "--log-file=stdout"])
-            .arg(format!("--listening-ip={ip}"))
-            .arg(format!("--relay-ip={ip}"))
-            .arg(format!("--listening-port={port}"))
-            .args(["--min-port=49152", "--max-port=65535", "--realm=televisit", "--use-auth-secret"])
-            .arg(format!("--static-auth-secret={secret}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("turnserver starts (scripts/install-build-deps.sh installs coturn)");
-        // Ready once it accepts TCP on its port.
-        for _ in 0..100 {
-            if std::net::TcpStream::connect((ip, port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        Coturn { child, port }
-    }
-}
-
-impl Drop for Coturn {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn two_clients_without_a_direct_path_talk_through_coturn() {
     if netns::skip() {
         return;
     }
-    let lab = Lab::new();
+    let lab = Lab::new(true);
     let ip = lab.server_ip();
     let coturn = Coturn::start(ip, "coturn-test-secret");
-    let server = server_in(&lab, |c| {
-        c.turn_urls = vec![format!("turn:{ip}:{}?transport=udp", coturn.port)];
-        c.turn_secret = Some("coturn-test-secret".into());
-    })
-    .await;
+    let server = lab
+        .server(|c| {
+            c.turn_urls = vec![format!("turn:{ip}:{}?transport=udp", coturn.port)];
+            c.turn_secret = Some("coturn-test-secret".into());
+        })
+        .await;
     call_between_namespaces(&lab, &server).await;
 }
