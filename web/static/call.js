@@ -357,7 +357,7 @@ function wireControls() {
     }
   };
   $("screen-retry").onclick = () => location.reload();
-  const hideIpBoxes = document.querySelectorAll("input.hide-ip"); // in the waiting room and the controls
+  const hideIpBoxes = document.querySelectorAll("input.hide-ip"); // in the waiting room and the header
   hideIpBoxes.forEach((box) => box.onchange = () => {
     localStorage.setItem(HIDE_IP_KEY, String(box.checked));
     hideIpBoxes.forEach((other) => (other.checked = box.checked));
