@@ -356,6 +356,53 @@ mod tests {
     }
 
     #[test]
+    fn the_embedded_turn_is_configured_from_its_settings_and_on_with_the_demo() {
+        let file: Settings = toml::from_str(
+            "turn_listen = \"0.0.0.0:3478\"\nturn_external_ip = \"203.0.113.10\"\nturn_relay_ports = \"50000-50100\"\npatients_relay_only = true",
+        )
+        .unwrap();
+        let config = Config::resolve(file).unwrap();
+        let turn = config.embedded_turn.expect("embedded TURN configured");
+        assert_eq!(
+            (turn.external_ip.to_string(), turn.relay_ports),
+            ("203.0.113.10".into(), Some((50000, 50100)))
+        );
+        assert!(config.turn_secret.is_some(), "a secret is made up when none is set");
+        assert!(config.patients_relay_only);
+
+        let demo = Config::resolve(Settings::default().with_demo_turn()).unwrap();
+        assert_eq!(demo.embedded_turn.unwrap().listen.to_string(), "127.0.0.1:3478");
+        let external = Settings {
+            turn_urls: Some(vec!["turn:x".into()]),
+            turn_secret: Some("s".into()),
+            ..Settings::default()
+        };
+        assert!(
+            Config::resolve(external.with_demo_turn()).unwrap().embedded_turn.is_none(),
+            "configured TURN wins"
+        );
+    }
+
+    #[test]
+    fn unusable_embedded_turn_settings_are_refused() {
+        let listen = Some("0.0.0.0:3478".parse().unwrap());
+        let unspecified = Settings { turn_listen: listen, ..Settings::default() };
+        assert!(Config::resolve(unspecified).unwrap_err().contains("--turn-external-ip"));
+        let ports = Settings {
+            turn_listen: Some("127.0.0.1:3478".parse().unwrap()),
+            turn_relay_ports: Some("60000-50000".into()),
+            ..Settings::default()
+        };
+        assert!(Config::resolve(ports).unwrap_err().contains("low-high"));
+        let tls = Settings {
+            turn_listen: Some("127.0.0.1:3478".parse().unwrap()),
+            turn_tls_listen: Some("127.0.0.1:5349".parse().unwrap()),
+            ..Settings::default()
+        };
+        assert!(Config::resolve(tls).unwrap_err().contains("--turn-tls-cert"));
+    }
+
+    #[test]
     fn debug_output_hides_secrets() {
         let mut config = Config::for_tests("sqlite::memory:");
         config.turn_secret = Some("hunter2".into());
