@@ -1,8 +1,13 @@
 // Relay-only ("hide my IP address") through the server's embedded TURN, in Chromium: the doctor's
 // page records every candidate and description it receives, and none may name an address of the
 // patient's (host, server-reflexive or peer-reflexive candidates); the call must still run, relayed.
-// Also: a candidate the page cannot use is reported, and the call goes on.
+// Also over TURN/TCP and TURN/TLS only, and: a candidate the page cannot use is reported, and the
+// call goes on.
 import { test } from "node:test";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import assert from "node:assert/strict";
 import { startServer, startedCall, launchBrowser, eventually, dataset as body } from "./harness.mjs";
 
@@ -21,13 +26,13 @@ function recordRemoteCandidates() {
   };
 }
 
-// Runs in a page before its scripts: only TURN over TCP is left of the ICE servers, as on a
-// network that lets no UDP out.
-function onlyTurnOverTcp() {
+// Runs in a page before its scripts: only the ICE server URLs matching `pattern` are left, as on
+// a network that lets no UDP out (TURN over TCP) or only TLS (`turns:`).
+function onlyTurnUrls(pattern) {
   const Native = RTCPeerConnection;
   window.RTCPeerConnection = function (configuration = {}) {
     const iceServers = (configuration.iceServers || [])
-      .map((server) => ({ ...server, urls: [].concat(server.urls).filter((u) => u.startsWith("turn:") && u.endsWith("?transport=tcp")) }))
+      .map((server) => ({ ...server, urls: [].concat(server.urls).filter((u) => new RegExp(pattern).test(u)) }))
       .filter((server) => server.urls.length > 0);
     return new Native({ ...configuration, iceServers });
   };
@@ -51,12 +56,12 @@ const selectedRelayProtocol = (page) => page.evaluate(async () => {
 });
 
 /** Both join; returns what the doctor's page received once both decode video. */
-async function relayedCall(browser, server, { beforePatientJoins = async () => {}, patientScript = null } = {}) {
+async function relayedCall(browser, server, { beforePatientJoins = async () => {}, onlyUrls = null } = {}) {
   const call = await startedCall(server);
   const doctorContext = await browser.newContext();
   await doctorContext.addInitScript(recordRemoteCandidates);
   const patientContext = await browser.newContext();
-  if (patientScript) await patientContext.addInitScript(patientScript);
+  if (onlyUrls) await patientContext.addInitScript(onlyTurnUrls, onlyUrls);
   const doctor = await doctorContext.newPage();
   const patient = await patientContext.newPage();
   await patient.goto(call.patient_link);
@@ -134,12 +139,31 @@ test("relay-only over TURN/TCP to the embedded server, as from a network without
   const server = await startServer(["--turn-listen", "127.0.0.1:0", "--patients-relay-only"]);
   const browser = await launchBrowser();
   try {
-    const { doctor, patient } = await relayedCall(browser, server, { patientScript: onlyTurnOverTcp });
+    const { doctor, patient } = await relayedCall(browser, server, { onlyUrls: "^turn:.*transport=tcp$" });
     assertOnlyRelayed(await doctor.evaluate(() => window.received));
     assert.equal(await selectedLocalType(patient), "relay");
     assert.equal(await selectedRelayProtocol(patient), "tcp", "the patient's relay is reached over TCP");
   } finally {
     await browser.close();
     await server.stop();
+  }
+});
+
+test("relay-only over TURN/TLS to the embedded server, as from a network that lets only TLS out", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "televisit-turn-tls-"));
+  const [cert, key] = [join(dir, "turn.pem"), join(dir, "turn.key")];
+  execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"], { stdio: "ignore" });
+  const server = await startServer(["--turn-listen", "127.0.0.1:0", "--patients-relay-only", "--turn-tls-listen", "127.0.0.1:0", "--turn-tls-cert", cert, "--turn-tls-key", key, "--turn-tls-host", "localhost"]);
+  // The certificate is self-signed: Chromium is told to accept it.
+  const browser = await launchBrowser({ args: ["--ignore-certificate-errors"] });
+  try {
+    const { doctor, patient } = await relayedCall(browser, server, { onlyUrls: "^turns:" });
+    assertOnlyRelayed(await doctor.evaluate(() => window.received));
+    assert.equal(await selectedLocalType(patient), "relay");
+    assert.equal(await selectedRelayProtocol(patient), "tls", "the patient's relay is reached over TLS");
+  } finally {
+    await browser.close();
+    await server.stop();
+    rmSync(dir, { recursive: true, force: true });
   }
 });
