@@ -174,7 +174,7 @@ fn main() {
             let (lab, server, _coturn) = setup(path).await;
             let (mut doctor, mut patient) = (Vec::new(), Vec::new());
             for _ in 0..CALLS {
-                let (d, p, _) = one_call(&lab, &server, 1).await;
+                let (d, p, _) = one_call(&lab, &server, 3).await;
                 doctor.push(d);
                 patient.push(p);
             }
