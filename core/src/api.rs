@@ -33,14 +33,16 @@ pub struct IceServer {
     pub credential: Option<String>,
 }
 
-/// Which ICE candidates a client may use, in the browser's `RTCIceTransportPolicy` spelling.
+/// Which ICE candidates a client may use, in the browser's `RTCIceTransportPolicy` words.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IceTransportPolicy {
-    /// Every candidate (host, server-reflexive, relay).
+    /// Host, server-reflexive and relayed candidates.
     #[default]
     All,
-    /// Relay candidates only: the peer never learns the client's own IP address ("hide my IP").
+    /// Relayed (TURN) candidates only: the peer never learns this client's IP addresses. The
+    /// server sends it to patients when the clinic sets `patients_relay_only`; a client must
+    /// then gather and send relayed candidates only, whatever its own setting.
     Relay,
 }
 
@@ -77,9 +79,7 @@ pub struct JoinResponse {
     pub status: CallStatus,
     /// STUN/TURN servers for the peer connection.
     pub ice_servers: Vec<IceServer>,
-    /// `relay` when the clinic makes this participant use TURN relays only (hiding their IP
-    /// address from the peer); the client then connects relayed whatever its own setting says.
-    /// Absent (older servers) means `all`.
+    /// The candidates this client may use (`relay`: TURN only; absent from older servers: `all`).
     #[serde(default)]
     pub ice_transport_policy: IceTransportPolicy,
     /// When the token expires, ms since the Unix epoch.
@@ -132,11 +132,11 @@ pub struct EndResponse {
 pub struct IceServersResponse {
     /// STUN/TURN servers.
     pub ice_servers: Vec<IceServer>,
-    /// Seconds the TURN credentials stay valid.
-    pub ttl_seconds: u64,
-    /// As in [`JoinResponse::ice_transport_policy`].
+    /// The candidates this client may use, as in [`JoinResponse::ice_transport_policy`].
     #[serde(default)]
     pub ice_transport_policy: IceTransportPolicy,
+    /// Seconds the TURN credentials stay valid.
+    pub ttl_seconds: u64,
 }
 
 /// Reply of the HTTP signaling fallback's long poll, `GET /api/video-call/signal?after=N`.

@@ -26,7 +26,7 @@ use crate::frame::{EncodedFrame, FrameKind, VideoCodec};
 use crate::protocol::Role;
 
 /// What the headless client does.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct HeadlessOptions {
     /// The join link.
     pub link: String,
@@ -406,7 +406,11 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
             Some(ClientEvent::RemoteFrame(frame)) => match frame.kind {
                 FrameKind::Video => {
                     video_frames += 1;
-                    if let Err(error) = pictures.receive(&frame) {
+                    let received = pictures.receive(&frame);
+                    if matches!(received, Ok(Some(_))) && pictures.decoded() == 1 {
+                        let _ = writeln!(out, "event: first picture decoded");
+                    }
+                    if let Err(error) = received {
                         if pictures.errors <= 3 {
                             let _ = writeln!(out, "warning: video frame {video_frames} not decoded: {error}");
                         }

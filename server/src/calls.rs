@@ -47,6 +47,14 @@ pub fn ice_servers(config: &Config, participant_id: &str, now_ms: i64) -> Vec<Ic
     servers
 }
 
+/// The candidates a participant may use: relayed only for patients when the clinic says so.
+pub fn ice_transport_policy(config: &Config, role: Role) -> IceTransportPolicy {
+    match role {
+        Role::Patient if config.patients_relay_only => IceTransportPolicy::Relay,
+        _ => IceTransportPolicy::All,
+    }
+}
+
 async fn issue_tokens(
     state: &SharedState,
     appointment_id: &str,
@@ -148,7 +156,7 @@ pub async fn join(
         peer_display_name,
         status: appointment.status,
         ice_servers: ice_servers(&state.config, &participant_id, state.clock.now_ms()),
-        ice_transport_policy: IceTransportPolicy::All,
+        ice_transport_policy: ice_transport_policy(&state.config, grant.role),
         expires_at_ms: grant.expires_at_ms,
         websocket_path: WEBSOCKET_PATH.into(),
         signal_path: SIGNAL_PATH.into(),
@@ -164,8 +172,8 @@ pub async fn ice_servers_handler(
     let participant_id = format!("{}-{}", grant.room_id, grant.role.as_str());
     Json(IceServersResponse {
         ice_servers: ice_servers(&state.config, &participant_id, state.clock.now_ms()),
+        ice_transport_policy: ice_transport_policy(&state.config, grant.role),
         ttl_seconds: state.config.turn_ttl_seconds,
-        ice_transport_policy: IceTransportPolicy::All,
     })
 }
 

@@ -2,10 +2,12 @@
 //! in rising order of precedence. The defaults are safe: loopback only, no clinic API without a key,
 //! no TURN without a secret.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use serde::Deserialize;
+
+use crate::turn::{TlsListen, TurnConfig};
 
 /// Every setting, each optional so that the sources can be layered. One field here is one flag
 /// (`--token-ttl-seconds`), one environment variable (`TELEVISIT_TOKEN_TTL_SECONDS`) and one TOML
@@ -40,6 +42,38 @@ pub struct Settings {
     /// Lifetime of TURN credentials in seconds [default: 3600].
     #[arg(long, env = "TELEVISIT_TURN_TTL_SECONDS")]
     pub turn_ttl_seconds: Option<u64>,
+    /// Run the embedded TURN server on this address, UDP and TCP (e.g. 0.0.0.0:3478); its
+    /// `turn:` URLs are then advertised with any --turn-urls [default: off; with `serve --demo`,
+    /// the listen address's IP and port 3478].
+    #[arg(long, env = "TELEVISIT_TURN_LISTEN")]
+    pub turn_listen: Option<SocketAddr>,
+    /// The embedded TURN server's address as clients reach it (relayed candidates, URLs)
+    /// [default: the IP of --turn-listen, which must then not be 0.0.0.0].
+    #[arg(long, env = "TELEVISIT_TURN_EXTERNAL_IP")]
+    pub turn_external_ip: Option<IpAddr>,
+    /// Relayed UDP ports of the embedded TURN server, `low-high` [default: 49152-65535].
+    #[arg(long, env = "TELEVISIT_TURN_RELAY_PORTS")]
+    pub turn_relay_ports: Option<String>,
+    /// Realm of the embedded TURN server [default: televisit].
+    #[arg(long, env = "TELEVISIT_TURN_REALM")]
+    pub turn_realm: Option<String>,
+    /// Also accept TURN over TLS on this address (e.g. 0.0.0.0:443); needs --turn-tls-cert/-key.
+    #[arg(long, env = "TELEVISIT_TURN_TLS_LISTEN")]
+    pub turn_tls_listen: Option<SocketAddr>,
+    /// Certificate chain (PEM) of TURN over TLS.
+    #[arg(long, env = "TELEVISIT_TURN_TLS_CERT")]
+    pub turn_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of TURN over TLS.
+    #[arg(long, env = "TELEVISIT_TURN_TLS_KEY")]
+    pub turn_tls_key: Option<PathBuf>,
+    /// Host name in the advertised `turns:` URL, which the certificate names [default: the
+    /// external IP].
+    #[arg(long, env = "TELEVISIT_TURN_TLS_HOST")]
+    pub turn_tls_host: Option<String>,
+    /// Patients always connect through TURN (relay-only), so the doctor's device never learns
+    /// their IP address [default: false].
+    #[arg(long, env = "TELEVISIT_PATIENTS_RELAY_ONLY", num_args = 0..=1, default_missing_value = "true")]
+    pub patients_relay_only: Option<bool>,
     /// API key of the clinic integration API; without one the API is closed.
     #[arg(long, env = "TELEVISIT_CLINIC_API_KEY", hide_env_values = true)]
     pub clinic_api_key: Option<String>,
@@ -69,6 +103,8 @@ pub struct Settings {
     pub log_format: Option<String>,
 }
 
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
 macro_rules! layer {
     ($high:expr, $low:expr, $($field:ident),*) => {
         Settings { $($field: $high.$field.or($low.$field)),* }
@@ -81,6 +117,16 @@ impl Settings {
         let text =
             std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| format!("invalid settings file {}: {e}", path.display()))
+    }
+
+    /// `serve --demo`: the embedded TURN server on the listen address's IP, port 3478, unless
+    /// TURN is configured.
+    pub fn with_demo_turn(mut self) -> Settings {
+        if self.turn_listen.is_none() && self.turn_urls.is_none() {
+            let listen = self.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid"));
+            self.turn_listen = Some(SocketAddr::new(listen.ip(), 3478));
+        }
+        self
     }
 
     /// These settings, with `lower`'s filling the gaps.
@@ -97,6 +143,15 @@ impl Settings {
             turn_urls,
             turn_secret,
             turn_ttl_seconds,
+            turn_listen,
+            turn_external_ip,
+            turn_relay_ports,
+            turn_realm,
+            turn_tls_listen,
+            turn_tls_cert,
+            turn_tls_key,
+            turn_tls_host,
+            patients_relay_only,
             clinic_api_key,
             idle_timeout_seconds,
             reconnect_grace_seconds,
@@ -131,6 +186,10 @@ pub struct Config {
     pub turn_secret: Option<String>,
     /// TURN credential lifetime.
     pub turn_ttl_seconds: u64,
+    /// The embedded TURN server, if it runs (its URLs join `turn_urls` once it is bound).
+    pub embedded_turn: Option<TurnConfig>,
+    /// Patients connect relay-only (the join and ice-servers replies say so).
+    pub patients_relay_only: bool,
     /// Clinic API key.
     pub clinic_api_key: Option<String>,
     /// Idle timeout of a signaling connection.
@@ -165,6 +224,8 @@ impl std::fmt::Debug for Config {
             .field("stun_urls", &self.stun_urls)
             .field("turn_urls", &self.turn_urls)
             .field("turn_secret", &self.turn_secret.as_ref().map(|_| "<set>"))
+            .field("embedded_turn", &self.embedded_turn)
+            .field("patients_relay_only", &self.patients_relay_only)
             .field("clinic_api_key", &self.clinic_api_key.as_ref().map(|_| "<set>"))
             .finish_non_exhaustive()
     }
@@ -173,7 +234,11 @@ impl std::fmt::Debug for Config {
 impl Config {
     /// Fills every unset setting with its default.
     pub fn resolve(settings: Settings) -> Result<Config, String> {
-        let listen = settings.listen.unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid"));
+        let embedded_turn = match settings.turn_listen {
+            Some(listen) => Some(embedded_turn(listen, &settings)?),
+            None => None,
+        };
+        let listen = settings.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid"));
         let public_url = settings
             .public_url
             .unwrap_or_else(|| format!("http://{listen}"))
@@ -186,6 +251,11 @@ impl Config {
         if !turn_urls.is_empty() && settings.turn_secret.is_none() {
             return Err("TURN URLs are set but no TURN secret: set --turn-secret".into());
         }
+        // The embedded server alone needs no configured secret: it makes up its own.
+        let turn_secret = match (&embedded_turn, settings.turn_secret) {
+            (Some(_), None) => Some(crate::secrets::random_secret()),
+            (_, secret) => secret,
+        };
         let log_format = settings.log_format.unwrap_or_else(|| "text".into());
         if log_format != "text" && log_format != "json" {
             return Err(format!("log format must be text or json, not {log_format}"));
@@ -199,8 +269,10 @@ impl Config {
             allowed_origins,
             stun_urls: settings.stun_urls.unwrap_or_default(),
             turn_urls,
-            turn_secret: settings.turn_secret,
+            turn_secret,
             turn_ttl_seconds: settings.turn_ttl_seconds.unwrap_or(3600),
+            embedded_turn,
+            patients_relay_only: settings.patients_relay_only.unwrap_or(false),
             clinic_api_key: settings.clinic_api_key.filter(|k| !k.is_empty()),
             idle_timeout_seconds: settings.idle_timeout_seconds.unwrap_or(45),
             reconnect_grace_seconds: settings.reconnect_grace_seconds.unwrap_or(5),
@@ -228,6 +300,38 @@ impl Config {
     }
 }
 
+/// The embedded TURN server's configuration from the `turn_*` settings.
+fn embedded_turn(listen: SocketAddr, settings: &Settings) -> Result<TurnConfig, String> {
+    let external_ip = match settings.turn_external_ip {
+        Some(ip) => ip,
+        None if listen.ip().is_unspecified() => {
+            return Err("--turn-listen on an unspecified address needs --turn-external-ip".into())
+        }
+        None => listen.ip(),
+    };
+    let ports = settings.turn_relay_ports.as_deref().unwrap_or("49152-65535");
+    let relay_ports = ports
+        .split_once('-')
+        .and_then(|(low, high)| Some((low.trim().parse::<u16>().ok()?, high.trim().parse::<u16>().ok()?)))
+        .filter(|(low, high)| *low > 0 && low <= high)
+        .ok_or_else(|| format!("TURN relay ports must be low-high, not {ports}"))?;
+    let tls = match (settings.turn_tls_listen, &settings.turn_tls_cert, &settings.turn_tls_key) {
+        (None, _, _) => None,
+        (Some(listen), Some(cert), Some(key)) => {
+            Some(TlsListen { listen, cert: cert.clone(), key: key.clone() })
+        }
+        _ => return Err("--turn-tls-listen needs --turn-tls-cert and --turn-tls-key".into()),
+    };
+    Ok(TurnConfig {
+        listen,
+        tls,
+        external_ip,
+        tls_host: settings.turn_tls_host.clone(),
+        relay_ports: Some(relay_ports),
+        realm: settings.turn_realm.clone().unwrap_or_else(|| "televisit".into()),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +353,53 @@ mod tests {
         assert!(toml::from_str::<Settings>("tokn_ttl = 5").is_err());
         let settings = Settings { turn_urls: Some(vec!["turn:x".into()]), ..Settings::default() };
         assert!(Config::resolve(settings).unwrap_err().contains("TURN secret"));
+    }
+
+    #[test]
+    fn the_embedded_turn_is_configured_from_its_settings_and_on_with_the_demo() {
+        let file: Settings = toml::from_str(
+            "turn_listen = \"0.0.0.0:3478\"\nturn_external_ip = \"203.0.113.10\"\nturn_relay_ports = \"50000-50100\"\npatients_relay_only = true",
+        )
+        .unwrap();
+        let config = Config::resolve(file).unwrap();
+        let turn = config.embedded_turn.expect("embedded TURN configured");
+        assert_eq!(
+            (turn.external_ip.to_string(), turn.relay_ports),
+            ("203.0.113.10".into(), Some((50000, 50100)))
+        );
+        assert!(config.turn_secret.is_some(), "a secret is made up when none is set");
+        assert!(config.patients_relay_only);
+
+        let demo = Config::resolve(Settings::default().with_demo_turn()).unwrap();
+        assert_eq!(demo.embedded_turn.unwrap().listen.to_string(), "127.0.0.1:3478");
+        let external = Settings {
+            turn_urls: Some(vec!["turn:x".into()]),
+            turn_secret: Some("s".into()),
+            ..Settings::default()
+        };
+        assert!(
+            Config::resolve(external.with_demo_turn()).unwrap().embedded_turn.is_none(),
+            "configured TURN wins"
+        );
+    }
+
+    #[test]
+    fn unusable_embedded_turn_settings_are_refused() {
+        let listen = Some("0.0.0.0:3478".parse().unwrap());
+        let unspecified = Settings { turn_listen: listen, ..Settings::default() };
+        assert!(Config::resolve(unspecified).unwrap_err().contains("--turn-external-ip"));
+        let ports = Settings {
+            turn_listen: Some("127.0.0.1:3478".parse().unwrap()),
+            turn_relay_ports: Some("60000-50000".into()),
+            ..Settings::default()
+        };
+        assert!(Config::resolve(ports).unwrap_err().contains("low-high"));
+        let tls = Settings {
+            turn_listen: Some("127.0.0.1:3478".parse().unwrap()),
+            turn_tls_listen: Some("127.0.0.1:5349".parse().unwrap()),
+            ..Settings::default()
+        };
+        assert!(Config::resolve(tls).unwrap_err().contains("--turn-tls-cert"));
     }
 
     #[test]

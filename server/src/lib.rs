@@ -3,7 +3,7 @@
 //! Layout, one job per module: [`config`] (settings), [`store`] (every query), [`secrets`] (tokens,
 //! hashes, TURN credentials, the clock), [`auth`] (who is asking), [`clinic`] (integration API),
 //! [`calls`] (call lifecycle API), [`signaling`] (rooms, hub, WebSocket, HTTP fallback), [`pages`]
-//! (web pages and the doctor's JSON), [`metrics`], [`demo`].
+//! (web pages and the doctor's JSON), [`turn`] (the embedded TURN server), [`metrics`], [`demo`].
 
 pub mod auth;
 pub mod calls;
@@ -16,6 +16,7 @@ pub mod pages;
 pub mod secrets;
 pub mod signaling;
 pub mod store;
+pub mod turn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -154,6 +155,8 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// The shared state (database, hub, clock).
     pub state: SharedState,
+    /// The embedded TURN server, when the configuration runs one.
+    pub turn: Option<Arc<turn::EmbeddedTurn>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -172,6 +175,15 @@ impl RunningServer {
             config.public_url = format!("http://{addr}");
             config.allowed_origins = vec![config.public_url.clone()];
         }
+        let turn = match &config.embedded_turn {
+            Some(turn_config) => {
+                let secret = config.turn_secret.as_deref().expect("resolved with the embedded TURN's secret");
+                let turn = turn::EmbeddedTurn::start(turn_config, secret, clock.clone()).await?;
+                config.turn_urls.extend(turn.urls());
+                Some(Arc::new(turn))
+            }
+            None => None,
+        };
         let state = AppState::new(config, clock).await?;
         let app = router(Arc::clone(&state)).into_make_service_with_connect_info::<SocketAddr>();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -189,7 +201,7 @@ impl RunningServer {
                 })
                 .await
         });
-        Ok(RunningServer { addr, state, shutdown: Some(tx), task })
+        Ok(RunningServer { addr, state, turn, shutdown: Some(tx), task })
     }
 
     /// The base URL, e.g. `http://127.0.0.1:41234`.
@@ -204,6 +216,9 @@ impl RunningServer {
         }
         self.task.abort();
         let _ = (&mut self.task).await;
+        if let Some(turn) = &self.turn {
+            turn.stop().await;
+        }
         self.state.store.close().await;
     }
 

@@ -21,7 +21,8 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve {
-        /// Also create a demo visit and print how to open it.
+        /// Also create a demo visit and print how to open it; runs the embedded TURN server unless
+        /// TURN is configured.
         #[arg(long)]
         demo: bool,
         #[command(flatten)]
@@ -80,12 +81,13 @@ fn init_logging(format: &str) {
     }
 }
 
-fn resolve(file: Option<&PathBuf>, settings: Settings) -> Result<Config, String> {
+fn resolve(file: Option<&PathBuf>, settings: Settings, demo: bool) -> Result<Config, String> {
     let from_file = match file {
         Some(path) => Settings::from_toml_file(path)?,
         None => Settings::default(),
     };
-    Config::resolve(settings.over(from_file))
+    let settings = settings.over(from_file);
+    Config::resolve(if demo { settings.with_demo_turn() } else { settings })
 }
 
 fn print_demo(demo: &demo::Demo, base: &str) {
@@ -110,7 +112,7 @@ async fn main() -> std::process::ExitCode {
         Command::Serve { demo, settings } => serve(cli.config.as_ref(), settings, demo).await,
         Command::Demo { settings } => {
             async {
-                let config = resolve(cli.config.as_ref(), settings)?;
+                let config = resolve(cli.config.as_ref(), settings, false)?;
                 init_logging(&config.log_format);
                 let base = config.public_url.clone();
                 let state = AppState::new(config, Clock::default()).await.map_err(|e| e.to_string())?;
@@ -149,7 +151,7 @@ async fn main() -> std::process::ExitCode {
         }
         Command::Migrate { settings } => {
             async {
-                let config = resolve(cli.config.as_ref(), settings)?;
+                let config = resolve(cli.config.as_ref(), settings, false)?;
                 init_logging(&config.log_format);
                 let state = AppState::new(config, Clock::default()).await.map_err(|e| e.to_string())?;
                 state.store.close().await;
@@ -169,7 +171,7 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn serve(file: Option<&PathBuf>, settings: Settings, with_demo: bool) -> Result<(), String> {
-    let config = resolve(file, settings)?;
+    let config = resolve(file, settings, with_demo)?;
     init_logging(&config.log_format);
     if config.clinic_api_key.is_none() {
         tracing::info!("clinic API closed: no --clinic-api-key set");

@@ -5,9 +5,11 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use futures_util::StreamExt;
 use serde_json::json;
 use televisit_core::protocol::MAX_FRAME_BYTES;
 use televisit_server::secrets::Clock;
+use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
 async fn malformed_unknown_and_oversized_frames_get_an_error_and_the_connection_goes_on() {
@@ -240,4 +242,27 @@ async fn health_and_metrics_report_calls_connections_and_relayed_frames() {
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
+}
+
+#[tokio::test]
+async fn a_graceful_leave_is_a_normal_close_without_an_error_frame() {
+    let db = TempDb::new();
+    let server = TestServer::start(&db).await;
+    let visit = server.started_visit().await;
+    let (mut doctor, mut patient) = both_in_room(&server, &visit).await;
+    patient.send(json!({"type": "leave"})).await;
+    let mut frames = Vec::new();
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(5), patient.stream.next()).await.unwrap() {
+            Some(Ok(Message::Text(text))) => frames.push(text.to_string()),
+            Some(Ok(Message::Close(close))) => break close,
+            Some(Ok(_)) => continue,
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    assert!(frames.iter().all(|f| !f.contains("\"error\"")), "no error frame on leave: {frames:?}");
+    let close = close.expect("a close code");
+    assert_eq!(u16::from(close.code), 1000, "{close:?}");
+    let left = doctor.expect("peer-left").await;
+    assert_eq!((left["role"].as_str(), left["reason"].as_str()), (Some("patient"), Some("left")));
 }

@@ -53,6 +53,25 @@ async fn the_patient_joins_with_the_link_and_gets_the_room_role_names_and_ice_se
     let now = server.clock.now_ms() / 1000;
     assert!(expiry > now && expiry <= now + 3600, "short-lived TURN credential: {username}");
     assert!(turn["credential"].as_str().unwrap().len() >= 28);
+    assert_eq!(join["ice_transport_policy"], "all");
+}
+
+#[tokio::test]
+async fn with_patients_relay_only_the_patient_is_told_to_use_relayed_candidates_only() {
+    let db = TempDb::new();
+    let server = TestServer::start_with(&db, Clock::default(), |c| {
+        c.turn_urls = vec!["turn:turn.clinic.test:3478?transport=udp".into()];
+        c.turn_secret = Some("turn-shared-secret".into());
+        c.patients_relay_only = true;
+    })
+    .await;
+    let visit = server.started_visit().await;
+    for (token, policy) in [(&visit.patient_token, "relay"), (&visit.doctor_token, "all")] {
+        let (code, join) = server.call("POST", "/api/video-call/join", token).await;
+        assert_eq!((code, &join["ice_transport_policy"]), (200, &policy.into()), "{join}");
+        let (code, fresh) = server.call("GET", "/api/video-call/ice-servers", token).await;
+        assert_eq!((code, &fresh["ice_transport_policy"]), (200, &policy.into()), "{fresh}");
+    }
 }
 
 #[tokio::test]

@@ -18,6 +18,8 @@ use tokio::sync::mpsc;
 
 pub mod netem;
 pub mod turn;
+pub mod netns;
+pub mod turn_lab;
 
 /// Installs ring as the process's rustls provider, which the tests' own HTTP clients need.
 pub fn install_crypto_provider() {

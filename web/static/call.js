@@ -7,7 +7,16 @@ const state = {
   token: null, join: null, pc: null, signaling: null, local: null, screenStream: null, screenSender: null,
   muted: false, cameraOff: false, connectedAt: null, durationOffset: 0, ended: false, scorer: new QualityScorer(),
   statsPrev: {}, poorSince: null, excellentSince: null, scaleDown: 1, unread: 0, chatIds: new Set(),
+  candidateErrors: 0,
 };
+
+// "Hide my IP address": relayed (TURN) candidates only, so the other side never learns this
+// device's addresses. The patient's choice is kept in this browser; the clinic can also force it
+// for patients (the join reply's `ice_transport_policy`).
+const HIDE_IP_KEY = "televisit-hide-ip";
+const relayForced = () => state.join && state.join.ice_transport_policy === "relay";
+const relayOnly = () => relayForced() || localStorage.getItem(HIDE_IP_KEY) === "true";
+const iceConfiguration = () => ({ iceServers: state.join.ice_servers, iceTransportPolicy: relayOnly() ? "relay" : "all" });
 
 // ---------- screens ----------
 function showScreen(title, text, { retry = false } = {}) {
@@ -141,8 +150,9 @@ async function showFlip() {
 // ---------- peer connection ----------
 function newPeerConnection() {
   if (state.pc) state.pc.close();
-  const pc = new RTCPeerConnection({ iceServers: state.join.ice_servers });
+  const pc = new RTCPeerConnection(iceConfiguration());
   state.pc = pc;
+  document.body.dataset.iceTransportPolicy = pc.getConfiguration().iceTransportPolicy;
   state.screenSender = null;
   state.local.getTracks().forEach((track) => pc.addTrack(track, state.local));
   if (state.screenStream) addScreenTrack();
@@ -239,7 +249,8 @@ function onFrame(frame) {
       break;
     case "ice-candidate":
       if (state.pc && frame.candidate) {
-        state.pc.addIceCandidate({ candidate: frame.candidate, sdpMid: frame.sdp_mid, sdpMLineIndex: frame.sdp_m_line_index }).catch(() => {});
+        state.pc.addIceCandidate({ candidate: frame.candidate, sdpMid: frame.sdp_mid, sdpMLineIndex: frame.sdp_m_line_index })
+          .catch((error) => reportCandidateError(error, frame));
       }
       break;
     case "chat":
@@ -271,6 +282,17 @@ function onFrame(frame) {
       }
       break;
   }
+}
+
+// A candidate the browser cannot use is not a failure of the call (others may work): it is logged
+// and counted in a quiet note, and the call goes on.
+function reportCandidateError(error, frame) {
+  state.candidateErrors += 1;
+  console.warn("Televisit: a network candidate from the other side could not be used", { error: String(error), candidate: frame.candidate, sdpMid: frame.sdp_mid });
+  document.body.dataset.candidateErrors = String(state.candidateErrors);
+  const note = $("ice-diagnostics");
+  note.textContent = `${state.candidateErrors} network candidate${state.candidateErrors === 1 ? "" : "s"} not usable`;
+  note.hidden = false;
 }
 
 // The doctor examines (a rash, a wound): the patient holds the camera still; the picture keeps
@@ -407,6 +429,25 @@ function wireControls() {
   $("speaker-select").onchange = () => { Devices.remember("speaker", $("speaker-select").value); useSpeaker(); };
   $("speaker-test").onclick = () => Devices.testSound($("speaker-select").value);
   $("flip").onclick = flipCamera;
+  const hideIpBoxes = document.querySelectorAll("input.hide-ip"); // in the waiting room and the header
+  hideIpBoxes.forEach((box) => box.onchange = () => {
+    localStorage.setItem(HIDE_IP_KEY, String(box.checked));
+    hideIpBoxes.forEach((other) => (other.checked = box.checked));
+    if (!state.pc) return; // applies to the next connection
+    state.pc.setConfiguration({ ...state.pc.getConfiguration(), iceTransportPolicy: relayOnly() ? "relay" : "all" });
+    document.body.dataset.iceTransportPolicy = state.pc.getConfiguration().iceTransportPolicy;
+    if (state.join.role === "doctor") makeOffer(true); // gather again under the new policy
+  });
+}
+
+function showHideIpSetting() {
+  document.querySelectorAll("input.hide-ip").forEach((box) => {
+    box.checked = relayOnly();
+    box.disabled = relayForced();
+  });
+  document.querySelectorAll(".hide-ip-label").forEach((label) => label.title = relayForced()
+    ? "Your clinic always hides your IP address from the other side"
+    : "Connect only through the clinic's relay server, so the other side never sees your IP address");
 }
 
 function leave() {
@@ -516,6 +557,7 @@ async function main() {
   if (!response.ok) return showError(body.error && body.error.code, body.error && body.error.message);
   state.join = body;
   document.body.dataset.role = body.role;
+  showHideIpSetting();
   $("peer-name").textContent = body.peer_display_name;
   $("share").hidden = body.role !== "doctor"; // the server refuses a patient's share anyway
   $("examine").hidden = body.role !== "doctor";

@@ -57,6 +57,12 @@ impl HttpSession {
         self.notify.notify_waiters();
     }
 
+    /// Ends the session without a last frame (a normal end: the participant left).
+    fn close(&self) {
+        self.mailbox.lock().expect("mailbox lock").closed = true;
+        self.notify.notify_waiters();
+    }
+
     /// Drops acknowledged frames and returns the rest.
     fn take_after(&self, after: u64) -> (Vec<serde_json::Value>, u64, bool) {
         let mut mailbox = self.mailbox.lock().expect("mailbox lock");
@@ -112,6 +118,10 @@ pub async fn post(
                     Outgoing::Text(text) => pump.push(text, false),
                     Outgoing::Close { code, message } => {
                         pump.push(encode(&Frame::new(ServerMessage::Error { code, message })), true);
+                        return;
+                    }
+                    Outgoing::CloseNormally => {
+                        pump.close();
                         return;
                     }
                 }

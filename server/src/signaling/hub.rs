@@ -41,6 +41,8 @@ pub enum Outgoing {
         /// For people.
         message: String,
     },
+    /// A normal end (the participant left): close without an `error` frame.
+    CloseNormally,
 }
 
 /// A participant admitted by a valid call token.
@@ -287,6 +289,11 @@ impl Hub {
                         let _ = tx.try_send(Outgoing::Close { code, message });
                     }
                 }
+                Action::CloseNormally { conn } => {
+                    if let Some(tx) = conns.remove(&conn) {
+                        let _ = tx.try_send(Outgoing::CloseNormally);
+                    }
+                }
                 Action::Relayed => self.metrics.frame_relayed(),
                 other => deferred.push(other),
             }
@@ -336,7 +343,10 @@ impl Hub {
                             room.lock().expect("room lock").forget_replay(role, conn);
                         });
                     }
-                    Action::Send { .. } | Action::Close { .. } | Action::Relayed => {
+                    Action::Send { .. }
+                    | Action::Close { .. }
+                    | Action::CloseNormally { .. }
+                    | Action::Relayed => {
                         unreachable!("delivered while the room is locked")
                     }
                 }

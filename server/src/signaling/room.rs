@@ -64,6 +64,11 @@ pub enum Action {
         /// Human-readable reason.
         message: String,
     },
+    /// Close the connection normally, without an `error` frame (the participant left).
+    CloseNormally {
+        /// The connection.
+        conn: ConnId,
+    },
     /// Store this chat message, then call [`Room::chat_stored`] (or [`Room::chat_not_stored`]).
     StoreChat {
         /// Sender.
@@ -409,7 +414,7 @@ impl Room {
             }
             ClientMessage::Leave => {
                 self.seat(role).conn = None;
-                actions.push(Action::Close { conn, code: ErrorCode::Conflict, message: "left".into() });
+                actions.push(Action::CloseNormally { conn });
                 self.announce_left(role, "left", &mut actions);
                 None
             }
@@ -613,6 +618,18 @@ mod tests {
         let frames = sent(&room.connect(Role::Patient, PATIENT, None, vec![]), PATIENT);
         assert_eq!(frames[1]["type"], "waiting");
         assert_eq!(frames[1]["message"], "5 min");
+    }
+
+    #[test]
+    fn a_leave_closes_normally_and_the_peer_hears_it() {
+        let mut room = room();
+        room.connect(Role::Patient, PATIENT, None, vec![]);
+        room.connect(Role::Doctor, DOCTOR, None, vec![]);
+        let actions = room.frame(Role::Patient, PATIENT, Frame::new(ClientMessage::Leave));
+        assert!(actions.contains(&Action::CloseNormally { conn: PATIENT }), "{actions:?}");
+        assert!(!actions.iter().any(|a| matches!(a, Action::Close { .. })), "no error frame: {actions:?}");
+        let to_doctor = sent(&actions, DOCTOR);
+        assert_eq!((&to_doctor[0]["type"], &to_doctor[0]["reason"]), (&"peer-left".into(), &"left".into()));
     }
 
     #[test]

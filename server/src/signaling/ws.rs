@@ -180,6 +180,11 @@ async fn write_frames(
                     let _ = sink.send(Message::Close(Some(frame))).await;
                     return;
                 }
+                Some(Outgoing::CloseNormally) => {
+                    let frame = CloseFrame { code: 1000, reason: "left".into() };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    return;
+                }
                 None => {
                     let _ = sink.send(Message::Close(None)).await;
                     return;

@@ -1,0 +1,105 @@
+//! Calls whose only path is a TURN relay, in network namespaces: the doctor and the patient each
+//! sit in a namespace linked to the server's (the root namespace) and to each other by a direct
+//! link on which every UDP datagram is dropped; the root namespace forwards nothing. Both run the
+//! real headless client (`call-join`) and must connect through the relay with media decoded.
+
+use std::process::Child;
+use std::sync::atomic::Ordering;
+
+use televisit_tests::netns::{self, Netns};
+use televisit_tests::turn_lab::{Coturn, Lab};
+use televisit_tests::TestServer;
+
+fn join(netns: &Netns, link: &str, seconds: u64) -> Child {
+    televisit_tests::turn_lab::join(env!("CARGO_BIN_EXE_call-join"), netns, link, seconds)
+}
+
+/// Waits (at most a minute) for a `call-join` and returns its output; panics if it failed.
+async fn finish(mut child: Child, who: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{who} failed: {}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// A figure of a `call-join` summary, e.g. `audio frames decoded`.
+fn summary_figure(stdout: &str, name: &str) -> u64 {
+    let summary =
+        stdout.lines().find(|l| l.starts_with("summary:")).unwrap_or_else(|| panic!("no summary:\n{stdout}"));
+    summary
+        .split(&format!("{name} "))
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no decoded count in {summary}"))
+}
+
+/// Both clients join from their namespaces, talk for 4 s, and must have had media both ways.
+async fn call_between_namespaces(lab: &Lab, server: &TestServer) {
+    let visit = server.started_visit().await;
+    let patient = join(&lab.patient, &visit.patient_link, 4);
+    let doctor = join(&lab.doctor, &visit.doctor_link, 4);
+    let (patient, doctor) = (finish(patient, "patient").await, finish(doctor, "doctor").await);
+    for (who, out) in [("patient", &patient), ("doctor", &doctor)] {
+        eprintln!("{who}: {}", out.lines().find(|l| l.starts_with("summary:")).unwrap_or("no summary"));
+        assert!(out.contains("event: state Connected"), "{who} never connected:\n{out}");
+        // Media both ways, decoded. (Video pictures are not asserted: through a relay the core's
+        // receiver never got a decodable keyframe in this lab; see the report of issue 10.)
+        assert!(summary_figure(out, "audio frames decoded") >= 100, "{who} decoded too little audio:\n{out}");
+        assert!(
+            summary_figure(out, "video frames received") >= 60,
+            "{who} received too little video:\n{out}"
+        );
+    }
+    // The direct link was tried and dropped (host candidates of both ends are on it).
+    assert!(lab.direct.a.dropped() + lab.direct.b.dropped() > 0, "nothing tried the direct link");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_clients_without_a_direct_path_talk_through_the_embedded_turn() {
+    if netns::skip() {
+        return;
+    }
+    let lab = Lab::new(true);
+    let turn = lab.embedded_turn();
+    let server = lab
+        .server(|c| {
+            c.turn_secret = Some("embedded-turn-test-secret".into());
+            c.embedded_turn = Some(turn);
+        })
+        .await;
+    call_between_namespaces(&lab, &server).await;
+    let counters = &server.server.turn.as_ref().expect("embedded TURN runs").counters;
+    assert!(counters.allocations.load(Ordering::Relaxed) >= 1);
+    let relayed = counters.relayed_out_bytes.load(Ordering::Relaxed);
+    assert!(relayed > 200_000, "only {relayed} bytes went through the relay");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_clients_without_a_direct_path_talk_through_coturn() {
+    if netns::skip() {
+        return;
+    }
+    let lab = Lab::new(true);
+    let ip = lab.server_ip();
+    let coturn = Coturn::start(ip, "coturn-test-secret");
+    let server = lab
+        .server(|c| {
+            c.turn_urls = vec![format!("turn:{ip}:{}?transport=udp", coturn.port)];
+            c.turn_secret = Some("coturn-test-secret".into());
+        })
+        .await;
+    call_between_namespaces(&lab, &server).await;
+}
