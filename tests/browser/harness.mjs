@@ -217,7 +217,8 @@ export async function tabWalk(page, steps) {
       if (!e || e === document.body) return { name: "(body)", visible: true }; // past the last control
       const r = e.getBoundingClientRect();
       const visible = e.checkVisibility({ visibilityProperty: true, opacityProperty: true }) && r.width > 0 && r.height > 0;
-      return { name: (e.innerText || e.getAttribute("aria-label") || e.id || e.tagName).trim(), visible };
+      const label = e.labels?.[0]?.innerText; // a checkbox is named by its label
+      return { name: (e.innerText || label || e.getAttribute("aria-label") || e.id || e.tagName).trim(), visible };
     }));
   }
   return walk;

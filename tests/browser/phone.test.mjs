@@ -42,8 +42,8 @@ test("a patient on a phone: the waiting room, then the call's states, by touch a
     await assertAccessible(patient, "the waiting room");
 
     // The keyboard reaches the waiting room's buttons only, none of the call's hidden ones.
-    const walk = await tabWalk(patient, 5);
-    assert.deepEqual(walk.slice(0, 4).map((w) => w.name), ["Mute", "Turn camera off", "Check camera, microphone and speaker", "Leave"], JSON.stringify(walk));
+    const walk = await tabWalk(patient, 6);
+    assert.deepEqual(walk.slice(0, 5).map((w) => w.name), ["Mute", "Turn camera off", "Check camera, microphone and speaker", "Leave", "Hide my IP address"], JSON.stringify(walk));
     assert.ok(walk.every((w) => w.visible), `every focused control is visible: ${JSON.stringify(walk)}`);
 
     // She mutes and turns the camera off while waiting: words and crossed-out icons say so.

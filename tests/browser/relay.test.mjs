@@ -89,7 +89,7 @@ test("the clinic forces relay-only for patients: the doctor never sees the patie
     const { doctor, patient } = await relayedCall(browser, server);
     assert.equal(await body(patient, "iceTransportPolicy"), "relay");
     assert.equal(await body(doctor, "iceTransportPolicy"), "all", "only patients are forced");
-    const hideIp = patient.locator(".call-header").getByLabel("Hide my IP address");
+    const hideIp = patient.locator("#devices").getByLabel("Hide my IP address");
     assert.ok((await hideIp.isChecked()) && (await hideIp.isDisabled()), "the setting shows the clinic's choice, fixed");
     assertOnlyRelayed(await doctor.evaluate(() => window.received));
     assert.equal(await selectedLocalType(patient), "relay");
@@ -126,9 +126,9 @@ test("a patient who ticks 'Hide my IP address' connects relayed, and the choice 
     assert.equal(await body(patient, "iceTransportPolicy"), "relay");
     assertOnlyRelayed(await doctor.evaluate(() => window.received));
     assert.equal(await selectedLocalType(patient), "relay");
-    assert.equal(await patient.locator(".call-header").getByLabel("Hide my IP address").isChecked(), true);
+    assert.equal(await patient.locator("#devices").getByLabel("Hide my IP address").isChecked(), true);
     await patient.reload();
-    await eventually("the choice is remembered", () => patient.locator(".call-header").getByLabel("Hide my IP address").isChecked());
+    await eventually("the choice is remembered", () => patient.locator("#devices").getByLabel("Hide my IP address").isChecked());
   } finally {
     await browser.close();
     await server.stop();

@@ -17,8 +17,8 @@ use televisit_server::{Config, RunningServer};
 use tokio::sync::mpsc;
 
 pub mod netem;
-pub mod turn;
 pub mod netns;
+pub mod turn;
 pub mod turn_lab;
 
 /// Installs ring as the process's rustls provider, which the tests' own HTTP clients need.

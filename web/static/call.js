@@ -429,7 +429,7 @@ function wireControls() {
   $("speaker-select").onchange = () => { Devices.remember("speaker", $("speaker-select").value); useSpeaker(); };
   $("speaker-test").onclick = () => Devices.testSound($("speaker-select").value);
   $("flip").onclick = flipCamera;
-  const hideIpBoxes = document.querySelectorAll("input.hide-ip"); // in the waiting room and the header
+  const hideIpBoxes = document.querySelectorAll("input.hide-ip"); // in the waiting room and the devices dialog
   hideIpBoxes.forEach((box) => box.onchange = () => {
     localStorage.setItem(HIDE_IP_KEY, String(box.checked));
     hideIpBoxes.forEach((other) => (other.checked = box.checked));
