@@ -697,6 +697,13 @@ async fn request_keyframe(remote_tracks: &RemoteTracks, kind: FrameKind) -> Resu
     Ok(())
 }
 
+/// The ids of this side's microphone and camera tracks (`doctor-audio`, `patient-video`, …):
+/// never the same as the peer's (see `run_session`). The doctor's screen track is
+/// [`SCREEN_TRACK_ID`] (the patient has none).
+fn local_track_ids(role: Role) -> (String, String) {
+    (format!("{}-audio", role.as_str()), format!("{}-video", role.as_str()))
+}
+
 /// Tells the app which codec to encode, unless it was told already.
 fn tell_codec(events: &mpsc::UnboundedSender<PeerEvent>, told: &mut Option<VideoCodec>, codec: VideoCodec) {
     if *told != Some(codec) {
@@ -773,10 +780,13 @@ async fn run_session(
             .await
             .map_err(|e| format!("cannot create the peer connection: {e}"))?,
     );
-    let mut audio =
-        LocalTrack::add(&pc, RtpCodecKind::Audio, Some(opus()), "televisit", "televisit-audio").await?;
+    // The track ids name the role: the crate routes inbound RTCP by track id and tries the remote
+    // tracks first, so with the same ids on both sides (`televisit-video`) the peer's keyframe
+    // requests for our camera went to *its* camera's remote track here and were never heard.
+    let (audio_id, video_id) = local_track_ids(role);
+    let mut audio = LocalTrack::add(&pc, RtpCodecKind::Audio, Some(opus()), "televisit", &audio_id).await?;
     // Video tracks get their codec once it is negotiated (see the module's documentation).
-    let mut video = LocalTrack::add(&pc, RtpCodecKind::Video, None, "televisit", "televisit-video").await?;
+    let mut video = LocalTrack::add(&pc, RtpCodecKind::Video, None, "televisit", &video_id).await?;
     // Only the doctor shares a screen. The track is there from the first offer and silent until
     // sharing starts, so sharing needs no renegotiation of m-lines.
     let mut screen = match role {
