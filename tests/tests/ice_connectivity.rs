@@ -21,7 +21,7 @@ use televisit_core::client::media::{
 use televisit_core::client::webrtc::{WebRtcMedia, WebRtcSettings};
 use televisit_core::client::{CallClient, CallOptions, ClientEvent};
 use televisit_core::frame::FrameKind;
-use televisit_core::headless::{self, spawn_synthetic_media, HeadlessOptions, SyntheticMedia};
+use televisit_core::headless::{self, spawn_synthetic_media, HeadlessOptions, PictureReader, SyntheticMedia};
 use televisit_core::protocol::{encode, ClientMessage, Frame, IceCandidate, Role};
 use televisit_tests::turn::{localhost_tls, TurnServer};
 use televisit_tests::{loopback_media, Recorder, SpyMedia, TestServer};
@@ -483,4 +483,42 @@ async fn through_the_relay_both_sides_decode_each_others_camera_from_the_start()
         assert!(received >= 120, "the {who} received too few pictures:\n{out}");
         assert!(received - decoded <= 15, "the {who} decoded {decoded} of {received} pictures:\n{out}");
     }
+}
+
+/// Through the relay, a patient app that never asks for a keyframe itself still decodes the
+/// doctor's camera from the start: the core asks when a stream starts without its keyframe.
+#[tokio::test(flavor = "multi_thread")]
+async fn through_the_relay_the_core_recovers_a_lost_first_keyframe_without_the_app() {
+    let turn = TurnServer::start(TURN_SECRET).await;
+    let server = server_with_turn(&turn, 3600).await;
+    let call = InCall::start(&server, true, loopback_media()).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let doctor_camera =
+        spawn_synthetic_media(Arc::clone(&call.doctor), Arc::new(AtomicBool::new(true)), Arc::clone(&stop))
+            .expect("codecs");
+    // The doctor's app makes a keyframe when asked, as every app does.
+    let started = Instant::now();
+    let mut heard = 0;
+    while started.elapsed() < Duration::from_secs(4) {
+        let requests = call
+            .doctor_events
+            .events()
+            .iter()
+            .filter(|e| **e == ClientEvent::KeyframeRequested(FrameKind::Video))
+            .count();
+        for _ in heard..requests {
+            doctor_camera.request_keyframe();
+        }
+        heard = requests;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    doctor_camera.join().unwrap();
+    let mut pictures = PictureReader::new().unwrap();
+    let frames = call.patient_events.remote_frames(FrameKind::Video);
+    let decoded = frames.iter().filter(|frame| pictures.receive(frame).is_ok()).count();
+    println!("patient: {decoded} of {} of the doctor's pictures decoded", frames.len());
+    assert!(frames.len() >= 60, "the patient received {} pictures", frames.len());
+    assert!(frames.len() - decoded <= 15, "the patient decoded {decoded} of {}", frames.len());
+    call.end();
 }
