@@ -32,7 +32,11 @@
 //!
 //! **Loss recovery** is ours too ([`super::loss_recovery`]): NACKs with bounded retries that count
 //! an RTX retransmission as the repair it is, a keyframe request when packets are given up, and
-//! retransmissions within a budget and only while they can arrive in time.
+//! retransmissions within a budget and only while they can arrive in time. A received video stream
+//! that starts without its keyframe (over a relay the crate drops the first packets, which arrive
+//! before the track exists) asks for one at once (`StartRecovery`). Keyframe requests reach the
+//! encoder only because each side's track ids name its role: the crate routes inbound RTCP by track
+//! id, remote tracks first.
 //!
 //! **Stats**: from `get_stats` what the stack fills (candidate-pair RTT, inbound loss and jitter,
 //! RTP bytes), the rest counted here (frames, VP8 keyframe picture size, frame rate); see
