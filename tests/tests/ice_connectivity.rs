@@ -6,7 +6,10 @@
 //! - TURN over TCP and over TLS (the core's bridges; the TURN server reached only that way): the
 //!   relay-only patient's media flows and its stats name the relay transport;
 //! - an ICE restart after the TURN credentials expired (`network_changed()`) fetches fresh ones and
-//!   media comes back (the time is printed).
+//!   media comes back (the time is printed);
+//! - over the relay both sides decode each other's camera from the start (the relay-only patient's
+//!   first keyframe is lost on the way in; its keyframe request must reach the doctor's encoder),
+//!   even when the patient's app never asks for a keyframe itself.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
