@@ -13,6 +13,11 @@
 //!    1.5 Mbps call.
 //!
 //! Run: `cargo bench -p televisit-tests --bench turn`.
+//!
+//! Measured (debug build, `cargo test -p televisit-tests --bench turn`, a busy 2-core machine):
+//! before the keyframe-request fix the waiting patient decoded a picture in 1 relayed call of 10
+//! (3071 ms embedded TURN, 3084 ms coturn); after it in 10 of 10 (1567 / 1574 ms median; the
+//! doctor 1482 / 1485 ms; direct 111 / 114 ms).
 
 use std::io::{BufRead, BufReader};
 use std::process::Child;

@@ -1,6 +1,7 @@
-//! Keyframe requests across a real call (loopback, through the real server): when the patient's
-//! decoder loses the picture, its app asks for a keyframe, the request travels as RTCP PLI, and
-//! the doctor's app hears `KeyframeRequested` to make its encoder send one.
+//! Keyframe requests across a real call (loopback, through the real server), with both cameras
+//! sending: when one side's decoder loses the picture, its app asks for a keyframe, the request
+//! travels as RTCP PLI, and the other side's app hears `KeyframeRequested` to make its encoder
+//! send one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +28,7 @@ fn keyframe_requests(events: &Recorder) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_keyframe_request_from_the_patient_reaches_the_doctors_encoder() {
+async fn with_both_cameras_on_a_keyframe_request_reaches_the_other_sides_encoder_both_ways() {
     let server = TestServer::start(|_| {}).await;
     let visit = server.started_visit().await;
     let (patient, patient_events) = join_loopback(&visit.patient_link);
@@ -35,18 +36,25 @@ async fn a_keyframe_request_from_the_patient_reaches_the_doctors_encoder() {
     for events in [&doctor_events, &patient_events] {
         events.wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::Connected)));
     }
-    let sender = {
-        let doctor = Arc::clone(&doctor);
-        tokio::spawn(async move {
-            for n in 0.. {
-                doctor.send_frame(small_frame(n));
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+    // Both cameras send, as in every call: each side then has a remote camera track as well as
+    // its own, and a request must reach the encoder, not the track that receives the peer's.
+    let senders: Vec<_> = [&doctor, &patient]
+        .into_iter()
+        .map(|client| {
+            let client = Arc::clone(client);
+            tokio::spawn(async move {
+                for n in 0.. {
+                    client.send_frame(small_frame(n));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
         })
-    };
+        .collect();
     let remote_video =
         |e: &ClientEvent| matches!(e, ClientEvent::RemoteFrame(f) if f.kind == FrameKind::Video);
-    patient_events.wait_for(WAIT, remote_video);
+    for events in [&patient_events, &doctor_events] {
+        events.wait_for(WAIT, remote_video);
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(keyframe_requests(&doctor_events), 0, "nothing asked for a keyframe yet");
 
@@ -58,7 +66,13 @@ async fn a_keyframe_request_from_the_patient_reaches_the_doctors_encoder() {
         assert!(std::time::Instant::now() < deadline, "the second request did not arrive");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    sender.abort();
+    // And the other way.
+    assert_eq!(keyframe_requests(&patient_events), 0);
+    doctor.request_keyframe(FrameKind::Video);
+    patient_events.wait_for(WAIT, |e| *e == ClientEvent::KeyframeRequested(FrameKind::Video));
+    for sender in senders {
+        sender.abort();
+    }
     doctor.close();
     patient.close();
 }

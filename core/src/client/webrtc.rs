@@ -32,7 +32,11 @@
 //!
 //! **Loss recovery** is ours too ([`super::loss_recovery`]): NACKs with bounded retries that count
 //! an RTX retransmission as the repair it is, a keyframe request when packets are given up, and
-//! retransmissions within a budget and only while they can arrive in time.
+//! retransmissions within a budget and only while they can arrive in time. A received video stream
+//! that starts without its keyframe (over a relay the crate drops the first packets, which arrive
+//! before the track exists) asks for one at once (`StartRecovery`). Keyframe requests reach the
+//! encoder only because each side's track ids name its role: the crate routes inbound RTCP by track
+//! id, remote tracks first.
 //!
 //! **Stats**: from `get_stats` what the stack fills (candidate-pair RTT, inbound loss and jitter,
 //! RTP bytes), the rest counted here (frames, VP8 keyframe picture size, frame rate); see
@@ -327,6 +331,8 @@ async fn receive_track(
     }
     // Made at the first packet, when the track's codec is surely known.
     let mut builder: Option<(Option<VideoCodec>, Depacketizer)> = None;
+    // Until a video track's first keyframe: when the peer was last asked for one.
+    let mut before_keyframe = StartRecovery::default();
     while let Some(event) = track.poll().await {
         let TrackRemoteEvent::OnRtpPacket(packet) = event else { continue };
         counters.last_packet_at_ms.store(origin.elapsed().as_millis() as i64, Ordering::Relaxed);
@@ -356,6 +362,13 @@ async fn receive_track(
         let Some((codec, builder)) = builder.as_mut() else { continue };
         for sample in builder(packet) {
             let keyframe = codec.is_some_and(|codec| codec.is_keyframe(&sample.data));
+            if frame_kind.is_video() && before_keyframe.asks_now(keyframe, Instant::now()) {
+                // The stream's start was lost (over a relay the crate hands the first packets
+                // over before the track exists): nothing decodes until a keyframe.
+                for ssrc in track.ssrcs().await {
+                    let _ = track.write_rtcp(vec![picture_loss(ssrc)]).await;
+                }
+            }
             match frame_kind {
                 FrameKind::Video => {
                     counters.frames_received.fetch_add(1, Ordering::Relaxed);
@@ -383,6 +396,27 @@ async fn receive_track(
                 return;
             }
         }
+    }
+}
+
+/// A received video stream until its first keyframe: a stream that starts with a delta frame (its
+/// first keyframe was lost) cannot be decoded, so the peer is asked for a keyframe at once, and
+/// again each [`KEYFRAME_REQUEST_INTERVAL`] until one arrives; the app need not notice.
+#[derive(Debug, Default)]
+struct StartRecovery {
+    keyframe_seen: bool,
+    asked_at: Option<Instant>,
+}
+
+impl StartRecovery {
+    /// Whether to ask the peer for a keyframe now, given the frame that just arrived.
+    fn asks_now(&mut self, keyframe: bool, now: Instant) -> bool {
+        self.keyframe_seen |= keyframe;
+        if self.keyframe_seen || self.asked_at.is_some_and(|at| now - at < KEYFRAME_REQUEST_INTERVAL) {
+            return false;
+        }
+        self.asked_at = Some(now);
+        true
     }
 }
 
@@ -697,6 +731,13 @@ async fn request_keyframe(remote_tracks: &RemoteTracks, kind: FrameKind) -> Resu
     Ok(())
 }
 
+/// The ids of this side's microphone and camera tracks (`doctor-audio`, `patient-video`, …):
+/// never the same as the peer's (see `run_session`). The doctor's screen track is
+/// [`SCREEN_TRACK_ID`] (the patient has none).
+fn local_track_ids(role: Role) -> (String, String) {
+    (format!("{}-audio", role.as_str()), format!("{}-video", role.as_str()))
+}
+
 /// Tells the app which codec to encode, unless it was told already.
 fn tell_codec(events: &mpsc::UnboundedSender<PeerEvent>, told: &mut Option<VideoCodec>, codec: VideoCodec) {
     if *told != Some(codec) {
@@ -773,10 +814,13 @@ async fn run_session(
             .await
             .map_err(|e| format!("cannot create the peer connection: {e}"))?,
     );
-    let mut audio =
-        LocalTrack::add(&pc, RtpCodecKind::Audio, Some(opus()), "televisit", "televisit-audio").await?;
+    // The track ids name the role: the crate routes inbound RTCP by track id and tries the remote
+    // tracks first, so with the same ids on both sides (`televisit-video`) the peer's keyframe
+    // requests for our camera went to *its* camera's remote track here and were never heard.
+    let (audio_id, video_id) = local_track_ids(role);
+    let mut audio = LocalTrack::add(&pc, RtpCodecKind::Audio, Some(opus()), "televisit", &audio_id).await?;
     // Video tracks get their codec once it is negotiated (see the module's documentation).
-    let mut video = LocalTrack::add(&pc, RtpCodecKind::Video, None, "televisit", "televisit-video").await?;
+    let mut video = LocalTrack::add(&pc, RtpCodecKind::Video, None, "televisit", &video_id).await?;
     // Only the doctor shares a screen. The track is there from the first offer and silent until
     // sharing starts, so sharing needs no renegotiation of m-lines.
     let mut screen = match role {
@@ -1001,6 +1045,22 @@ fn estimate_fell(told_bps: u64, now_bps: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_that_starts_without_its_keyframe_asks_for_one_once_a_second_until_it_comes() {
+        let start = Instant::now();
+        let mut recovery = StartRecovery::default();
+        assert!(recovery.asks_now(false, start), "asks at the first delta frame");
+        assert!(!recovery.asks_now(false, start + Duration::from_millis(500)));
+        assert!(recovery.asks_now(false, start + Duration::from_millis(1000)));
+        assert!(!recovery.asks_now(true, start + Duration::from_millis(2500)), "a keyframe came");
+        assert!(
+            !recovery.asks_now(false, start + Duration::from_millis(9000)),
+            "later losses are loss recovery's"
+        );
+        let mut fine = StartRecovery::default();
+        assert!(!fine.asks_now(true, start) && !fine.asks_now(false, start + Duration::from_secs(5)));
+    }
 
     #[test]
     fn a_cut_of_the_estimate_by_more_than_a_tenth_is_told_before_the_next_sample() {
