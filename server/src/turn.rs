@@ -75,6 +75,31 @@ pub struct TurnCounters {
     pub allocations: AtomicU64,
     /// TCP and TLS connections accepted.
     pub stream_connections: AtomicU64,
+    /// Datagrams dropped because a client tried to relay them to, or they came from, an address
+    /// no call peer can have (see [`peer_allowed`]).
+    pub denied_peer_datagrams: AtomicU64,
+}
+
+/// Whether a relayed socket may exchange datagrams with `peer`. A TURN server relays to whatever
+/// address a client with valid credentials names, so without this rule a call link would be a
+/// key to the server's own loopback services and to link-local or multicast addresses on its
+/// network. A call peer is never there: loopback is allowed only when the relay itself is on
+/// loopback (the demo and the tests, where both sides run on this machine).
+pub fn peer_allowed(peer: IpAddr, external_ip: IpAddr) -> bool {
+    let peer = match peer {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    };
+    if peer.is_unspecified() || peer.is_multicast() {
+        return false;
+    }
+    if peer.is_loopback() {
+        return external_ip.is_loopback();
+    }
+    match peer {
+        IpAddr::V4(v4) => !(v4.is_link_local() || v4.is_broadcast()),
+        IpAddr::V6(v6) => !v6.is_unicast_link_local(),
+    }
 }
 
 /// A running embedded TURN server.
@@ -237,7 +262,11 @@ impl RelayAddressGenerator for Relays {
                 let mut relayed = socket.local_addr()?;
                 relayed.set_ip(self.external_ip);
                 self.counters.allocations.fetch_add(1, Ordering::Relaxed);
-                let conn = CountingSocket { socket, counters: Arc::clone(&self.counters) };
+                let conn = CountingSocket {
+                    socket,
+                    external_ip: self.external_ip,
+                    counters: Arc::clone(&self.counters),
+                };
                 return Ok((Arc::new(conn), relayed));
             }
         }
@@ -245,10 +274,22 @@ impl RelayAddressGenerator for Relays {
     }
 }
 
-/// A relayed UDP socket that counts the bytes it carries.
+/// A relayed UDP socket that counts the bytes it carries and exchanges nothing with addresses
+/// [`peer_allowed`] refuses.
 struct CountingSocket {
     socket: UdpSocket,
+    external_ip: IpAddr,
     counters: Arc<TurnCounters>,
+}
+
+impl CountingSocket {
+    fn refuse(&self, peer: SocketAddr) -> bool {
+        let refused = !peer_allowed(peer.ip(), self.external_ip);
+        if refused {
+            self.counters.denied_peer_datagrams.fetch_add(1, Ordering::Relaxed);
+        }
+        refused
+    }
 }
 
 #[async_trait]
@@ -262,9 +303,14 @@ impl Conn for CountingSocket {
         Ok(n)
     }
     async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
-        let (n, from) = self.socket.recv_from(buf).await?;
-        self.counters.relayed_in_bytes.fetch_add(n as u64, Ordering::Relaxed);
-        Ok((n, from))
+        loop {
+            let (n, from) = self.socket.recv_from(buf).await?;
+            if self.refuse(from) {
+                continue;
+            }
+            self.counters.relayed_in_bytes.fetch_add(n as u64, Ordering::Relaxed);
+            return Ok((n, from));
+        }
     }
     async fn send(&self, buf: &[u8]) -> webrtc_util::Result<usize> {
         let n = self.socket.send(buf).await?;
@@ -272,6 +318,9 @@ impl Conn for CountingSocket {
         Ok(n)
     }
     async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
+        if self.refuse(target) {
+            return Ok(buf.len()); // dropped, as the network would drop it: the allocation lives on
+        }
         let n = self.socket.send_to(buf, target).await?;
         self.counters.relayed_out_bytes.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
@@ -491,6 +540,58 @@ mod tests {
         clock.advance(Duration::from_secs(61));
         assert!(auth.auth_handle(&user, "televisit", from).is_err());
         assert!(auth.auth_handle("not-a-time:x", "televisit", from).is_err());
+    }
+
+    #[test]
+    fn relays_never_reach_loopback_link_local_or_multicast_addresses_of_a_public_server() {
+        let public: IpAddr = "203.0.113.7".parse().unwrap();
+        let demo: IpAddr = "127.0.0.1".parse().unwrap();
+        for peer in ["198.51.100.20", "10.1.2.3", "192.168.1.20", "2001:db8::1"] {
+            assert!(peer_allowed(peer.parse().unwrap(), public), "{peer} is a possible call peer");
+        }
+        for peer in [
+            "127.0.0.1",
+            "::1",
+            "::ffff:127.0.0.1",
+            "0.0.0.0",
+            "169.254.169.254",
+            "224.0.0.1",
+            "255.255.255.255",
+            "fe80::1",
+            "ff02::1",
+        ] {
+            assert!(!peer_allowed(peer.parse().unwrap(), public), "{peer} must be refused");
+        }
+        assert!(peer_allowed("127.0.0.1".parse().unwrap(), demo), "the demo relays on loopback");
+        assert!(!peer_allowed("169.254.169.254".parse().unwrap(), demo));
+    }
+
+    async fn relay(external_ip: &str) -> CountingSocket {
+        CountingSocket {
+            socket: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            external_ip: external_ip.parse().unwrap(),
+            counters: Arc::new(TurnCounters::default()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_relayed_socket_sends_nothing_to_a_refused_peer_and_counts_it() {
+        let target = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = target.local_addr().unwrap();
+        let mut buf = [0u8; 16];
+        // A public relay asked to reach this machine's loopback service: nothing arrives.
+        let public = relay("203.0.113.7").await;
+        assert_eq!(public.send_to(b"probe", to).await.unwrap(), 5);
+        assert_eq!(public.counters.denied_peer_datagrams.load(Ordering::Relaxed), 1);
+        assert_eq!(public.counters.relayed_out_bytes.load(Ordering::Relaxed), 0);
+        let nothing = tokio::time::timeout(Duration::from_millis(200), target.recv_from(&mut buf)).await;
+        assert!(nothing.is_err(), "a datagram reached the refused peer");
+        // The demo's loopback relay does deliver.
+        let demo = relay("127.0.0.1").await;
+        demo.send_to(b"media", to).await.unwrap();
+        let (n, _) =
+            tokio::time::timeout(Duration::from_secs(2), target.recv_from(&mut buf)).await.unwrap().unwrap();
+        assert_eq!(&buf[..n], b"media");
     }
 
     #[tokio::test]
