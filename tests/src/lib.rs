@@ -17,7 +17,6 @@ use televisit_server::{Config, RunningServer};
 use tokio::sync::mpsc;
 
 pub mod netem;
-pub mod turn;
 pub mod netns;
 pub mod turn_lab;
 
