@@ -44,6 +44,9 @@ pub struct HeadlessOptions {
     pub relay_only: bool,
     /// Signaling over the WebSocket with the HTTP fallback (`Auto`), or forced to one.
     pub signaling_transport: SignalingTransport,
+    /// Read standard input: each `network-changed` line calls [`CallClient::network_changed`]
+    /// (what a device's network monitor does; tests switch interfaces and say so here).
+    pub network_changes_on_stdin: bool,
 }
 
 /// How the run ended, as a process exit code: 0 the call ended or the time was up, 2 the link
@@ -363,6 +366,19 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
     };
     let client = Arc::new(CallClient::new(&options.link, Arc::new(Printer(tx)), media, call_options)?);
     client.join();
+    if options.network_changes_on_stdin {
+        let client = Arc::downgrade(&client);
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+                match client.upgrade() {
+                    Some(client) if line.trim() == "network-changed" => client.network_changed(),
+                    Some(_) => {}
+                    None => return,
+                }
+            }
+        });
+    }
     let mut video_file = match &options.save_video {
         Some(path) => Some(
             IvfWriter::create(path)

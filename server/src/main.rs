@@ -140,6 +140,7 @@ async fn main() -> std::process::ExitCode {
                     "http" => SignalingTransport::HttpOnly,
                     _ => SignalingTransport::Auto,
                 },
+                network_changes_on_stdin: false,
             };
             let outcome = tokio::task::spawn_blocking(move || headless::run(options, &mut std::io::stdout()))
                 .await

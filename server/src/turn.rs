@@ -78,6 +78,8 @@ pub struct TurnCounters {
     /// Datagrams dropped because a client tried to relay them to, or they came from, an address
     /// no call peer can have (see [`peer_allowed`]).
     pub denied_peer_datagrams: AtomicU64,
+    /// Requests refused because their credentials had expired.
+    pub expired_refusals: AtomicU64,
 }
 
 /// Whether a relayed socket may exchange datagrams with `peer`. A TURN server relays to whatever
@@ -156,7 +158,11 @@ impl EmbeddedTurn {
         let server = Server::new(ServerConfig {
             conn_configs,
             realm: config.realm.clone(),
-            auth_handler: Arc::new(RestAuth { secret: secret.to_owned(), clock }),
+            auth_handler: Arc::new(RestAuth {
+                secret: secret.to_owned(),
+                clock,
+                counters: Arc::clone(&counters),
+            }),
             channel_bind_timeout: Duration::ZERO,
             alloc_close_notify: None,
         })
@@ -205,6 +211,7 @@ impl Drop for EmbeddedTurn {
 struct RestAuth {
     secret: String,
     clock: Clock,
+    counters: Arc<TurnCounters>,
 }
 
 impl AuthHandler for RestAuth {
@@ -216,6 +223,7 @@ impl AuthHandler for RestAuth {
             .ok_or_else(|| turn::Error::Other("user name is not <expiry>:<id>".into()))?;
         if expires * 1000 < self.clock.now_ms() {
             tracing::debug!(%src_addr, "TURN credentials expired");
+            self.counters.expired_refusals.fetch_add(1, Ordering::Relaxed);
             return Err(turn::Error::Other("credentials expired".into()));
         }
         let mut mac =
@@ -524,7 +532,7 @@ mod tests {
     #[test]
     fn rest_credentials_are_accepted_until_they_expire() {
         let clock = Clock::default();
-        let auth = RestAuth { secret: "s3cret".into(), clock: clock.clone() };
+        let auth = RestAuth { secret: "s3cret".into(), clock: clock.clone(), counters: Arc::default() };
         let now = clock.now_ms() / 1000;
         let (user, pass) = turn_credentials("s3cret", "room-patient", now + 60);
         let from: SocketAddr = "192.0.2.1:5000".parse().unwrap();
@@ -539,6 +547,7 @@ mod tests {
         );
         clock.advance(Duration::from_secs(61));
         assert!(auth.auth_handle(&user, "televisit", from).is_err());
+        assert_eq!(auth.counters.expired_refusals.load(Ordering::Relaxed), 1);
         assert!(auth.auth_handle("not-a-time:x", "televisit", from).is_err());
     }
 

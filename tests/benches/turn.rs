@@ -6,8 +6,13 @@
 //!    (host candidates on their direct link), and when their direct link drops UDP so the call is
 //!    relayed over UDP by the embedded TURN server and by coturn. Timed from the doctor's process
 //!    start (the patient already waits) to the `first picture decoded` line of the doctor and of
-//!    the patient. Relay over TCP/TLS needs the core's TURN-over-TCP client: its row says n/a.
-//! 2. The TURN server's CPU time per relayed call: a 10 s call through the embedded server (this
+//!    the patient.
+//! 2. Join → first decoded picture by relay transport, on loopback in this process: a relay-only
+//!    patient (the core's client) reaches the embedded TURN server over UDP, over TCP and over TLS
+//!    (the core's TURN-over-TCP/TLS bridges), the doctor on host candidates; median and worst of
+//!    10 calls. Timed from the doctor's `join()` to the patient's camera picture decoded at the
+//!    doctor.
+//! 3. The TURN server's CPU time per relayed call: a 10 s call through the embedded server (this
 //!    process's CPU time; it also serves the signaling, which is idle during a call) and through
 //!    coturn (its process's), with the relayed rate (what both clients received), scaled to a
 //!    1.5 Mbps call.
@@ -21,11 +26,17 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::Child;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use televisit_core::call::machine::{CallEvent, CallState};
+use televisit_core::client::webrtc::{WebRtcMedia, WebRtcSettings};
+use televisit_core::client::{CallClient, CallListener, CallOptions, ClientEvent};
+use televisit_core::frame::FrameKind;
+use televisit_core::headless::{spawn_synthetic_media, PictureReader};
 use televisit_tests::netns::{self, Netns};
-use televisit_tests::turn_lab::{cpu_time, join, Coturn, Lab};
+use televisit_tests::turn_lab::{cpu_time, join, Coturn, Lab, LoopbackTurn};
 use televisit_tests::TestServer;
 
 const CALLS: usize = 10;
@@ -185,7 +196,7 @@ fn main() {
             }
             println!("| {} | {} | {} |", path.name(), show(&doctor), show(&patient));
         }
-        println!("| relay/TCP, relay/TLS | n/a (the core has no TURN-over-TCP client yet) | n/a |");
+        relay_transports().await;
 
         println!("\nTURN server CPU for one relayed call (10 s, both cameras on)\n");
         println!("| server | CPU time | relayed (both directions) | CPU per 1.5 Mbps relayed |");
@@ -211,4 +222,112 @@ fn main() {
         }
         println!();
     });
+}
+
+/// Notes when the call connects and when the first picture decodes.
+struct FirstPicture {
+    connected: Arc<AtomicBool>,
+    reader: Mutex<PictureReader>,
+    at: Mutex<Option<Instant>>,
+}
+
+impl FirstPicture {
+    fn new() -> Arc<FirstPicture> {
+        let reader = Mutex::new(PictureReader::new().unwrap());
+        Arc::new(FirstPicture { connected: Arc::default(), reader, at: Mutex::default() })
+    }
+}
+
+impl CallListener for FirstPicture {
+    fn on_event(&self, event: ClientEvent) {
+        match event {
+            ClientEvent::Call(CallEvent::StateChanged(CallState::Connected)) => {
+                self.connected.store(true, Ordering::SeqCst)
+            }
+            ClientEvent::RemoteFrame(frame) if frame.kind == FrameKind::Video => {
+                if let Ok(Some(_)) = self.reader.lock().unwrap().receive(&frame) {
+                    self.at.lock().unwrap().get_or_insert_with(Instant::now);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn loopback_media(turn_tls: Option<Arc<rustls::ClientConfig>>) -> Arc<WebRtcMedia> {
+    Arc::new(WebRtcMedia::new(WebRtcSettings {
+        udp_addrs: vec!["127.0.0.1:0".into()],
+        turn_tls,
+        ..WebRtcSettings::default()
+    }))
+}
+
+/// One loopback call with a relay-only patient: the doctor's join → the patient's first picture
+/// decoded at the doctor.
+async fn relayed_call(server: &TestServer, turn_tls: Option<Arc<rustls::ClientConfig>>) -> Duration {
+    let visit = server.started_visit().await;
+    let patient_side = FirstPicture::new();
+    let options = CallOptions { relay_only: true, ..CallOptions::default() };
+    let patient = Arc::new(
+        CallClient::new(&visit.patient_link, patient_side.clone(), loopback_media(turn_tls), options)
+            .unwrap(),
+    );
+    patient.join();
+    tokio::time::sleep(Duration::from_millis(300)).await; // the patient waits in the waiting room
+    let probe = FirstPicture::new();
+    let doctor = Arc::new(
+        CallClient::new(&visit.doctor_link, probe.clone(), loopback_media(None), CallOptions::default())
+            .unwrap(),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    // Media starts once connected (frames before that are dropped by the stack).
+    let camera =
+        spawn_synthetic_media(patient.clone(), patient_side.connected.clone(), stop.clone()).unwrap();
+    let started = Instant::now();
+    doctor.join();
+    let first = loop {
+        if let Some(at) = *probe.at.lock().unwrap() {
+            break at - started;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "no picture within 20 s");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    stop.store(true, Ordering::Relaxed);
+    camera.join().unwrap();
+    doctor.close();
+    patient.close();
+    first
+}
+
+/// Table 2: the embedded TURN server reached over UDP, TCP and TLS by the core's client.
+async fn relay_transports() {
+    let turn = LoopbackTurn::start("bench-secret").await;
+    println!(
+        "\nJoin → first decoded picture by relay transport (loopback, relay-only patient, embedded TURN; relay nomination wait {:?}; {} build)\n",
+        WebRtcSettings::default().relay_acceptance_min_wait,
+        if cfg!(debug_assertions) { "debug" } else { "release" }
+    );
+    println!("| path | median of {CALLS} | worst |");
+    println!("|---|---|---|");
+    let rows = [
+        ("relay/UDP", turn.udp_url(), None),
+        ("relay/TCP", turn.url("turn:", "?transport=tcp"), None),
+        ("relay/TLS", turn.url("turns:localhost:", "?transport=tcp"), Some(Arc::clone(&turn.client_tls))),
+    ];
+    for (name, url, tls) in rows {
+        let server = TestServer::start(move |c| {
+            c.turn_urls = vec![url];
+            c.turn_secret = Some("bench-secret".into());
+        })
+        .await;
+        relayed_call(&server, tls.clone()).await; // warm-up
+        let mut times = Vec::new();
+        for _ in 0..CALLS {
+            times.push(relayed_call(&server, tls.clone()).await);
+        }
+        times.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!("| {name} | {:.0} ms | {:.0} ms |", ms(times[CALLS / 2]), ms(times[CALLS - 1]));
+    }
+    turn.server.stop().await;
 }

@@ -18,7 +18,6 @@ use tokio::sync::mpsc;
 
 pub mod netem;
 pub mod netns;
-pub mod turn;
 pub mod turn_lab;
 
 /// Installs ring as the process's rustls provider, which the tests' own HTTP clients need.

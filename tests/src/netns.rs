@@ -152,22 +152,23 @@ impl End {
         self.filter(prio, &["match", "ip", "protocol", "17", "0xff"], "1:20");
     }
 
-    /// Drops every packet leaving through this end except TCP to `port` (a firewall that lets
-    /// only, say, HTTPS out); TCP replies from this end's own listeners pass too.
-    pub fn allow_only_tcp_to(&self, port: u16) {
+    /// Drops every packet leaving through this end except TCP to one of `ports` (a firewall that
+    /// lets only, say, HTTPS out); TCP replies from this end's own listeners on them pass too.
+    pub fn allow_only_tcp_to(&self, ports: &[u16]) {
         self.install_drop_classes();
-        let port = port.to_string();
-        self.filter(
-            1,
-            &["match", "ip", "protocol", "6", "0xff", "match", "ip", "dport", &port, "0xffff"],
-            "1:10",
-        );
-        self.filter(
-            2,
-            &["match", "ip", "protocol", "6", "0xff", "match", "ip", "sport", &port, "0xffff"],
-            "1:10",
-        );
-        self.filter(3, &["match", "ip", "protocol", "0", "0x00"], "1:20");
+        let mut prio = 1;
+        for port in ports {
+            let port = port.to_string();
+            for direction in ["dport", "sport"] {
+                self.filter(
+                    prio,
+                    &["match", "ip", "protocol", "6", "0xff", "match", "ip", direction, &port, "0xffff"],
+                    "1:10",
+                );
+                prio += 1;
+            }
+        }
+        self.filter(prio, &["match", "ip", "protocol", "0", "0x00"], "1:20");
     }
 
     fn install_drop_classes(&self) {

@@ -1,13 +1,17 @@
 //! The lab of the TURN tests and benchmark, on [`crate::netns`]: the doctor and the patient each in
 //! a namespace linked to the root namespace (where the server and TURN servers run), and linked to
 //! each other directly. With the direct link's UDP dropped, and the root namespace forwarding
-//! nothing, the only way between them is a TURN relay. Also coturn as a child process.
+//! nothing, the only way between them is a TURN relay. Also coturn as a child process, and the
+//! embedded TURN server alone on loopback ([`LoopbackTurn`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
-use televisit_server::turn::TurnConfig;
+use televisit_server::secrets::Clock;
+use televisit_server::turn::{EmbeddedTurn, TlsListen, TurnConfig};
 use televisit_server::Config;
 
 use crate::netns::{Link, Netns};
@@ -140,4 +144,75 @@ pub fn cpu_time(pid: u32) -> Duration {
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
     // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// The server crate's embedded TURN server on loopback: UDP and TCP on one port, TLS on another
+/// with a self-signed certificate for `localhost`, checking credentials made with a shared secret.
+pub struct LoopbackTurn {
+    /// The running server.
+    pub server: EmbeddedTurn,
+    /// A TLS client configuration that trusts its certificate.
+    pub client_tls: Arc<rustls::ClientConfig>,
+}
+
+impl LoopbackTurn {
+    /// Starts it on free ports of `127.0.0.1`, checking credentials made with `secret`.
+    pub async fn start(secret: &str) -> LoopbackTurn {
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("a certificate");
+        let dir =
+            std::env::temp_dir().join(format!("televisit-ice-turn-{}-{}", std::process::id(), unique()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("turn.pem"), dir.join("turn.key"));
+        std::fs::write(&cert, certified.cert.pem()).unwrap();
+        std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+        let loopback: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let config = TurnConfig {
+            listen: loopback,
+            tls: Some(TlsListen { listen: loopback, cert, key }),
+            external_ip: loopback.ip(),
+            tls_host: Some("localhost".into()),
+            relay_ports: None,
+            realm: "televisit".into(),
+        };
+        let server = EmbeddedTurn::start(&config, secret, Clock::default()).await.expect("TURN starts");
+        let _ = std::fs::remove_dir_all(dir);
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(certified.cert.der().clone()).expect("a root");
+        let client_tls =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("TLS versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        LoopbackTurn { server, client_tls: Arc::new(client_tls) }
+    }
+
+    /// Its URL that starts with `prefix` (`turn:` … `?transport=udp`, `turns:`).
+    pub fn url(&self, prefix: &str, suffix: &str) -> String {
+        let urls = self.server.urls();
+        urls.iter()
+            .find(|u| u.starts_with(prefix) && u.ends_with(suffix))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {prefix}…{suffix} in {urls:?}"))
+    }
+
+    /// Its `turn:…?transport=udp` URL.
+    pub fn udp_url(&self) -> String {
+        self.url("turn:", "?transport=udp")
+    }
+
+    /// Allocations it created.
+    pub fn allocations(&self) -> u64 {
+        self.server.counters.allocations.load(Ordering::Relaxed)
+    }
+
+    /// TCP and TLS connections it accepted.
+    pub fn stream_connections(&self) -> u64 {
+        self.server.counters.stream_connections.load(Ordering::Relaxed)
+    }
+}
+
+fn unique() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
 }

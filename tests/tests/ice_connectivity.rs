@@ -2,9 +2,9 @@
 //! - the core's `ice-candidate` frames and SDPs satisfy a peer that checks them the way a browser's
 //!   `addIceCandidate` does (a mid that names an m-line, end-of-candidates, trickle announced);
 //! - relay-only ("hide my IP"): the doctor's side never hears a host or server-reflexive candidate
-//!   of the patient, and media flows through a real TURN server;
-//! - TURN over TCP and over TLS (the core's bridges; the TURN server reached only that way): the
-//!   relay-only patient's media flows and its stats name the relay transport;
+//!   of the patient, and media flows through the server's embedded TURN server;
+//! - TURN over TCP and over TLS (the core's bridges; the embedded TURN server reached only that
+//!   way): the relay-only patient's media flows and its stats name the relay transport;
 //! - an ICE restart after the TURN credentials expired (`network_changed()`) fetches fresh ones and
 //!   media comes back (the time is printed);
 //! - over the relay both sides decode each other's camera from the start (the relay-only patient's
@@ -26,7 +26,7 @@ use televisit_core::client::{CallClient, CallOptions, ClientEvent};
 use televisit_core::frame::FrameKind;
 use televisit_core::headless::{self, spawn_synthetic_media, HeadlessOptions, PictureReader, SyntheticMedia};
 use televisit_core::protocol::{encode, ClientMessage, Frame, IceCandidate, Role};
-use televisit_tests::turn::{localhost_tls, TurnServer};
+use televisit_tests::turn_lab::LoopbackTurn as Turn;
 use televisit_tests::{loopback_media, Recorder, SpyMedia, TestServer};
 use tokio::sync::mpsc;
 
@@ -183,8 +183,8 @@ async fn wire(mut doctor: Side, mut patient: Side) -> (Side, Side) {
     (doctor, patient)
 }
 
-/// A server whose ICE servers are `turn`'s, with credentials valid for `ttl_seconds`.
-async fn server_with_turn(turn: &TurnServer, ttl_seconds: u64) -> TestServer {
+/// A server whose ICE servers are `turn`'s UDP URL, with credentials valid for `ttl_seconds`.
+async fn server_with_turn(turn: &Turn, ttl_seconds: u64) -> TestServer {
     server_with_turn_url(turn.udp_url(), ttl_seconds).await
 }
 
@@ -296,7 +296,7 @@ impl InCall {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_relay_only_patient_shows_the_doctor_only_relay_candidates_and_media_flows_through_turn() {
-    let turn = TurnServer::start(TURN_SECRET).await;
+    let turn = Turn::start(TURN_SECRET).await;
     let server = server_with_turn(&turn, 3600).await;
     let call = InCall::start(&server, true, loopback_media()).await;
     call.pictures_arrive(0, 30).await;
@@ -323,24 +323,26 @@ async fn a_relay_only_patient_shows_the_doctor_only_relay_candidates_and_media_f
         assert!(candidate.contains(" typ relay "), "only relay candidates: {candidate}");
         assert!(candidate.ends_with("raddr 0.0.0.0 rport 0"), "no address of the patient: {candidate}");
     }
-    assert!(!turn.accepted.lock().unwrap().is_empty(), "the patient allocated on the TURN server");
+    assert!(turn.allocations() >= 1, "the patient allocated on the TURN server");
+    assert!(turn.server.counters.relayed_out_bytes.load(Ordering::Relaxed) > 0, "media crossed the relay");
 
     let stats = call.patient_stats().await;
     assert_eq!(stats.local_candidate_type, Some(CandidateType::Relay), "{stats:?}");
     assert_eq!(stats.candidate_pair_type.as_deref(), Some("relay"));
     assert_eq!(stats.relay_transport, Some(RelayTransport::Udp));
     call.end();
-    turn.close().await;
+    turn.server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_network_change_after_the_turn_credentials_expired_restarts_ice_with_fresh_ones_and_media_comes_back(
 ) {
-    let turn = TurnServer::start(TURN_SECRET).await;
+    let turn = Turn::start(TURN_SECRET).await;
     let ttl_seconds = 2;
     let server = server_with_turn(&turn, ttl_seconds).await;
     let call = InCall::start(&server, true, loopback_media()).await;
     call.pictures_arrive(0, 20).await;
+    let allocations_before = turn.allocations();
 
     // The visit outlives the credentials it joined with.
     tokio::time::sleep(Duration::from_secs(ttl_seconds + 1)).await;
@@ -362,14 +364,17 @@ async fn a_network_change_after_the_turn_credentials_expired_restarts_ice_with_f
     let username = last.servers[0].username.as_deref().unwrap();
     let expiry: i64 = username.split(':').next().unwrap().parse().unwrap();
     assert!(expiry >= unix_now, "the restart's credentials are fresh: {expiry} < {unix_now}");
-    assert!(turn.accepted(username), "the TURN server took the fresh credentials");
+    assert!(
+        turn.allocations() > allocations_before,
+        "the TURN server took the fresh credentials ({username}): a new allocation"
+    );
     println!(
         "requests refused for expired credentials (the old allocation's release): {}",
-        turn.expired_refusals.load(Ordering::Relaxed)
+        turn.server.counters.expired_refusals.load(Ordering::Relaxed)
     );
     assert_eq!(call.patient_stats().await.local_candidate_type, Some(CandidateType::Relay));
     call.end();
-    turn.close().await;
+    turn.server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -392,7 +397,7 @@ async fn a_network_change_restarts_ice_and_media_comes_back() {
 /// doctor; media flows and the patient's stats say `relay` over `transport`.
 async fn relayed_call_over_a_stream(
     url: String,
-    front: &televisit_tests::turn::StreamFront,
+    turn: &Turn,
     transport: RelayTransport,
     tls: Option<Arc<rustls::ClientConfig>>,
 ) {
@@ -411,7 +416,7 @@ async fn relayed_call_over_a_stream(
         transport.as_str(),
         first - started
     );
-    assert!(front.connections.load(Ordering::Relaxed) >= 1, "the patient came in over {transport:?}");
+    assert!(turn.stream_connections() >= 1, "the patient came in over {transport:?}");
     let stats = call.patient_stats().await;
     assert_eq!(stats.local_candidate_type, Some(CandidateType::Relay), "{stats:?}");
     assert_eq!(stats.relay_transport, Some(transport), "{stats:?}");
@@ -420,21 +425,18 @@ async fn relayed_call_over_a_stream(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_relay_only_patient_reaches_turn_over_tcp() {
-    let turn = TurnServer::start(TURN_SECRET).await;
-    let front = turn.stream_front(None).await;
-    let url = format!("turn:{}?transport=tcp", front.addr);
-    relayed_call_over_a_stream(url, &front, RelayTransport::Tcp, None).await;
-    turn.close().await;
+    let turn = Turn::start(TURN_SECRET).await;
+    let url = turn.url("turn:", "?transport=tcp");
+    relayed_call_over_a_stream(url, &turn, RelayTransport::Tcp, None).await;
+    turn.server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_relay_only_patient_reaches_turn_over_tls() {
-    let turn = TurnServer::start(TURN_SECRET).await;
-    let (server_tls, client_tls) = localhost_tls();
-    let front = turn.stream_front(Some(server_tls)).await;
-    let url = format!("turns:localhost:{}?transport=tcp", front.addr.port());
-    relayed_call_over_a_stream(url, &front, RelayTransport::Tls, Some(client_tls)).await;
-    turn.close().await;
+    let turn = Turn::start(TURN_SECRET).await;
+    let url = turn.url("turns:localhost:", "?transport=tcp");
+    relayed_call_over_a_stream(url, &turn, RelayTransport::Tls, Some(Arc::clone(&turn.client_tls))).await;
+    turn.server.stop().await;
 }
 
 /// Runs the headless client (synthetic camera and microphone, decodes what arrives, asks for a
@@ -469,7 +471,7 @@ fn summary_figure(out: &str, name: &str) -> u64 {
 /// holds only if the patient's keyframe request reaches the doctor's encoder.
 #[tokio::test(flavor = "multi_thread")]
 async fn through_the_relay_both_sides_decode_each_others_camera_from_the_start() {
-    let turn = TurnServer::start(TURN_SECRET).await;
+    let turn = Turn::start(TURN_SECRET).await;
     let server = server_with_turn(&turn, 3600).await;
     let visit = server.started_visit().await;
     let patient = headless_call(visit.patient_link.clone(), true, 8);
@@ -492,7 +494,7 @@ async fn through_the_relay_both_sides_decode_each_others_camera_from_the_start()
 /// doctor's camera from the start: the core asks when a stream starts without its keyframe.
 #[tokio::test(flavor = "multi_thread")]
 async fn through_the_relay_the_core_recovers_a_lost_first_keyframe_without_the_app() {
-    let turn = TurnServer::start(TURN_SECRET).await;
+    let turn = Turn::start(TURN_SECRET).await;
     let server = server_with_turn(&turn, 3600).await;
     let call = InCall::start(&server, true, loopback_media()).await;
     let stop = Arc::new(AtomicBool::new(false));

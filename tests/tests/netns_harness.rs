@@ -71,7 +71,7 @@ fn allow_only_tcp_to_drops_udp_and_tcp_to_other_ports() {
     let (open, other) = (TcpListener::bind((ip, 0)).unwrap(), TcpListener::bind((ip, 0)).unwrap());
     let (open_port, other_port) = (open.local_addr().unwrap().port(), other.local_addr().unwrap().port());
 
-    link.b.allow_only_tcp_to(open_port);
+    link.b.allow_only_tcp_to(&[open_port]);
     assert!(bash(&client, &format!("echo five > /dev/udp/{ip}/{udp_port}")));
     assert_eq!(received(&udp), None, "no UDP at all");
     assert!(tcp_reaches(&client, ip, open_port), "TCP to the allowed port passes");

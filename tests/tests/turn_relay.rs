@@ -2,9 +2,15 @@
 //! sit in a namespace linked to the server's (the root namespace) and to each other by a direct
 //! link on which every UDP datagram is dropped; the root namespace forwards nothing. Both run the
 //! real headless client (`call-join`) and must connect through the relay with media decoded.
+//! Then the patient behind a firewall that lets out only TCP to the signaling port and to the
+//! embedded TURN server's TCP port (or its TLS port): no UDP at all, so the core's TURN over
+//! TCP (TLS) client is its only way.
 
-use std::process::Child;
+use std::net::SocketAddr;
+use std::process::{Child, Stdio};
 use std::sync::atomic::Ordering;
+
+use televisit_server::turn::TlsListen;
 
 use televisit_tests::netns::{self, Netns};
 use televisit_tests::turn_lab::{Coturn, Lab};
@@ -102,4 +108,83 @@ async fn two_clients_without_a_direct_path_talk_through_coturn() {
         })
         .await;
     call_between_namespaces(&lab, &server).await;
+}
+
+/// The stats lines' paths of a `call-join` output (e.g. `relay/tcp-host`).
+fn paths(stdout: &str) -> Vec<&str> {
+    stdout.lines().filter(|l| l.starts_with("stats:")).filter_map(|l| l.rsplit(", path ").next()).collect()
+}
+
+/// The patient may send only TCP to the signaling port and to the TURN server's TCP port (`tls`:
+/// its TLS port, with a self-signed certificate for the server's IP that the patient's process
+/// trusts through `SSL_CERT_FILE`). Both talk for 6 s; returns (patient's, doctor's) output.
+async fn patient_behind_a_tcp_only_firewall(tls: bool) -> (String, String) {
+    let lab = Lab::new(true);
+    let ip = lab.server_ip();
+    let dir = std::env::temp_dir().join(format!("televisit-turn-relay-{}-{tls}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec![ip.to_string()]).unwrap();
+    let (cert, key) = (dir.join("turn.pem"), dir.join("turn.key"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let mut turn = lab.embedded_turn();
+    turn.tls = Some(TlsListen { listen: SocketAddr::new(ip, 0), cert: cert.clone(), key });
+    let server = lab
+        .server(|c| {
+            c.turn_secret = Some("embedded-turn-test-secret".into());
+            c.embedded_turn = Some(turn);
+        })
+        .await;
+    let embedded = server.server.turn.as_ref().expect("embedded TURN runs");
+    let turn_port = if tls { embedded.tls_addr.expect("TLS listener").port() } else { embedded.addr.port() };
+    lab.to_patient.b.allow_only_tcp_to(&[server.server.addr.port(), turn_port]);
+
+    let visit = server.started_visit().await;
+    let patient = lab
+        .patient
+        .command(env!("CARGO_BIN_EXE_call-join"))
+        .args([visit.patient_link.as_str(), "--seconds", "6"])
+        .env("SSL_CERT_FILE", &cert)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("call-join starts");
+    let doctor = join(&lab.doctor, &visit.doctor_link, 6);
+    let (patient, doctor) = (finish(patient, "patient").await, finish(doctor, "doctor").await);
+    let _ = std::fs::remove_dir_all(dir);
+    for (who, out) in [("patient", &patient), ("doctor", &doctor)] {
+        eprintln!("{who}: {}", out.lines().find(|l| l.starts_with("summary:")).unwrap_or("no summary"));
+        eprintln!("{who}: last path {:?}", paths(out).last());
+        assert!(out.contains("event: state Connected"), "{who} never connected:\n{out}");
+        assert!(summary_figure(out, "audio frames decoded") >= 100, "{who} decoded too little audio:\n{out}");
+    }
+    // The patient's camera reaches the doctor. (The doctor's video at the patient is not asserted:
+    // relayed video towards a client is what the relayfix branch of issue 10 works on.)
+    assert!(
+        summary_figure(&doctor, "video frames received") >= 60,
+        "too little video at the doctor:\n{doctor}"
+    );
+    assert!(embedded.counters.stream_connections.load(Ordering::Relaxed) >= 1, "no TURN stream connection");
+    assert!(lab.to_patient.b.dropped() > 0, "the patient's firewall dropped nothing (no UDP tried?)");
+    (patient, doctor)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_patient_whose_network_lets_out_only_tcp_to_the_turn_port_talks_over_turn_tcp() {
+    if netns::skip() {
+        return;
+    }
+    let (patient, _) = patient_behind_a_tcp_only_firewall(false).await;
+    let paths = paths(&patient);
+    assert!(paths.iter().any(|p| p.starts_with("relay/tcp-")), "relay over TCP: {paths:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_patient_whose_network_lets_out_only_tls_to_the_turn_tls_port_talks_over_turn_tls() {
+    if netns::skip() {
+        return;
+    }
+    let (patient, _) = patient_behind_a_tcp_only_firewall(true).await;
+    let paths = paths(&patient);
+    assert!(paths.iter().any(|p| p.starts_with("relay/tls-")), "relay over TLS: {paths:?}");
 }

@@ -1,6 +1,8 @@
-//! `call-join <join link> [--seconds N] [--udp ADDR]...`: the headless call client of `televisit
-//! join` (synthetic camera and microphone, decodes what arrives, one line per event and a summary),
-//! built in this crate so its tests can run it as a process, e.g. inside a network namespace.
+//! `call-join <join link> [--seconds N] [--udp ADDR]... [--network-changes-on-stdin]`: the headless
+//! call client of `televisit join` (synthetic camera and microphone, decodes what arrives, one line
+//! per event and a summary), built in this crate so its tests can run it as a process, e.g. inside
+//! a network namespace. With `--network-changes-on-stdin`, a `network-changed` line on standard
+//! input tells the client its network changed (an ICE restart).
 
 use std::time::Duration;
 
@@ -15,6 +17,7 @@ fn main() -> std::process::ExitCode {
                 let seconds = args.next().and_then(|s| s.parse().ok()).expect("--seconds takes a number");
                 options.duration = Some(Duration::from_secs(seconds));
             }
+            "--network-changes-on-stdin" => options.network_changes_on_stdin = true,
             "--udp" => options.udp_addrs.push(args.next().expect("--udp takes an address")),
             _ if options.link.is_empty() && !arg.starts_with("--") => options.link = arg,
             _ => {
