@@ -6,12 +6,11 @@
 //! through the embedded TURN server.
 //!
 //! Measured (5 runs, `--ignored`): media back 3 s and 35 s after `network_changed()` in two runs, not
-//! within 45 s in three (the calls ran 80 s). The first cause was the signaling WebSocket, whose TCP
-//! connection went with wifi yet still counted as open; a network change now reopens signaling at
-//! once (the patient rejoins, resumed, 8 ms after `network-changed`), but media still did not come
-//! back within 45 s in 2 runs after that: the ICE restart over cell is not yet understood. Hence
-//! `#[ignore]`: it runs with `-- --ignored` until that is found, then it should run in `scripts/test`
-//! with a bound of seconds.
+//! within 45 s in three (the calls ran 80 s). The restart offer goes out on the signaling
+//! WebSocket, whose TCP connection went with wifi yet still counts as open (`network_changed()`
+//! reopens signaling only when it is already closed), so it goes through only if and when the dead
+//! connection is noticed. Hence `#[ignore]`: it runs with `-- --ignored` until signaling is
+//! reopened on a network change, then it should run in `scripts/test` with a bound of seconds.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Stdio};
@@ -70,7 +69,7 @@ impl Drop for Watched {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "media does not yet come back over cell: see the module doc"]
+#[ignore = "flaky until a network change reopens signaling: see the module doc"]
 async fn the_patients_wifi_goes_down_mid_call_and_media_comes_back_over_cell() {
     if netns::skip() {
         return;
