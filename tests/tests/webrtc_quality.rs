@@ -312,7 +312,12 @@ async fn a_low_bandwidth_estimate_steps_the_video_ladder_down() {
             doctor_events.wait_for(
                 Duration::from_secs(20),
                 |e| matches!(e, ClientEvent::VideoRungChanged(rung) if rung.name == "360p"),
-            )
+            );
+            // A cut of the estimate can move the ladder before the first stats sample reports it.
+            doctor_events.wait_for(
+                Duration::from_secs(5),
+                |e| matches!(e, ClientEvent::Stats(s) if s.available_outgoing_bitrate_bps.is_some()),
+            );
         }
     })
     .await
