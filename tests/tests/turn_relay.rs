@@ -52,6 +52,18 @@ fn summary_figure(stdout: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no decoded count in {summary}"))
 }
 
+/// One side's `call-join` output shows it connected and decoded media from the other: audio, and
+/// the pictures from the start (at most half a second lost before the first keyframe).
+fn assert_connected_with_media(who: &str, out: &str) {
+    eprintln!("{who}: {}", out.lines().find(|l| l.starts_with("summary:")).unwrap_or("no summary"));
+    assert!(out.contains("event: state Connected"), "{who} never connected:\n{out}");
+    assert!(summary_figure(out, "audio frames decoded") >= 100, "{who} decoded too little audio:\n{out}");
+    let received = summary_figure(out, "video frames received");
+    let decoded = summary_figure(out, "video frames decoded");
+    assert!(received >= 60, "{who} received too little video:\n{out}");
+    assert!(received - decoded <= 15, "{who} decoded {decoded} of {received} pictures:\n{out}");
+}
+
 /// Both clients join from their namespaces, talk for 4 s, and must have had media both ways.
 async fn call_between_namespaces(lab: &Lab, server: &TestServer) {
     let visit = server.started_visit().await;
@@ -59,15 +71,7 @@ async fn call_between_namespaces(lab: &Lab, server: &TestServer) {
     let doctor = join(&lab.doctor, &visit.doctor_link, 4);
     let (patient, doctor) = (finish(patient, "patient").await, finish(doctor, "doctor").await);
     for (who, out) in [("patient", &patient), ("doctor", &doctor)] {
-        eprintln!("{who}: {}", out.lines().find(|l| l.starts_with("summary:")).unwrap_or("no summary"));
-        assert!(out.contains("event: state Connected"), "{who} never connected:\n{out}");
-        // Media both ways, decoded: the pictures from the start (at most half a second lost
-        // before the first keyframe on either side).
-        assert!(summary_figure(out, "audio frames decoded") >= 100, "{who} decoded too little audio:\n{out}");
-        let received = summary_figure(out, "video frames received");
-        let decoded = summary_figure(out, "video frames decoded");
-        assert!(received >= 60, "{who} received too little video:\n{out}");
-        assert!(received - decoded <= 15, "{who} decoded {decoded} of {received} pictures:\n{out}");
+        assert_connected_with_media(who, out);
     }
     // The direct link was tried and dropped (host candidates of both ends are on it).
     assert!(lab.direct.a.dropped() + lab.direct.b.dropped() > 0, "nothing tried the direct link");
@@ -153,15 +157,8 @@ async fn patient_behind_a_tcp_only_firewall(tls: bool) -> (String, String) {
     let (patient, doctor) = (finish(patient, "patient").await, finish(doctor, "doctor").await);
     let _ = std::fs::remove_dir_all(dir);
     for (who, out) in [("patient", &patient), ("doctor", &doctor)] {
-        eprintln!("{who}: {}", out.lines().find(|l| l.starts_with("summary:")).unwrap_or("no summary"));
         eprintln!("{who}: last path {:?}", paths(out).last());
-        assert!(out.contains("event: state Connected"), "{who} never connected:\n{out}");
-        assert!(summary_figure(out, "audio frames decoded") >= 100, "{who} decoded too little audio:\n{out}");
-        // Both cameras, decoded from the start (at most half a second lost before a keyframe).
-        let received = summary_figure(out, "video frames received");
-        let decoded = summary_figure(out, "video frames decoded");
-        assert!(received >= 60, "{who} received too little video:\n{out}");
-        assert!(received - decoded <= 15, "{who} decoded {decoded} of {received} pictures:\n{out}");
+        assert_connected_with_media(who, out);
     }
     assert!(embedded.counters.stream_connections.load(Ordering::Relaxed) >= 1, "no TURN stream connection");
     assert!(lab.to_patient.b.dropped() > 0, "the patient's firewall dropped nothing (no UDP tried?)");
