@@ -274,6 +274,8 @@ pub struct CuttableProxy {
     pub addr: std::net::SocketAddr,
     cut: tokio::sync::watch::Sender<u64>,
     refused_upgrades: Arc<std::sync::atomic::AtomicUsize>,
+    /// New connections are dropped unanswered until then (see [`CuttableProxy::black_out`]).
+    blackout_until: Arc<Mutex<Option<std::time::Instant>>>,
 }
 
 impl CuttableProxy {
@@ -301,8 +303,13 @@ impl CuttableProxy {
         let (cut, watch) = tokio::sync::watch::channel(0u64);
         let refused_upgrades = Arc::new(AtomicUsize::new(0));
         let refused = refused_upgrades.clone();
+        let blackout_until = Arc::new(Mutex::new(None::<std::time::Instant>));
+        let blackout = blackout_until.clone();
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
+                if blackout.lock().unwrap().is_some_and(|until| std::time::Instant::now() < until) {
+                    continue; // dropped unanswered
+                }
                 let mut watch = watch.clone();
                 watch.mark_unchanged();
                 let refused = refused.clone();
@@ -340,7 +347,7 @@ impl CuttableProxy {
                 });
             }
         });
-        CuttableProxy { addr, cut, refused_upgrades }
+        CuttableProxy { addr, cut, refused_upgrades, blackout_until }
     }
 
     /// WebSocket upgrades refused or dropped so far.
@@ -351,6 +358,15 @@ impl CuttableProxy {
     /// Cuts every open connection (new ones still work).
     pub fn cut_all(&self) {
         self.cut.send_modify(|n| *n += 1);
+    }
+
+    /// Cuts every open connection and drops new ones for `duration`: a network blip that a client
+    /// notices whether or not it had a request in flight (an idle pooled HTTP connection that is cut
+    /// is silently replaced by the next request, so a bare [`CuttableProxy::cut_all`] between two
+    /// long polls goes unnoticed).
+    pub fn black_out(&self, duration: Duration) {
+        *self.blackout_until.lock().unwrap() = Some(std::time::Instant::now() + duration);
+        self.cut_all();
     }
 
     /// A link rewritten to go through the proxy.

@@ -260,8 +260,9 @@ async fn a_cut_long_poll_resumes_over_http_without_losing_or_duplicating_chat() 
     patient.send_chat("Before the drop").unwrap();
     chat_arrives(&doctor_events, "Before the drop");
 
-    // The long poll in flight is cut: the core rejoins over HTTP, resuming after the last frame.
-    proxy.cut_all();
+    // The line drops for a moment (the long poll in flight, or the next one, fails): the core
+    // rejoins over HTTP, resuming after the last frame.
+    proxy.black_out(Duration::from_millis(300));
     patient_events
         .wait_for(WAIT, |e| matches!(e, ClientEvent::Call(CallEvent::SignalingReconnecting { .. })));
     doctor.send_chat("Are you still there?").unwrap();
