@@ -217,7 +217,7 @@ impl std::fmt::Debug for Config {
         // Secrets are shown only as present/absent.
         f.debug_struct("Config")
             .field("listen", &self.listen)
-            .field("database_url", &self.database_url)
+            .field("database_url", &without_password(&self.database_url))
             .field("public_url", &self.public_url)
             .field("token_ttl_seconds", &self.token_ttl_seconds)
             .field("allowed_origins", &self.allowed_origins)
@@ -332,9 +332,29 @@ fn embedded_turn(listen: SocketAddr, settings: &Settings) -> Result<TurnConfig, 
     })
 }
 
+/// A database URL fit for a log: a password in it (`postgres://user:secret@host/db`) is masked.
+pub fn without_password(database_url: &str) -> String {
+    match url::Url::parse(database_url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => database_url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_database_password_never_reaches_the_log() {
+        let config = Config::for_tests("postgres://televisit:s3cret-pw@db.clinic.internal/televisit");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+        assert!(shown.contains("postgres://televisit:***@db.clinic.internal/televisit"), "{shown}");
+        assert_eq!(without_password("sqlite://televisit.db"), "sqlite://televisit.db");
+    }
 
     #[test]
     fn flags_win_over_the_file_and_defaults_fill_the_rest() {

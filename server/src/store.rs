@@ -1,13 +1,14 @@
 //! Storage: every query the server makes, behind one [`Store`] type.
 //!
-//! Callers see only plain records and methods, never SQL, so a PostgreSQL backend can be added
-//! beside SQLite without touching them. Times are milliseconds since the Unix epoch.
+//! Callers see only plain records and methods, never SQL. The same queries run on SQLite (the
+//! embedded default) and PostgreSQL (production), chosen by the URL's scheme, through sqlx's `Any`
+//! driver: placeholders are written `$1, $2, …`, which both accept, and the few statements that
+//! differ ask [`Backend`]. Times are milliseconds since the Unix epoch.
 
-use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
 use televisit_core::protocol::{CallStatus, ChatMessage, Role};
 
 /// Storage errors are internal errors for the API; the message is for the log (no secrets in it).
@@ -21,11 +22,46 @@ pub type StoreResult<T> = Result<T, sqlx::Error>;
 /// later would fail at once (`SQLITE_BUSY_SNAPSHOT`) when another write committed in between.
 /// Reads use the other pool and never wait for writes (WAL). The busy timeout covers other
 /// processes (the CLI) writing to the same file.
+///
+/// PostgreSQL takes concurrent writers: one pool serves both, and a transaction that reads a row
+/// before changing it locks the row (`FOR UPDATE`).
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
-    writer: SqlitePool,
+    pool: AnyPool,
+    writer: AnyPool,
+    backend: Backend,
 }
+
+/// Which database a [`Store`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An SQLite file (or memory): `sqlite://…`.
+    Sqlite,
+    /// A PostgreSQL server: `postgres://…`.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a database URL names, if it is one of ours.
+    pub fn of_url(url: &str) -> Option<Backend> {
+        if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Backend::Postgres)
+        } else {
+            None
+        }
+    }
+}
+
+/// Settings every PostgreSQL connection gets: a write blocked by a lock (another process holding
+/// the table) fails as busy (503 with `Retry-After`) instead of waiting forever, like SQLite's
+/// busy timeout.
+const POSTGRES_SETTINGS: &str = "SET lock_timeout = '5s'";
+
+/// Settings every SQLite connection gets (the `Any` driver takes only a URL).
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;";
 
 /// How long a write may wait for its turn before it fails with [`sqlx::Error::PoolTimedOut`]
 /// (the API answers 503 with `Retry-After`).
@@ -47,10 +83,12 @@ pub struct NewChat {
 pub fn is_busy(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::PoolTimedOut => true,
-        // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes (517 is BUSY_SNAPSHOT).
-        sqlx::Error::Database(e) => {
-            e.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| matches!(c & 0xff, 5 | 6))
-        }
+        // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes (517 is BUSY_SNAPSHOT);
+        // PostgreSQL's serialization failure, deadlock and lock timeout.
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| match code.parse::<i32>() {
+            Ok(sqlite) => matches!(sqlite & 0xff, 5 | 6),
+            Err(_) => matches!(&*code, "40001" | "40P01" | "55P03"),
+        }),
         _ => false,
     }
 }
@@ -197,7 +235,23 @@ const APPOINTMENT_COLUMNS: &str = "a.id, a.doctor_id, a.patient_id, a.scheduled_
      a.status, a.waiting_since_ms, a.started_at_ms, a.ended_at_ms, a.duration_seconds, \
      a.recording_enabled, a.screen_sharing_active";
 
-fn appointment_from_row(row: &sqlx::sqlite::SqliteRow) -> Appointment {
+/// An SQLite URL that creates the file when missing (`mode=rwc`), unless it names a mode itself.
+fn sqlite_url_creating_the_file(url: &str) -> String {
+    if url.contains("mode=") || url.contains(":memory:") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    }
+}
+
+/// A boolean column: PostgreSQL's `BOOLEAN`, or SQLite's integer 0/1.
+fn flag(row: &AnyRow, column: &str) -> bool {
+    row.try_get::<bool, _>(column).unwrap_or_else(|_| row.get::<i64, _>(column) != 0)
+}
+
+fn appointment_from_row(row: &AnyRow) -> Appointment {
     Appointment {
         id: row.get("id"),
         doctor_id: row.get("doctor_id"),
@@ -209,52 +263,93 @@ fn appointment_from_row(row: &sqlx::sqlite::SqliteRow) -> Appointment {
         started_at_ms: row.get("started_at_ms"),
         ended_at_ms: row.get("ended_at_ms"),
         duration_seconds: row.get("duration_seconds"),
-        recording_enabled: row.get("recording_enabled"),
-        screen_sharing_active: row.get("screen_sharing_active"),
+        recording_enabled: flag(row, "recording_enabled"),
+        screen_sharing_active: flag(row, "screen_sharing_active"),
     }
 }
 
 impl Store {
-    /// Opens (creating if missing) the database at `url`, e.g. `sqlite://televisit.db`, in WAL
-    /// mode, and applies the migrations.
+    /// Opens the database at `url` and applies the migrations: `sqlite://televisit.db` (created
+    /// if missing, in WAL mode) or `postgres://user:password@host/database` (created if missing
+    /// and the user may).
     pub async fn open(url: &str) -> StoreResult<Store> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(WRITE_WAIT)
-            .connect_with(options.clone())
-            .await?;
-        // An in-memory database exists once per connection: there, one pool does both.
-        let pool = if url.contains(":memory:") || url.contains("mode=memory") {
-            writer.clone()
-        } else {
-            SqlitePoolOptions::new().max_connections(8).connect_with(options).await?
+        sqlx::any::install_default_drivers();
+        let backend = Backend::of_url(url).ok_or_else(|| {
+            sqlx::Error::Configuration("the database URL must start with sqlite:// or postgres://".into())
+        })?;
+        let store = match backend {
+            Backend::Sqlite => {
+                let url = sqlite_url_creating_the_file(url);
+                let options = || {
+                    AnyPoolOptions::new().after_connect(|connection, _| {
+                        Box::pin(async move { connection.execute(SQLITE_PRAGMAS).await.map(drop) })
+                    })
+                };
+                let writer = options().max_connections(1).acquire_timeout(WRITE_WAIT).connect(&url).await?;
+                // An in-memory database exists once per connection: there, one pool does both.
+                let pool = if url.contains(":memory:") || url.contains("mode=memory") {
+                    writer.clone()
+                } else {
+                    options().max_connections(8).connect(&url).await?
+                };
+                Store { pool, writer, backend }
+            }
+            Backend::Postgres => {
+                use sqlx::migrate::MigrateDatabase;
+                if !sqlx::Any::database_exists(url).await? {
+                    sqlx::Any::create_database(url).await?;
+                }
+                let pool = AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(WRITE_WAIT)
+                    .after_connect(|connection, _| {
+                        Box::pin(async move { connection.execute(POSTGRES_SETTINGS).await.map(drop) })
+                    })
+                    .connect(url)
+                    .await?;
+                Store { writer: pool.clone(), pool, backend }
+            }
         };
-        let store = Store { pool, writer };
         store.migrate().await?;
         Ok(store)
     }
 
-    /// Applies pending migrations (idempotent).
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Applies pending migrations (idempotent). Each backend has its own set, with the same
+    /// tables and columns.
     pub async fn migrate(&self) -> StoreResult<()> {
-        sqlx::migrate!("./migrations").run(&self.writer).await?;
+        match self.backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.writer).await?,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&self.writer).await?,
+        }
         Ok(())
     }
 
-    /// Closes the pools, flushing the WAL.
+    /// Closes the pools (on SQLite, flushing the WAL).
     pub async fn close(&self) {
         self.pool.close().await;
         self.writer.close().await;
     }
 
-    /// A transaction that holds the write lock from its start.
-    async fn write_transaction(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        self.writer.begin_with("BEGIN IMMEDIATE").await
+    /// A transaction that may write: on SQLite it holds the write lock from its start.
+    async fn write_transaction(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
+        match self.backend {
+            Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.writer.begin().await,
+        }
+    }
+
+    /// What a `SELECT` inside a [`Store::write_transaction`] appends to lock the rows it reads
+    /// until the transaction ends (SQLite's transaction already excludes every other writer).
+    fn lock_rows(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        }
     }
 
     // ---- doctors and patients ----
@@ -271,7 +366,7 @@ impl Store {
         let id = uuid::Uuid::new_v4().to_string();
         sqlx::query(
             "INSERT INTO doctors (id, display_name, email, password_hash, api_token_hash, created_at_ms) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&id)
         .bind(display_name)
@@ -284,7 +379,7 @@ impl Store {
         Ok(id)
     }
 
-    fn doctor_from_row(row: &sqlx::sqlite::SqliteRow) -> Doctor {
+    fn doctor_from_row(row: &AnyRow) -> Doctor {
         Doctor {
             id: row.get("id"),
             display_name: row.get("display_name"),
@@ -295,7 +390,7 @@ impl Store {
 
     /// Replaces a doctor's web password hash.
     pub async fn set_doctor_password(&self, id: &str, password_hash: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE doctors SET password_hash = ? WHERE id = ?")
+        sqlx::query("UPDATE doctors SET password_hash = $1 WHERE id = $2")
             .bind(password_hash)
             .bind(id)
             .execute(&self.writer)
@@ -306,13 +401,13 @@ impl Store {
     /// A doctor by id.
     pub async fn doctor(&self, id: &str) -> StoreResult<Option<Doctor>> {
         let row =
-            sqlx::query("SELECT * FROM doctors WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+            sqlx::query("SELECT * FROM doctors WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
         Ok(row.as_ref().map(Self::doctor_from_row))
     }
 
     /// A doctor by sign-in e-mail.
     pub async fn doctor_by_email(&self, email: &str) -> StoreResult<Option<Doctor>> {
-        let row = sqlx::query("SELECT * FROM doctors WHERE email = ?")
+        let row = sqlx::query("SELECT * FROM doctors WHERE email = $1")
             .bind(email)
             .fetch_optional(&self.pool)
             .await?;
@@ -321,7 +416,7 @@ impl Store {
 
     /// A doctor by the hash of their app token.
     pub async fn doctor_by_api_token_hash(&self, hash: &str) -> StoreResult<Option<Doctor>> {
-        let row = sqlx::query("SELECT * FROM doctors WHERE api_token_hash = ?")
+        let row = sqlx::query("SELECT * FROM doctors WHERE api_token_hash = $1")
             .bind(hash)
             .fetch_optional(&self.pool)
             .await?;
@@ -331,7 +426,7 @@ impl Store {
     /// Creates a patient; returns the id.
     pub async fn create_patient(&self, display_name: &str, now_ms: i64) -> StoreResult<String> {
         let id = uuid::Uuid::new_v4().to_string();
-        sqlx::query("INSERT INTO patients (id, display_name, created_at_ms) VALUES (?, ?, ?)")
+        sqlx::query("INSERT INTO patients (id, display_name, created_at_ms) VALUES ($1, $2, $3)")
             .bind(&id)
             .bind(display_name)
             .bind(now_ms)
@@ -342,7 +437,7 @@ impl Store {
 
     /// A patient's display name.
     pub async fn patient_name(&self, id: &str) -> StoreResult<Option<String>> {
-        let row = sqlx::query("SELECT display_name FROM patients WHERE id = ?")
+        let row = sqlx::query("SELECT display_name FROM patients WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -364,7 +459,7 @@ impl Store {
         let room_id = uuid::Uuid::new_v4().simple().to_string();
         sqlx::query(
             "INSERT INTO appointments (id, doctor_id, patient_id, scheduled_at_ms, room_id, \
-             recording_enabled, created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+             recording_enabled, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&id)
         .bind(doctor_id)
@@ -380,7 +475,7 @@ impl Store {
 
     /// An appointment by id.
     pub async fn appointment(&self, id: &str) -> StoreResult<Option<Appointment>> {
-        let sql = format!("SELECT {APPOINTMENT_COLUMNS} FROM appointments a WHERE a.id = ?");
+        let sql = format!("SELECT {APPOINTMENT_COLUMNS} FROM appointments a WHERE a.id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await?;
         Ok(row.as_ref().map(appointment_from_row))
     }
@@ -395,7 +490,7 @@ impl Store {
         let sql = format!(
             "SELECT {APPOINTMENT_COLUMNS}, p.display_name AS patient_name FROM appointments a \
              JOIN patients p ON p.id = a.patient_id \
-             WHERE a.doctor_id = ? AND a.scheduled_at_ms >= ? AND a.scheduled_at_ms < ? \
+             WHERE a.doctor_id = $1 AND a.scheduled_at_ms >= $2 AND a.scheduled_at_ms < $3 \
              ORDER BY a.scheduled_at_ms"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -434,7 +529,8 @@ impl Store {
         now_ms: i64,
     ) -> StoreResult<bool> {
         let mut tx = self.write_transaction().await?;
-        let status: Option<String> = sqlx::query_scalar("SELECT status FROM appointments WHERE id = ?")
+        let sql = format!("SELECT status FROM appointments WHERE id = $1{}", self.lock_rows());
+        let status: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .bind(appointment_id)
             .fetch_optional(&mut *tx)
             .await?;
@@ -445,8 +541,8 @@ impl Store {
         }
         for token in tokens {
             sqlx::query(
-                "UPDATE call_tokens SET revoked_at_ms = ? \
-                 WHERE appointment_id = ? AND role = ? AND revoked_at_ms IS NULL",
+                "UPDATE call_tokens SET revoked_at_ms = $1 \
+                 WHERE appointment_id = $2 AND role = $3 AND revoked_at_ms IS NULL",
             )
             .bind(now_ms)
             .bind(appointment_id)
@@ -455,7 +551,7 @@ impl Store {
             .await?;
             sqlx::query(
                 "INSERT INTO call_tokens (token_hash, appointment_id, role, created_at_ms, expires_at_ms) \
-                 VALUES (?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(&token.token_hash)
             .bind(appointment_id)
@@ -466,8 +562,8 @@ impl Store {
             .await?;
         }
         sqlx::query(
-            "UPDATE appointments SET status = 'waiting', waiting_since_ms = ? \
-             WHERE id = ? AND status = 'not_started'",
+            "UPDATE appointments SET status = 'waiting', waiting_since_ms = $1 \
+             WHERE id = $2 AND status = 'not_started'",
         )
         .bind(now_ms)
         .bind(appointment_id)
@@ -479,7 +575,7 @@ impl Store {
 
     /// A call token by its hash.
     pub async fn call_token(&self, token_hash: &str) -> StoreResult<Option<CallToken>> {
-        let row = sqlx::query("SELECT * FROM call_tokens WHERE token_hash = ?")
+        let row = sqlx::query("SELECT * FROM call_tokens WHERE token_hash = $1")
             .bind(token_hash)
             .fetch_optional(&self.pool)
             .await?;
@@ -495,8 +591,8 @@ impl Store {
     /// Moves a waiting call to in progress (both participants connected for the first time).
     pub async fn mark_in_progress(&self, appointment_id: &str, now_ms: i64) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE appointments SET status = 'in_progress', started_at_ms = ? \
-             WHERE id = ? AND status = 'waiting'",
+            "UPDATE appointments SET status = 'in_progress', started_at_ms = $1 \
+             WHERE id = $2 AND status = 'waiting'",
         )
         .bind(now_ms)
         .bind(appointment_id)
@@ -511,13 +607,13 @@ impl Store {
     pub async fn end_call(&self, appointment_id: &str, now_ms: i64) -> StoreResult<Option<Appointment>> {
         let mut tx = self.write_transaction().await?;
         let updated = sqlx::query(
-            "UPDATE appointments SET status = 'ended', ended_at_ms = ?, screen_sharing_active = 0, \
-             duration_seconds = CASE WHEN started_at_ms IS NULL THEN 0 \
-                                     ELSE MAX(0, (? - started_at_ms) / 1000) END \
-             WHERE id = ? AND status <> 'ended'",
+            "UPDATE appointments SET status = 'ended', ended_at_ms = $1, screen_sharing_active = $2, \
+             duration_seconds = CASE WHEN started_at_ms IS NULL OR started_at_ms > $1 THEN 0 \
+                                     ELSE ($1 - started_at_ms) / 1000 END \
+             WHERE id = $3 AND status <> 'ended'",
         )
         .bind(now_ms)
-        .bind(now_ms)
+        .bind(false)
         .bind(appointment_id)
         .execute(&mut *tx)
         .await?;
@@ -525,7 +621,7 @@ impl Store {
             return Ok(None);
         }
         sqlx::query(
-            "UPDATE call_tokens SET revoked_at_ms = ? WHERE appointment_id = ? AND revoked_at_ms IS NULL",
+            "UPDATE call_tokens SET revoked_at_ms = $1 WHERE appointment_id = $2 AND revoked_at_ms IS NULL",
         )
         .bind(now_ms)
         .bind(appointment_id)
@@ -537,7 +633,7 @@ impl Store {
 
     /// Records whether the doctor is sharing a screen.
     pub async fn set_screen_sharing(&self, appointment_id: &str, active: bool) -> StoreResult<()> {
-        sqlx::query("UPDATE appointments SET screen_sharing_active = ? WHERE id = ?")
+        sqlx::query("UPDATE appointments SET screen_sharing_active = $1 WHERE id = $2")
             .bind(active)
             .bind(appointment_id)
             .execute(&self.writer)
@@ -554,17 +650,24 @@ impl Store {
         let mut stored = Vec::with_capacity(chats.len());
         let mut tx = self.write_transaction().await?;
         for chunk in chats.chunks(ROWS_PER_INSERT) {
-            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO chat_messages (appointment_id, sender_role, text, sent_at_ms) ",
+            // `$1, $2, …` by hand: sqlx's query builder writes `?` for the Any driver, which
+            // PostgreSQL refuses.
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| format!("(${}, ${}, ${}, ${})", 4 * i + 1, 4 * i + 2, 4 * i + 3, 4 * i + 4))
+                .collect();
+            let sql = format!(
+                "INSERT INTO chat_messages (appointment_id, sender_role, text, sent_at_ms) VALUES {} RETURNING id",
+                rows.join(", ")
             );
-            insert.push_values(chunk, |mut row, chat| {
-                row.push_bind(&chat.appointment_id)
-                    .push_bind(role_name(chat.from))
-                    .push_bind(&chat.text)
-                    .push_bind(now_ms);
-            });
-            insert.push(" RETURNING id");
-            let mut ids: Vec<i64> = insert.build_query_scalar().fetch_all(&mut *tx).await?;
+            let mut insert = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+            for chat in chunk {
+                insert = insert
+                    .bind(&chat.appointment_id)
+                    .bind(role_name(chat.from))
+                    .bind(&chat.text)
+                    .bind(now_ms);
+            }
+            let mut ids: Vec<i64> = insert.fetch_all(&mut *tx).await?;
             // One INSERT numbers its rows in the order of its VALUES; RETURNING's order is unspecified.
             ids.sort_unstable();
             stored.extend(chunk.iter().zip(ids).map(|(chat, id)| ChatMessage {
@@ -582,7 +685,7 @@ impl Store {
     pub async fn chat_history(&self, appointment_id: &str) -> StoreResult<Vec<ChatMessage>> {
         let rows = sqlx::query(
             "SELECT id, sender_role, text, sent_at_ms FROM chat_messages \
-             WHERE appointment_id = ? ORDER BY id",
+             WHERE appointment_id = $1 ORDER BY id",
         )
         .bind(appointment_id)
         .fetch_all(&self.pool)
@@ -609,7 +712,7 @@ impl Store {
     ) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO web_sessions (session_hash, doctor_id, csrf_token, created_at_ms, expires_at_ms) \
-             VALUES (?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(session_hash)
         .bind(&session.doctor_id)
@@ -623,7 +726,7 @@ impl Store {
 
     /// A web session by the hash of its cookie value.
     pub async fn session(&self, session_hash: &str) -> StoreResult<Option<WebSession>> {
-        let row = sqlx::query("SELECT * FROM web_sessions WHERE session_hash = ?")
+        let row = sqlx::query("SELECT * FROM web_sessions WHERE session_hash = $1")
             .bind(session_hash)
             .fetch_optional(&self.pool)
             .await?;
@@ -636,7 +739,7 @@ impl Store {
 
     /// Deletes a web session (sign-out).
     pub async fn delete_session(&self, session_hash: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM web_sessions WHERE session_hash = ?")
+        sqlx::query("DELETE FROM web_sessions WHERE session_hash = $1")
             .bind(session_hash)
             .execute(&self.writer)
             .await?;
@@ -649,7 +752,7 @@ impl Store {
     pub async fn audit(&self, entry: &AuditEntry) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO audit_log (at_ms, appointment_id, actor, action, detail, remote_addr) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(entry.at_ms)
         .bind(&entry.appointment_id)
@@ -664,11 +767,12 @@ impl Store {
 
     /// The audit entries, oldest first; of one appointment, or all when `None`.
     pub async fn audit_entries(&self, appointment_id: Option<&str>) -> StoreResult<Vec<AuditEntry>> {
-        let rows = sqlx::query("SELECT * FROM audit_log WHERE (? IS NULL OR appointment_id = ?) ORDER BY id")
-            .bind(appointment_id)
-            .bind(appointment_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT * FROM audit_log WHERE (CAST($1 AS TEXT) IS NULL OR appointment_id = $1) ORDER BY id",
+        )
+        .bind(appointment_id)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows
             .iter()
             .map(|r| AuditEntry {

@@ -152,10 +152,17 @@ async fn a_database_held_by_another_process_beyond_the_busy_timeout_answers_503_
     let (doctor_api_token, ids) = appointments(&server, 1).await;
     let path = format!("/api/appointments/{}/video-call/start", ids[0]);
 
-    // Another process (the CLI, a backup) holds the write lock for longer than the server waits.
+    // Another process (the CLI, a backup, a migration) holds the write lock for longer than the
+    // server waits: SQLite's database lock, or PostgreSQL's lock on the table.
     use sqlx::Connection;
-    let mut other = sqlx::SqliteConnection::connect(&db.url()).await.unwrap();
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.unwrap();
+    sqlx::any::install_default_drivers();
+    let mut other = sqlx::AnyConnection::connect(&db.url()).await.unwrap();
+    let lock = if db.is_postgres() {
+        "BEGIN; LOCK TABLE appointments IN ACCESS EXCLUSIVE MODE"
+    } else {
+        "BEGIN IMMEDIATE"
+    };
+    sqlx::raw_sql(lock).execute(&mut other).await.unwrap();
     let response = server.http.post(server.url(&path)).bearer_auth(&doctor_api_token).send().await.unwrap();
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "2");

@@ -17,15 +17,25 @@ pub const PATIENT_NAME: &str = "Zelda Quartermaine";
 pub const DOCTOR_NAME: &str = "Dr. Ada Osei";
 pub const DOCTOR_PASSWORD: &str = "correct horse battery";
 
-/// A temporary SQLite file, removed at drop.
-pub struct TempDb(pub PathBuf);
+/// A fresh database for one test: a temporary SQLite file, removed at drop, or, when
+/// `TELEVISIT_TEST_POSTGRES` names a PostgreSQL server (`postgres://user@host:port`, as
+/// `scripts/test` sets it for the suite's second run), a new database on it, which the server
+/// creates on first open (the test cluster is thrown away after the run).
+pub struct TempDb(pub PathBuf, Option<String>);
 
 impl TempDb {
     pub fn new() -> TempDb {
-        TempDb(std::env::temp_dir().join(format!("televisit-test-{}.db", uuid::Uuid::new_v4())))
+        let name = format!("televisit_test_{}", uuid::Uuid::new_v4().simple());
+        let postgres = std::env::var("TELEVISIT_TEST_POSTGRES").ok().filter(|url| !url.is_empty());
+        let path = std::env::temp_dir().join(format!("{name}.db"));
+        TempDb(path, postgres.map(|server| format!("{}/{name}", server.trim_end_matches('/'))))
     }
     pub fn url(&self) -> String {
-        format!("sqlite://{}", self.0.display())
+        self.1.clone().unwrap_or_else(|| format!("sqlite://{}", self.0.display()))
+    }
+    /// Whether this run is on PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.1.is_some()
     }
 }
 
