@@ -1,7 +1,8 @@
-//! The clinic integration API (Bearer API key): doctors, patients, appointments.
+//! The clinic integration API (Bearer API key): doctors, patients, appointments, and what
+//! happened (the audit log, a visit's summary).
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -10,7 +11,7 @@ use televisit_core::protocol::{CallStatus, ErrorCode};
 use crate::auth::{Clinic, DOCTOR_TOKEN_PREFIX};
 use crate::error::{json_rejection, ApiError, ApiResult};
 use crate::secrets::{hash_password, hash_secret, random_secret};
-use crate::store::Appointment;
+use crate::store::{Appointment, AuditEntry, AuditFilter};
 use crate::SharedState;
 
 /// Longest display name accepted.
@@ -207,4 +208,132 @@ pub async fn appointment(
 ) -> ApiResult<Json<AppointmentView>> {
     let appointment = state.store.appointment(&id).await?.ok_or_else(ApiError::appointment_not_found)?;
     Ok(Json(appointment.into()))
+}
+
+/// Most audit entries one `GET /api/clinic/audit` page returns.
+pub const MAX_AUDIT_PAGE: i64 = 1000;
+
+/// Query of `GET /api/clinic/audit`: every field narrows; pages follow `after_id`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Of this appointment only.
+    pub appointment_id: Option<String>,
+    /// At or after this time (ms since the epoch).
+    pub from_ms: Option<i64>,
+    /// Before this time.
+    pub to_ms: Option<i64>,
+    /// After this entry (the previous page's `next_after_id`).
+    pub after_id: Option<i64>,
+    /// Entries per page, 1 to 1000 [default: 100].
+    pub limit: Option<i64>,
+}
+
+/// One audit entry as the clinic reads it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntryView {
+    /// The entry's id (increasing).
+    pub id: i64,
+    /// When.
+    pub at_ms: i64,
+    /// The appointment, if any.
+    pub appointment_id: Option<String>,
+    /// `doctor`, `patient`, `clinic` or `anonymous`.
+    pub actor: String,
+    /// `start`, `join`, `leave`, `end`, `sign_in`, `refused`, ...
+    pub action: String,
+    /// Details (a reason or an error code).
+    pub detail: String,
+    /// The client's address.
+    pub remote_addr: Option<String>,
+}
+
+/// Reply of `GET /api/clinic/audit`.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct AuditPage {
+    /// The entries, oldest first.
+    pub entries: Vec<AuditEntryView>,
+    /// Pass as `after_id` for the next page; absent on the last page.
+    pub next_after_id: Option<i64>,
+}
+
+/// `GET /api/clinic/audit`: the audit log, paged, filtered by appointment and time.
+pub async fn audit(
+    State(state): State<SharedState>,
+    _clinic: Clinic,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> ApiResult<Json<AuditPage>> {
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::new(ErrorCode::BadRequest, format!("invalid query: {}", rejection.body_text()))
+    })?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=MAX_AUDIT_PAGE).contains(&limit) {
+        return Err(ApiError::new(ErrorCode::BadRequest, format!("limit must be 1 to {MAX_AUDIT_PAGE}")));
+    }
+    let filter = AuditFilter {
+        appointment_id: query.appointment_id,
+        from_ms: query.from_ms,
+        to_ms: query.to_ms,
+        after_id: query.after_id,
+    };
+    // One more than asked tells whether a next page exists.
+    let mut rows = state.store.audit_page(&filter, limit + 1).await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next_after_id = if more { rows.last().map(|(id, _)| *id) } else { None };
+    let entries = rows.into_iter().map(|(id, entry)| audit_view(id, entry)).collect();
+    Ok(Json(AuditPage { entries, next_after_id }))
+}
+
+fn audit_view(id: i64, entry: AuditEntry) -> AuditEntryView {
+    AuditEntryView {
+        id,
+        at_ms: entry.at_ms,
+        appointment_id: entry.appointment_id,
+        actor: entry.actor,
+        action: entry.action,
+        detail: entry.detail,
+        remote_addr: entry.remote_addr,
+    }
+}
+
+/// Reply of `GET /api/clinic/appointments/{id}/summary`: what happened in one visit.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct VisitSummary {
+    /// The appointment as it is now.
+    pub appointment: AppointmentView,
+    /// When the doctor started the call (opened the waiting room).
+    pub waiting_since_ms: Option<i64>,
+    /// Seconds both were in the call: from the first moment both were connected to the end
+    /// (or to now, while it goes on).
+    pub face_to_face_seconds: i64,
+    /// Who started, joined, left and ended when, oldest first.
+    pub timeline: Vec<AuditEntryView>,
+}
+
+/// `GET /api/clinic/appointments/{id}/summary`.
+pub async fn visit_summary(
+    State(state): State<SharedState>,
+    _clinic: Clinic,
+    Path(id): Path<String>,
+) -> ApiResult<Json<VisitSummary>> {
+    let appointment = state.store.appointment(&id).await?.ok_or_else(ApiError::appointment_not_found)?;
+    let filter = AuditFilter { appointment_id: Some(id), ..AuditFilter::default() };
+    let timeline = state
+        .store
+        .audit_page(&filter, MAX_AUDIT_PAGE)
+        .await?
+        .into_iter()
+        .map(|(id, entry)| audit_view(id, entry))
+        .collect();
+    let face_to_face_seconds = match (appointment.status, appointment.started_at_ms) {
+        (CallStatus::InProgress, Some(started)) => (state.clock.now_ms() - started).max(0) / 1000,
+        _ => appointment.duration_seconds,
+    };
+    Ok(Json(VisitSummary {
+        waiting_since_ms: appointment.waiting_since_ms,
+        face_to_face_seconds,
+        appointment: appointment.into(),
+        timeline,
+    }))
 }

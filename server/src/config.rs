@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::retention::Retention;
 use crate::turn::{TlsListen, TurnConfig};
 
 /// Every setting, each optional so that the sources can be layered. One field here is one flag
@@ -101,6 +102,16 @@ pub struct Settings {
     /// Log format: `text` or `json` [default: text].
     #[arg(long, env = "TELEVISIT_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Days the chat of an ended visit is kept; 0 keeps it for good [default: 30].
+    #[arg(long, env = "TELEVISIT_CHAT_RETENTION_DAYS")]
+    pub chat_retention_days: Option<u32>,
+    /// Days an expired or revoked join link's record is kept (until then it is answered
+    /// "expired", then "invalid") [default: 30].
+    #[arg(long, env = "TELEVISIT_TOKEN_RETENTION_DAYS")]
+    pub token_retention_days: Option<u32>,
+    /// Days an audit entry is kept; 0 keeps it for good [default: 365].
+    #[arg(long, env = "TELEVISIT_AUDIT_RETENTION_DAYS")]
+    pub audit_retention_days: Option<u32>,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -160,7 +171,10 @@ impl Settings {
             frame_burst,
             web_dir,
             session_ttl_hours,
-            log_format
+            log_format,
+            chat_retention_days,
+            token_retention_days,
+            audit_retention_days
         )
     }
 }
@@ -210,6 +224,8 @@ pub struct Config {
     pub secure_cookies: bool,
     /// `text` or `json`.
     pub log_format: String,
+    /// How long chat, tokens, sessions and audit entries are kept.
+    pub retention: Retention,
 }
 
 impl std::fmt::Debug for Config {
@@ -227,6 +243,7 @@ impl std::fmt::Debug for Config {
             .field("embedded_turn", &self.embedded_turn)
             .field("patients_relay_only", &self.patients_relay_only)
             .field("clinic_api_key", &self.clinic_api_key.as_ref().map(|_| "<set>"))
+            .field("retention", &self.retention)
             .finish_non_exhaustive()
     }
 }
@@ -284,6 +301,11 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../web"))),
             session_ttl_hours: settings.session_ttl_hours.unwrap_or(12),
             log_format,
+            retention: Retention {
+                chat_days: Some(settings.chat_retention_days.unwrap_or(30)).filter(|&days| days > 0),
+                token_days: settings.token_retention_days.unwrap_or(30),
+                audit_days: Some(settings.audit_retention_days.unwrap_or(365)).filter(|&days| days > 0),
+            },
         })
     }
 

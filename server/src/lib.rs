@@ -13,6 +13,7 @@ pub mod demo;
 pub mod error;
 pub mod metrics;
 pub mod pages;
+pub mod retention;
 pub mod secrets;
 pub mod signaling;
 pub mod store;
@@ -106,6 +107,8 @@ pub fn router(state: SharedState) -> Router {
         .route("/clinic/patients", post(clinic::create_patient))
         .route("/clinic/appointments", post(clinic::create_appointment))
         .route("/clinic/appointments/{id}", get(clinic::appointment))
+        .route("/clinic/appointments/{id}/summary", get(clinic::visit_summary))
+        .route("/clinic/audit", get(clinic::audit))
         .route("/doctor/me", get(pages::me))
         .route("/doctor/appointments", get(pages::doctor_appointments))
         .route("/appointments/{id}/video-call/start", post(calls::start))
@@ -159,6 +162,7 @@ pub struct RunningServer {
     pub turn: Option<Arc<turn::EmbeddedTurn>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    purge: tokio::task::JoinHandle<()>,
 }
 
 impl RunningServer {
@@ -201,7 +205,8 @@ impl RunningServer {
                 })
                 .await
         });
-        Ok(RunningServer { addr, state, turn, shutdown: Some(tx), task })
+        let purge = tokio::spawn(retention::purge_periodically(Arc::clone(&state)));
+        Ok(RunningServer { addr, state, turn, shutdown: Some(tx), task, purge })
     }
 
     /// The base URL, e.g. `http://127.0.0.1:41234`.
@@ -215,6 +220,7 @@ impl RunningServer {
             let _ = tx.send(());
         }
         self.task.abort();
+        self.purge.abort();
         let _ = (&mut self.task).await;
         if let Some(turn) = &self.turn {
             turn.stop().await;

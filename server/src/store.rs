@@ -767,22 +767,117 @@ impl Store {
 
     /// The audit entries, oldest first; of one appointment, or all when `None`.
     pub async fn audit_entries(&self, appointment_id: Option<&str>) -> StoreResult<Vec<AuditEntry>> {
+        let filter =
+            AuditFilter { appointment_id: appointment_id.map(str::to_owned), ..AuditFilter::default() };
+        Ok(self.audit_page(&filter, i64::MAX).await?.into_iter().map(|(_, entry)| entry).collect())
+    }
+
+    /// Up to `limit` audit entries matching `filter`, oldest first, each with its id (the cursor
+    /// of the next page is the last id).
+    pub async fn audit_page(&self, filter: &AuditFilter, limit: i64) -> StoreResult<Vec<(i64, AuditEntry)>> {
         let rows = sqlx::query(
-            "SELECT * FROM audit_log WHERE (CAST($1 AS TEXT) IS NULL OR appointment_id = $1) ORDER BY id",
+            "SELECT * FROM audit_log WHERE id > $1 \
+             AND (CAST($2 AS TEXT) IS NULL OR appointment_id = $2) \
+             AND at_ms >= $3 AND at_ms < $4 ORDER BY id LIMIT $5",
         )
-        .bind(appointment_id)
+        .bind(filter.after_id.unwrap_or(0))
+        .bind(&filter.appointment_id)
+        .bind(filter.from_ms.unwrap_or(i64::MIN))
+        .bind(filter.to_ms.unwrap_or(i64::MAX))
+        .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
             .iter()
-            .map(|r| AuditEntry {
-                at_ms: r.get("at_ms"),
-                appointment_id: r.get("appointment_id"),
-                actor: r.get("actor"),
-                action: r.get("action"),
-                detail: r.get("detail"),
-                remote_addr: r.get("remote_addr"),
+            .map(|r| {
+                let entry = AuditEntry {
+                    at_ms: r.get("at_ms"),
+                    appointment_id: r.get("appointment_id"),
+                    actor: r.get("actor"),
+                    action: r.get("action"),
+                    detail: r.get("detail"),
+                    remote_addr: r.get("remote_addr"),
+                };
+                (r.get("id"), entry)
             })
             .collect())
     }
+
+    // ---- retention ----
+
+    /// Deletes what is past its retention at `cutoffs` and says how much went.
+    pub async fn purge(&self, cutoffs: &PurgeCutoffs) -> StoreResult<PurgeCounts> {
+        let mut tx = self.write_transaction().await?;
+        let mut counts = PurgeCounts::default();
+        if let Some(ended_before_ms) = cutoffs.chat_of_visits_ended_before_ms {
+            counts.chat_messages = sqlx::query(
+                "DELETE FROM chat_messages WHERE appointment_id IN \
+                 (SELECT id FROM appointments WHERE status = 'ended' AND ended_at_ms < $1)",
+            )
+            .bind(ended_before_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        counts.call_tokens =
+            sqlx::query("DELETE FROM call_tokens WHERE expires_at_ms < $1 OR revoked_at_ms < $1")
+                .bind(cutoffs.tokens_dead_before_ms)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        counts.web_sessions = sqlx::query("DELETE FROM web_sessions WHERE expires_at_ms <= $1")
+            .bind(cutoffs.now_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if let Some(before_ms) = cutoffs.audit_before_ms {
+            counts.audit_entries = sqlx::query("DELETE FROM audit_log WHERE at_ms < $1")
+                .bind(before_ms)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(counts)
+    }
+}
+
+/// Which audit entries [`Store::audit_page`] returns; every field narrows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Of this appointment only.
+    pub appointment_id: Option<String>,
+    /// At or after this time.
+    pub from_ms: Option<i64>,
+    /// Before this time.
+    pub to_ms: Option<i64>,
+    /// With an id greater than this (the previous page's last).
+    pub after_id: Option<i64>,
+}
+
+/// The times before which [`Store::purge`] deletes each kind of record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeCutoffs {
+    /// Now: web sessions that expired by then go.
+    pub now_ms: i64,
+    /// The chat of visits that ended before this goes; `None` keeps chat.
+    pub chat_of_visits_ended_before_ms: Option<i64>,
+    /// Call tokens that were revoked or expired before this go (until then an old link is
+    /// answered "expired" rather than "invalid").
+    pub tokens_dead_before_ms: i64,
+    /// Audit entries older than this go; `None` keeps them.
+    pub audit_before_ms: Option<i64>,
+}
+
+/// What one [`Store::purge`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeCounts {
+    /// Chat messages.
+    pub chat_messages: u64,
+    /// Call tokens.
+    pub call_tokens: u64,
+    /// Web sessions.
+    pub web_sessions: u64,
+    /// Audit entries.
+    pub audit_entries: u64,
 }
