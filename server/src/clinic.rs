@@ -229,23 +229,14 @@ pub struct AuditQuery {
     pub limit: Option<i64>,
 }
 
-/// One audit entry as the clinic reads it.
+/// One audit entry as the clinic reads it: the entry and its id.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntryView {
     /// The entry's id (increasing).
     pub id: i64,
-    /// When.
-    pub at_ms: i64,
-    /// The appointment, if any.
-    pub appointment_id: Option<String>,
-    /// `doctor`, `patient`, `clinic` or `anonymous`.
-    pub actor: String,
-    /// `start`, `join`, `leave`, `end`, `sign_in`, `refused`, ...
-    pub action: String,
-    /// Details (a reason or an error code).
-    pub detail: String,
-    /// The client's address.
-    pub remote_addr: Option<String>,
+    /// The entry.
+    #[serde(flatten)]
+    pub entry: AuditEntry,
 }
 
 /// Reply of `GET /api/clinic/audit`.
@@ -281,20 +272,8 @@ pub async fn audit(
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let next_after_id = if more { rows.last().map(|(id, _)| *id) } else { None };
-    let entries = rows.into_iter().map(|(id, entry)| audit_view(id, entry)).collect();
+    let entries = rows.into_iter().map(|(id, entry)| AuditEntryView { id, entry }).collect();
     Ok(Json(AuditPage { entries, next_after_id }))
-}
-
-fn audit_view(id: i64, entry: AuditEntry) -> AuditEntryView {
-    AuditEntryView {
-        id,
-        at_ms: entry.at_ms,
-        appointment_id: entry.appointment_id,
-        actor: entry.actor,
-        action: entry.action,
-        detail: entry.detail,
-        remote_addr: entry.remote_addr,
-    }
 }
 
 /// Reply of `GET /api/clinic/appointments/{id}/summary`: what happened in one visit.
@@ -324,7 +303,7 @@ pub async fn visit_summary(
         .audit_page(&filter, MAX_AUDIT_PAGE)
         .await?
         .into_iter()
-        .map(|(id, entry)| audit_view(id, entry))
+        .map(|(id, entry)| AuditEntryView { id, entry })
         .collect();
     let face_to_face_seconds = match (appointment.status, appointment.started_at_ms) {
         (CallStatus::InProgress, Some(started)) => (state.clock.now_ms() - started).max(0) / 1000,

@@ -182,7 +182,7 @@ pub struct WebSession {
 }
 
 /// One audit-log entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AuditEntry {
     /// When.
     pub at_ms: i64,
