@@ -2,6 +2,7 @@
 //! (call token). Each is an axum extractor; every refusal is audited and counted.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
@@ -13,6 +14,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::secrets::{constant_time_eq, hash_secret, looks_like_call_token};
 use crate::signaling::hub::Grant;
 use crate::store::{Appointment, AuditEntry, Doctor};
+use crate::throttle::AuditDecision;
 use crate::AppState;
 
 /// Name of the doctor's session cookie.
@@ -33,7 +35,8 @@ fn bearer(parts: &Parts) -> Option<&str> {
 }
 
 impl AppState {
-    /// Records a refusal in the audit log and the metrics, and returns the error.
+    /// Records a refusal in the metrics and the audit log (rows per address are capped: see
+    /// [`crate::throttle::AuditLimiter`]), and returns the error.
     pub async fn refuse(
         &self,
         error: ApiError,
@@ -42,23 +45,37 @@ impl AppState {
         remote_addr: Option<String>,
     ) -> ApiError {
         self.metrics.refused(error.code);
-        let entry = AuditEntry::new(
-            self.clock.now_ms(),
-            appointment_id,
-            actor,
-            "refused",
-            error.code.as_str(),
-            remote_addr,
-        );
-        if let Err(e) = self.store.audit(&entry).await {
-            tracing::error!(error = %e, "audit write failed");
+        let address = remote_addr.as_deref().unwrap_or("unknown");
+        if let AuditDecision::Write { suppressed } = self.audit_limiter.decide(address, Instant::now()) {
+            let detail = match suppressed {
+                0 => error.code.as_str().to_owned(),
+                n => format!("{}; {n} earlier refusals from this address not written", error.code.as_str()),
+            };
+            let entry =
+                AuditEntry::new(self.clock.now_ms(), appointment_id, actor, "refused", &detail, remote_addr);
+            if let Err(e) = self.store.audit(&entry).await {
+                tracing::error!(error = %e, "audit write failed");
+            }
         }
         tracing::info!(code = error.code.as_str(), actor, "refused");
         error
     }
 
-    /// Checks a call token: known, not revoked, not expired, call not ended.
+    /// Checks a call token: known, not revoked, not expired, call not ended. An address that
+    /// presented too many unknown tokens gets 429 for the rest of the minute.
     pub async fn validate_call_token(&self, token: &str, remote_addr: Option<String>) -> ApiResult<Grant> {
+        let address = remote_addr.clone().unwrap_or_else(|| "unknown".into());
+        if let Err(seconds) = self.failed_tokens.check(&address, Instant::now()) {
+            return Err(self.refuse(ApiError::rate_limited(seconds), None, "anonymous", remote_addr).await);
+        }
+        let result = self.check_call_token(token, remote_addr).await;
+        if result.as_ref().is_err_and(|e| e.code == ErrorCode::InvalidToken) {
+            self.failed_tokens.record(&address, Instant::now());
+        }
+        result
+    }
+
+    async fn check_call_token(&self, token: &str, remote_addr: Option<String>) -> ApiResult<Grant> {
         let invalid = || {
             ApiError::new(
                 ErrorCode::InvalidToken,

@@ -92,9 +92,46 @@ pub struct Settings {
     /// Burst of signaling frames per connection [default: 200].
     #[arg(long, env = "TELEVISIT_FRAME_BURST")]
     pub frame_burst: Option<u32>,
-    /// Folder of the web pages [default: the `web/` folder of the source tree].
+    /// Serve the web pages from this folder instead of the copy built into the binary (for
+    /// working on the pages) [default: the built-in pages].
     #[arg(long, env = "TELEVISIT_WEB_DIR")]
     pub web_dir: Option<PathBuf>,
+    /// Seconds a connection has to send a complete request head [default: 10].
+    #[arg(long, env = "TELEVISIT_HEADER_READ_TIMEOUT_SECONDS")]
+    pub header_read_timeout_seconds: Option<u64>,
+    /// Seconds without a byte either way before an HTTP connection is closed [default: 60].
+    #[arg(long, env = "TELEVISIT_HTTP_IDLE_TIMEOUT_SECONDS")]
+    pub http_idle_timeout_seconds: Option<u64>,
+    /// Open connections allowed from one client address [default: 256].
+    #[arg(long, env = "TELEVISIT_MAX_CONNECTIONS_PER_ADDRESS")]
+    pub max_connections_per_address: Option<usize>,
+    /// Open connections allowed in all; keep it below the process's file descriptor limit
+    /// (`ulimit -n`) [default: 4096].
+    #[arg(long, env = "TELEVISIT_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Addresses of reverse proxies whose `X-Forwarded-For` names the client (comma-separated)
+    /// [default: none, the header is ignored].
+    #[arg(long, env = "TELEVISIT_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<IpAddr>>,
+    /// Failed sign-ins allowed per client address per minute before 429 [default: 10].
+    #[arg(long, env = "TELEVISIT_FAILED_SIGN_INS_PER_MINUTE")]
+    pub failed_sign_ins_per_minute: Option<u32>,
+    /// Failed call tokens allowed per client address per minute before 429 [default: 30].
+    #[arg(long, env = "TELEVISIT_FAILED_TOKENS_PER_MINUTE")]
+    pub failed_tokens_per_minute: Option<u32>,
+    /// Refusal rows written to the audit log per client address per minute; the rest are counted
+    /// in the next row [default: 30].
+    #[arg(long, env = "TELEVISIT_AUDIT_REFUSALS_PER_MINUTE")]
+    pub audit_refusals_per_minute: Option<u32>,
+    /// Bearer key of `GET /metrics`; without one /metrics answers 401 [default: none].
+    #[arg(long, env = "TELEVISIT_METRICS_KEY", hide_env_values = true)]
+    pub metrics_key: Option<String>,
+    /// Certificate chain (PEM): serve HTTPS (with HSTS) instead of HTTP; needs --tls-key.
+    #[arg(long, env = "TELEVISIT_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "TELEVISIT_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// Doctor web session lifetime in hours [default: 12].
     #[arg(long, env = "TELEVISIT_SESSION_TTL_HOURS")]
     pub session_ttl_hours: Option<u64>,
@@ -159,6 +196,17 @@ impl Settings {
             frames_per_second,
             frame_burst,
             web_dir,
+            header_read_timeout_seconds,
+            http_idle_timeout_seconds,
+            max_connections_per_address,
+            max_connections,
+            trusted_proxies,
+            failed_sign_ins_per_minute,
+            failed_tokens_per_minute,
+            audit_refusals_per_minute,
+            metrics_key,
+            tls_cert,
+            tls_key,
             session_ttl_hours,
             log_format
         )
@@ -202,8 +250,28 @@ pub struct Config {
     pub frames_per_second: u32,
     /// Frame burst per connection.
     pub frame_burst: u32,
-    /// Web pages folder.
-    pub web_dir: PathBuf,
+    /// Web pages folder; `None`: the pages built into the binary.
+    pub web_dir: Option<PathBuf>,
+    /// Time to send a complete request head.
+    pub header_read_timeout_seconds: u64,
+    /// Time without a byte either way before an HTTP connection closes.
+    pub http_idle_timeout_seconds: u64,
+    /// Open connections per client address.
+    pub max_connections_per_address: usize,
+    /// Open connections in all.
+    pub max_connections: usize,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Failed sign-ins per address per minute before 429.
+    pub failed_sign_ins_per_minute: u32,
+    /// Failed call tokens per address per minute before 429.
+    pub failed_tokens_per_minute: u32,
+    /// Refusal audit rows per address per minute.
+    pub audit_refusals_per_minute: u32,
+    /// Bearer key of /metrics.
+    pub metrics_key: Option<String>,
+    /// HTTPS certificate chain and key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// Doctor web session lifetime.
     pub session_ttl_hours: u64,
     /// Secure cookies (when the public URL is https).
@@ -227,6 +295,9 @@ impl std::fmt::Debug for Config {
             .field("embedded_turn", &self.embedded_turn)
             .field("patients_relay_only", &self.patients_relay_only)
             .field("clinic_api_key", &self.clinic_api_key.as_ref().map(|_| "<set>"))
+            .field("metrics_key", &self.metrics_key.as_ref().map(|_| "<set>"))
+            .field("tls", &self.tls)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish_non_exhaustive()
     }
 }
@@ -239,9 +310,15 @@ impl Config {
             None => None,
         };
         let listen = settings.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid"));
+        let tls = match (settings.tls_cert, settings.tls_key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => return Err("--tls-cert and --tls-key go together".into()),
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let public_url = settings
             .public_url
-            .unwrap_or_else(|| format!("http://{listen}"))
+            .unwrap_or_else(|| format!("{scheme}://{listen}"))
             .trim_end_matches('/')
             .to_owned();
         let public = url::Url::parse(&public_url).map_err(|e| format!("invalid public URL: {e}"))?;
@@ -279,9 +356,17 @@ impl Config {
             keepalive_seconds: settings.keepalive_seconds.unwrap_or(15),
             frames_per_second: settings.frames_per_second.unwrap_or(50),
             frame_burst: settings.frame_burst.unwrap_or(200),
-            web_dir: settings
-                .web_dir
-                .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../web"))),
+            web_dir: settings.web_dir,
+            header_read_timeout_seconds: settings.header_read_timeout_seconds.unwrap_or(10).max(1),
+            http_idle_timeout_seconds: settings.http_idle_timeout_seconds.unwrap_or(60).max(1),
+            max_connections_per_address: settings.max_connections_per_address.unwrap_or(256),
+            max_connections: settings.max_connections.unwrap_or(4096),
+            trusted_proxies: settings.trusted_proxies.unwrap_or_default(),
+            failed_sign_ins_per_minute: settings.failed_sign_ins_per_minute.unwrap_or(10),
+            failed_tokens_per_minute: settings.failed_tokens_per_minute.unwrap_or(30),
+            audit_refusals_per_minute: settings.audit_refusals_per_minute.unwrap_or(30),
+            metrics_key: settings.metrics_key.filter(|k| !k.is_empty()),
+            tls,
             session_ttl_hours: settings.session_ttl_hours.unwrap_or(12),
             log_format,
         })
@@ -296,6 +381,7 @@ impl Config {
         })
         .expect("valid test settings");
         config.clinic_api_key = Some("test-clinic-key".into());
+        config.metrics_key = Some("test-metrics-key".into());
         config
     }
 }

@@ -142,7 +142,7 @@ impl EmbeddedTurn {
         ];
         let mut tls_addr = None;
         if let Some(tls) = &config.tls {
-            let acceptor = tls_acceptor(tls)?;
+            let acceptor = tls_acceptor(&tls.cert, &tls.key, "TURN")?;
             let listener = TcpListener::bind(tls.listen).await?;
             let bound = listener.local_addr()?;
             let mux = Arc::new(StreamMux::new(bound));
@@ -502,18 +502,23 @@ async fn accept_tls(
     }
 }
 
-/// A TLS acceptor from PEM files (the first certificate chain and private key in them).
-fn tls_acceptor(tls: &TlsListen) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+/// A TLS acceptor from PEM files (the first certificate chain and private key in them); `what`
+/// names the listener in errors.
+pub(crate) fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    what: &str,
+) -> std::io::Result<tokio_rustls::TlsAcceptor> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let invalid = |what: &str, e: &dyn std::fmt::Display| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("TURN TLS {what}: {e}"))
+    let invalid = |part: &str, e: &dyn std::fmt::Display| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{what} TLS {part}: {e}"))
     };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert)
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| invalid("certificate", &e))?
         .collect::<Result<_, _>>()
         .map_err(|e| invalid("certificate", &e))?;
-    let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| invalid("key", &e))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| invalid("key", &e))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
