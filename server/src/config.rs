@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::turn::{TlsListen, TurnConfig};
+use crate::turn::{StreamLimits, TlsListen, TurnConfig};
 
 /// Every setting, each optional so that the sources can be layered. One field here is one flag
 /// (`--token-ttl-seconds`), one environment variable (`TELEVISIT_TOKEN_TTL_SECONDS`) and one TOML
@@ -66,6 +66,10 @@ pub struct Settings {
     /// Private key (PEM) of TURN over TLS.
     #[arg(long, env = "TELEVISIT_TURN_TLS_KEY")]
     pub turn_tls_key: Option<PathBuf>,
+    /// Seconds a TCP/TLS connection to the embedded TURN server has to get an allocation before
+    /// it is closed [default: 10].
+    #[arg(long, env = "TELEVISIT_TURN_ALLOCATE_TIMEOUT_SECONDS")]
+    pub turn_allocate_timeout_seconds: Option<u64>,
     /// Host name in the advertised `turns:` URL, which the certificate names [default: the
     /// external IP].
     #[arg(long, env = "TELEVISIT_TURN_TLS_HOST")]
@@ -102,10 +106,11 @@ pub struct Settings {
     /// Seconds without a byte either way before an HTTP connection is closed [default: 60].
     #[arg(long, env = "TELEVISIT_HTTP_IDLE_TIMEOUT_SECONDS")]
     pub http_idle_timeout_seconds: Option<u64>,
-    /// Open connections allowed from one client address [default: 256].
+    /// Open connections allowed from one client address, over HTTP and (counted apart) over the
+    /// embedded TURN's TCP/TLS [default: 256].
     #[arg(long, env = "TELEVISIT_MAX_CONNECTIONS_PER_ADDRESS")]
     pub max_connections_per_address: Option<usize>,
-    /// Open connections allowed in all; keep it below the process's file descriptor limit
+    /// Open connections allowed in all, HTTP and TURN each; keep it below the process's file descriptor limit
     /// (`ulimit -n`) [default: 4096].
     #[arg(long, env = "TELEVISIT_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
@@ -141,6 +146,10 @@ pub struct Settings {
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default cap on open connections from one client address (HTTP, and TURN over TCP/TLS).
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 256;
+/// Default cap on open connections in all (HTTP, and TURN over TCP/TLS, each).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 macro_rules! layer {
     ($high:expr, $low:expr, $($field:ident),*) => {
@@ -188,6 +197,7 @@ impl Settings {
             turn_tls_cert,
             turn_tls_key,
             turn_tls_host,
+            turn_allocate_timeout_seconds,
             patients_relay_only,
             clinic_api_key,
             idle_timeout_seconds,
@@ -359,8 +369,10 @@ impl Config {
             web_dir: settings.web_dir,
             header_read_timeout_seconds: settings.header_read_timeout_seconds.unwrap_or(10).max(1),
             http_idle_timeout_seconds: settings.http_idle_timeout_seconds.unwrap_or(60).max(1),
-            max_connections_per_address: settings.max_connections_per_address.unwrap_or(256),
-            max_connections: settings.max_connections.unwrap_or(4096),
+            max_connections_per_address: settings
+                .max_connections_per_address
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_ADDRESS),
+            max_connections: settings.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
             trusted_proxies: settings.trusted_proxies.unwrap_or_default(),
             failed_sign_ins_per_minute: settings.failed_sign_ins_per_minute.unwrap_or(10),
             failed_tokens_per_minute: settings.failed_tokens_per_minute.unwrap_or(30),
@@ -415,6 +427,13 @@ fn embedded_turn(listen: SocketAddr, settings: &Settings) -> Result<TurnConfig, 
         tls_host: settings.turn_tls_host.clone(),
         relay_ports: Some(relay_ports),
         realm: settings.turn_realm.clone().unwrap_or_else(|| "televisit".into()),
+        streams: StreamLimits {
+            per_address: settings.max_connections_per_address.unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_ADDRESS),
+            total: settings.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            allocate_within: std::time::Duration::from_secs(
+                settings.turn_allocate_timeout_seconds.unwrap_or(10).max(1),
+            ),
+        },
     })
 }
 
