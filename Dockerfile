@@ -17,6 +17,6 @@ EXPOSE 8080
 ENV TELEVISIT_LISTEN=0.0.0.0:8080 \
     TELEVISIT_DATABASE_URL=sqlite:///data/televisit.db \
     TELEVISIT_LOG_FORMAT=json
-HEALTHCHECK --interval=30s --timeout=3s CMD ["sh", "-c", "exec 3<>/dev/tcp/127.0.0.1/8080"]
+HEALTHCHECK --interval=30s --timeout=3s CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8080"]
 ENTRYPOINT ["televisit"]
 CMD ["serve"]

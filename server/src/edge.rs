@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use crate::conn_caps::ConnectionCaps;
+use crate::conn_caps::{ConnectionCaps, ConnectionPermit};
 use crate::metrics::Metrics;
 
 /// How the edge treats connections.
@@ -84,10 +84,7 @@ pub async fn serve(
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
         let (app, edge, stop) = (app.clone(), edge.clone(), stop_rx.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            serve_connection(stream, peer, app, edge, stop).await;
-        });
+        tokio::spawn(serve_connection(stream, permit, peer, app, edge, stop));
     }
     drop(stop_tx);
     Ok(())
@@ -95,12 +92,13 @@ pub async fn serve(
 
 async fn serve_connection(
     stream: TcpStream,
+    permit: ConnectionPermit,
     peer: SocketAddr,
     app: Router,
     edge: Edge,
     stop: tokio::sync::watch::Receiver<()>,
 ) {
-    let (stream, activity) = Watched::new(stream);
+    let (stream, activity) = Watched::new(stream, permit);
     match &edge.tls {
         None => serve_http(stream, peer, app, &edge, activity, stop).await,
         Some(acceptor) => match tokio::time::timeout(edge.header_read_timeout, acceptor.accept(stream)).await
@@ -173,16 +171,18 @@ impl Activity {
     }
 }
 
-/// A stream that records its activity for the idle timeout.
+/// A stream that records its activity for the idle timeout, and holds its place under the
+/// connection caps for as long as it is open: a WebSocket keeps it after the upgrade.
 struct Watched<S> {
     inner: S,
     activity: Arc<Activity>,
+    _permit: ConnectionPermit,
 }
 
 impl<S> Watched<S> {
-    fn new(inner: S) -> (Watched<S>, Arc<Activity>) {
+    fn new(inner: S, permit: ConnectionPermit) -> (Watched<S>, Arc<Activity>) {
         let activity = Arc::new(Activity { start: Instant::now(), last_ms: AtomicU64::new(0) });
-        (Watched { inner, activity: Arc::clone(&activity) }, activity)
+        (Watched { inner, activity: Arc::clone(&activity), _permit: permit }, activity)
     }
 }
 

@@ -132,9 +132,15 @@ async fn connection_caps_hold_per_address_and_in_total_while_another_address_sti
     .await;
     let addr = server.server.addr;
     let visit = server.started_visit().await;
-    // The harness's own keep-alive connection (from 127.0.0.1) counts too: fill up to the cap.
+    // Two WebSockets (they keep their place after the upgrade) and three silent connections
+    // from one address.
+    let mut sockets = Vec::new();
+    for _ in 0..2 {
+        let tcp = connect_from("127.0.0.2", addr).await;
+        sockets.push(tokio_tungstenite::client_async(server.ws_url(), tcp).await.expect("WebSocket").0);
+    }
     let mut held = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..3 {
         held.push(connect_from("127.0.0.2", addr).await);
     }
     let mut over = connect_from("127.0.0.2", addr).await;
