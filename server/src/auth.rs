@@ -61,16 +61,32 @@ impl AppState {
         error
     }
 
+    /// 429 (audited) while `remote_addr` has used up its failed tokens (call tokens, doctor app
+    /// tokens, clinic keys) for the minute; checked before any token is, so that guessing stalls
+    /// even when a guess would be right.
+    async fn token_throttle(&self, remote_addr: &Option<String>) -> ApiResult<()> {
+        let address = remote_addr.as_deref().unwrap_or("unknown");
+        match self.failed_tokens.check(address, Instant::now()) {
+            Ok(()) => Ok(()),
+            Err(seconds) => Err(self
+                .refuse(ApiError::rate_limited(seconds), None, "anonymous", remote_addr.clone())
+                .await),
+        }
+    }
+
+    /// Counts an unknown token from `remote_addr` towards its throttle.
+    fn token_failed(&self, remote_addr: &Option<String>) {
+        self.failed_tokens.record(remote_addr.as_deref().unwrap_or("unknown"), Instant::now());
+    }
+
     /// Checks a call token: known, not revoked, not expired, call not ended. An address that
     /// presented too many unknown tokens gets 429 for the rest of the minute.
     pub async fn validate_call_token(&self, token: &str, remote_addr: Option<String>) -> ApiResult<Grant> {
-        let address = remote_addr.clone().unwrap_or_else(|| "unknown".into());
-        if let Err(seconds) = self.failed_tokens.check(&address, Instant::now()) {
-            return Err(self.refuse(ApiError::rate_limited(seconds), None, "anonymous", remote_addr).await);
-        }
+        self.token_throttle(&remote_addr).await?;
+        let address = remote_addr.clone();
         let result = self.check_call_token(token, remote_addr).await;
         if result.as_ref().is_err_and(|e| e.code == ErrorCode::InvalidToken) {
-            self.failed_tokens.record(&address, Instant::now());
+            self.token_failed(&address);
         }
         result
     }
@@ -152,14 +168,17 @@ impl FromRequestParts<crate::SharedState> for Clinic {
                 "the clinic API is disabled: start the server with --clinic-api-key",
             ));
         };
+        let remote = remote_addr(parts);
+        state.token_throttle(&remote).await?;
         match bearer(parts) {
             Some(given) if constant_time_eq(given, key) => Ok(Clinic),
             _ => {
+                state.token_failed(&remote);
                 let error = ApiError::new(
                     ErrorCode::Unauthorized,
                     "a valid clinic API key is required (Authorization: Bearer <key>)",
                 );
-                Err(state.refuse(error, None, "clinic", remote_addr(parts)).await)
+                Err(state.refuse(error, None, "clinic", remote).await)
             }
         }
     }
@@ -176,12 +195,15 @@ pub struct DoctorAuth {
 impl DoctorAuth {
     async fn from_parts(parts: &Parts, state: &crate::SharedState) -> ApiResult<Option<DoctorAuth>> {
         if let Some(token) = bearer(parts).filter(|t| t.starts_with(DOCTOR_TOKEN_PREFIX)) {
+            let remote = remote_addr(parts);
+            state.token_throttle(&remote).await?;
             let doctor = state.store.doctor_by_api_token_hash(&hash_secret(token)).await?;
             return match doctor {
                 Some(doctor) => Ok(Some(DoctorAuth { doctor, csrf_token: None })),
                 None => {
+                    state.token_failed(&remote);
                     let error = ApiError::new(ErrorCode::Unauthorized, "unknown doctor app token");
-                    Err(state.refuse(error, None, "anonymous", remote_addr(parts)).await)
+                    Err(state.refuse(error, None, "anonymous", remote).await)
                 }
             };
         }

@@ -121,7 +121,8 @@ pub struct Settings {
     /// Failed sign-ins allowed per client address per minute before 429 [default: 10].
     #[arg(long, env = "TELEVISIT_FAILED_SIGN_INS_PER_MINUTE")]
     pub failed_sign_ins_per_minute: Option<u32>,
-    /// Failed call tokens allowed per client address per minute before 429 [default: 30].
+    /// Failed call tokens, doctor app tokens and clinic keys allowed per client address per
+    /// minute before 429 [default: 30].
     #[arg(long, env = "TELEVISIT_FAILED_TOKENS_PER_MINUTE")]
     pub failed_tokens_per_minute: Option<u32>,
     /// Refusal rows written to the audit log per client address per minute; the rest are counted

@@ -167,7 +167,9 @@ pub fn router(state: SharedState) -> Router {
         Some(dir) => Router::new().nest_service("/static", ServeDir::new(dir.join("static"))),
         None => Router::new().route("/static/{*path}", get(assets::static_file)),
     };
-    let hsts = state.config.tls.is_some().then(|| {
+    // Over HTTPS, ours or a proxy's in front (browsers ignore the header over plain HTTP).
+    let https = state.config.tls.is_some() || state.config.secure_cookies;
+    let hsts = https.then(|| {
         SetResponseHeaderLayer::overriding(
             header::STRICT_TRANSPORT_SECURITY,
             HeaderValue::from_static("max-age=31536000; includeSubDomains"),

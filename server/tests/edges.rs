@@ -328,6 +328,39 @@ async fn a_flood_of_wrong_call_tokens_is_throttled_and_writes_few_audit_rows() {
 }
 
 #[tokio::test]
+async fn wrong_clinic_keys_and_doctor_app_tokens_count_towards_the_same_throttle() {
+    let db = TempDb::new();
+    let server = TestServer::start_with(&db, Clock::default(), |c| c.failed_tokens_per_minute = 4).await;
+    let (appointment_id, doctor_api_token) = server.appointment().await;
+    let status_path = format!("/api/appointments/{appointment_id}/video-call/status");
+    for _ in 0..2 {
+        let wrong_key = server.http.post(server.url("/api/clinic/patients")).bearer_auth("guess");
+        let response = wrong_key.json(&json!({"display_name": "x"})).send().await.unwrap();
+        assert_eq!(response.status(), 401);
+        assert_eq!(server.call("GET", &status_path, "tvd.guess").await.0, 401);
+    }
+    // Used up: even the right credentials wait (a right guess must not be told apart).
+    let (status, retry, body) = error_of(
+        server
+            .http
+            .post(server.url("/api/clinic/patients"))
+            .bearer_auth(CLINIC_KEY)
+            .json(&json!({"display_name": "x"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("rate_limited")));
+    assert!(retry.is_some());
+    assert_eq!(server.call("GET", &status_path, &doctor_api_token).await.0, 429);
+    // Another address is not affected.
+    let other = client_from("127.0.0.2").get(server.url(&status_path)).bearer_auth(&doctor_api_token);
+    assert_eq!(other.send().await.unwrap().status(), 200);
+    server.server.stop().await;
+}
+
+#[tokio::test]
 async fn metrics_need_the_bearer_key() {
     let db = TempDb::new();
     let server = TestServer::start(&db).await;
