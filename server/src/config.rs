@@ -509,10 +509,24 @@ mod tests {
     }
 
     #[test]
+    fn tls_needs_both_files_and_makes_the_public_url_https() {
+        let cert_only = Settings { tls_cert: Some("cert.pem".into()), ..Settings::default() };
+        assert!(Config::resolve(cert_only).unwrap_err().contains("--tls-key"));
+        let file: Settings =
+            toml::from_str("tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\ntrusted_proxies = [\"10.0.0.2\"]")
+                .unwrap();
+        let config = Config::resolve(file).unwrap();
+        assert_eq!(config.public_url, "https://127.0.0.1:8080");
+        assert!(config.secure_cookies);
+        assert_eq!(config.trusted_proxies, vec!["10.0.0.2".parse::<IpAddr>().unwrap()]);
+    }
+
+    #[test]
     fn debug_output_hides_secrets() {
         let mut config = Config::for_tests("sqlite::memory:");
         config.turn_secret = Some("hunter2".into());
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter2") && !shown.contains("test-clinic-key"), "{shown}");
+        assert!(!shown.contains("test-metrics-key"), "{shown}");
     }
 }
