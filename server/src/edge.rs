@@ -2,7 +2,7 @@
 //! and serves each connection with hyper under two timeouts: the request head must arrive within
 //! the header-read timeout (a silent or slow-header connection is closed), and a connection on
 //! which no byte moves for the idle timeout is closed. Also: the client's address behind a
-//! trusted proxy (`X-Forwarded-For`).
+//! trusted proxy (`X-Forwarded-For`). Client addresses stay out of the log.
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -74,7 +74,7 @@ pub async fn serve(
         let exempt = edge.trusted_proxies.contains(&peer.ip());
         let Some(permit) = edge.caps.try_open(peer.ip(), exempt) else {
             edge.metrics.refused(televisit_core::protocol::ErrorCode::ServerBusy);
-            tracing::debug!(%peer, "connection refused: cap reached");
+            tracing::debug!("connection refused: cap reached");
             let _ = stream.try_write(BUSY_RESPONSE);
             continue;
         };
@@ -104,8 +104,8 @@ async fn serve_connection(
         Some(acceptor) => match tokio::time::timeout(edge.header_read_timeout, acceptor.accept(stream)).await
         {
             Ok(Ok(tls)) => serve_http(tls, peer, app, &edge, activity, stop).await,
-            Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
-            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+            Err(_) => tracing::debug!("TLS handshake timed out"),
         },
     }
 }
@@ -137,7 +137,7 @@ async fn serve_http<I>(
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(error) = result {
-                    tracing::debug!(%peer, %error, "connection closed");
+                    tracing::debug!(%error, "connection closed");
                 }
                 return;
             }
@@ -147,7 +147,7 @@ async fn serve_http<I>(
             }
             () = tokio::time::sleep_until(idle_deadline) => {
                 if activity.last() + edge.idle_timeout <= Instant::now() {
-                    tracing::debug!(%peer, "idle connection closed");
+                    tracing::debug!("idle connection closed");
                     return;
                 }
             }

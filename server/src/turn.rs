@@ -429,7 +429,7 @@ impl StreamMux {
                         }
                     }
                     Err(error) => {
-                        tracing::debug!(%peer, %error, "TURN stream closed");
+                        tracing::debug!(%error, "TURN stream closed");
                         break;
                     }
                 }
@@ -443,7 +443,7 @@ impl StreamMux {
         };
         tokio::select! {
             () = read => {}
-            () = unallocated => tracing::debug!(%peer, "TURN stream closed: no allocation"),
+            () = unallocated => tracing::debug!("TURN stream closed: no allocation"),
         }
         self.writers.lock().expect("not poisoned").remove(&peer);
         write.abort();
@@ -538,7 +538,7 @@ async fn accept(
             }
         };
         let Some(permit) = streams.caps.try_open(peer.ip(), false) else {
-            tracing::debug!(%peer, "TURN connection refused: cap reached");
+            tracing::debug!("TURN connection refused: cap reached");
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -554,8 +554,8 @@ async fn accept(
                     streams.counters.stream_connections.fetch_add(1, Ordering::Relaxed);
                     mux.serve(tls, peer, streams.allocate_within).await;
                 }
-                Ok(Err(error)) => tracing::debug!(%peer, %error, "TURN TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TURN TLS handshake timed out"),
+                Ok(Err(error)) => tracing::debug!(%error, "TURN TLS handshake failed"),
+                Err(_) => tracing::debug!("TURN TLS handshake timed out"),
             }
         });
     }
