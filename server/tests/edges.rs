@@ -79,7 +79,8 @@ async fn slow_header_and_silent_connections_are_closed_while_a_normal_client_is_
     // Meanwhile a normal client is answered.
     assert_eq!(healthz(&server.http, &server).await, 200);
 
-    let bound = Duration::from_millis(2500);
+    // 1 s, with room for a loaded machine; without the timeout hyper's default would be 30 s.
+    let bound = Duration::from_secs(4);
     for mut stream in silent {
         let (_, closed) = until_closed(&mut stream, Duration::from_secs(5)).await;
         let closed = closed.expect("a silent connection is closed");
@@ -114,10 +115,7 @@ async fn a_request_whose_body_stalls_is_closed_by_the_idle_timeout() {
         .unwrap();
     let (_, closed) = until_closed(&mut stream, Duration::from_secs(5)).await;
     let after = closed.expect("the stalled connection is closed") - started;
-    assert!(
-        after >= Duration::from_millis(900) && after < Duration::from_millis(2500),
-        "closed after {after:?}"
-    );
+    assert!(after >= Duration::from_millis(900) && after < Duration::from_secs(4), "closed after {after:?}");
     server.server.stop().await;
 }
 
@@ -176,7 +174,7 @@ async fn connection_caps_hold_per_address_and_in_total_while_another_address_sti
     loop {
         let mut stream = connect_from("127.0.0.4", addr).await;
         let mut byte = [0u8; 1];
-        match tokio::time::timeout(Duration::from_millis(300), stream.read(&mut byte)).await {
+        match tokio::time::timeout(Duration::from_secs(1), stream.read(&mut byte)).await {
             Err(_) => fill.push(stream),
             Ok(_) => break,
         }
