@@ -2,6 +2,7 @@
 //! (call token). Each is an axum extractor; every refusal is audited and counted.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
@@ -13,6 +14,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::secrets::{constant_time_eq, hash_secret, looks_like_call_token};
 use crate::signaling::hub::Grant;
 use crate::store::{Appointment, AuditEntry, Doctor};
+use crate::throttle::AuditDecision;
 use crate::AppState;
 
 /// Name of the doctor's session cookie.
@@ -33,7 +35,8 @@ fn bearer(parts: &Parts) -> Option<&str> {
 }
 
 impl AppState {
-    /// Records a refusal in the audit log and the metrics, and returns the error.
+    /// Records a refusal in the metrics and the audit log (rows per address are capped: see
+    /// [`crate::throttle::AuditLimiter`]), and returns the error.
     pub async fn refuse(
         &self,
         error: ApiError,
@@ -42,23 +45,53 @@ impl AppState {
         remote_addr: Option<String>,
     ) -> ApiError {
         self.metrics.refused(error.code);
-        let entry = AuditEntry::new(
-            self.clock.now_ms(),
-            appointment_id,
-            actor,
-            "refused",
-            error.code.as_str(),
-            remote_addr,
-        );
-        if let Err(e) = self.store.audit(&entry).await {
-            tracing::error!(error = %e, "audit write failed");
+        let address = remote_addr.as_deref().unwrap_or("unknown");
+        if let AuditDecision::Write { suppressed } = self.audit_limiter.decide(address, Instant::now()) {
+            let detail = match suppressed {
+                0 => error.code.as_str().to_owned(),
+                n => format!("{}; {n} earlier refusals from this address not written", error.code.as_str()),
+            };
+            let entry =
+                AuditEntry::new(self.clock.now_ms(), appointment_id, actor, "refused", &detail, remote_addr);
+            if let Err(e) = self.store.audit(&entry).await {
+                tracing::error!(error = %e, "audit write failed");
+            }
         }
         tracing::info!(code = error.code.as_str(), actor, "refused");
         error
     }
 
-    /// Checks a call token: known, not revoked, not expired, call not ended.
+    /// 429 (audited) while `remote_addr` has used up its failed tokens (call tokens, doctor app
+    /// tokens, clinic keys) for the minute; checked before any token is, so that guessing stalls
+    /// even when a guess would be right.
+    async fn token_throttle(&self, remote_addr: &Option<String>) -> ApiResult<()> {
+        let address = remote_addr.as_deref().unwrap_or("unknown");
+        match self.failed_tokens.check(address, Instant::now()) {
+            Ok(()) => Ok(()),
+            Err(seconds) => Err(self
+                .refuse(ApiError::rate_limited(seconds), None, "anonymous", remote_addr.clone())
+                .await),
+        }
+    }
+
+    /// Counts an unknown token from `remote_addr` towards its throttle.
+    fn token_failed(&self, remote_addr: &Option<String>) {
+        self.failed_tokens.record(remote_addr.as_deref().unwrap_or("unknown"), Instant::now());
+    }
+
+    /// Checks a call token: known, not revoked, not expired, call not ended. An address that
+    /// presented too many unknown tokens gets 429 for the rest of the minute.
     pub async fn validate_call_token(&self, token: &str, remote_addr: Option<String>) -> ApiResult<Grant> {
+        self.token_throttle(&remote_addr).await?;
+        let address = remote_addr.clone();
+        let result = self.check_call_token(token, remote_addr).await;
+        if result.as_ref().is_err_and(|e| e.code == ErrorCode::InvalidToken) {
+            self.token_failed(&address);
+        }
+        result
+    }
+
+    async fn check_call_token(&self, token: &str, remote_addr: Option<String>) -> ApiResult<Grant> {
         let invalid = || {
             ApiError::new(
                 ErrorCode::InvalidToken,
@@ -135,14 +168,17 @@ impl FromRequestParts<crate::SharedState> for Clinic {
                 "the clinic API is disabled: start the server with --clinic-api-key",
             ));
         };
+        let remote = remote_addr(parts);
+        state.token_throttle(&remote).await?;
         match bearer(parts) {
             Some(given) if constant_time_eq(given, key) => Ok(Clinic),
             _ => {
+                state.token_failed(&remote);
                 let error = ApiError::new(
                     ErrorCode::Unauthorized,
                     "a valid clinic API key is required (Authorization: Bearer <key>)",
                 );
-                Err(state.refuse(error, None, "clinic", remote_addr(parts)).await)
+                Err(state.refuse(error, None, "clinic", remote).await)
             }
         }
     }
@@ -159,12 +195,15 @@ pub struct DoctorAuth {
 impl DoctorAuth {
     async fn from_parts(parts: &Parts, state: &crate::SharedState) -> ApiResult<Option<DoctorAuth>> {
         if let Some(token) = bearer(parts).filter(|t| t.starts_with(DOCTOR_TOKEN_PREFIX)) {
+            let remote = remote_addr(parts);
+            state.token_throttle(&remote).await?;
             let doctor = state.store.doctor_by_api_token_hash(&hash_secret(token)).await?;
             return match doctor {
                 Some(doctor) => Ok(Some(DoctorAuth { doctor, csrf_token: None })),
                 None => {
+                    state.token_failed(&remote);
                     let error = ApiError::new(ErrorCode::Unauthorized, "unknown doctor app token");
-                    Err(state.refuse(error, None, "anonymous", remote_addr(parts)).await)
+                    Err(state.refuse(error, None, "anonymous", remote).await)
                 }
             };
         }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::retention::Retention;
-use crate::turn::{TlsListen, TurnConfig};
+use crate::turn::{StreamLimits, TlsListen, TurnConfig};
 
 /// Every setting, each optional so that the sources can be layered. One field here is one flag
 /// (`--token-ttl-seconds`), one environment variable (`TELEVISIT_TOKEN_TTL_SECONDS`) and one TOML
@@ -67,6 +67,10 @@ pub struct Settings {
     /// Private key (PEM) of TURN over TLS.
     #[arg(long, env = "TELEVISIT_TURN_TLS_KEY")]
     pub turn_tls_key: Option<PathBuf>,
+    /// Seconds a TCP/TLS connection to the embedded TURN server has to get an allocation before
+    /// it is closed [default: 10].
+    #[arg(long, env = "TELEVISIT_TURN_ALLOCATE_TIMEOUT_SECONDS")]
+    pub turn_allocate_timeout_seconds: Option<u64>,
     /// Host name in the advertised `turns:` URL, which the certificate names [default: the
     /// external IP].
     #[arg(long, env = "TELEVISIT_TURN_TLS_HOST")]
@@ -93,9 +97,48 @@ pub struct Settings {
     /// Burst of signaling frames per connection [default: 200].
     #[arg(long, env = "TELEVISIT_FRAME_BURST")]
     pub frame_burst: Option<u32>,
-    /// Folder of the web pages [default: the `web/` folder of the source tree].
+    /// Serve the web pages from this folder instead of the copy built into the binary (for
+    /// working on the pages) [default: the built-in pages].
     #[arg(long, env = "TELEVISIT_WEB_DIR")]
     pub web_dir: Option<PathBuf>,
+    /// Seconds a connection has to send a complete request head [default: 10].
+    #[arg(long, env = "TELEVISIT_HEADER_READ_TIMEOUT_SECONDS")]
+    pub header_read_timeout_seconds: Option<u64>,
+    /// Seconds without a byte either way before an HTTP connection is closed [default: 60].
+    #[arg(long, env = "TELEVISIT_HTTP_IDLE_TIMEOUT_SECONDS")]
+    pub http_idle_timeout_seconds: Option<u64>,
+    /// Open connections allowed from one client address, over HTTP and (counted apart) over the
+    /// embedded TURN's TCP/TLS [default: 256].
+    #[arg(long, env = "TELEVISIT_MAX_CONNECTIONS_PER_ADDRESS")]
+    pub max_connections_per_address: Option<usize>,
+    /// Open connections allowed in all, HTTP and TURN each; keep it below the process's file descriptor limit
+    /// (`ulimit -n`) [default: 4096].
+    #[arg(long, env = "TELEVISIT_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Addresses of reverse proxies whose `X-Forwarded-For` names the client (comma-separated)
+    /// [default: none, the header is ignored].
+    #[arg(long, env = "TELEVISIT_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<IpAddr>>,
+    /// Failed sign-ins allowed per client address per minute before 429 [default: 10].
+    #[arg(long, env = "TELEVISIT_FAILED_SIGN_INS_PER_MINUTE")]
+    pub failed_sign_ins_per_minute: Option<u32>,
+    /// Failed call tokens, doctor app tokens and clinic keys allowed per client address per
+    /// minute before 429 [default: 30].
+    #[arg(long, env = "TELEVISIT_FAILED_TOKENS_PER_MINUTE")]
+    pub failed_tokens_per_minute: Option<u32>,
+    /// Refusal rows written to the audit log per client address per minute; the rest are counted
+    /// in the next row [default: 30].
+    #[arg(long, env = "TELEVISIT_AUDIT_REFUSALS_PER_MINUTE")]
+    pub audit_refusals_per_minute: Option<u32>,
+    /// Bearer key of `GET /metrics`; without one /metrics answers 401 [default: none].
+    #[arg(long, env = "TELEVISIT_METRICS_KEY", hide_env_values = true)]
+    pub metrics_key: Option<String>,
+    /// Certificate chain (PEM): serve HTTPS (with HSTS) instead of HTTP; needs --tls-key.
+    #[arg(long, env = "TELEVISIT_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "TELEVISIT_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// Doctor web session lifetime in hours [default: 12].
     #[arg(long, env = "TELEVISIT_SESSION_TTL_HOURS")]
     pub session_ttl_hours: Option<u64>,
@@ -115,6 +158,10 @@ pub struct Settings {
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default cap on open connections from one client address (HTTP, and TURN over TCP/TLS).
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 256;
+/// Default cap on open connections in all (HTTP, and TURN over TCP/TLS, each).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 macro_rules! layer {
     ($high:expr, $low:expr, $($field:ident),*) => {
@@ -162,6 +209,7 @@ impl Settings {
             turn_tls_cert,
             turn_tls_key,
             turn_tls_host,
+            turn_allocate_timeout_seconds,
             patients_relay_only,
             clinic_api_key,
             idle_timeout_seconds,
@@ -170,6 +218,17 @@ impl Settings {
             frames_per_second,
             frame_burst,
             web_dir,
+            header_read_timeout_seconds,
+            http_idle_timeout_seconds,
+            max_connections_per_address,
+            max_connections,
+            trusted_proxies,
+            failed_sign_ins_per_minute,
+            failed_tokens_per_minute,
+            audit_refusals_per_minute,
+            metrics_key,
+            tls_cert,
+            tls_key,
             session_ttl_hours,
             log_format,
             chat_retention_days,
@@ -216,8 +275,28 @@ pub struct Config {
     pub frames_per_second: u32,
     /// Frame burst per connection.
     pub frame_burst: u32,
-    /// Web pages folder.
-    pub web_dir: PathBuf,
+    /// Web pages folder; `None`: the pages built into the binary.
+    pub web_dir: Option<PathBuf>,
+    /// Time to send a complete request head.
+    pub header_read_timeout_seconds: u64,
+    /// Time without a byte either way before an HTTP connection closes.
+    pub http_idle_timeout_seconds: u64,
+    /// Open connections per client address.
+    pub max_connections_per_address: usize,
+    /// Open connections in all.
+    pub max_connections: usize,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Failed sign-ins per address per minute before 429.
+    pub failed_sign_ins_per_minute: u32,
+    /// Failed call tokens per address per minute before 429.
+    pub failed_tokens_per_minute: u32,
+    /// Refusal audit rows per address per minute.
+    pub audit_refusals_per_minute: u32,
+    /// Bearer key of /metrics.
+    pub metrics_key: Option<String>,
+    /// HTTPS certificate chain and key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// Doctor web session lifetime.
     pub session_ttl_hours: u64,
     /// Secure cookies (when the public URL is https).
@@ -244,6 +323,9 @@ impl std::fmt::Debug for Config {
             .field("patients_relay_only", &self.patients_relay_only)
             .field("clinic_api_key", &self.clinic_api_key.as_ref().map(|_| "<set>"))
             .field("retention", &self.retention)
+            .field("metrics_key", &self.metrics_key.as_ref().map(|_| "<set>"))
+            .field("tls", &self.tls)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish_non_exhaustive()
     }
 }
@@ -256,9 +338,15 @@ impl Config {
             None => None,
         };
         let listen = settings.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid"));
+        let tls = match (settings.tls_cert, settings.tls_key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => return Err("--tls-cert and --tls-key go together".into()),
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let public_url = settings
             .public_url
-            .unwrap_or_else(|| format!("http://{listen}"))
+            .unwrap_or_else(|| format!("{scheme}://{listen}"))
             .trim_end_matches('/')
             .to_owned();
         let public = url::Url::parse(&public_url).map_err(|e| format!("invalid public URL: {e}"))?;
@@ -296,9 +384,19 @@ impl Config {
             keepalive_seconds: settings.keepalive_seconds.unwrap_or(15),
             frames_per_second: settings.frames_per_second.unwrap_or(50),
             frame_burst: settings.frame_burst.unwrap_or(200),
-            web_dir: settings
-                .web_dir
-                .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../web"))),
+            web_dir: settings.web_dir,
+            header_read_timeout_seconds: settings.header_read_timeout_seconds.unwrap_or(10).max(1),
+            http_idle_timeout_seconds: settings.http_idle_timeout_seconds.unwrap_or(60).max(1),
+            max_connections_per_address: settings
+                .max_connections_per_address
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_ADDRESS),
+            max_connections: settings.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            trusted_proxies: settings.trusted_proxies.unwrap_or_default(),
+            failed_sign_ins_per_minute: settings.failed_sign_ins_per_minute.unwrap_or(10),
+            failed_tokens_per_minute: settings.failed_tokens_per_minute.unwrap_or(30),
+            audit_refusals_per_minute: settings.audit_refusals_per_minute.unwrap_or(30),
+            metrics_key: settings.metrics_key.filter(|k| !k.is_empty()),
+            tls,
             session_ttl_hours: settings.session_ttl_hours.unwrap_or(12),
             log_format,
             retention: Retention {
@@ -318,6 +416,7 @@ impl Config {
         })
         .expect("valid test settings");
         config.clinic_api_key = Some("test-clinic-key".into());
+        config.metrics_key = Some("test-metrics-key".into());
         config
     }
 }
@@ -351,6 +450,13 @@ fn embedded_turn(listen: SocketAddr, settings: &Settings) -> Result<TurnConfig, 
         tls_host: settings.turn_tls_host.clone(),
         relay_ports: Some(relay_ports),
         realm: settings.turn_realm.clone().unwrap_or_else(|| "televisit".into()),
+        streams: StreamLimits {
+            per_address: settings.max_connections_per_address.unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_ADDRESS),
+            total: settings.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            allocate_within: std::time::Duration::from_secs(
+                settings.turn_allocate_timeout_seconds.unwrap_or(10).max(1),
+            ),
+        },
     })
 }
 
@@ -445,10 +551,24 @@ mod tests {
     }
 
     #[test]
+    fn tls_needs_both_files_and_makes_the_public_url_https() {
+        let cert_only = Settings { tls_cert: Some("cert.pem".into()), ..Settings::default() };
+        assert!(Config::resolve(cert_only).unwrap_err().contains("--tls-key"));
+        let file: Settings =
+            toml::from_str("tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\ntrusted_proxies = [\"10.0.0.2\"]")
+                .unwrap();
+        let config = Config::resolve(file).unwrap();
+        assert_eq!(config.public_url, "https://127.0.0.1:8080");
+        assert!(config.secure_cookies);
+        assert_eq!(config.trusted_proxies, vec!["10.0.0.2".parse::<IpAddr>().unwrap()]);
+    }
+
+    #[test]
     fn debug_output_hides_secrets() {
         let mut config = Config::for_tests("sqlite::memory:");
         config.turn_secret = Some("hunter2".into());
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter2") && !shown.contains("test-clinic-key"), "{shown}");
+        assert!(!shown.contains("test-metrics-key"), "{shown}");
     }
 }

@@ -13,6 +13,8 @@ pub struct ApiError {
     pub code: ErrorCode,
     /// What went wrong and what to do next.
     pub message: String,
+    /// Seconds before trying again (the `Retry-After` header), for `rate_limited`.
+    pub retry_after_seconds: Option<u64>,
 }
 
 /// Result of an API handler.
@@ -21,7 +23,18 @@ pub type ApiResult<T> = Result<T, ApiError>;
 impl ApiError {
     /// An error with a code and message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into() }
+        ApiError { code, message: message.into(), retry_after_seconds: None }
+    }
+
+    /// 429: too many failed attempts from this address; try again in `seconds`.
+    pub fn rate_limited(seconds: u64) -> Self {
+        ApiError {
+            retry_after_seconds: Some(seconds),
+            ..ApiError::new(
+                ErrorCode::RateLimited,
+                format!("too many failed attempts from your address: try again in {seconds} s"),
+            )
+        }
     }
 
     /// The HTTP status for the code.
@@ -77,8 +90,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message.clone() } };
         let mut response = (self.status(), Json(body)).into_response();
-        if self.code == ErrorCode::ServerBusy {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(BUSY_RETRY_AFTER_SECONDS));
+        let retry_after = match self.code {
+            ErrorCode::ServerBusy => Some(BUSY_RETRY_AFTER_SECONDS),
+            _ => self.retry_after_seconds,
+        };
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -3,13 +3,18 @@
 //! Layout, one job per module: [`config`] (settings), [`store`] (every query), [`secrets`] (tokens,
 //! hashes, TURN credentials, the clock), [`auth`] (who is asking), [`clinic`] (integration API),
 //! [`calls`] (call lifecycle API), [`signaling`] (rooms, hub, WebSocket, HTTP fallback), [`pages`]
-//! (web pages and the doctor's JSON), [`turn`] (the embedded TURN server), [`metrics`], [`demo`].
+//! (web pages and the doctor's JSON), [`assets`] (the built-in web folder), [`turn`] (the embedded
+//! TURN server), [`edge`] (connections: timeouts, caps, TLS, proxies), [`conn_caps`], [`throttle`]
+//! (failed attempts, audit rows), [`metrics`], [`demo`].
 
+pub mod assets;
 pub mod auth;
 pub mod calls;
 pub mod clinic;
 pub mod config;
+pub mod conn_caps;
 pub mod demo;
+pub mod edge;
 pub mod error;
 pub mod metrics;
 pub mod pages;
@@ -17,6 +22,7 @@ pub mod retention;
 pub mod secrets;
 pub mod signaling;
 pub mod store;
+pub mod throttle;
 pub mod turn;
 
 use std::net::SocketAddr;
@@ -25,9 +31,10 @@ use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderValue};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use televisit_core::protocol::ErrorCode;
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -37,6 +44,7 @@ use secrets::Clock;
 use signaling::http_fallback::HttpSessions;
 use signaling::hub::Hub;
 use store::Store;
+use throttle::{AuditLimiter, WindowCounter};
 
 /// The pages load scripts, styles and media only from this server; no inline script can run.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
@@ -57,7 +65,16 @@ pub struct AppState {
     pub http_sessions: HttpSessions,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Failed sign-ins per client address.
+    pub failed_sign_ins: WindowCounter,
+    /// Failed call tokens per client address.
+    pub failed_tokens: WindowCounter,
+    /// Which refusals get an audit row.
+    pub audit_limiter: AuditLimiter,
 }
+
+/// Refusal audit rows per minute from all addresses together.
+const AUDIT_REFUSALS_PER_MINUTE_IN_ALL: u32 = 1000;
 
 /// The state as handlers receive it.
 pub type SharedState = Arc<AppState>;
@@ -74,7 +91,14 @@ impl AppState {
             Duration::from_secs(config.reconnect_grace_seconds),
             config.idle_timeout_seconds,
         );
+        let minute = Duration::from_secs(60);
         Ok(Arc::new(AppState {
+            failed_sign_ins: WindowCounter::new(config.failed_sign_ins_per_minute, minute),
+            failed_tokens: WindowCounter::new(config.failed_tokens_per_minute, minute),
+            audit_limiter: AuditLimiter::new(
+                config.audit_refusals_per_minute,
+                AUDIT_REFUSALS_PER_MINUTE_IN_ALL,
+            ),
             config: Arc::new(config),
             store,
             clock,
@@ -92,12 +116,29 @@ async fn healthz(State(state): State<SharedState>) -> impl IntoResponse {
     }
 }
 
-async fn metrics_handler(State(state): State<SharedState>) -> impl IntoResponse {
+async fn metrics_handler(State(state): State<SharedState>, headers: axum::http::HeaderMap) -> Response {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let allowed = match (&state.config.metrics_key, given) {
+        (Some(key), Some(given)) => secrets::constant_time_eq(given.trim(), key),
+        _ => false,
+    };
+    if !allowed {
+        let message = if state.config.metrics_key.is_some() {
+            "a valid metrics key is required (Authorization: Bearer <key>)"
+        } else {
+            "metrics are disabled: start the server with --metrics-key"
+        };
+        return error::ApiError::new(ErrorCode::Unauthorized, message).into_response();
+    }
     let calls = state.store.count_by_status().await.unwrap_or_default();
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         state.metrics.render(&calls, state.hub.memory()),
     )
+        .into_response()
 }
 
 /// The whole HTTP surface.
@@ -125,6 +166,19 @@ pub fn router(state: SharedState) -> Router {
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
         ));
+    let static_files = match &state.config.web_dir {
+        Some(dir) => Router::new().nest_service("/static", ServeDir::new(dir.join("static"))),
+        None => Router::new().route("/static/{*path}", get(assets::static_file)),
+    };
+    // Over HTTPS, ours or a proxy's in front (browsers ignore the header over plain HTTP).
+    let https = state.config.tls.is_some() || state.config.secure_cookies;
+    let hsts = https.then(|| {
+        SetResponseHeaderLayer::overriding(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        )
+    });
+    let trusted_proxies = Arc::new(state.config.trusted_proxies.clone());
     Router::new()
         .nest("/api", api)
         .route("/", get(|| async { axum::response::Redirect::to("/medical/appointments/") }))
@@ -133,7 +187,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/medical/appointments/", get(pages::doctor_page))
         .route("/medical/appointments/{id}/video-call/", get(pages::call_page))
         .route("/medical/video-call/test-devices/", get(pages::device_test_page))
-        .nest_service("/static", ServeDir::new(state.config.web_dir.join("static")))
+        .merge(static_files)
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_handler))
         .layer(SetResponseHeaderLayer::overriding(
@@ -149,6 +203,8 @@ pub fn router(state: SharedState) -> Router {
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CONTENT_SECURITY_POLICY),
         ))
+        .layer(tower::util::option_layer(hsts))
+        .layer(axum::middleware::from_fn_with_state(trusted_proxies, edge::client_address))
         .with_state(state)
 }
 
@@ -176,7 +232,8 @@ impl RunningServer {
         let mut config = config;
         if config.public_url.ends_with(":0") {
             // Ephemeral port (tests): links and origins use the real one.
-            config.public_url = format!("http://{addr}");
+            let scheme = if config.tls.is_some() { "https" } else { "http" };
+            config.public_url = format!("{scheme}://{addr}");
             config.allowed_origins = vec![config.public_url.clone()];
         }
         let turn = match &config.embedded_turn {
@@ -188,30 +245,33 @@ impl RunningServer {
             }
             None => None,
         };
+        let tls = match &config.tls {
+            Some((cert, key)) => Some(turn::tls_acceptor(cert, key, "HTTPS")?),
+            None => None,
+        };
         let state = AppState::new(config, clock).await?;
-        let app = router(Arc::clone(&state)).into_make_service_with_connect_info::<SocketAddr>();
+        let config = &state.config;
+        let edge = edge::Edge {
+            header_read_timeout: Duration::from_secs(config.header_read_timeout_seconds),
+            idle_timeout: Duration::from_secs(config.http_idle_timeout_seconds),
+            caps: conn_caps::ConnectionCaps::new(config.max_connections_per_address, config.max_connections),
+            trusted_proxies: Arc::new(config.trusted_proxies.clone()),
+            tls,
+            metrics: Arc::clone(&state.metrics),
+        };
+        let app = router(Arc::clone(&state));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        // Signaling frames are small and come in bursts (an answer, then candidates): without
-        // TCP_NODELAY the second frame of a burst waits for the first one's delayed ACK (~40 ms).
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY");
-            }
-        });
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await
-        });
+        let task = tokio::spawn(edge::serve(listener, app, edge, async move {
+            let _ = rx.await;
+        }));
         let purge = tokio::spawn(retention::purge_periodically(Arc::clone(&state)));
         Ok(RunningServer { addr, state, turn, shutdown: Some(tx), task, purge })
     }
 
     /// The base URL, e.g. `http://127.0.0.1:41234`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.state.config.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stops accepting, closes the database.

@@ -2,6 +2,7 @@
 //! list, the call page and the device test page (static files from `web/`), and the doctor's JSON.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -12,22 +13,15 @@ use axum_extra::extract::CookieJar;
 use serde::{Deserialize, Serialize};
 use televisit_core::protocol::ErrorCode;
 
+use crate::assets::page;
 use crate::auth::{DoctorAuth, SESSION_COOKIE};
 use crate::clinic::AppointmentView;
 use crate::error::{ApiError, ApiResult};
-use crate::secrets::{constant_time_eq, hash_secret, random_secret, verify_password};
+use crate::secrets::{constant_time_eq, hash_password, hash_secret, random_secret, verify_password};
 use crate::store::{AuditEntry, WebSession};
 use crate::SharedState;
 
 const LOGIN_CSRF_COOKIE: &str = "televisit_login_csrf";
-
-/// Serves a page from the web folder.
-async fn page(state: &SharedState, name: &str) -> Response {
-    match tokio::fs::read_to_string(state.config.web_dir.join(name)).await {
-        Ok(body) => Html(body).into_response(),
-        Err(e) => ApiError::internal(format!("web page {name}: {e}")).into_response(),
-    }
-}
 
 /// `GET /medical/appointments/{id}/video-call/`: the call page (the token is in the fragment).
 pub async fn call_page(State(state): State<SharedState>) -> Response {
@@ -128,15 +122,22 @@ pub async fn login(
         let error = ApiError::new(ErrorCode::Forbidden, "the sign-in form expired: reload the page");
         return state.refuse(error, None, "anonymous", remote).await.into_response();
     }
+    let address = remote.clone().unwrap_or_default();
+    if let Err(seconds) = state.failed_sign_ins.check(&address, Instant::now()) {
+        let error = ApiError::rate_limited(seconds);
+        return state.refuse(error, None, "anonymous", remote).await.into_response();
+    }
     let doctor = match state.store.doctor_by_email(form.email.trim()).await {
         Ok(doctor) => doctor,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let verified = doctor
-        .as_ref()
-        .and_then(|d| d.password_hash.as_deref())
-        .is_some_and(|hash| verify_password(&form.password, hash));
+    // An unknown e-mail costs the same Argon2 run as a known one, so timing does not tell them apart.
+    let hash =
+        doctor.as_ref().and_then(|d| d.password_hash.as_deref()).unwrap_or_else(|| dummy_password_hash());
+    let verified =
+        verify_password(&form.password, hash) && doctor.as_ref().is_some_and(|d| d.password_hash.is_some());
     let Some(doctor) = doctor.filter(|_| verified) else {
+        state.failed_sign_ins.record(&address, Instant::now());
         let error = ApiError::new(ErrorCode::Unauthorized, "wrong e-mail or password");
         state.refuse(error, None, "anonymous", remote).await;
         let csrf = random_secret();
@@ -168,6 +169,12 @@ pub async fn login(
         .build();
     let jar = jar.remove(Cookie::build(LOGIN_CSRF_COOKIE).path("/medical/login")).add(cookie);
     (jar, Redirect::to("/medical/appointments/")).into_response()
+}
+
+/// An Argon2 hash of no one's password, with the parameters real ones have.
+fn dummy_password_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash_password(&random_secret()))
 }
 
 /// The sign-out form.

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,6 +33,8 @@ use turn::server::config::{ConnConfig, ServerConfig};
 use turn::server::Server;
 use webrtc_util::Conn;
 
+use crate::config::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS};
+use crate::conn_caps::ConnectionCaps;
 use crate::secrets::Clock;
 
 /// How the embedded TURN server runs (from `--turn-listen` and its companions).
@@ -51,6 +53,29 @@ pub struct TurnConfig {
     pub relay_ports: Option<(u16, u16)>,
     /// The realm of the long-term credentials.
     pub realm: String,
+    /// Caps and timeout of the TCP and TLS connections.
+    pub streams: StreamLimits,
+}
+
+/// Limits on the TCP and TLS connections of the embedded TURN server.
+#[derive(Debug, Clone)]
+pub struct StreamLimits {
+    /// Open connections per client address.
+    pub per_address: usize,
+    /// Open connections in all (TCP and TLS together).
+    pub total: usize,
+    /// A connection that has no allocation this long after it opened is closed.
+    pub allocate_within: Duration,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        StreamLimits {
+            per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            total: DEFAULT_MAX_CONNECTIONS,
+            allocate_within: Duration::from_secs(10),
+        }
+    }
 }
 
 /// The TLS listener of the embedded TURN server.
@@ -134,24 +159,23 @@ impl EmbeddedTurn {
         // TCP on the same port as UDP, as coturn does (3478 for both).
         let tcp = TcpListener::bind(addr).await?;
         let tcp_mux = Arc::new(StreamMux::new(addr));
-        let mut accept_tasks =
-            vec![tokio::spawn(accept_plain(tcp, Arc::clone(&tcp_mux), Arc::clone(&counters)))];
+        let streams = Streams {
+            caps: ConnectionCaps::new(config.streams.per_address, config.streams.total),
+            allocate_within: config.streams.allocate_within,
+            counters: Arc::clone(&counters),
+        };
+        let mut accept_tasks = vec![tokio::spawn(accept(tcp, None, Arc::clone(&tcp_mux), streams.clone()))];
         let mut conn_configs = vec![
             ConnConfig { conn: udp, relay_addr_generator: relay() },
             ConnConfig { conn: tcp_mux, relay_addr_generator: relay() },
         ];
         let mut tls_addr = None;
         if let Some(tls) = &config.tls {
-            let acceptor = tls_acceptor(tls)?;
+            let acceptor = tls_acceptor(&tls.cert, &tls.key, "TURN")?;
             let listener = TcpListener::bind(tls.listen).await?;
             let bound = listener.local_addr()?;
             let mux = Arc::new(StreamMux::new(bound));
-            accept_tasks.push(tokio::spawn(accept_tls(
-                listener,
-                acceptor,
-                Arc::clone(&mux),
-                Arc::clone(&counters),
-            )));
+            accept_tasks.push(tokio::spawn(accept(listener, Some(acceptor), Arc::clone(&mux), streams)));
             conn_configs.push(ConnConfig { conn: mux, relay_addr_generator: relay() });
             tls_addr = Some(bound);
         }
@@ -354,8 +378,18 @@ struct StreamMux {
     local: SocketAddr,
     inbound_tx: mpsc::Sender<(Vec<u8>, SocketAddr)>,
     inbound: tokio::sync::Mutex<mpsc::Receiver<(Vec<u8>, SocketAddr)>>,
-    writers: Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
+    writers: Mutex<HashMap<SocketAddr, StreamWriter>>,
 }
+
+/// The way back to one stream, and whether the server has granted it an allocation.
+#[derive(Clone)]
+struct StreamWriter {
+    frames: mpsc::Sender<Vec<u8>>,
+    allocated: Arc<AtomicBool>,
+}
+
+/// STUN message type of a successful Allocate response (RFC 8656).
+const ALLOCATE_SUCCESS: [u8; 2] = [0x01, 0x03];
 
 /// Frames queued towards one stream before newer ones are dropped (as a full UDP buffer would).
 const STREAM_QUEUE: usize = 256;
@@ -366,11 +400,19 @@ impl StreamMux {
         StreamMux { local, inbound_tx, inbound: tokio::sync::Mutex::new(inbound), writers: Mutex::default() }
     }
 
-    /// Serves one accepted stream until it closes.
-    async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(self: Arc<Self>, stream: S, peer: SocketAddr) {
+    /// Serves one accepted stream until it closes, or until `allocate_within` has passed
+    /// without the server granting it an allocation.
+    async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
+        self: Arc<Self>,
+        stream: S,
+        peer: SocketAddr,
+        allocate_within: Duration,
+    ) {
         let (mut reader, mut writer) = tokio::io::split(stream);
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(STREAM_QUEUE);
-        self.writers.lock().expect("not poisoned").insert(peer, tx);
+        let allocated = Arc::new(AtomicBool::new(false));
+        let entry = StreamWriter { frames: tx, allocated: Arc::clone(&allocated) };
+        self.writers.lock().expect("not poisoned").insert(peer, entry);
         let write = tokio::spawn(async move {
             while let Some(frame) = rx.recv().await {
                 if writer.write_all(&frame).await.is_err() {
@@ -378,18 +420,30 @@ impl StreamMux {
                 }
             }
         });
-        loop {
-            match read_frame(&mut reader).await {
-                Ok(frame) => {
-                    if self.inbound_tx.send((frame, peer)).await.is_err() {
+        let read = async {
+            loop {
+                match read_frame(&mut reader).await {
+                    Ok(frame) => {
+                        if self.inbound_tx.send((frame, peer)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, "TURN stream closed");
                         break;
                     }
                 }
-                Err(error) => {
-                    tracing::debug!(%peer, %error, "TURN stream closed");
-                    break;
-                }
             }
+        };
+        let unallocated = async {
+            tokio::time::sleep(allocate_within).await;
+            if allocated.load(Ordering::Relaxed) {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            () = read => {}
+            () = unallocated => tracing::debug!("TURN stream closed: no allocation"),
         }
         self.writers.lock().expect("not poisoned").remove(&peer);
         write.abort();
@@ -436,7 +490,10 @@ impl Conn for StreamMux {
         match writer {
             // A full queue drops the frame, as UDP would; the stream stays up.
             Some(writer) => {
-                let _ = writer.try_send(buf.to_vec());
+                if buf.starts_with(&ALLOCATE_SUCCESS) {
+                    writer.allocated.store(true, Ordering::Relaxed);
+                }
+                let _ = writer.frames.try_send(buf.to_vec());
                 Ok(buf.len())
             }
             None => Err(webrtc_util::Error::Other(format!("no TURN stream from {target}"))),
@@ -456,64 +513,71 @@ impl Conn for StreamMux {
     }
 }
 
-async fn accept_plain(listener: TcpListener, mux: Arc<StreamMux>, counters: Arc<TurnCounters>) {
+/// What the TCP and TLS listeners share: the caps, the allocation deadline, the counters.
+#[derive(Clone)]
+struct Streams {
+    caps: Arc<ConnectionCaps>,
+    allocate_within: Duration,
+    counters: Arc<TurnCounters>,
+}
+
+/// Accepts TCP connections (TLS ones when there is an acceptor) under the caps.
+async fn accept(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    mux: Arc<StreamMux>,
+    streams: Streams,
+) {
     loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                counters.stream_connections.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(Arc::clone(&mux).serve(stream, peer));
-            }
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(error) => {
                 tracing::warn!(%error, "TURN TCP accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             }
-        }
+        };
+        let Some(permit) = streams.caps.try_open(peer.ip(), false) else {
+            tracing::debug!("TURN connection refused: cap reached");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (tls, mux, streams) = (tls.clone(), Arc::clone(&mux), streams.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let Some(acceptor) = tls else {
+                streams.counters.stream_connections.fetch_add(1, Ordering::Relaxed);
+                return mux.serve(stream, peer, streams.allocate_within).await;
+            };
+            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    streams.counters.stream_connections.fetch_add(1, Ordering::Relaxed);
+                    mux.serve(tls, peer, streams.allocate_within).await;
+                }
+                Ok(Err(error)) => tracing::debug!(%error, "TURN TLS handshake failed"),
+                Err(_) => tracing::debug!("TURN TLS handshake timed out"),
+            }
+        });
     }
 }
 
-async fn accept_tls(
-    listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    mux: Arc<StreamMux>,
-    counters: Arc<TurnCounters>,
-) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                let (acceptor, mux, counters) = (acceptor.clone(), Arc::clone(&mux), Arc::clone(&counters));
-                tokio::spawn(async move {
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            counters.stream_connections.fetch_add(1, Ordering::Relaxed);
-                            mux.serve(tls, peer).await;
-                        }
-                        Ok(Err(error)) => tracing::debug!(%peer, %error, "TURN TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TURN TLS handshake timed out"),
-                    }
-                });
-            }
-            Err(error) => {
-                tracing::warn!(%error, "TURN TLS accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-/// A TLS acceptor from PEM files (the first certificate chain and private key in them).
-fn tls_acceptor(tls: &TlsListen) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+/// A TLS acceptor from PEM files (the first certificate chain and private key in them); `what`
+/// names the listener in errors.
+pub(crate) fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    what: &str,
+) -> std::io::Result<tokio_rustls::TlsAcceptor> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let invalid = |what: &str, e: &dyn std::fmt::Display| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("TURN TLS {what}: {e}"))
+    let invalid = |part: &str, e: &dyn std::fmt::Display| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{what} TLS {part}: {e}"))
     };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert)
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| invalid("certificate", &e))?
         .collect::<Result<_, _>>()
         .map_err(|e| invalid("certificate", &e))?;
-    let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| invalid("key", &e))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| invalid("key", &e))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -2,6 +2,7 @@
 //! Allocate request, built by hand, with the credentials `POST /api/video-call/join` issues and
 //! sent to the URLs it advertises. A request without credentials, with a wrong password or with
 //! expired credentials is refused with 401; a good one gets a relayed address at the external IP.
+//! TCP and TLS connections are capped per address and closed when they never allocate.
 
 mod common;
 
@@ -17,11 +18,11 @@ use stun::fingerprint::FINGERPRINT;
 use stun::integrity::MessageIntegrity;
 use stun::message::{
     Getter, Message, MessageType, Setter, CLASS_ERROR_RESPONSE, CLASS_REQUEST, CLASS_SUCCESS_RESPONSE,
-    METHOD_ALLOCATE,
+    METHOD_ALLOCATE, METHOD_BINDING,
 };
 use stun::textattrs::{Nonce, Realm, TextAttribute};
 use televisit_server::secrets::Clock;
-use televisit_server::turn::{TlsListen, TurnConfig};
+use televisit_server::turn::{StreamLimits, TlsListen, TurnConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use turn::proto::relayaddr::RelayedAddress;
 use turn::proto::reqtrans::RequestedTransport;
@@ -176,6 +177,7 @@ async fn allocations_over_udp_tcp_and_tls_need_the_rest_credentials_the_server_i
             tls_host: Some("localhost".into()),
             relay_ports: Some((40000, 40999)),
             realm: "televisit".into(),
+            streams: Default::default(),
         });
     })
     .await;
@@ -198,5 +200,96 @@ async fn allocations_over_udp_tcp_and_tls_need_the_rest_credentials_the_server_i
     clock.advance(Duration::from_secs(3601));
     let mut transport = connect(urls[0], &der).await;
     assert_refused(&allocate(&mut transport, username, password).await);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Whether the server closes `stream` within `limit` (reads return end of stream or an error).
+async fn closed_within(stream: &mut (impl AsyncRead + Unpin), limit: Duration) -> bool {
+    let mut buf = [0u8; 512];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+async fn tcp_from(from: &str, to: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(from.parse().unwrap(), 0)).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+#[tokio::test]
+async fn tcp_and_tls_connections_are_capped_per_address_and_closed_when_they_never_allocate() {
+    let db = TempDb::new();
+    let dir = std::env::temp_dir().join(format!("televisit-turn-caps-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key, der) = certificate(&dir);
+    let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let server = TestServer::start_with(&db, Clock::default(), |c| {
+        c.turn_secret = Some("embedded-secret".into());
+        c.embedded_turn = Some(TurnConfig {
+            listen: local,
+            tls: Some(TlsListen { listen: local, cert, key }),
+            external_ip: "127.0.0.1".parse().unwrap(),
+            tls_host: Some("localhost".into()),
+            relay_ports: Some((41000, 41999)),
+            realm: "televisit".into(),
+            streams: StreamLimits { per_address: 3, total: 100, allocate_within: Duration::from_secs(1) },
+        });
+    })
+    .await;
+    let turn = server.server.turn.as_ref().unwrap();
+    let (tcp, tls) = (turn.addr, turn.tls_addr.unwrap());
+    let visit = server.started_visit().await;
+    let (_, join) = server.call("POST", "/api/video-call/join", &visit.patient_token).await;
+    let ice = join["ice_servers"].as_array().unwrap().iter().find(|s| s["username"].is_string()).unwrap();
+    let (username, password) = (ice["username"].as_str().unwrap(), ice["credential"].as_str().unwrap());
+    let tls_url = format!("turns:localhost:{}?transport=tcp", tls.port());
+
+    // Three silent TCP connections from one address; a fourth (to the TLS port: the cap counts
+    // both) is closed at once.
+    let opened = std::time::Instant::now();
+    let mut silent_tcp = Vec::new();
+    for _ in 0..3 {
+        silent_tcp.push(tcp_from("127.0.0.2", tcp).await);
+    }
+    let mut over = tcp_from("127.0.0.2", tls).await;
+    assert!(closed_within(&mut over, Duration::from_millis(500)).await, "a fourth from one address");
+    // A TLS connection (from 127.0.0.1) that completes its handshake and never allocates.
+    let mut silent_tls = connect(&tls_url, &der).await;
+    // Another address allocates meanwhile, and keeps its connection past the deadline.
+    let mut other = Transport::Stream(Box::new(tcp_from("127.0.0.3", tcp).await));
+    relayed_ip(&allocate(&mut other, username, password).await);
+
+    for stream in &mut silent_tcp {
+        assert!(closed_within(stream, Duration::from_secs(4)).await, "a TCP connection without allocation");
+    }
+    if let Transport::Stream(stream) = &mut silent_tls {
+        assert!(closed_within(stream, Duration::from_secs(4)).await, "a TLS connection without allocation");
+    }
+    let elapsed = opened.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(4),
+        "closed after {elapsed:?}"
+    );
+    let mut binding = Message::new();
+    binding
+        .build(&[
+            Box::new(TransactionId::new()),
+            Box::new(MessageType::new(METHOD_BINDING, CLASS_REQUEST)),
+            Box::new(FINGERPRINT),
+        ])
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let answer = other.exchange(&binding).await;
+    assert_eq!(answer.typ.class, CLASS_SUCCESS_RESPONSE, "the allocated connection is still served");
+    // Places freed: the first address connects and allocates again.
+    let mut again = Transport::Stream(Box::new(tcp_from("127.0.0.2", tcp).await));
+    relayed_ip(&allocate(&mut again, username, password).await);
+    server.server.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }

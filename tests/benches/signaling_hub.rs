@@ -100,6 +100,9 @@ fn serve_child(db: &str) {
     runtime.block_on(async {
         let mut config = televisit_server::Config::for_tests(&format!("sqlite://{db}"));
         config.clinic_api_key = Some(CLINIC_KEY.into());
+        // Every simulated client connects from 127.0.0.1: lift the per-address and total caps.
+        config.max_connections_per_address = 100_000;
+        config.max_connections = 100_000;
         let server = televisit_server::RunningServer::start(config, Default::default()).await.unwrap();
         println!("{}", server.addr.port());
         server.wait().await.unwrap();
@@ -502,7 +505,9 @@ mod steady {
         let connections = rooms * 2;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let hub_memory = || async {
-            let text = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+            let metrics =
+                reqwest::Client::new().get(format!("{base}/metrics")).bearer_auth("test-metrics-key");
+            let text = metrics.send().await.unwrap().text().await.unwrap();
             let gauge = |name: &str| -> f64 {
                 let line = text.lines().find(|l| l.starts_with(name)).unwrap_or_default();
                 line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)

@@ -75,6 +75,7 @@ impl Lab {
             tls_host: None,
             relay_ports: None,
             realm: "televisit".into(),
+            streams: Default::default(),
         }
     }
 }
@@ -174,6 +175,7 @@ impl LoopbackTurn {
             tls_host: Some("localhost".into()),
             relay_ports: None,
             realm: "televisit".into(),
+            streams: Default::default(),
         };
         let server = EmbeddedTurn::start(&config, secret, Clock::default()).await.expect("TURN starts");
         let _ = std::fs::remove_dir_all(dir);

@@ -13,6 +13,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 pub const CLINIC_KEY: &str = "test-clinic-key";
+pub const METRICS_KEY: &str = "test-metrics-key";
 pub const PATIENT_NAME: &str = "Zelda Quartermaine";
 pub const DOCTOR_NAME: &str = "Dr. Ada Osei";
 pub const DOCTOR_PASSWORD: &str = "correct horse battery";
