@@ -7,7 +7,7 @@ const state = {
   token: null, join: null, pc: null, signaling: null, local: null, screenStream: null, screenSender: null,
   muted: false, cameraOff: false, connectedAt: null, durationOffset: 0, ended: false, scorer: new QualityScorer(),
   statsPrev: {}, poorSince: null, excellentSince: null, scaleDown: 1, unread: 0, chatIds: new Set(),
-  candidateErrors: 0,
+  candidateErrors: 0, signalingDown: false, peerAway: null, framesSeen: 0, framesAt: 0,
 };
 
 // "Hide my IP address": relayed (TURN) candidates only, so the other side never learns this
@@ -219,6 +219,13 @@ function onFrame(frame) {
       break;
     case "waiting":
       if (state.join.role === "patient") {
+        // Back in the waiting room because the doctor's connection dropped: say so, not "waiting".
+        const away = state.peerAway === "doctor";
+        $("waiting-title").textContent = away ? "Your doctor is reconnecting" : "Waiting for your doctor";
+        $("waiting-intro").textContent = away
+          ? "Your doctor's connection dropped. Please stay: the call goes on as soon as they are back."
+          : "The call starts as soon as your doctor joins. This is how you will appear.";
+        if (away) showBanner(""); // the card says it
         showWaiting(true);
         $("waiting-message").textContent = frame.message || "";
         $("waiting-message").hidden = !frame.message;
@@ -230,6 +237,7 @@ function onFrame(frame) {
       showWaiting(false);
       break;
     case "peer-joined":
+      state.peerAway = null;
       showWaiting(false);
       showBanner("");
       newPeerConnection();
@@ -237,7 +245,12 @@ function onFrame(frame) {
       if (frame.make_offer) makeOffer();
       break;
     case "peer-left":
-      showBanner(frame.role === "doctor" ? "The doctor left the call." : "The patient left the call.");
+      // "disconnected": the other side's connection dropped and its grace period ran out; it may
+      // come back with the same link (then `peer-joined`). "left": it chose to leave.
+      state.peerAway = frame.reason === "disconnected" ? frame.role : null;
+      showBanner(frame.reason === "disconnected"
+        ? `The ${frame.role}'s connection dropped. Waiting for them to reconnect…`
+        : frame.role === "doctor" ? "The doctor left the call." : "The patient left the call.");
       if (state.pc) { state.pc.close(); state.pc = null; }
       $("remote-video").srcObject = null;
       break;
@@ -368,6 +381,7 @@ function endScreen(durationSeconds) {
   if (state.local) state.local.getTracks().forEach((t) => t.stop());
   if (state.screenStream) state.screenStream.getTracks().forEach((t) => t.stop());
   sessionStorage.removeItem(`televisit-token:${location.pathname}`);
+  if ($("end-confirm").open) $("end-confirm").close();
   showScreen("The call has ended", `Duration: ${formatDuration(durationSeconds)}. Thank you.`);
   $("screen-back").hidden = !state.join || state.join.role !== "doctor"; // back to today's visits
 }
@@ -415,9 +429,14 @@ function wireControls() {
     $("fullscreen").querySelector("span").textContent = on ? "Exit full screen" : "Full screen";
   });
   // Ending the call revokes both links: the doctor confirms first.
-  $("hangup").onclick = () => (state.join.role === "doctor" ? $("end-confirm").showModal() : leave());
+  $("hangup").onclick = () => {
+    if (state.join.role !== "doctor") return leave();
+    $("end-error").hidden = true;
+    $("end-confirmed").textContent = "End the call for everyone";
+    $("end-confirm").showModal();
+  };
   $("end-cancel").onclick = () => $("end-confirm").close();
-  $("end-confirmed").onclick = () => { $("end-confirm").close(); state.signaling.send({ type: "end-call" }); };
+  $("end-confirmed").onclick = endForEveryone;
   $("waiting-leave").onclick = leave;
   $("screen-retry").onclick = () => location.reload();
   $("devices-open").onclick = openDevices;
@@ -448,6 +467,30 @@ function showHideIpSetting() {
   document.querySelectorAll(".hide-ip-label").forEach((label) => label.title = relayForced()
     ? "Your clinic always hides your IP address from the other side"
     : "Connect only through the clinic's relay server, so the other side never sees your IP address");
+}
+
+// The doctor ends the call through the API and waits for its answer: with the clinic's server
+// unreachable the dialog stays open, says so, and "Try again" repeats it (nothing is queued to
+// end the call later by surprise).
+async function endForEveryone() {
+  const button = $("end-confirmed");
+  $("end-error").hidden = true;
+  button.disabled = true;
+  button.textContent = "Ending the call…";
+  const response = await fetch(`/api/appointments/${state.join.appointment_id}/video-call/end`, {
+    method: "POST", headers: { Authorization: `Bearer ${state.token}` },
+  }).catch(() => null);
+  const body = response ? await response.json().catch(() => ({})) : null;
+  button.disabled = false;
+  if (response && (response.ok || (body.error && body.error.code === "call_ended"))) {
+    endScreen(response.ok ? body.duration_seconds : state.durationOffset + (Date.now() - (state.connectedAt || Date.now())) / 1000);
+    return;
+  }
+  $("end-error").textContent = response
+    ? `The call could not be ended: ${(body.error && body.error.message) || `error ${response.status}`}.`
+    : "The call could not be ended: the clinic's server does not answer. Check your connection and try again.";
+  $("end-error").hidden = false;
+  button.textContent = "Try again to end the call";
 }
 
 function leave() {
@@ -511,20 +554,46 @@ async function tick() {
   if (state.connectedAt) {
     $("timer").textContent = formatDuration(state.durationOffset + (Date.now() - state.connectedAt) / 1000);
   }
-  if (!state.pc || state.pc.connectionState !== "connected") return;
   const now = Date.now();
-  const sample = await readQualitySample(state.pc, state.statsPrev, now);
-  state.statsPrev = sample;
-  document.body.dataset.framesDecoded = String(sample.framesDecoded);
-  document.body.dataset.frameSize = `${sample.frameWidth}x${sample.frameHeight}`;
-  const changed = state.scorer.update(sample, now);
-  const level = state.scorer.shown;
-  $("quality").dataset.level = level;
-  $("quality").textContent = { excellent: "● Excellent", good: "● Good", poor: "● Poor", lost: "● Lost" }[level];
-  if (changed) {
-    state.signaling.send({ type: "quality", level, rtt_ms: sample.rttMs ?? undefined, loss_percent: sample.lossPercent ?? undefined, jitter_ms: sample.jitterMs ?? undefined });
+  if (state.pc && state.pc.connectionState === "connected") {
+    const sample = await readQualitySample(state.pc, state.statsPrev, now);
+    state.statsPrev = sample;
+    document.body.dataset.framesDecoded = String(sample.framesDecoded);
+    document.body.dataset.frameSize = `${sample.frameWidth}x${sample.frameHeight}`;
+    if (sample.framesDecoded !== state.framesSeen) { state.framesSeen = sample.framesDecoded; state.framesAt = now; }
+    const changed = state.scorer.update(sample, now);
+    if (changed) {
+      state.signaling.send({ type: "quality", level: changed, rtt_ms: sample.rttMs ?? undefined, loss_percent: sample.lossPercent ?? undefined, jitter_ms: sample.jitterMs ?? undefined });
+    }
+    adaptResolution(state.scorer.shown, now);
   }
-  adaptResolution(level, now);
+  showQuality(badgeLevel(now));
+}
+
+// The badge never praises a picture that is not moving: the clinic's server unreachable, the
+// other side's connection dropped, the peer connection reconnecting, or no new video frame for
+// over 1.5 s (the other tab vanished, its camera stalled) each say so before the measured level.
+const FROZEN_AFTER_MS = 1500;
+const BADGE_TEXT = {
+  excellent: "● Excellent", good: "● Good", poor: "● Poor", lost: "● Lost", paused: "● Video paused",
+  reconnecting: "● Reconnecting…", "doctor-away": "● Doctor reconnecting…", "patient-away": "● Patient reconnecting…", unknown: "…",
+};
+
+function badgeLevel(now) {
+  if (state.signalingDown) return "reconnecting";
+  if (state.peerAway) return `${state.peerAway}-away`;
+  if (!state.pc) return "unknown";
+  if (state.pc.connectionState === "disconnected" || state.pc.connectionState === "failed") return "reconnecting";
+  if (state.pc.connectionState !== "connected") return "unknown";
+  const videoExpected = document.body.dataset.peerVideo !== "false" && state.framesSeen > 0;
+  if (videoExpected && now - state.framesAt > FROZEN_AFTER_MS) return "paused";
+  return state.scorer.shown;
+}
+
+function showQuality(level) {
+  if ($("quality").dataset.level === level) return;
+  $("quality").dataset.level = level;
+  $("quality").textContent = BADGE_TEXT[level];
 }
 
 // The browser's congestion control adapts the bitrate; on sustained Poor we also halve the
@@ -581,7 +650,11 @@ async function main() {
     websocketPath: body.websocket_path,
     signalPath: body.signal_path,
     onFrame,
-    onStatus: (status) => showBanner(status === "reconnecting" ? "Connection lost — reconnecting…" : ""),
+    onStatus: (status) => {
+      state.signalingDown = status === "reconnecting";
+      showBanner(state.signalingDown ? "Connection lost — reconnecting…" : "");
+      showQuality(badgeLevel(Date.now()));
+    },
     onChatPending: (count) => {
       $("chat-sending").hidden = count === 0;
       document.body.dataset.chatPending = String(count);
