@@ -101,6 +101,18 @@ pub struct Settings {
     /// Log format: `text` or `json` [default: text].
     #[arg(long, env = "TELEVISIT_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// The clinic's name as patients know it, shown with its contact on the call page's error
+    /// screens [default: "Your clinic"].
+    #[arg(long, env = "TELEVISIT_CLINIC_NAME")]
+    pub clinic_name: Option<String>,
+    /// The clinic's phone number for patients whose link does not work [default: +1 555 0100, a
+    /// fictional number: set yours].
+    #[arg(long, env = "TELEVISIT_CLINIC_PHONE")]
+    pub clinic_phone: Option<String>,
+    /// The clinic's e-mail address for patients [default: help@clinic.example, a reserved
+    /// domain that reaches nobody: set yours].
+    #[arg(long, env = "TELEVISIT_CLINIC_EMAIL")]
+    pub clinic_email: Option<String>,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -160,9 +172,23 @@ impl Settings {
             frame_burst,
             web_dir,
             session_ttl_hours,
-            log_format
+            log_format,
+            clinic_name,
+            clinic_phone,
+            clinic_email
         )
     }
+}
+
+/// How patients reach the clinic when a link does not work.
+#[derive(Debug, Clone)]
+pub struct ClinicContact {
+    /// The clinic's name.
+    pub name: String,
+    /// Its phone number as written for people.
+    pub phone: String,
+    /// Its e-mail address.
+    pub email: String,
 }
 
 /// The resolved configuration the server runs with.
@@ -210,6 +236,8 @@ pub struct Config {
     pub secure_cookies: bool,
     /// `text` or `json`.
     pub log_format: String,
+    /// How patients reach the clinic (shown on the call page's error screens).
+    pub clinic_contact: ClinicContact,
 }
 
 impl std::fmt::Debug for Config {
@@ -284,6 +312,11 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../web"))),
             session_ttl_hours: settings.session_ttl_hours.unwrap_or(12),
             log_format,
+            clinic_contact: ClinicContact {
+                name: settings.clinic_name.unwrap_or_else(|| "Your clinic".into()),
+                phone: settings.clinic_phone.unwrap_or_else(|| "+1 555 0100".into()),
+                email: settings.clinic_email.unwrap_or_else(|| "help@clinic.example".into()),
+            },
         })
     }
 

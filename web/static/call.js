@@ -19,10 +19,12 @@ const relayOnly = () => relayForced() || localStorage.getItem(HIDE_IP_KEY) === "
 const iceConfiguration = () => ({ iceServers: state.join.ice_servers, iceTransportPolicy: relayOnly() ? "relay" : "all" });
 
 // ---------- screens ----------
-function showScreen(title, text, { retry = false } = {}) {
+// Every screen but the doctor's own end shows how to reach the clinic (filled in by the server).
+function showScreen(title, text, { retry = false, contact = true } = {}) {
   $("screen-title").textContent = title;
   $("screen-text").textContent = text;
   $("screen-action").hidden = !retry;
+  $("clinic-contact").hidden = !contact;
   $("screen").hidden = false;
   showWaiting(false);
   $("stage").inert = true; // the card is all there is to do
@@ -382,8 +384,9 @@ function endScreen(durationSeconds) {
   if (state.screenStream) state.screenStream.getTracks().forEach((t) => t.stop());
   sessionStorage.removeItem(`televisit-token:${location.pathname}`);
   if ($("end-confirm").open) $("end-confirm").close();
-  showScreen("The call has ended", `Duration: ${formatDuration(durationSeconds)}. Thank you.`);
-  $("screen-back").hidden = !state.join || state.join.role !== "doctor"; // back to today's visits
+  const doctor = Boolean(state.join && state.join.role === "doctor");
+  showScreen("The call has ended", `Duration: ${formatDuration(durationSeconds)}. Thank you.`, { contact: !doctor });
+  $("screen-back").hidden = !doctor; // back to today's visits
 }
 
 // ---------- controls ----------
