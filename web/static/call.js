@@ -37,6 +37,67 @@ function showWaiting(waiting) {
   $("waiting").hidden = !waiting;
   $("stage").inert = waiting;
   document.body.classList.toggle("waiting-room", waiting);
+  if (!waiting) placeSelfView(selfView.dx, selfView.dy, false); // back in its corner, where it was put
+}
+
+// ---------- the movable self view ----------
+// One's own picture can be moved out of the way: dragged (mouse, pen or finger), or focused and
+// moved with the arrow keys (Shift: bigger steps). It stays inside the screen, and where it was
+// put is remembered in this browser. The camera-off card in its place moves with it.
+const SELF_VIEW_KEY = "televisit-self-view";
+const selfView = (() => {
+  try { const saved = JSON.parse(localStorage.getItem(SELF_VIEW_KEY)); if (Number.isFinite(saved.dx) && Number.isFinite(saved.dy)) return saved; } catch { /* none saved */ }
+  return { dx: 0, dy: 0 };
+})();
+
+/** Moves the self view to the offset (dx, dy) from its corner, kept inside the screen. */
+function placeSelfView(dx, dy, remember = true) {
+  if (document.body.classList.contains("waiting-room")) return; // full screen behind the card
+  const shown = $("local-off").hidden ? $("local-video") : $("local-off");
+  const rect = shown.getBoundingClientRect(); // where it is now, offset included
+  if (rect.width === 0) return;
+  const baseLeft = rect.left - selfView.dx, baseTop = rect.top - selfView.dy;
+  const clamp = (value, low, high) => Math.min(Math.max(value, low), Math.max(low, high));
+  selfView.dx = Math.round(clamp(dx, -baseLeft, window.innerWidth - baseLeft - rect.width));
+  selfView.dy = Math.round(clamp(dy, -baseTop, window.innerHeight - baseTop - rect.height));
+  document.body.style.setProperty("--self-dx", `${selfView.dx}px`);
+  document.body.style.setProperty("--self-dy", `${selfView.dy}px`);
+  if (remember) localStorage.setItem(SELF_VIEW_KEY, JSON.stringify(selfView));
+}
+
+function wireSelfView() {
+  let drag = null;
+  for (const element of [$("local-video"), $("local-off")]) {
+    element.addEventListener("pointerdown", (event) => {
+      if (document.body.classList.contains("waiting-room")) return;
+      element.setPointerCapture(event.pointerId);
+      drag = { x: event.clientX, y: event.clientY, dx: selfView.dx, dy: selfView.dy };
+      event.preventDefault();
+    });
+    element.addEventListener("pointermove", (event) => {
+      if (drag) placeSelfView(drag.dx + event.clientX - drag.x, drag.dy + event.clientY - drag.y, false);
+    });
+    const drop = () => { if (drag) { drag = null; placeSelfView(selfView.dx, selfView.dy); } };
+    element.addEventListener("pointerup", drop);
+    element.addEventListener("pointercancel", drop);
+  }
+  $("local-video").addEventListener("keydown", (event) => {
+    const step = event.shiftKey ? 64 : 16;
+    const move = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step], ArrowDown: [0, step] }[event.key];
+    if (!move) return;
+    event.preventDefault();
+    placeSelfView(selfView.dx + move[0], selfView.dy + move[1]);
+  });
+  window.addEventListener("resize", () => placeSelfView(selfView.dx, selfView.dy, false));
+}
+
+// A portrait picture (a phone held upright) fills a portrait screen, cropped a little at the top
+// and bottom, instead of sitting between black bands; a landscape picture stays whole (the doctor
+// may be showing something at its edge), over a blurred copy of itself instead of black bands.
+function showRemoteShape() {
+  const video = $("remote-video");
+  if (!video.videoWidth || !video.videoHeight) return;
+  document.body.dataset.remoteShape = video.videoWidth < video.videoHeight ? "portrait" : "landscape";
 }
 
 function showBanner(text) {
@@ -170,6 +231,7 @@ function newPeerConnection() {
       $("screen-video").srcObject = stream; // a second video stream is the doctor's screen
     } else if (!$("remote-video").srcObject || track.kind === "audio" || $("remote-video").srcObject === stream) {
       $("remote-video").srcObject = stream;
+      $("remote-backdrop").srcObject = stream; // muted: only its picture, blurred, fills the bands
     }
   };
   pc.onconnectionstatechange = () => {
@@ -255,6 +317,7 @@ function onFrame(frame) {
         : frame.role === "doctor" ? "The doctor left the call." : "The patient left the call.");
       if (state.pc) { state.pc.close(); state.pc = null; }
       $("remote-video").srcObject = null;
+      $("remote-backdrop").srcObject = null;
       break;
     case "offer":
       acceptOffer(frame.sdp);
@@ -537,6 +600,7 @@ function showOff(ids, off, label, icon) {
 function showChat(open) {
   $("chat").hidden = !open;
   document.body.classList.toggle("chat-open", open);
+  placeSelfView(selfView.dx, selfView.dy, false); // the self view moved with the layout
   $("chat-toggle").setAttribute("aria-expanded", String(open));
   if (open) { state.unread = 0; $("chat-unread").hidden = true; $("chat-input").focus(); }
 }
@@ -619,6 +683,8 @@ function adaptResolution(level, now) {
 // ---------- start ----------
 async function main() {
   wireControls();
+  wireSelfView();
+  $("remote-video").addEventListener("resize", showRemoteShape);
   state.token = readToken();
   sessionStorage.setItem("televisit-visit", location.pathname); // the device test's way back
   if (!state.token) return showError("missing_token");
