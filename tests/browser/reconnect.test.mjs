@@ -3,25 +3,20 @@
 // doctor's "End call" while the server is down: a visible error and a retry that works.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, startedCall, launchBrowser, screenshot, eventually, assertAccessible, dataset as body } from "./harness.mjs";
+import { startServer, startedCall, launchBrowser, screenshot, eventually, assertAccessible, bothInCall, decodingVideo, dataset as body } from "./harness.mjs";
 
 const badge = (page) => page.locator("#quality").innerText();
 const PRAISE = /Excellent|Good/;
 
-/** Opens both sides of `started` (patient on a phone, doctor on a laptop) and waits for video both ways. */
+/** Both sides of `started` in the call, each with a praising badge on the live picture. */
 async function connect(browser, started) {
-  const patient = await (await browser.newContext({ viewport: { width: 390, height: 844 } })).newPage();
-  const doctor = await (await browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
-  await patient.goto(started.patient_link);
-  await patient.getByRole("heading", { name: "Waiting for your doctor" }).waitFor();
-  await doctor.goto(started.doctor_link);
-  for (const page of [doctor, patient]) await waitForLiveVideo(page);
-  return { patient, doctor };
+  const both = await bothInCall(browser, started);
+  for (const page of [both.doctor, both.patient]) await waitForLiveVideo(page);
+  return both;
 }
 
 async function waitForLiveVideo(page) {
-  await eventually("connected", async () => (await body(page, "connected")) === "true", 30000);
-  await eventually("video decoded", async () => Number(await body(page, "framesDecoded")) > 10, 30000);
+  await decodingVideo(page);
   await eventually("a praising badge on a live picture", async () => PRAISE.test(await badge(page)), 15000);
 }
 

@@ -3,18 +3,13 @@
 // landscape one stays whole over a blurred copy instead of black bands.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, startedCall, launchBrowser, screenshot, eventually, assertAccessible, dataset as body } from "./harness.mjs";
+import { startServer, startedCall, launchBrowser, screenshot, eventually, assertAccessible, bothInCall, decodingVideo, dataset as body } from "./harness.mjs";
 
 const rectOf = (page, selector) => page.locator(selector).evaluate((e) => {
   const r = e.getBoundingClientRect();
   return { left: Math.round(r.left), top: Math.round(r.top), right: Math.round(r.right), bottom: Math.round(r.bottom), width: Math.round(r.width) };
 });
 const inside = (r, width, height) => r.left >= 0 && r.top >= 0 && r.right <= width && r.bottom <= height;
-
-async function connected(page) {
-  await eventually("connected", async () => (await body(page, "connected")) === "true", 30000);
-  await eventually("video decoded", async () => Number(await body(page, "framesDecoded")) > 10, 30000);
-}
 
 /** A finger drag through the DevTools protocol (real touch events, so pointer events of type touch). */
 async function touchDrag(page, from, to, steps = 8) {
@@ -31,13 +26,7 @@ test("the self view moves by mouse, finger and arrow keys, stays on screen and i
   const server = await startServer();
   const browser = await launchBrowser();
   try {
-    const started = await startedCall(server);
-    const patient = await (await browser.newContext({ viewport: { width: 390, height: 844 }, hasTouch: true, isMobile: true })).newPage();
-    const doctor = await (await browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
-    await patient.goto(started.patient_link);
-    await patient.getByRole("heading", { name: "Waiting for your doctor" }).waitFor();
-    await doctor.goto(started.doctor_link);
-    for (const page of [doctor, patient]) await connected(page);
+    const { patient, doctor } = await bothInCall(browser, await startedCall(server));
 
     // The doctor drags it with the mouse far past the top-left corner: it stops at the corner.
     const start = await rectOf(doctor, "#local-video");
@@ -60,7 +49,7 @@ test("the self view moves by mouse, finger and arrow keys, stays on screen and i
 
     // A reload keeps where it was put.
     await doctor.reload();
-    await connected(doctor);
+    await decodingVideo(doctor);
     moved = await rectOf(doctor, "#local-video");
     assert.deepEqual([moved.left, moved.top], [0, 16], `remembered after a reload: ${JSON.stringify(moved)}`);
 
@@ -87,13 +76,7 @@ test("on a phone a portrait picture fills the screen and a landscape one is whol
   const server = await startServer();
   const browser = await launchBrowser();
   try {
-    const started = await startedCall(server);
-    const patient = await (await browser.newContext({ viewport: { width: 390, height: 844 }, hasTouch: true, isMobile: true })).newPage();
-    const doctor = await (await browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
-    await patient.goto(started.patient_link);
-    await patient.getByRole("heading", { name: "Waiting for your doctor" }).waitFor();
-    await doctor.goto(started.doctor_link);
-    for (const page of [doctor, patient]) await connected(page);
+    const { patient, doctor } = await bothInCall(browser, await startedCall(server));
     const fit = (page, selector) => page.locator(selector).evaluate((e) => getComputedStyle(e).objectFit);
     const shown = (page, selector) => page.locator(selector).evaluate((e) => getComputedStyle(e).display !== "none");
 
