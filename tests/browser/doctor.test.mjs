@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  startServer, signInAndStartCall, setUpVisit, launchBrowser, screenshot, eventually, assertAccessible, endCall, dataset as body, DOCTOR, PATIENT_NAME,
+  startServer, signInAndStartCall, setUpVisit, startedCall, bothInCall, launchBrowser, screenshot, eventually, assertAccessible, endCall, dataset as body, DOCTOR, PATIENT_NAME,
 } from "./harness.mjs";
 
 test("the doctor: sign-in keeps the e-mail, the list keeps focus, Copy and Send confirm, End call asks first, the end leads back", async () => {
@@ -126,6 +126,32 @@ test("the doctor's card tells 'not here yet', 'waiting' and 'in call' apart, and
     await eventually("the card shows the call", async () => (await call.locator("td.status").innerText()) === "In call");
     await screenshot(call, "84-doctor-list-in-call");
     await assertAccessible(call, "the doctor's list with the call in progress");
+  } finally {
+    await browser.close();
+    await server.stop();
+  }
+});
+
+test("the doctor's quality strip draws the visit's bitrate, loss and delay, and says them in words", async () => {
+  const server = await startServer();
+  const browser = await launchBrowser();
+  try {
+    const { patient, doctor } = await bothInCall(browser, await startedCall(server));
+    const strip = doctor.getByRole("figure", { name: /This visit's connection/ });
+    await strip.waitFor();
+    await eventually("a few seconds drawn", async () => Number(await body(doctor, "stripPoints")) >= 4);
+    for (const line of ["#strip-rate", "#strip-loss", "#strip-rtt"]) {
+      const points = (await doctor.locator(line).getAttribute("points")).trim().split(" ");
+      assert.ok(points.length >= 4, `${line}: ${points}`);
+    }
+    // The words: now and over the visit (bitrate, loss, delay).
+    const rate = "(\\d+ kbit/s|\\d+\\.\\d Mbit/s)";
+    const summary = await doctor.locator("#strip-summary").innerText();
+    assert.match(summary, new RegExp(`^Now ${rate}, \\d+\\.\\d % loss, \\d+ ms delay\\. This visit: average ${rate}, lowest ${rate}, worst loss \\d+\\.\\d %, worst delay \\d+ ms\\.$`), summary);
+    assert.doesNotMatch(summary, /^Now 0 kbit/, "video is flowing");
+    assert.equal(await patient.locator("#quality-strip").isVisible(), false, "the patient has no strip");
+    await screenshot(doctor, "95-doctor-quality-strip");
+    await assertAccessible(doctor, "the doctor's call with the quality strip");
   } finally {
     await browser.close();
     await server.stop();

@@ -633,8 +633,51 @@ async function tick() {
       state.signaling.send({ type: "quality", level: changed, rtt_ms: sample.rttMs ?? undefined, loss_percent: sample.lossPercent ?? undefined, jitter_ms: sample.jitterMs ?? undefined });
     }
     adaptResolution(state.scorer.shown, now);
+    if (state.join.role === "doctor") recordStrip(sample, now);
   }
   showQuality(badgeLevel(now));
+}
+
+// ---------- the doctor's quality strip ----------
+// A small live graph of what the patient's side delivers over the visit: received bitrate, packet
+// loss and round-trip delay, the last two minutes drawn, the whole visit summed up in words (the
+// graph is hidden from assistive tech; the words are its text alternative).
+const STRIP_POINTS = 120;
+const strip = { samples: [], lastBytes: null, lastAt: null, minKbps: Infinity, maxLoss: 0, maxRtt: 0, sumKbps: 0, count: 0, shownAt: 0 };
+
+function recordStrip(sample, now) {
+  if (strip.lastBytes !== null && now > strip.lastAt) {
+    const kbps = Math.max(0, ((sample.bytes - strip.lastBytes) * 8) / (now - strip.lastAt));
+    const point = { kbps, loss: sample.lossPercent ?? 0, rtt: sample.rttMs ?? 0 };
+    strip.samples.push(point);
+    if (strip.samples.length > STRIP_POINTS) strip.samples.shift();
+    strip.minKbps = Math.min(strip.minKbps, kbps);
+    strip.maxLoss = Math.max(strip.maxLoss, point.loss);
+    strip.maxRtt = Math.max(strip.maxRtt, point.rtt);
+    strip.sumKbps += kbps;
+    strip.count += 1;
+    drawStrip(now);
+  }
+  strip.lastBytes = sample.bytes;
+  strip.lastAt = now;
+}
+
+function drawStrip(now) {
+  $("quality-strip").hidden = false;
+  const samples = strip.samples;
+  const topKbps = Math.max(500, ...samples.map((p) => p.kbps));
+  const x = (i) => (120 - ((samples.length - 1 - i) * 120) / (STRIP_POINTS - 1)).toFixed(1); // the newest at the right edge
+  const line = (value, top) => samples.map((p, i) => `${x(i)},${(30 - (Math.min(value(p), top) / top) * 28 - 1).toFixed(1)}`).join(" ");
+  $("strip-rate").setAttribute("points", line((p) => p.kbps, topKbps));
+  $("strip-loss").setAttribute("points", line((p) => p.loss, 10)); // 10 % and more at the top
+  $("strip-rtt").setAttribute("points", line((p) => p.rtt, Math.max(300, strip.maxRtt)));
+  document.body.dataset.stripPoints = String(samples.length);
+  if (now - strip.shownAt < 5000 && strip.count > 1) return; // words change every 5 s, not every second
+  strip.shownAt = now;
+  const last = samples[samples.length - 1];
+  const rate = (kbps) => (kbps >= 1000 ? `${(kbps / 1000).toFixed(1)} Mbit/s` : `${Math.round(kbps)} kbit/s`);
+  $("strip-summary").textContent = `Now ${rate(last.kbps)}, ${last.loss.toFixed(1)} % loss, ${Math.round(last.rtt)} ms delay. `
+    + `This visit: average ${rate(strip.sumKbps / strip.count)}, lowest ${rate(strip.minKbps)}, worst loss ${strip.maxLoss.toFixed(1)} %, worst delay ${Math.round(strip.maxRtt)} ms.`;
 }
 
 // The badge never praises a picture that is not moving: the clinic's server unreachable, the
