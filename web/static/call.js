@@ -475,6 +475,9 @@ function wireControls() {
     state.signaling.send({ type: "screen-share", active: true });
     $("screen-caption").textContent = "You are sharing your screen";
     $("screen-caption").hidden = false;
+    // A preview of what goes out: the doctor sees which window or screen the patient gets.
+    $("share-preview-video").srcObject = state.screenStream;
+    $("share-preview").hidden = false;
     $("share").querySelector("span").textContent = "Stop sharing";
   };
   $("chat-toggle").onclick = () => showChat($("chat").hidden);
@@ -612,6 +615,8 @@ async function stopSharing() {
   if (state.pc && state.screenSender) { state.pc.removeTrack(state.screenSender); state.screenSender = null; await makeOffer(); }
   state.signaling.send({ type: "screen-share", active: false });
   $("screen-caption").hidden = true;
+  $("share-preview").hidden = true;
+  $("share-preview-video").srcObject = null;
   $("share").querySelector("span").textContent = "Share screen";
 }
 
