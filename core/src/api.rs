@@ -62,6 +62,18 @@ pub struct StartResponse {
     pub expires_at_ms: i64,
 }
 
+/// Reply of `POST /api/appointments/{id}/video-call/patient-link`: a fresh patient link for a
+/// started call (the earlier patient link stops working).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatientLinkResponse {
+    /// The appointment.
+    pub appointment_id: String,
+    /// The patient's new join link (the token is in the `#token=` fragment).
+    pub patient_link: String,
+    /// When the new token expires, ms since the Unix epoch.
+    pub expires_at_ms: i64,
+}
+
 /// Reply of `POST /api/video-call/join`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinResponse {

@@ -17,7 +17,7 @@ use crate::SharedState;
 struct BuiltIn;
 
 /// A file of the web folder (`call.html`, `static/call.js`), from `--web-dir` or the binary.
-async fn read(state: &SharedState, name: &str) -> Option<Cow<'static, [u8]>> {
+pub async fn read(state: &SharedState, name: &str) -> Option<Cow<'static, [u8]>> {
     match &state.config.web_dir {
         Some(dir) => tokio::fs::read(dir.join(name)).await.ok().map(Cow::Owned),
         None => BuiltIn::get(name).map(|file| file.data),

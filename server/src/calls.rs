@@ -6,8 +6,8 @@ use axum::Json;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use televisit_core::api::{
-    EndResponse, IceServer, IceServersResponse, IceTransportPolicy, JoinResponse, StartResponse,
-    StatusResponse,
+    EndResponse, IceServer, IceServersResponse, IceTransportPolicy, JoinResponse, PatientLinkResponse,
+    StartResponse, StatusResponse,
 };
 use televisit_core::protocol::{CallStatus, ErrorCode, Role, MAX_WAITING_MESSAGE_CHARS};
 
@@ -129,6 +129,44 @@ pub async fn rejoin(
         status: appointment.status,
         doctor_link: join_link(&state.config, &appointment_id, &tokens[0].1),
         patient_link: None,
+        expires_at_ms,
+    }))
+}
+
+/// `POST /api/appointments/{id}/video-call/patient-link` (the doctor's account only, never a call
+/// link): a fresh patient link for a started call, e.g. after a reload of the doctor's list or for
+/// a call started elsewhere. Tokens are stored hashed, so an earlier link cannot be shown again; the
+/// new one replaces it and the earlier patient link is revoked: one valid patient link at a time,
+/// so re-sending also withdraws a link that went to the wrong address. A patient already connected
+/// keeps her connection; to reconnect she needs the new link.
+pub async fn patient_link(
+    State(state): State<SharedState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    auth: DoctorAuth,
+    Path(appointment_id): Path<String>,
+) -> ApiResult<Json<PatientLinkResponse>> {
+    let remote = Some(addr.ip().to_string());
+    let appointment = state.doctors_appointment(&auth.doctor, &appointment_id, remote.clone()).await?;
+    let ended = || ApiError::new(ErrorCode::CallEnded, "this call has ended");
+    match appointment.status {
+        CallStatus::NotStarted => {
+            return Err(ApiError::new(ErrorCode::CallNotStarted, "start the call first"))
+        }
+        CallStatus::Ended => return Err(ended()),
+        CallStatus::Waiting | CallStatus::InProgress => {}
+    }
+    let now = state.clock.now_ms();
+    let expires_at_ms = now + state.config.token_ttl_seconds as i64 * 1000;
+    let token = new_call_token(expires_at_ms);
+    let stored = NewCallToken { token_hash: hash_secret(&token), role: Role::Patient, expires_at_ms };
+    if !state.store.replace_call_token(&appointment_id, &stored, now).await? {
+        return Err(ended()); // ended meanwhile
+    }
+    let entry = AuditEntry::new(now, Some(&appointment_id), "doctor", "patient_link", "", remote);
+    state.store.audit(&entry).await?;
+    Ok(Json(PatientLinkResponse {
+        patient_link: join_link(&state.config, &appointment_id, &token),
+        appointment_id,
         expires_at_ms,
     }))
 }

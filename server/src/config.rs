@@ -155,6 +155,18 @@ pub struct Settings {
     /// Days an audit entry is kept; 0 keeps it for good [default: 365].
     #[arg(long, env = "TELEVISIT_AUDIT_RETENTION_DAYS")]
     pub audit_retention_days: Option<u32>,
+    /// The clinic's name as patients know it, shown with its contact on the call page's error
+    /// screens [default: "Your clinic"].
+    #[arg(long, env = "TELEVISIT_CLINIC_NAME")]
+    pub clinic_name: Option<String>,
+    /// The clinic's phone number for patients whose link does not work [default: +1 555 0100, a
+    /// fictional number: set yours].
+    #[arg(long, env = "TELEVISIT_CLINIC_PHONE")]
+    pub clinic_phone: Option<String>,
+    /// The clinic's e-mail address for patients [default: help@clinic.example, a reserved
+    /// domain that reaches nobody: set yours].
+    #[arg(long, env = "TELEVISIT_CLINIC_EMAIL")]
+    pub clinic_email: Option<String>,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -233,9 +245,23 @@ impl Settings {
             log_format,
             chat_retention_days,
             token_retention_days,
-            audit_retention_days
+            audit_retention_days,
+            clinic_name,
+            clinic_phone,
+            clinic_email
         )
     }
+}
+
+/// How patients reach the clinic when a link does not work.
+#[derive(Debug, Clone)]
+pub struct ClinicContact {
+    /// The clinic's name.
+    pub name: String,
+    /// Its phone number as written for people.
+    pub phone: String,
+    /// Its e-mail address.
+    pub email: String,
 }
 
 /// The resolved configuration the server runs with.
@@ -305,6 +331,8 @@ pub struct Config {
     pub log_format: String,
     /// How long chat, tokens, sessions and audit entries are kept.
     pub retention: Retention,
+    /// How patients reach the clinic (shown on the call page's error screens).
+    pub clinic_contact: ClinicContact,
 }
 
 impl std::fmt::Debug for Config {
@@ -403,6 +431,11 @@ impl Config {
                 chat_days: Some(settings.chat_retention_days.unwrap_or(30)).filter(|&days| days > 0),
                 token_days: settings.token_retention_days.unwrap_or(30),
                 audit_days: Some(settings.audit_retention_days.unwrap_or(365)).filter(|&days| days > 0),
+            },
+            clinic_contact: ClinicContact {
+                name: settings.clinic_name.unwrap_or_else(|| "Your clinic".into()),
+                phone: settings.clinic_phone.unwrap_or_else(|| "+1 555 0100".into()),
+                email: settings.clinic_email.unwrap_or_else(|| "help@clinic.example".into()),
             },
         })
     }

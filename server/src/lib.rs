@@ -154,6 +154,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/doctor/appointments", get(pages::doctor_appointments))
         .route("/appointments/{id}/video-call/start", post(calls::start))
         .route("/appointments/{id}/video-call/rejoin", post(calls::rejoin))
+        .route("/appointments/{id}/video-call/patient-link", post(calls::patient_link))
         .route("/appointments/{id}/video-call/end", post(calls::end))
         .route("/appointments/{id}/video-call/status", get(calls::status))
         .route("/appointments/{id}/video-call/waiting-message", post(calls::waiting_message))

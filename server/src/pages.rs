@@ -23,9 +23,34 @@ use crate::SharedState;
 
 const LOGIN_CSRF_COOKIE: &str = "televisit_login_csrf";
 
-/// `GET /medical/appointments/{id}/video-call/`: the call page (the token is in the fragment).
+/// `GET /medical/appointments/{id}/video-call/`: the call page (the token is in the fragment),
+/// with the clinic's contact filled in (its error screens show it, even when the server is
+/// unreachable later).
 pub async fn call_page(State(state): State<SharedState>) -> Response {
-    page(&state, "call.html").await
+    match crate::assets::read(&state, "call.html").await {
+        Some(body) => Html(
+            String::from_utf8_lossy(&body)
+                .replace(CLINIC_CONTACT_MARK, &clinic_contact_html(&state.config.clinic_contact)),
+        )
+        .into_response(),
+        None => ApiError::internal("web page call.html is missing").into_response(),
+    }
+}
+
+/// Where call.html wants the clinic's contact.
+const CLINIC_CONTACT_MARK: &str = "<!--clinic-contact-->";
+
+/// "Your clinic: phone … · e-mail …" with `tel:` and `mailto:` links, escaped.
+fn clinic_contact_html(contact: &crate::config::ClinicContact) -> String {
+    let dial: String = contact.phone.chars().filter(|c| c.is_ascii_digit() || *c == '+').collect();
+    format!(
+        r#"{}: <a href="tel:{}">{}</a> · <a href="mailto:{}">{}</a>"#,
+        escape(&contact.name),
+        escape(&dial),
+        escape(&contact.phone),
+        escape(&contact.email),
+        escape(&contact.email)
+    )
 }
 
 /// `GET /medical/video-call/test-devices/`: the device test page.
@@ -237,6 +262,10 @@ pub struct DoctorAppointment {
     pub appointment: AppointmentView,
     /// The patient's name (shown to the doctor only).
     pub patient_name: String,
+    /// The patient is connected to the call now (in the waiting room or in the call).
+    pub patient_present: bool,
+    /// The doctor is connected to the call now.
+    pub doctor_present: bool,
 }
 
 /// `GET /api/doctor/appointments`: the signed-in doctor's appointments in a window (today's by default).
@@ -251,10 +280,34 @@ pub async fn doctor_appointments(
     let rows = state.store.doctor_appointments(&auth.doctor.id, from, to).await?;
     Ok(Json(
         rows.into_iter()
-            .map(|row| DoctorAppointment {
-                appointment: row.appointment.into(),
-                patient_name: row.patient_name,
+            .map(|row| {
+                let (doctor_present, patient_present) = state.hub.presence(&row.appointment.id);
+                DoctorAppointment {
+                    appointment: row.appointment.into(),
+                    patient_name: row.patient_name,
+                    patient_present,
+                    doctor_present,
+                }
             })
             .collect(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ClinicContact;
+
+    #[test]
+    fn the_clinic_contact_is_escaped_and_dialable() {
+        let contact = ClinicContact {
+            name: "Dr <Who> & \"Co\"".into(),
+            phone: "+44 (20) 7946-0000".into(),
+            email: "desk@harbour.example\"><script>".into(),
+        };
+        let html = clinic_contact_html(&contact);
+        assert!(html.starts_with("Dr &lt;Who&gt; &amp; &quot;Co&quot;: "), "{html}");
+        assert!(html.contains(r#"<a href="tel:+442079460000">+44 (20) 7946-0000</a>"#), "{html}");
+        assert!(!html.contains("<script>") && html.contains("&quot;&gt;&lt;script&gt;"), "{html}");
+    }
 }

@@ -529,38 +529,12 @@ impl Store {
         now_ms: i64,
     ) -> StoreResult<bool> {
         let mut tx = self.write_transaction().await?;
-        let sql = format!("SELECT status FROM appointments WHERE id = $1{}", self.lock_rows());
-        let status: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .bind(appointment_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        match status.as_deref().and_then(CallStatus::parse) {
+        match call_status(&mut tx, appointment_id, self.lock_rows()).await? {
             Some(CallStatus::NotStarted) | Some(CallStatus::Waiting) => {}
             Some(CallStatus::InProgress) if tokens.iter().all(|t| t.role == Role::Doctor) => {}
             _ => return Ok(false),
         }
-        for token in tokens {
-            sqlx::query(
-                "UPDATE call_tokens SET revoked_at_ms = $1 \
-                 WHERE appointment_id = $2 AND role = $3 AND revoked_at_ms IS NULL",
-            )
-            .bind(now_ms)
-            .bind(appointment_id)
-            .bind(role_name(token.role))
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO call_tokens (token_hash, appointment_id, role, created_at_ms, expires_at_ms) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(&token.token_hash)
-            .bind(appointment_id)
-            .bind(role_name(token.role))
-            .bind(now_ms)
-            .bind(token.expires_at_ms)
-            .execute(&mut *tx)
-            .await?;
-        }
+        replace_tokens(&mut tx, appointment_id, tokens, now_ms).await?;
         sqlx::query(
             "UPDATE appointments SET status = 'waiting', waiting_since_ms = $1 \
              WHERE id = $2 AND status = 'not_started'",
@@ -569,6 +543,26 @@ impl Store {
         .bind(appointment_id)
         .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// A fresh token for one role of a started (waiting or in-progress) call, the role's earlier
+    /// tokens revoked. False if the call is not started or has ended.
+    pub async fn replace_call_token(
+        &self,
+        appointment_id: &str,
+        token: &NewCallToken,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        let mut tx = self.write_transaction().await?;
+        if !matches!(
+            call_status(&mut tx, appointment_id, self.lock_rows()).await?,
+            Some(CallStatus::Waiting) | Some(CallStatus::InProgress)
+        ) {
+            return Ok(false);
+        }
+        replace_tokens(&mut tx, appointment_id, std::slice::from_ref(token), now_ms).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -880,4 +874,50 @@ pub struct PurgeCounts {
     pub web_sessions: u64,
     /// Audit entries.
     pub audit_entries: u64,
+}
+
+/// An appointment's call status, read in `tx` (`None`: no such appointment).
+async fn call_status(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    appointment_id: &str,
+    lock_rows: &str,
+) -> StoreResult<Option<CallStatus>> {
+    let sql = format!("SELECT status FROM appointments WHERE id = $1{lock_rows}");
+    let status: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(appointment_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(status.as_deref().and_then(CallStatus::parse))
+}
+
+/// Revokes each role's earlier tokens of the appointment and stores the new ones, in `tx`.
+async fn replace_tokens(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    appointment_id: &str,
+    tokens: &[NewCallToken],
+    now_ms: i64,
+) -> StoreResult<()> {
+    for token in tokens {
+        sqlx::query(
+            "UPDATE call_tokens SET revoked_at_ms = $1 \
+                 WHERE appointment_id = $2 AND role = $3 AND revoked_at_ms IS NULL",
+        )
+        .bind(now_ms)
+        .bind(appointment_id)
+        .bind(role_name(token.role))
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO call_tokens (token_hash, appointment_id, role, created_at_ms, expires_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&token.token_hash)
+        .bind(appointment_id)
+        .bind(role_name(token.role))
+        .bind(now_ms)
+        .bind(token.expires_at_ms)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }

@@ -79,6 +79,7 @@ async fn a_patient_token_cannot_do_doctor_actions() {
         ("POST", format!("/api/appointments/{id}/video-call/end")),
         ("POST", format!("/api/appointments/{id}/video-call/start")),
         ("POST", format!("/api/appointments/{id}/video-call/rejoin")),
+        ("POST", format!("/api/appointments/{id}/video-call/patient-link")),
         ("POST", format!("/api/appointments/{id}/video-call/waiting-message")),
     ] {
         let (code, body) = server.call(method, &path, &visit.patient_token).await;
@@ -86,7 +87,7 @@ async fn a_patient_token_cannot_do_doctor_actions() {
         assert_eq!(body["error"]["code"], "forbidden");
     }
     let audit = server.audit(None).await;
-    assert!(audit.iter().filter(|e| e.action == "refused" && e.detail == "forbidden").count() >= 4);
+    assert!(audit.iter().filter(|e| e.action == "refused" && e.detail == "forbidden").count() >= 5);
     assert_eq!(server.status(&visit).await["status"], "waiting");
 }
 
@@ -137,6 +138,68 @@ async fn restarting_the_call_revokes_the_earlier_links() {
     assert_eq!((code, body["error"]["code"].as_str()), (410, Some("token_revoked")));
     let fresh = token_of(again["patient_link"].as_str().unwrap());
     assert_eq!(server.call("POST", "/api/video-call/join", &fresh).await.0, 200);
+}
+
+#[tokio::test]
+async fn the_doctor_gets_a_fresh_patient_link_that_replaces_the_earlier_one() {
+    let db = TempDb::new();
+    let server = TestServer::start(&db).await;
+    let (appointment_id, doctor_api_token) = server.appointment().await;
+    let path = format!("/api/appointments/{appointment_id}/video-call/patient-link");
+    // Not before the call is started.
+    let (code, body) = server.call("POST", &path, &doctor_api_token).await;
+    assert_eq!((code, body["error"]["code"].as_str()), (409, Some("call_not_started")), "{body}");
+    let started = server.start_call(&appointment_id, &doctor_api_token).await;
+    let first = token_of(started["patient_link"].as_str().unwrap());
+    let doctor = token_of(started["doctor_link"].as_str().unwrap());
+
+    // Neither link can ask for one: the patient's nor the doctor's call link.
+    for token in [&first, &doctor] {
+        let (code, body) = server.call("POST", &path, token).await;
+        assert_eq!((code, body["error"]["code"].as_str()), (403, Some("forbidden")), "{body}");
+    }
+
+    // The doctor's account gets a new link; the earlier one stops working, the doctor's does not.
+    let (code, body) = server.call("POST", &path, &doctor_api_token).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["appointment_id"], appointment_id.as_str());
+    let fresh = token_of(body["patient_link"].as_str().unwrap());
+    assert_ne!(fresh, first);
+    let (code, body) = server.call("POST", "/api/video-call/join", &first).await;
+    assert_eq!((code, body["error"]["code"].as_str()), (410, Some("token_revoked")));
+    assert_eq!(server.call("POST", "/api/video-call/join", &fresh).await.0, 200);
+    assert_eq!(server.call("POST", "/api/video-call/join", &doctor).await.0, 200);
+    let audit = server.audit(Some(&appointment_id)).await;
+    assert!(audit.iter().any(|e| e.action == "patient_link"));
+    assert!(audit.iter().all(|e| !e.detail.contains(&fresh)), "the token stays out of the audit log");
+
+    // In progress too; not once the call has ended.
+    let (_doctor_ws, _patient_ws) = {
+        let mut d = server.join(&doctor).await;
+        let mut p = server.join(&fresh).await;
+        d.expect("joined").await;
+        p.expect("joined").await;
+        (d, p)
+    };
+    wait_in_progress(&server, &appointment_id, &doctor_api_token).await;
+    assert_eq!(server.call("POST", &path, &doctor_api_token).await.0, 200);
+    let end = format!("/api/appointments/{appointment_id}/video-call/end");
+    assert_eq!(server.call("POST", &end, &doctor_api_token).await.0, 200);
+    let (code, body) = server.call("POST", &path, &doctor_api_token).await;
+    assert_eq!((code, body["error"]["code"].as_str()), (410, Some("call_ended")), "{body}");
+}
+
+/// Waits until the call's status is `in_progress` (both joined).
+async fn wait_in_progress(server: &TestServer, appointment_id: &str, doctor_api_token: &str) {
+    let path = format!("/api/appointments/{appointment_id}/video-call/status");
+    for _ in 0..100 {
+        let (_, body) = server.call("GET", &path, doctor_api_token).await;
+        if body["status"] == "in_progress" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the call never went in progress");
 }
 
 #[tokio::test]

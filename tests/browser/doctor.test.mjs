@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  startServer, signInAndStartCall, setUpVisit, launchBrowser, screenshot, eventually, assertAccessible, endCall, dataset as body, DOCTOR, PATIENT_NAME,
+  startServer, signInAndStartCall, setUpVisit, startedCall, bothInCall, launchBrowser, screenshot, eventually, assertAccessible, endCall, dataset as body, DOCTOR, PATIENT_NAME,
 } from "./harness.mjs";
 
 test("the doctor: sign-in keeps the e-mail, the list keeps focus, Copy and Send confirm, End call asks first, the end leads back", async () => {
@@ -46,7 +46,7 @@ test("the doctor: sign-in keeps the e-mail, the list keeps focus, Copy and Send 
     const patient = await (await browser.newContext({ viewport: { width: 390, height: 844 } })).newPage();
     await patient.goto(patientLink);
     await patient.getByRole("heading", { name: "Waiting for your doctor" }).waitFor();
-    await eventually("the list shows the patient waiting", async () => (await doctor.locator("td.status").innerText()).includes("Waiting"));
+    await eventually("the list shows the patient waiting", async () => (await doctor.locator("td.status").innerText()) === "Patient waiting");
     assert.equal(await doctor.evaluate(() => document.activeElement.getAttribute("aria-label")), `Join video call with ${PATIENT_NAME}`);
     await assertAccessible(doctor, "the doctor's list with the patient waiting");
 
@@ -75,6 +75,83 @@ test("the doctor: sign-in keeps the e-mail, the list keeps focus, Copy and Send 
     await doctor.getByRole("link", { name: "Back to today's visits" }).click();
     await doctor.waitForURL(/\/medical\/appointments\/$/);
     await eventually("the list shows the call ended", async () => (await doctor.locator("td.status").innerText()).includes("Ended"));
+  } finally {
+    await browser.close();
+    await server.stop();
+  }
+});
+
+test("the doctor's card tells 'not here yet', 'waiting' and 'in call' apart, and gives a new patient link after a reload", async () => {
+  const server = await startServer();
+  const browser = await launchBrowser();
+  try {
+    await setUpVisit(server);
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const doctor = await context.newPage();
+    const firstLink = await signInAndStartCall(doctor, server);
+    const status = doctor.locator("td.status");
+    assert.equal(await status.innerText(), "Patient not here yet");
+
+    // After a reload the page no longer has the link (the server keeps only its hash): the
+    // doctor asks for a new one, which replaces the earlier.
+    await doctor.reload();
+    await doctor.getByRole("button", { name: `Join video call with ${PATIENT_NAME}` }).waitFor();
+    assert.equal(await doctor.locator("input.patient-link").count(), 0);
+    await doctor.getByRole("button", { name: `New link for the patient, ${PATIENT_NAME} (the earlier link stops working)` }).click();
+    await doctor.getByText("New link: the earlier one no longer works.").waitFor();
+    const newLink = await doctor.locator("input.patient-link").inputValue();
+    assert.match(newLink, /\/video-call\/#token=tv1\./);
+    assert.notEqual(newLink, firstLink);
+    assert.equal(await doctor.evaluate(() => document.activeElement.dataset.key), "copy", "focus on the new link's Copy");
+    await screenshot(doctor, "82-doctor-new-patient-link");
+    await assertAccessible(doctor, "the doctor's list with a renewed patient link");
+
+    // The earlier link is refused as replaced; the new one leads to the waiting room.
+    const patientContext = await browser.newContext({ viewport: { width: 390, height: 844 } });
+    const stale = await patientContext.newPage();
+    await stale.goto(firstLink);
+    await stale.getByRole("heading", { name: "This link was replaced" }).waitFor();
+    const patient = await patientContext.newPage();
+    await patient.goto(newLink);
+    await patient.getByRole("heading", { name: "Waiting for your doctor" }).waitFor();
+    await eventually("the card shows the patient waiting", async () => (await status.innerText()) === "Patient waiting");
+    await screenshot(doctor, "83-doctor-patient-waiting");
+    await assertAccessible(doctor, "the doctor's list with the patient waiting");
+
+    // The doctor joins from a second tab; the list says "In call".
+    const call = await context.newPage();
+    await doctor.getByRole("button", { name: `Join video call with ${PATIENT_NAME}` }).click();
+    await doctor.waitForURL(/video-call\/$/);
+    await call.goto(`${server.base}/medical/appointments/`);
+    await eventually("the card shows the call", async () => (await call.locator("td.status").innerText()) === "In call");
+    await screenshot(call, "84-doctor-list-in-call");
+    await assertAccessible(call, "the doctor's list with the call in progress");
+  } finally {
+    await browser.close();
+    await server.stop();
+  }
+});
+
+test("the doctor's quality strip draws the visit's bitrate, loss and delay, and says them in words", async () => {
+  const server = await startServer();
+  const browser = await launchBrowser();
+  try {
+    const { patient, doctor } = await bothInCall(browser, await startedCall(server));
+    const strip = doctor.getByRole("figure", { name: /This visit's connection/ });
+    await strip.waitFor();
+    await eventually("a few seconds drawn", async () => Number(await body(doctor, "stripPoints")) >= 4);
+    for (const line of ["#strip-rate", "#strip-loss", "#strip-rtt"]) {
+      const points = (await doctor.locator(line).getAttribute("points")).trim().split(" ");
+      assert.ok(points.length >= 4, `${line}: ${points}`);
+    }
+    // The words: now and over the visit (bitrate, loss, delay).
+    const rate = "(\\d+ kbit/s|\\d+\\.\\d Mbit/s)";
+    const summary = await doctor.locator("#strip-summary").innerText();
+    assert.match(summary, new RegExp(`^Now ${rate}, \\d+\\.\\d % loss, \\d+ ms delay\\. This visit: average ${rate}, lowest ${rate}, worst loss \\d+\\.\\d %, worst delay \\d+ ms\\.$`), summary);
+    assert.doesNotMatch(summary, /^Now 0 kbit/, "video is flowing");
+    assert.equal(await patient.locator("#quality-strip").isVisible(), false, "the patient has no strip");
+    await screenshot(doctor, "95-doctor-quality-strip");
+    await assertAccessible(doctor, "the doctor's call with the quality strip");
   } finally {
     await browser.close();
     await server.stop();

@@ -4,8 +4,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { startServer, startedCall, launchBrowser, screenshot, eventually, chat, assertAccessible, dataset as body } from "./harness.mjs";
 
-test("a missing, a cut-off and a garbage token each get their own page, with nothing behind it", async () => {
-  const server = await startServer();
+test("a missing, a cut-off and a garbage token each get their own page, with nothing behind it and the clinic's contact", async () => {
+  const server = await startServer(["--clinic-name", "Harbour Clinic", "--clinic-phone", "+44 20 7946 0000", "--clinic-email", "desk@harbour.example"]);
   const browser = await launchBrowser();
   try {
     const started = await startedCall(server);
@@ -21,6 +21,10 @@ test("a missing, a cut-off and a garbage token each get their own page, with not
       await page.goto(link);
       await page.getByRole("heading", { name: heading }).waitFor();
       texts.add(await page.locator("#screen-text").innerText());
+      // The way to reach the clinic, as links a phone can call and write to.
+      assert.equal(await page.locator("#clinic-contact").innerText(), "Need help? Contact Harbour Clinic: +44 20 7946 0000 · desk@harbour.example");
+      assert.equal(await page.getByRole("link", { name: "+44 20 7946 0000" }).getAttribute("href"), "tel:+442079460000");
+      assert.equal(await page.getByRole("link", { name: "desk@harbour.example" }).getAttribute("href"), "mailto:desk@harbour.example");
       const backdrop = await page.locator("#screen").evaluate((e) => getComputedStyle(e).backgroundColor);
       assert.match(backdrop, /^rgb\(/, `an opaque page behind the card: ${backdrop}`);
       await screenshot(page, `16-${name}-link`);
@@ -44,6 +48,8 @@ test("a blocked camera and a missing camera each show what to do", async () => {
     await page.goto(started.patient_link);
     await page.getByRole("heading", { name: "Camera and microphone blocked" }).waitFor();
     assert.match(await page.locator("#screen-text").innerText(), /Allow camera and microphone/);
+    // Without settings the clinic's contact is the demo's placeholder, which reaches nobody.
+    assert.equal(await page.locator("#clinic-contact").innerText(), "Need help? Contact Your clinic: +1 555 0100 · help@clinic.example");
     await screenshot(page, "13-camera-blocked");
 
     const context = await noDevices.newContext();

@@ -186,6 +186,26 @@ export function readCounterInPage() {
   return counter;
 }
 
+/**
+ * The patient on a phone (390×844, touch) and the doctor on a laptop (1280×800) open the started
+ * call `started`; returns `{ patient, doctor }` once each decodes the other's video.
+ */
+export async function bothInCall(browser, started) {
+  const patient = await (await browser.newContext({ viewport: { width: 390, height: 844 }, hasTouch: true, isMobile: true })).newPage();
+  const doctor = await (await browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
+  await patient.goto(started.patient_link);
+  await patient.getByRole("heading", { name: "Waiting for your doctor" }).waitFor();
+  await doctor.goto(started.doctor_link);
+  for (const page of [doctor, patient]) await decodingVideo(page);
+  return { patient, doctor };
+}
+
+/** Waits until `page` is connected and has decoded more than 10 frames of the other's video. */
+export async function decodingVideo(page) {
+  await eventually("connected", async () => (await dataset(page, "connected")) === "true", 30000);
+  await eventually("video decoded", async () => Number(await dataset(page, "framesDecoded")) > 10, 30000);
+}
+
 /** The doctor ends the call for everyone ("End call", then confirms). */
 export async function endCall(page, options = {}) {
   await page.getByRole("button", { name: "End call", exact: true }).click(options);

@@ -306,9 +306,10 @@ test("the call page keeps working over a constrained link against the core (nete
   }
   // The quality indicator: never Lost once media flow, and mostly Good or Poor (1 % loss and
   // ≥ 100 ms of RTT; a second with a single loss among ~130 packets scores Excellent, so some
-  // Excellent is allowed).
+  // Excellent is allowed). "Video paused" is honest here: the core's picture can stall for a few
+  // seconds on this link (a lost packet of a keyframe), and the badge then says so.
   const levels = samples.slice(3).map((s) => s.quality);
-  assert.ok(levels.every((l) => ["excellent", "good", "poor"].includes(l)), `levels: ${levels}`);
+  assert.ok(levels.every((l) => ["excellent", "good", "poor", "paused"].includes(l)), `levels: ${levels}`);
   assert.ok(levels.filter((l) => l !== "excellent").length >= levels.length / 2, `levels: ${levels}`);
   assert.ok(ended, "the doctor ends the call and the page says so");
 });

@@ -103,8 +103,17 @@ test("a patient on a phone: the waiting room, then the call's states, by touch a
     assert.equal(await patient.locator("#screen-caption").innerText(), "The doctor's shared screen");
     await screenshot(patient, "76-phone-screen-share");
     await doctor.getByText("You are sharing your screen").waitFor();
+    // The doctor sees a preview of what goes out.
+    const preview = doctor.getByRole("figure", { name: "What the patient sees of your screen" });
+    await preview.waitFor();
+    await eventually("the preview plays", () => doctor.locator("#share-preview-video").evaluate((v) => !v.paused && v.videoWidth > 0));
+    await screenshot(doctor, "77-doctor-sharing-preview");
     await assertAccessible(patient, "a shared screen on a phone");
     await assertAccessible(doctor, "the doctor sharing a screen");
+    // Stopping ends both: the patient's shared screen and the doctor's preview.
+    await doctor.getByRole("button", { name: "Stop sharing" }).click();
+    await preview.waitFor({ state: "hidden" });
+    await eventually("the patient's shared screen goes", () => patient.locator("#screen-video").evaluate((v) => v.hidden));
   } finally {
     await browser.close();
     await server.stop();

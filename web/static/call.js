@@ -7,7 +7,7 @@ const state = {
   token: null, join: null, pc: null, signaling: null, local: null, screenStream: null, screenSender: null,
   muted: false, cameraOff: false, connectedAt: null, durationOffset: 0, ended: false, scorer: new QualityScorer(),
   statsPrev: {}, poorSince: null, excellentSince: null, scaleDown: 1, unread: 0, chatIds: new Set(),
-  candidateErrors: 0,
+  candidateErrors: 0, signalingDown: false, peerAway: null, framesSeen: 0, framesAt: 0,
 };
 
 // "Hide my IP address": relayed (TURN) candidates only, so the other side never learns this
@@ -19,10 +19,12 @@ const relayOnly = () => relayForced() || localStorage.getItem(HIDE_IP_KEY) === "
 const iceConfiguration = () => ({ iceServers: state.join.ice_servers, iceTransportPolicy: relayOnly() ? "relay" : "all" });
 
 // ---------- screens ----------
-function showScreen(title, text, { retry = false } = {}) {
+// Every screen but the doctor's own end shows how to reach the clinic (filled in by the server).
+function showScreen(title, text, { retry = false, contact = true } = {}) {
   $("screen-title").textContent = title;
   $("screen-text").textContent = text;
   $("screen-action").hidden = !retry;
+  $("clinic-contact").hidden = !contact;
   $("screen").hidden = false;
   showWaiting(false);
   $("stage").inert = true; // the card is all there is to do
@@ -35,6 +37,67 @@ function showWaiting(waiting) {
   $("waiting").hidden = !waiting;
   $("stage").inert = waiting;
   document.body.classList.toggle("waiting-room", waiting);
+  if (!waiting) placeSelfView(selfView.dx, selfView.dy, false); // back in its corner, where it was put
+}
+
+// ---------- the movable self view ----------
+// One's own picture can be moved out of the way: dragged (mouse, pen or finger), or focused and
+// moved with the arrow keys (Shift: bigger steps). It stays inside the screen, and where it was
+// put is remembered in this browser. The camera-off card in its place moves with it.
+const SELF_VIEW_KEY = "televisit-self-view";
+const selfView = (() => {
+  try { const saved = JSON.parse(localStorage.getItem(SELF_VIEW_KEY)); if (Number.isFinite(saved.dx) && Number.isFinite(saved.dy)) return saved; } catch { /* none saved */ }
+  return { dx: 0, dy: 0 };
+})();
+
+/** Moves the self view to the offset (dx, dy) from its corner, kept inside the screen. */
+function placeSelfView(dx, dy, remember = true) {
+  if (document.body.classList.contains("waiting-room")) return; // full screen behind the card
+  const shown = $("local-off").hidden ? $("local-video") : $("local-off");
+  const rect = shown.getBoundingClientRect(); // where it is now, offset included
+  if (rect.width === 0) return;
+  const baseLeft = rect.left - selfView.dx, baseTop = rect.top - selfView.dy;
+  const clamp = (value, low, high) => Math.min(Math.max(value, low), Math.max(low, high));
+  selfView.dx = Math.round(clamp(dx, -baseLeft, window.innerWidth - baseLeft - rect.width));
+  selfView.dy = Math.round(clamp(dy, -baseTop, window.innerHeight - baseTop - rect.height));
+  document.body.style.setProperty("--self-dx", `${selfView.dx}px`);
+  document.body.style.setProperty("--self-dy", `${selfView.dy}px`);
+  if (remember) localStorage.setItem(SELF_VIEW_KEY, JSON.stringify(selfView));
+}
+
+function wireSelfView() {
+  let drag = null;
+  for (const element of [$("local-video"), $("local-off")]) {
+    element.addEventListener("pointerdown", (event) => {
+      if (document.body.classList.contains("waiting-room")) return;
+      element.setPointerCapture(event.pointerId);
+      drag = { x: event.clientX, y: event.clientY, dx: selfView.dx, dy: selfView.dy };
+      event.preventDefault();
+    });
+    element.addEventListener("pointermove", (event) => {
+      if (drag) placeSelfView(drag.dx + event.clientX - drag.x, drag.dy + event.clientY - drag.y, false);
+    });
+    const drop = () => { if (drag) { drag = null; placeSelfView(selfView.dx, selfView.dy); } };
+    element.addEventListener("pointerup", drop);
+    element.addEventListener("pointercancel", drop);
+  }
+  $("local-video").addEventListener("keydown", (event) => {
+    const step = event.shiftKey ? 64 : 16;
+    const move = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step], ArrowDown: [0, step] }[event.key];
+    if (!move) return;
+    event.preventDefault();
+    placeSelfView(selfView.dx + move[0], selfView.dy + move[1]);
+  });
+  window.addEventListener("resize", () => placeSelfView(selfView.dx, selfView.dy, false));
+}
+
+// A portrait picture (a phone held upright) fills a portrait screen, cropped a little at the top
+// and bottom, instead of sitting between black bands; a landscape picture stays whole (the doctor
+// may be showing something at its edge), over a blurred copy of itself instead of black bands.
+function showRemoteShape() {
+  const video = $("remote-video");
+  if (!video.videoWidth || !video.videoHeight) return;
+  document.body.dataset.remoteShape = video.videoWidth < video.videoHeight ? "portrait" : "landscape";
 }
 
 function showBanner(text) {
@@ -168,6 +231,7 @@ function newPeerConnection() {
       $("screen-video").srcObject = stream; // a second video stream is the doctor's screen
     } else if (!$("remote-video").srcObject || track.kind === "audio" || $("remote-video").srcObject === stream) {
       $("remote-video").srcObject = stream;
+      $("remote-backdrop").srcObject = stream; // muted: only its picture, blurred, fills the bands
     }
   };
   pc.onconnectionstatechange = () => {
@@ -219,6 +283,13 @@ function onFrame(frame) {
       break;
     case "waiting":
       if (state.join.role === "patient") {
+        // Back in the waiting room because the doctor's connection dropped: say so, not "waiting".
+        const away = state.peerAway === "doctor";
+        $("waiting-title").textContent = away ? "Your doctor is reconnecting" : "Waiting for your doctor";
+        $("waiting-intro").textContent = away
+          ? "Your doctor's connection dropped. Please stay: the call goes on as soon as they are back."
+          : "The call starts as soon as your doctor joins. This is how you will appear.";
+        if (away) showBanner(""); // the card says it
         showWaiting(true);
         $("waiting-message").textContent = frame.message || "";
         $("waiting-message").hidden = !frame.message;
@@ -230,6 +301,7 @@ function onFrame(frame) {
       showWaiting(false);
       break;
     case "peer-joined":
+      state.peerAway = null;
       showWaiting(false);
       showBanner("");
       newPeerConnection();
@@ -237,9 +309,15 @@ function onFrame(frame) {
       if (frame.make_offer) makeOffer();
       break;
     case "peer-left":
-      showBanner(frame.role === "doctor" ? "The doctor left the call." : "The patient left the call.");
+      // "disconnected": the other side's connection dropped and its grace period ran out; it may
+      // come back with the same link (then `peer-joined`). "left": it chose to leave.
+      state.peerAway = frame.reason === "disconnected" ? frame.role : null;
+      showBanner(frame.reason === "disconnected"
+        ? `The ${frame.role}'s connection dropped. Waiting for them to reconnect…`
+        : frame.role === "doctor" ? "The doctor left the call." : "The patient left the call.");
       if (state.pc) { state.pc.close(); state.pc = null; }
       $("remote-video").srcObject = null;
+      $("remote-backdrop").srcObject = null;
       break;
     case "offer":
       acceptOffer(frame.sdp);
@@ -368,8 +446,10 @@ function endScreen(durationSeconds) {
   if (state.local) state.local.getTracks().forEach((t) => t.stop());
   if (state.screenStream) state.screenStream.getTracks().forEach((t) => t.stop());
   sessionStorage.removeItem(`televisit-token:${location.pathname}`);
-  showScreen("The call has ended", `Duration: ${formatDuration(durationSeconds)}. Thank you.`);
-  $("screen-back").hidden = !state.join || state.join.role !== "doctor"; // back to today's visits
+  if ($("end-confirm").open) $("end-confirm").close();
+  const doctor = Boolean(state.join && state.join.role === "doctor");
+  showScreen("The call has ended", `Duration: ${formatDuration(durationSeconds)}. Thank you.`, { contact: !doctor });
+  $("screen-back").hidden = !doctor; // back to today's visits
 }
 
 // ---------- controls ----------
@@ -395,6 +475,9 @@ function wireControls() {
     state.signaling.send({ type: "screen-share", active: true });
     $("screen-caption").textContent = "You are sharing your screen";
     $("screen-caption").hidden = false;
+    // A preview of what goes out: the doctor sees which window or screen the patient gets.
+    $("share-preview-video").srcObject = state.screenStream;
+    $("share-preview").hidden = false;
     $("share").querySelector("span").textContent = "Stop sharing";
   };
   $("chat-toggle").onclick = () => showChat($("chat").hidden);
@@ -415,9 +498,14 @@ function wireControls() {
     $("fullscreen").querySelector("span").textContent = on ? "Exit full screen" : "Full screen";
   });
   // Ending the call revokes both links: the doctor confirms first.
-  $("hangup").onclick = () => (state.join.role === "doctor" ? $("end-confirm").showModal() : leave());
+  $("hangup").onclick = () => {
+    if (state.join.role !== "doctor") return leave();
+    $("end-error").hidden = true;
+    $("end-confirmed").textContent = "End the call for everyone";
+    $("end-confirm").showModal();
+  };
   $("end-cancel").onclick = () => $("end-confirm").close();
-  $("end-confirmed").onclick = () => { $("end-confirm").close(); state.signaling.send({ type: "end-call" }); };
+  $("end-confirmed").onclick = endForEveryone;
   $("waiting-leave").onclick = leave;
   $("screen-retry").onclick = () => location.reload();
   $("devices-open").onclick = openDevices;
@@ -448,6 +536,30 @@ function showHideIpSetting() {
   document.querySelectorAll(".hide-ip-label").forEach((label) => label.title = relayForced()
     ? "Your clinic always hides your IP address from the other side"
     : "Connect only through the clinic's relay server, so the other side never sees your IP address");
+}
+
+// The doctor ends the call through the API and waits for its answer: with the clinic's server
+// unreachable the dialog stays open, says so, and "Try again" repeats it (nothing is queued to
+// end the call later by surprise).
+async function endForEveryone() {
+  const button = $("end-confirmed");
+  $("end-error").hidden = true;
+  button.disabled = true;
+  button.textContent = "Ending the call…";
+  const response = await fetch(`/api/appointments/${state.join.appointment_id}/video-call/end`, {
+    method: "POST", headers: { Authorization: `Bearer ${state.token}` },
+  }).catch(() => null);
+  const body = response ? await response.json().catch(() => ({})) : null;
+  button.disabled = false;
+  if (response && (response.ok || (body.error && body.error.code === "call_ended"))) {
+    endScreen(response.ok ? body.duration_seconds : state.durationOffset + (Date.now() - (state.connectedAt || Date.now())) / 1000);
+    return;
+  }
+  $("end-error").textContent = response
+    ? `The call could not be ended: ${(body.error && body.error.message) || `error ${response.status}`}.`
+    : "The call could not be ended: the clinic's server does not answer. Check your connection and try again.";
+  $("end-error").hidden = false;
+  button.textContent = "Try again to end the call";
 }
 
 function leave() {
@@ -491,6 +603,7 @@ function showOff(ids, off, label, icon) {
 function showChat(open) {
   $("chat").hidden = !open;
   document.body.classList.toggle("chat-open", open);
+  placeSelfView(selfView.dx, selfView.dy, false); // the self view moved with the layout
   $("chat-toggle").setAttribute("aria-expanded", String(open));
   if (open) { state.unread = 0; $("chat-unread").hidden = true; $("chat-input").focus(); }
 }
@@ -502,6 +615,8 @@ async function stopSharing() {
   if (state.pc && state.screenSender) { state.pc.removeTrack(state.screenSender); state.screenSender = null; await makeOffer(); }
   state.signaling.send({ type: "screen-share", active: false });
   $("screen-caption").hidden = true;
+  $("share-preview").hidden = true;
+  $("share-preview-video").srcObject = null;
   $("share").querySelector("span").textContent = "Share screen";
 }
 
@@ -511,20 +626,89 @@ async function tick() {
   if (state.connectedAt) {
     $("timer").textContent = formatDuration(state.durationOffset + (Date.now() - state.connectedAt) / 1000);
   }
-  if (!state.pc || state.pc.connectionState !== "connected") return;
   const now = Date.now();
-  const sample = await readQualitySample(state.pc, state.statsPrev, now);
-  state.statsPrev = sample;
-  document.body.dataset.framesDecoded = String(sample.framesDecoded);
-  document.body.dataset.frameSize = `${sample.frameWidth}x${sample.frameHeight}`;
-  const changed = state.scorer.update(sample, now);
-  const level = state.scorer.shown;
-  $("quality").dataset.level = level;
-  $("quality").textContent = { excellent: "● Excellent", good: "● Good", poor: "● Poor", lost: "● Lost" }[level];
-  if (changed) {
-    state.signaling.send({ type: "quality", level, rtt_ms: sample.rttMs ?? undefined, loss_percent: sample.lossPercent ?? undefined, jitter_ms: sample.jitterMs ?? undefined });
+  if (state.pc && state.pc.connectionState === "connected") {
+    const sample = await readQualitySample(state.pc, state.statsPrev, now);
+    state.statsPrev = sample;
+    document.body.dataset.framesDecoded = String(sample.framesDecoded);
+    document.body.dataset.frameSize = `${sample.frameWidth}x${sample.frameHeight}`;
+    if (sample.framesDecoded !== state.framesSeen) { state.framesSeen = sample.framesDecoded; state.framesAt = now; }
+    const changed = state.scorer.update(sample, now);
+    if (changed) {
+      state.signaling.send({ type: "quality", level: changed, rtt_ms: sample.rttMs ?? undefined, loss_percent: sample.lossPercent ?? undefined, jitter_ms: sample.jitterMs ?? undefined });
+    }
+    adaptResolution(state.scorer.shown, now);
+    if (state.join.role === "doctor") recordStrip(sample, now);
   }
-  adaptResolution(level, now);
+  showQuality(badgeLevel(now));
+}
+
+// ---------- the doctor's quality strip ----------
+// A small live graph of what the patient's side delivers over the visit: received bitrate, packet
+// loss and round-trip delay, the last two minutes drawn, the whole visit summed up in words (the
+// graph is hidden from assistive tech; the words are its text alternative).
+const STRIP_POINTS = 120;
+const strip = { samples: [], lastBytes: null, lastAt: null, minKbps: Infinity, maxLoss: 0, maxRtt: 0, sumKbps: 0, count: 0, shownAt: 0 };
+
+function recordStrip(sample, now) {
+  if (strip.lastBytes !== null && now > strip.lastAt) {
+    const kbps = Math.max(0, ((sample.bytes - strip.lastBytes) * 8) / (now - strip.lastAt));
+    const point = { kbps, loss: sample.lossPercent ?? 0, rtt: sample.rttMs ?? 0 };
+    strip.samples.push(point);
+    if (strip.samples.length > STRIP_POINTS) strip.samples.shift();
+    strip.minKbps = Math.min(strip.minKbps, kbps);
+    strip.maxLoss = Math.max(strip.maxLoss, point.loss);
+    strip.maxRtt = Math.max(strip.maxRtt, point.rtt);
+    strip.sumKbps += kbps;
+    strip.count += 1;
+    drawStrip(now);
+  }
+  strip.lastBytes = sample.bytes;
+  strip.lastAt = now;
+}
+
+function drawStrip(now) {
+  $("quality-strip").hidden = false;
+  const samples = strip.samples;
+  const topKbps = Math.max(500, ...samples.map((p) => p.kbps));
+  const x = (i) => (120 - ((samples.length - 1 - i) * 120) / (STRIP_POINTS - 1)).toFixed(1); // the newest at the right edge
+  const line = (value, top) => samples.map((p, i) => `${x(i)},${(30 - (Math.min(value(p), top) / top) * 28 - 1).toFixed(1)}`).join(" ");
+  $("strip-rate").setAttribute("points", line((p) => p.kbps, topKbps));
+  $("strip-loss").setAttribute("points", line((p) => p.loss, 10)); // 10 % and more at the top
+  $("strip-rtt").setAttribute("points", line((p) => p.rtt, Math.max(300, strip.maxRtt)));
+  document.body.dataset.stripPoints = String(samples.length);
+  if (now - strip.shownAt < 5000 && strip.count > 1) return; // words change every 5 s, not every second
+  strip.shownAt = now;
+  const last = samples[samples.length - 1];
+  const rate = (kbps) => (kbps >= 1000 ? `${(kbps / 1000).toFixed(1)} Mbit/s` : `${Math.round(kbps)} kbit/s`);
+  $("strip-summary").textContent = `Now ${rate(last.kbps)}, ${last.loss.toFixed(1)} % loss, ${Math.round(last.rtt)} ms delay. `
+    + `This visit: average ${rate(strip.sumKbps / strip.count)}, lowest ${rate(strip.minKbps)}, worst loss ${strip.maxLoss.toFixed(1)} %, worst delay ${Math.round(strip.maxRtt)} ms.`;
+}
+
+// The badge never praises a picture that is not moving: the clinic's server unreachable, the
+// other side's connection dropped, the peer connection reconnecting, or no new video frame for
+// over 1.5 s (the other tab vanished, its camera stalled) each say so before the measured level.
+const FROZEN_AFTER_MS = 1500;
+const BADGE_TEXT = {
+  excellent: "● Excellent", good: "● Good", poor: "● Poor", lost: "● Lost", paused: "● Video paused",
+  reconnecting: "● Reconnecting…", "doctor-away": "● Doctor reconnecting…", "patient-away": "● Patient reconnecting…", unknown: "…",
+};
+
+function badgeLevel(now) {
+  if (state.signalingDown) return "reconnecting";
+  if (state.peerAway) return `${state.peerAway}-away`;
+  if (!state.pc) return "unknown";
+  if (state.pc.connectionState === "disconnected" || state.pc.connectionState === "failed") return "reconnecting";
+  if (state.pc.connectionState !== "connected") return "unknown";
+  const videoExpected = document.body.dataset.peerVideo !== "false" && state.framesSeen > 0;
+  if (videoExpected && now - state.framesAt > FROZEN_AFTER_MS) return "paused";
+  return state.scorer.shown;
+}
+
+function showQuality(level) {
+  if ($("quality").dataset.level === level) return;
+  $("quality").dataset.level = level;
+  $("quality").textContent = BADGE_TEXT[level];
 }
 
 // The browser's congestion control adapts the bitrate; on sustained Poor we also halve the
@@ -547,6 +731,8 @@ function adaptResolution(level, now) {
 // ---------- start ----------
 async function main() {
   wireControls();
+  wireSelfView();
+  $("remote-video").addEventListener("resize", showRemoteShape);
   state.token = readToken();
   sessionStorage.setItem("televisit-visit", location.pathname); // the device test's way back
   if (!state.token) return showError("missing_token");
@@ -581,7 +767,11 @@ async function main() {
     websocketPath: body.websocket_path,
     signalPath: body.signal_path,
     onFrame,
-    onStatus: (status) => showBanner(status === "reconnecting" ? "Connection lost — reconnecting…" : ""),
+    onStatus: (status) => {
+      state.signalingDown = status === "reconnecting";
+      showBanner(state.signalingDown ? "Connection lost — reconnecting…" : "");
+      showQuality(badgeLevel(Date.now()));
+    },
     onChatPending: (count) => {
       $("chat-sending").hidden = count === 0;
       document.body.dataset.chatPending = String(count);

@@ -2,9 +2,19 @@
 "use strict";
 
 let csrf = null;
-// Links of the calls started from this page: the patient's to send, the doctor's to join.
+// Links of the calls started from this page: the patient's to send, the doctor's to join. Only
+// their hashes are on the server: after a reload, "New link for the patient" issues a fresh one.
 const links = {};
-const STATUS_TEXT = { not_started: "Not started", waiting: "Waiting", in_progress: "In progress", ended: "Ended" };
+
+/** What the card says about a call: whether the patient is there (the server knows who is connected). */
+function statusText(appointment) {
+  switch (appointment.status) {
+    case "not_started": return "Not started";
+    case "waiting": return appointment.patient_present ? "Patient waiting" : "Patient not here yet";
+    case "in_progress": return appointment.patient_present ? "In call" : "In call · patient disconnected";
+    default: return `Ended (${Math.round(appointment.duration_seconds / 60)} min)`;
+  }
+}
 
 function problem(text) {
   const p = document.getElementById("problem");
@@ -26,6 +36,22 @@ async function start(appointment) {
   try {
     links[appointment.id] = await api("POST", `/api/appointments/${appointment.id}/video-call/start`);
     await refresh();
+  } catch (error) {
+    problem(error.message);
+  }
+}
+
+/**
+ * A fresh patient link for a started call (the earlier one stops working: the server keeps only
+ * token hashes, so it cannot show the old link again).
+ */
+async function newPatientLink(appointment) {
+  problem("");
+  try {
+    const fresh = await api("POST", `/api/appointments/${appointment.id}/video-call/patient-link`);
+    links[appointment.id] = { ...links[appointment.id], patient_link: fresh.patient_link, renewed: true };
+    await refresh();
+    document.querySelector(`tr[data-appointment="${appointment.id}"] [data-key="copy"]`)?.focus();
   } catch (error) {
     problem(error.message);
   }
@@ -61,8 +87,8 @@ function row(appointment) {
   const status = document.createElement("td");
   status.className = "status";
   status.dataset.status = appointment.status;
-  status.textContent = STATUS_TEXT[appointment.status];
-  if (appointment.status === "ended") status.textContent += ` (${Math.round(appointment.duration_seconds / 60)} min)`;
+  status.dataset.patientPresent = String(Boolean(appointment.patient_present));
+  status.textContent = statusText(appointment);
   tr.appendChild(status);
   const actions = document.createElement("td");
   if (appointment.status !== "ended") {
@@ -94,6 +120,20 @@ function row(appointment) {
       copy.onclick = () => copyLink(input, copied);
       label.append(input);
       actions.append(label, " ", copy, " ", copied);
+      if (links[appointment.id].renewed) {
+        const note = document.createElement("span");
+        note.className = "link-note";
+        note.textContent = " New link: the earlier one no longer works.";
+        actions.append(note);
+      }
+    } else if (!starting) {
+      const renew = document.createElement("button");
+      renew.type = "button";
+      renew.textContent = "New link for the patient";
+      renew.dataset.key = "renew";
+      renew.setAttribute("aria-label", `New link for the patient, ${appointment.patient_name} (the earlier link stops working)`);
+      renew.onclick = () => newPatientLink(appointment);
+      actions.append(" ", renew);
     }
     if (appointment.status === "waiting") {
       const input = document.createElement("input");
@@ -129,7 +169,7 @@ async function copyLink(input, copied) {
 }
 
 /** What a row shows: a row is redrawn only when this changes. */
-const rowSignature = (a) => JSON.stringify([a.scheduled_at_ms, a.patient_name, a.status, a.status === "ended" ? a.duration_seconds : 0, links[a.id]?.patient_link]);
+const rowSignature = (a) => JSON.stringify([a.scheduled_at_ms, a.patient_name, a.status, a.patient_present, a.status === "ended" ? a.duration_seconds : 0, links[a.id]?.patient_link]);
 
 /**
  * Updates the list in place: unchanged rows stay as they are (keyboard focus and typing too); a

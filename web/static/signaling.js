@@ -120,7 +120,14 @@ class Signaling {
   async openHttp() {
     const headers = { Authorization: `Bearer ${this.token}`, "Content-Type": "application/json" };
     const joined = await fetch(this.signalPath, { method: "POST", headers, body: JSON.stringify(this.joinFrame()) }).catch(() => null);
-    if (!joined || !joined.ok) { this.scheduleReconnect(); return; }
+    if (!joined || !joined.ok) {
+      // A refusal (the call ended, the link revoked…) is the `error` frame the WebSocket would
+      // have sent: the page decides whether it is the end; otherwise try again later.
+      const body = joined ? await joined.json().catch(() => ({})) : {};
+      if (body.error) this.receive({ type: "error", code: body.error.code, message: body.error.message });
+      this.scheduleReconnect();
+      return;
+    }
     this.httpHeaders = headers;
     document.body.dataset.signaling = "http";
     const pending = this.queue; this.queue = [];
