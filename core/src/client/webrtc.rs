@@ -858,6 +858,13 @@ async fn run_session(
                     let _ = events.send(PeerEvent::LocalOffer(policy.outgoing_sdp(&offer.sdp)));
                     pc.set_local_description(offer).await.map_err(|e| e.to_string())?;
                 }
+                PeerCommand::Rollback => {
+                    // Only an offer still pending can be rolled back (it may have failed to apply).
+                    if pc.pending_local_description().await.is_some() {
+                        let rollback = RTCSessionDescription::rollback(None).map_err(|e| e.to_string())?;
+                        pc.set_local_description(rollback).await.map_err(|e| format!("rollback: {e}"))?;
+                    }
+                }
                 PeerCommand::AcceptOffer(sdp) => {
                     let offer = RTCSessionDescription::offer(sdp).map_err(|e| e.to_string())?;
                     pc.set_remote_description(offer).await.map_err(|e| e.to_string())?;
