@@ -310,6 +310,11 @@ pub struct CallMachine {
     /// Joined at least once (so a reconnect asks to resume).
     has_joined: bool,
     signaling_open: bool,
+    /// The server answered `joined` on the current connection. Numbered frames wait until then:
+    /// `joined` tells which ones the server has, the rest are resent in order, and the server
+    /// ignores a seq at or below one it has seen, so a frame sent ahead of them (a candidate
+    /// gathered while the join was on its way) would make it drop them (the restart's offer).
+    joined_here: bool,
     signaling_lost_at: Option<i64>,
     reconnect_attempts: u32,
     next_reconnect_at: Option<i64>,
@@ -355,6 +360,7 @@ impl Default for CallMachine {
             last_seq: 0,
             has_joined: false,
             signaling_open: false,
+            joined_here: false,
             signaling_lost_at: None,
             reconnect_attempts: 0,
             next_reconnect_at: None,
@@ -534,6 +540,7 @@ impl CallMachine {
                     // sent after `joined`).
                     out.push(Output::CloseSignaling);
                     self.signaling_open = false;
+                    self.joined_here = false;
                 }
                 if !self.signaling_open && self.has_joined {
                     // A new network is a good moment to retry at once.
@@ -634,6 +641,7 @@ impl CallMachine {
         out.push(Output::Peer(PeerCommand::Close));
         out.push(Output::CloseSignaling);
         self.signaling_open = false;
+        self.joined_here = false;
         self.next_reconnect_at = None;
         self.peer_failed_at = None;
         self.end_requested_at = None;
@@ -652,7 +660,7 @@ impl CallMachine {
             self.unconfirmed.remove(oldest_other.unwrap_or(0));
         }
         self.unconfirmed.push_back((seq, message.clone()));
-        if self.signaling_open && self.has_joined {
+        if self.signaling_open && self.joined_here {
             out.push(Output::Send(encode(&Frame::numbered(seq, message))));
         }
     }
@@ -685,6 +693,7 @@ impl CallMachine {
 
     fn on_signaling_opened(&mut self, out: &mut Vec<Output>) {
         self.signaling_open = true;
+        self.joined_here = false;
         self.transport.opened();
         let resume = self.has_joined.then_some(Resume { last_seq: self.last_seq });
         out.push(Output::SendJoin { resume });
@@ -692,6 +701,7 @@ impl CallMachine {
 
     fn on_signaling_lost(&mut self, now_ms: i64, out: &mut Vec<Output>) {
         self.signaling_open = false;
+        self.joined_here = false;
         if self.join.is_none() {
             return;
         }
@@ -865,6 +875,7 @@ impl CallMachine {
             self.unconfirmed.retain(|(seq, _)| *seq > last_client_seq);
         }
         self.has_joined = true;
+        self.joined_here = true;
         for (seq, message) in &self.unconfirmed {
             out.push(Output::Send(encode(&Frame::numbered(*seq, message.clone()))));
         }
@@ -1059,10 +1070,16 @@ mod tests {
         match role {
             Role::Doctor => {
                 m.handle(Input::LocalOffer("doctor offer".into()), 0);
-                m.handle(Input::Frame(Frame::new(ServerMessage::Answer { from: Role::Patient, sdp: "a".into() })), 0);
+                m.handle(
+                    Input::Frame(Frame::new(ServerMessage::Answer { from: Role::Patient, sdp: "a".into() })),
+                    0,
+                );
             }
             _ => {
-                m.handle(Input::Frame(Frame::new(ServerMessage::Offer { from: Role::Doctor, sdp: "o".into() })), 0);
+                m.handle(
+                    Input::Frame(Frame::new(ServerMessage::Offer { from: Role::Doctor, sdp: "o".into() })),
+                    0,
+                );
                 m.handle(Input::LocalAnswer("patient answer".into()), 0);
             }
         }
@@ -1374,6 +1391,25 @@ mod tests {
         assert_eq!(offer["sdp"], "restart");
     }
 
+    #[test]
+    fn frames_made_while_the_join_is_on_its_way_wait_for_joined_and_go_after_the_resent_ones() {
+        let mut m = in_call(Role::Patient);
+        m.handle(Input::NetworkChanged, 1000);
+        m.handle(Input::LocalOffer("restart".into()), 1005);
+        m.handle(Input::Tick, 1010);
+        m.handle(Input::SignalingOpened, 1020);
+        // A candidate of the restart, gathered before the server answers the join: it waits.
+        let candidate =
+            IceCandidate { candidate: "candidate:1".into(), sdp_mid: None, sdp_m_line_index: None };
+        assert!(sent(&m.handle(Input::LocalCandidate(candidate), 1030)).is_empty());
+        let frames = sent(&m.handle(Input::Frame(joined(true, 0)), 1300));
+        let types: Vec<_> = frames.iter().map(|f| f["type"].as_str().unwrap().to_owned()).collect();
+        let offer = types.iter().position(|t| t == "offer").expect("the offer");
+        assert_eq!(types[offer..], ["offer", "ice-candidate"], "{frames:?}");
+        let seqs: Vec<u64> = frames.iter().map(|f| f["seq"].as_u64().unwrap()).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in seq order: {seqs:?}");
+    }
+
     fn offer_from(from: Role, seq: u64) -> Input {
         Input::Frame(Frame::numbered(seq, ServerMessage::Offer { from, sdp: format!("offer {seq}") }))
     }
@@ -1405,7 +1441,11 @@ mod tests {
             "its offer is abandoned and the doctor's applied"
         );
         let out = m.handle(Input::LocalAnswer("answer".into()), 1150);
-        assert_eq!(peer_commands(&out), [PeerCommand::CreateOffer { ice_restart: true }], "the restart again");
+        assert_eq!(
+            peer_commands(&out),
+            [PeerCommand::CreateOffer { ice_restart: true }],
+            "the restart again"
+        );
         // Answered this time: a later offer of the doctor's is applied as is.
         m.handle(Input::LocalOffer("patient restart 2".into()), 1160);
         m.handle(answer_from(Role::Doctor, 3), 1300);
@@ -1580,7 +1620,10 @@ mod tests {
         m.handle(Input::Frame(joined(false, 0)), 0);
         let peer = ServerMessage::PeerJoined { role: Role::Patient, make_offer: true };
         m.handle(Input::Frame(Frame::numbered(1, peer)), 0);
-        m.handle(Input::Frame(Frame::new(ServerMessage::Answer { from: Role::Patient, sdp: "v=0".into() })), 50);
+        m.handle(
+            Input::Frame(Frame::new(ServerMessage::Answer { from: Role::Patient, sdp: "v=0".into() })),
+            50,
+        );
         m.handle(Input::PeerConnection(PeerConnectionState::Connected), 100);
         m
     }
