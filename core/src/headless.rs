@@ -438,10 +438,10 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
                 FrameKind::Video => {
                     video_frames += 1;
                     let received = pictures.receive(&frame);
-                    if matches!(received, Ok(Some(_))) {
-                        if pictures.decoded() == 1 {
-                            let _ = writeln!(out, "event: first picture decoded");
-                        }
+                    if matches!(received, Ok(Some(_))) && pictures.decoded() == 1 {
+                        let _ = writeln!(out, "event: first picture decoded");
+                    }
+                    if received.is_ok() {
                         announce_gap(out, "picture", &mut last_picture);
                     }
                     if let Err(error) = received {
