@@ -1730,6 +1730,36 @@ mod tests {
     }
 
     #[test]
+    fn a_relay_policy_that_first_comes_with_a_later_ice_servers_reply_applies_from_the_next_restart() {
+        let mut m = in_call_with_turn(IceTransportPolicy::All);
+        let at = 65 * MINUTE_MS;
+        assert_eq!(
+            m.handle(Input::NetworkChanged, at).iter().filter(|o| **o == Output::FetchIceServers).count(),
+            1
+        );
+        let fresh = vec![turn_server(UNIX_START_MS / 1000 + 65 * 60 + 3600)];
+        let response = IceServersResponse {
+            ice_servers: fresh.clone(),
+            ttl_seconds: 3600,
+            ice_transport_policy: IceTransportPolicy::Relay,
+        };
+        let out = m.handle(Input::IceServers(Ok(Box::new(response))), at + 50);
+        assert_eq!(
+            peer_commands(&out),
+            [
+                PeerCommand::SetIceServers(IceConfig { servers: fresh.clone(), relay_only: true }),
+                PeerCommand::CreateOffer { ice_restart: true },
+            ],
+            "the restart gathers relay candidates only"
+        );
+        // A new peer connection has it too.
+        assert!(m.ice_config().relay_only);
+        let rejoined = ServerMessage::PeerJoined { role: Role::Patient, make_offer: true };
+        let out = m.handle(Input::Frame(Frame::numbered(9, rejoined)), at + 60_000);
+        assert_eq!(out[0], Output::ResetPeer { ice: IceConfig { servers: fresh, relay_only: true } });
+    }
+
+    #[test]
     fn relay_only_comes_from_the_user_or_the_clinic() {
         let forced = in_call_with_turn(IceTransportPolicy::Relay);
         assert!(forced.ice_config().relay_only, "the server's policy");
