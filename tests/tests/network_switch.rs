@@ -115,6 +115,18 @@ impl Watched {
     }
 }
 
+impl Watched {
+    /// The lines read so far, each with its time from `origin` (for a failure's message).
+    fn log(&self, origin: Instant) -> String {
+        let offset = |at: Instant| match at.checked_duration_since(origin) {
+            Some(after) => format!("+{:.3}s", after.as_secs_f64()),
+            None => format!("-{:.3}s", (origin - at).as_secs_f64()),
+        };
+        let seen = self.seen.borrow();
+        seen.iter().map(|(at, l)| format!("{} {l}", offset(*at))).collect::<Vec<_>>().join("\n")
+    }
+}
+
 impl Drop for Watched {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -180,23 +192,15 @@ async fn the_patients_wifi_goes_down_mid_call_and_media_comes_back_over_cell() {
     writeln!(patient.child.stdin.as_mut().unwrap(), "network-changed").unwrap();
     let at_doctor = doctor.media_back(changed_at, bases.0, MEDIA_BACK_WITHIN);
     let at_patient = patient.media_back(changed_at, bases.1, MEDIA_BACK_WITHIN);
-    let (Some(at_doctor), Some(at_patient)) = (at_doctor, at_patient) else {
-        let since = |watched: &Watched| {
-            let seen = watched.seen.borrow();
-            let offset = |at: Instant| match at.checked_duration_since(changed_at) {
-                Some(after) => format!("+{:.3}s", after.as_secs_f64()),
-                None => format!("-{:.3}s", (changed_at - at).as_secs_f64()),
-            };
-            seen.iter().map(|(at, l)| format!("{} {l}", offset(*at))).collect::<Vec<_>>().join("\n")
-        };
+    if at_doctor.is_none() || at_patient.is_none() {
         panic!(
             "media back within {MEDIA_BACK_WITHIN:?} of the network change: at the doctor {:?}, at the patient {:?}\nthe doctor (times from the change):\n{}\nthe patient:\n{}",
             at_doctor.map(|at| at - changed_at),
             at_patient.map(|at| at - changed_at),
-            since(&doctor),
-            since(&patient),
+            doctor.log(changed_at),
+            patient.log(changed_at),
         )
-    };
+    }
     // When each side decoded the other's first picture and audio over cell (the lines that
     // end the gap), for the figure; the stats lines above only confirm they keep coming.
     let resumed = |watched: &Watched, what: &str| {
@@ -206,8 +210,7 @@ async fn the_patients_wifi_goes_down_mid_call_and_media_comes_back_over_cell() {
             .iter()
             .find(|(at, l)| *at >= changed_at && l.starts_with(&line))
             .map(|(at, _)| *at - changed_at);
-        let all = || seen.iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>().join("\n");
-        at.unwrap_or_else(|| panic!("a '{line}' line after the change:\n{}", all()))
+        at.unwrap_or_else(|| panic!("a '{line}' line after the change:\n{}", watched.log(changed_at)))
     };
     let figures = [
         ("picture at the doctor", resumed(&doctor, "picture")),

@@ -925,7 +925,8 @@ impl CallMachine {
             }
             out.push(Output::Peer(PeerCommand::Rollback));
             self.own_offer = None;
-            self.restart_after_answer |= own.ice_restart;
+            // The doctor's own restarts go on by the clock while the connection is failed.
+            self.restart_after_answer |= own.ice_restart && !impolite;
         }
         if self.peer_failed_at.is_some() {
             // The peer's offer is a restart of its own: the next timed one waits its turn.
