@@ -8,7 +8,22 @@
 //! through the embedded TURN server. The doctor restarts ICE too once its connection fails, and
 //! the two restarts may cross: perfect negotiation settles it (see `core/src/protocol.md`).
 //!
-//! Measured: see MEASURED below.
+//! "Media back" is when each side decodes the other's first picture and first audio frame after
+//! the gap (`call-join` prints `event: picture|audio decoded again after a gap of N ms`), the
+//! latest of the four, counted from `network_changed()` (cell is usable from that moment here).
+//! Measured on 2 shared cores, debug build:
+//! - 10 runs, idle: median 1.18 s, max 2.29 s (audio alone: median 0.72 s, max 1.35 s; a
+//!   picture may lag its audio by up to ~1.5 s, waiting for a keyframe);
+//! - 7 runs with a release build of the server running beside them (load average ~18): median
+//!   2.17 s, max 3.87 s (audio alone: median 0.93 s, max 1.77 s).
+//! Command: `cargo test -p televisit-tests --test network_switch -- --nocapture` (prints both
+//! lines). Before this worked (signaling reopened only once the dead WebSocket was noticed, a
+//! candidate sent ahead of the resent restart offer made the server drop the offer, and crossing
+//! offers deadlocked) media came back in 2 of 5 runs (3 s, 35 s).
+//! [`MEDIA_BACK_WITHIN`] is a bound for correctness under load, well under the ~50 s a call takes
+//! to recover without `network_changed()`; the figures belong in a benchmark.
+//! With `SWITCH_STDERR_DIR=<dir>` and `TELEVISIT_LOG=televisit_core=debug`, each `call-join`'s
+//! log goes to `<dir>/doctor.err` and `<dir>/patient.err`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Stdio};
@@ -163,10 +178,15 @@ async fn the_patients_wifi_goes_down_mid_call_and_media_comes_back_over_cell() {
     // Media flows both ways: each side decodes the other's audio and camera.
     let start = Instant::now();
     // Past the first seconds (a couple of seconds of audio and pictures).
-    let settled = Counts { video_decoded: 40, audio_decoded: 80 };
+    let settled = Counts { video_decoded: 20, audio_decoded: 80 };
     for (side, watched) in [("doctor", &doctor), ("patient", &patient)] {
-        let at = watched.media_back(start, settled, Duration::from_secs(20));
-        assert!(at.is_some(), "the {side} decodes the other's audio and camera before the switch");
+        let at = watched.media_back(start, settled, Duration::from_secs(30));
+        let log = || watched.log(start);
+        assert!(
+            at.is_some(),
+            "the {side} decodes the other's audio and camera before the switch:\n{}",
+            log()
+        );
     }
 
     // Wifi goes down (its route with it); media stops.
