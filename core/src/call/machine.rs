@@ -22,6 +22,13 @@
 //! after a reconnect, frames from the server are numbered and duplicates dropped, and a reconnect
 //! asks the server to resume after the last frame received.
 //! Media keeps flowing while signaling reconnects (with backoff, up to [`SIGNALING_GIVE_UP_MS`]).
+//! A network change reopens signaling at once (the old connection may be dead without knowing it)
+//! and restarts ICE; numbered frames on a new connection wait for `joined`, so they reach the
+//! server in order.
+//!
+//! Both sides may offer, so offers can cross: perfect negotiation settles it, the patient polite
+//! (it rolls back its own offer and answers), the doctor impolite (see
+//! [`CallMachine::on_peer_offer`] and `protocol.md`).
 //!
 //! TURN credentials expire (an hour by default): before an ICE restart, or before applying the
 //! peer's offer, with credentials near expiry ([`TurnCredentials::stale`]) the machine fetches
