@@ -28,7 +28,7 @@
 //!
 //! Both sides may offer, so offers can cross: perfect negotiation settles it, the patient polite
 //! (it rolls back its own offer and answers), the doctor impolite (see
-//! [`CallMachine::on_peer_offer`] and `protocol.md`).
+//! `CallMachine::on_peer_offer` and `protocol.md`).
 //!
 //! TURN credentials expire (an hour by default): before an ICE restart, or before applying the
 //! peer's offer, with credentials near expiry ([`TurnCredentials::stale`]) the machine fetches
@@ -345,7 +345,7 @@ pub struct CallMachine {
     credentials: TurnCredentials,
     /// Fresh credentials are being fetched: negotiation commands wait here until they arrive.
     awaiting_credentials: Option<Vec<PeerCommand>>,
-    /// This side's offer not answered yet (see [`CallMachine::on_peer_offer`]).
+    /// This side's offer not answered yet (see `CallMachine::on_peer_offer`).
     own_offer: Option<OwnOffer>,
     /// A rolled-back ICE restart is made again once the peer's offer is answered.
     restart_after_answer: bool,
