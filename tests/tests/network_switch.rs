@@ -16,12 +16,14 @@
 //!   picture may lag its audio by up to ~1.5 s, waiting for a keyframe);
 //! - 7 runs with a release build of the server running beside them (load average ~18): median
 //!   2.17 s, max 3.87 s (audio alone: median 0.93 s, max 1.77 s).
+//!
 //! Command: `cargo test -p televisit-tests --test network_switch -- --nocapture` (prints both
 //! lines). Before this worked (signaling reopened only once the dead WebSocket was noticed, a
 //! candidate sent ahead of the resent restart offer made the server drop the offer, and crossing
 //! offers deadlocked) media came back in 2 of 5 runs (3 s, 35 s).
 //! [`MEDIA_BACK_WITHIN`] is a bound for correctness under load, well under the ~50 s a call takes
 //! to recover without `network_changed()`; the figures belong in a benchmark.
+//!
 //! With `SWITCH_STDERR_DIR=<dir>` and `TELEVISIT_LOG=televisit_core=debug`, each `call-join`'s
 //! log goes to `<dir>/doctor.err` and `<dir>/patient.err`.
 
