@@ -326,6 +326,18 @@ fn describe(event: &CallEvent) -> String {
     }
 }
 
+/// A decoded frame this long after the one before ends a gap.
+const MEDIA_GAP: Duration = Duration::from_millis(500);
+
+/// Prints `event: <what> decoded again after a gap of N ms` when this decoded frame ends a gap.
+fn announce_gap(out: &mut dyn Write, what: &str, last: &mut Option<Instant>) {
+    let now = Instant::now();
+    if let Some(gap) = last.map(|at| now - at).filter(|gap| *gap >= MEDIA_GAP) {
+        let _ = writeln!(out, "event: {what} decoded again after a gap of {} ms", gap.as_millis());
+    }
+    *last = Some(now);
+}
+
 fn on(value: bool) -> &'static str {
     if value {
         "on"
@@ -398,6 +410,9 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
     let mut rung_now = video::default_target().rung;
     let mut muted = false;
     let (mut video_frames, mut audio_frames, mut audio_decoded) = (0u64, 0u64, 0u64);
+    // When the last picture and the last audio frame were decoded: one that ends a gap is
+    // announced (media back after a network change).
+    let (mut last_picture, mut last_audio) = (None::<Instant>, None::<Instant>);
     let outcome = loop {
         let event = match events.recv_timeout(Duration::from_millis(200)) {
             Ok(event) => Some(event),
@@ -426,6 +441,9 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
                     if matches!(received, Ok(Some(_))) && pictures.decoded() == 1 {
                         let _ = writeln!(out, "event: first picture decoded");
                     }
+                    if received.is_ok() {
+                        announce_gap(out, "picture", &mut last_picture);
+                    }
                     if let Err(error) = received {
                         if pictures.errors <= 3 {
                             let _ = writeln!(out, "warning: video frame {video_frames} not decoded: {error}");
@@ -444,6 +462,7 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
                     audio_frames += 1;
                     if voice.decode(&frame.data).is_ok() {
                         audio_decoded += 1;
+                        announce_gap(out, "audio", &mut last_audio);
                     }
                 }
                 FrameKind::Screen => {} // the headless client records only the camera

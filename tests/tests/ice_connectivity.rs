@@ -2,7 +2,8 @@
 //! - the core's `ice-candidate` frames and SDPs satisfy a peer that checks them the way a browser's
 //!   `addIceCandidate` does (a mid that names an m-line, end-of-candidates, trickle announced);
 //! - relay-only ("hide my IP"): the doctor's side never hears a host or server-reflexive candidate
-//!   of the patient, and media flows through the server's embedded TURN server;
+//!   of the patient, and media flows through the server's embedded TURN server; a relay-only policy
+//!   that arrives mid-call (a later ice-servers reply) holds from the next ICE restart on;
 //! - TURN over TCP and over TLS (the core's bridges; the embedded TURN server reached only that
 //!   way): the relay-only patient's media flows and its stats name the relay transport;
 //! - an ICE restart after the TURN credentials expired (`network_changed()`) fetches fresh ones and
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use televisit_core::api::IceServer;
 use televisit_core::call::machine::{CallEvent, CallState, PeerConnectionState};
 use televisit_core::call::stats::{CandidateType, RelayTransport};
 use televisit_core::client::media::{
@@ -163,6 +165,63 @@ async fn two_sides_without_udp_connect_over_ice_tcp_host_candidates() {
     for mut side in [doctor, patient] {
         side.session.command(PeerCommand::Close);
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relay_only_policy_that_arrives_mid_call_makes_the_next_restart_relay_only_without_the_patients_address(
+) {
+    let turn = Turn::start(TURN_SECRET).await;
+    let (mut doctor, mut patient) = wire(side(Role::Doctor), side(Role::Patient)).await;
+    let host_candidates = patient.candidates_accepted.len();
+    let answer = doctor.remote_sdp.clone().unwrap_or_default();
+    let host =
+        answer.contains("typ host") || patient.candidates_accepted.iter().any(|c| c.contains("typ host"));
+    assert!(host, "a host path first: {:?}", patient.candidates_accepted);
+
+    // A later ice-servers reply brings the clinic's relay-only (what the call machine passes on
+    // with `SetIceServers`), then the ICE restart.
+    let expires =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 + 3600;
+    let (username, credential) =
+        televisit_server::secrets::turn_credentials(TURN_SECRET, "r-patient", expires);
+    let servers = vec![IceServer {
+        urls: vec![turn.udp_url()],
+        username: Some(username),
+        credential: Some(credential),
+    }];
+    patient.session.command(PeerCommand::SetIceServers(IceConfig { servers, relay_only: true }));
+    patient.session.command(PeerCommand::CreateOffer { ice_restart: true });
+    patient.end_of_candidates = false;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut restart_offer = None;
+    while !(restart_offer.is_some() && patient.end_of_candidates && doctor.end_of_candidates) {
+        tokio::select! {
+            Some(event) = patient.events.recv() => match event {
+                PeerEvent::LocalOffer(sdp) => {
+                    doctor.remote_sdp = Some(sdp.clone());
+                    doctor.end_of_candidates = false;
+                    doctor.session.command(PeerCommand::AcceptOffer(sdp.clone()));
+                    restart_offer = Some(sdp);
+                }
+                event => deliver(event, &mut patient, &mut doctor),
+            },
+            Some(event) = doctor.events.recv() => deliver(event, &mut doctor, &mut patient),
+            _ = tokio::time::sleep_until(deadline) => panic!("timed out: the restart's candidates did not end"),
+        }
+    }
+    let offer = restart_offer.unwrap();
+    assert!(!offer.contains("typ host") && !offer.contains("typ srflx"), "{offer}");
+    let after = &patient.candidates_accepted[host_candidates..];
+    assert!(!after.is_empty(), "the restart trickled its relay candidate");
+    for candidate in after {
+        assert!(candidate.contains(" typ relay "), "only relay candidates: {candidate}");
+        assert!(candidate.ends_with("raddr 0.0.0.0 rport 0"), "no address of the patient: {candidate}");
+    }
+    assert!(turn.allocations() >= 1, "the patient allocated on the TURN server");
+    for mut side in [doctor, patient] {
+        side.session.command(PeerCommand::Close);
+    }
+    turn.server.stop().await;
 }
 
 /// Offers from `doctor`, and carries everything between the two as the strict peer would, until

@@ -8,7 +8,12 @@ const state = {
   muted: false, cameraOff: false, connectedAt: null, durationOffset: 0, ended: false, scorer: new QualityScorer(),
   statsPrev: {}, poorSince: null, excellentSince: null, scaleDown: 1, unread: 0, chatIds: new Set(),
   candidateErrors: 0, signalingDown: false, peerAway: null, framesSeen: 0, framesAt: 0,
+  // Perfect negotiation (core/src/protocol.md, "Offers that cross"): when this side's offer was made
+  // and has no answer yet, and whether the peer's last offer was ignored because of it.
+  offerPendingSince: null, ignoredOffer: false,
 };
+// The doctor ignores a crossing offer of the patient's unless its own has waited this long (ms).
+const OFFER_ANSWER_WAIT_MS = 10000;
 
 // "Hide my IP address": relayed (TURN) candidates only, so the other side never learns this
 // device's addresses. The patient's choice is kept in this browser; the clinic can also force it
@@ -215,6 +220,8 @@ function newPeerConnection() {
   if (state.pc) state.pc.close();
   const pc = new RTCPeerConnection(iceConfiguration());
   state.pc = pc;
+  state.offerPendingSince = null;
+  state.ignoredOffer = false;
   document.body.dataset.iceTransportPolicy = pc.getConfiguration().iceTransportPolicy;
   state.screenSender = null;
   state.local.getTracks().forEach((track) => pc.addTrack(track, state.local));
@@ -252,6 +259,7 @@ function newPeerConnection() {
 
 async function makeOffer(iceRestart = false) {
   const pc = state.pc;
+  state.offerPendingSince = Date.now();
   const offer = await pc.createOffer({ iceRestart });
   await pc.setLocalDescription(offer);
   applyDegradationPreference();
@@ -260,6 +268,12 @@ async function makeOffer(iceRestart = false) {
 
 async function acceptOffer(sdp) {
   if (!state.pc) newPeerConnection();
+  // The doctor is impolite: the patient answers the doctor's pending offer instead. (The patient
+  // never offers; a browser's setRemoteDescription rolls back a pending offer of its own.)
+  const pending = state.offerPendingSince !== null && Date.now() - state.offerPendingSince < OFFER_ANSWER_WAIT_MS;
+  state.ignoredOffer = state.join.role === "doctor" && pending;
+  if (state.ignoredOffer) return;
+  state.offerPendingSince = null;
   await state.pc.setRemoteDescription({ type: "offer", sdp });
   const answer = await state.pc.createAnswer();
   await state.pc.setLocalDescription(answer);
@@ -323,12 +337,13 @@ function onFrame(frame) {
       acceptOffer(frame.sdp);
       break;
     case "answer":
+      state.offerPendingSince = null;
       state.pc && state.pc.setRemoteDescription({ type: "answer", sdp: frame.sdp });
       break;
     case "ice-candidate":
       if (state.pc && frame.candidate) {
         state.pc.addIceCandidate({ candidate: frame.candidate, sdpMid: frame.sdp_mid, sdpMLineIndex: frame.sdp_m_line_index })
-          .catch((error) => reportCandidateError(error, frame));
+          .catch((error) => { if (!state.ignoredOffer) reportCandidateError(error, frame); });
       }
       break;
     case "chat":

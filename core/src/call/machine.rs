@@ -22,6 +22,13 @@
 //! after a reconnect, frames from the server are numbered and duplicates dropped, and a reconnect
 //! asks the server to resume after the last frame received.
 //! Media keeps flowing while signaling reconnects (with backoff, up to [`SIGNALING_GIVE_UP_MS`]).
+//! A network change reopens signaling at once (the old connection may be dead without knowing it)
+//! and restarts ICE; numbered frames on a new connection wait for `joined`, so they reach the
+//! server in order.
+//!
+//! Both sides may offer, so offers can cross: perfect negotiation settles it, the patient polite
+//! (it rolls back its own offer and answers), the doctor impolite (see
+//! `CallMachine::on_peer_offer` and `protocol.md`).
 //!
 //! TURN credentials expire (an hour by default): before an ICE restart, or before applying the
 //! peer's offer, with credentials near expiry ([`TurnCredentials::stale`]) the machine fetches
@@ -51,6 +58,9 @@ pub const SIGNALING_GIVE_UP_MS: i64 = 60_000;
 pub const END_WAIT_MS: i64 = 5_000;
 /// While the media connection is failed, the offerer restarts ICE this often.
 pub const ICE_RESTART_EVERY_MS: i64 = 5_000;
+/// An offer of this side's that has had no answer for this long no longer makes the doctor
+/// ignore the patient's offers (its answer was lost): perfect negotiation's impolite side gives way.
+pub const OFFER_ANSWER_WAIT_MS: i64 = 10_000;
 /// Most unconfirmed frames kept for resending.
 const UNCONFIRMED_LIMIT: usize = 512;
 
@@ -105,6 +115,9 @@ pub enum PeerCommand {
     },
     /// Apply the peer's offer and create an answer; it comes back as `LocalAnswer`.
     AcceptOffer(String),
+    /// Abandon this side's pending offer (back to the stable state) so the peer's crossing offer
+    /// can be applied: the polite side of perfect negotiation.
+    Rollback,
     /// Apply the peer's answer.
     AcceptAnswer(String),
     /// Add the peer's ICE candidate.
@@ -304,6 +317,11 @@ pub struct CallMachine {
     /// Joined at least once (so a reconnect asks to resume).
     has_joined: bool,
     signaling_open: bool,
+    /// The server answered `joined` on the current connection. Numbered frames wait until then:
+    /// `joined` tells which ones the server has, the rest are resent in order, and the server
+    /// ignores a seq at or below one it has seen, so a frame sent ahead of them (a candidate
+    /// gathered while the join was on its way) would make it drop them (the restart's offer).
+    joined_here: bool,
     signaling_lost_at: Option<i64>,
     reconnect_attempts: u32,
     next_reconnect_at: Option<i64>,
@@ -327,6 +345,17 @@ pub struct CallMachine {
     credentials: TurnCredentials,
     /// Fresh credentials are being fetched: negotiation commands wait here until they arrive.
     awaiting_credentials: Option<Vec<PeerCommand>>,
+    /// This side's offer not answered yet (see `CallMachine::on_peer_offer`).
+    own_offer: Option<OwnOffer>,
+    /// A rolled-back ICE restart is made again once the peer's offer is answered.
+    restart_after_answer: bool,
+}
+
+/// An offer of this side's waiting for its answer.
+#[derive(Debug, Clone, Copy)]
+struct OwnOffer {
+    made_at: i64,
+    ice_restart: bool,
 }
 
 impl Default for CallMachine {
@@ -338,6 +367,7 @@ impl Default for CallMachine {
             last_seq: 0,
             has_joined: false,
             signaling_open: false,
+            joined_here: false,
             signaling_lost_at: None,
             reconnect_attempts: 0,
             next_reconnect_at: None,
@@ -356,6 +386,8 @@ impl Default for CallMachine {
             unix_origin_ms: 0,
             credentials: TurnCredentials::default(),
             awaiting_credentials: None,
+            own_offer: None,
+            restart_after_answer: false,
         }
     }
 }
@@ -460,9 +492,15 @@ impl CallMachine {
                 }
             }
             Input::SignalingLost => self.on_signaling_lost(now_ms, &mut out),
-            Input::Frame(frame) => self.on_frame(frame, &mut out),
+            Input::Frame(frame) => self.on_frame(frame, now_ms, &mut out),
             Input::LocalOffer(sdp) => self.send(ClientMessage::Offer(Sdp { sdp }), &mut out),
-            Input::LocalAnswer(sdp) => self.send(ClientMessage::Answer(Sdp { sdp }), &mut out),
+            Input::LocalAnswer(sdp) => {
+                self.send(ClientMessage::Answer(Sdp { sdp }), &mut out);
+                if std::mem::take(&mut self.restart_after_answer) {
+                    self.last_ice_restart_at = Some(now_ms);
+                    self.make_offer(true, now_ms, &mut out);
+                }
+            }
             Input::LocalCandidate(candidate) => self.send(ClientMessage::IceCandidate(candidate), &mut out),
             Input::PeerConnection(state) => self.on_peer_state(state, now_ms, &mut out),
             Input::SetMicrophone(on) => {
@@ -475,7 +513,7 @@ impl CallMachine {
                 out.push(Output::Peer(PeerCommand::SetVideoSending(on)));
                 self.send(ClientMessage::MediaState(self.media), &mut out);
             }
-            Input::SetScreenShare(active) => self.on_screen_share(active, &mut out),
+            Input::SetScreenShare(active) => self.on_screen_share(active, now_ms, &mut out),
             Input::SendChat(text) => self.send(ClientMessage::Chat { text }, &mut out),
             Input::SetVideoPreference(preference) => self.ladder.set_preference(preference),
             Input::SetExamination(active) => {
@@ -498,7 +536,18 @@ impl CallMachine {
                     CallState::Connected | CallState::Reconnecting | CallState::Connecting
                 ) {
                     self.last_ice_restart_at = Some(now_ms);
-                    out.push(Output::Peer(PeerCommand::CreateOffer { ice_restart: true }));
+                    self.make_offer(true, now_ms, &mut out);
+                }
+                if self.signaling_open && self.has_joined {
+                    // The connection was opened on the old network: its TCP connection may be
+                    // dead without knowing it yet (the interface went away), and the restart's
+                    // offer would wait behind it until the keep-alive notices (up to
+                    // `SILENCE_LIMIT`). A new one opens at once and resumes; the offer, not yet
+                    // made, goes out on it (frames sent while signaling is closed are kept and
+                    // sent after `joined`).
+                    out.push(Output::CloseSignaling);
+                    self.signaling_open = false;
+                    self.joined_here = false;
                 }
                 if !self.signaling_open && self.has_joined {
                     // A new network is a good moment to retry at once.
@@ -533,6 +582,7 @@ impl CallMachine {
                 o,
                 Output::Peer(
                     PeerCommand::CreateOffer { .. }
+                        | PeerCommand::Rollback
                         | PeerCommand::AcceptOffer(_)
                         | PeerCommand::AcceptAnswer(_)
                         | PeerCommand::AddRemoteCandidate(_)
@@ -598,6 +648,7 @@ impl CallMachine {
         out.push(Output::Peer(PeerCommand::Close));
         out.push(Output::CloseSignaling);
         self.signaling_open = false;
+        self.joined_here = false;
         self.next_reconnect_at = None;
         self.peer_failed_at = None;
         self.end_requested_at = None;
@@ -616,7 +667,7 @@ impl CallMachine {
             self.unconfirmed.remove(oldest_other.unwrap_or(0));
         }
         self.unconfirmed.push_back((seq, message.clone()));
-        if self.signaling_open && self.has_joined {
+        if self.signaling_open && self.joined_here {
             out.push(Output::Send(encode(&Frame::numbered(seq, message))));
         }
     }
@@ -649,6 +700,7 @@ impl CallMachine {
 
     fn on_signaling_opened(&mut self, out: &mut Vec<Output>) {
         self.signaling_open = true;
+        self.joined_here = false;
         self.transport.opened();
         let resume = self.has_joined.then_some(Resume { last_seq: self.last_seq });
         out.push(Output::SendJoin { resume });
@@ -656,6 +708,7 @@ impl CallMachine {
 
     fn on_signaling_lost(&mut self, now_ms: i64, out: &mut Vec<Output>) {
         self.signaling_open = false;
+        self.joined_here = false;
         if self.join.is_none() {
             return;
         }
@@ -721,7 +774,7 @@ impl CallMachine {
             let last = self.last_ice_restart_at.unwrap_or(failed_at);
             if now_ms - last >= ICE_RESTART_EVERY_MS && self.role == Some(Role::Doctor) {
                 self.last_ice_restart_at = Some(now_ms);
-                out.push(Output::Peer(PeerCommand::CreateOffer { ice_restart: true }));
+                self.make_offer(true, now_ms, out);
             }
         }
         if self.end_requested_at.is_some_and(|at| now_ms - at >= END_WAIT_MS) {
@@ -729,7 +782,7 @@ impl CallMachine {
         }
     }
 
-    fn on_frame(&mut self, frame: Frame<ServerMessage>, out: &mut Vec<Output>) {
+    fn on_frame(&mut self, frame: Frame<ServerMessage>, now_ms: i64, out: &mut Vec<Output>) {
         if let Some(seq) = frame.seq {
             if seq <= self.last_seq {
                 return; // already handled before a reconnect
@@ -751,6 +804,8 @@ impl CallMachine {
             ServerMessage::Admitted => {}
             ServerMessage::PeerJoined { make_offer, .. } => {
                 out.push(Output::ResetPeer { ice: self.ice_config() });
+                self.own_offer = None;
+                self.restart_after_answer = false;
                 self.scorer = QualityScorer::default();
                 self.peer_failed_at = None;
                 // A fresh peer connection starts from the current controls.
@@ -761,18 +816,23 @@ impl CallMachine {
                 }
                 self.set_state(CallState::Connecting, out);
                 if make_offer {
-                    out.push(Output::Peer(PeerCommand::CreateOffer { ice_restart: false }));
+                    self.make_offer(false, now_ms, out);
                 }
                 self.send(ClientMessage::MediaState(self.media), out);
             }
             ServerMessage::PeerLeft { .. } => {
                 out.push(Output::Peer(PeerCommand::Close));
                 self.peer_failed_at = None;
+                self.own_offer = None;
+                self.restart_after_answer = false;
                 self.set_state(CallState::WaitingRoom, out);
                 out.push(Output::Event(CallEvent::PeerLeft));
             }
-            ServerMessage::Offer { sdp, .. } => out.push(Output::Peer(PeerCommand::AcceptOffer(sdp))),
-            ServerMessage::Answer { sdp, .. } => out.push(Output::Peer(PeerCommand::AcceptAnswer(sdp))),
+            ServerMessage::Offer { sdp, .. } => self.on_peer_offer(sdp, now_ms, out),
+            ServerMessage::Answer { sdp, .. } => {
+                self.own_offer = None;
+                out.push(Output::Peer(PeerCommand::AcceptAnswer(sdp)));
+            }
             ServerMessage::IceCandidate { candidate, .. } => {
                 out.push(Output::Peer(PeerCommand::AddRemoteCandidate(candidate)))
             }
@@ -822,6 +882,7 @@ impl CallMachine {
             self.unconfirmed.retain(|(seq, _)| *seq > last_client_seq);
         }
         self.has_joined = true;
+        self.joined_here = true;
         for (seq, message) in &self.unconfirmed {
             out.push(Output::Send(encode(&Frame::numbered(*seq, message.clone()))));
         }
@@ -850,6 +911,37 @@ impl CallMachine {
         }
     }
 
+    /// Asks the peer connection for an offer; it is pending until the peer's answer.
+    fn make_offer(&mut self, ice_restart: bool, now_ms: i64, out: &mut Vec<Output>) {
+        let restarts_already = self.own_offer.is_some_and(|o| o.ice_restart);
+        self.own_offer = Some(OwnOffer { made_at: now_ms, ice_restart: ice_restart || restarts_already });
+        out.push(Output::Peer(PeerCommand::CreateOffer { ice_restart }));
+    }
+
+    /// The peer's offer, with perfect negotiation for offers that cross: both sides may offer
+    /// (the doctor on joining, sharing and restarting while the connection is failed; the
+    /// patient on a network change). The patient is polite: with its own offer pending it rolls
+    /// it back and answers the doctor's, then makes its ICE restart again if the rolled-back
+    /// offer was one. The doctor is impolite: it ignores the patient's offer while its own is
+    /// pending (the patient answers it), unless that one has waited [`OFFER_ANSWER_WAIT_MS`].
+    fn on_peer_offer(&mut self, sdp: String, now_ms: i64, out: &mut Vec<Output>) {
+        if let Some(own) = self.own_offer {
+            let impolite = self.role == Some(Role::Doctor);
+            if impolite && now_ms - own.made_at < OFFER_ANSWER_WAIT_MS {
+                return;
+            }
+            out.push(Output::Peer(PeerCommand::Rollback));
+            self.own_offer = None;
+            // The doctor's own restarts go on by the clock while the connection is failed.
+            self.restart_after_answer |= own.ice_restart && !impolite;
+        }
+        if self.peer_failed_at.is_some() {
+            // The peer's offer is a restart of its own: the next timed one waits its turn.
+            self.last_ice_restart_at = Some(now_ms);
+        }
+        out.push(Output::Peer(PeerCommand::AcceptOffer(sdp)));
+    }
+
     fn on_peer_state(&mut self, state: PeerConnectionState, now_ms: i64, out: &mut Vec<Output>) {
         match state {
             PeerConnectionState::Connecting => {}
@@ -872,7 +964,7 @@ impl CallMachine {
                         self.peer_failed_at = Some(now_ms);
                         if self.role == Some(Role::Doctor) {
                             self.last_ice_restart_at = Some(now_ms);
-                            out.push(Output::Peer(PeerCommand::CreateOffer { ice_restart: true }));
+                            self.make_offer(true, now_ms, out);
                         }
                     }
                 }
@@ -880,7 +972,7 @@ impl CallMachine {
         }
     }
 
-    fn on_screen_share(&mut self, active: bool, out: &mut Vec<Output>) {
+    fn on_screen_share(&mut self, active: bool, now_ms: i64, out: &mut Vec<Output>) {
         if self.role != Some(Role::Doctor) {
             let error = CallError::NotAllowed("only the doctor can share a screen".into());
             out.push(Output::Event(CallEvent::Error(error)));
@@ -893,7 +985,7 @@ impl CallMachine {
         out.push(Output::Peer(PeerCommand::SetScreenShare(active)));
         self.send(ClientMessage::ScreenShare { active }, out);
         if matches!(self.state, CallState::Connected | CallState::Connecting | CallState::Reconnecting) {
-            out.push(Output::Peer(PeerCommand::CreateOffer { ice_restart: false }));
+            self.make_offer(false, now_ms, out);
         }
     }
 
@@ -974,6 +1066,32 @@ mod tests {
         m.handle(Input::JoinAccepted(Box::new(join_response(role))), 0);
         m.handle(Input::SignalingOpened, 0);
         m.handle(Input::Frame(joined(false, 0)), 0);
+        m
+    }
+
+    /// A machine for `role` in a connected call whose first negotiation is done (the doctor
+    /// offered, the patient answered).
+    fn in_call(role: Role) -> CallMachine {
+        let mut m = in_room(role);
+        let peer = ServerMessage::PeerJoined { role: role.other(), make_offer: role == Role::Doctor };
+        m.handle(Input::Frame(Frame::numbered(1, peer)), 0);
+        match role {
+            Role::Doctor => {
+                m.handle(Input::LocalOffer("doctor offer".into()), 0);
+                m.handle(
+                    Input::Frame(Frame::new(ServerMessage::Answer { from: Role::Patient, sdp: "a".into() })),
+                    0,
+                );
+            }
+            _ => {
+                m.handle(
+                    Input::Frame(Frame::new(ServerMessage::Offer { from: Role::Doctor, sdp: "o".into() })),
+                    0,
+                );
+                m.handle(Input::LocalAnswer("patient answer".into()), 0);
+            }
+        }
+        m.handle(Input::PeerConnection(PeerConnectionState::Connected), 100);
         m
     }
 
@@ -1265,6 +1383,127 @@ mod tests {
     }
 
     #[test]
+    fn a_network_change_reopens_signaling_at_once_and_the_restart_offer_goes_out_on_the_new_connection() {
+        let mut m = in_call(Role::Patient);
+        let out = m.handle(Input::NetworkChanged, 1000);
+        assert!(out.contains(&Output::Peer(PeerCommand::CreateOffer { ice_restart: true })), "{out:?}");
+        assert!(out.contains(&Output::CloseSignaling), "the old network's connection is let go: {out:?}");
+        assert_eq!(m.next_timeout(), Some(1000), "a new one at once");
+        assert_eq!(opens(&m.handle(Input::Tick, 1000)), [(Transport::WebSocket, WS)]);
+        // The offer is made while signaling is closed: kept, not sent on the dead connection.
+        assert!(sent(&m.handle(Input::LocalOffer("restart".into()), 1010)).is_empty());
+        let out = m.handle(Input::SignalingOpened, 1020);
+        assert_eq!(out, [Output::SendJoin { resume: Some(Resume { last_seq: 1 }) }]);
+        let frames = sent(&m.handle(Input::Frame(joined(true, 0)), 1030));
+        let offer = frames.iter().find(|f| f["type"] == "offer").expect("the offer goes out after joined");
+        assert_eq!(offer["sdp"], "restart");
+    }
+
+    #[test]
+    fn frames_made_while_the_join_is_on_its_way_wait_for_joined_and_go_after_the_resent_ones() {
+        let mut m = in_call(Role::Patient);
+        m.handle(Input::NetworkChanged, 1000);
+        m.handle(Input::LocalOffer("restart".into()), 1005);
+        m.handle(Input::Tick, 1010);
+        m.handle(Input::SignalingOpened, 1020);
+        // A candidate of the restart, gathered before the server answers the join: it waits.
+        let candidate =
+            IceCandidate { candidate: "candidate:1".into(), sdp_mid: None, sdp_m_line_index: None };
+        assert!(sent(&m.handle(Input::LocalCandidate(candidate), 1030)).is_empty());
+        let frames = sent(&m.handle(Input::Frame(joined(true, 0)), 1300));
+        let types: Vec<_> = frames.iter().map(|f| f["type"].as_str().unwrap().to_owned()).collect();
+        let offer = types.iter().position(|t| t == "offer").expect("the offer");
+        assert_eq!(types[offer..], ["offer", "ice-candidate"], "{frames:?}");
+        let seqs: Vec<u64> = frames.iter().map(|f| f["seq"].as_u64().unwrap()).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in seq order: {seqs:?}");
+    }
+
+    fn offer_from(from: Role, seq: u64) -> Input {
+        Input::Frame(Frame::numbered(seq, ServerMessage::Offer { from, sdp: format!("offer {seq}") }))
+    }
+
+    fn answer_from(from: Role, seq: u64) -> Input {
+        Input::Frame(Frame::numbered(seq, ServerMessage::Answer { from, sdp: "answer".into() }))
+    }
+
+    fn peer_commands(outputs: &[Output]) -> Vec<PeerCommand> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Peer(c) if !matches!(c, PeerCommand::SetEncoderTarget(_)) => Some(c.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_polite_patient_rolls_back_its_restart_offer_answers_the_doctors_then_restarts_again() {
+        let mut m = in_call(Role::Patient);
+        m.handle(Input::NetworkChanged, 1000);
+        m.handle(Input::LocalOffer("patient restart".into()), 1010);
+        // The doctor's own restart crossed it.
+        let out = m.handle(offer_from(Role::Doctor, 2), 1100);
+        assert_eq!(
+            peer_commands(&out),
+            [PeerCommand::Rollback, PeerCommand::AcceptOffer("offer 2".into())],
+            "its offer is abandoned and the doctor's applied"
+        );
+        let out = m.handle(Input::LocalAnswer("answer".into()), 1150);
+        assert_eq!(
+            peer_commands(&out),
+            [PeerCommand::CreateOffer { ice_restart: true }],
+            "the restart again"
+        );
+        // Answered this time: a later offer of the doctor's is applied as is.
+        m.handle(Input::LocalOffer("patient restart 2".into()), 1160);
+        m.handle(answer_from(Role::Doctor, 3), 1300);
+        let out = m.handle(offer_from(Role::Doctor, 4), 2000);
+        assert_eq!(peer_commands(&out), [PeerCommand::AcceptOffer("offer 4".into())]);
+        let out = m.handle(Input::LocalAnswer("answer".into()), 2050);
+        assert!(peer_commands(&out).is_empty(), "no restart after this one: {out:?}");
+    }
+
+    #[test]
+    fn the_impolite_doctor_ignores_the_patients_offer_while_its_own_waits_for_an_answer() {
+        let mut m = in_call(Role::Doctor);
+        m.handle(Input::PeerConnection(PeerConnectionState::Failed), 1000);
+        m.handle(Input::LocalOffer("doctor restart".into()), 1010);
+        let out = m.handle(offer_from(Role::Patient, 2), 1100);
+        assert!(peer_commands(&out).is_empty(), "the patient answers the doctor's instead: {out:?}");
+        // The patient's answer settles it; the patient's next offer is applied.
+        m.handle(answer_from(Role::Patient, 3), 1200);
+        let out = m.handle(offer_from(Role::Patient, 4), 1300);
+        assert_eq!(peer_commands(&out), [PeerCommand::AcceptOffer("offer 4".into())]);
+        assert_eq!(
+            m.next_timeout(),
+            Some(1300 + ICE_RESTART_EVERY_MS),
+            "the patient's restart puts off the doctor's next"
+        );
+    }
+
+    #[test]
+    fn the_doctor_gives_way_when_its_offer_had_no_answer_for_too_long() {
+        let mut m = in_call(Role::Doctor);
+        m.handle(Input::SetScreenShare(true), 1000);
+        m.handle(Input::LocalOffer("doctor offer".into()), 1010);
+        let out = m.handle(offer_from(Role::Patient, 2), 1000 + OFFER_ANSWER_WAIT_MS);
+        assert_eq!(
+            peer_commands(&out),
+            [PeerCommand::Rollback, PeerCommand::AcceptOffer("offer 2".into())],
+            "its answer was lost: rolled back"
+        );
+        let out = m.handle(Input::LocalAnswer("answer".into()), 1000 + OFFER_ANSWER_WAIT_MS + 50);
+        assert!(peer_commands(&out).is_empty(), "not a restart: nothing to make again: {out:?}");
+    }
+
+    #[test]
+    fn a_patients_offer_that_crosses_nothing_is_answered_at_once() {
+        let mut m = in_call(Role::Patient);
+        let out = m.handle(offer_from(Role::Doctor, 2), 1000);
+        assert_eq!(peer_commands(&out), [PeerCommand::AcceptOffer("offer 2".into())]);
+    }
+
+    #[test]
     fn a_websocket_only_call_keeps_retrying_the_websocket() {
         let mut m = CallMachine::new().with_signaling_transport(SignalingTransport::WebSocketOnly);
         m.handle(Input::Join, 0);
@@ -1389,6 +1628,10 @@ mod tests {
         m.handle(Input::Frame(joined(false, 0)), 0);
         let peer = ServerMessage::PeerJoined { role: Role::Patient, make_offer: true };
         m.handle(Input::Frame(Frame::numbered(1, peer)), 0);
+        m.handle(
+            Input::Frame(Frame::new(ServerMessage::Answer { from: Role::Patient, sdp: "v=0".into() })),
+            50,
+        );
         m.handle(Input::PeerConnection(PeerConnectionState::Connected), 100);
         m
     }
@@ -1460,7 +1703,8 @@ mod tests {
             out,
             [Output::Event(CallEvent::Error(error)), Output::Peer(PeerCommand::AcceptOffer("v=0".into()))]
         );
-        assert_eq!(m.handle(Input::NetworkChanged, at + 40_000)[0], Output::FetchIceServers, "tried again");
+        let out = m.handle(Input::NetworkChanged, at + 40_000);
+        assert!(out.contains(&Output::FetchIceServers), "tried again: {out:?}");
     }
 
     #[test]
@@ -1491,6 +1735,36 @@ mod tests {
         let out = m.handle(Input::IceServers(Ok(Box::new(response))), at + 1_050);
         assert!(matches!(out[0], Output::Peer(PeerCommand::SetIceServers(_))), "{out:?}");
         assert_eq!(out[1], Output::Peer(PeerCommand::CreateOffer { ice_restart: false }));
+    }
+
+    #[test]
+    fn a_relay_policy_that_first_comes_with_a_later_ice_servers_reply_applies_from_the_next_restart() {
+        let mut m = in_call_with_turn(IceTransportPolicy::All);
+        let at = 65 * MINUTE_MS;
+        assert_eq!(
+            m.handle(Input::NetworkChanged, at).iter().filter(|o| **o == Output::FetchIceServers).count(),
+            1
+        );
+        let fresh = vec![turn_server(UNIX_START_MS / 1000 + 65 * 60 + 3600)];
+        let response = IceServersResponse {
+            ice_servers: fresh.clone(),
+            ttl_seconds: 3600,
+            ice_transport_policy: IceTransportPolicy::Relay,
+        };
+        let out = m.handle(Input::IceServers(Ok(Box::new(response))), at + 50);
+        assert_eq!(
+            peer_commands(&out),
+            [
+                PeerCommand::SetIceServers(IceConfig { servers: fresh.clone(), relay_only: true }),
+                PeerCommand::CreateOffer { ice_restart: true },
+            ],
+            "the restart gathers relay candidates only"
+        );
+        // A new peer connection has it too.
+        assert!(m.ice_config().relay_only);
+        let rejoined = ServerMessage::PeerJoined { role: Role::Patient, make_offer: true };
+        let out = m.handle(Input::Frame(Frame::numbered(9, rejoined)), at + 60_000);
+        assert_eq!(out[0], Output::ResetPeer { ice: IceConfig { servers: fresh, relay_only: true } });
     }
 
     #[test]

@@ -450,7 +450,10 @@ impl Driver {
                             Input::SignalingLost
                         }
                         SignalingEvent::Frame(text) => match serde_json::from_str::<Frame<ServerMessage>>(&text) {
-                            Ok(frame) => Input::Frame(frame),
+                            Ok(frame) => {
+                                tracing::debug!(seq = ?frame.seq, kind = frame_type(&text), "signaling frame in");
+                                Input::Frame(frame)
+                            }
                             Err(e) => {
                                 tracing::warn!(error = %e, "ignoring a server frame this client does not understand");
                                 continue;
@@ -594,6 +597,9 @@ impl Driver {
     }
 
     fn peer(&mut self, command: PeerCommand) {
+        if !matches!(command, PeerCommand::SendFrame(_) | PeerCommand::SetEncoderTarget(_)) {
+            tracing::debug!(command = command_name(&command), "peer connection command");
+        }
         match self.session.as_mut() {
             Some(session) => session.command(command),
             None => tracing::debug!(?command, "no peer connection for this command"),
@@ -608,6 +614,7 @@ impl Driver {
     /// Queues a frame on the connection, in order behind any backlog.
     fn send_text(&mut self, text: String) {
         let Some(signaling) = &self.signaling else { return };
+        tracing::debug!(kind = frame_type(&text), "signaling frame out");
         if !self.backlog.is_empty() {
             self.backlog.push_back(text);
         } else if let Err(mpsc::error::TrySendError::Full(text)) = signaling.try_send(text) {
@@ -621,6 +628,27 @@ impl Driver {
         let outputs = self.machine.handle(Input::Stats(Box::new(stats.clone())), now);
         self.execute(outputs, signaling_tx);
         let _ = self.events.send(ClientEvent::Stats(stats));
+    }
+}
+
+/// A signaling frame's `type`, for the log (the rest may be private).
+fn frame_type(text: &str) -> String {
+    let value: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+    let seq = value.get("seq").map(|s| format!(" #{s}")).unwrap_or_default();
+    format!("{}{seq}", value.get("type").and_then(|t| t.as_str()).unwrap_or("?"))
+}
+
+/// A command's name for the log (SDP and candidates stay out of it).
+fn command_name(command: &PeerCommand) -> &'static str {
+    match command {
+        PeerCommand::CreateOffer { ice_restart: true } => "create offer (ICE restart)",
+        PeerCommand::CreateOffer { ice_restart: false } => "create offer",
+        PeerCommand::AcceptOffer(_) => "accept offer",
+        PeerCommand::AcceptAnswer(_) => "accept answer",
+        PeerCommand::Rollback => "rollback",
+        PeerCommand::AddRemoteCandidate(_) => "add remote candidate",
+        PeerCommand::SetIceServers(_) => "set ICE servers",
+        _ => "other",
     }
 }
 

@@ -231,8 +231,15 @@ struct Handler {
     remote_tracks: RemoteTracks,
     /// The mid of the bundle's first m-line, which trickled candidates name (see [`super::ice`]).
     first_mid: Arc<std::sync::Mutex<String>>,
-    /// Which local candidates the peer may learn of.
-    policy: CandidatePolicy,
+    /// Which local candidates the peer may learn of (`SetIceServers` may make it relay-only).
+    policy: SharedPolicy,
+}
+
+/// The session's candidate policy, shared with its event handler.
+type SharedPolicy = Arc<std::sync::Mutex<CandidatePolicy>>;
+
+fn current(policy: &SharedPolicy) -> CandidatePolicy {
+    *policy.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Handler {
@@ -250,7 +257,7 @@ impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
         // The crate's `sdp_mid` is "" (no m-line has it): ours names the bundle's first m-line.
         if let Some(candidate) =
-            event.candidate.to_json().ok().and_then(|i| self.policy.outgoing(&i.candidate))
+            event.candidate.to_json().ok().and_then(|i| current(&self.policy).outgoing(&i.candidate))
         {
             self.trickle(candidate);
         }
@@ -777,7 +784,8 @@ async fn run_session(
     let mut bridges = TurnBridges::new(settings.turn_tls.clone().unwrap_or_else(crate::net::tls_config));
     let bridged = |servers| IceConfig { servers, relay_only: ice.relay_only };
     let configuration = rtc_configuration(&bridged(bridges.rewrite(&ice.servers).await?));
-    let policy = CandidatePolicy { relay_only: ice.relay_only };
+    let policy: SharedPolicy =
+        Arc::new(std::sync::Mutex::new(CandidatePolicy { relay_only: ice.relay_only }));
     let setting_engine = SettingEngineBuilder::new()
         .with_ice_connection_attempts(Some(settings.ice_check_interval), None)
         .with_prflx_acceptance_min_wait(Some(settings.prflx_acceptance_min_wait))
@@ -799,7 +807,7 @@ async fn run_session(
         connected: Arc::clone(&connected),
         remote_tracks: Arc::clone(&remote_tracks),
         first_mid: Arc::clone(&first_mid),
-        policy,
+        policy: Arc::clone(&policy),
     });
     let pc: Arc<dyn PeerConnection> = Arc::new(
         PeerConnectionBuilder::new()
@@ -855,8 +863,15 @@ async fn run_session(
                     // Before gathering starts (applying it starts it): the candidates name this
                     // mid, and go out after the offer, which the peer must have to add them.
                     set_first_mid(&first_mid, &offer.sdp);
-                    let _ = events.send(PeerEvent::LocalOffer(policy.outgoing_sdp(&offer.sdp)));
+                    let _ = events.send(PeerEvent::LocalOffer(current(&policy).outgoing_sdp(&offer.sdp)));
                     pc.set_local_description(offer).await.map_err(|e| e.to_string())?;
+                }
+                PeerCommand::Rollback => {
+                    // Only an offer still pending can be rolled back (it may have failed to apply).
+                    if pc.pending_local_description().await.is_some() {
+                        let rollback = RTCSessionDescription::rollback(None).map_err(|e| e.to_string())?;
+                        pc.set_local_description(rollback).await.map_err(|e| format!("rollback: {e}"))?;
+                    }
                 }
                 PeerCommand::AcceptOffer(sdp) => {
                     let offer = RTCSessionDescription::offer(sdp).map_err(|e| e.to_string())?;
@@ -884,7 +899,7 @@ async fn run_session(
                     }
                     let answer = pc.create_answer(None).await.map_err(|e| e.to_string())?;
                     set_first_mid(&first_mid, &answer.sdp);
-                    let _ = events.send(PeerEvent::LocalAnswer(policy.outgoing_sdp(&answer.sdp)));
+                    let _ = events.send(PeerEvent::LocalAnswer(current(&policy).outgoing_sdp(&answer.sdp)));
                     pc.set_local_description(answer).await.map_err(|e| e.to_string())?;
                 }
                 PeerCommand::AcceptAnswer(sdp) => {
@@ -918,8 +933,11 @@ async fn run_session(
                         pc.add_ice_candidate(init).await.map_err(|e| e.to_string())?;
                     }
                 }
-                // Takes effect at the next gathering (the ICE restart that follows).
+                // Takes effect at the next gathering (the ICE restart that follows), the policy
+                // too: a clinic's relay-only may first arrive with a later ice-servers reply.
                 PeerCommand::SetIceServers(ice) => {
+                    *policy.lock().unwrap_or_else(|e| e.into_inner()) =
+                        CandidatePolicy { relay_only: ice.relay_only };
                     let servers = bridges.rewrite(&ice.servers).await?;
                     let ice = IceConfig { servers, relay_only: ice.relay_only };
                     pc.set_configuration(rtc_configuration(&ice)).await.map_err(|e| e.to_string())?;

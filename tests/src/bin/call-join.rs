@@ -2,7 +2,8 @@
 //! call client of `televisit join` (synthetic camera and microphone, decodes what arrives, one line
 //! per event and a summary), built in this crate so its tests can run it as a process, e.g. inside
 //! a network namespace. With `--network-changes-on-stdin`, a `network-changed` line on standard
-//! input tells the client its network changed (an ICE restart).
+//! input tells the client its network changed (an ICE restart). With `TELEVISIT_LOG` set (an
+//! `EnvFilter`, e.g. `televisit_core=debug`), it logs to standard error.
 
 use std::time::Duration;
 
@@ -25,6 +26,9 @@ fn main() -> std::process::ExitCode {
                 return std::process::ExitCode::from(2);
             }
         }
+    }
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("TELEVISIT_LOG") {
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     }
     televisit_tests::install_crypto_provider();
     let outcome = run(options, &mut std::io::stdout());
