@@ -883,10 +883,8 @@ async fn call_status(
     lock_rows: &str,
 ) -> StoreResult<Option<CallStatus>> {
     let sql = format!("SELECT status FROM appointments WHERE id = $1{lock_rows}");
-    let status: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .bind(appointment_id)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let status: Option<String> =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(appointment_id).fetch_optional(&mut **tx).await?;
     Ok(status.as_deref().and_then(CallStatus::parse))
 }
 
