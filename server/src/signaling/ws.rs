@@ -171,10 +171,14 @@ async fn write_frames(mut sink: Sink, mut outgoing: mpsc::Receiver<Outgoing>, ke
     loop {
         tokio::select! {
             next = outgoing.recv() => {
-                let mut next = next;
-                for _ in 0..FRAMES_PER_WRITE {
+                let (mut next, mut fed) = (next, 0);
+                loop {
                     if !feed(&mut sink, next).await {
                         return;
+                    }
+                    fed += 1;
+                    if fed == FRAMES_PER_WRITE {
+                        break;
                     }
                     match outgoing.try_recv() {
                         Ok(more) => next = Some(more),
