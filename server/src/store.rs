@@ -27,6 +27,13 @@ pub struct Store {
     writer: SqlitePool,
 }
 
+/// How often the write-ahead log is copied into the database file (see [`Store::open`]).
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Pages (4 KiB) the write-ahead log may hold before a checkpoint waits for the writer so that the
+/// log starts over (64 MiB).
+const LOG_RESTART_PAGES: i64 = 16 * 1024;
+
 /// How long a write may wait for its turn before it fails with [`sqlx::Error::PoolTimedOut`]
 /// (the API answers 503 with `Retry-After`).
 pub const WRITE_WAIT: Duration = Duration::from_secs(10);
@@ -214,6 +221,36 @@ fn appointment_from_row(row: &sqlx::sqlite::SqliteRow) -> Appointment {
     }
 }
 
+/// Copies the write-ahead log into the database file every [`CHECKPOINT_EVERY`] until the pool
+/// closes, while the writer never checkpoints itself.
+async fn checkpoint_periodically(pool: SqlitePool) {
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        // PASSIVE: copies what it can beside the writer, without waiting for it. Under steady
+        // writes it never catches up completely, and the log starts over only once it has: past
+        // LOG_RESTART_PAGES, RESTART waits for the writer's transaction, copies the rest (little,
+        // right after a passive pass) and makes the next write start the log over.
+        let passive = sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&pool);
+        let result = match passive.await {
+            Ok((_, log_pages, _)) if log_pages > LOG_RESTART_PAGES => {
+                sqlx::query("PRAGMA wal_checkpoint(RESTART)").execute(&pool).await.map(drop)
+            }
+            other => other.map(drop),
+        };
+        if let Err(e) = result {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::warn!(error = %e, "write-ahead log checkpoint failed");
+        }
+    }
+}
+
 impl Store {
     /// Opens (creating if missing) the database at `url`, e.g. `sqlite://televisit.db`, in WAL
     /// mode, and applies the migrations.
@@ -224,16 +261,21 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(WRITE_WAIT)
-            .connect_with(options.clone())
-            .await?;
+        let writers = SqlitePoolOptions::new().max_connections(1).acquire_timeout(WRITE_WAIT);
         // An in-memory database exists once per connection: there, one pool does both.
-        let pool = if url.contains(":memory:") || url.contains("mode=memory") {
-            writer.clone()
+        let (pool, writer) = if url.contains(":memory:") || url.contains("mode=memory") {
+            let writer = writers.connect_with(options).await?;
+            (writer.clone(), writer)
         } else {
-            SqlitePoolOptions::new().max_connections(8).connect_with(options).await?
+            // The writer never checkpoints: SQLite would do it inside the commit that fills the log
+            // (every 1000 pages), holding up that commit, and every chat message waiting for it,
+            // for the checkpoint's fsyncs (10-90 ms measured under the signaling_hub benchmark).
+            // A reading connection checkpoints in the background instead; a passive checkpoint runs
+            // beside writes.
+            let writer = writers.connect_with(options.clone().pragma("wal_autocheckpoint", "0")).await?;
+            let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+            tokio::spawn(checkpoint_periodically(pool.clone()));
+            (pool, writer)
         };
         let store = Store { pool, writer };
         store.migrate().await?;
