@@ -63,6 +63,17 @@ const POSTGRES_SETTINGS: &str = "SET lock_timeout = '5s'";
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
      PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;";
 
+/// The writer's settings: the same, and it never checkpoints (see [`checkpoint_periodically`]).
+const SQLITE_WRITER_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA wal_autocheckpoint = 0;";
+
+/// How often the write-ahead log is copied into the database file (see [`Store::open`]).
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Pages (4 KiB) the write-ahead log may hold before a checkpoint waits for the writer so that the
+/// log starts over (64 MiB).
+const LOG_RESTART_PAGES: i64 = 16 * 1024;
+
 /// How long a write may wait for its turn before it fails with [`sqlx::Error::PoolTimedOut`]
 /// (the API answers 503 with `Retry-After`).
 pub const WRITE_WAIT: Duration = Duration::from_secs(10);
@@ -268,6 +279,36 @@ fn appointment_from_row(row: &AnyRow) -> Appointment {
     }
 }
 
+/// Copies the write-ahead log into the database file every [`CHECKPOINT_EVERY`] until the pool
+/// closes, while the writer never checkpoints itself.
+async fn checkpoint_periodically(pool: AnyPool) {
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        // PASSIVE: copies what it can beside the writer, without waiting for it. Under steady
+        // writes it never catches up completely, and the log starts over only once it has: past
+        // LOG_RESTART_PAGES, RESTART waits for the writer's transaction, copies the rest (little,
+        // right after a passive pass) and makes the next write start the log over.
+        let passive = sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&pool);
+        let result = match passive.await {
+            Ok((_, log_pages, _)) if log_pages > LOG_RESTART_PAGES => {
+                sqlx::query("PRAGMA wal_checkpoint(RESTART)").execute(&pool).await.map(drop)
+            }
+            other => other.map(drop),
+        };
+        if let Err(e) = result {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::warn!(error = %e, "write-ahead log checkpoint failed");
+        }
+    }
+}
+
 impl Store {
     /// Opens the database at `url` and applies the migrations: `sqlite://televisit.db` (created
     /// if missing, in WAL mode) or `postgres://user:password@host/database` (created if missing
@@ -280,19 +321,31 @@ impl Store {
         let store = match backend {
             Backend::Sqlite => {
                 let url = sqlite_url_creating_the_file(url);
-                let options = || {
-                    AnyPoolOptions::new().after_connect(|connection, _| {
-                        Box::pin(async move { connection.execute(SQLITE_PRAGMAS).await.map(drop) })
+                let options = |pragmas: &'static str| {
+                    AnyPoolOptions::new().after_connect(move |connection, _| {
+                        Box::pin(async move { connection.execute(pragmas).await.map(drop) })
                     })
                 };
-                let writer = options().max_connections(1).acquire_timeout(WRITE_WAIT).connect(&url).await?;
+                let writers = options(SQLITE_PRAGMAS).max_connections(1).acquire_timeout(WRITE_WAIT);
                 // An in-memory database exists once per connection: there, one pool does both.
-                let pool = if url.contains(":memory:") || url.contains("mode=memory") {
-                    writer.clone()
+                if url.contains(":memory:") || url.contains("mode=memory") {
+                    let writer = writers.connect(&url).await?;
+                    Store { pool: writer.clone(), writer, backend }
                 } else {
-                    options().max_connections(8).connect(&url).await?
-                };
-                Store { pool, writer, backend }
+                    // The writer never checkpoints: SQLite would do it inside the commit that
+                    // fills the log (every 1000 pages), holding up that commit, and every chat
+                    // message waiting for it, for the checkpoint's fsyncs (10-90 ms measured under
+                    // the signaling_hub benchmark). A reading connection checkpoints in the
+                    // background instead; a passive checkpoint runs beside writes.
+                    let writer = options(SQLITE_WRITER_PRAGMAS)
+                        .max_connections(1)
+                        .acquire_timeout(WRITE_WAIT)
+                        .connect(&url)
+                        .await?;
+                    let pool = options(SQLITE_PRAGMAS).max_connections(8).connect(&url).await?;
+                    tokio::spawn(checkpoint_periodically(pool.clone()));
+                    Store { pool, writer, backend }
+                }
             }
             Backend::Postgres => {
                 use sqlx::migrate::MigrateDatabase;

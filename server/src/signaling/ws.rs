@@ -60,10 +60,11 @@ pub async fn upgrade(
         None => None,
     };
     // Signaling frames are small: tungstenite's default 128 KiB buffers per socket would be most of
-    // a connection's memory (measured by the signaling_hub benchmark).
+    // a connection's memory (measured by the signaling_hub benchmark). Frames queued together are
+    // written out together (`write_frames` flushes), up to 4 KiB at a time.
     ws.protocols([WEBSOCKET_SUBPROTOCOL])
-        .read_buffer_size(16 * 1024)
-        .write_buffer_size(0)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
         .max_write_buffer_size(2 * HARD_FRAME_LIMIT)
         .max_message_size(HARD_FRAME_LIMIT)
         .max_frame_size(HARD_FRAME_LIMIT)
@@ -159,34 +160,32 @@ async fn run(state: SharedState, mut socket: WebSocket, header_grant: Option<Gra
     let _ = writer.await;
 }
 
-async fn write_frames(
-    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
-    mut outgoing: mpsc::Receiver<Outgoing>,
-    keepalive_seconds: u64,
-) {
+type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+
+/// Most queued frames written out together (one write to the socket instead of one per frame).
+const FRAMES_PER_WRITE: usize = 32;
+
+async fn write_frames(mut sink: Sink, mut outgoing: mpsc::Receiver<Outgoing>, keepalive_seconds: u64) {
     let mut keepalive = tokio::time::interval(Duration::from_secs(keepalive_seconds.max(1)));
     keepalive.tick().await;
     loop {
         tokio::select! {
-            next = outgoing.recv() => match next {
-                Some(Outgoing::Text(body)) => {
-                    if sink.send(Message::Text(body.into())).await.is_err() {
+            next = outgoing.recv() => {
+                let (mut next, mut fed) = (next, 0);
+                loop {
+                    if !feed(&mut sink, next).await {
                         return;
                     }
+                    fed += 1;
+                    if fed == FRAMES_PER_WRITE {
+                        break;
+                    }
+                    match outgoing.try_recv() {
+                        Ok(more) => next = Some(more),
+                        Err(_) => break,
+                    }
                 }
-                Some(Outgoing::Close { code, message }) => {
-                    let _ = sink.send(text(&error(code, message))).await;
-                    let frame = CloseFrame { code: close_code(code), reason: code.as_str().into() };
-                    let _ = sink.send(Message::Close(Some(frame))).await;
-                    return;
-                }
-                Some(Outgoing::CloseNormally) => {
-                    let frame = CloseFrame { code: 1000, reason: "left".into() };
-                    let _ = sink.send(Message::Close(Some(frame))).await;
-                    return;
-                }
-                None => {
-                    let _ = sink.send(Message::Close(None)).await;
+                if sink.flush().await.is_err() {
                     return;
                 }
             },
@@ -195,6 +194,29 @@ async fn write_frames(
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Buffers one queued frame for the client (a close is written out at once); `false` once the
+/// connection is done.
+async fn feed(sink: &mut Sink, next: Option<Outgoing>) -> bool {
+    match next {
+        Some(Outgoing::Text(body)) => sink.feed(Message::Text(body.into())).await.is_ok(),
+        Some(Outgoing::Close { code, message }) => {
+            let _ = sink.feed(text(&error(code, message))).await;
+            let frame = CloseFrame { code: close_code(code), reason: code.as_str().into() };
+            let _ = sink.send(Message::Close(Some(frame))).await;
+            false
+        }
+        Some(Outgoing::CloseNormally) => {
+            let frame = CloseFrame { code: 1000, reason: "left".into() };
+            let _ = sink.send(Message::Close(Some(frame))).await;
+            false
+        }
+        None => {
+            let _ = sink.send(Message::Close(None)).await;
+            false
         }
     }
 }
