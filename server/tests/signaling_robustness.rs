@@ -284,3 +284,45 @@ async fn a_graceful_leave_is_a_normal_close_without_an_error_frame() {
     let left = doctor.expect("peer-left").await;
     assert_eq!((left["role"].as_str(), left["reason"].as_str()), (Some("patient"), Some("left")));
 }
+
+/// A participant whose app stops reading (frozen, backgrounded) while the other keeps sending:
+/// once its queue on the server is full, the server lets go of the connection and closes it, so
+/// the app reconnects when it wakes up instead of sitting on an open socket that gets nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_participant_that_stops_reading_is_closed_and_gets_back_in() {
+    let db = TempDb::new();
+    let server = TestServer::start_with(&db, Clock::default(), |config| {
+        config.frames_per_second = 1_000_000;
+        config.frame_burst = 1_000_000;
+    })
+    .await;
+    let visit = server.started_visit().await;
+    let (mut doctor, mut patient) = both_in_room(&server, &visit).await;
+
+    // The doctor's app reads nothing while the patient sends ~100 MB of offers (36 KB each): more than the
+    // sockets' buffers and the server's queue for the doctor hold.
+    // Each "a=x\r\n" line is 9 characters of JSON.
+    let sdp = format!("v=0\r\n{}", "a=x\r\n".repeat((MAX_FRAME_BYTES - 200) / 9));
+    let offer = json!({"type": "offer", "sdp": sdp}).to_string();
+    for _ in 0..3000 {
+        patient.send_text(offer.clone()).await;
+    }
+
+    // When the doctor's app reads again, it gets what was queued and then the close.
+    let queued = tokio::time::timeout(Duration::from_secs(60), doctor.until_closed())
+        .await
+        .expect("the server closes the connection it let go of");
+    assert!(!queued.is_empty() && queued.len() < 3000, "{} of 3000 offers before the close", queued.len());
+
+    // The app reconnects and is back in the call.
+    let mut back = server.join(&visit.doctor_token).await;
+    back.expect("joined").await;
+    patient.send(json!({"type": "media-state", "audio": true, "video": false})).await;
+    loop {
+        let frame = back.next().await;
+        if frame["type"] == "media-state" {
+            assert_eq!(frame["video"], false, "{frame}");
+            break;
+        }
+    }
+}

@@ -68,8 +68,10 @@ pub struct Connection {
     pub id: ConnId,
     /// Frames for the client, in order.
     pub outgoing: mpsc::Receiver<Outgoing>,
-    /// A sender into the same queue, for replies that do not go through the room.
-    pub reply: mpsc::Sender<Outgoing>,
+    /// A sender into the same queue, for replies that do not go through the room. It is weak:
+    /// once the hub drops the connection (closed, replaced, or too slow to keep up), the queue
+    /// ends after its last frame, the socket closes, and the client resumes on a new one.
+    pub reply: mpsc::WeakSender<Outgoing>,
 }
 
 /// The signaling hub.
@@ -177,7 +179,7 @@ impl Hub {
         };
         self.run(grant, &room, deferred).await;
         self.audit(grant, "join", if resume_from.is_some() { "resume" } else { "" }).await;
-        Ok(Connection { id, outgoing: rx, reply: tx })
+        Ok(Connection { id, outgoing: rx, reply: tx.downgrade() })
     }
 
     /// A decoded frame from a participant's connection.

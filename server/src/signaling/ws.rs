@@ -156,7 +156,7 @@ async fn run(state: SharedState, mut socket: WebSocket, header_grant: Option<Gra
     let writer = tokio::spawn(write_frames(sink, connection.outgoing, state.config.keepalive_seconds));
     read_frames(&state, stream, &grant, conn_id, connection.reply).await;
     state.hub.disconnect(&grant, conn_id).await;
-    // The hub dropped its sender; the writer ends once the reply sender (moved above) is gone too.
+    // The hub dropped its sender (the reply sender is weak): the writer ends after the last frame.
     let _ = writer.await;
 }
 
@@ -226,13 +226,18 @@ async fn read_frames(
     mut stream: futures_util::stream::SplitStream<WebSocket>,
     grant: &Grant,
     conn_id: u64,
-    reply: mpsc::Sender<Outgoing>,
+    reply: mpsc::WeakSender<Outgoing>,
 ) {
     let idle = Duration::from_secs(state.config.idle_timeout_seconds.max(1));
     let mut bucket =
         TokenBucket::new(state.config.frames_per_second, state.config.frame_burst, Instant::now());
+    let reply_with = |outgoing: Outgoing| {
+        if let Some(reply) = reply.upgrade() {
+            let _ = reply.try_send(outgoing);
+        }
+    };
     let send_error = |code: ErrorCode, message: String| {
-        let _ = reply.try_send(Outgoing::Text(encode(&Frame::new(error(code, message)))));
+        reply_with(Outgoing::Text(encode(&Frame::new(error(code, message)))));
     };
     loop {
         let message = match tokio::time::timeout(idle, stream.next()).await {
@@ -240,7 +245,7 @@ async fn read_frames(
             Ok(_) => return,
             Err(_) => {
                 let message = format!("no frame for {} seconds", idle.as_secs());
-                let _ = reply.try_send(Outgoing::Close { code: ErrorCode::IdleTimeout, message });
+                reply_with(Outgoing::Close { code: ErrorCode::IdleTimeout, message });
                 return;
             }
         };
@@ -265,8 +270,8 @@ async fn read_frames(
             Ok(frame) => state.hub.frame(grant, conn_id, frame).await,
             Err(e) => send_error(e.code, e.message),
         }
-        if reply.is_closed() {
-            return;
+        if reply.upgrade().is_none_or(|reply| reply.is_closed()) {
+            return; // the hub let go of this connection
         }
     }
 }
