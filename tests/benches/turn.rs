@@ -16,6 +16,9 @@
 //!    process's CPU time; it also serves the signaling, which is idle during a call) and through
 //!    coturn (its process's), with the relayed rate (what both clients received), scaled to a
 //!    1.5 Mbps call.
+//! 4. Media back after a network switch (`televisit_tests::network_switch`: the patient's wifi goes
+//!    down mid-call, cell comes up, `network_changed()`): median and worst of 5 switches, both
+//!    ways, and audio alone.
 //!
 //! Run: `cargo bench -p televisit-tests --bench turn`.
 //!
@@ -220,8 +223,42 @@ fn main() {
                 per_call * 100.0
             );
         }
+        network_switches().await;
         println!();
     });
+}
+
+/// Switches measured by [`network_switches`].
+const SWITCHES: usize = 5;
+
+async fn network_switches() {
+    println!(
+        "\nMedia back after a network switch (wifi → cell, then `network_changed()`), {SWITCHES} switches\n"
+    );
+    let (mut media, mut audio) = (Vec::new(), Vec::new());
+    for _ in 0..SWITCHES {
+        match televisit_tests::network_switch::wifi_to_cell(CALL_JOIN, Duration::from_secs(30)).await {
+            Ok(outcome) => {
+                media.push(Some(outcome.media_back()));
+                audio.push(Some(outcome.audio_back()));
+            }
+            Err(error) => {
+                eprintln!("a switch failed: {}", error.lines().next().unwrap_or_default());
+                media.push(None);
+                audio.push(None);
+            }
+        }
+    }
+    println!("| media back, both ways | audio back, both ways |");
+    println!("|---|---|");
+    let worst = |samples: &[Option<Duration>]| {
+        samples
+            .iter()
+            .flatten()
+            .max()
+            .map_or("none".into(), |w| format!("{:.0} ms", w.as_secs_f64() * 1000.0))
+    };
+    println!("| {}, worst {} | {}, worst {} |", show(&media), worst(&media), show(&audio), worst(&audio));
 }
 
 /// Notes when the call connects and when the first picture decodes.

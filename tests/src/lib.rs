@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 pub mod netem;
 pub mod netns;
+pub mod network_switch;
 pub mod turn_lab;
 
 /// Installs ring as the process's rustls provider, which the tests' own HTTP clients need.
