@@ -18,6 +18,9 @@ use crate::protocol::{encode, ErrorCode, Frame, ServerMessage};
 /// session (it answers at once, with nothing, until it forgets it).
 const CLOSED_ANSWER: Duration = Duration::from_millis(500);
 
+/// How long a refused post waits for the poll to fetch the frames the server left before closing.
+const LAST_FRAMES_WAIT: Duration = Duration::from_secs(2);
+
 /// Starts the fallback in the background at `path` on the link's server. Same contract as the
 /// WebSocket's `connect`: events tagged with `generation`; dropping the sender stops it (frames
 /// already queued are still posted) without a `Closed` event.
@@ -42,6 +45,11 @@ pub fn connect(
                 frame = outgoing.recv() => match frame {
                     Some(text) => {
                         if !post(&api, &path, text, false, &reporter).await {
+                            // The server may have closed the session with frames still to fetch
+                            // (the call's end, posted as it closed): the poll fetches them before
+                            // the machine hears the connection closed, or it would rejoin an ended
+                            // call and fail.
+                            let _ = tokio::time::timeout(LAST_FRAMES_WAIT, &mut poller.0).await;
                             break;
                         }
                     }

@@ -118,7 +118,7 @@ final class CallTests: XCTestCase {
         }
         // The stats name the path ICE chose: on loopback, no relay.
         let event = try await patientLog.await("stats with the selected pair") {
-            if case let .stats(stats) = $0 { return stats.localCandidateType != nil }
+            if case let .stats(stats) = $0 { return stats.localCandidateType != nil && stats.remoteCandidateType != nil }
             return false
         }
         guard case let .stats(stats) = event else { return XCTFail("\(event)") }

@@ -131,7 +131,7 @@ class CallTest {
                 call.examine(true) // the patient's camera keeps its resolution from now on
                 // The stats name the path ICE chose: on loopback, no relay.
                 val stats = (log.await("stats with the selected pair") {
-                    it is CallEvent.Stats && it.stats.localCandidateType != null
+                    it is CallEvent.Stats && it.stats.localCandidateType != null && it.stats.remoteCandidateType != null
                 } as CallEvent.Stats).stats
                 assertTrue(stats.localCandidateType in setOf("host", "prflx"), "$stats")
                 assertTrue(stats.remoteCandidateType in setOf("host", "prflx"), "$stats")
