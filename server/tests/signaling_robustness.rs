@@ -66,16 +66,7 @@ async fn a_flood_of_frames_is_rate_limited_without_dropping_the_connection() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     patient.send(json!({"type": "ping"})).await;
     patient.expect("pong").await;
-    let metrics = server
-        .http
-        .get(server.url("/metrics"))
-        .bearer_auth(METRICS_KEY)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(metrics.contains("televisit_refusals_total{code=\"rate_limited\"}"), "{metrics}");
 }
 
@@ -242,16 +233,7 @@ async fn health_and_metrics_report_calls_connections_and_relayed_frames() {
     patient.expect("offer").await;
     let response = server.http.get(server.url("/healthz")).send().await.unwrap();
     assert_eq!(response.status(), 200);
-    let metrics = server
-        .http
-        .get(server.url("/metrics"))
-        .bearer_auth(METRICS_KEY)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     for line in [
         "televisit_calls{status=\"in_progress\"} 1",
         "televisit_calls{status=\"not_started\"} 1",

@@ -156,6 +156,12 @@ impl TestServer {
         body
     }
 
+    /// The `/metrics` page, fetched with the metrics key.
+    pub async fn metrics(&self) -> String {
+        let response = self.http.get(self.url("/metrics")).bearer_auth(METRICS_KEY).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
     pub async fn audit(&self, appointment_id: Option<&str>) -> Vec<televisit_server::store::AuditEntry> {
         self.server.state.store.audit_entries(appointment_id).await.unwrap()
     }
