@@ -160,27 +160,40 @@ async fn connect(url: &str, trusted: &[u8]) -> Transport {
     }
 }
 
-#[tokio::test]
-async fn allocations_over_udp_tcp_and_tls_need_the_rest_credentials_the_server_issues() {
-    let db = TempDb::new();
-    let dir = std::env::temp_dir().join(format!("televisit-turn-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key, der) = certificate(&dir);
+/// A server whose embedded TURN listens on loopback (UDP and TCP, and TLS with a fresh
+/// certificate for `localhost` written to `dir`); returns it and the certificate's DER.
+async fn server_with_turn(
+    db: &TempDb,
+    dir: &std::path::Path,
+    clock: Clock,
+    relay_ports: (u16, u16),
+    streams: StreamLimits,
+) -> (TestServer, Vec<u8>) {
+    let (cert, key, der) = certificate(dir);
     let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let clock = Clock::default();
-    let server = TestServer::start_with(&db, clock.clone(), |c| {
+    let server = TestServer::start_with(db, clock, |c| {
         c.turn_secret = Some("embedded-secret".into());
         c.embedded_turn = Some(TurnConfig {
             listen: local,
             tls: Some(TlsListen { listen: local, cert, key }),
             external_ip: "127.0.0.1".parse().unwrap(),
             tls_host: Some("localhost".into()),
-            relay_ports: Some((40000, 40999)),
+            relay_ports: Some(relay_ports),
             realm: "televisit".into(),
-            streams: Default::default(),
+            streams,
         });
     })
     .await;
+    (server, der)
+}
+
+#[tokio::test]
+async fn allocations_over_udp_tcp_and_tls_need_the_rest_credentials_the_server_issues() {
+    let db = TempDb::new();
+    let dir = std::env::temp_dir().join(format!("televisit-turn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let clock = Clock::default();
+    let (server, der) = server_with_turn(&db, &dir, clock.clone(), (40000, 40999), Default::default()).await;
     let visit = server.started_visit().await;
     let (code, join) = server.call("POST", "/api/video-call/join", &visit.patient_token).await;
     assert_eq!(code, 200);
@@ -227,21 +240,8 @@ async fn tcp_and_tls_connections_are_capped_per_address_and_closed_when_they_nev
     let db = TempDb::new();
     let dir = std::env::temp_dir().join(format!("televisit-turn-caps-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key, der) = certificate(&dir);
-    let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let server = TestServer::start_with(&db, Clock::default(), |c| {
-        c.turn_secret = Some("embedded-secret".into());
-        c.embedded_turn = Some(TurnConfig {
-            listen: local,
-            tls: Some(TlsListen { listen: local, cert, key }),
-            external_ip: "127.0.0.1".parse().unwrap(),
-            tls_host: Some("localhost".into()),
-            relay_ports: Some((41000, 41999)),
-            realm: "televisit".into(),
-            streams: StreamLimits { per_address: 3, total: 100, allocate_within: Duration::from_secs(1) },
-        });
-    })
-    .await;
+    let streams = StreamLimits { per_address: 3, total: 100, allocate_within: Duration::from_secs(1) };
+    let (server, der) = server_with_turn(&db, &dir, Clock::default(), (41000, 41999), streams).await;
     let turn = server.server.turn.as_ref().unwrap();
     let (tcp, tls) = (turn.addr, turn.tls_addr.unwrap());
     let visit = server.started_visit().await;
