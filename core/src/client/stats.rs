@@ -194,13 +194,16 @@ fn selected_pair(report: &RTCStatsReport) -> Option<SelectedPair> {
     };
     let local = candidate("RTCLocalIceCandidate_", &pair.local_candidate_id);
     let remote = candidate("RTCRemoteIceCandidate_", &pair.remote_candidate_id);
+    // The stack registers only the remote candidates that were signaled; one it learned from a
+    // connectivity check before (or instead of) the signaled one is peer-reflexive (RFC 8445
+    // §7.3.1.3) and has no entry, so a missing remote entry means `prflx`.
     let relay_url = local
         .filter(|c| c.candidate_type == RTCIceCandidateType::Relay && !c.url.is_empty())
         .map(|c| c.url.clone());
     Some(SelectedPair {
         rtt_ms,
         local: local.map(|c| c.candidate_type),
-        remote: remote.map(|c| c.candidate_type),
+        remote: Some(remote.map_or(RTCIceCandidateType::Prflx, |c| c.candidate_type)),
         relay_url,
     })
 }
