@@ -7,14 +7,23 @@ use webrtc::peer_connection::MediaEngine;
 
 use crate::frame::VideoCodec;
 
-/// The codec as this side registers it (H.264: constrained baseline, packetization mode 1,
-/// profile-level-id 42e01f, as browsers offer it), with its payload type and its RTX one.
+/// H.264 as this side receives it: constrained baseline (`42e0`), level 4.0 (`28`), the least level
+/// that holds the ladder's top rung (1080p at 30 fps). Browsers offer level 3.1 (`1f`), which caps
+/// a sender at 720p; the level is not part of codec matching (RFC 6184 §8.2.2, with
+/// `level-asymmetry-allowed`), so each side declares what it can receive.
+const H264_PROFILE_LEVEL_ID: &str = "42e028";
+
+/// The codec as this side registers it (H.264: constrained baseline, packetization mode 1, level
+/// 4.0), with its payload type and its RTX one.
 pub(crate) fn video_codec_parameters(codec: VideoCodec) -> (RTCRtpCodecParameters, u8) {
     let feedback = |typ: &str, parameter: &str| RTCPFeedback { typ: typ.into(), parameter: parameter.into() };
     let (sdp_fmtp_line, payload_type, rtx) = match codec {
         VideoCodec::Vp8 => (String::new(), 96, 97),
         VideoCodec::H264 => {
-            ("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f".to_owned(), 125, 105)
+            let fmtp = format!(
+                "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={H264_PROFILE_LEVEL_ID}"
+            );
+            (fmtp, 125, 105)
         }
     };
     let parameters = RTCRtpCodecParameters {
@@ -142,5 +151,31 @@ mod tests {
             "the second m-line is not read"
         );
         assert_eq!(first_video_codec("v=0\r\nm=audio 9 RTP/AVP 0\r\n", &both), None);
+    }
+
+    /// H.264 levels (RFC 6184 / ITU-T H.264 Table A-1): `level_idc`, most macroblocks per frame and
+    /// per second.
+    const H264_LEVELS: [(u8, u64, u64); 6] = [
+        (0x1f, 3_600, 108_000),
+        (0x20, 5_120, 216_000),
+        (0x28, 8_192, 245_760),
+        (0x29, 8_192, 245_760),
+        (0x2a, 8_704, 522_240),
+        (0x32, 22_080, 589_824),
+    ];
+
+    #[test]
+    fn the_h264_level_we_declare_receives_every_rung_of_the_ladder() {
+        let level_idc = u8::from_str_radix(&H264_PROFILE_LEVEL_ID[4..], 16).unwrap();
+        let &(_, frame_mbs, mbs_per_second) =
+            H264_LEVELS.iter().find(|(idc, _, _)| *idc == level_idc).expect("a known level");
+        for rung in crate::call::ladder::LADDER {
+            let mbs = u64::from(rung.width.div_ceil(16)) * u64::from(rung.height.div_ceil(16));
+            assert!(mbs <= frame_mbs, "{} needs {mbs} macroblocks a frame", rung.name);
+            let per_second = mbs * u64::from(rung.fps);
+            assert!(per_second <= mbs_per_second, "{} needs {per_second} macroblocks a second", rung.name);
+        }
+        let (parameters, _) = video_codec_parameters(VideoCodec::H264);
+        assert!(parameters.rtp_codec.sdp_fmtp_line.contains("profile-level-id=42e028"));
     }
 }

@@ -1158,7 +1158,7 @@ mod tests {
         for codecs in &names {
             assert_eq!(codecs, &["H264", "rtx", "VP8", "rtx"], "{h264_first}");
         }
-        assert!(h264_first.contains("packetization-mode=1;profile-level-id=42e01f"), "{h264_first}");
+        assert!(h264_first.contains("packetization-mode=1;profile-level-id=42e028"), "{h264_first}");
         assert_eq!(
             first_video_codec(&h264_first, &[VideoCodec::Vp8, VideoCodec::H264]),
             Some(VideoCodec::H264)
