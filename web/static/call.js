@@ -114,19 +114,18 @@ function showBanner(text) {
 // on the way (a line break in an e-mail, a partial copy).
 const CUT_OFF_TOKEN = /^tv1\.\d+\.[A-Za-z0-9_-]{0,42}$/;
 
+// What the page finds wrong with a link before asking the server.
 const LINK_ERRORS = {
   missing_token: ["This link is incomplete", "The link has no access code. Open the whole link from the clinic's message: it ends with a long code after #token=."],
   cut_off_token: ["This link is cut off", "The end of the link is missing. Open the link straight from the clinic's message, or copy all of it."],
-  invalid_token: ["This link is not valid", "Check the link, or ask the clinic for a new one."],
-  token_expired: ["This link has expired", "Ask the clinic for a new link."],
-  token_revoked: ["This link was replaced", "Use the latest link the clinic sent you."],
-  call_ended: ["This call has ended", "Thank you. You can close this window."],
-  call_not_started: ["The call has not started yet", "Try again in a moment."],
 };
 
+/** The error card for a link problem or a server error `code` (with the server's `message`), as the core words it (rules.js). */
 function showError(code, message) {
-  const [title, text] = LINK_ERRORS[code] || ["Something went wrong", message || "Please reload the page."];
-  showScreen(title, text, { retry: code === "call_not_started" });
+  if (LINK_ERRORS[code]) return showScreen(...LINK_ERRORS[code]);
+  if (!code) return showScreen("Something went wrong", message || "Please reload the page.", { retry: true });
+  const rule = errorRule(code, message || "");
+  showScreen(rule.title, asSentence(rule.message), { retry: rule.retryable });
 }
 
 // ---------- token from the link ----------
@@ -224,6 +223,7 @@ function newPeerConnection() {
   state.ignoredOffer = false;
   document.body.dataset.iceTransportPolicy = pc.getConfiguration().iceTransportPolicy;
   state.screenSender = null;
+  state.restarts.reset();
   state.local.getTracks().forEach((track) => pc.addTrack(track, state.local));
   if (state.screenStream) addScreenTrack();
   applyDegradationPreference();
@@ -251,8 +251,9 @@ function newPeerConnection() {
     } else if (pc.connectionState === "disconnected" || pc.connectionState === "failed") {
       document.body.dataset.connected = "false";
       showBanner("Connection lost — reconnecting…");
-      if (pc.connectionState === "failed" && state.join.role === "doctor") makeOffer(true);
     }
+    // As the core: the doctor restarts ICE when the connection failed, then every 5 s (tick).
+    if (state.restarts.onState(pc.connectionState, Date.now())) makeOffer(true);
   };
   return pc;
 }
@@ -274,6 +275,7 @@ async function acceptOffer(sdp) {
   state.ignoredOffer = state.join.role === "doctor" && pending;
   if (state.ignoredOffer) return;
   state.offerPendingSince = null;
+  state.restarts.onPeerOffer(Date.now());
   await state.pc.setRemoteDescription({ type: "offer", sdp });
   const answer = await state.pc.createAnswer();
   await state.pc.setLocalDescription(answer);
@@ -366,12 +368,11 @@ function onFrame(frame) {
       break;
     case "error":
       if (state.ended) break; // the reason the server closes an ended call's connection
-      if (["invalid_token", "token_expired", "token_revoked", "call_ended", "replaced"].includes(frame.code)) {
+      if (errorRule(frame.code, frame.message).endsCall) {
         state.signaling.close();
-        if (frame.code === "replaced") showScreen("The call continued elsewhere", "This link was opened in another window or device.");
-        else showError(frame.code, frame.message);
+        showError(frame.code, frame.message);
       } else {
-        showBanner(frame.message);
+        showBanner(asSentence(errorRule(frame.code, frame.message).message));
       }
       break;
   }
@@ -642,6 +643,7 @@ async function tick() {
     $("timer").textContent = formatDuration(state.durationOffset + (Date.now() - state.connectedAt) / 1000);
   }
   const now = Date.now();
+  if (state.pc && state.restarts.onTick(now)) makeOffer(true); // the connection stays failed
   if (state.pc && state.pc.connectionState === "connected") {
     const sample = await readQualitySample(state.pc, state.statsPrev, now);
     state.statsPrev = sample;
@@ -757,6 +759,7 @@ async function main() {
   const body = await response.json().catch(() => ({}));
   if (!response.ok) return showError(body.error && body.error.code, body.error && body.error.message);
   state.join = body;
+  state.restarts = new IceRestarts(body.role);
   document.body.dataset.role = body.role;
   showHideIpSetting();
   $("peer-name").textContent = body.peer_display_name;
