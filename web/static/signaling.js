@@ -153,7 +153,7 @@ class Signaling {
       if (!opened && ++this.websocketFailures >= WEBSOCKET_FAILURES_BEFORE_FALLBACK) {
         // The WebSocket does not open here (a proxy, or the server is down): try the fallback at once.
         this.ws = null;
-        this.transport = "http";
+        this.setTransport("http");
         this.probeAttempts = 0;
         this.scheduleProbe();
         this.start();
@@ -161,6 +161,12 @@ class Signaling {
       }
       this.lost(generation);
     };
+  }
+
+  /** The transport signaling uses from now on (`document.body.dataset.signalingTransport`, for tests). */
+  setTransport(transport) {
+    this.transport = transport;
+    document.body.dataset.signalingTransport = transport;
   }
 
   newWebSocket() {
@@ -199,7 +205,7 @@ class Signaling {
         this.probe = null;
         if (this.closed || this.transport !== "http") return ws.close();
         this.dropConnections();
-        this.transport = "websocket";
+        this.setTransport("websocket");
         this.websocketFailures = 0;
         this.useWebSocket(ws, ++this.generation);
       };
