@@ -1,6 +1,7 @@
 // The web page's rules (web/static/rules.js) against the vectors the Rust core's rules pass too
 // (core/src/call/rules_vectors.json): reconnect backoff, when to fall back to HTTP, ICE restarts,
-// and per server error code whether it ends the call and what the user reads.
+// per server error code whether it ends the call and what the user reads, and the adaptation
+// steps of the bitrate ladder.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
@@ -10,7 +11,7 @@ const root = new URL("../../", import.meta.url);
 const vectors = JSON.parse(readFileSync(new URL("core/src/call/rules_vectors.json", root), "utf8"));
 const page = {};
 vm.runInNewContext(`${readFileSync(new URL("web/static/rules.js", root), "utf8")}
-  Object.assign(this, { reconnectBackoffMs, WEBSOCKET_FAILURES_BEFORE_FALLBACK, ICE_RESTART_EVERY_MS, errorRule, IceRestarts });`, page);
+  Object.assign(this, { reconnectBackoffMs, WEBSOCKET_FAILURES_BEFORE_FALLBACK, ICE_RESTART_EVERY_MS, errorRule, IceRestarts, BitrateLadder });`, page);
 
 test("rules.js waits before each reconnect as the core does", () => {
   for (const { attempt, delay_ms } of vectors.reconnect_backoff) {
@@ -34,5 +35,15 @@ test("rules.js restarts ICE when the core does", () => {
       .filter(({ at_ms, event }) => (event === "tick" ? restarts.onTick(at_ms) : restarts.onState(event, at_ms)))
       .map(({ at_ms }) => at_ms);
     assert.deepEqual(made, sequence.restarts_at_ms, sequence.name);
+  }
+});
+
+test("rules.js moves along the bitrate ladder as the core does", () => {
+  for (const sequence of vectors.ladder) {
+    const ladder = new page.BitrateLadder(sequence.start, sequence.cap, sequence.preference);
+    sequence.samples.forEach((s, i) => {
+      const { target, changed } = ladder.update(s.estimate_bps, s.acknowledged_bps, s.at_ms);
+      assert.deepEqual([target.rung.name, target.fps, target.bitrateBps, changed], [s.rung, s.fps, s.bitrate_bps, s.changed], `${sequence.name}: sample ${i}`);
+    });
   }
 });

@@ -76,3 +76,81 @@ class IceRestarts {
   /** A new peer connection: nothing failed yet. */
   reset() { this.failedAt = null; }
 }
+
+// ---------- adaptive video: the core's bitrate ladder (core/src/call/ladder.rs) ----------
+// Audio is reserved first; the video gets the rest (the budget). A step is a rung (a picture
+// size) at a frame rate. Down at once to the best step the budget fits; up one step at a time,
+// after the budget fitted the next step with a quarter to spare for LADDER_UP_AFTER_MS and the
+// receiver acknowledged most of what is sent. The examination mode ("detail") lowers the frame
+// rate (halved, twice) before the picture size.
+const AUDIO_RESERVE_BPS = 64000;
+const LADDER_UP_AFTER_MS = 2000;
+const LADDER = [
+  { name: "1080p", width: 1920, height: 1080, fps: 30, targetBps: 3000000, minBps: 1800000, maxBps: 5000000 },
+  { name: "720p", width: 1280, height: 720, fps: 30, targetBps: 1500000, minBps: 900000, maxBps: 2600000 },
+  { name: "540p", width: 960, height: 540, fps: 30, targetBps: 900000, minBps: 500000, maxBps: 1400000 },
+  { name: "360p", width: 640, height: 360, fps: 30, targetBps: 500000, minBps: 250000, maxBps: 800000 },
+  { name: "180p", width: 320, height: 180, fps: 15, targetBps: 200000, minBps: 80000, maxBps: 300000 },
+  { name: "audio-only", width: 0, height: 0, fps: 0, targetBps: 0, minBps: 0, maxBps: 0 },
+];
+const DETAIL_FRAME_RATES = [[1, 1.0], [2, 0.6], [4, 0.35]];
+
+class BitrateLadder {
+  /** Starts at rung `start` with `cap` the best allowed, "balanced" or "detail". */
+  constructor(start, cap, preference = "balanced") {
+    const find = (name, fallback) => { const i = LADDER.findIndex((r) => r.name === name); return i < 0 ? fallback : i; };
+    const top = find(cap, 0);
+    const first = Math.max(find(start, 3), top);
+    this.last = null;
+    this.aboveSince = null;
+    this.setSteps(top, preference);
+    this.current = Math.max(0, this.steps.findIndex((s) => s.rung === first && s.divisor === 1));
+  }
+
+  setSteps(top, preference) {
+    const divisors = preference === "detail" ? DETAIL_FRAME_RATES : DETAIL_FRAME_RATES.slice(0, 1);
+    this.steps = [];
+    for (let rung = top; rung < LADDER.length; rung++) {
+      for (const [divisor, share] of LADDER[rung].fps === 0 ? divisors.slice(0, 1) : divisors) {
+        this.steps.push({ rung, divisor, minBps: Math.trunc(LADDER[rung].minBps * share) });
+      }
+    }
+  }
+
+  /** What to give up first from now on; the current picture size is kept, at full frame rate. */
+  setPreference(preference) {
+    const rung = this.steps[this.current].rung;
+    this.setSteps(this.steps[0].rung, preference);
+    this.current = Math.max(0, this.steps.findIndex((s) => s.rung === rung && s.divisor === 1));
+    this.aboveSince = null;
+  }
+
+  rung() { return LADDER[this.steps[this.current].rung]; }
+
+  /** One sample: the congestion controller's estimate and the acknowledged rate (bit/s, null if unknown). */
+  update(estimateBps, acknowledgedBps, now) {
+    const budget = Math.max(0, estimateBps - AUDIO_RESERVE_BPS);
+    const before = this.current;
+    if (budget < this.steps[this.current].minBps) {
+      const rung = this.steps[this.current].rung;
+      const fits = this.steps.findIndex((s) => s.rung >= rung && s.minBps <= budget);
+      this.current = fits < 0 ? this.steps.length - 1 : fits;
+      this.aboveSince = null;
+    } else if (this.current > 0) {
+      const next = this.steps[this.current - 1];
+      const headroom = budget * 4 >= next.minBps * 5;
+      const sending = (this.last ? this.last.bitrateBps : 0) + AUDIO_RESERVE_BPS;
+      const delivered = acknowledgedBps == null || this.current + 1 === this.steps.length || acknowledgedBps >= sending * 0.75;
+      if (headroom && delivered) {
+        if (this.aboveSince === null) this.aboveSince = now;
+        if (now - this.aboveSince >= LADDER_UP_AFTER_MS) { this.current -= 1; this.aboveSince = null; }
+      } else {
+        this.aboveSince = null;
+      }
+    }
+    const step = this.steps[this.current];
+    const rung = LADDER[step.rung];
+    this.last = { rung, fps: Math.trunc(rung.fps / step.divisor), bitrateBps: Math.max(Math.min(budget, rung.maxBps), Math.min(step.minBps, budget)) };
+    return { target: this.last, changed: this.current !== before };
+  }
+}
