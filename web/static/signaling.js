@@ -40,6 +40,7 @@ class Signaling {
 
   start() {
     if (this.closed) return;
+    this.dropConnections();
     const generation = ++this.generation;
     if (this.transport === "websocket") this.openWebSocket(generation); else this.openHttp(generation);
     this.keepalive = this.keepalive || setInterval(() => this.send({ type: "ping" }), 15000);
@@ -129,7 +130,7 @@ class Signaling {
     this.dropConnections();
     this.attempts += 1;
     this.onStatus("reconnecting");
-    setTimeout(() => this.start(), reconnectBackoffMs(this.attempts));
+    this.reconnectTimer = setTimeout(() => this.start(), reconnectBackoffMs(this.attempts));
   }
 
   dropConnections() {
@@ -204,6 +205,7 @@ class Signaling {
         await this.httpJoin;
         this.probe = null;
         if (this.closed || this.transport !== "http") return ws.close();
+        clearTimeout(this.reconnectTimer); // this is the reconnection
         this.dropConnections();
         this.setTransport("websocket");
         this.websocketFailures = 0;
@@ -277,6 +279,7 @@ class Signaling {
   close() {
     this.closed = true;
     clearInterval(this.keepalive);
+    clearTimeout(this.reconnectTimer);
     if (this.ws) this.ws.close();
     if (this.probe) this.probe.close();
     if (this.http) this.http.poll.abort(); // frames already queued (a `leave`) are still posted

@@ -411,7 +411,8 @@ mod tests {
 
     #[test]
     fn the_shared_ladder_vectors_pass_the_same_as_in_the_web_page() {
-        let vectors: Vectors = serde_json::from_str(include_str!("rules_vectors.json")).expect("valid vectors");
+        let vectors: Vectors =
+            serde_json::from_str(include_str!("rules_vectors.json")).expect("valid vectors");
         for sequence in &vectors.ladder {
             let preference = match sequence.preference.as_str() {
                 "detail" => VideoPreference::Detail,
@@ -419,7 +420,8 @@ mod tests {
             };
             let mut ladder = BitrateLadder::with_preference(&sequence.start, &sequence.cap, preference);
             for (i, s) in sequence.samples.iter().enumerate() {
-                let input = LadderInput { estimate_bps: s.estimate_bps, acknowledged_bps: s.acknowledged_bps };
+                let input =
+                    LadderInput { estimate_bps: s.estimate_bps, acknowledged_bps: s.acknowledged_bps };
                 let (target, changed) = ladder.update(input, s.at_ms);
                 assert_eq!(
                     (target.rung.name, target.fps, target.bitrate_bps, changed),

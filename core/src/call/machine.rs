@@ -1881,7 +1881,10 @@ mod tests {
         for b in &vectors.reconnect_backoff {
             assert_eq!(reconnect_backoff_ms(b.attempt), b.delay_ms, "backoff before attempt {}", b.attempt);
         }
-        assert_eq!(vectors.websocket_failures_before_fallback, crate::call::transport::UNREACHABLE_BEFORE_FALLBACK);
+        assert_eq!(
+            vectors.websocket_failures_before_fallback,
+            crate::call::transport::UNREACHABLE_BEFORE_FALLBACK
+        );
         assert_eq!(vectors.ice_restart_every_ms, ICE_RESTART_EVERY_MS);
     }
 
