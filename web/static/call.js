@@ -225,6 +225,7 @@ function newPeerConnection() {
   state.screenSender = null;
   state.restarts.reset();
   state.pcConnectedAt = null;
+  state.ladder = null; // a new path: the ladder starts again from the camera's size
   state.local.getTracks().forEach((track) => pc.addTrack(track, state.local));
   if (state.screenStream) addScreenTrack();
   applyDegradationPreference();
