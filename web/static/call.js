@@ -6,7 +6,7 @@ const $ = (id) => document.getElementById(id);
 const state = {
   token: null, join: null, pc: null, signaling: null, local: null, screenStream: null, screenSender: null,
   muted: false, cameraOff: false, connectedAt: null, durationOffset: 0, ended: false, scorer: new QualityScorer(),
-  statsPrev: {}, ladder: null, ladderSender: null, unread: 0, chatIds: new Set(),
+  statsPrev: {}, ladder: null, ladderTrack: null, unread: 0, chatIds: new Set(),
   candidateErrors: 0, signalingDown: false, peerAway: null, framesSeen: 0, framesAt: 0,
   // Perfect negotiation (core/src/protocol.md, "Offers that cross"): when this side's offer was made
   // and has no answer yet, and whether the peer's last offer was ignored because of it.
@@ -749,8 +749,8 @@ function adaptVideo(sample, now) {
   const { target, changed } = state.ladder.update(sample.estimateBps, null, now);
   document.body.dataset.videoRung = target.rung.name;
   document.body.dataset.estimateKbps = String(Math.round(sample.estimateBps / 1000));
-  if (!changed && sender === state.ladderSender) return;
-  state.ladderSender = sender;
+  if (!changed && sender.track === state.ladderTrack) return; // a new camera is scaled anew
+  state.ladderTrack = sender.track;
   const parameters = sender.getParameters();
   for (const encoding of parameters.encodings || []) {
     encoding.active = target.rung.height > 0; // audio only at the bottom
