@@ -67,6 +67,36 @@ impl CallError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, CallError::ServerUnreachable(_) | CallError::CallNotStarted)
     }
+
+    /// A heading for this error, above its message (the web page's error card).
+    pub fn title(&self) -> &'static str {
+        match self {
+            CallError::LinkInvalid => "This link is not valid",
+            CallError::LinkExpired => "This link has expired",
+            CallError::LinkReplaced => "This link was replaced",
+            CallError::CallEnded => "This call has ended",
+            CallError::CallNotStarted => "The call has not started yet",
+            CallError::NotAllowed(_) => "Not allowed",
+            CallError::ServerUnreachable(_) => "Cannot reach the clinic",
+            CallError::JoinedElsewhere => "The call continued elsewhere",
+            CallError::Server { .. } => "Something went wrong",
+            CallError::Media(_) => "The video connection failed",
+            CallError::Closed => "The call was closed",
+        }
+    }
+}
+
+/// Whether a server `error` with this code ends the call (the link cannot be used any more, or
+/// another connection took over); any other code is shown and the call goes on.
+pub fn ends_the_call(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::InvalidToken
+            | ErrorCode::TokenExpired
+            | ErrorCode::TokenRevoked
+            | ErrorCode::CallEnded
+            | ErrorCode::Replaced
+    )
 }
 
 #[cfg(test)]
@@ -83,5 +113,38 @@ mod tests {
         );
         assert!(CallError::LinkExpired.to_string().contains("ask the clinic"));
         assert!(!CallError::LinkInvalid.is_retryable());
+    }
+
+    /// One server error code of the shared rules (`call/rules_vectors.json`, also run against the
+    /// web page's `rules.js`): whether it ends the call, and what the user reads.
+    #[derive(serde::Deserialize)]
+    struct ErrorVector {
+        code: ErrorCode,
+        ends_call: bool,
+        retryable: bool,
+        title: String,
+        message: String,
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Vectors {
+        server_message: String,
+        errors: Vec<ErrorVector>,
+    }
+
+    #[test]
+    fn the_shared_error_vectors_pass_the_same_as_in_the_web_page() {
+        let vectors: Vectors =
+            serde_json::from_str(include_str!("call/rules_vectors.json")).expect("valid vectors");
+        for v in &vectors.errors {
+            let error = CallError::from_server(v.code, &vectors.server_message);
+            let code = v.code.as_str();
+            assert_eq!(ends_the_call(v.code), v.ends_call, "{code}: ends the call");
+            assert_eq!(error.is_retryable(), v.retryable, "{code}: retryable");
+            assert_eq!(error.title(), v.title, "{code}: title");
+            assert_eq!(error.to_string(), v.message, "{code}: message");
+        }
+        let codes: std::collections::HashSet<_> = vectors.errors.iter().map(|v| v.code).collect();
+        assert_eq!(codes.len(), 21, "every error code of protocol.rs has one vector");
     }
 }

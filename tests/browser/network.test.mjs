@@ -271,6 +271,24 @@ async function callWithChromium(link, { shots = false } = {}) {
   }
 }
 
+/** A link too tight for the clip's 360p (the ladder's 360p wants 250 kbps of video besides audio). */
+const TIGHT_LINK = { rateKbps: 300, delayMs: 50, lossPercent: 0, queueMs: 300 };
+
+test("on a link too tight for 360p the page's camera steps down the core's ladder to 180p", async () => {
+  const { samples, patient } = await callWithCore(TIGHT_LINK);
+  const heights = samples.map((s) => s.height);
+  const seconds = joinSeconds(patient);
+  console.log(`Chromium ↔ core over ${JSON.stringify(TIGHT_LINK)}: Chromium's picture heights ${heights.join(" ")}; available kbps ${samples.map((s) => Math.round(s.availableKbps ?? 0)).join(" ")}; the core decodes ${seconds.map((s) => s.decoded).join(" ")}`);
+  // Left to "maintain-resolution" Chromium would keep 360p and drop frames; the ladder moves the
+  // camera down to the step the estimate fits, after the page's 2 s warm-up.
+  const settled = heights.slice(5);
+  assert.ok(settled.filter((h) => h === 180).length >= 0.8 * settled.length, `180p from the 5th second on: ${heights}`);
+  assert.ok(heights.every((h) => h === 0 || h >= 180), `never below 180p: ${heights}`);
+  for (let i = 4; i < seconds.length; i += 4) {
+    assert.ok(seconds[i].decoded > seconds[i - 4].decoded, `the core's decoded pictures stall around ${i} s: ${seconds.map((s) => s.decoded)}`);
+  }
+});
+
 /** The core-peer run over LINK, kept for the comparison. */
 let coreOverLink = null;
 
@@ -296,8 +314,8 @@ test("the call page keeps working over a constrained link against the core (nete
   for (let i = 4; i < seconds.length; i += 4) {
     assert.ok(seconds[i].decoded > seconds[i - 4].decoded, `the core's decoded pictures stall around ${i} s: ${seconds.map((s) => s.decoded)}`);
   }
-  // A usable picture: the camera keeps its size ("maintain-resolution"; the page's own ladder may
-  // halve it on a lasting Poor), never below 180p, and frames keep coming (≥ 3 every 2 s at the core).
+  // A usable picture: the camera keeps its size ("maintain-resolution"; the core's ladder lowers
+  // it when the estimate does not fit it), never below 180p, and frames keep coming (≥ 3 every 2 s at the core).
   const fps = seconds.slice(1).map((s, i) => s.decoded - seconds[i].decoded);
   console.log(`  over the constrained link: Chromium sends ${sent.size}, heights ${sent.sizes.join(" ")}; the core decodes ${fps.join(" ")} pictures a second`);
   assert.ok(samples.slice(1).every((s) => s.height >= 180), `Chromium's picture heights: ${sent.sizes}`);

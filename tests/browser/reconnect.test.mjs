@@ -3,7 +3,7 @@
 // doctor's "End call" while the server is down: a visible error and a retry that works.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, startedCall, launchBrowser, screenshot, eventually, assertAccessible, bothInCall, decodingVideo, dataset as body } from "./harness.mjs";
+import { startServer, startedCall, launchBrowser, screenshot, eventually, assertAccessible, bothInCall, decodingVideo, chat, endCall, dataset as body } from "./harness.mjs";
 
 const badge = (page) => page.locator("#quality").innerText();
 const PRAISE = /Excellent|Good/;
@@ -117,6 +117,40 @@ test("with the server down both badges say Reconnecting…, and End call says it
     // The patient hears it on her next reconnection (the frame if she was back in time, or her
     // link's refusal after it: either way the call has ended).
     await patient.getByRole("heading", { name: /^(The|This) call has ended$/ }).waitFor({ timeout: 30000 });
+  } finally {
+    await browser.close();
+    await server.stop();
+  }
+});
+
+test("an outage that moved the page to long-polling ends with it back on the WebSocket", async () => {
+  const server = await startServer();
+  const browser = await launchBrowser();
+  try {
+    const started = await startedCall(server);
+    const { patient, doctor } = await connect(browser, started);
+    for (const page of [doctor, patient]) assert.equal(await body(page, "signaling"), "websocket");
+
+    // The server is down: the WebSocket fails to open three times in a row and the page tries
+    // the HTTP fallback (a browser cannot tell this from a proxy that strips upgrades).
+    await server.crash({ down: true });
+    for (const page of [doctor, patient]) {
+      await eventually("the page tries the HTTP fallback", async () => (await body(page, "signalingTransport")) === "http", 20000);
+    }
+    await patient.waitForTimeout(3000);
+    await server.restart();
+
+    // Back: the page tried the WebSocket again meanwhile and uses it as soon as it opens.
+    for (const page of [doctor, patient]) {
+      await eventually("back on the WebSocket", async () => (await body(page, "signaling")) === "websocket"
+        && (await body(page, "signalingTransport")) === "websocket" && !(await badge(page)).includes("Reconnecting"), 30000);
+    }
+    // And stays there, with signaling working both ways.
+    await chat(patient, doctor, "Still there after the outage?");
+    await chat(doctor, patient, "Yes, over the WebSocket again");
+    for (const page of [doctor, patient]) assert.equal(await body(page, "signalingTransport"), "websocket");
+    await endCall(doctor);
+    for (const page of [doctor, patient]) await page.getByRole("heading", { name: "The call has ended" }).waitFor();
   } finally {
     await browser.close();
     await server.stop();

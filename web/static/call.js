@@ -6,7 +6,7 @@ const $ = (id) => document.getElementById(id);
 const state = {
   token: null, join: null, pc: null, signaling: null, local: null, screenStream: null, screenSender: null,
   muted: false, cameraOff: false, connectedAt: null, durationOffset: 0, ended: false, scorer: new QualityScorer(),
-  statsPrev: {}, poorSince: null, excellentSince: null, scaleDown: 1, unread: 0, chatIds: new Set(),
+  statsPrev: {}, ladder: null, ladderTrack: null, unread: 0, chatIds: new Set(),
   candidateErrors: 0, signalingDown: false, peerAway: null, framesSeen: 0, framesAt: 0,
   // Perfect negotiation (core/src/protocol.md, "Offers that cross"): when this side's offer was made
   // and has no answer yet, and whether the peer's last offer was ignored because of it.
@@ -114,19 +114,18 @@ function showBanner(text) {
 // on the way (a line break in an e-mail, a partial copy).
 const CUT_OFF_TOKEN = /^tv1\.\d+\.[A-Za-z0-9_-]{0,42}$/;
 
+// What the page finds wrong with a link before asking the server.
 const LINK_ERRORS = {
   missing_token: ["This link is incomplete", "The link has no access code. Open the whole link from the clinic's message: it ends with a long code after #token=."],
   cut_off_token: ["This link is cut off", "The end of the link is missing. Open the link straight from the clinic's message, or copy all of it."],
-  invalid_token: ["This link is not valid", "Check the link, or ask the clinic for a new one."],
-  token_expired: ["This link has expired", "Ask the clinic for a new link."],
-  token_revoked: ["This link was replaced", "Use the latest link the clinic sent you."],
-  call_ended: ["This call has ended", "Thank you. You can close this window."],
-  call_not_started: ["The call has not started yet", "Try again in a moment."],
 };
 
+/** The error card for a link problem or a server error `code` (with the server's `message`), as the core words it (rules.js). */
 function showError(code, message) {
-  const [title, text] = LINK_ERRORS[code] || ["Something went wrong", message || "Please reload the page."];
-  showScreen(title, text, { retry: code === "call_not_started" });
+  if (LINK_ERRORS[code]) return showScreen(...LINK_ERRORS[code]);
+  if (!code) return showScreen("Something went wrong", message || "Please reload the page.", { retry: true });
+  const rule = errorRule(code, message || "");
+  showScreen(rule.title, asSentence(rule.message), { retry: rule.retryable });
 }
 
 // ---------- token from the link ----------
@@ -224,6 +223,9 @@ function newPeerConnection() {
   state.ignoredOffer = false;
   document.body.dataset.iceTransportPolicy = pc.getConfiguration().iceTransportPolicy;
   state.screenSender = null;
+  state.restarts.reset();
+  state.pcConnectedAt = null;
+  state.ladder = null; // a new path: the ladder starts again from the camera's size
   state.local.getTracks().forEach((track) => pc.addTrack(track, state.local));
   if (state.screenStream) addScreenTrack();
   applyDegradationPreference();
@@ -246,13 +248,15 @@ function newPeerConnection() {
     if (pc.connectionState === "connected") {
       showBanner("");
       if (!state.connectedAt) state.connectedAt = Date.now();
+      if (!state.pcConnectedAt) state.pcConnectedAt = Date.now();
       document.body.dataset.connected = "true";
       applyDegradationPreference(); // again, in case the browser refused it before negotiation
     } else if (pc.connectionState === "disconnected" || pc.connectionState === "failed") {
       document.body.dataset.connected = "false";
       showBanner("Connection lost — reconnecting…");
-      if (pc.connectionState === "failed" && state.join.role === "doctor") makeOffer(true);
     }
+    // As the core: the doctor restarts ICE when the connection failed, then every 5 s (tick).
+    if (state.restarts.onState(pc.connectionState, Date.now())) makeOffer(true);
   };
   return pc;
 }
@@ -274,6 +278,7 @@ async function acceptOffer(sdp) {
   state.ignoredOffer = state.join.role === "doctor" && pending;
   if (state.ignoredOffer) return;
   state.offerPendingSince = null;
+  state.restarts.onPeerOffer(Date.now());
   await state.pc.setRemoteDescription({ type: "offer", sdp });
   const answer = await state.pc.createAnswer();
   await state.pc.setLocalDescription(answer);
@@ -366,12 +371,11 @@ function onFrame(frame) {
       break;
     case "error":
       if (state.ended) break; // the reason the server closes an ended call's connection
-      if (["invalid_token", "token_expired", "token_revoked", "call_ended", "replaced"].includes(frame.code)) {
+      if (errorRule(frame.code, frame.message).endsCall) {
         state.signaling.close();
-        if (frame.code === "replaced") showScreen("The call continued elsewhere", "This link was opened in another window or device.");
-        else showError(frame.code, frame.message);
+        showError(frame.code, frame.message);
       } else {
-        showBanner(frame.message);
+        showBanner(asSentence(errorRule(frame.code, frame.message).message));
       }
       break;
   }
@@ -388,10 +392,11 @@ function reportCandidateError(error, frame) {
   note.hidden = false;
 }
 
-// The doctor examines (a rash, a wound): the patient holds the camera still; the picture keeps
-// its size (adaptResolution does not lower it meanwhile), as the core's examination mode does.
+// The doctor examines (a rash, a wound): the patient holds the camera still; the ladder gives up
+// frame rate before picture size meanwhile, as the core's examination mode does.
 function setExamination(active) {
   state.examination = active;
+  if (state.ladder) state.ladder.setPreference(active ? "detail" : "balanced");
   document.body.dataset.examination = String(active);
   showBanner(active ? "The doctor is examining: please hold the camera still." : "Examination finished.");
 }
@@ -399,9 +404,8 @@ function setExamination(active) {
 // Every video sender keeps its picture size and gives up frame rate when bandwidth is short, from
 // its first frame. Left to "balanced", Chromium starts from a ~300 kbit/s guess and sends 270p–540p
 // for ~15 s while the link carries HD, and drops to 270p again whenever its estimate dips (to the
-// core more than to another Chromium). On a short link the camera's size is lowered by the page's
-// own ladder (adaptResolution) on a lasting Poor, except during an examination; a shared screen
-// (contentHint "detail") never is.
+// core more than to another Chromium). On a short link the camera's size is lowered by the core's
+// ladder (adaptVideo); a shared screen (contentHint "detail") never is.
 function applyDegradationPreference() {
   if (!state.pc) return;
   for (const sender of state.pc.getSenders()) {
@@ -642,6 +646,7 @@ async function tick() {
     $("timer").textContent = formatDuration(state.durationOffset + (Date.now() - state.connectedAt) / 1000);
   }
   const now = Date.now();
+  if (state.pc && state.restarts.onTick(now)) makeOffer(true); // the connection stays failed
   if (state.pc && state.pc.connectionState === "connected") {
     const sample = await readQualitySample(state.pc, state.statsPrev, now);
     state.statsPrev = sample;
@@ -652,7 +657,7 @@ async function tick() {
     if (changed) {
       state.signaling.send({ type: "quality", level: changed, rtt_ms: sample.rttMs ?? undefined, loss_percent: sample.lossPercent ?? undefined, jitter_ms: sample.jitterMs ?? undefined });
     }
-    adaptResolution(state.scorer.shown, now);
+    adaptVideo(sample, now);
     if (state.join.role === "doctor") recordStrip(sample, now);
   }
   showQuality(badgeLevel(now));
@@ -726,20 +731,32 @@ function showQuality(level) {
   $("quality").textContent = BADGE_TEXT[level];
 }
 
-// The browser's congestion control adapts the bitrate; on sustained Poor we also halve the
-// resolution (down to a quarter), and restore it after sustained Excellent.
-function adaptResolution(level, now) {
-  state.poorSince = level === "poor" ? state.poorSince ?? now : null;
-  state.excellentSince = level === "excellent" ? state.excellentSince ?? now : null;
-  let scale = state.scaleDown;
-  if (state.poorSince && now - state.poorSince >= 10000 && scale < 4 && !state.examination) { scale *= 2; state.poorSince = now; }
-  if (state.excellentSince && now - state.excellentSince >= 20000 && scale > 1) { scale /= 2; state.excellentSince = now; }
-  if (scale === state.scaleDown) return;
-  state.scaleDown = scale;
+// The camera's picture follows the core's bitrate ladder (rules.js): the browser's congestion
+// controller gives the estimate, the ladder the picture size and frame rate (down at once, up one
+// step after 2 s with room to spare; in the examination mode the frame rate goes first). It starts
+// at the camera's own size: HD from the first second where the link carries it. For its first
+// LADDER_WARM_UP_MS a peer connection's estimate is Chromium's start guess (~300 kbit/s, before any
+// feedback), not a measurement: the ladder waits for a measured one (the core starts low instead).
+const LADDER_WARM_UP_MS = 2000;
+function adaptVideo(sample, now) {
   const sender = state.pc.getSenders().find((s) => s.track && s.track.kind === "video" && s !== state.screenSender);
-  if (!sender) return;
+  if (!sender || sample.estimateBps == null || !state.pcConnectedAt || now - state.pcConnectedAt < LADDER_WARM_UP_MS) return;
+  const height = sender.track.getSettings().height || 720;
+  if (!state.ladder) {
+    const top = LADDER.find((r) => r.height > 0 && r.height <= height) || LADDER[LADDER.length - 2];
+    state.ladder = new BitrateLadder(top.name, top.name, state.examination ? "detail" : "balanced");
+  }
+  const { target, changed } = state.ladder.update(sample.estimateBps, null, now);
+  document.body.dataset.videoRung = target.rung.name;
+  document.body.dataset.estimateKbps = String(Math.round(sample.estimateBps / 1000));
+  if (!changed && sender.track === state.ladderTrack) return; // a new camera is scaled anew
+  state.ladderTrack = sender.track;
   const parameters = sender.getParameters();
-  (parameters.encodings || []).forEach((e) => (e.scaleResolutionDownBy = scale));
+  for (const encoding of parameters.encodings || []) {
+    encoding.active = target.rung.height > 0; // audio only at the bottom
+    encoding.scaleResolutionDownBy = target.rung.height > 0 ? Math.max(1, height / target.rung.height) : 1;
+    encoding.maxFramerate = target.fps || undefined;
+  }
   sender.setParameters(parameters).catch(() => {});
 }
 
@@ -757,6 +774,7 @@ async function main() {
   const body = await response.json().catch(() => ({}));
   if (!response.ok) return showError(body.error && body.error.code, body.error && body.error.message);
   state.join = body;
+  state.restarts = new IceRestarts(body.role);
   document.body.dataset.role = body.role;
   showHideIpSetting();
   $("peer-name").textContent = body.peer_display_name;

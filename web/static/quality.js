@@ -38,11 +38,14 @@ class QualityScorer {
 // Reads one sample from an RTCPeerConnection; `previous` holds the last counters.
 async function readQualitySample(pc, previous, nowMs) {
   const report = await pc.getStats();
-  let rttMs = null, jitterMs = null, received = 0, lost = 0, bytes = 0, framesDecoded = 0;
+  let rttMs = null, jitterMs = null, estimateBps = null, received = 0, lost = 0, bytes = 0, framesDecoded = 0;
   let frameWidth = 0, frameHeight = 0;
   report.forEach((s) => {
     if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded" && s.currentRoundTripTime != null) {
       rttMs = s.currentRoundTripTime * 1000;
+    }
+    if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded" && s.availableOutgoingBitrate != null) {
+      estimateBps = s.availableOutgoingBitrate; // the congestion controller's estimate, for the ladder
     }
     if (s.type === "inbound-rtp") {
       received += s.packetsReceived || 0;
@@ -60,5 +63,5 @@ async function readQualitySample(pc, previous, nowMs) {
   const dLost = lost - (previous.lost || 0);
   const lossPercent = dReceived + dLost > 0 ? (100 * dLost) / (dReceived + dLost) : null;
   const lastPacketAtMs = bytes > (previous.bytes || 0) ? nowMs : previous.lastPacketAtMs ?? null;
-  return { rttMs, jitterMs, lossPercent, lastPacketAtMs, received, lost, bytes, framesDecoded, frameWidth, frameHeight };
+  return { rttMs, jitterMs, estimateBps, lossPercent, lastPacketAtMs, received, lost, bytes, framesDecoded, frameWidth, frameHeight };
 }

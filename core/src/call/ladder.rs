@@ -381,4 +381,55 @@ mod tests {
         let (target, _) = ladder.update(estimate(AUDIO_RESERVE_BPS + 400_000), 0);
         assert_eq!((target.rung.name, target.fps), ("540p", 15));
     }
+
+    /// The shared adaptation steps (`rules_vectors.json`, also run against the web page's
+    /// `rules.js`): samples fed to a ladder and the encoder target after each.
+    #[derive(serde::Deserialize)]
+    struct LadderSequence {
+        name: String,
+        start: String,
+        cap: String,
+        preference: String,
+        samples: Vec<LadderSample>,
+    }
+
+    #[derive(serde::Deserialize)]
+    struct LadderSample {
+        at_ms: i64,
+        estimate_bps: u64,
+        acknowledged_bps: Option<u64>,
+        rung: String,
+        fps: u32,
+        bitrate_bps: u64,
+        changed: bool,
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Vectors {
+        ladder: Vec<LadderSequence>,
+    }
+
+    #[test]
+    fn the_shared_ladder_vectors_pass_the_same_as_in_the_web_page() {
+        let vectors: Vectors =
+            serde_json::from_str(include_str!("rules_vectors.json")).expect("valid vectors");
+        for sequence in &vectors.ladder {
+            let preference = match sequence.preference.as_str() {
+                "detail" => VideoPreference::Detail,
+                _ => VideoPreference::Balanced,
+            };
+            let mut ladder = BitrateLadder::with_preference(&sequence.start, &sequence.cap, preference);
+            for (i, s) in sequence.samples.iter().enumerate() {
+                let input =
+                    LadderInput { estimate_bps: s.estimate_bps, acknowledged_bps: s.acknowledged_bps };
+                let (target, changed) = ladder.update(input, s.at_ms);
+                assert_eq!(
+                    (target.rung.name, target.fps, target.bitrate_bps, changed),
+                    (s.rung.as_str(), s.fps, s.bitrate_bps, s.changed),
+                    "{}: sample {i}",
+                    sequence.name
+                );
+            }
+        }
+    }
 }

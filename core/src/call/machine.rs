@@ -896,15 +896,7 @@ impl CallMachine {
 
     fn on_error(&mut self, code: ErrorCode, message: &str, out: &mut Vec<Output>) {
         let error = CallError::from_server(code, message);
-        let fatal = matches!(
-            code,
-            ErrorCode::InvalidToken
-                | ErrorCode::TokenExpired
-                | ErrorCode::TokenRevoked
-                | ErrorCode::CallEnded
-                | ErrorCode::Replaced
-        );
-        if fatal {
+        if crate::error::ends_the_call(code) {
             self.end(EndReason::Failed(error), out);
         } else {
             out.push(Output::Event(CallEvent::Error(error)));
@@ -1847,5 +1839,74 @@ mod tests {
         let out = m.handle(Input::JoinFailed(CallError::LinkExpired), 0);
         assert!(out.contains(&Output::Event(CallEvent::Ended(EndReason::Failed(CallError::LinkExpired)))));
         assert!(!out.iter().any(|o| matches!(o, Output::OpenSignaling { .. })));
+    }
+
+    /// The shared rules (`rules_vectors.json`, also run against the web page's `rules.js`).
+    #[derive(serde::Deserialize)]
+    struct RulesVectors {
+        reconnect_backoff: Vec<Backoff>,
+        websocket_failures_before_fallback: u32,
+        ice_restart_every_ms: i64,
+        ice_restarts: Vec<IceRestarts>,
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Backoff {
+        attempt: u32,
+        delay_ms: i64,
+    }
+
+    /// What the peer connection reports over time, and when the doctor's ICE restarts go out.
+    #[derive(serde::Deserialize)]
+    struct IceRestarts {
+        name: String,
+        role: Role,
+        events: Vec<PeerEvent>,
+        restarts_at_ms: Vec<i64>,
+    }
+
+    #[derive(serde::Deserialize)]
+    struct PeerEvent {
+        at_ms: i64,
+        event: String,
+    }
+
+    fn rules_vectors() -> RulesVectors {
+        serde_json::from_str(include_str!("rules_vectors.json")).expect("valid vectors")
+    }
+
+    #[test]
+    fn the_shared_reconnect_rules_pass_the_same_as_in_the_web_page() {
+        let vectors = rules_vectors();
+        for b in &vectors.reconnect_backoff {
+            assert_eq!(reconnect_backoff_ms(b.attempt), b.delay_ms, "backoff before attempt {}", b.attempt);
+        }
+        assert_eq!(
+            vectors.websocket_failures_before_fallback,
+            crate::call::transport::UNREACHABLE_BEFORE_FALLBACK
+        );
+        assert_eq!(vectors.ice_restart_every_ms, ICE_RESTART_EVERY_MS);
+    }
+
+    #[test]
+    fn the_shared_ice_restart_vectors_pass_the_same_as_in_the_web_page() {
+        for sequence in rules_vectors().ice_restarts {
+            let mut m = in_call(sequence.role);
+            let mut restarts = vec![];
+            for e in &sequence.events {
+                let input = match e.event.as_str() {
+                    "tick" => Input::Tick,
+                    "failed" => Input::PeerConnection(PeerConnectionState::Failed),
+                    "disconnected" => Input::PeerConnection(PeerConnectionState::Disconnected),
+                    "connected" => Input::PeerConnection(PeerConnectionState::Connected),
+                    other => panic!("unknown event {other}"),
+                };
+                let out = m.handle(input, e.at_ms);
+                if out.contains(&Output::Peer(PeerCommand::CreateOffer { ice_restart: true })) {
+                    restarts.push(e.at_ms);
+                }
+            }
+            assert_eq!(restarts, sequence.restarts_at_ms, "{}", sequence.name);
+        }
     }
 }
