@@ -49,8 +49,10 @@ test("the badge stops praising a frozen picture, and says who is reconnecting", 
     // its grace period (5 s) and tells the doctor the patient's connection dropped.
     await crashTab(patient);
     const seen = await watchBadge(doctor, 9000);
-    const lateShown = seen.filter(([t]) => t >= 2500).map(([, text]) => text);
-    assert.ok(lateShown.every((text) => !PRAISE.test(text)), `no praise 2.5 s after the picture froze: ${JSON.stringify(seen)}`);
+    // The page calls a picture frozen after 1.5 s without frames, read by its 1 s stats poll; the
+    // rest of the bound is for a loaded machine (at load 15-23 the badge changed at 2.8-3.0 s).
+    const lateShown = seen.filter(([t]) => t >= 3500).map(([, text]) => text);
+    assert.ok(lateShown.every((text) => !PRAISE.test(text)), `no praise 3.5 s after the picture froze: ${JSON.stringify(seen)}`);
     assert.ok(seen.some(([, text]) => text.includes("Video paused")), `"Video paused" while frozen: ${JSON.stringify(seen)}`);
     await eventually("the doctor hears the patient dropped", async () => (await badge(doctor)).includes("Patient reconnecting…"), 15000);
     assert.match(await doctor.locator("#banner").innerText(), /patient's connection dropped/);
