@@ -21,8 +21,8 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use televisit_core::protocol::{
-    encode, CallStatus, ChatMessage, ClientMessage, ErrorCode, Frame, MediaState, Role, ServerMessage,
-    MAX_CHAT_CHARS, MAX_WAITING_MESSAGE_CHARS,
+    encode, valid_stream_id, CallStatus, ChatMessage, ClientMessage, ErrorCode, Frame, MediaState, Role,
+    ServerMessage, MAX_CHAT_CHARS, MAX_WAITING_MESSAGE_CHARS,
 };
 
 /// A connection's id, unique within the server process.
@@ -350,7 +350,7 @@ impl Room {
                 Some(ServerMessage::MediaState { from: role, state })
             }
             ClientMessage::Quality(report) => Some(ServerMessage::Quality { from: role, report }),
-            ClientMessage::ScreenShare { active } => {
+            ClientMessage::ScreenShare { active, stream_id } => {
                 if role != Role::Doctor {
                     Self::reply_error(
                         conn,
@@ -360,8 +360,13 @@ impl Room {
                     );
                     return actions;
                 }
+                if stream_id.as_deref().is_some_and(|id| !valid_stream_id(id)) {
+                    let message = "a screen-share stream_id is 1 to 64 token characters (an SDP msid id)";
+                    Self::reply_error(conn, ErrorCode::InvalidFrame, message, &mut actions);
+                    return actions;
+                }
                 actions.push(Action::SetScreenSharing(active));
-                Some(ServerMessage::ScreenShare { from: role, active })
+                Some(ServerMessage::ScreenShare { from: role, active, stream_id })
             }
             ClientMessage::Examination { active } => {
                 if role != Role::Doctor {
@@ -659,7 +664,7 @@ mod tests {
         room.connect(Role::Patient, PATIENT, None, vec![]);
         room.connect(Role::Doctor, DOCTOR, None, vec![]);
         for message in [
-            ClientMessage::ScreenShare { active: true },
+            ClientMessage::ScreenShare { active: true, stream_id: None },
             ClientMessage::Examination { active: true },
             ClientMessage::EndCall,
         ] {
@@ -669,10 +674,22 @@ mod tests {
             assert!(sent(&actions, DOCTOR).is_empty());
             assert!(!actions.iter().any(|a| matches!(a, Action::SetScreenSharing(_) | Action::EndCall)));
         }
-        let actions =
-            room.frame(Role::Doctor, DOCTOR, Frame::new(ClientMessage::ScreenShare { active: true }));
+        let share = |stream_id: &str| {
+            let stream_id = Some(stream_id.to_owned());
+            Frame::new(ClientMessage::ScreenShare { active: true, stream_id })
+        };
+        let actions = room.frame(Role::Doctor, DOCTOR, share("bad id"));
+        assert_eq!(sent(&actions, DOCTOR)[0]["code"], "invalid_frame");
+        assert!(sent(&actions, PATIENT).is_empty(), "an invalid stream id is not relayed");
+        assert!(!actions.contains(&Action::SetScreenSharing(true)));
+        let actions = room.frame(Role::Doctor, DOCTOR, share("{5b0c-77}"));
         assert!(actions.contains(&Action::SetScreenSharing(true)));
         assert_eq!(sent(&actions, PATIENT)[0]["type"], "screen-share");
+        assert_eq!(
+            sent(&actions, PATIENT)[0]["stream_id"],
+            "{5b0c-77}",
+            "the track role reaches the patient"
+        );
         let actions =
             room.frame(Role::Doctor, DOCTOR, Frame::new(ClientMessage::Examination { active: true }));
         assert_eq!(sent(&actions, PATIENT)[0]["type"], "examination");
