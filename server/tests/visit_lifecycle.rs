@@ -101,6 +101,8 @@ async fn the_patient_waits_until_the_doctor_is_in_and_sees_the_doctors_status() 
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(answer["delivered"], true, "the patient is in the waiting room: {answer}");
     assert_eq!(patient.expect("waiting").await["message"], "Running 10 minutes late");
     patient.expect_silence(Duration::from_millis(200)).await;
 

@@ -174,6 +174,17 @@ impl Room {
         self.seats[seat_index(role)].conn.is_some()
     }
 
+    /// The doctor's waiting-room status, if any.
+    pub fn waiting_message(&self) -> Option<&str> {
+        self.waiting_message.as_deref()
+    }
+
+    /// Whether the patient is in the waiting room now (connected, not in the call): a status
+    /// set now is in front of her at once.
+    pub fn patient_waiting(&self) -> bool {
+        self.is_present(Role::Patient) && !self.paired
+    }
+
     /// Whether the call ended.
     pub fn is_ended(&self) -> bool {
         self.ended
@@ -607,9 +618,13 @@ mod tests {
     fn the_doctors_status_reaches_the_waiting_patient() {
         let mut room = room();
         room.connect(Role::Patient, PATIENT, None, vec![]);
+        assert!(room.patient_waiting());
         let frames = sent(&room.set_waiting_message("Running 10 minutes late"), PATIENT);
         assert_eq!(types(&frames), ["waiting"]);
         assert_eq!(frames[0]["message"], "Running 10 minutes late");
+        assert_eq!(room.waiting_message(), Some("Running 10 minutes late"));
+        room.connect(Role::Doctor, DOCTOR, None, vec![]);
+        assert!(!room.patient_waiting(), "in the call: the waiting room is not in front of her");
         let too_long = "x".repeat(MAX_WAITING_MESSAGE_CHARS + 1);
         assert!(room.set_waiting_message(&too_long).is_empty());
     }
