@@ -48,7 +48,15 @@ test("a Chromium doctor's shared screen reaches the core as screen frames, its c
       const stats = lastStats(core);
       return stats && stats.camera.decoded > sharing.camera.decoded + 30 && stats.screen.decoded > sharing.screen.decoded && stats;
     }, 20000);
-    assert.notEqual(later.screen.size, "-", "screen pictures decoded");
+    // The screen keeps its detail: sent as "detail" content that keeps its resolution, and decoded
+    // by the core at the size it was captured.
+    const shared = await doctor.evaluate(() => {
+      const track = state.screenStream.getVideoTracks()[0]; // eslint-disable-line no-undef
+      const { width, height } = track.getSettings();
+      return { size: `${width}x${height}`, hint: track.contentHint, preference: state.screenSender.getParameters().degradationPreference }; // eslint-disable-line no-undef
+    });
+    assert.deepEqual([shared.hint, shared.preference], ["detail", "maintain-resolution"]);
+    assert.equal(later.screen.size, shared.size, "the screen decoded at its captured size");
     await screenshot(doctor, "70-chromium-doctor-shares-to-the-core");
 
     await endCall(doctor);
