@@ -44,6 +44,9 @@ pub struct HeadlessOptions {
     pub relay_only: bool,
     /// Signaling over the WebSocket with the HTTP fallback (`Auto`), or forced to one.
     pub signaling_transport: SignalingTransport,
+    /// As the doctor, share a synthetic screen ([`spawn_synthetic_screen`]) this long after
+    /// connecting.
+    pub share_screen_after: Option<Duration>,
     /// Read standard input: each `network-changed` line calls [`CallClient::network_changed`]
     /// (what a device's network monitor does; tests switch interfaces and say so here).
     pub network_changes_on_stdin: bool,
@@ -188,6 +191,63 @@ pub fn spawn_synthetic_media(
         }
     });
     Ok(SyntheticMedia { target, keyframe, expected_loss, thread })
+}
+
+/// The first picture counter of the synthetic shared screen (`counter >> 28` is 3), so a
+/// receiver can tell the screen's pictures from the doctor's camera.
+pub const FIRST_SCREEN_COUNTER: u32 = 0x3000_0000;
+
+/// The synthetic shared screen, running on its own thread (see [`spawn_synthetic_screen`]).
+pub struct SyntheticScreen {
+    keyframe: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl SyntheticScreen {
+    /// Makes the next screen frame a keyframe.
+    pub fn request_keyframe(&self) {
+        self.keyframe.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits for the thread to end (after `stop` was set).
+    pub fn join(self) -> std::thread::Result<()> {
+        self.thread.join()
+    }
+}
+
+/// Sends a synthetic shared screen through `client` until `stop`: the test pattern at 720p, 5
+/// pictures a second (a screen changes slowly), VP8-encoded as [`FrameKind::Screen`] frames,
+/// counting from [`FIRST_SCREEN_COUNTER`]. Fails only if the codec cannot start.
+pub fn spawn_synthetic_screen(
+    client: Arc<CallClient>,
+    stop: Arc<AtomicBool>,
+) -> Result<SyntheticScreen, CodecError> {
+    const FPS: u32 = 5;
+    let rung = crate::call::ladder::LADDER
+        .into_iter()
+        .find(|r| r.name == "720p")
+        .unwrap_or(video::default_target().rung);
+    let mut encoder = Vp8Encoder::new(EncoderTarget { rung, fps: FPS, bitrate_bps: 1_000_000 })?;
+    let keyframe = Arc::new(AtomicBool::new(true));
+    let thread = std::thread::spawn({
+        let keyframe = Arc::clone(&keyframe);
+        move || {
+            let mut n = FIRST_SCREEN_COUNTER;
+            while !stop.load(Ordering::Relaxed) {
+                if keyframe.swap(false, Ordering::Relaxed) {
+                    encoder.request_keyframe();
+                }
+                match encoder.encode(&pattern::picture(n, rung.width, rung.height)) {
+                    Ok(Some(frame)) => client.send_frame(EncodedFrame { kind: FrameKind::Screen, ..frame }),
+                    Ok(None) => {}
+                    Err(error) => tracing::warn!(%error, "screen encoding failed"),
+                }
+                n = n.wrapping_add(1);
+                std::thread::sleep(Duration::from_secs(1) / FPS);
+            }
+        }
+    });
+    Ok(SyntheticScreen { keyframe, thread })
 }
 
 /// Decodes received video and reads the test pattern's counter from each decoded picture.
@@ -410,6 +470,10 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
     let mut rung_now = video::default_target().rung;
     let mut muted = false;
     let (mut video_frames, mut audio_frames, mut audio_decoded) = (0u64, 0u64, 0u64);
+    // The peer's shared screen: frames received, and pictures decoded from them.
+    let (mut screen_frames, mut screen_pictures) = (0u64, PictureReader::new().map_err(codec_error)?);
+    let mut screen: Option<SyntheticScreen> = None;
+    let mut share_after = options.share_screen_after;
     // When the last picture and the last audio frame were decoded: one that ends a gap is
     // announced (media back after a network change).
     let (mut last_picture, mut last_audio) = (None::<Instant>, None::<Instant>);
@@ -465,7 +529,12 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
                         announce_gap(out, "audio", &mut last_audio);
                     }
                 }
-                FrameKind::Screen => {} // the headless client records only the camera
+                FrameKind::Screen => {
+                    screen_frames += 1;
+                    if screen_pictures.receive(&frame).is_err() && screen_pictures.errors == 1 {
+                        client.request_keyframe(FrameKind::Screen);
+                    }
+                }
             },
             Some(ClientEvent::Stats(stats)) => {
                 // Our inbound loss stands for the peer's: the path is assumed symmetric (the
@@ -475,10 +544,12 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
                 }
                 let _ = writeln!(
                     out,
-                    "stats: video frames received {video_frames}, decoded {} at {} (picture counter {}), audio frames received {audio_frames}, decoded {audio_decoded}, receive {} kbps, send {} kbps, path {}",
+                    "stats: video frames received {video_frames}, decoded {} at {} (picture counter {}), audio frames received {audio_frames}, decoded {audio_decoded}, screen frames received {screen_frames}, decoded {} at {}, receive {} kbps, send {} kbps, path {}",
                     pictures.decoded(),
                     pictures.size.map_or("-".into(), |(w, h)| format!("{w}x{h}")),
                     pictures.last_counter().map_or("-".into(), |c| c.to_string()),
+                    screen_pictures.decoded(),
+                    screen_pictures.size.map_or("-".into(), |(w, h)| format!("{w}x{h}")),
                     stats.receive_bitrate_bps / 1000,
                     stats.send_bitrate_bps / 1000,
                     path_description(&stats),
@@ -496,7 +567,12 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
                 media.set_target(EncoderTarget { rung: rung_now, fps: rung_now.fps, bitrate_bps });
             }
             Some(ClientEvent::KeyframeRequested(FrameKind::Video)) => media.request_keyframe(),
-            Some(ClientEvent::KeyframeRequested(_)) => {} // no screen to share here
+            Some(ClientEvent::KeyframeRequested(FrameKind::Screen)) => {
+                if let Some(screen) = &screen {
+                    screen.request_keyframe();
+                }
+            }
+            Some(ClientEvent::KeyframeRequested(FrameKind::Audio)) => {}
             Some(ClientEvent::VideoCodec(codec)) => {
                 let _ = writeln!(out, "video codec: {codec:?}");
             }
@@ -511,6 +587,21 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
                 client.set_microphone_enabled(false);
                 let _ = writeln!(out, "action: microphone muted");
             }
+            if share_after.is_some_and(|after| at.elapsed() >= after) {
+                share_after = None;
+                let shared = client.set_screen_share(true).map_err(|e| e.to_string()).and_then(|()| {
+                    spawn_synthetic_screen(Arc::clone(&client), Arc::clone(&stop)).map_err(|e| e.to_string())
+                });
+                match shared {
+                    Ok(synthetic) => {
+                        screen = Some(synthetic);
+                        let _ = writeln!(out, "action: screen shared");
+                    }
+                    Err(error) => {
+                        let _ = writeln!(out, "warning: cannot share the screen: {error}");
+                    }
+                }
+            }
             if options.duration.is_some_and(|d| at.elapsed() >= d) {
                 client.hang_up();
                 connected_at = None;
@@ -520,6 +611,9 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
     };
     stop.store(true, Ordering::Relaxed);
     let _ = media.join();
+    if let Some(screen) = screen {
+        let _ = screen.join();
+    }
     if let Some(file) = video_file {
         if let Err(error) = file.finish() {
             let _ = writeln!(out, "warning: the saved video may be incomplete: {error}");
@@ -528,10 +622,11 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
     client.close();
     let _ = writeln!(
         out,
-        "summary: video frames received {video_frames}, audio frames received {audio_frames}, video frames decoded {}, audio frames decoded {audio_decoded}, pictures with a counter {}, last picture counter {}",
+        "summary: video frames received {video_frames}, audio frames received {audio_frames}, video frames decoded {}, audio frames decoded {audio_decoded}, pictures with a counter {}, last picture counter {}, screen frames received {screen_frames}, screen pictures decoded {}",
         pictures.decoded(),
         pictures.counters.len(),
         pictures.last_counter().map_or("-".into(), |c| c.to_string()),
+        screen_pictures.decoded(),
     );
     outcome
 }

@@ -21,6 +21,18 @@ pub const MAX_CHAT_CHARS: usize = 2000;
 /// Longest waiting-room status message from the doctor, in characters.
 pub const MAX_WAITING_MESSAGE_CHARS: usize = 200;
 
+/// The media stream id (the SDP `msid`'s first part) the native core gives its screen-share
+/// track. A peer that announces no `stream_id` in `screen-share` (an older client) is taken to
+/// send its screen in this stream, or as a track with the id `screen`.
+pub const CORE_SCREEN_STREAM_ID: &str = "televisit-screen";
+
+/// Whether a `screen-share` frame's `stream_id` is a valid SDP `msid` id (RFC 8830: 1 to 64
+/// token characters), so every peer can compare it with the streams its stack reports.
+pub fn valid_stream_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`{|}~".contains(&b))
+}
+
 /// Protocol name offered in `Sec-WebSocket-Protocol`. A client may also offer `token.<token>` there
 /// instead of sending the token in its first `join` frame.
 pub const WEBSOCKET_SUBPROTOCOL: &str = "televisit.v1";
@@ -223,6 +235,10 @@ pub enum ClientMessage {
     ScreenShare {
         /// Sharing now.
         active: bool,
+        /// The track role: the media stream id (`msid`) of the video track carrying the screen;
+        /// every other video track of the sender is its camera. See [`valid_stream_id`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stream_id: Option<String>,
     },
     /// Start or stop the examination mode (doctor only): the patient's camera keeps its
     /// resolution and gives up frame rate when bandwidth is short (a rash, a wound).
@@ -330,6 +346,10 @@ pub enum ServerMessage {
         from: Role,
         /// Sharing now.
         active: bool,
+        /// The media stream id of the sender's screen track (absent from older clients: see
+        /// [`CORE_SCREEN_STREAM_ID`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stream_id: Option<String>,
     },
     /// The doctor started or stopped the examination mode (for the patient's camera).
     Examination {
@@ -575,6 +595,24 @@ mod tests {
         assert_eq!(samples.len(), CLIENT_MESSAGE_TYPES.len());
         for s in samples {
             decode_client_frame(s).unwrap_or_else(|e| panic!("{s}: {e:?}"));
+        }
+    }
+
+    #[test]
+    fn a_screen_share_frame_names_its_stream_or_not() {
+        let frame =
+            decode_client_frame(r#"{"type":"screen-share","active":true,"stream_id":"a1-b2"}"#).unwrap();
+        assert_eq!(
+            frame.message,
+            ClientMessage::ScreenShare { active: true, stream_id: Some("a1-b2".into()) }
+        );
+        let old = decode_client_frame(r#"{"type":"screen-share","active":false}"#).unwrap();
+        assert_eq!(old.message, ClientMessage::ScreenShare { active: false, stream_id: None });
+        assert_eq!(encode(&old), r#"{"type":"screen-share","active":false}"#);
+        assert!(valid_stream_id("{0f8e4a2c-55d1-4c2b-9d0e-3b1f2a7c9e10}"));
+        assert!(valid_stream_id(CORE_SCREEN_STREAM_ID));
+        for bad in ["", "two words", "quote\"", &"x".repeat(65)] {
+            assert!(!valid_stream_id(bad), "{bad:?}");
         }
     }
 

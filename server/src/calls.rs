@@ -271,7 +271,8 @@ pub struct WaitingMessageBody {
 }
 
 /// `POST /api/appointments/{id}/video-call/waiting-message` (the doctor): a short status shown to
-/// the waiting patient, e.g. "Running 10 minutes late".
+/// the waiting patient, e.g. "Running 10 minutes late". Answers `{"ok":true,"delivered":bool}`:
+/// delivered when the patient is in the waiting room now (else she sees it when she arrives).
 pub async fn waiting_message(
     State(state): State<SharedState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -291,6 +292,6 @@ pub async fn waiting_message(
     if appointment.status == CallStatus::Ended {
         return Err(ApiError::new(ErrorCode::CallEnded, "this call has ended"));
     }
-    state.hub.set_waiting_message(&appointment, &body.text);
-    Ok(Json(serde_json::json!({ "ok": true })))
+    let delivered = state.hub.set_waiting_message(&appointment, &body.text);
+    Ok(Json(serde_json::json!({ "ok": true, "delivered": delivered })))
 }

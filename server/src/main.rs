@@ -56,6 +56,10 @@ enum Command {
         /// Mute the microphone this many seconds after connecting.
         #[arg(long)]
         mute_after_seconds: Option<u64>,
+        /// As the doctor, share a synthetic screen (the test pattern, 720p, 5 frames/s) this many
+        /// seconds after connecting.
+        #[arg(long)]
+        share_screen_after_seconds: Option<u64>,
         /// Local UDP address for ICE (repeatable) [default: 0.0.0.0:0].
         #[arg(long)]
         udp: Vec<String>,
@@ -124,7 +128,17 @@ async fn main() -> std::process::ExitCode {
             .await
         }
         #[cfg(feature = "join")]
-        Command::Join { link, seconds, save_video, chat, mute_after_seconds, udp, relay_only, signaling } => {
+        Command::Join {
+            link,
+            seconds,
+            save_video,
+            chat,
+            mute_after_seconds,
+            share_screen_after_seconds,
+            udp,
+            relay_only,
+            signaling,
+        } => {
             use televisit_core::call::transport::SignalingTransport;
             use televisit_core::headless;
             let options = headless::HeadlessOptions {
@@ -133,6 +147,7 @@ async fn main() -> std::process::ExitCode {
                 save_video,
                 chat,
                 mute_after: mute_after_seconds.map(std::time::Duration::from_secs),
+                share_screen_after: share_screen_after_seconds.map(std::time::Duration::from_secs),
                 udp_addrs: udp,
                 relay_only,
                 signaling_transport: match signaling.as_str() {

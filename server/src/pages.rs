@@ -266,6 +266,9 @@ pub struct DoctorAppointment {
     pub patient_present: bool,
     /// The doctor is connected to the call now.
     pub doctor_present: bool,
+    /// The doctor's waiting-room status, shown to the patient while she waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_message: Option<String>,
 }
 
 /// `GET /api/doctor/appointments`: the signed-in doctor's appointments in a window (today's by default).
@@ -282,11 +285,13 @@ pub async fn doctor_appointments(
         rows.into_iter()
             .map(|row| {
                 let (doctor_present, patient_present) = state.hub.presence(&row.appointment.id);
+                let waiting_message = state.hub.waiting_message(&row.appointment.id);
                 DoctorAppointment {
                     appointment: row.appointment.into(),
                     patient_name: row.patient_name,
                     patient_present,
                     doctor_present,
+                    waiting_message,
                 }
             })
             .collect(),

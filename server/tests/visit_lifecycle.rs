@@ -101,6 +101,8 @@ async fn the_patient_waits_until_the_doctor_is_in_and_sees_the_doctors_status() 
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(answer["delivered"], true, "the patient is in the waiting room: {answer}");
     assert_eq!(patient.expect("waiting").await["message"], "Running 10 minutes late");
     patient.expect_silence(Duration::from_millis(200)).await;
 
@@ -190,9 +192,15 @@ async fn only_the_doctor_shares_a_screen() {
     doctor.expect_silence(Duration::from_millis(150)).await;
     assert_eq!(server.status(&visit).await["screen_sharing_active"], false);
 
-    doctor.send(json!({"type": "screen-share", "active": true})).await;
+    // A stream id that cannot be an SDP msid is refused and not relayed.
+    doctor.send(json!({"type": "screen-share", "active": true, "stream_id": "two words"})).await;
+    assert_eq!(doctor.expect("error").await["code"], "invalid_frame");
+    patient.expect_silence(Duration::from_millis(150)).await;
+
+    doctor.send(json!({"type": "screen-share", "active": true, "stream_id": "3f0c9a2e-55d1"})).await;
     let share = patient.expect("screen-share").await;
     assert_eq!((share["active"].as_bool(), share["from"].as_str()), (Some(true), Some("doctor")));
+    assert_eq!(share["stream_id"], "3f0c9a2e-55d1", "the track role reaches the patient");
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(server.status(&visit).await["screen_sharing_active"], true);
 }

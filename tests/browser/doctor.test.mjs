@@ -50,10 +50,10 @@ test("the doctor: sign-in keeps the e-mail, the list keeps focus, Copy and Send 
     assert.equal(await doctor.evaluate(() => document.activeElement.getAttribute("aria-label")), `Join video call with ${PATIENT_NAME}`);
     await assertAccessible(doctor, "the doctor's list with the patient waiting");
 
-    // A waiting-room message: the doctor sees it was sent, the patient sees it.
+    // A waiting-room message: the doctor sees it was delivered, the patient sees it.
     await doctor.getByLabel(`Waiting-room message for ${PATIENT_NAME}`).fill("Five more minutes, please");
     await doctor.getByRole("button", { name: `Send the waiting-room message to ${PATIENT_NAME}` }).click();
-    await doctor.getByText("Sent: “Five more minutes, please”").waitFor();
+    await doctor.getByText("Delivered: “Five more minutes, please”").waitFor();
     await patient.getByText("Five more minutes, please").waitFor();
 
     // In the call, "End call" asks first; "Keep talking" keeps the call.
@@ -152,6 +152,57 @@ test("the doctor's quality strip draws the visit's bitrate, loss and delay, and 
     assert.equal(await patient.locator("#quality-strip").isVisible(), false, "the patient has no strip");
     await screenshot(doctor, "95-doctor-quality-strip");
     await assertAccessible(doctor, "the doctor's call with the quality strip");
+  } finally {
+    await browser.close();
+    await server.stop();
+  }
+});
+
+test("the doctor previews the patient's waiting room with the message, and sees when it is delivered", async () => {
+  const server = await startServer();
+  const browser = await launchBrowser();
+  try {
+    await setUpVisit(server);
+    const doctor = await (await browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
+    const patientLink = await signInAndStartCall(doctor, server);
+    const preview = doctor.locator("figure.waiting-preview");
+    await preview.getByText("Waiting for your doctor").waitFor();
+    assert.equal(await preview.locator(".delivery").innerText(), "No message from you.");
+
+    // Before the patient opened her link: saved, not delivered yet; the preview shows it as she will.
+    await doctor.getByLabel(`Waiting-room message for ${PATIENT_NAME}`).fill("  Running 10 minutes late ");
+    await doctor.getByRole("button", { name: `Send the waiting-room message to ${PATIENT_NAME}` }).click();
+    await doctor.getByText("Saved: “Running 10 minutes late”, shown when the patient arrives").waitFor();
+    assert.equal(await preview.locator(".waiting-message").innerText(), "Running 10 minutes late");
+    assert.equal(await preview.locator(".delivery").innerText(), "Not delivered yet: the patient sees your message when she opens the link.");
+    assert.equal(await preview.locator(".delivery").getAttribute("data-delivered"), "false");
+    await screenshot(doctor, "84-doctor-waiting-room-preview-not-delivered");
+    await assertAccessible(doctor, "the doctor's list with the waiting-room preview");
+
+    // The patient opens her link: the message is in front of her, and the preview says delivered.
+    const patient = await (await browser.newContext({ viewport: { width: 390, height: 844 } })).newPage();
+    await patient.goto(patientLink);
+    await patient.getByRole("heading", { name: "Waiting for your doctor" }).waitFor();
+    assert.equal(await patient.locator("#waiting-message").innerText(), "Running 10 minutes late");
+    await eventually("the preview says delivered", async () => (await preview.locator(".delivery").getAttribute("data-delivered")) === "true");
+    assert.equal(await preview.locator(".delivery").innerText(), "✓ Delivered: the patient sees your message now.");
+    await screenshot(doctor, "85-doctor-waiting-room-preview-delivered");
+    await assertAccessible(doctor, "the doctor's list with a delivered waiting-room message");
+
+    // A new message while she waits is delivered at once; a reload keeps the preview (the server has it).
+    await doctor.getByLabel(`Waiting-room message for ${PATIENT_NAME}`).fill("I am on my way");
+    await doctor.getByRole("button", { name: `Send the waiting-room message to ${PATIENT_NAME}` }).click();
+    await doctor.getByText("Delivered: “I am on my way”").waitFor();
+    await patient.locator("#waiting-message", { hasText: "I am on my way" }).waitFor();
+    await doctor.reload();
+    assert.equal(await preview.locator(".waiting-message").innerText(), "I am on my way");
+    assert.equal(await preview.locator(".delivery").getAttribute("data-delivered"), "true");
+
+    // An empty message clears it, for her and in the preview.
+    await doctor.getByRole("button", { name: `Send the waiting-room message to ${PATIENT_NAME}` }).click();
+    await doctor.getByText("Message cleared").waitFor();
+    assert.equal(await preview.locator(".waiting-message").count(), 0);
+    await patient.locator("#waiting-message").waitFor({ state: "hidden" });
   } finally {
     await browser.close();
     await server.stop();

@@ -4,6 +4,7 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import assert from "node:assert/strict";
 import { createServer } from "node:net";
+import { createInterface } from "node:readline";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -156,11 +157,25 @@ export async function eventually(what, check, ms = 15000) {
   throw new Error(`timed out waiting for ${what} (last: ${last})`);
 }
 
-/** Reads the test pattern's frame counter from the remote <video> through a canvas (see
- * core/src/codec/pattern.rs: two rows of 32 blocks, 1/40 of the width each, the second row the
- * complement of the first). */
-export function readCounterInPage() {
-  const video = document.getElementById("remote-video");
+/**
+ * `televisit join <link>` (the core's headless client) as a child process for `seconds` in the
+ * call, with more `args`; every output line with the time it arrived (`{ at, line }`).
+ */
+export function joinHeadless(link, { seconds = 30, args = [] } = {}) {
+  const child = spawn(BINARY, ["join", link, "--udp", "127.0.0.1:0", "--seconds", String(seconds), ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  const out = { lines: [], stderr: "", exit: null };
+  createInterface({ input: child.stdout }).on("line", (line) => out.lines.push({ at: Date.now(), line }));
+  child.stderr.on("data", (data) => (out.stderr += data));
+  out.exited = new Promise((resolve) => child.on("exit", (code) => { out.exit = code; resolve(code); }));
+  out.kill = () => { if (out.exit === null) child.kill("SIGKILL"); };
+  return out;
+}
+
+/** Reads the test pattern's frame counter from the <video> `id` (the remote camera by default)
+ * through a canvas (see core/src/codec/pattern.rs: two rows of 32 blocks, 1/40 of the width each,
+ * the second row the complement of the first). */
+export function readCounterInPage(id = "remote-video") {
+  const video = document.getElementById(id);
   const [w, h] = [video.videoWidth, video.videoHeight];
   if (!w || !h) return null;
   const canvas = document.createElement("canvas");

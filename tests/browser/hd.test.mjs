@@ -4,9 +4,7 @@
 // (8 s). Chromium's fake camera gives 1920×1080.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { createInterface } from "node:readline";
-import { startServer, startedCall, launchBrowser, screenshot, eventually, BINARY } from "./harness.mjs";
+import { startServer, startedCall, launchBrowser, screenshot, eventually, joinHeadless } from "./harness.mjs";
 
 /** Within 2 s of the connection. */
 const HD_WITHIN_MS = 2000;
@@ -24,17 +22,6 @@ function watchRemotePicture() {
     if (size !== window.hd.sizes.at(-1)?.size) window.hd.sizes.push({ ms: Math.round(performance.now() - window.hd.connectedAt), size });
     if (!window.hd.hdAt && video.videoWidth >= 1280 && video.videoHeight >= 720) window.hd.hdAt = performance.now();
   }, 25);
-}
-
-/** `televisit join` as a child process; every output line with the time it arrived. */
-function joinHeadless(link) {
-  const child = spawn(BINARY, ["join", link, "--udp", "127.0.0.1:0", "--seconds", "30"], { stdio: ["ignore", "pipe", "pipe"] });
-  const out = { lines: [], stderr: "", exit: null };
-  createInterface({ input: child.stdout }).on("line", (line) => out.lines.push({ at: Date.now(), line }));
-  child.stderr.on("data", (data) => (out.stderr += data));
-  out.exited = new Promise((resolve) => child.on("exit", (code) => { out.exit = code; resolve(code); }));
-  out.kill = () => { if (out.exit === null) child.kill("SIGKILL"); };
-  return out;
 }
 
 test("the core decodes a browser's camera at 720p or more within 2 s of connecting", async () => {

@@ -238,9 +238,10 @@ function relayRemoteCandidates(front) {
 
 /**
  * Chromium (the doctor, side A) ↔ Chromium (the patient, side B) through netem-relay over `link`
- * for SECONDS; returns the doctor's samples and the relay's output.
+ * for SECONDS; returns the doctor's samples and the relay's output. With `examine`, the doctor
+ * starts the examination first and the patient's samples (her camera) are returned instead.
  */
-async function callWithChromium(link, { shots = false } = {}) {
+async function callWithChromium(link, { shots = false, examine = false } = {}) {
   const relay = run(NETEM_RELAY, linkArgs(link));
   const server = await startServer();
   const browser = await launchBrowser({ args: CHROMIUM_FLAGS });
@@ -255,9 +256,13 @@ async function callWithChromium(link, { shots = false } = {}) {
     await patient.goto(patientLink);
     await patient.getByRole("heading", { name: "Waiting for your doctor" }).waitFor();
     await doctorJoins(doctor);
+    if (examine) {
+      await doctor.getByRole("button", { name: "Examine" }).click();
+      await eventually("the patient's page is in the examination", async () => (await patient.evaluate(() => document.body.dataset.examination)) === "true");
+    }
     relay.child.stdin.write("start\n");
     const feedback = await doctor.evaluate(peerFeedback);
-    const samples = await sample(doctor, SECONDS);
+    const samples = await sample(examine ? patient : doctor, SECONDS);
     if (shots) await screenshot(doctor, "52-chromium-doctor-chromium-patient-over-netem");
     relay.child.stdin.write("stop\n");
     await relay.exited;
@@ -358,4 +363,21 @@ test("Chromium sends the core at least 0.8× what it sends another Chromium over
     const [core, chromium] = [rows[i], rows[i + 1]];
     assert.ok(core.videoKbps >= 0.8 * chromium.videoKbps, `${core.link}: to the core ${core.videoKbps} kbps, to Chromium ${chromium.videoKbps} kbps`);
   }
+});
+
+/** A link too narrow for the camera's 360p at full frame rate (the clip needs ~750 kbps). */
+const NARROW_LINK = { rateKbps: 400, delayMs: 50, lossPercent: 0, queueMs: 300 };
+
+test("during an examination over a narrow link the patient's browser keeps its camera's size and gives up frame rate", async () => {
+  const { samples } = await callWithChromium(NARROW_LINK, { examine: true });
+  const sent = figures(samples);
+  const fps = samples.map((s) => Math.round(s.fps));
+  console.log(`the patient's Chromium under examination over ${JSON.stringify(NARROW_LINK)}: heights ${sent.sizes.join(" ")}; frames a second ${fps.join(" ")}; video ${sent.videoKbps} kbps, limited by ${sent.limitation}`);
+  // The size: the camera's full 640x360 from the first frame to the last (degradationPreference
+  // "maintain-resolution", and the page's own ladder does not lower it during an examination).
+  assert.ok(samples.slice(1).every((s) => s.height === 360), `heights ${sent.sizes}`);
+  // The frame rate gives way instead (the clip runs at 20), yet pictures keep coming.
+  assert.ok(sent.fps < 15, `frames a second after ${SETTLED_S} s: ${sent.fps} (${fps})`);
+  // Under the examination a sharp picture a second is still usable (the patient holds still).
+  assert.ok(sent.fps >= 1, `a usable picture: ${sent.fps} frames a second (${fps})`);
 });

@@ -68,8 +68,12 @@ async fn the_doctors_shared_screen_reaches_the_patient_as_screen_frames_and_a_pa
         "nothing sent before sharing, and from a keyframe: {counters:?}"
     );
     assert!(counters.windows(2).all(|w| w[0] < w[1]), "in order: {counters:?}");
-    let camera_frames = patient_events.remote_frames(FrameKind::Video).len();
-    assert!(camera_frames > 10, "the camera goes on beside the screen: {camera_frames}");
+    let camera_frames = patient_events.remote_frames(FrameKind::Video);
+    assert!(camera_frames.len() > 10, "the camera goes on beside the screen: {}", camera_frames.len());
+    // The track roles: the screen's frames (filled with 0x5c) never arrive as camera frames.
+    let screen_as_camera =
+        camera_frames.iter().filter(|f| f.data.len() > 6 && f.data[6..].iter().all(|b| *b == 0x5c)).count();
+    assert_eq!(screen_as_camera, 0, "screen frames arrived as camera frames");
 
     // Stopping: the patient is told, and screen frames stop.
     doctor.set_screen_share(false).unwrap();

@@ -11,6 +11,8 @@ const state = {
   // Perfect negotiation (core/src/protocol.md, "Offers that cross"): when this side's offer was made
   // and has no answer yet, and whether the peer's last offer was ignored because of it.
   offerPendingSince: null, ignoredOffer: false,
+  // Track roles: the peer's streams as they arrived, and the one its `screen-share` frame named.
+  remoteStreams: [], peerScreenStream: null,
 };
 // The doctor ignores a crossing offer of the patient's unless its own has waited this long (ms).
 const OFFER_ANSWER_WAIT_MS = 10000;
@@ -226,6 +228,7 @@ function newPeerConnection() {
   state.restarts.reset();
   state.pcConnectedAt = null;
   state.ladder = null; // a new path: the ladder starts again from the camera's size
+  state.remoteStreams = [];
   state.local.getTracks().forEach((track) => pc.addTrack(track, state.local));
   if (state.screenStream) addScreenTrack();
   applyDegradationPreference();
@@ -236,12 +239,8 @@ function newPeerConnection() {
   };
   pc.ontrack = ({ track, streams }) => {
     const stream = streams[0] || new MediaStream([track]);
-    if (track.kind === "video" && $("remote-video").srcObject && $("remote-video").srcObject !== stream) {
-      $("screen-video").srcObject = stream; // a second video stream is the doctor's screen
-    } else if (!$("remote-video").srcObject || track.kind === "audio" || $("remote-video").srcObject === stream) {
-      $("remote-video").srcObject = stream;
-      $("remote-backdrop").srcObject = stream; // muted: only its picture, blurred, fills the bands
-    }
+    if (!state.remoteStreams.includes(stream)) state.remoteStreams.push(stream);
+    placeRemoteStreams();
   };
   pc.onconnectionstatechange = () => {
     if (pc !== state.pc) return;
@@ -284,6 +283,23 @@ async function acceptOffer(sdp) {
   await state.pc.setLocalDescription(answer);
   applyDegradationPreference();
   state.signaling.send({ type: "answer", sdp: state.pc.localDescription.sdp });
+}
+
+// Track roles (core/src/protocol.md, "Track roles"): the stream the doctor's `screen-share` frame
+// names is its screen, its other stream its camera and microphone. From a doctor that names none
+// (an older client): the core's screen stream, or else the second video stream to arrive.
+const CORE_SCREEN_STREAM = "televisit-screen";
+function placeRemoteStreams() {
+  const streams = state.remoteStreams;
+  const video = streams.filter((s) => s.getVideoTracks().length > 0);
+  const screen = streams.find((s) => s.id === (state.peerScreenStream || CORE_SCREEN_STREAM))
+    || (state.peerScreenStream ? undefined : video[1]);
+  const camera = streams.find((s) => s !== screen);
+  const show = (id, stream) => { if (stream && $(id).srcObject !== stream) $(id).srcObject = stream; };
+  show("remote-video", camera);
+  show("remote-backdrop", camera); // muted: only its picture, blurred, fills the bands
+  show("screen-video", screen);
+  document.body.dataset.screenStream = screen ? screen.id : "";
 }
 
 function addScreenTrack() {
@@ -358,6 +374,7 @@ function onFrame(frame) {
       showPeerMedia(frame);
       break;
     case "screen-share":
+      if (frame.stream_id) { state.peerScreenStream = frame.stream_id; placeRemoteStreams(); }
       $("screen-video").hidden = !frame.active;
       $("screen-caption").textContent = "The doctor's shared screen";
       $("screen-caption").hidden = !frame.active;
@@ -491,7 +508,7 @@ function wireControls() {
     }
     state.screenStream.getVideoTracks()[0].onended = stopSharing;
     if (state.pc) { addScreenTrack(); await makeOffer(); }
-    state.signaling.send({ type: "screen-share", active: true });
+    state.signaling.send({ type: "screen-share", active: true, stream_id: state.screenStream.id });
     $("screen-caption").textContent = "You are sharing your screen";
     $("screen-caption").hidden = false;
     // A preview of what goes out: the doctor sees which window or screen the patient gets.

@@ -68,14 +68,52 @@ async function join(appointment) {
   }
 }
 
-async function postWaitingMessage(appointment, input, sent) {
+/** Posts the waiting-room message; the row is redrawn with its preview and says if it was delivered. */
+async function postWaitingMessage(appointment, input) {
+  const text = input.value.trim();
   try {
-    await api("POST", `/api/appointments/${appointment.id}/video-call/waiting-message`, { text: input.value });
-    sent.textContent = input.value ? `Sent: “${input.value}”` : "Message cleared";
+    const { delivered } = await api("POST", `/api/appointments/${appointment.id}/video-call/waiting-message`, { text });
+    await refresh();
+    const sent = document.querySelector(`tr[data-appointment="${appointment.id}"] .sent`);
+    if (sent) sent.textContent = !text ? "Message cleared" : delivered ? `Delivered: “${text}”` : `Saved: “${text}”, shown when the patient arrives`;
     problem("");
   } catch (error) {
     problem(error.message);
   }
+}
+
+/**
+ * What the patient sees in the waiting room (the call page's card, web/call.html `#waiting`) with
+ * the doctor's message, and whether it is in front of her now or waits until she opens her link.
+ */
+function waitingPreview(appointment) {
+  const preview = document.createElement("figure");
+  preview.className = "waiting-preview";
+  const caption = document.createElement("figcaption");
+  caption.textContent = "Preview: the patient's waiting room";
+  const card = document.createElement("div");
+  card.className = "preview-card";
+  const title = document.createElement("p");
+  title.className = "preview-title";
+  title.textContent = "Waiting for your doctor";
+  const intro = document.createElement("p");
+  intro.textContent = "The call starts as soon as your doctor joins.";
+  card.append(title, intro);
+  const text = appointment.waiting_message;
+  if (text) {
+    const message = document.createElement("p");
+    message.className = "waiting-message";
+    message.textContent = text;
+    card.append(message);
+  }
+  const delivery = document.createElement("p");
+  delivery.className = "delivery";
+  delivery.dataset.delivered = String(Boolean(text && appointment.patient_present));
+  delivery.textContent = !text ? "No message from you."
+    : appointment.patient_present ? "✓ Delivered: the patient sees your message now."
+      : "Not delivered yet: the patient sees your message when she opens the link.";
+  preview.append(caption, card, delivery);
+  return preview;
 }
 
 function row(appointment) {
@@ -148,8 +186,9 @@ function row(appointment) {
       send.setAttribute("aria-label", `Send the waiting-room message to ${appointment.patient_name}`);
       const sent = document.createElement("span");
       sent.setAttribute("role", "status");
-      send.onclick = () => postWaitingMessage(appointment, input, sent);
-      actions.append(" ", input, " ", send, " ", sent);
+      sent.className = "sent";
+      send.onclick = () => postWaitingMessage(appointment, input);
+      actions.append(" ", input, " ", send, " ", sent, waitingPreview(appointment));
     }
   }
   tr.appendChild(actions);
@@ -169,7 +208,7 @@ async function copyLink(input, copied) {
 }
 
 /** What a row shows: a row is redrawn only when this changes. */
-const rowSignature = (a) => JSON.stringify([a.scheduled_at_ms, a.patient_name, a.status, a.patient_present, a.status === "ended" ? a.duration_seconds : 0, links[a.id]?.patient_link]);
+const rowSignature = (a) => JSON.stringify([a.scheduled_at_ms, a.patient_name, a.status, a.patient_present, a.status === "ended" ? a.duration_seconds : 0, links[a.id]?.patient_link, a.waiting_message]);
 
 /**
  * Updates the list in place: unchanged rows stay as they are (keyboard focus and typing too); a

@@ -49,7 +49,7 @@ use crate::error::CallError;
 use crate::frame::{EncodedFrame, FrameKind};
 use crate::protocol::{
     encode, CallStatus, ChatMessage, ClientMessage, ErrorCode, Frame, IceCandidate, MediaState, QualityLevel,
-    QualityReport, Resume, Role, Sdp, ServerMessage,
+    QualityReport, Resume, Role, Sdp, ServerMessage, CORE_SCREEN_STREAM_ID,
 };
 
 /// Give up reconnecting signaling after this long without success.
@@ -131,6 +131,9 @@ pub enum PeerCommand {
     SetVideoSending(bool),
     /// Add or remove the screen-share track.
     SetScreenShare(bool),
+    /// The peer's screen track is the one in this media stream (its `screen-share` frame's
+    /// `stream_id`): its frames are `Screen` frames, its other video is the camera.
+    PeerScreenStream(String),
     /// Apply the adaptive-bitrate decision to the encoder.
     SetEncoderTarget(EncoderTarget),
     /// Send an encoded frame (dropped while that kind is off or before media can flow).
@@ -330,6 +333,8 @@ pub struct CallMachine {
     unconfirmed: VecDeque<(u64, ClientMessage)>,
     media: MediaState,
     screen_sharing: bool,
+    /// The stream id the peer named for its screen track (see `PeerCommand::PeerScreenStream`).
+    peer_screen_stream: Option<String>,
     peer_failed_at: Option<i64>,
     last_ice_restart_at: Option<i64>,
     end_requested_at: Option<i64>,
@@ -376,6 +381,7 @@ impl Default for CallMachine {
             unconfirmed: VecDeque::new(),
             media: MediaState { audio: true, video: true },
             screen_sharing: false,
+            peer_screen_stream: None,
             peer_failed_at: None,
             last_ice_restart_at: None,
             end_requested_at: None,
@@ -814,6 +820,9 @@ impl CallMachine {
                 if self.screen_sharing {
                     out.push(Output::Peer(PeerCommand::SetScreenShare(true)));
                 }
+                if let Some(stream_id) = &self.peer_screen_stream {
+                    out.push(Output::Peer(PeerCommand::PeerScreenStream(stream_id.clone())));
+                }
                 self.set_state(CallState::Connecting, out);
                 if make_offer {
                     self.make_offer(false, now_ms, out);
@@ -825,6 +834,7 @@ impl CallMachine {
                 self.peer_failed_at = None;
                 self.own_offer = None;
                 self.restart_after_answer = false;
+                self.peer_screen_stream = None; // a peer that comes back names its streams anew
                 self.set_state(CallState::WaitingRoom, out);
                 out.push(Output::Event(CallEvent::PeerLeft));
             }
@@ -838,7 +848,11 @@ impl CallMachine {
             }
             ServerMessage::Chat(message) => out.push(Output::Event(CallEvent::ChatReceived(message))),
             ServerMessage::Ack { client_seq } => self.unconfirmed.retain(|(seq, _)| *seq != client_seq),
-            ServerMessage::ScreenShare { active, .. } => {
+            ServerMessage::ScreenShare { active, stream_id, .. } => {
+                if let Some(stream_id) = stream_id {
+                    self.peer_screen_stream = Some(stream_id.clone());
+                    out.push(Output::Peer(PeerCommand::PeerScreenStream(stream_id)));
+                }
                 out.push(Output::Event(CallEvent::PeerScreenShare(active)));
             }
             ServerMessage::Examination { active, .. } => {
@@ -975,7 +989,8 @@ impl CallMachine {
         }
         self.screen_sharing = active;
         out.push(Output::Peer(PeerCommand::SetScreenShare(active)));
-        self.send(ClientMessage::ScreenShare { active }, out);
+        let stream_id = Some(CORE_SCREEN_STREAM_ID.to_owned());
+        self.send(ClientMessage::ScreenShare { active, stream_id }, out);
         if matches!(self.state, CallState::Connected | CallState::Connecting | CallState::Reconnecting) {
             self.make_offer(false, now_ms, out);
         }
@@ -1566,6 +1581,39 @@ mod tests {
         assert!(out.contains(&Output::Peer(PeerCommand::SetScreenShare(true))));
         assert!(out.contains(&Output::Peer(PeerCommand::CreateOffer { ice_restart: false })));
         assert_eq!(sent(&out)[0]["type"], "screen-share");
+        assert_eq!(sent(&out)[0]["stream_id"], CORE_SCREEN_STREAM_ID, "the track role goes with it");
+    }
+
+    #[test]
+    fn the_peers_screen_stream_goes_to_every_peer_connection_until_the_peer_leaves() {
+        let mut patient = in_room(Role::Patient);
+        let share = |seq, stream_id: Option<&str>| {
+            let stream_id = stream_id.map(str::to_owned);
+            Input::Frame(Frame::numbered(
+                seq,
+                ServerMessage::ScreenShare { from: Role::Doctor, active: true, stream_id },
+            ))
+        };
+        let out = patient.handle(share(1, None), 0);
+        assert!(peer_commands(&out).is_empty(), "an older doctor names no stream: {out:?}");
+        assert!(out.contains(&Output::Event(CallEvent::PeerScreenShare(true))));
+        let out = patient.handle(share(2, Some("browser-screen")), 0);
+        assert_eq!(peer_commands(&out), [PeerCommand::PeerScreenStream("browser-screen".into())]);
+        let joined = |seq| {
+            Input::Frame(Frame::numbered(
+                seq,
+                ServerMessage::PeerJoined { role: Role::Doctor, make_offer: false },
+            ))
+        };
+        let out = patient.handle(joined(3), 0);
+        assert!(
+            peer_commands(&out).contains(&PeerCommand::PeerScreenStream("browser-screen".into())),
+            "a new peer connection hears it too: {out:?}"
+        );
+        let left = ServerMessage::PeerLeft { role: Role::Doctor, reason: "left".into() };
+        patient.handle(Input::Frame(Frame::numbered(4, left)), 0);
+        let out = patient.handle(joined(5), 0);
+        assert!(!peer_commands(&out).iter().any(|c| matches!(c, PeerCommand::PeerScreenStream(_))));
     }
 
     #[test]

@@ -90,10 +90,24 @@ use crate::frame::{vp8_keyframe_size, EncodedFrame, FrameKind, VideoCodec};
 use crate::network_control::bwe::BweConfig;
 use crate::network_control::nack::NackConfig;
 use crate::network_control::retransmit::RetransmitConfig;
-use crate::protocol::Role;
+use crate::protocol::{Role, CORE_SCREEN_STREAM_ID};
 
-/// The track id of the doctor's screen-share track (its stream id is `televisit-screen`).
+/// The track id of the doctor's screen-share track (its stream id is [`CORE_SCREEN_STREAM_ID`]).
 pub const SCREEN_TRACK_ID: &str = "screen";
+
+/// Whether a remote video track is the peer's screen (otherwise it is its camera): the track
+/// role the peer's `screen-share` frame gave (`announced`, its screen's stream id), or from a
+/// peer that gave none, the core's own screen stream or track id.
+fn is_screen(stream_id: &str, track_id: &str, announced: Option<&str>) -> bool {
+    match announced {
+        Some(announced) => stream_id == announced,
+        None => stream_id == CORE_SCREEN_STREAM_ID || track_id == SCREEN_TRACK_ID,
+    }
+}
+
+/// The stream id the peer named for its screen (`PeerCommand::PeerScreenStream`), shared with
+/// the receive tasks.
+type PeerScreenStream = Arc<std::sync::Mutex<Option<String>>>;
 
 /// Settings of the WebRTC backend.
 #[derive(Debug, Clone)]
@@ -229,6 +243,7 @@ struct Handler {
     origin: Instant,
     connected: Arc<AtomicBool>,
     remote_tracks: RemoteTracks,
+    peer_screen: PeerScreenStream,
     /// The mid of the bundle's first m-line, which trickled candidates name (see [`super::ice`]).
     first_mid: Arc<std::sync::Mutex<String>>,
     /// Which local candidates the peer may learn of (`SetIceServers` may make it relay-only).
@@ -285,7 +300,8 @@ impl PeerConnectionEventHandler for Handler {
         let counters = Arc::clone(&self.counters);
         let origin = self.origin;
         let remote_tracks = Arc::clone(&self.remote_tracks);
-        tokio::spawn(receive_track(track, events, counters, origin, remote_tracks));
+        let peer_screen = Arc::clone(&self.peer_screen);
+        tokio::spawn(receive_track(track, events, counters, origin, remote_tracks, peer_screen));
     }
 }
 
@@ -316,25 +332,35 @@ async fn remote_video_codec(track: &Arc<dyn TrackRemote>) -> Option<VideoCodec> 
 
 /// Depacketizes a remote track into frames. A video track's depacketizer follows its negotiated
 /// codec (VP8, or H.264 as Annex-B access units), and the app hears that codec before the first
-/// frame ([`PeerEvent::RemoteVideoCodec`]).
+/// frame ([`PeerEvent::RemoteVideoCodec`]). A video track is the camera or the screen as the
+/// peer's `screen-share` frame says ([`is_screen`]); that frame may come after the track's first
+/// packets, so the role is looked at again on every packet.
 async fn receive_track(
     track: Arc<dyn TrackRemote>,
     events: mpsc::UnboundedSender<PeerEvent>,
     counters: Arc<Counters>,
     origin: Instant,
     remote_tracks: RemoteTracks,
+    peer_screen: PeerScreenStream,
 ) {
-    let kind = track.kind().await;
-    let screen = track.track_id().await == SCREEN_TRACK_ID;
-    let frame_kind = match (kind, screen) {
-        (RtpCodecKind::Audio, _) => FrameKind::Audio,
-        (_, true) => FrameKind::Screen,
-        _ => FrameKind::Video,
+    let audio = track.kind().await == RtpCodecKind::Audio;
+    let (stream_id, track_id) = (track.stream_id().await, track.track_id().await);
+    let role = || {
+        let announced = peer_screen.lock().unwrap_or_else(|e| e.into_inner());
+        match is_screen(&stream_id, &track_id, announced.as_deref()) {
+            _ if audio => FrameKind::Audio,
+            true => FrameKind::Screen,
+            false => FrameKind::Video,
+        }
+    };
+    let mut frame_kind = role();
+    let take_role = |frame_kind: FrameKind| {
+        let mut tracks = remote_tracks.lock().unwrap_or_else(|e| e.into_inner());
+        tracks.retain(|(k, t)| *k != frame_kind && !Arc::ptr_eq(t, &track));
+        tracks.push((frame_kind, Arc::clone(&track)));
     };
     if frame_kind.is_video() {
-        let mut tracks = remote_tracks.lock().unwrap_or_else(|e| e.into_inner());
-        tracks.retain(|(k, _)| *k != frame_kind);
-        tracks.push((frame_kind, Arc::clone(&track)));
+        take_role(frame_kind);
     }
     // Made at the first packet, when the track's codec is surely known.
     let mut builder: Option<(Option<VideoCodec>, Depacketizer)> = None;
@@ -343,6 +369,16 @@ async fn receive_track(
     while let Some(event) = track.poll().await {
         let TrackRemoteEvent::OnRtpPacket(packet) = event else { continue };
         counters.last_packet_at_ms.store(origin.elapsed().as_millis() as i64, Ordering::Relaxed);
+        if role() != frame_kind {
+            // The peer's `screen-share` frame named this track's role after it started.
+            frame_kind = role();
+            take_role(frame_kind);
+            if let Some((Some(codec), _)) = &builder {
+                if events.send(PeerEvent::RemoteVideoCodec(frame_kind, *codec)).is_err() {
+                    return;
+                }
+            }
+        }
         if builder.is_none() {
             builder = Some(if frame_kind.is_video() {
                 let codec = match remote_video_codec(&track).await {
@@ -800,12 +836,14 @@ async fn run_session(
     let counters = Arc::new(Counters::default());
     let connected = Arc::new(AtomicBool::new(false));
     let remote_tracks = RemoteTracks::default();
+    let peer_screen = PeerScreenStream::default();
     let handler = Arc::new(Handler {
         events: events.clone(),
         counters: Arc::clone(&counters),
         origin,
         connected: Arc::clone(&connected),
         remote_tracks: Arc::clone(&remote_tracks),
+        peer_screen: Arc::clone(&peer_screen),
         first_mid: Arc::clone(&first_mid),
         policy: Arc::clone(&policy),
     });
@@ -834,7 +872,8 @@ async fn run_session(
     let mut screen = match role {
         Role::Doctor => {
             let mut track =
-                LocalTrack::add(&pc, RtpCodecKind::Video, None, "televisit-screen", SCREEN_TRACK_ID).await?;
+                LocalTrack::add(&pc, RtpCodecKind::Video, None, CORE_SCREEN_STREAM_ID, SCREEN_TRACK_ID)
+                    .await?;
             track.enabled = false;
             Some(track)
         }
@@ -944,6 +983,9 @@ async fn run_session(
                 }
                 PeerCommand::SetAudioSending(on) => audio.enabled = on,
                 PeerCommand::SetVideoSending(on) => video.enabled = on,
+                PeerCommand::PeerScreenStream(stream_id) => {
+                    *peer_screen.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream_id);
+                }
                 PeerCommand::SetScreenShare(on) => match screen.as_mut() {
                     Some(screen) => {
                         screen.enabled = on;
@@ -1063,6 +1105,20 @@ fn estimate_fell(told_bps: u64, now_bps: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_video_tracks_role_is_the_one_its_peer_named_else_the_cores_screen_ids() {
+        // A browser's screen: a random stream id, named in its `screen-share` frame.
+        let browser_screen = "{7d2e0c1a-9b44-4f0e-8a61-2c5d3e9f1b70}";
+        assert!(is_screen(browser_screen, "f3a1", Some(browser_screen)));
+        assert!(!is_screen("{camera-stream}", "c9b2", Some(browser_screen)), "its camera");
+        assert!(!is_screen(browser_screen, "f3a1", None), "not named (yet): a camera");
+        // The core's screen, named or not (an older core names nothing).
+        assert!(is_screen(CORE_SCREEN_STREAM_ID, SCREEN_TRACK_ID, Some(CORE_SCREEN_STREAM_ID)));
+        assert!(is_screen(CORE_SCREEN_STREAM_ID, SCREEN_TRACK_ID, None));
+        assert!(is_screen("other", SCREEN_TRACK_ID, None));
+        assert!(!is_screen("televisit", "doctor-video", None));
+    }
 
     #[test]
     fn a_stream_that_starts_without_its_keyframe_asks_for_one_once_a_second_until_it_comes() {

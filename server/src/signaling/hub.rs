@@ -224,12 +224,22 @@ impl Hub {
         self.run(grant, &room, deferred).await;
     }
 
-    /// The doctor's waiting-room status for an appointment.
-    pub fn set_waiting_message(&self, appointment: &Appointment, text: &str) {
+    /// The doctor's waiting-room status for an appointment; whether it was delivered, that is
+    /// the patient is in the waiting room and it went to her connection (otherwise she sees it
+    /// when she opens her link).
+    pub fn set_waiting_message(&self, appointment: &Appointment, text: &str) -> bool {
         let room = self.room_for(&appointment.id, &appointment.room_id, appointment.status);
         let mut room = room.lock().expect("room lock");
         let deferred = self.deliver(room.set_waiting_message(text));
         debug_assert!(deferred.is_empty());
+        room.patient_waiting()
+    }
+
+    /// The doctor's waiting-room status for an appointment, if one is set.
+    pub fn waiting_message(&self, appointment_id: &str) -> Option<String> {
+        let room = self.existing_room(appointment_id)?;
+        let room = room.lock().expect("room lock");
+        room.waiting_message().map(str::to_owned)
     }
 
     /// Ends the call: stores the end and duration, revokes the tokens, tells everyone.

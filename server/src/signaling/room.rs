@@ -21,8 +21,8 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use televisit_core::protocol::{
-    encode, CallStatus, ChatMessage, ClientMessage, ErrorCode, Frame, MediaState, Role, ServerMessage,
-    MAX_CHAT_CHARS, MAX_WAITING_MESSAGE_CHARS,
+    encode, valid_stream_id, CallStatus, ChatMessage, ClientMessage, ErrorCode, Frame, MediaState, Role,
+    ServerMessage, MAX_CHAT_CHARS, MAX_WAITING_MESSAGE_CHARS,
 };
 
 /// A connection's id, unique within the server process.
@@ -172,6 +172,17 @@ impl Room {
     /// Whether a role is connected now.
     pub fn is_present(&self, role: Role) -> bool {
         self.seats[seat_index(role)].conn.is_some()
+    }
+
+    /// The doctor's waiting-room status, if any.
+    pub fn waiting_message(&self) -> Option<&str> {
+        self.waiting_message.as_deref()
+    }
+
+    /// Whether the patient is in the waiting room now (connected, not in the call): a status
+    /// set now is in front of her at once.
+    pub fn patient_waiting(&self) -> bool {
+        self.is_present(Role::Patient) && !self.paired
     }
 
     /// Whether the call ended.
@@ -350,7 +361,7 @@ impl Room {
                 Some(ServerMessage::MediaState { from: role, state })
             }
             ClientMessage::Quality(report) => Some(ServerMessage::Quality { from: role, report }),
-            ClientMessage::ScreenShare { active } => {
+            ClientMessage::ScreenShare { active, stream_id } => {
                 if role != Role::Doctor {
                     Self::reply_error(
                         conn,
@@ -360,8 +371,13 @@ impl Room {
                     );
                     return actions;
                 }
+                if stream_id.as_deref().is_some_and(|id| !valid_stream_id(id)) {
+                    let message = "a screen-share stream_id is 1 to 64 token characters (an SDP msid id)";
+                    Self::reply_error(conn, ErrorCode::InvalidFrame, message, &mut actions);
+                    return actions;
+                }
                 actions.push(Action::SetScreenSharing(active));
-                Some(ServerMessage::ScreenShare { from: role, active })
+                Some(ServerMessage::ScreenShare { from: role, active, stream_id })
             }
             ClientMessage::Examination { active } => {
                 if role != Role::Doctor {
@@ -602,9 +618,13 @@ mod tests {
     fn the_doctors_status_reaches_the_waiting_patient() {
         let mut room = room();
         room.connect(Role::Patient, PATIENT, None, vec![]);
+        assert!(room.patient_waiting());
         let frames = sent(&room.set_waiting_message("Running 10 minutes late"), PATIENT);
         assert_eq!(types(&frames), ["waiting"]);
         assert_eq!(frames[0]["message"], "Running 10 minutes late");
+        assert_eq!(room.waiting_message(), Some("Running 10 minutes late"));
+        room.connect(Role::Doctor, DOCTOR, None, vec![]);
+        assert!(!room.patient_waiting(), "in the call: the waiting room is not in front of her");
         let too_long = "x".repeat(MAX_WAITING_MESSAGE_CHARS + 1);
         assert!(room.set_waiting_message(&too_long).is_empty());
     }
@@ -659,7 +679,7 @@ mod tests {
         room.connect(Role::Patient, PATIENT, None, vec![]);
         room.connect(Role::Doctor, DOCTOR, None, vec![]);
         for message in [
-            ClientMessage::ScreenShare { active: true },
+            ClientMessage::ScreenShare { active: true, stream_id: None },
             ClientMessage::Examination { active: true },
             ClientMessage::EndCall,
         ] {
@@ -669,10 +689,22 @@ mod tests {
             assert!(sent(&actions, DOCTOR).is_empty());
             assert!(!actions.iter().any(|a| matches!(a, Action::SetScreenSharing(_) | Action::EndCall)));
         }
-        let actions =
-            room.frame(Role::Doctor, DOCTOR, Frame::new(ClientMessage::ScreenShare { active: true }));
+        let share = |stream_id: &str| {
+            let stream_id = Some(stream_id.to_owned());
+            Frame::new(ClientMessage::ScreenShare { active: true, stream_id })
+        };
+        let actions = room.frame(Role::Doctor, DOCTOR, share("bad id"));
+        assert_eq!(sent(&actions, DOCTOR)[0]["code"], "invalid_frame");
+        assert!(sent(&actions, PATIENT).is_empty(), "an invalid stream id is not relayed");
+        assert!(!actions.contains(&Action::SetScreenSharing(true)));
+        let actions = room.frame(Role::Doctor, DOCTOR, share("{5b0c-77}"));
         assert!(actions.contains(&Action::SetScreenSharing(true)));
         assert_eq!(sent(&actions, PATIENT)[0]["type"], "screen-share");
+        assert_eq!(
+            sent(&actions, PATIENT)[0]["stream_id"],
+            "{5b0c-77}",
+            "the track role reaches the patient"
+        );
         let actions =
             room.frame(Role::Doctor, DOCTOR, Frame::new(ClientMessage::Examination { active: true }));
         assert_eq!(sent(&actions, PATIENT)[0]["type"], "examination");
