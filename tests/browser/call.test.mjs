@@ -79,6 +79,10 @@ test("a video visit from sign-in to the end, in two browsers", async () => {
     await eventually("patient sees the shared screen", async () => (await body(patient, "peerSharing")) === "true");
     await eventually("screen video plays", async () => patient.locator("#screen-video").evaluate((v) => !v.hidden && v.videoWidth > 0));
     await screenshot(patient, "07-patient-sees-screen-share");
+    // The patient reloads her page mid-share: the doctor's page names its screen again for the new one.
+    await patient.reload();
+    await eventually("the reloaded page sees the shared screen", async () => (await body(patient, "peerSharing")) === "true", 20000);
+    await eventually("the screen plays again", async () => patient.locator("#screen-video").evaluate((v) => !v.hidden && v.videoWidth > 0), 20000);
 
     // Chat both ways.
     await chat(patient, doctor, "My knee hurts when I climb stairs");

@@ -80,7 +80,7 @@ test("a core doctor's shared screen shows in a Chromium patient's page as the sc
     const patient = await (await browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
     await patient.goto(call.patient_link);
     await patient.getByRole("heading", { name: "Waiting for your doctor" }).waitFor();
-    core = joinHeadless(call.doctor_link, { seconds: 40, args: ["--share-screen-after-seconds", "2"] });
+    core = joinHeadless(call.doctor_link, { seconds: 60, args: ["--share-screen-after-seconds", "2"] });
     await eventually("connected", async () => (await body(patient, "connected")) === "true", 30000);
     await eventually("the patient hears the doctor shares", async () => (await body(patient, "peerSharing")) === "true", 20000);
     assert.equal(await body(patient, "screenStream"), "televisit-screen", "the stream the core's screen-share frame named");
@@ -97,6 +97,15 @@ test("a core doctor's shared screen shows in a Chromium patient's page as the sc
     assert.equal(await patient.locator("#screen-caption").innerText(), "The doctor's shared screen");
     assert.equal(await patient.locator("#screen-caption").isVisible(), true);
     await screenshot(patient, "71-chromium-patient-sees-the-core-doctors-screen");
+
+    // The patient reloads her page mid-share: the core doctor names its screen again for the new page.
+    await patient.reload();
+    await eventually("the reloaded page hears the doctor shares", async () => (await body(patient, "peerSharing")) === "true", 30000);
+    assert.equal(await body(patient, "screenStream"), "televisit-screen");
+    await eventually("the screen plays in the screen's place again", async () => {
+      const counter = await patient.evaluate(readCounterInPage, "screen-video");
+      return counter !== null && counter >>> 28 === 3;
+    }, 20000);
   } finally {
     core?.kill();
     await browser.close();

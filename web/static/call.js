@@ -341,6 +341,8 @@ function onFrame(frame) {
       showBanner("");
       newPeerConnection();
       sendMediaState();
+      // A peer that joined afresh (a reloaded page) missed the screen's role: name it again.
+      if (state.screenStream) state.signaling.send({ type: "screen-share", active: true, stream_id: state.screenStream.id });
       if (frame.make_offer) makeOffer();
       break;
     case "peer-left":

@@ -828,6 +828,10 @@ impl CallMachine {
                     self.make_offer(false, now_ms, out);
                 }
                 self.send(ClientMessage::MediaState(self.media), out);
+                if self.screen_sharing {
+                    // A peer that joined afresh (a reloaded page, a new device) missed the first one.
+                    self.send_screen_share(true, out);
+                }
             }
             ServerMessage::PeerLeft { .. } => {
                 out.push(Output::Peer(PeerCommand::Close));
@@ -989,11 +993,16 @@ impl CallMachine {
         }
         self.screen_sharing = active;
         out.push(Output::Peer(PeerCommand::SetScreenShare(active)));
-        let stream_id = Some(CORE_SCREEN_STREAM_ID.to_owned());
-        self.send(ClientMessage::ScreenShare { active, stream_id }, out);
+        self.send_screen_share(active, out);
         if matches!(self.state, CallState::Connected | CallState::Connecting | CallState::Reconnecting) {
             self.make_offer(false, now_ms, out);
         }
+    }
+
+    /// Tells the peer whether the screen is shared, naming the screen track's stream (its role).
+    fn send_screen_share(&mut self, active: bool, out: &mut Vec<Output>) {
+        let stream_id = Some(CORE_SCREEN_STREAM_ID.to_owned());
+        self.send(ClientMessage::ScreenShare { active, stream_id }, out);
     }
 
     fn on_hangup(&mut self, now_ms: i64, out: &mut Vec<Output>) {
@@ -1582,6 +1591,26 @@ mod tests {
         assert!(out.contains(&Output::Peer(PeerCommand::CreateOffer { ice_restart: false })));
         assert_eq!(sent(&out)[0]["type"], "screen-share");
         assert_eq!(sent(&out)[0]["stream_id"], CORE_SCREEN_STREAM_ID, "the track role goes with it");
+    }
+
+    #[test]
+    fn a_sharing_doctor_tells_a_patient_who_joins_afresh_that_the_screen_is_shared() {
+        let mut doctor = in_room(Role::Doctor);
+        let patient_joined = |seq| {
+            Input::Frame(Frame::numbered(
+                seq,
+                ServerMessage::PeerJoined { role: Role::Patient, make_offer: true },
+            ))
+        };
+        let out = doctor.handle(patient_joined(1), 0);
+        assert!(sent(&out).iter().all(|frame| frame["type"] != "screen-share"), "not sharing: {out:?}");
+        doctor.handle(Input::SetScreenShare(true), 0);
+        // The patient's page is reloaded: a new peer connection, and it must learn the screen's role.
+        let out = doctor.handle(patient_joined(2), 0);
+        let share: Vec<_> = sent(&out).into_iter().filter(|frame| frame["type"] == "screen-share").collect();
+        assert_eq!(share.len(), 1, "{out:?}");
+        assert_eq!(share[0]["active"], true);
+        assert_eq!(share[0]["stream_id"], CORE_SCREEN_STREAM_ID);
     }
 
     #[test]
