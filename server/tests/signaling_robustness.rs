@@ -308,3 +308,37 @@ async fn a_participant_that_stops_reading_is_closed_and_gets_back_in() {
         }
     }
 }
+
+/// Rooms do not pile up in memory: a room everyone left (or that nobody returned to within the
+/// resume window) leaves the hub, and a later join gets a fresh one from the stored call.
+#[tokio::test]
+async fn a_room_everyone_left_leaves_the_hub_and_a_later_join_starts_over() {
+    let db = TempDb::new();
+    let server = TestServer::start(&db).await;
+    let visit = server.started_visit().await;
+    let (mut doctor, mut patient) = both_in_room(&server, &visit).await;
+    patient.send(json!({"type": "chat", "seq": 1, "text": "before leaving"})).await;
+    patient.expect("chat").await;
+    patient.expect("ack").await;
+    for ws in [&mut patient, &mut doctor] {
+        ws.send(json!({"type": "leave"})).await;
+        ws.until_closed().await;
+    }
+    // The hub lets the room go just after the close, once the leave is handled.
+    let mut waited = 0;
+    while !server.metrics().await.contains("televisit_signaling_rooms 0") {
+        assert!(waited < 50, "the room stays in memory:\n{}", server.metrics().await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += 1;
+    }
+
+    let mut patient = server.join(&visit.patient_token).await;
+    let joined = patient.expect("joined").await;
+    assert_eq!((joined["resumed"].as_bool(), joined["status"].as_str()), (Some(false), Some("in_progress")));
+    assert_eq!(joined["chat_history"][0]["text"], "before leaving");
+    patient.expect("waiting").await;
+    let mut doctor = server.join(&visit.doctor_token).await;
+    doctor.expect("joined").await;
+    assert_eq!(doctor.expect("peer-joined").await["make_offer"], true);
+    assert!(server.metrics().await.contains("televisit_signaling_rooms 1"));
+}

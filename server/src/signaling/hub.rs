@@ -5,7 +5,8 @@
 //! Frames are sent while the room is locked, so each participant sees them in `seq` order.
 //! Chat goes to the [`ChatWriter`], which stores it in batches and hands each message back.
 //! A room leaves the hub when its call ends; a participant's replay buffer is let go when it has
-//! been away longer than a client keeps trying to resume.
+//! been away longer than a client keeps trying to resume (at once when it leaves), and a room
+//! with nobody in it and nothing kept leaves the hub then ([`Hub::evict_if_idle`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -205,6 +206,8 @@ impl Hub {
         };
         self.run(grant, &room, deferred).await;
         if is_leave {
+            drop(room);
+            self.evict_if_idle(&grant.appointment_id);
             self.audit(grant, "leave", "").await;
         }
     }
@@ -253,6 +256,19 @@ impl Hub {
         }
         tracing::info!(appointment = %appointment_id, duration_seconds = appointment.duration_seconds, "call ended");
         Ok(appointment.duration_seconds)
+    }
+
+    /// Lets an appointment's room go if it is idle ([`Room::is_idle`]) and nothing else holds it:
+    /// a connection being admitted, a frame being handled, a grace timer or a chat being stored
+    /// each hold a reference, and check again (or keep the room busy) when they are done.
+    fn evict_if_idle(&self, appointment_id: &str) {
+        let mut rooms = self.rooms.lock().expect("rooms lock");
+        let idle = rooms
+            .get(appointment_id)
+            .is_some_and(|room| Arc::strong_count(room) == 1 && room.lock().expect("room lock").is_idle());
+        if idle {
+            rooms.remove(appointment_id);
+        }
     }
 
     /// The chat writer's outcome for a batch: stored messages (in order), or `None`.
@@ -343,6 +359,8 @@ impl Hub {
                             hub.audit(&grant, "leave", "disconnected").await;
                             tokio::time::sleep(REPLAY_KEPT_AFTER_DROP.saturating_sub(hub.grace)).await;
                             room.lock().expect("room lock").forget_replay(role, conn);
+                            drop(room);
+                            hub.evict_if_idle(&grant.appointment_id);
                         });
                     }
                     Action::Send { .. }

@@ -413,7 +413,10 @@ impl Room {
                 None
             }
             ClientMessage::Leave => {
-                self.seat(role).conn = None;
+                // A participant that left does not resume: nothing is kept for it.
+                let seat = self.seat(role);
+                seat.conn = None;
+                seat.forget_replay();
                 actions.push(Action::CloseNormally { conn });
                 self.announce_left(role, "left", &mut actions);
                 None
@@ -531,6 +534,15 @@ impl Room {
         if seat.conn.is_none() && seat.last_conn == Some(conn) {
             seat.forget_replay();
         }
+    }
+
+    /// Whether the room holds nothing worth keeping once no participant can still resume (the
+    /// hub knows that: no grace timer runs): nobody connected, no chat being stored, no
+    /// waiting-room status. The hub lets such a room go; a later join makes a fresh one from the
+    /// stored call (its frames start again at `seq` 1, so an old `resume` gets `resumed: false`).
+    pub fn is_idle(&self) -> bool {
+        self.waiting_message.is_none()
+            && self.seats.iter().all(|seat| seat.conn.is_none() && seat.storing.is_empty())
     }
 
     /// The call ended: everyone gets `call-ended` and is disconnected; nobody can join again, so
@@ -866,5 +878,21 @@ mod tests {
         assert!(room.replay_bytes() < before);
         room.end(None, 0);
         assert_eq!(room.replay_bytes(), 0);
+    }
+
+    #[test]
+    fn a_room_is_idle_once_nobody_is_in_it_nothing_is_being_stored_and_no_status_is_set() {
+        let mut room = room();
+        room.connect(Role::Patient, PATIENT, None, vec![]);
+        room.connect(Role::Doctor, DOCTOR, None, vec![]);
+        room.frame(Role::Patient, PATIENT, chat(1, "one"));
+        room.frame(Role::Patient, PATIENT, Frame::new(ClientMessage::Leave));
+        assert!(!room.is_idle(), "the doctor is in");
+        room.frame(Role::Doctor, DOCTOR, Frame::new(ClientMessage::Leave));
+        assert!(!room.is_idle(), "a chat is being stored");
+        room.chat_stored(stored(1, Role::Patient, "one"), Some(1));
+        assert!(room.is_idle());
+        room.set_waiting_message("running late");
+        assert!(!room.is_idle(), "the status is shown to the next patient that joins");
     }
 }
