@@ -17,7 +17,7 @@ use televisit_core::protocol::{CallStatus, ChatMessage, ClientMessage, ErrorCode
 use tokio::sync::mpsc;
 
 use super::chat_writer::{ChatWriter, PendingChat};
-use super::room::{Action, ConnId, Room};
+use super::room::{Action, ConnId, Room, QUALITY_REPORTS_PER_ROLE};
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::{HubMemory, Metrics};
 use crate::secrets::Clock;
@@ -327,6 +327,11 @@ impl Hub {
                     Action::StoreChat { from, text, client_seq } => {
                         let chat = NewChat { appointment_id: grant.appointment_id.clone(), from, text };
                         self.chat_writer.submit(PendingChat { room: Arc::clone(room), chat, client_seq });
+                    }
+                    Action::StoreQuality { from, report } => {
+                        let (id, now) = (&grant.appointment_id, self.clock.now_ms());
+                        let limit = QUALITY_REPORTS_PER_ROLE;
+                        self.store.add_quality_report(id, from, &report, now, limit).await?;
                     }
                     Action::MarkInProgress => {
                         self.store.mark_in_progress(&grant.appointment_id, self.clock.now_ms()).await?;

@@ -21,8 +21,8 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use televisit_core::protocol::{
-    encode, CallStatus, ChatMessage, ClientMessage, ErrorCode, Frame, MediaState, Role, ServerMessage,
-    MAX_CHAT_CHARS, MAX_WAITING_MESSAGE_CHARS,
+    encode, CallStatus, ChatMessage, ClientMessage, ErrorCode, Frame, MediaState, QualityReport, Role,
+    ServerMessage, MAX_CHAT_CHARS, MAX_WAITING_MESSAGE_CHARS,
 };
 
 /// A connection's id, unique within the server process.
@@ -39,6 +39,10 @@ pub const REPLAY_BYTES_PER_ROOM: usize = 64 * 1024;
 /// participant's frames until storage catches up; a room given more refuses them with
 /// `rate_limited` (the client resends them after its next reconnect).
 pub const STORING_LIMIT: usize = 256;
+
+/// Quality reports stored per call and role, for the visit's summary. Apps send one on each change
+/// of level, a few per call; later ones are still relayed, not stored.
+pub const QUALITY_REPORTS_PER_ROLE: usize = 100;
 
 /// Bytes a kept frame costs: its text and its place in the buffer.
 fn kept_bytes(text: &str) -> usize {
@@ -78,6 +82,13 @@ pub enum Action {
         /// The `seq` the sender gave the frame, to acknowledge it by.
         client_seq: Option<u64>,
     },
+    /// Store this quality report of a participant (for the visit's summary).
+    StoreQuality {
+        /// Who reported it.
+        from: Role,
+        /// The report.
+        report: QualityReport,
+    },
     /// Both participants are connected: the call is in progress (first time only).
     MarkInProgress,
     /// The doctor started or stopped sharing the screen.
@@ -110,6 +121,8 @@ struct Seat {
     /// Client seqs of chat frames that could not be stored: accepted again when resent.
     lost: BTreeSet<u64>,
     media: Option<MediaState>,
+    /// Quality reports handed to storage (the store bounds them per call as well).
+    quality_reports: usize,
 }
 
 impl Seat {
@@ -349,7 +362,14 @@ impl Room {
                 self.seat(role).media = Some(state);
                 Some(ServerMessage::MediaState { from: role, state })
             }
-            ClientMessage::Quality(report) => Some(ServerMessage::Quality { from: role, report }),
+            ClientMessage::Quality(report) => {
+                let seat = self.seat(role);
+                if seat.quality_reports < QUALITY_REPORTS_PER_ROLE {
+                    seat.quality_reports += 1;
+                    actions.push(Action::StoreQuality { from: role, report: report.clone() });
+                }
+                Some(ServerMessage::Quality { from: role, report })
+            }
             ClientMessage::ScreenShare { active } => {
                 if role != Role::Doctor {
                     Self::reply_error(
