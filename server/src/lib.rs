@@ -37,6 +37,8 @@ use axum::Router;
 use televisit_core::protocol::ErrorCode;
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::LatencyUnit;
 
 pub use config::{Config, Settings};
 use metrics::Metrics;
@@ -206,7 +208,27 @@ pub fn router(state: SharedState) -> Router {
         ))
         .layer(tower::util::option_layer(hsts))
         .layer(axum::middleware::from_fn_with_state(trusted_proxies, edge::client_address))
+        .layer(request_tracing())
         .with_state(state)
+}
+
+/// One span per request and a line per response (status, latency). The span names the route
+/// template (`/api/appointments/{id}/video-call/end`), never the path itself (it carries ids),
+/// the query string or a header (they carry tokens), nor the client's address.
+fn request_tracing() -> TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
+    fn(&axum::extract::Request) -> tracing::Span,
+    (),
+    DefaultOnResponse,
+> {
+    fn span(request: &axum::extract::Request) -> tracing::Span {
+        let route = request.extensions().get::<axum::extract::MatchedPath>().map(|path| path.as_str());
+        tracing::info_span!("request", method = %request.method(), route = %route.unwrap_or("unmatched"))
+    }
+    TraceLayer::new_for_http()
+        .make_span_with(span as fn(&axum::extract::Request) -> tracing::Span)
+        .on_request(())
+        .on_response(DefaultOnResponse::new().level(tracing::Level::INFO).latency_unit(LatencyUnit::Micros))
 }
 
 /// A server running in this process (tests, benchmarks, the CLI).

@@ -113,6 +113,21 @@ async fn a_dropped_connection_resumes_with_exactly_the_frames_it_missed() {
     patient.send(json!({"type": "answer", "sdp": "v=0 a", "seq": 1})).await;
     doctor.expect("answer").await;
     doctor.expect_silence(Duration::from_millis(150)).await;
+
+    // A resume from frames this server never sent (another server's) starts over; the metrics count both.
+    drop(patient);
+    let mut patient = Ws::connect(&server.ws_url()).await;
+    patient
+        .send(json!({"type": "join", "token": visit.patient_token, "resume": {"last_seq": 1_000_000}}))
+        .await;
+    assert_eq!(patient.expect("joined").await["resumed"], false);
+    let metrics = server.metrics().await;
+    for line in [
+        "televisit_signaling_resumes_total{outcome=\"resumed\"} 1",
+        "televisit_signaling_resumes_total{outcome=\"started_over\"} 1",
+    ] {
+        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    }
 }
 
 #[tokio::test]
@@ -239,6 +254,11 @@ async fn health_and_metrics_report_calls_connections_and_relayed_frames() {
         "televisit_calls{status=\"not_started\"} 1",
         "televisit_signaling_connections_open 2",
         "televisit_signaling_frames_relayed_total 1",
+        "televisit_signaling_frames_received_total{type=\"offer\"} 1",
+        "televisit_signaling_rooms 1",
+        // Both joins read the chat history and wrote the audit log.
+        "televisit_db_seconds_count{operation=\"chat_history\"} 2",
+        "televisit_db_seconds_count{operation=\"audit\"} 2",
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }

@@ -113,6 +113,11 @@ impl Hub {
         })
     }
 
+    /// The server's metrics.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// The hub's clock, ms since the Unix epoch.
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
@@ -167,7 +172,7 @@ impl Hub {
         // Chat this participant sent before reconnecting is stored first, so the history and
         // `joined.last_client_seq` include it.
         self.chat_writer.flush().await;
-        let history = self.store.chat_history(&grant.appointment_id).await?;
+        let history = self.metrics.db("chat_history", self.store.chat_history(&grant.appointment_id)).await?;
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(OUTBOX_FRAMES);
         self.conns.lock().expect("conns lock").insert(id, tx.clone());
@@ -188,6 +193,7 @@ impl Hub {
         let Some(room) = self.existing_room(&grant.appointment_id) else {
             return; // the call ended
         };
+        self.metrics.frame_received(&frame.message);
         let is_leave = matches!(frame.message, ClientMessage::Leave);
         if matches!(frame.message, ClientMessage::Chat { .. }) {
             // Backpressure: this participant's frames wait (and its socket is not read) until
@@ -242,7 +248,8 @@ impl Hub {
         ended_by: Option<Role>,
         remote_addr: Option<String>,
     ) -> ApiResult<i64> {
-        let Some(appointment) = self.store.end_call(appointment_id, self.clock.now_ms()).await? else {
+        let end = self.store.end_call(appointment_id, self.clock.now_ms());
+        let Some(appointment) = self.metrics.db("call_state", end).await? else {
             return Err(ApiError::new(ErrorCode::CallEnded, "the call has already ended"));
         };
         let actor = ended_by.map_or("clinic", Role::as_str);
@@ -313,6 +320,7 @@ impl Hub {
                     }
                 }
                 Action::Relayed => self.metrics.frame_relayed(),
+                Action::ResumeAsked { resumed } => self.metrics.resume(resumed),
                 other => deferred.push(other),
             }
         }
@@ -331,14 +339,17 @@ impl Hub {
                     Action::StoreQuality { from, report } => {
                         let (id, now) = (&grant.appointment_id, self.clock.now_ms());
                         let limit = QUALITY_REPORTS_PER_ROLE;
-                        self.store.add_quality_report(id, from, &report, now, limit).await?;
+                        let add = self.store.add_quality_report(id, from, &report, now, limit);
+                        self.metrics.db("quality_report", add).await?;
                     }
                     Action::MarkInProgress => {
-                        self.store.mark_in_progress(&grant.appointment_id, self.clock.now_ms()).await?;
+                        let mark = self.store.mark_in_progress(&grant.appointment_id, self.clock.now_ms());
+                        self.metrics.db("call_state", mark).await?;
                         tracing::info!(appointment = %grant.appointment_id, "call in progress");
                     }
                     Action::SetScreenSharing(active) => {
-                        self.store.set_screen_sharing(&grant.appointment_id, active).await?;
+                        let set = self.store.set_screen_sharing(&grant.appointment_id, active);
+                        self.metrics.db("call_state", set).await?;
                         self.audit(
                             grant,
                             if active { "screen_share_start" } else { "screen_share_stop" },
@@ -371,7 +382,8 @@ impl Hub {
                     Action::Send { .. }
                     | Action::Close { .. }
                     | Action::CloseNormally { .. }
-                    | Action::Relayed => {
+                    | Action::Relayed
+                    | Action::ResumeAsked { .. } => {
                         unreachable!("delivered while the room is locked")
                     }
                 }
@@ -393,7 +405,7 @@ impl Hub {
             detail,
             grant.remote_addr.clone(),
         );
-        if let Err(e) = self.store.audit(&entry).await {
+        if let Err(e) = self.metrics.db("audit", self.store.audit(&entry)).await {
             tracing::error!(error = %e, "audit write failed");
         }
     }

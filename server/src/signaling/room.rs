@@ -104,6 +104,11 @@ pub enum Action {
     },
     /// A frame was relayed to the peer (for metrics).
     Relayed,
+    /// A reconnection asked to resume; `resumed`: every missed frame was still kept (for metrics).
+    ResumeAsked {
+        /// Whether it resumed.
+        resumed: bool,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -271,6 +276,9 @@ impl Room {
         let oldest_kept = seat.replay.front().map_or(seat.out_seq + 1, |(seq, _)| *seq);
         let resumed = resume_from.is_some_and(|last| last <= seat.out_seq && last + 1 >= oldest_kept);
         let last_client_seq = seat.handled_through();
+        if resume_from.is_some() {
+            actions.push(Action::ResumeAsked { resumed });
+        }
         let peer_present = self.is_present(role.other());
         let peer_media = self.seats[seat_index(role.other())].media;
         Self::reply(
