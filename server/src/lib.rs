@@ -236,21 +236,19 @@ pub fn router(state: SharedState) -> Router {
         .with_state(state)
 }
 
+type HttpClassifier = tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>;
+type MakeSpan = fn(&axum::extract::Request) -> tracing::Span;
+
 /// One span per request and a line per response (status, latency). The span names the route
 /// template (`/api/appointments/{id}/video-call/end`), never the path itself (it carries ids),
 /// the query string or a header (they carry tokens), nor the client's address.
-fn request_tracing() -> TraceLayer<
-    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
-    fn(&axum::extract::Request) -> tracing::Span,
-    (),
-    DefaultOnResponse,
-> {
+fn request_tracing() -> TraceLayer<HttpClassifier, MakeSpan, (), DefaultOnResponse> {
     fn span(request: &axum::extract::Request) -> tracing::Span {
         let route = request.extensions().get::<axum::extract::MatchedPath>().map(|path| path.as_str());
         tracing::info_span!("request", method = %request.method(), route = %route.unwrap_or("unmatched"))
     }
     TraceLayer::new_for_http()
-        .make_span_with(span as fn(&axum::extract::Request) -> tracing::Span)
+        .make_span_with(span as MakeSpan)
         .on_request(())
         .on_response(DefaultOnResponse::new().level(tracing::Level::INFO).latency_unit(LatencyUnit::Micros))
 }
