@@ -344,9 +344,13 @@ async fn a_room_everyone_left_leaves_the_hub_and_a_later_join_starts_over() {
         ws.send(json!({"type": "leave"})).await;
         ws.until_closed().await;
     }
-    // The hub lets the room go just after the close, once the leave is handled.
+    // The hub lets the room go (and counts the connections closed) once the leave is handled.
     let mut waited = 0;
-    while !server.metrics().await.contains("televisit_signaling_rooms 0") {
+    let gone = |metrics: String| {
+        metrics.contains("televisit_signaling_rooms 0")
+            && metrics.contains("televisit_signaling_connections_open 0")
+    };
+    while !gone(server.metrics().await) {
         assert!(waited < 50, "the room stays in memory:\n{}", server.metrics().await);
         tokio::time::sleep(Duration::from_millis(20)).await;
         waited += 1;

@@ -306,16 +306,19 @@ impl Hub {
                             // Too slow or gone: drop it; the client resumes from its last seq.
                             tracing::warn!(conn, "signaling connection too slow; dropping it");
                             conns.remove(&conn);
+                            self.metrics.connections_closed();
                         }
                     }
                 }
                 Action::Close { conn, code, message } => {
                     if let Some(tx) = conns.remove(&conn) {
+                        self.metrics.connections_closed();
                         let _ = tx.try_send(Outgoing::Close { code, message });
                     }
                 }
                 Action::CloseNormally { conn } => {
                     if let Some(tx) = conns.remove(&conn) {
+                        self.metrics.connections_closed();
                         let _ = tx.try_send(Outgoing::CloseNormally);
                     }
                 }
