@@ -6,6 +6,10 @@ use clap::{Parser, Subcommand};
 use televisit_server::secrets::Clock;
 use televisit_server::{demo, AppState, Config, RunningServer, Settings};
 
+/// Memory freed when calls end goes back to the system; glibc's malloc keeps most of it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Televisit: video visits between doctors and patients.
 #[derive(Parser)]
 #[command(version, about)]
