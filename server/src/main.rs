@@ -6,9 +6,10 @@ use clap::{Parser, Subcommand};
 use televisit_server::secrets::Clock;
 use televisit_server::{demo, AppState, Config, RunningServer, Settings};
 
-/// Memory freed when calls end goes back to the system; glibc's malloc keeps most of it.
+/// jemalloc's background threads give memory freed when calls end back to the system within
+/// seconds; glibc's malloc keeps most of it (tests/benches/signaling_hub.rs, steady).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Televisit: video visits between doctors and patients.
 #[derive(Parser)]

@@ -15,8 +15,8 @@
 //!   server's RSS after every 1000 calls, and the rooms, connections and replay bytes it holds:
 //!   memory stays flat when rooms and their buffers are freed.
 //!
-//! The server process uses the server's allocator (mimalloc); with `--features system-allocator`
-//! it uses glibc's malloc, for comparison.
+//! The server process uses the server's allocator (jemalloc); with `--features system-allocator`
+//! it uses glibc's malloc, with `--features mimalloc` mimalloc, for comparison.
 //!
 //! Run: `cargo bench -p televisit-tests --bench signaling_hub` (all), `-- 100 1000` (exchange,
 //! these sizes), `-- steady` (steady chat only), `-- calls` (consecutive calls only,
@@ -39,12 +39,22 @@ const CANDIDATES_PER_SIDE: usize = 20;
 const CLINIC_KEY: &str = "bench-clinic-key";
 
 /// The server process's allocator: the one the server binary uses (server/src/main.rs).
-#[cfg(not(feature = "system-allocator"))]
+#[cfg(not(any(feature = "system-allocator", feature = "mimalloc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// `--features mimalloc`: mimalloc instead, for comparison.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const ALLOCATOR_NAME: &str =
-    if cfg!(feature = "system-allocator") { "glibc malloc (system)" } else { "mimalloc" };
+const ALLOCATOR_NAME: &str = if cfg!(feature = "mimalloc") {
+    "mimalloc"
+} else if cfg!(feature = "system-allocator") {
+    "glibc malloc (system)"
+} else {
+    "jemalloc"
+};
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -405,7 +415,9 @@ mod steady {
     use serde_json::{json, Value};
     use tokio_tungstenite::tungstenite::Message;
 
-    use super::{create_visits, env_number, join_everyone, process_cpu_seconds, ServerProcess, Ws};
+    use super::{
+        create_visits, env_number, join_everyone, process_cpu_seconds, ServerProcess, Ws, ALLOCATOR_NAME,
+    };
 
     /// Chat frames per second per client in the steady phase.
     const STEADY_RATE: u64 = 5;
@@ -640,9 +652,15 @@ mod steady {
         drop(sinks);
         tokio::time::sleep(Duration::from_secs(2)).await;
         memory.push(("after every call ended", server.rss_kib(), hub_memory().await));
+        // Allocators hand freed memory back with a delay (jemalloc's decay is 10 s).
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        memory.push(("15 s later", server.rss_kib(), hub_memory().await));
 
         println!();
-        println!("Server memory (RSS; idle with {rooms} started visits: {:.0} MiB)", rss_idle / 1024.0);
+        println!(
+            "Server memory (RSS, {ALLOCATOR_NAME}; idle with {rooms} started visits: {:.0} MiB)",
+            rss_idle / 1024.0
+        );
         println!();
         println!(
             "| when | RSS MiB | KiB per connection ({connections}) | rooms in memory | replay buffers KiB |"
