@@ -11,7 +11,7 @@ use televisit_core::protocol::{CallStatus, ErrorCode};
 use crate::auth::{Clinic, DOCTOR_TOKEN_PREFIX};
 use crate::error::{json_rejection, ApiError, ApiResult};
 use crate::secrets::{hash_password, hash_secret, random_secret};
-use crate::store::{Appointment, AuditEntry, AuditFilter};
+use crate::store::{Appointment, AuditEntry, AuditFilter, StoredQualityReport};
 use crate::SharedState;
 
 /// Longest display name accepted.
@@ -288,6 +288,9 @@ pub struct VisitSummary {
     pub face_to_face_seconds: i64,
     /// Who started, joined, left and ended when, oldest first.
     pub timeline: Vec<AuditEntryView>,
+    /// The participants' quality reports over the call (sent on each change of level), oldest
+    /// first; at most a bounded number per participant. Purged with the chat.
+    pub quality: Vec<StoredQualityReport>,
 }
 
 /// `GET /api/clinic/appointments/{id}/summary`.
@@ -305,6 +308,7 @@ pub async fn visit_summary(
         .into_iter()
         .map(|(id, entry)| AuditEntryView { id, entry })
         .collect();
+    let quality = state.store.quality_reports(&appointment.id).await?;
     let face_to_face_seconds = match (appointment.status, appointment.started_at_ms) {
         (CallStatus::InProgress, Some(started)) => (state.clock.now_ms() - started).max(0) / 1000,
         _ => appointment.duration_seconds,
@@ -314,5 +318,6 @@ pub async fn visit_summary(
         face_to_face_seconds,
         appointment: appointment.into(),
         timeline,
+        quality,
     }))
 }

@@ -133,6 +133,10 @@ pub struct Settings {
     /// Bearer key of `GET /metrics`; without one /metrics answers 401 [default: none].
     #[arg(long, env = "TELEVISIT_METRICS_KEY", hide_env_values = true)]
     pub metrics_key: Option<String>,
+    /// Serve `GET /metrics` on this separate address (e.g. an internal interface) instead of the
+    /// main one; it needs --metrics-key only if one is set [default: the main address].
+    #[arg(long, env = "TELEVISIT_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Certificate chain (PEM): serve HTTPS (with HSTS) instead of HTTP; needs --tls-key.
     #[arg(long, env = "TELEVISIT_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -239,6 +243,7 @@ impl Settings {
             failed_tokens_per_minute,
             audit_refusals_per_minute,
             metrics_key,
+            metrics_listen,
             tls_cert,
             tls_key,
             session_ttl_hours,
@@ -321,6 +326,8 @@ pub struct Config {
     pub audit_refusals_per_minute: u32,
     /// Bearer key of /metrics.
     pub metrics_key: Option<String>,
+    /// Separate address of /metrics (then not served on the main one).
+    pub metrics_listen: Option<SocketAddr>,
     /// HTTPS certificate chain and key (PEM files).
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Doctor web session lifetime.
@@ -424,6 +431,7 @@ impl Config {
             failed_tokens_per_minute: settings.failed_tokens_per_minute.unwrap_or(30),
             audit_refusals_per_minute: settings.audit_refusals_per_minute.unwrap_or(30),
             metrics_key: settings.metrics_key.filter(|k| !k.is_empty()),
+            metrics_listen: settings.metrics_listen,
             tls,
             session_ttl_hours: settings.session_ttl_hours.unwrap_or(12),
             log_format,

@@ -37,6 +37,8 @@ use axum::Router;
 use televisit_core::protocol::ErrorCode;
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::LatencyUnit;
 
 pub use config::{Config, Settings};
 use metrics::Metrics;
@@ -116,12 +118,31 @@ async fn healthz(State(state): State<SharedState>) -> impl IntoResponse {
     }
 }
 
+/// `GET /metrics` on the main address: only with the metrics key.
 async fn metrics_handler(State(state): State<SharedState>, headers: axum::http::HeaderMap) -> Response {
+    metrics_response(&state, &headers, true).await
+}
+
+/// `GET /metrics` on `--metrics-listen`: with the metrics key if one is set.
+async fn metrics_listener_handler(
+    State(state): State<SharedState>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let key_required = state.config.metrics_key.is_some();
+    metrics_response(&state, &headers, key_required).await
+}
+
+async fn metrics_response(
+    state: &SharedState,
+    headers: &axum::http::HeaderMap,
+    key_required: bool,
+) -> Response {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let allowed = match (&state.config.metrics_key, given) {
+        _ if !key_required => true,
         (Some(key), Some(given)) => secrets::constant_time_eq(given.trim(), key),
         _ => false,
     };
@@ -129,7 +150,7 @@ async fn metrics_handler(State(state): State<SharedState>, headers: axum::http::
         let message = if state.config.metrics_key.is_some() {
             "a valid metrics key is required (Authorization: Bearer <key>)"
         } else {
-            "metrics are disabled: start the server with --metrics-key"
+            "metrics are disabled: start the server with --metrics-key or --metrics-listen"
         };
         return error::ApiError::new(ErrorCode::Unauthorized, message).into_response();
     }
@@ -180,6 +201,11 @@ pub fn router(state: SharedState) -> Router {
         )
     });
     let trusted_proxies = Arc::new(state.config.trusted_proxies.clone());
+    // With a separate metrics address, the main one does not know /metrics.
+    let metrics = match state.config.metrics_listen {
+        Some(_) => Router::new(),
+        None => Router::new().route("/metrics", get(metrics_handler)),
+    };
     Router::new()
         .nest("/api", api)
         .route("/", get(|| async { axum::response::Redirect::to("/medical/appointments/") }))
@@ -189,8 +215,8 @@ pub fn router(state: SharedState) -> Router {
         .route("/medical/appointments/{id}/video-call/", get(pages::call_page))
         .route("/medical/video-call/test-devices/", get(pages::device_test_page))
         .merge(static_files)
+        .merge(metrics)
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics_handler))
         .layer(SetResponseHeaderLayer::overriding(
             header::REFERRER_POLICY,
             HeaderValue::from_static("same-origin"),
@@ -206,7 +232,25 @@ pub fn router(state: SharedState) -> Router {
         ))
         .layer(tower::util::option_layer(hsts))
         .layer(axum::middleware::from_fn_with_state(trusted_proxies, edge::client_address))
+        .layer(request_tracing())
         .with_state(state)
+}
+
+type HttpClassifier = tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>;
+type MakeSpan = fn(&axum::extract::Request) -> tracing::Span;
+
+/// One span per request and a line per response (status, latency). The span names the route
+/// template (`/api/appointments/{id}/video-call/end`), never the path itself (it carries ids),
+/// the query string or a header (they carry tokens), nor the client's address.
+fn request_tracing() -> TraceLayer<HttpClassifier, MakeSpan, (), DefaultOnResponse> {
+    fn span(request: &axum::extract::Request) -> tracing::Span {
+        let route = request.extensions().get::<axum::extract::MatchedPath>().map(|path| path.as_str());
+        tracing::info_span!("request", method = %request.method(), route = %route.unwrap_or("unmatched"))
+    }
+    TraceLayer::new_for_http()
+        .make_span_with(span as MakeSpan)
+        .on_request(())
+        .on_response(DefaultOnResponse::new().level(tracing::Level::INFO).latency_unit(LatencyUnit::Micros))
 }
 
 /// A server running in this process (tests, benchmarks, the CLI).
@@ -217,9 +261,12 @@ pub struct RunningServer {
     pub state: SharedState,
     /// The embedded TURN server, when the configuration runs one.
     pub turn: Option<Arc<turn::EmbeddedTurn>>,
+    /// The bound address of `/metrics` when it has its own (`--metrics-listen`).
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     purge: tokio::task::JoinHandle<()>,
+    metrics_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl RunningServer {
@@ -230,6 +277,10 @@ impl RunningServer {
     ) -> Result<RunningServer, Box<dyn std::error::Error + Send + Sync>> {
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
+        let metrics_listener = match config.metrics_listen {
+            Some(metrics_listen) => Some(tokio::net::TcpListener::bind(metrics_listen).await?),
+            None => None,
+        };
         let mut config = config;
         if config.public_url.ends_with(":0") {
             // Ephemeral port (tests): links and origins use the real one.
@@ -266,7 +317,14 @@ impl RunningServer {
             let _ = rx.await;
         }));
         let purge = tokio::spawn(retention::purge_periodically(Arc::clone(&state)));
-        Ok(RunningServer { addr, state, turn, shutdown: Some(tx), task, purge })
+        let metrics_addr = metrics_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+        // An internal address for the scraper: no pages, no edge caps, only /metrics.
+        let metrics_task = metrics_listener.map(|listener| {
+            let app =
+                Router::new().route("/metrics", get(metrics_listener_handler)).with_state(Arc::clone(&state));
+            tokio::spawn(async move { axum::serve(listener, app).await })
+        });
+        Ok(RunningServer { addr, state, turn, metrics_addr, shutdown: Some(tx), task, purge, metrics_task })
     }
 
     /// The base URL, e.g. `http://127.0.0.1:41234`.
@@ -282,6 +340,9 @@ impl RunningServer {
         }
         self.task.abort();
         self.purge.abort();
+        if let Some(metrics_task) = &self.metrics_task {
+            metrics_task.abort();
+        }
         let _ = (&mut self.task).await;
         if let Some(turn) = &self.turn {
             turn.stop().await;

@@ -6,6 +6,11 @@ use clap::{Parser, Subcommand};
 use televisit_server::secrets::Clock;
 use televisit_server::{demo, AppState, Config, RunningServer, Settings};
 
+/// jemalloc's background threads give memory freed when calls end back to the system within
+/// seconds; glibc's malloc keeps most of it (tests/benches/signaling_hub.rs, steady).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Televisit: video visits between doctors and patients.
 #[derive(Parser)]
 #[command(version, about)]

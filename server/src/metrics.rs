@@ -1,11 +1,16 @@
-//! Prometheus metrics at `/metrics`: calls by status, open connections, frames relayed, refusals.
+//! Prometheus metrics at `/metrics`: calls by status, rooms, open connections, frames received
+//! and relayed, refusals, resumes, and the latency of the signaling's database work.
+
+use std::future::Future;
+use std::time::Instant;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use televisit_core::protocol::{CallStatus, ErrorCode};
+use televisit_core::protocol::{CallStatus, ClientMessage, ErrorCode};
 
 type Labels = Vec<(&'static str, &'static str)>;
 
@@ -15,6 +20,9 @@ pub struct Metrics {
     connections_open: Gauge,
     connections_total: Counter,
     frames_relayed: Counter,
+    frames_received: Family<Labels, Counter>,
+    resumes: Family<Labels, Counter>,
+    db_seconds: Family<Labels, Histogram>,
     refusals: Family<Labels, Counter>,
     calls: Family<Labels, Gauge>,
     rooms: Gauge,
@@ -38,6 +46,27 @@ impl Default for Metrics {
         let frames_relayed = Counter::default();
         let refusals = Family::<Labels, Counter>::default();
         let calls = Family::<Labels, Gauge>::default();
+        let frames_received = Family::<Labels, Counter>::default();
+        let resumes = Family::<Labels, Counter>::default();
+        // 0.1 ms to ~3 s, doubling.
+        let db_seconds = Family::<Labels, Histogram>::new_with_constructor(|| {
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 15))
+        });
+        registry.register(
+            "signaling_frames_received",
+            "Frames received from participants, by type",
+            frames_received.clone(),
+        );
+        registry.register(
+            "signaling_resumes",
+            "Reconnections that asked to resume, by outcome (resumed, or started over)",
+            resumes.clone(),
+        );
+        registry.register(
+            "db_seconds",
+            "Time of the signaling's database work, by operation",
+            db_seconds.clone(),
+        );
         registry.register(
             "signaling_connections_open",
             "Open signaling connections",
@@ -67,6 +96,9 @@ impl Default for Metrics {
             connections_open,
             connections_total,
             frames_relayed,
+            frames_received,
+            resumes,
+            db_seconds,
             refusals,
             calls,
             rooms,
@@ -92,6 +124,26 @@ impl Metrics {
         self.frames_relayed.inc();
     }
 
+    /// A frame arrived from a participant.
+    pub fn frame_received(&self, message: &ClientMessage) {
+        self.frames_received.get_or_create(&vec![("type", frame_type(message))]).inc();
+    }
+
+    /// A reconnection asked to resume: `resumed` whether every missed frame was still kept.
+    pub fn resume(&self, resumed: bool) {
+        let outcome = if resumed { "resumed" } else { "started_over" };
+        self.resumes.get_or_create(&vec![("outcome", outcome)]).inc();
+    }
+
+    /// Runs a database operation and records how long it took under `operation`.
+    pub async fn db<T>(&self, operation: &'static str, work: impl Future<Output = T>) -> T {
+        let began = Instant::now();
+        let result = work.await;
+        let seconds = began.elapsed().as_secs_f64();
+        self.db_seconds.get_or_create(&vec![("operation", operation)]).observe(seconds);
+        result
+    }
+
     /// Something was refused with this code.
     pub fn refused(&self, code: ErrorCode) {
         self.refusals.get_or_create(&vec![("code", code.as_str())]).inc();
@@ -114,5 +166,24 @@ impl Metrics {
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text
+    }
+}
+
+/// A client frame's `type`, as on the wire.
+fn frame_type(message: &ClientMessage) -> &'static str {
+    match message {
+        ClientMessage::Join { .. } => "join",
+        ClientMessage::Leave => "leave",
+        ClientMessage::Offer(_) => "offer",
+        ClientMessage::Answer(_) => "answer",
+        ClientMessage::IceCandidate(_) => "ice-candidate",
+        ClientMessage::Chat { .. } => "chat",
+        ClientMessage::ScreenShare { .. } => "screen-share",
+        ClientMessage::Examination { .. } => "examination",
+        ClientMessage::MediaState(_) => "media-state",
+        ClientMessage::Quality(_) => "quality",
+        ClientMessage::WaitingMessage { .. } => "waiting-message",
+        ClientMessage::EndCall => "end-call",
+        ClientMessage::Ping => "ping",
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
-use televisit_core::protocol::{CallStatus, ChatMessage, Role};
+use televisit_core::protocol::{CallStatus, ChatMessage, QualityLevel, QualityReport, Role};
 
 /// Storage errors are internal errors for the API; the message is for the log (no secrets in it).
 pub type StoreResult<T> = Result<T, sqlx::Error>;
@@ -232,6 +232,24 @@ impl AuditEntry {
 
 fn role_name(role: Role) -> &'static str {
     role.as_str()
+}
+
+fn level_name(level: QualityLevel) -> &'static str {
+    match level {
+        QualityLevel::Excellent => "excellent",
+        QualityLevel::Good => "good",
+        QualityLevel::Poor => "poor",
+        QualityLevel::Lost => "lost",
+    }
+}
+
+fn parse_level(name: &str) -> QualityLevel {
+    match name {
+        "excellent" => QualityLevel::Excellent,
+        "good" => QualityLevel::Good,
+        "poor" => QualityLevel::Poor,
+        _ => QualityLevel::Lost,
+    }
 }
 
 fn parse_role(name: &str) -> Role {
@@ -748,6 +766,62 @@ impl Store {
             .collect())
     }
 
+    // ---- quality reports ----
+
+    /// Stores a participant's quality report unless the call already has `limit` of that role's.
+    /// Returns whether it was stored.
+    pub async fn add_quality_report(
+        &self,
+        appointment_id: &str,
+        from: Role,
+        report: &QualityReport,
+        now_ms: i64,
+        limit: usize,
+    ) -> StoreResult<bool> {
+        let stored = sqlx::query(
+            "INSERT INTO quality_reports \
+             (appointment_id, reporter_role, at_ms, level, rtt_ms, loss_percent, jitter_ms) \
+             SELECT $1, $2, $3, $4, $5, $6, $7 WHERE (SELECT COUNT(*) FROM quality_reports \
+             WHERE appointment_id = $1 AND reporter_role = $2) < $8",
+        )
+        .bind(appointment_id)
+        .bind(role_name(from))
+        .bind(now_ms)
+        .bind(level_name(report.level))
+        .bind(report.rtt_ms)
+        .bind(report.loss_percent)
+        .bind(report.jitter_ms)
+        .bind(limit as i64)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        Ok(stored == 1)
+    }
+
+    /// The visit's stored quality reports, oldest first.
+    pub async fn quality_reports(&self, appointment_id: &str) -> StoreResult<Vec<StoredQualityReport>> {
+        let rows = sqlx::query(
+            "SELECT reporter_role, at_ms, level, rtt_ms, loss_percent, jitter_ms FROM quality_reports \
+             WHERE appointment_id = $1 ORDER BY at_ms, id",
+        )
+        .bind(appointment_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| StoredQualityReport {
+                at_ms: r.get("at_ms"),
+                from: parse_role(r.get("reporter_role")),
+                report: QualityReport {
+                    level: parse_level(r.get("level")),
+                    rtt_ms: r.get("rtt_ms"),
+                    loss_percent: r.get("loss_percent"),
+                    jitter_ms: r.get("jitter_ms"),
+                },
+            })
+            .collect())
+    }
+
     // ---- web sessions ----
 
     /// Stores a web session under the hash of its cookie value.
@@ -865,6 +939,14 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+            counts.quality_reports = sqlx::query(
+                "DELETE FROM quality_reports WHERE appointment_id IN \
+                 (SELECT id FROM appointments WHERE status = 'ended' AND ended_at_ms < $1)",
+            )
+            .bind(ended_before_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         }
         counts.call_tokens =
             sqlx::query("DELETE FROM call_tokens WHERE expires_at_ms < $1 OR revoked_at_ms < $1")
@@ -887,6 +969,18 @@ impl Store {
         tx.commit().await?;
         Ok(counts)
     }
+}
+
+/// A participant's quality report as stored, for the visit's summary.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredQualityReport {
+    /// When the server received it, ms since the Unix epoch.
+    pub at_ms: i64,
+    /// Who reported it.
+    pub from: Role,
+    /// The report: level, and the figures measured.
+    #[serde(flatten)]
+    pub report: QualityReport,
 }
 
 /// Which audit entries [`Store::audit_page`] returns; every field narrows.
@@ -921,6 +1015,8 @@ pub struct PurgeCutoffs {
 pub struct PurgeCounts {
     /// Chat messages.
     pub chat_messages: u64,
+    /// Quality reports (kept as long as the chat).
+    pub quality_reports: u64,
     /// Call tokens.
     pub call_tokens: u64,
     /// Web sessions.

@@ -14,16 +14,27 @@ use televisit_server::secrets::Clock;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
-/// A visit whose doctor and patient joined, chatted once and hung up.
+/// A visit whose doctor and patient joined, chatted once, reported its quality once and hung up.
 async fn visit_with_chat(server: &TestServer, text: &str) -> Visit {
     let visit = server.started_visit().await;
     let (mut doctor, mut patient) = both_in_room(server, &visit).await;
+    patient.send(json!({"type": "quality", "level": "good", "rtt_ms": 80.0})).await;
+    doctor.expect("quality").await;
     patient.send(json!({"type": "chat", "text": text})).await;
     doctor.expect("chat").await;
     patient.expect("chat").await;
     let path = format!("/api/appointments/{}/video-call/end", visit.appointment_id);
     assert_eq!(server.call("POST", &path, &visit.doctor_api_token).await.0, 200);
     visit
+}
+
+/// The levels of a visit's quality reports in its summary, oldest first.
+async fn quality_levels(server: &TestServer, visit: &Visit) -> Vec<String> {
+    let path = format!("/api/clinic/appointments/{}/summary", visit.appointment_id);
+    let (status, summary) = server.call("GET", &path, CLINIC_KEY).await;
+    assert_eq!(status, 200, "{summary}");
+    let reports = summary["quality"].as_array().unwrap();
+    reports.iter().map(|report| report["level"].as_str().unwrap().to_owned()).collect()
 }
 
 async fn chat_texts(server: &TestServer, visit: &Visit) -> Vec<String> {
@@ -62,6 +73,9 @@ async fn the_purge_removes_exactly_what_has_outlived_its_retention() {
     // Nothing is due yet but the oldest visit: 31 days since it ended, 29 since the newer one.
     let counts = retention::purge_once(&server.server.state).await.unwrap();
     assert_eq!(counts.chat_messages, 1, "only the oldest visit's chat: {counts:?}");
+    assert_eq!(counts.quality_reports, 1, "and its quality report: {counts:?}");
+    assert!(quality_levels(&server, &oldest).await.is_empty());
+    assert_eq!(quality_levels(&server, &newer).await, ["good"]);
     assert_eq!(counts.call_tokens, 2, "the oldest visit's two links: {counts:?}");
     assert_eq!(counts.audit_entries, 0);
     assert!(chat_texts(&server, &oldest).await.is_empty());
@@ -101,8 +115,9 @@ async fn chat_retention_zero_keeps_chat_for_good() {
     let visit = visit_with_chat(&server, "Kept").await;
     clock.advance(3650 * DAY);
     let counts = retention::purge_once(&server.server.state).await.unwrap();
-    assert_eq!((counts.chat_messages, counts.audit_entries), (0, 0));
+    assert_eq!((counts.chat_messages, counts.quality_reports, counts.audit_entries), (0, 0, 0));
     assert_eq!(chat_texts(&server, &visit).await, ["Kept"]);
+    assert_eq!(quality_levels(&server, &visit).await, ["good"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -237,4 +252,71 @@ async fn a_visit_summary_shows_who_came_when_and_the_face_to_face_time() {
     let (status, body) =
         server.call("GET", "/api/clinic/appointments/no-such-visit/summary", CLINIC_KEY).await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "{body}");
+}
+
+/// The quality frames both apps send during the call (one on each change of level) end up in the
+/// visit's summary, with who sent them, when, and the figures; a flood of them is bounded.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_visit_summary_shows_both_sides_quality_reports_over_the_call_bounded_per_participant() {
+    let db = TempDb::new();
+    let clock = Clock::default();
+    let server = TestServer::start_with(&db, clock.clone(), |_| {}).await;
+    let visit = server.started_visit().await;
+    let (mut doctor, mut patient) = both_in_room(&server, &visit).await;
+    let begin = clock.now_ms();
+    let reports = [
+        (
+            "patient",
+            json!({"type": "quality", "level": "good", "rtt_ms": 84.0, "loss_percent": 1.5, "jitter_ms": 12.0}),
+        ),
+        ("doctor", json!({"type": "quality", "level": "excellent", "rtt_ms": 40.0})),
+        ("patient", json!({"type": "quality", "level": "poor", "loss_percent": 9.0})),
+        ("patient", json!({"type": "quality", "level": "lost"})),
+    ];
+    for (from, report) in reports {
+        let (sender, peer) =
+            if from == "doctor" { (&mut doctor, &mut patient) } else { (&mut patient, &mut doctor) };
+        sender.send(report.clone()).await;
+        // Relayed to the other side, and stored before the sender's next frame is handled.
+        assert_eq!(peer.expect("quality").await["level"], report["level"]);
+        sender.send(json!({"type": "ping"})).await;
+        sender.expect("pong").await;
+        clock.advance(Duration::from_secs(30));
+    }
+
+    let path = format!("/api/clinic/appointments/{}/summary", visit.appointment_id);
+    let (status, summary) = server.call("GET", &path, CLINIC_KEY).await;
+    assert_eq!(status, 200, "{summary}");
+    let quality = summary["quality"].as_array().unwrap();
+    let seen: Vec<(&str, &str)> =
+        quality.iter().map(|r| (r["from"].as_str().unwrap(), r["level"].as_str().unwrap())).collect();
+    assert_eq!(
+        seen,
+        [("patient", "good"), ("doctor", "excellent"), ("patient", "poor"), ("patient", "lost")]
+    );
+    assert_eq!(
+        quality[0],
+        json!({"at_ms": quality[0]["at_ms"], "from": "patient", "level": "good", "rtt_ms": 84.0, "loss_percent": 1.5, "jitter_ms": 12.0})
+    );
+    assert!(quality[1].get("loss_percent").is_none(), "not measured, not shown: {}", quality[1]);
+    // The server's receipt times, half a minute apart as the test's clock moved.
+    let at: Vec<i64> = quality.iter().map(|r| r["at_ms"].as_i64().unwrap()).collect();
+    assert!((begin..begin + 3_000).contains(&at[0]), "{at:?}");
+    assert!(
+        (30_000..33_000).contains(&(at[1] - at[0])) && (30_000..33_000).contains(&(at[2] - at[1])),
+        "{at:?}"
+    );
+
+    // A patient app gone wrong sends a report per frame: the summary keeps a bounded number.
+    let limit = televisit_server::signaling::room::QUALITY_REPORTS_PER_ROLE;
+    for _ in 0..limit {
+        patient.send(json!({"type": "quality", "level": "good"})).await;
+        doctor.expect("quality").await;
+    }
+    patient.send(json!({"type": "ping"})).await;
+    patient.expect("pong").await;
+    let (_, summary) = server.call("GET", &path, CLINIC_KEY).await;
+    let from =
+        |role: &str| summary["quality"].as_array().unwrap().iter().filter(|r| r["from"] == role).count();
+    assert_eq!((from("patient"), from("doctor")), (limit, 1));
 }

@@ -379,6 +379,40 @@ async fn metrics_need_the_bearer_key() {
     keyless.server.stop().await;
 }
 
+/// `--metrics-listen`: /metrics on its own address (an internal interface) and not on the main one;
+/// the metrics key, when set, is still needed there.
+#[tokio::test]
+async fn metrics_on_a_separate_address_leave_the_main_one_and_keep_the_key() {
+    let db = TempDb::new();
+    let local: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let server = TestServer::start_with(&db, Clock::default(), |c| {
+        c.metrics_key = None;
+        c.metrics_listen = Some(local);
+    })
+    .await;
+    let metrics_url = format!("http://{}/metrics", server.server.metrics_addr.unwrap());
+    let open = server.http.get(&metrics_url).send().await.unwrap();
+    assert_eq!(open.status(), 200);
+    assert!(open.text().await.unwrap().contains("televisit_signaling_rooms 0"));
+    let main = server.http.get(server.url("/metrics")).bearer_auth(METRICS_KEY).send().await.unwrap();
+    assert_eq!(main.status(), 404, "not on the main address");
+    // The separate address serves nothing else.
+    let other = format!("http://{}/healthz", server.server.metrics_addr.unwrap());
+    assert_eq!(server.http.get(other).send().await.unwrap().status(), 404);
+    server.server.stop().await;
+
+    let db = TempDb::new();
+    let keyed = TestServer::start_with(&db, Clock::default(), |c| c.metrics_listen = Some(local)).await;
+    let metrics_url = format!("http://{}/metrics", keyed.server.metrics_addr.unwrap());
+    let (status, _, body) = error_of(keyed.http.get(&metrics_url).send().await.unwrap()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")), "{body}");
+    let wrong = keyed.http.get(&metrics_url).bearer_auth("guess").send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    let right = keyed.http.get(&metrics_url).bearer_auth(METRICS_KEY).send().await.unwrap();
+    assert_eq!(right.status(), 200);
+    keyed.server.stop().await;
+}
+
 #[tokio::test]
 async fn x_forwarded_for_is_believed_only_from_a_trusted_proxy() {
     let db = TempDb::new();

@@ -49,6 +49,9 @@ async fn no_token_patient_name_or_client_address_reaches_the_log() {
     let mut forged = visit.patient_token.clone();
     forged.replace_range(forged.len() - 3.., "xyz");
     server.call("POST", "/api/video-call/join", &forged).await;
+    // A query string with an id in it.
+    let audit = format!("/api/clinic/audit?appointment_id={}&limit=5", visit.appointment_id);
+    assert_eq!(server.call("GET", &audit, CLINIC_KEY).await.0, 200);
     let end = format!("/api/appointments/{}/video-call/end", visit.appointment_id);
     assert_eq!(server.call("POST", &end, &visit.patient_token).await.0, 403);
     assert_eq!(server.call("POST", &end, &visit.doctor_token).await.0, 200);
@@ -65,5 +68,19 @@ async fn no_token_patient_name_or_client_address_reaches_the_log() {
     }
     for personal in [PATIENT_NAME, "Zelda", "Quartermaine", "127.0.0.1", CLINIC_KEY] {
         assert!(!log.contains(personal), "{personal} leaked into the log:\n{log}");
+    }
+    // Every request is traced by its route template and answered status, never its path or query.
+    let requests: Vec<&str> = log.lines().filter(|line| line.contains("request{method=")).collect();
+    for route in [
+        "route=/api/appointments/{id}/video-call/end}",
+        "route=/api/video-call/join}",
+        "route=/api/clinic/audit}",
+        "route=/api/video-call/ws}",
+    ] {
+        assert!(requests.iter().any(|line| line.contains(route)), "no request line with {route}:\n{log}");
+    }
+    assert!(requests.iter().any(|line| line.contains("status=403")), "{log}");
+    for raw in [end.as_str(), audit.as_str(), "limit=5", "uri=", "?"] {
+        assert!(!log.contains(raw), "{raw} in the log:\n{log}");
     }
 }

@@ -113,6 +113,21 @@ async fn a_dropped_connection_resumes_with_exactly_the_frames_it_missed() {
     patient.send(json!({"type": "answer", "sdp": "v=0 a", "seq": 1})).await;
     doctor.expect("answer").await;
     doctor.expect_silence(Duration::from_millis(150)).await;
+
+    // A resume from frames this server never sent (another server's) starts over; the metrics count both.
+    drop(patient);
+    let mut patient = Ws::connect(&server.ws_url()).await;
+    patient
+        .send(json!({"type": "join", "token": visit.patient_token, "resume": {"last_seq": 1_000_000}}))
+        .await;
+    assert_eq!(patient.expect("joined").await["resumed"], false);
+    let metrics = server.metrics().await;
+    for line in [
+        "televisit_signaling_resumes_total{outcome=\"resumed\"} 1",
+        "televisit_signaling_resumes_total{outcome=\"started_over\"} 1",
+    ] {
+        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    }
 }
 
 #[tokio::test]
@@ -239,6 +254,11 @@ async fn health_and_metrics_report_calls_connections_and_relayed_frames() {
         "televisit_calls{status=\"not_started\"} 1",
         "televisit_signaling_connections_open 2",
         "televisit_signaling_frames_relayed_total 1",
+        "televisit_signaling_frames_received_total{type=\"offer\"} 1",
+        "televisit_signaling_rooms 1",
+        // Both joins read the chat history and wrote the audit log.
+        "televisit_db_seconds_count{operation=\"chat_history\"} 2",
+        "televisit_db_seconds_count{operation=\"audit\"} 2",
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
@@ -307,4 +327,42 @@ async fn a_participant_that_stops_reading_is_closed_and_gets_back_in() {
             break;
         }
     }
+}
+
+/// Rooms do not pile up in memory: a room everyone left (or that nobody returned to within the
+/// resume window) leaves the hub, and a later join gets a fresh one from the stored call.
+#[tokio::test]
+async fn a_room_everyone_left_leaves_the_hub_and_a_later_join_starts_over() {
+    let db = TempDb::new();
+    let server = TestServer::start(&db).await;
+    let visit = server.started_visit().await;
+    let (mut doctor, mut patient) = both_in_room(&server, &visit).await;
+    patient.send(json!({"type": "chat", "seq": 1, "text": "before leaving"})).await;
+    patient.expect("chat").await;
+    patient.expect("ack").await;
+    for ws in [&mut patient, &mut doctor] {
+        ws.send(json!({"type": "leave"})).await;
+        ws.until_closed().await;
+    }
+    // The hub lets the room go (and counts the connections closed) once the leave is handled.
+    let mut waited = 0;
+    let gone = |metrics: String| {
+        metrics.contains("televisit_signaling_rooms 0")
+            && metrics.contains("televisit_signaling_connections_open 0")
+    };
+    while !gone(server.metrics().await) {
+        assert!(waited < 50, "the room stays in memory:\n{}", server.metrics().await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += 1;
+    }
+
+    let mut patient = server.join(&visit.patient_token).await;
+    let joined = patient.expect("joined").await;
+    assert_eq!((joined["resumed"].as_bool(), joined["status"].as_str()), (Some(false), Some("in_progress")));
+    assert_eq!(joined["chat_history"][0]["text"], "before leaving");
+    patient.expect("waiting").await;
+    let mut doctor = server.join(&visit.doctor_token).await;
+    doctor.expect("joined").await;
+    assert_eq!(doctor.expect("peer-joined").await["make_offer"], true);
+    assert!(server.metrics().await.contains("televisit_signaling_rooms 1"));
 }

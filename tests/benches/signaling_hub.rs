@@ -10,8 +10,17 @@
 //!   relayed only once stored), and the server's memory per connection at the start, after the
 //!   steady phase and after every call ended.
 //!
-//! Run: `cargo bench -p televisit-tests --bench signaling_hub` (both), `-- 100 1000` (exchange,
-//! these sizes), `-- steady` (steady chat only). Shorter: `SIGNALING_BENCH_SECONDS=10`
+//! - consecutive calls: 10 000 short calls, 8 at a time (start, both join, offer/answer, ICE, a
+//!   chat, then the doctor ends it, or every tenth both leave and the room idles out). Prints the
+//!   server's RSS after every 1000 calls, and the rooms, connections and replay bytes it holds:
+//!   memory stays flat when rooms and their buffers are freed.
+//!
+//! The server process uses the server's allocator (jemalloc); with `--features system-allocator`
+//! it uses glibc's malloc, with `--features mimalloc` mimalloc, for comparison.
+//!
+//! Run: `cargo bench -p televisit-tests --bench signaling_hub` (all), `-- 100 1000` (exchange,
+//! these sizes), `-- steady` (steady chat only), `-- calls` (consecutive calls only,
+//! `SIGNALING_BENCH_CALLS=2000` for fewer). Shorter: `SIGNALING_BENCH_SECONDS=10`
 //! (steady phase), `SIGNALING_BENCH_STEP_SECONDS=5` (each step), `SIGNALING_BENCH_ROOMS=200`.
 //! `SIGNALING_BENCH_FRAME=ice-candidate` sends the same load as ICE candidates, which are relayed
 //! without storage: the floor the clients and the relay alone give on this machine.
@@ -29,6 +38,24 @@ use tokio_tungstenite::tungstenite::Message;
 const CANDIDATES_PER_SIDE: usize = 20;
 const CLINIC_KEY: &str = "bench-clinic-key";
 
+/// The server process's allocator: the one the server binary uses (server/src/main.rs).
+#[cfg(not(any(feature = "system-allocator", feature = "mimalloc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// `--features mimalloc`: mimalloc instead, for comparison.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const ALLOCATOR_NAME: &str = if cfg!(feature = "mimalloc") {
+    "mimalloc"
+} else if cfg!(feature = "system-allocator") {
+    "glibc malloc (system)"
+} else {
+    "jemalloc"
+};
+
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 fn main() {
@@ -38,16 +65,21 @@ fn main() {
     }
     televisit_tests::install_crypto_provider();
     let steady_only = args.iter().any(|a| a == "steady");
+    let calls_only = args.iter().any(|a| a == "calls");
     let sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    let all = !steady_only && !calls_only && sizes.is_empty();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    if !steady_only {
+    if all || !sizes.is_empty() {
         let sizes = if sizes.is_empty() { vec![100, 1000] } else { sizes.clone() };
         exchange(&runtime, sizes);
     }
-    if steady_only || sizes.is_empty() {
+    if all || steady_only {
         let rooms = env_number("SIGNALING_BENCH_ROOMS", 1000);
         check_open_files(rooms * 4 + 256);
         runtime.block_on(steady::run(rooms));
+    }
+    if all || calls_only {
+        runtime.block_on(calls::run(env_number("SIGNALING_BENCH_CALLS", 10_000)));
     }
 }
 
@@ -181,52 +213,54 @@ struct BenchVisit {
     patient: String,
 }
 
+/// The clinic API, as the benchmark's clinic and doctor use it.
+struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    async fn post(&self, path: &str, bearer: &str, body: Value) -> Value {
+        let request = self.http.post(format!("{}{path}", self.base)).bearer_auth(bearer).json(&body);
+        let response = request.send().await.unwrap();
+        assert!(response.status().is_success(), "{path}: {}", response.status());
+        response.json().await.unwrap()
+    }
+
+    /// A doctor: (id, app token).
+    async fn doctor(&self, email: &str) -> (Value, String) {
+        let body = json!({"display_name": "Dr. Bench", "email": email});
+        let doctor = self.post("/api/clinic/doctors", CLINIC_KEY, body).await;
+        let token = doctor["api_token"].as_str().unwrap().to_owned();
+        (doctor["id"].clone(), token)
+    }
+
+    async fn patient(&self, name: String) -> Value {
+        self.post("/api/clinic/patients", CLINIC_KEY, json!({"display_name": name})).await["id"].clone()
+    }
+
+    /// An appointment of this doctor and patient, its call started by the doctor.
+    async fn started_visit(&self, doctor: &(Value, String), patient: &Value) -> BenchVisit {
+        let body = json!({"doctor_id": doctor.0, "patient_id": patient, "scheduled_at_ms": 0});
+        let appointment = self.post("/api/clinic/appointments", CLINIC_KEY, body).await;
+        let appointment_id = appointment["id"].as_str().unwrap().to_owned();
+        let path = format!("/api/appointments/{appointment_id}/video-call/start");
+        let started = self.post(&path, &doctor.1, json!({})).await;
+        let token = |key: &str| started[key].as_str().unwrap().split_once("#token=").unwrap().1.to_owned();
+        BenchVisit { appointment_id, doctor: token("doctor_link"), patient: token("patient_link") }
+    }
+}
+
 /// Creates a doctor and `rooms` started visits; returns the doctor's app token and the visits.
 async fn create_visits(base: &str, rooms: usize) -> (String, Vec<BenchVisit>) {
-    let http = reqwest::Client::new();
-    let post = |path: &str, bearer: &str, body: Value| {
-        http.post(format!("{base}{path}")).bearer_auth(bearer).json(&body).send()
-    };
-    let doctor: Value = post(
-        "/api/clinic/doctors",
-        CLINIC_KEY,
-        json!({"display_name": "Dr. Bench", "email": "bench@clinic.test"}),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let doctor_token = doctor["api_token"].as_str().unwrap().to_owned();
+    let api = Api { http: reqwest::Client::new(), base: base.to_owned() };
+    let doctor = api.doctor("bench@clinic.test").await;
     let mut visits = Vec::with_capacity(rooms);
     for i in 0..rooms {
-        let patient: Value =
-            post("/api/clinic/patients", CLINIC_KEY, json!({"display_name": format!("Patient {i}")}))
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-        let appointment: Value = post(
-            "/api/clinic/appointments",
-            CLINIC_KEY,
-            json!({"doctor_id": doctor["id"], "patient_id": patient["id"], "scheduled_at_ms": 0}),
-        )
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-        let path = format!("/api/appointments/{}/video-call/start", appointment["id"].as_str().unwrap());
-        let started: Value = post(&path, &doctor_token, json!({})).await.unwrap().json().await.unwrap();
-        let token = |key: &str| started[key].as_str().unwrap().split_once("#token=").unwrap().1.to_owned();
-        visits.push(BenchVisit {
-            appointment_id: appointment["id"].as_str().unwrap().to_owned(),
-            doctor: token("doctor_link"),
-            patient: token("patient_link"),
-        });
+        let patient = api.patient(format!("Patient {i}")).await;
+        visits.push(api.started_visit(&doctor, &patient).await);
     }
-    (doctor_token, visits)
+    (doctor.1, visits)
 }
 
 async fn next_frame(ws: &mut Ws) -> Value {
@@ -381,7 +415,9 @@ mod steady {
     use serde_json::{json, Value};
     use tokio_tungstenite::tungstenite::Message;
 
-    use super::{create_visits, env_number, join_everyone, process_cpu_seconds, ServerProcess, Ws};
+    use super::{
+        create_visits, env_number, join_everyone, process_cpu_seconds, ServerProcess, Ws, ALLOCATOR_NAME,
+    };
 
     /// Chat frames per second per client in the steady phase.
     const STEADY_RATE: u64 = 5;
@@ -616,9 +652,15 @@ mod steady {
         drop(sinks);
         tokio::time::sleep(Duration::from_secs(2)).await;
         memory.push(("after every call ended", server.rss_kib(), hub_memory().await));
+        // Allocators hand freed memory back with a delay (jemalloc's decay is 10 s).
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        memory.push(("15 s later", server.rss_kib(), hub_memory().await));
 
         println!();
-        println!("Server memory (RSS; idle with {rooms} started visits: {:.0} MiB)", rss_idle / 1024.0);
+        println!(
+            "Server memory (RSS, {ALLOCATOR_NAME}; idle with {rooms} started visits: {:.0} MiB)",
+            rss_idle / 1024.0
+        );
         println!();
         println!(
             "| when | RSS MiB | KiB per connection ({connections}) | rooms in memory | replay buffers KiB |"
@@ -697,6 +739,123 @@ mod steady {
                 rates[rates.len() - 1],
                 offered(rates.len() - 1)
             ),
+        }
+    }
+}
+
+/// Consecutive short calls: the server's memory after every thousand.
+mod calls {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use serde_json::{json, Value};
+
+    use super::{connect, send, until, Api, ServerProcess, ALLOCATOR_NAME};
+
+    /// Calls running at once.
+    const LANES: usize = 8;
+    /// RSS is sampled after every this many calls.
+    const SAMPLE_EVERY: usize = 1000;
+
+    /// One short call through the server; every tenth ends by both leaving (the room idles out).
+    async fn one_call(api: &Api, ws_url: &str, doctor: &(Value, String), patient: &Value, n: usize) {
+        let visit = api.started_visit(doctor, patient).await;
+        let mut patient_ws = connect(ws_url, &visit.patient).await;
+        until(&mut patient_ws, "waiting").await;
+        let mut doctor_ws = connect(ws_url, &visit.doctor).await;
+        until(&mut doctor_ws, "peer-joined").await;
+        send(&mut doctor_ws, json!({"type": "offer", "sdp": format!("v=0 offer {}", "a".repeat(3000))}))
+            .await;
+        until(&mut patient_ws, "offer").await;
+        send(&mut patient_ws, json!({"type": "answer", "sdp": format!("v=0 answer {}", "a".repeat(3000))}))
+            .await;
+        until(&mut doctor_ws, "answer").await;
+        for ws in [&mut doctor_ws, &mut patient_ws] {
+            let candidate = "candidate:1 1 udp 2122260223 192.0.2.1 50000 typ host";
+            send(ws, json!({"type": "ice-candidate", "candidate": candidate, "sdp_mid": "0", "sdp_m_line_index": 0}))
+                .await;
+        }
+        send(&mut patient_ws, json!({"type": "chat", "seq": 1, "text": format!("call {n}: hello")})).await;
+        until(&mut patient_ws, "ack").await;
+        until(&mut doctor_ws, "chat").await;
+        if n.is_multiple_of(10) {
+            for ws in [&mut patient_ws, &mut doctor_ws] {
+                send(ws, json!({"type": "leave"})).await;
+            }
+        } else {
+            send(&mut doctor_ws, json!({"type": "end-call"})).await;
+            until(&mut patient_ws, "call-ended").await;
+        }
+    }
+
+    pub async fn run(total: usize) {
+        let server = ServerProcess::start();
+        let api = Api { http: reqwest::Client::new(), base: format!("http://127.0.0.1:{}", server.port) };
+        let ws_url = format!("ws://127.0.0.1:{}/api/video-call/ws", server.port);
+        let doctor = Arc::new(api.doctor("calls@clinic.test").await);
+        let api = Arc::new(api);
+        let mut patients = Vec::new();
+        for lane in 0..LANES {
+            patients.push(api.patient(format!("Patient {lane}")).await);
+        }
+        let hub = |metrics: &str, name: &str| -> f64 {
+            let line = metrics.lines().find(|l| l.starts_with(name)).unwrap_or_default();
+            line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
+        };
+        let sample = || async {
+            // Let the last calls' connections close.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let request = api.http.get(format!("{}/metrics", api.base)).bearer_auth("test-metrics-key");
+            let metrics = request.send().await.unwrap().text().await.unwrap();
+            (
+                server.rss_kib(),
+                hub(&metrics, "televisit_signaling_rooms "),
+                hub(&metrics, "televisit_signaling_connections_open "),
+                hub(&metrics, "televisit_signaling_replay_bytes "),
+            )
+        };
+        let mut rows = vec![(0, 0.0, sample().await)];
+        let started = Instant::now();
+        let done = Arc::new(AtomicUsize::new(0));
+        while rows.last().unwrap().0 < total {
+            let target = (rows.last().unwrap().0 + SAMPLE_EVERY).min(total);
+            let lanes = patients.iter().map(|patient| {
+                let (api, doctor, patient, done) =
+                    (Arc::clone(&api), Arc::clone(&doctor), patient.clone(), Arc::clone(&done));
+                let ws_url = ws_url.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let n = done.fetch_add(1, Ordering::Relaxed);
+                        if n >= target {
+                            done.fetch_sub(1, Ordering::Relaxed);
+                            return;
+                        }
+                        one_call(&api, &ws_url, &doctor, &patient, n).await;
+                    }
+                })
+            });
+            for lane in futures_util::future::join_all(lanes).await {
+                lane.unwrap();
+            }
+            rows.push((target, started.elapsed().as_secs_f64(), sample().await));
+        }
+
+        println!();
+        println!("Consecutive calls: {total} short calls, {LANES} at a time, through one server process ({ALLOCATOR_NAME});");
+        println!("each: start, both join, offer/answer (3 KB SDPs), an ICE candidate each, a stored chat, then end-call");
+        println!("(every tenth: both leave, and the room idles out). Sampled 0.5 s after each thousand.");
+        println!();
+        println!("| calls | seconds | server RSS MiB | RSS change since 1000 calls, KiB | rooms in memory | open connections | replay buffers KiB |");
+        println!("|------:|--------:|---------------:|---------------------------------:|----------------:|-----------------:|-------------------:|");
+        let base = rows.get(1).map_or(rows[0].2 .0, |row| row.2 .0);
+        for (calls, seconds, (rss, rooms, connections, replay)) in &rows {
+            let change = if *calls == 0 { "".to_owned() } else { format!("{:+.0}", rss - base) };
+            println!(
+                "| {calls} | {seconds:.0} | {:.1} | {change} | {rooms} | {connections} | {:.1} |",
+                rss / 1024.0,
+                replay / 1024.0
+            );
         }
     }
 }

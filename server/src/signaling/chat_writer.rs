@@ -95,8 +95,8 @@ async fn run(store: Store, hub: Weak<Hub>, mut queue: mpsc::UnboundedReceiver<Jo
 async fn store_batch(store: &Store, hub: &Weak<Hub>, chats: &[NewChat]) -> Option<Vec<ChatMessage>> {
     let mut attempt = 0;
     loop {
-        let now_ms = hub.upgrade()?.now_ms();
-        match store.add_chats(chats, now_ms).await {
+        let hub = hub.upgrade()?;
+        match hub.metrics().db("chat_batch", store.add_chats(chats, hub.now_ms())).await {
             Ok(stored) => return Some(stored),
             Err(e) if is_busy(&e) && attempt < BUSY_RETRIES => {
                 attempt += 1;

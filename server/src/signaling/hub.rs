@@ -5,7 +5,8 @@
 //! Frames are sent while the room is locked, so each participant sees them in `seq` order.
 //! Chat goes to the [`ChatWriter`], which stores it in batches and hands each message back.
 //! A room leaves the hub when its call ends; a participant's replay buffer is let go when it has
-//! been away longer than a client keeps trying to resume.
+//! been away longer than a client keeps trying to resume (at once when it leaves), and a room
+//! with nobody in it and nothing kept leaves the hub then ([`Hub::evict_if_idle`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +17,7 @@ use televisit_core::protocol::{CallStatus, ChatMessage, ClientMessage, ErrorCode
 use tokio::sync::mpsc;
 
 use super::chat_writer::{ChatWriter, PendingChat};
-use super::room::{Action, ConnId, Room};
+use super::room::{Action, ConnId, Room, QUALITY_REPORTS_PER_ROLE};
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::{HubMemory, Metrics};
 use crate::secrets::Clock;
@@ -112,6 +113,11 @@ impl Hub {
         })
     }
 
+    /// The server's metrics.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// The hub's clock, ms since the Unix epoch.
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
@@ -166,7 +172,7 @@ impl Hub {
         // Chat this participant sent before reconnecting is stored first, so the history and
         // `joined.last_client_seq` include it.
         self.chat_writer.flush().await;
-        let history = self.store.chat_history(&grant.appointment_id).await?;
+        let history = self.metrics.db("chat_history", self.store.chat_history(&grant.appointment_id)).await?;
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(OUTBOX_FRAMES);
         self.conns.lock().expect("conns lock").insert(id, tx.clone());
@@ -187,6 +193,7 @@ impl Hub {
         let Some(room) = self.existing_room(&grant.appointment_id) else {
             return; // the call ended
         };
+        self.metrics.frame_received(&frame.message);
         let is_leave = matches!(frame.message, ClientMessage::Leave);
         if matches!(frame.message, ClientMessage::Chat { .. }) {
             // Backpressure: this participant's frames wait (and its socket is not read) until
@@ -205,6 +212,8 @@ impl Hub {
         };
         self.run(grant, &room, deferred).await;
         if is_leave {
+            drop(room);
+            self.evict_if_idle(&grant.appointment_id);
             self.audit(grant, "leave", "").await;
         }
     }
@@ -249,7 +258,8 @@ impl Hub {
         ended_by: Option<Role>,
         remote_addr: Option<String>,
     ) -> ApiResult<i64> {
-        let Some(appointment) = self.store.end_call(appointment_id, self.clock.now_ms()).await? else {
+        let end = self.store.end_call(appointment_id, self.clock.now_ms());
+        let Some(appointment) = self.metrics.db("call_state", end).await? else {
             return Err(ApiError::new(ErrorCode::CallEnded, "the call has already ended"));
         };
         let actor = ended_by.map_or("clinic", Role::as_str);
@@ -263,6 +273,19 @@ impl Hub {
         }
         tracing::info!(appointment = %appointment_id, duration_seconds = appointment.duration_seconds, "call ended");
         Ok(appointment.duration_seconds)
+    }
+
+    /// Lets an appointment's room go if it is idle ([`Room::is_idle`]) and nothing else holds it:
+    /// a connection being admitted, a frame being handled, a grace timer or a chat being stored
+    /// each hold a reference, and check again (or keep the room busy) when they are done.
+    fn evict_if_idle(&self, appointment_id: &str) {
+        let mut rooms = self.rooms.lock().expect("rooms lock");
+        let idle = rooms
+            .get(appointment_id)
+            .is_some_and(|room| Arc::strong_count(room) == 1 && room.lock().expect("room lock").is_idle());
+        if idle {
+            rooms.remove(appointment_id);
+        }
     }
 
     /// The chat writer's outcome for a batch: stored messages (in order), or `None`.
@@ -293,20 +316,24 @@ impl Hub {
                             // Too slow or gone: drop it; the client resumes from its last seq.
                             tracing::warn!(conn, "signaling connection too slow; dropping it");
                             conns.remove(&conn);
+                            self.metrics.connections_closed();
                         }
                     }
                 }
                 Action::Close { conn, code, message } => {
                     if let Some(tx) = conns.remove(&conn) {
+                        self.metrics.connections_closed();
                         let _ = tx.try_send(Outgoing::Close { code, message });
                     }
                 }
                 Action::CloseNormally { conn } => {
                     if let Some(tx) = conns.remove(&conn) {
+                        self.metrics.connections_closed();
                         let _ = tx.try_send(Outgoing::CloseNormally);
                     }
                 }
                 Action::Relayed => self.metrics.frame_relayed(),
+                Action::ResumeAsked { resumed } => self.metrics.resume(resumed),
                 other => deferred.push(other),
             }
         }
@@ -322,12 +349,20 @@ impl Hub {
                         let chat = NewChat { appointment_id: grant.appointment_id.clone(), from, text };
                         self.chat_writer.submit(PendingChat { room: Arc::clone(room), chat, client_seq });
                     }
+                    Action::StoreQuality { from, report } => {
+                        let (id, now) = (&grant.appointment_id, self.clock.now_ms());
+                        let limit = QUALITY_REPORTS_PER_ROLE;
+                        let add = self.store.add_quality_report(id, from, &report, now, limit);
+                        self.metrics.db("quality_report", add).await?;
+                    }
                     Action::MarkInProgress => {
-                        self.store.mark_in_progress(&grant.appointment_id, self.clock.now_ms()).await?;
+                        let mark = self.store.mark_in_progress(&grant.appointment_id, self.clock.now_ms());
+                        self.metrics.db("call_state", mark).await?;
                         tracing::info!(appointment = %grant.appointment_id, "call in progress");
                     }
                     Action::SetScreenSharing(active) => {
-                        self.store.set_screen_sharing(&grant.appointment_id, active).await?;
+                        let set = self.store.set_screen_sharing(&grant.appointment_id, active);
+                        self.metrics.db("call_state", set).await?;
                         self.audit(
                             grant,
                             if active { "screen_share_start" } else { "screen_share_stop" },
@@ -353,12 +388,15 @@ impl Hub {
                             hub.audit(&grant, "leave", "disconnected").await;
                             tokio::time::sleep(REPLAY_KEPT_AFTER_DROP.saturating_sub(hub.grace)).await;
                             room.lock().expect("room lock").forget_replay(role, conn);
+                            drop(room);
+                            hub.evict_if_idle(&grant.appointment_id);
                         });
                     }
                     Action::Send { .. }
                     | Action::Close { .. }
                     | Action::CloseNormally { .. }
-                    | Action::Relayed => {
+                    | Action::Relayed
+                    | Action::ResumeAsked { .. } => {
                         unreachable!("delivered while the room is locked")
                     }
                 }
@@ -380,7 +418,7 @@ impl Hub {
             detail,
             grant.remote_addr.clone(),
         );
-        if let Err(e) = self.store.audit(&entry).await {
+        if let Err(e) = self.metrics.db("audit", self.store.audit(&entry)).await {
             tracing::error!(error = %e, "audit write failed");
         }
     }

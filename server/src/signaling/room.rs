@@ -21,8 +21,8 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use televisit_core::protocol::{
-    encode, valid_stream_id, CallStatus, ChatMessage, ClientMessage, ErrorCode, Frame, MediaState, Role,
-    ServerMessage, MAX_CHAT_CHARS, MAX_WAITING_MESSAGE_CHARS,
+    encode, valid_stream_id, CallStatus, ChatMessage, ClientMessage, ErrorCode, Frame, MediaState,
+    QualityReport, Role, ServerMessage, MAX_CHAT_CHARS, MAX_WAITING_MESSAGE_CHARS,
 };
 
 /// A connection's id, unique within the server process.
@@ -39,6 +39,10 @@ pub const REPLAY_BYTES_PER_ROOM: usize = 64 * 1024;
 /// participant's frames until storage catches up; a room given more refuses them with
 /// `rate_limited` (the client resends them after its next reconnect).
 pub const STORING_LIMIT: usize = 256;
+
+/// Quality reports stored per call and role, for the visit's summary. Apps send one on each change
+/// of level, a few per call; later ones are still relayed, not stored.
+pub const QUALITY_REPORTS_PER_ROLE: usize = 100;
 
 /// Bytes a kept frame costs: its text and its place in the buffer.
 fn kept_bytes(text: &str) -> usize {
@@ -78,6 +82,13 @@ pub enum Action {
         /// The `seq` the sender gave the frame, to acknowledge it by.
         client_seq: Option<u64>,
     },
+    /// Store this quality report of a participant (for the visit's summary).
+    StoreQuality {
+        /// Who reported it.
+        from: Role,
+        /// The report.
+        report: QualityReport,
+    },
     /// Both participants are connected: the call is in progress (first time only).
     MarkInProgress,
     /// The doctor started or stopped sharing the screen.
@@ -93,6 +104,11 @@ pub enum Action {
     },
     /// A frame was relayed to the peer (for metrics).
     Relayed,
+    /// A reconnection asked to resume; `resumed`: every missed frame was still kept (for metrics).
+    ResumeAsked {
+        /// Whether it resumed.
+        resumed: bool,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -110,6 +126,8 @@ struct Seat {
     /// Client seqs of chat frames that could not be stored: accepted again when resent.
     lost: BTreeSet<u64>,
     media: Option<MediaState>,
+    /// Quality reports handed to storage (the store bounds them per call as well).
+    quality_reports: usize,
 }
 
 impl Seat {
@@ -269,6 +287,9 @@ impl Room {
         let oldest_kept = seat.replay.front().map_or(seat.out_seq + 1, |(seq, _)| *seq);
         let resumed = resume_from.is_some_and(|last| last <= seat.out_seq && last + 1 >= oldest_kept);
         let last_client_seq = seat.handled_through();
+        if resume_from.is_some() {
+            actions.push(Action::ResumeAsked { resumed });
+        }
         let peer_present = self.is_present(role.other());
         let peer_media = self.seats[seat_index(role.other())].media;
         Self::reply(
@@ -360,7 +381,14 @@ impl Room {
                 self.seat(role).media = Some(state);
                 Some(ServerMessage::MediaState { from: role, state })
             }
-            ClientMessage::Quality(report) => Some(ServerMessage::Quality { from: role, report }),
+            ClientMessage::Quality(report) => {
+                let seat = self.seat(role);
+                if seat.quality_reports < QUALITY_REPORTS_PER_ROLE {
+                    seat.quality_reports += 1;
+                    actions.push(Action::StoreQuality { from: role, report: report.clone() });
+                }
+                Some(ServerMessage::Quality { from: role, report })
+            }
             ClientMessage::ScreenShare { active, stream_id } => {
                 if role != Role::Doctor {
                     Self::reply_error(
@@ -429,7 +457,10 @@ impl Room {
                 None
             }
             ClientMessage::Leave => {
-                self.seat(role).conn = None;
+                // A participant that left does not resume: nothing is kept for it.
+                let seat = self.seat(role);
+                seat.conn = None;
+                seat.forget_replay();
                 actions.push(Action::CloseNormally { conn });
                 self.announce_left(role, "left", &mut actions);
                 None
@@ -547,6 +578,15 @@ impl Room {
         if seat.conn.is_none() && seat.last_conn == Some(conn) {
             seat.forget_replay();
         }
+    }
+
+    /// Whether the room holds nothing worth keeping once no participant can still resume (the
+    /// hub knows that: no grace timer runs): nobody connected, no chat being stored, no
+    /// waiting-room status. The hub lets such a room go; a later join makes a fresh one from the
+    /// stored call (its frames start again at `seq` 1, so an old `resume` gets `resumed: false`).
+    pub fn is_idle(&self) -> bool {
+        self.waiting_message.is_none()
+            && self.seats.iter().all(|seat| seat.conn.is_none() && seat.storing.is_empty())
     }
 
     /// The call ended: everyone gets `call-ended` and is disconnected; nobody can join again, so
@@ -898,5 +938,21 @@ mod tests {
         assert!(room.replay_bytes() < before);
         room.end(None, 0);
         assert_eq!(room.replay_bytes(), 0);
+    }
+
+    #[test]
+    fn a_room_is_idle_once_nobody_is_in_it_nothing_is_being_stored_and_no_status_is_set() {
+        let mut room = room();
+        room.connect(Role::Patient, PATIENT, None, vec![]);
+        room.connect(Role::Doctor, DOCTOR, None, vec![]);
+        room.frame(Role::Patient, PATIENT, chat(1, "one"));
+        room.frame(Role::Patient, PATIENT, Frame::new(ClientMessage::Leave));
+        assert!(!room.is_idle(), "the doctor is in");
+        room.frame(Role::Doctor, DOCTOR, Frame::new(ClientMessage::Leave));
+        assert!(!room.is_idle(), "a chat is being stored");
+        room.chat_stored(stored(1, Role::Patient, "one"), Some(1));
+        assert!(room.is_idle());
+        room.set_waiting_message("running late");
+        assert!(!room.is_idle(), "the status is shown to the next patient that joins");
     }
 }
