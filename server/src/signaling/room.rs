@@ -20,6 +20,8 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
+use serde::{Deserialize, Serialize};
+
 use televisit_core::protocol::{
     encode, CallStatus, ChatMessage, ClientMessage, ErrorCode, Frame, MediaState, Role, ServerMessage,
     MAX_CHAT_CHARS, MAX_WAITING_MESSAGE_CHARS,
@@ -95,7 +97,7 @@ pub enum Action {
     Relayed,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Seat {
     conn: Option<ConnId>,
     /// The connection that most recently held this seat (for the grace period).
@@ -131,8 +133,8 @@ impl Seat {
     }
 }
 
-/// One call's signaling state.
-#[derive(Debug)]
+/// One call's signaling state (serializable: with `--redis-url` it lives in Redis between inputs).
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Room {
     room_id: String,
     status: CallStatus,
