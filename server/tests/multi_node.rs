@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{TempDb, TestServer, Visit, Ws};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use televisit_server::secrets::Clock;
 
@@ -267,4 +268,37 @@ async fn a_patient_who_drops_on_one_node_and_stays_away_is_announced_to_the_doct
         )
         .await;
     assert_eq!(status["patient_present"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patient_whose_node_dies_and_who_does_not_come_back_is_announced_after_the_grace_period() {
+    let redis = Redis::start().await;
+    let db = TempDb::new();
+    let (a, mut b, visit) = two_nodes(&db, &redis).await;
+    let mut patient = b.join(&visit.patient_token, None).await;
+    patient.expect("joined").await;
+    patient.expect("waiting").await;
+    let mut doctor = a.join(&visit.doctor_token).await;
+    doctor.expect("joined").await;
+    doctor.expect("peer-joined").await;
+
+    // Node B dies with the patient on it; node A notices B's silence (3 s), then the grace (1 s).
+    b.kill();
+    let left = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let frame = doctor.stream.next().await.expect("open").expect("frame");
+            if let tokio_tungstenite::tungstenite::Message::Text(text) = frame {
+                return serde_json::from_str::<Value>(&text).unwrap();
+            }
+        }
+    })
+    .await
+    .expect("the doctor hears within 10 s");
+    assert_eq!(
+        (left["type"].as_str(), left["reason"].as_str()),
+        (Some("peer-left"), Some("disconnected")),
+        "{left}"
+    );
+    let path = format!("/api/appointments/{}/video-call/status", visit.appointment_id);
+    assert_eq!(a.call("GET", &path, &visit.doctor_api_token).await.1["patient_present"], false);
 }

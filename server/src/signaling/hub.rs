@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use televisit_core::protocol::{CallStatus, ChatMessage, ClientMessage, ErrorCode, Frame, Role};
@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use super::chat_writer::{ChatWriter, PendingChat};
 use super::room::{Action, ConnId, Room};
-use super::shared::{run_inbox, Inbox, SharedRooms};
+use super::shared::{node_of, run_inbox, Inbox, SharedRooms, NODE_HEARTBEAT};
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::{HubMemory, Metrics};
 use crate::secrets::Clock;
@@ -114,6 +114,7 @@ impl Hub {
         Arc::new_cyclic(|hub: &std::sync::Weak<Hub>| {
             let (rooms, node_bits) = match shared {
                 Some((shared, inbox)) => {
+                    tokio::spawn(Hub::watch_nodes(hub.clone()));
                     let hub = hub.clone();
                     tokio::spawn(run_inbox(inbox, move |action| {
                         if let Some(hub) = hub.upgrade() {
@@ -416,21 +417,7 @@ impl Hub {
                             .await?;
                     }
                     Action::StartGrace { role, conn } => {
-                        let hub = Arc::clone(self);
-                        let grant = grant.clone();
-                        tokio::spawn(async move {
-                            tokio::time::sleep(hub.grace).await;
-                            let id = &grant.appointment_id;
-                            let expired = hub.apply(id, None, |room| room.grace_expired(role, conn)).await;
-                            debug_assert!(expired.map_or(true, |d| d.unwrap_or_default().is_empty()));
-                            hub.audit(&grant, "leave", "disconnected").await;
-                            tokio::time::sleep(REPLAY_KEPT_AFTER_DROP.saturating_sub(hub.grace)).await;
-                            let forget = |room: &mut Room| {
-                                room.forget_replay(role, conn);
-                                Vec::new()
-                            };
-                            let _ = hub.apply(id, None, forget).await;
-                        });
+                        self.start_grace(&grant.appointment_id, role, conn, grant.remote_addr.clone());
                     }
                     Action::Send { .. }
                     | Action::Close { .. }
@@ -448,14 +435,95 @@ impl Hub {
         }
     }
 
+    /// Runs a dropped connection's grace period, then lets its replay buffer go.
+    fn start_grace(
+        self: &Arc<Self>,
+        appointment_id: &str,
+        role: Role,
+        conn: ConnId,
+        remote_addr: Option<String>,
+    ) {
+        let hub = Arc::clone(self);
+        let id = appointment_id.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(hub.grace).await;
+            let expired = hub.apply(&id, None, |room| room.grace_expired(role, conn)).await;
+            debug_assert!(expired.map_or(true, |d| d.unwrap_or_default().is_empty()));
+            hub.audit_as(&id, role, "leave", "disconnected", remote_addr).await;
+            tokio::time::sleep(REPLAY_KEPT_AFTER_DROP.saturating_sub(hub.grace)).await;
+            let forget = |room: &mut Room| {
+                room.forget_replay(role, conn);
+                Vec::new()
+            };
+            let _ = hub.apply(&id, None, forget).await;
+        });
+    }
+
+    /// Every few seconds: tells Redis this node lives, and disconnects the connections of nodes
+    /// that stopped doing so (died), so their participants get a grace period like any drop.
+    async fn watch_nodes(hub: Weak<Hub>) {
+        // The first beat was at connect; the hub is built by the second.
+        let mut every =
+            tokio::time::interval_at(tokio::time::Instant::now() + NODE_HEARTBEAT, NODE_HEARTBEAT);
+        loop {
+            every.tick().await;
+            let Some(hub) = hub.upgrade() else { return };
+            let Rooms::Shared(shared) = &hub.rooms else { return };
+            let dead = match shared.heartbeat().await {
+                Ok(dead) => dead,
+                Err(e) => {
+                    tracing::error!(error = %e, "Redis: heartbeat failed");
+                    continue;
+                }
+            };
+            for (node, appointments) in dead {
+                tracing::warn!(
+                    node,
+                    rooms = appointments.len(),
+                    "a signaling node died; its participants are dropped"
+                );
+                for appointment_id in appointments {
+                    let drop_dead = |room: &mut Room| {
+                        let mut actions = Vec::new();
+                        for role in [Role::Doctor, Role::Patient] {
+                            if let Some(conn) = room.connection(role).filter(|conn| node_of(*conn) == node) {
+                                actions.extend(room.disconnect(role, conn));
+                            }
+                        }
+                        actions
+                    };
+                    let Ok(Some(deferred)) = hub.apply(&appointment_id, None, drop_dead).await else {
+                        continue;
+                    };
+                    for action in deferred {
+                        if let Action::StartGrace { role, conn } = action {
+                            hub.start_grace(&appointment_id, role, conn, None);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     async fn audit(&self, grant: &Grant, action: &str, detail: &str) {
+        self.audit_as(&grant.appointment_id, grant.role, action, detail, grant.remote_addr.clone()).await;
+    }
+
+    async fn audit_as(
+        &self,
+        appointment_id: &str,
+        role: Role,
+        action: &str,
+        detail: &str,
+        remote_addr: Option<String>,
+    ) {
         let entry = AuditEntry::new(
             self.clock.now_ms(),
-            Some(&grant.appointment_id),
-            grant.role.as_str(),
+            Some(appointment_id),
+            role.as_str(),
             action,
             detail,
-            grant.remote_addr.clone(),
+            remote_addr,
         );
         if let Err(e) = self.store.audit(&entry).await {
             tracing::error!(error = %e, "audit write failed");

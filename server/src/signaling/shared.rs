@@ -25,6 +25,13 @@ use super::room::{Action, ConnId, Room};
 use crate::secrets::Clock;
 use crate::store::{NewChat, Store};
 
+/// How often a node tells Redis it lives (and looks for nodes that stopped).
+pub const NODE_HEARTBEAT: Duration = Duration::from_secs(1);
+/// A node silent this long is dead: its connections are dropped (each gets its grace period).
+const NODE_ALIVE_MS: u64 = 3_000;
+/// The ids of the nodes that were alive (a set).
+const NODES: &str = "televisit:nodes";
+
 /// A room's state is dropped from Redis this long after its last change.
 const ROOM_TTL_SECONDS: u64 = 24 * 60 * 60;
 /// A node that dies holding a room's lock holds it this long at most.
@@ -91,12 +98,21 @@ impl Wire {
 }
 
 /// The node whose connection this is.
-fn node_of(conn: ConnId) -> u32 {
+pub fn node_of(conn: ConnId) -> u32 {
     (conn >> 32) as u32
 }
 
 fn node_channel(node: u32) -> String {
     format!("televisit:node:{node}")
+}
+
+fn alive_key(node: u32) -> String {
+    format!("televisit:node:{node}:alive")
+}
+
+/// The appointments whose rooms a node has (had) connections in.
+fn rooms_of_key(node: u32) -> String {
+    format!("televisit:node:{node}:rooms")
 }
 
 fn room_key(appointment_id: &str) -> String {
@@ -122,8 +138,50 @@ impl SharedRooms {
         let mut pubsub = client.get_async_pubsub().await?;
         pubsub.subscribe(node_channel(node)).await?;
         let redis = client.get_connection_manager().await?;
+        let shared = SharedRooms { redis, node, store, clock };
+        shared.heartbeat().await?;
         tracing::info!(node, "multi-node signaling on Redis");
-        Ok((SharedRooms { redis, node, store, clock }, pubsub.into_on_message()))
+        Ok((shared, pubsub.into_on_message()))
+    }
+
+    /// Tells Redis this node lives, and claims the nodes that stopped doing so: returns each
+    /// dead node with the appointments it had connections in (each dead node goes to one node).
+    pub async fn heartbeat(&self) -> redis::RedisResult<Vec<(u32, Vec<String>)>> {
+        let mut redis = self.redis.clone();
+        redis::pipe()
+            .cmd("SET")
+            .arg(alive_key(self.node))
+            .arg(1)
+            .arg("PX")
+            .arg(NODE_ALIVE_MS)
+            .ignore()
+            .cmd("SADD")
+            .arg(NODES)
+            .arg(self.node)
+            .ignore()
+            .query_async::<()>(&mut redis)
+            .await?;
+        let nodes: Vec<u32> = redis::cmd("SMEMBERS").arg(NODES).query_async(&mut redis).await?;
+        let mut dead = Vec::new();
+        for node in nodes.into_iter().filter(|node| *node != self.node) {
+            let alive: bool = redis::cmd("EXISTS").arg(alive_key(node)).query_async(&mut redis).await?;
+            if alive {
+                continue;
+            }
+            let claimed: i64 = redis::cmd("SREM").arg(NODES).arg(node).query_async(&mut redis).await?;
+            if claimed == 1 {
+                let (rooms,): (Vec<String>,) = redis::pipe()
+                    .cmd("SMEMBERS")
+                    .arg(rooms_of_key(node))
+                    .cmd("DEL")
+                    .arg(rooms_of_key(node))
+                    .ignore()
+                    .query_async(&mut redis)
+                    .await?;
+                dead.push((node, rooms));
+            }
+        }
+        Ok(dead)
     }
 
     /// This node's id: the high half of its connection ids.
@@ -148,6 +206,14 @@ impl SharedRooms {
         input: impl FnOnce(&mut Room) -> Vec<Action>,
     ) -> redis::RedisResult<Option<Vec<Action>>> {
         let mut redis = self.redis.clone();
+        if create.is_some() {
+            // A connection of this node may join: if the node dies, the room is found again.
+            redis::cmd("SADD")
+                .arg(rooms_of_key(self.node))
+                .arg(appointment_id)
+                .query_async::<()>(&mut redis)
+                .await?;
+        }
         let key = room_key(appointment_id);
         let lock = format!("{key}:lock");
         let token = uuid::Uuid::new_v4().simple().to_string();
