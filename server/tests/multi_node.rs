@@ -302,3 +302,115 @@ async fn a_patient_whose_node_dies_and_who_does_not_come_back_is_announced_after
     let path = format!("/api/appointments/{}/video-call/status", visit.appointment_id);
     assert_eq!(a.call("GET", &path, &visit.doctor_api_token).await.1["patient_present"], false);
 }
+
+/// A participant on the HTTP fallback (`/api/video-call/signal`) of one node.
+struct HttpParticipant {
+    http: reqwest::Client,
+    signal: String,
+    token: String,
+    cursor: u64,
+    last_seq: u64,
+}
+
+impl HttpParticipant {
+    fn on(port: u16, token: &str) -> HttpParticipant {
+        HttpParticipant {
+            http: reqwest::Client::new(),
+            signal: format!("http://127.0.0.1:{port}/api/video-call/signal"),
+            token: token.to_owned(),
+            cursor: 0,
+            last_seq: 0,
+        }
+    }
+
+    /// Posts a frame; returns the status and the JSON body.
+    async fn post(&self, frame: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(&self.signal)
+            .bearer_auth(&self.token)
+            .body(frame.to_string())
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// One long poll; returns the status and the frames.
+    async fn poll(&mut self) -> (u16, Vec<Value>) {
+        let response = self
+            .http
+            .get(&self.signal)
+            .bearer_auth(&self.token)
+            .query(&[("after", self.cursor)])
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        if status != 200 {
+            return (status, vec![body]);
+        }
+        self.cursor = body["cursor"].as_u64().unwrap();
+        let frames = body["frames"].as_array().unwrap().clone();
+        for frame in &frames {
+            if let Some(seq) = frame["seq"].as_u64() {
+                assert!(seq > self.last_seq, "seq goes up: {seq} after {}", self.last_seq);
+                self.last_seq = seq;
+            }
+        }
+        (status, frames)
+    }
+
+    /// Polls until a frame of this type arrives; returns the types of all frames up to it.
+    async fn types_until(&mut self, kind: &str) -> Vec<String> {
+        let mut types = Vec::new();
+        while !types.iter().any(|t| t == kind) {
+            let (status, frames) = self.poll().await;
+            assert_eq!(status, 200, "{frames:?}");
+            types.extend(frames.iter().map(|f| f["type"].as_str().unwrap().to_owned()));
+        }
+        types
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patient_on_the_http_fallback_resumes_on_another_node_when_theirs_dies() {
+    let redis = Redis::start().await;
+    let db = TempDb::new();
+    let (a, mut b, visit) = two_nodes(&db, &redis).await;
+    let mut patient = HttpParticipant::on(b.port, &visit.patient_token);
+    assert_eq!(patient.post(json!({"type": "join"})).await.0, 200);
+    assert_eq!(patient.types_until("waiting").await, ["joined", "waiting"]);
+
+    let mut doctor = a.join(&visit.doctor_token).await;
+    doctor.expect("joined").await;
+    doctor.expect("peer-joined").await;
+    doctor.send(json!({"type": "offer", "sdp": "v=0 to http"})).await;
+    assert_eq!(patient.types_until("offer").await, ["admitted", "peer-joined", "offer"]);
+    assert_eq!(patient.post(chat(1, "Typed on a blocked network")).await.0, 200);
+    assert_eq!(patient.types_until("ack").await, ["chat", "ack"]);
+    assert_eq!(chat_text(&mut doctor).await, "Typed on a blocked network");
+
+    // Node B dies; the doctor writes meanwhile. Node A knows no fallback session of the
+    // patient's: `not_joined`, and the client joins again there with `resume`.
+    b.kill();
+    doctor.send(chat(1, "I can still read you")).await;
+    assert_eq!(chat_text(&mut doctor).await, "I can still read you");
+    let mut patient = HttpParticipant { signal: a.url("/api/video-call/signal"), cursor: 0, ..patient };
+    let (status, body) = patient.poll().await;
+    assert_eq!((status, body[0]["error"]["code"].as_str()), (400, Some("not_joined")));
+    let resume = json!({"type": "join", "resume": {"last_seq": patient.last_seq}});
+    assert_eq!(patient.post(resume).await.0, 200);
+    let mut frames = Vec::new();
+    while !frames.iter().any(|f: &Value| f["type"] == "chat") {
+        frames.extend(patient.poll().await.1);
+    }
+    assert_eq!(frames[0]["type"], "joined");
+    assert_eq!(
+        (frames[0]["resumed"].as_bool(), frames[0]["last_client_seq"].as_u64()),
+        (Some(true), Some(1))
+    );
+    let missed: Vec<&str> = frames[1..].iter().map(|f| f["text"].as_str().unwrap_or("")).collect();
+    assert_eq!(missed, ["I can still read you"], "{frames:?}");
+}
