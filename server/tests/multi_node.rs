@@ -414,3 +414,26 @@ async fn a_patient_on_the_http_fallback_resumes_on_another_node_when_theirs_dies
     let missed: Vec<&str> = frames[1..].iter().map(|f| f["text"].as_str().unwrap_or("")).collect();
     assert_eq!(missed, ["I can still read you"], "{frames:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_its_redis_a_node_does_not_start_and_a_join_is_refused_with_an_error_frame() {
+    let db = TempDb::new();
+    let nowhere = format!("redis://127.0.0.1:{}", free_port());
+    let output = Command::new(env!("CARGO_BIN_EXE_televisit"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db.url(), "--redis-url", &nowhere])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("Redis at --redis-url"), "{stderr}");
+
+    // Redis goes away during a visit: a join gets an `error` frame, not silence.
+    let mut redis = Redis::start().await;
+    let (a, _b, visit) = two_nodes(&db, &redis).await;
+    redis.child.kill().unwrap();
+    redis.child.wait().unwrap();
+    let mut patient = a.join(&visit.patient_token).await;
+    let refused = patient.expect("error").await;
+    assert_eq!(refused["code"], "internal", "{refused}");
+    assert!(patient.try_next().await.is_none(), "then the connection closes");
+}
