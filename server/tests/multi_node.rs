@@ -41,15 +41,28 @@ impl Redis {
         let dir = std::env::temp_dir().join(format!("televisit-redis-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let port = free_port();
+        let child = Self::spawn(port, &dir).await;
+        Redis { child, dir, url: format!("redis://127.0.0.1:{port}") }
+    }
+
+    /// Stops it and starts an empty one on the same port (nothing is persisted).
+    async fn restart(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let port = self.url.rsplit(':').next().unwrap().parse().unwrap();
+        self.child = Self::spawn(port, &self.dir).await;
+    }
+
+    async fn spawn(port: u16, dir: &std::path::Path) -> Child {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
-            .arg(&dir)
+            .arg(dir)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server runs (Debian's redis-server: scripts/install-build-deps.sh installs it)");
         wait_for_port(port, "redis-server").await;
-        Redis { child, dir, url: format!("redis://127.0.0.1:{port}") }
+        child
     }
 }
 
@@ -436,4 +449,62 @@ async fn without_its_redis_a_node_does_not_start_and_a_join_is_refused_with_an_e
     let refused = patient.expect("error").await;
     assert_eq!(refused["code"], "internal", "{refused}");
     assert!(patient.try_next().await.is_none(), "then the connection closes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_redis_restarts_the_nodes_close_their_connections_and_the_call_starts_over() {
+    let mut redis = Redis::start().await;
+    let db = TempDb::new();
+    let (a, b, visit) = two_nodes(&db, &redis).await;
+    let mut patient = b.join(&visit.patient_token, None).await;
+    patient.expect("joined").await;
+    patient.expect("waiting").await;
+    let mut doctor = a.join(&visit.doctor_token).await;
+    doctor.expect("joined").await;
+    doctor.expect("peer-joined").await;
+    patient.expect("admitted").await;
+    patient.expect("peer-joined").await;
+    doctor.send(chat(1, "Before the restart")).await;
+    assert_eq!(chat_text(&mut patient).await, "Before the restart");
+
+    // Redis restarts empty: frames published meanwhile never reached the nodes, so each closes
+    // its connections (the clients resume) rather than leave them silently behind.
+    redis.restart().await;
+    for ws in [&mut doctor, &mut patient] {
+        while ws.try_next().await.is_some() {}
+    }
+    let (doctor_seq, patient_seq) = (doctor.last_seq, patient.last_seq);
+    // Until each node's Redis connection is back, a join is refused (`internal`); clients retry.
+    let (mut doctor, joined) = 'retry: {
+        for _ in 0..50 {
+            let mut doctor = resume_on_a(&a, &visit.doctor_token, doctor_seq).await;
+            let first = doctor.next().await;
+            if first["type"] == "joined" {
+                break 'retry (doctor, first);
+            }
+            assert_eq!(first["code"], "internal", "{first}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("node A does not take joins again after Redis restarted");
+    };
+    assert_eq!(joined["resumed"], false, "the room was in Redis: {joined}");
+    doctor.last_seq = 0; // not resumed: numbering starts over
+    assert_eq!(joined["chat_history"][0]["text"], "Before the restart", "chat is in the database");
+    let mut patient = 'retry: {
+        for _ in 0..50 {
+            let mut patient = b.join(&visit.patient_token, Some(patient_seq)).await;
+            let first = patient.next().await;
+            if first["type"] == "joined" {
+                break 'retry patient;
+            }
+            assert_eq!(first["code"], "internal", "{first}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("node B does not take joins again after Redis restarted");
+    };
+    patient.expect("admitted").await;
+    patient.expect("peer-joined").await;
+    assert_eq!(doctor.expect("peer-joined").await["make_offer"], true);
+    doctor.send(chat(2, "After the restart")).await;
+    assert_eq!(chat_text(&mut patient).await, "After the restart");
 }

@@ -115,13 +115,21 @@ impl Hub {
             let (rooms, node_bits) = match shared {
                 Some((shared, inbox)) => {
                     tokio::spawn(Hub::watch_nodes(hub.clone()));
-                    let hub = hub.clone();
-                    tokio::spawn(run_inbox(inbox, move |action| {
-                        if let Some(hub) = hub.upgrade() {
+                    let (for_frames, for_loss) = (hub.clone(), hub.clone());
+                    let deliver = move |action| {
+                        if let Some(hub) = for_frames.upgrade() {
                             let deferred = hub.deliver(vec![action]);
                             debug_assert!(deferred.is_empty());
                         }
-                    }));
+                    };
+                    // Dropping the senders ends each connection after its queued frames.
+                    let lost = move || {
+                        if let Some(hub) = for_loss.upgrade() {
+                            let closed = hub.conns.lock().expect("conns lock").drain().count();
+                            (0..closed).for_each(|_| hub.metrics.connections_closed());
+                        }
+                    };
+                    tokio::spawn(run_inbox(inbox, deliver, lost));
                     let node_bits = u64::from(shared.node()) << 32;
                     (Rooms::Shared(shared), node_bits)
                 }
@@ -237,6 +245,9 @@ impl Hub {
     pub async fn connect(self: &Arc<Self>, grant: &Grant, resume_from: Option<u64>) -> ApiResult<Connection> {
         // Chat this participant sent before reconnecting is stored first, so the history and
         // `joined.last_client_seq` include it.
+        if matches!(&self.rooms, Rooms::Shared(shared) if !shared.is_subscribed()) {
+            return Err(ApiError::new(ErrorCode::Internal, "signaling is unavailable; try again"));
+        }
         self.chat_writer.flush().await;
         let history = self.store.chat_history(&grant.appointment_id).await?;
         let id = self.node_bits | self.next_conn.fetch_add(1, Ordering::Relaxed);

@@ -12,7 +12,8 @@
 //! died goes nowhere and stays in the replay buffer: the client resumes on another node with
 //! `join` + `resume.last_seq` and gets exactly what it missed.
 
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -31,6 +32,9 @@ pub const NODE_HEARTBEAT: Duration = Duration::from_secs(1);
 const NODE_ALIVE_MS: u64 = 3_000;
 /// The ids of the nodes that were alive (a set).
 const NODES: &str = "televisit:nodes";
+
+/// How often a node whose subscription dropped tries again.
+const RESUBSCRIBE_EVERY: Duration = Duration::from_millis(200);
 
 /// A room's state is dropped from Redis this long after its last change.
 const ROOM_TTL_SECONDS: u64 = 24 * 60 * 60;
@@ -119,13 +123,30 @@ fn room_key(appointment_id: &str) -> String {
     format!("televisit:room:{appointment_id}")
 }
 
-/// The frames published to this node, for its connections.
-pub type Inbox = redis::aio::PubSubStream;
+/// The frames published to this node, for its connections: the subscription, and what it takes
+/// to subscribe again when the connection to Redis drops.
+pub struct Inbox {
+    stream: redis::aio::PubSubStream,
+    client: redis::Client,
+    node: u32,
+    subscribed: Arc<AtomicBool>,
+}
+
+impl Inbox {
+    async fn subscribe(client: &redis::Client, node: u32) -> redis::RedisResult<redis::aio::PubSubStream> {
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(node_channel(node)).await?;
+        Ok(pubsub.into_on_message())
+    }
+}
 
 /// Rooms in Redis, seen from one node.
 pub struct SharedRooms {
     redis: ConnectionManager,
     node: u32,
+    /// Whether this node's inbox is subscribed: while it is not, frames for it are lost, so the
+    /// node takes no connections.
+    subscribed: Arc<AtomicBool>,
     store: Store,
     clock: Clock,
 }
@@ -135,13 +156,13 @@ impl SharedRooms {
     pub async fn connect(url: &str, store: Store, clock: Clock) -> redis::RedisResult<(SharedRooms, Inbox)> {
         let client = redis::Client::open(url)?;
         let node = rand::random::<u32>().max(1);
-        let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(node_channel(node)).await?;
+        let stream = Inbox::subscribe(&client, node).await?;
         let redis = client.get_connection_manager().await?;
-        let shared = SharedRooms { redis, node, store, clock };
+        let subscribed = Arc::new(AtomicBool::new(true));
+        let shared = SharedRooms { redis, node, subscribed: Arc::clone(&subscribed), store, clock };
         shared.heartbeat().await?;
         tracing::info!(node, "multi-node signaling on Redis");
-        Ok((shared, pubsub.into_on_message()))
+        Ok((shared, Inbox { stream, client, node, subscribed }))
     }
 
     /// Tells Redis this node lives, and claims the nodes that stopped doing so: returns each
@@ -182,6 +203,11 @@ impl SharedRooms {
             }
         }
         Ok(dead)
+    }
+
+    /// Whether this node receives frames now (its subscription is up).
+    pub fn is_subscribed(&self) -> bool {
+        self.subscribed.load(Ordering::SeqCst)
     }
 
     /// This node's id: the high half of its connection ids.
@@ -311,14 +337,32 @@ impl SharedRooms {
     }
 }
 
-/// Hands each frame published to this node to `deliver` (the hub's, for its connections) until
-/// the subscription ends.
-pub async fn run_inbox(mut inbox: Inbox, deliver: impl Fn(Action)) {
-    while let Some(message) = inbox.next().await {
-        match message.get_payload::<String>().ok().and_then(|p| serde_json::from_str::<Wire>(&p).ok()) {
-            Some(wire) => deliver(wire.into_action()),
-            None => tracing::warn!("undecodable frame on the node channel"),
+/// Hands each frame published to this node to `deliver` (the hub's, for its connections). When
+/// the subscription drops, frames published meanwhile are lost to this node: `lost` is called (the
+/// hub closes its connections, whose clients resume and get them from the replay buffers), and it
+/// subscribes again until Redis answers; meanwhile the node takes no connections.
+pub async fn run_inbox(mut inbox: Inbox, deliver: impl Fn(Action), lost: impl Fn()) {
+    loop {
+        while let Some(message) = inbox.stream.next().await {
+            match message.get_payload::<String>().ok().and_then(|p| serde_json::from_str::<Wire>(&p).ok()) {
+                Some(wire) => deliver(wire.into_action()),
+                None => tracing::warn!("undecodable frame on the node channel"),
+            }
+        }
+        tracing::error!("Redis subscription dropped: closing this node's connections; subscribing again");
+        inbox.subscribed.store(false, Ordering::SeqCst);
+        lost();
+        loop {
+            tokio::time::sleep(RESUBSCRIBE_EVERY).await;
+            match Inbox::subscribe(&inbox.client, inbox.node).await {
+                Ok(stream) => {
+                    inbox.stream = stream;
+                    inbox.subscribed.store(true, Ordering::SeqCst);
+                    tracing::info!("Redis subscription renewed");
+                    break;
+                }
+                Err(e) => tracing::warn!(error = %e, "Redis: subscribing again failed"),
+            }
         }
     }
-    tracing::error!("Redis subscription ended: this node no longer receives frames from other nodes");
 }
