@@ -140,6 +140,34 @@ async fn two_nodes(db: &TempDb, redis: &Redis) -> (TestServer, Node, Visit) {
     (a, b, visit)
 }
 
+/// The patient waits on node B, the doctor joins on node A; returns (doctor, patient) after the
+/// doctor was asked to offer (the patient's `admitted` and `peer-joined` are still unread).
+async fn doctor_on_a_patient_on_b(a: &TestServer, b: &Node, visit: &Visit) -> (Ws, Ws) {
+    let mut patient = b.join(&visit.patient_token, None).await;
+    patient.expect("joined").await;
+    patient.expect("waiting").await;
+    let mut doctor = a.join(&visit.doctor_token).await;
+    doctor.expect("joined").await;
+    doctor.expect("peer-joined").await;
+    (doctor, patient)
+}
+
+/// Joins (resuming from `last_seq`) at `ws_url` until the node takes it: while it has no Redis it
+/// answers `internal`, and clients retry. Returns the connection and its `joined`.
+async fn join_when_taken(ws_url: &str, token: &str, last_seq: u64) -> (Ws, Value) {
+    for _ in 0..50 {
+        let mut ws = Ws::connect(ws_url).await;
+        ws.send(json!({"type": "join", "token": token, "resume": {"last_seq": last_seq}})).await;
+        let first = ws.next().await;
+        if first["type"] == "joined" {
+            return (ws, first);
+        }
+        assert_eq!(first["code"], "internal", "{first}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{ws_url} does not take joins again");
+}
+
 async fn resume_on_a(a: &TestServer, token: &str, last_seq: u64) -> Ws {
     let mut ws = Ws::connect(&a.ws_url()).await;
     ws.send(json!({"type": "join", "token": token, "resume": {"last_seq": last_seq}})).await;
@@ -262,12 +290,7 @@ async fn a_patient_who_drops_on_one_node_and_stays_away_is_announced_to_the_doct
     let redis = Redis::start().await;
     let db = TempDb::new();
     let (a, b, visit) = two_nodes(&db, &redis).await;
-    let mut patient = b.join(&visit.patient_token, None).await;
-    patient.expect("joined").await;
-    patient.expect("waiting").await;
-    let mut doctor = a.join(&visit.doctor_token).await;
-    doctor.expect("joined").await;
-    doctor.expect("peer-joined").await;
+    let (mut doctor, patient) = doctor_on_a_patient_on_b(&a, &b, &visit).await;
 
     // The patient's socket closes on node B; B's grace timer (1 s) runs out without a return.
     drop(patient);
@@ -288,12 +311,7 @@ async fn a_patient_whose_node_dies_and_who_does_not_come_back_is_announced_after
     let redis = Redis::start().await;
     let db = TempDb::new();
     let (a, mut b, visit) = two_nodes(&db, &redis).await;
-    let mut patient = b.join(&visit.patient_token, None).await;
-    patient.expect("joined").await;
-    patient.expect("waiting").await;
-    let mut doctor = a.join(&visit.doctor_token).await;
-    doctor.expect("joined").await;
-    doctor.expect("peer-joined").await;
+    let (mut doctor, _patient) = doctor_on_a_patient_on_b(&a, &b, &visit).await;
 
     // Node B dies with the patient on it; node A notices B's silence (3 s), then the grace (1 s).
     b.kill();
@@ -456,12 +474,7 @@ async fn after_redis_restarts_the_nodes_close_their_connections_and_the_call_sta
     let mut redis = Redis::start().await;
     let db = TempDb::new();
     let (a, b, visit) = two_nodes(&db, &redis).await;
-    let mut patient = b.join(&visit.patient_token, None).await;
-    patient.expect("joined").await;
-    patient.expect("waiting").await;
-    let mut doctor = a.join(&visit.doctor_token).await;
-    doctor.expect("joined").await;
-    doctor.expect("peer-joined").await;
+    let (mut doctor, mut patient) = doctor_on_a_patient_on_b(&a, &b, &visit).await;
     patient.expect("admitted").await;
     patient.expect("peer-joined").await;
     doctor.send(chat(1, "Before the restart")).await;
@@ -475,33 +488,11 @@ async fn after_redis_restarts_the_nodes_close_their_connections_and_the_call_sta
     }
     let (doctor_seq, patient_seq) = (doctor.last_seq, patient.last_seq);
     // Until each node's Redis connection is back, a join is refused (`internal`); clients retry.
-    let (mut doctor, joined) = 'retry: {
-        for _ in 0..50 {
-            let mut doctor = resume_on_a(&a, &visit.doctor_token, doctor_seq).await;
-            let first = doctor.next().await;
-            if first["type"] == "joined" {
-                break 'retry (doctor, first);
-            }
-            assert_eq!(first["code"], "internal", "{first}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("node A does not take joins again after Redis restarted");
-    };
+    let (mut doctor, joined) = join_when_taken(&a.ws_url(), &visit.doctor_token, doctor_seq).await;
     assert_eq!(joined["resumed"], false, "the room was in Redis: {joined}");
-    doctor.last_seq = 0; // not resumed: numbering starts over
     assert_eq!(joined["chat_history"][0]["text"], "Before the restart", "chat is in the database");
-    let mut patient = 'retry: {
-        for _ in 0..50 {
-            let mut patient = b.join(&visit.patient_token, Some(patient_seq)).await;
-            let first = patient.next().await;
-            if first["type"] == "joined" {
-                break 'retry patient;
-            }
-            assert_eq!(first["code"], "internal", "{first}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("node B does not take joins again after Redis restarted");
-    };
+    let b_url = format!("ws://127.0.0.1:{}/api/video-call/ws", b.port);
+    let (mut patient, _) = join_when_taken(&b_url, &visit.patient_token, patient_seq).await;
     patient.expect("admitted").await;
     patient.expect("peer-joined").await;
     assert_eq!(doctor.expect("peer-joined").await["make_offer"], true);
