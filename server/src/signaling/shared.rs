@@ -2,11 +2,13 @@
 //!
 //! Each room's whole state (the sans-I/O [`Room`]: presence, waiting-room status, seqs, replay
 //! buffers) is one JSON value in Redis. An input to a room takes the room's lock in Redis, reads
-//! the room, applies the input, stores chat it accepted (in the database, before the lock is let
-//! go: a node that dies leaves no chat half-handled), writes the room back, publishes the frames
-//! it sends and lets the lock go. Frames go to the node holding the connection through that node's
-//! pub/sub channel: every node sends through Redis, also to its own connections, so each
-//! connection receives its frames in the order the room numbered them.
+//! the room, applies the input and stores the chat it accepted (in the database, so that no chat
+//! stays "being stored" in a room whose node died); then one Lua script writes the room back,
+//! publishes the frames it sends and lets the lock go. Frames go to the node holding the
+//! connection through that node's pub/sub channel: every node sends through Redis, also to its own
+//! connections, so each connection receives its frames in the order the room numbered them.
+//! Nodes beat in Redis; the connections of a node that stops are dropped by another
+//! ([`SharedRooms::heartbeat`]), so grace periods run for them as for any drop.
 //!
 //! A connection id carries its node (`node << 32 | n`), so a frame for a connection on a node that
 //! died goes nowhere and stays in the replay buffer: the client resumes on another node with
