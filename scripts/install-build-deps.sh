@@ -2,10 +2,10 @@
 # Installs what building the Rust workspace needs beyond Rust, idempotently: the core's software
 # codec path links Debian's libvpx (VP8) and libopus, found through pkg-config; the TURN tests run
 # Debian's coturn (`turnserver`), the production TURN server, and need iproute2 (`ip`, `tc`) for
-# their network namespaces. Safe to run again.
+# their network namespaces; the multi-node signaling tests run Debian's redis-server. Safe to run again.
 set -euo pipefail
 missing=()
-for package in pkg-config libvpx-dev libopus-dev coturn iproute2; do
+for package in pkg-config libvpx-dev libopus-dev coturn iproute2 redis-server; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -224,7 +224,7 @@ pub async fn status(
 ) -> ApiResult<Json<StatusResponse>> {
     let (appointment, _) =
         actor.authorize(&state, &appointment_id, false, Some(addr.ip().to_string())).await?;
-    let (doctor_present, patient_present) = state.hub.presence(&appointment_id);
+    let (doctor_present, patient_present) = state.hub.presence(&appointment_id).await;
     let now = state.clock.now_ms();
     let duration_seconds = match (appointment.status, appointment.started_at_ms) {
         (CallStatus::InProgress, Some(started)) => (now - started).max(0) / 1000,
@@ -292,6 +292,6 @@ pub async fn waiting_message(
     if appointment.status == CallStatus::Ended {
         return Err(ApiError::new(ErrorCode::CallEnded, "this call has ended"));
     }
-    let delivered = state.hub.set_waiting_message(&appointment, &body.text);
+    let delivered = state.hub.set_waiting_message(&appointment, &body.text).await?;
     Ok(Json(serde_json::json!({ "ok": true, "delivered": delivered })))
 }

@@ -22,6 +22,10 @@ pub struct Settings {
     /// Database URL [default: sqlite://televisit.db].
     #[arg(long, env = "TELEVISIT_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Redis URL for multi-node signaling (`redis://host:6379`); without it signaling stays in
+    /// this process [default: none].
+    #[arg(long, env = "TELEVISIT_REDIS_URL")]
+    pub redis_url: Option<String>,
     /// Public base URL used in join links [default: http://<listen>].
     #[arg(long, env = "TELEVISIT_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -210,6 +214,7 @@ impl Settings {
             lower,
             listen,
             database_url,
+            redis_url,
             public_url,
             token_ttl_seconds,
             allowed_origins,
@@ -276,6 +281,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Database URL.
     pub database_url: String,
+    /// Redis for multi-node signaling; `None`: signaling state stays in this process.
+    pub redis_url: Option<String>,
     /// Public base URL (no trailing slash), used in join links.
     pub public_url: String,
     /// Call token lifetime.
@@ -348,6 +355,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("listen", &self.listen)
             .field("database_url", &without_password(&self.database_url))
+            .field("redis_url", &self.redis_url.as_deref().map(without_password))
             .field("public_url", &self.public_url)
             .field("token_ttl_seconds", &self.token_ttl_seconds)
             .field("allowed_origins", &self.allowed_origins)
@@ -403,6 +411,7 @@ impl Config {
         Ok(Config {
             listen,
             database_url: settings.database_url.unwrap_or_else(|| "sqlite://televisit.db".into()),
+            redis_url: settings.redis_url,
             secure_cookies: public.scheme() == "https",
             public_url,
             token_ttl_seconds: settings.token_ttl_seconds.unwrap_or(24 * 3600),

@@ -45,6 +45,7 @@ use metrics::Metrics;
 use secrets::Clock;
 use signaling::http_fallback::HttpSessions;
 use signaling::hub::Hub;
+use signaling::shared::SharedRooms;
 use store::Store;
 use throttle::{AuditLimiter, WindowCounter};
 
@@ -82,16 +83,28 @@ const AUDIT_REFUSALS_PER_MINUTE_IN_ALL: u32 = 1000;
 pub type SharedState = Arc<AppState>;
 
 impl AppState {
-    /// Opens the database and builds the state.
-    pub async fn new(config: Config, clock: Clock) -> Result<SharedState, sqlx::Error> {
+    /// Opens the database (and Redis, with `--redis-url`) and builds the state.
+    pub async fn new(
+        config: Config,
+        clock: Clock,
+    ) -> Result<SharedState, Box<dyn std::error::Error + Send + Sync>> {
         let store = Store::open(&config.database_url).await?;
         let metrics = Arc::new(Metrics::default());
+        let shared = match &config.redis_url {
+            Some(url) => Some(
+                SharedRooms::connect(url, store.clone(), clock.clone())
+                    .await
+                    .map_err(|e| format!("Redis at --redis-url: {e}"))?,
+            ),
+            None => None,
+        };
         let hub = Hub::new(
             store.clone(),
             clock.clone(),
             Arc::clone(&metrics),
             Duration::from_secs(config.reconnect_grace_seconds),
             config.idle_timeout_seconds,
+            shared,
         );
         let minute = Duration::from_secs(60);
         Ok(Arc::new(AppState {

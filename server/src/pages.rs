@@ -281,21 +281,19 @@ pub async fn doctor_appointments(
     let from = window.from_ms.unwrap_or(now - 12 * 3_600_000);
     let to = window.to_ms.unwrap_or(now + 36 * 3_600_000);
     let rows = state.store.doctor_appointments(&auth.doctor.id, from, to).await?;
-    Ok(Json(
-        rows.into_iter()
-            .map(|row| {
-                let (doctor_present, patient_present) = state.hub.presence(&row.appointment.id);
-                let waiting_message = state.hub.waiting_message(&row.appointment.id);
-                DoctorAppointment {
-                    appointment: row.appointment.into(),
-                    patient_name: row.patient_name,
-                    patient_present,
-                    doctor_present,
-                    waiting_message,
-                }
-            })
-            .collect(),
-    ))
+    let mut appointments = Vec::with_capacity(rows.len());
+    for row in rows {
+        let (doctor_present, patient_present) = state.hub.presence(&row.appointment.id).await;
+        let waiting_message = state.hub.waiting_message(&row.appointment.id).await;
+        appointments.push(DoctorAppointment {
+            appointment: row.appointment.into(),
+            patient_name: row.patient_name,
+            patient_present,
+            doctor_present,
+            waiting_message,
+        });
+    }
+    Ok(Json(appointments))
 }
 
 #[cfg(test)]

@@ -3,14 +3,13 @@
 //! thousand a second on SQLite). Each stored message goes back to its room, which delivers it and
 //! acknowledges it to its sender; a message is never acknowledged before its batch committed.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Weak;
 use std::time::Duration;
 
 use televisit_core::protocol::ChatMessage;
 use tokio::sync::{mpsc, oneshot};
 
 use super::hub::Hub;
-use super::room::Room;
 use crate::store::{is_busy, NewChat, Store};
 
 /// Most messages in one transaction.
@@ -21,9 +20,7 @@ const BUSY_RETRIES: u32 = 5;
 
 /// A chat message waiting to be stored.
 pub struct PendingChat {
-    /// Where it goes once stored.
-    pub room: Arc<Mutex<Room>>,
-    /// What to store.
+    /// What to store (its appointment's room gets it once stored).
     pub chat: NewChat,
     /// The `seq` its sender gave it.
     pub client_seq: Option<u64>,

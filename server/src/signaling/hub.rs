@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use televisit_core::protocol::{CallStatus, ChatMessage, ClientMessage, ErrorCode, Frame, Role};
@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use super::chat_writer::{ChatWriter, PendingChat};
 use super::room::{Action, ConnId, Room, QUALITY_REPORTS_PER_ROLE};
+use super::shared::{node_of, run_inbox, Inbox, SharedRooms, NODE_HEARTBEAT};
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::{HubMemory, Metrics};
 use crate::secrets::Clock;
@@ -77,9 +78,11 @@ pub struct Connection {
 
 /// The signaling hub.
 pub struct Hub {
-    rooms: Mutex<HashMap<String, Arc<Mutex<Room>>>>,
+    rooms: Rooms,
     conns: Mutex<HashMap<ConnId, mpsc::Sender<Outgoing>>>,
     next_conn: AtomicU64,
+    /// This node's id in the high half of its connection ids (0 on a single node).
+    node_bits: u64,
     store: Store,
     clock: Clock,
     metrics: Arc<Metrics>,
@@ -90,26 +93,62 @@ pub struct Hub {
     chat_stored: tokio::sync::Notify,
 }
 
+/// Where the rooms live: the one interface between the hub and its two deployments.
+enum Rooms {
+    /// One node (no `--redis-url`): rooms in this process, by appointment.
+    Local(Mutex<HashMap<String, Arc<Mutex<Room>>>>),
+    /// Several nodes: rooms in Redis, frames between nodes over pub/sub.
+    Shared(SharedRooms),
+}
+
 impl Hub {
-    /// A hub over the given store, with its chat writer running (needs a Tokio runtime).
+    /// A hub over the given store, with its chat writer running (needs a Tokio runtime). With
+    /// `shared` (from [`SharedRooms::connect`]) its rooms live in Redis, shared with other nodes.
     pub fn new(
         store: Store,
         clock: Clock,
         metrics: Arc<Metrics>,
         grace: Duration,
         idle_timeout_seconds: u64,
+        shared: Option<(SharedRooms, Inbox)>,
     ) -> Arc<Self> {
-        Arc::new_cyclic(|hub| Hub {
-            rooms: Mutex::default(),
-            conns: Mutex::default(),
-            next_conn: AtomicU64::new(1),
-            chat_writer: ChatWriter::start(store.clone(), hub.clone()),
-            store,
-            clock,
-            metrics,
-            grace,
-            idle_timeout_seconds,
-            chat_stored: tokio::sync::Notify::new(),
+        Arc::new_cyclic(|hub: &std::sync::Weak<Hub>| {
+            let (rooms, node_bits) = match shared {
+                Some((shared, inbox)) => {
+                    tokio::spawn(Hub::watch_nodes(hub.clone()));
+                    let (for_frames, for_loss) = (hub.clone(), hub.clone());
+                    let deliver = move |action| {
+                        if let Some(hub) = for_frames.upgrade() {
+                            let deferred = hub.deliver(vec![action]);
+                            debug_assert!(deferred.is_empty());
+                        }
+                    };
+                    // Dropping the senders ends each connection after its queued frames.
+                    let lost = move || {
+                        if let Some(hub) = for_loss.upgrade() {
+                            let closed = hub.conns.lock().expect("conns lock").drain().count();
+                            (0..closed).for_each(|_| hub.metrics.connections_closed());
+                        }
+                    };
+                    tokio::spawn(run_inbox(inbox, deliver, lost));
+                    let node_bits = u64::from(shared.node()) << 32;
+                    (Rooms::Shared(shared), node_bits)
+                }
+                None => (Rooms::Local(Mutex::default()), 0),
+            };
+            Hub {
+                rooms,
+                conns: Mutex::default(),
+                next_conn: AtomicU64::new(1),
+                node_bits,
+                chat_writer: ChatWriter::start(store.clone(), hub.clone()),
+                store,
+                clock,
+                metrics,
+                grace,
+                idle_timeout_seconds,
+                chat_stored: tokio::sync::Notify::new(),
+            }
         })
     }
 
@@ -123,46 +162,87 @@ impl Hub {
         self.clock.now_ms()
     }
 
-    fn room(&self, grant: &Grant) -> Arc<Mutex<Room>> {
-        self.room_for(&grant.appointment_id, &grant.room_id, grant.status)
-    }
-
-    /// The appointment's room, created from its stored state on first use (also after a restart).
-    fn room_for(&self, appointment_id: &str, room_id: &str, status: CallStatus) -> Arc<Mutex<Room>> {
-        let mut rooms = self.rooms.lock().expect("rooms lock");
-        rooms
-            .entry(appointment_id.to_owned())
-            .or_insert_with(|| {
-                Arc::new(Mutex::new(Room::new(room_id.to_owned(), status, self.idle_timeout_seconds)))
-            })
-            .clone()
-    }
-
     fn existing_room(&self, appointment_id: &str) -> Option<Arc<Mutex<Room>>> {
-        self.rooms.lock().expect("rooms lock").get(appointment_id).cloned()
+        match &self.rooms {
+            Rooms::Local(rooms) => rooms.lock().expect("rooms lock").get(appointment_id).cloned(),
+            Rooms::Shared(_) => None,
+        }
+    }
+
+    /// Applies an input to an appointment's room and delivers the frames it sends; returns the
+    /// actions that need the database or a timer. `create`: the room's id and stored status, to
+    /// create it from when it is not there (on first use, also after a restart); `None`: an
+    /// absent room (the call ended) is left alone and the answer is `Ok(None)`.
+    async fn apply(
+        &self,
+        appointment_id: &str,
+        create: Option<(&str, CallStatus)>,
+        input: impl FnOnce(&mut Room) -> Vec<Action>,
+    ) -> ApiResult<Option<Vec<Action>>> {
+        let new_room = |(room_id, status): (&str, CallStatus)| {
+            Room::new(room_id.to_owned(), status, self.idle_timeout_seconds)
+        };
+        match &self.rooms {
+            Rooms::Local(rooms) => {
+                let room = match create {
+                    Some(create) => rooms
+                        .lock()
+                        .expect("rooms lock")
+                        .entry(appointment_id.to_owned())
+                        .or_insert_with(|| Arc::new(Mutex::new(new_room(create))))
+                        .clone(),
+                    None => match self.existing_room(appointment_id) {
+                        Some(room) => room,
+                        None => return Ok(None),
+                    },
+                };
+                let mut room = room.lock().expect("room lock");
+                Ok(Some(self.deliver(input(&mut room))))
+            }
+            Rooms::Shared(shared) => match shared.apply(appointment_id, create.map(new_room), input).await {
+                Ok(rest) => Ok(rest.map(|rest| self.deliver(rest))),
+                Err(e) => {
+                    tracing::error!(error = %e, "Redis: a room input failed");
+                    Err(ApiError::new(ErrorCode::Internal, "signaling is unavailable; try again"))
+                }
+            },
+        }
     }
 
     /// Who is connected to an appointment's room: (doctor, patient).
-    pub fn presence(&self, appointment_id: &str) -> (bool, bool) {
-        self.existing_room(appointment_id).map_or((false, false), |room| {
-            let room = room.lock().expect("room lock");
-            (room.is_present(Role::Doctor), room.is_present(Role::Patient))
-        })
+    pub async fn presence(&self, appointment_id: &str) -> (bool, bool) {
+        let of = |room: &Room| (room.is_present(Role::Doctor), room.is_present(Role::Patient));
+        match &self.rooms {
+            Rooms::Local(_) => self
+                .existing_room(appointment_id)
+                .map_or((false, false), |room| of(&room.lock().expect("room lock"))),
+            Rooms::Shared(shared) => match shared.peek(appointment_id).await {
+                Ok(room) => room.as_ref().map_or((false, false), of),
+                Err(e) => {
+                    tracing::error!(error = %e, "Redis: presence not read");
+                    (false, false)
+                }
+            },
+        }
     }
 
-    /// Number of open signaling connections.
+    /// Number of open signaling connections on this node.
     pub fn connection_count(&self) -> usize {
         self.conns.lock().expect("conns lock").len()
     }
 
-    /// Number of rooms in memory (a room leaves when its call ends).
+    /// Number of rooms in this process's memory (a room leaves when its call ends; with Redis
+    /// none are kept here).
     pub fn room_count(&self) -> usize {
-        self.rooms.lock().expect("rooms lock").len()
+        self.memory().rooms
     }
 
-    /// Rooms in memory and the bytes they keep for resumption.
+    /// Rooms in this process's memory and the bytes they keep for resumption.
     pub fn memory(&self) -> HubMemory {
-        let rooms: Vec<_> = self.rooms.lock().expect("rooms lock").values().cloned().collect();
+        let Rooms::Local(rooms) = &self.rooms else {
+            return HubMemory { rooms: 0, replay_bytes: 0 };
+        };
+        let rooms: Vec<_> = rooms.lock().expect("rooms lock").values().cloned().collect();
         let replay_bytes = rooms.iter().map(|room| room.lock().expect("room lock").replay_bytes()).sum();
         HubMemory { rooms: rooms.len(), replay_bytes }
     }
@@ -171,31 +251,40 @@ impl Hub {
     pub async fn connect(self: &Arc<Self>, grant: &Grant, resume_from: Option<u64>) -> ApiResult<Connection> {
         // Chat this participant sent before reconnecting is stored first, so the history and
         // `joined.last_client_seq` include it.
+        if matches!(&self.rooms, Rooms::Shared(shared) if !shared.is_subscribed()) {
+            return Err(ApiError::new(ErrorCode::Internal, "signaling is unavailable; try again"));
+        }
         self.chat_writer.flush().await;
         let history = self.metrics.db("chat_history", self.store.chat_history(&grant.appointment_id)).await?;
-        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let id = self.node_bits | self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(OUTBOX_FRAMES);
         self.conns.lock().expect("conns lock").insert(id, tx.clone());
         self.metrics.connections_opened();
-        let room = self.room(grant);
-        let deferred = {
-            let mut room = room.lock().expect("room lock");
-            let actions = room.connect(grant.role, id, resume_from, history);
-            self.deliver(actions)
+        let create = Some((grant.room_id.as_str(), grant.status));
+        let connected = self
+            .apply(&grant.appointment_id, create, |room| room.connect(grant.role, id, resume_from, history))
+            .await;
+        let deferred = match connected {
+            Ok(deferred) => deferred.unwrap_or_default(),
+            Err(e) => {
+                if self.conns.lock().expect("conns lock").remove(&id).is_some() {
+                    self.metrics.connections_closed();
+                }
+                return Err(e);
+            }
         };
-        self.run(grant, &room, deferred).await;
+        self.run(grant, deferred).await;
         self.audit(grant, "join", if resume_from.is_some() { "resume" } else { "" }).await;
         Ok(Connection { id, outgoing: rx, reply: tx.downgrade() })
     }
 
     /// A decoded frame from a participant's connection.
     pub async fn frame(self: &Arc<Self>, grant: &Grant, conn: ConnId, frame: Frame<ClientMessage>) {
-        let Some(room) = self.existing_room(&grant.appointment_id) else {
-            return; // the call ended
-        };
         self.metrics.frame_received(&frame.message);
         let is_leave = matches!(frame.message, ClientMessage::Leave);
-        if matches!(frame.message, ClientMessage::Chat { .. }) {
+        if let (ClientMessage::Chat { .. }, Some(room)) =
+            (&frame.message, self.existing_room(&grant.appointment_id))
+        {
             // Backpressure: this participant's frames wait (and its socket is not read) until
             // storage catches up, rather than the room refusing chat.
             loop {
@@ -206,13 +295,13 @@ impl Hub {
                 stored.await;
             }
         }
-        let deferred = {
-            let mut room = room.lock().expect("room lock");
-            self.deliver(room.frame(grant.role, conn, frame))
+        let applied =
+            self.apply(&grant.appointment_id, None, |room| room.frame(grant.role, conn, frame)).await;
+        let Ok(Some(deferred)) = applied else {
+            return; // the call ended (or Redis failed: logged)
         };
-        self.run(grant, &room, deferred).await;
+        self.run(grant, deferred).await;
         if is_leave {
-            drop(room);
             self.evict_if_idle(&grant.appointment_id);
             self.audit(grant, "leave", "").await;
         }
@@ -223,32 +312,43 @@ impl Hub {
         if self.conns.lock().expect("conns lock").remove(&conn).is_some() {
             self.metrics.connections_closed();
         }
-        let Some(room) = self.existing_room(&grant.appointment_id) else {
-            return; // the call ended
-        };
-        let deferred = {
-            let mut room = room.lock().expect("room lock");
-            self.deliver(room.disconnect(grant.role, conn))
-        };
-        self.run(grant, &room, deferred).await;
+        let applied = self.apply(&grant.appointment_id, None, |room| room.disconnect(grant.role, conn)).await;
+        if let Ok(Some(deferred)) = applied {
+            self.run(grant, deferred).await;
+        }
     }
 
     /// The doctor's waiting-room status for an appointment; whether it was delivered, that is
     /// the patient is in the waiting room and it went to her connection (otherwise she sees it
     /// when she opens her link).
-    pub fn set_waiting_message(&self, appointment: &Appointment, text: &str) -> bool {
-        let room = self.room_for(&appointment.id, &appointment.room_id, appointment.status);
-        let mut room = room.lock().expect("room lock");
-        let deferred = self.deliver(room.set_waiting_message(text));
-        debug_assert!(deferred.is_empty());
-        room.patient_waiting()
+    pub async fn set_waiting_message(&self, appointment: &Appointment, text: &str) -> ApiResult<bool> {
+        let create = Some((appointment.room_id.as_str(), appointment.status));
+        let mut delivered = false;
+        let set = |room: &mut Room| {
+            let actions = room.set_waiting_message(text);
+            delivered = room.patient_waiting();
+            actions
+        };
+        let deferred = self.apply(&appointment.id, create, set).await?;
+        debug_assert!(deferred.unwrap_or_default().is_empty());
+        Ok(delivered)
     }
 
     /// The doctor's waiting-room status for an appointment, if one is set.
-    pub fn waiting_message(&self, appointment_id: &str) -> Option<String> {
-        let room = self.existing_room(appointment_id)?;
-        let room = room.lock().expect("room lock");
-        room.waiting_message().map(str::to_owned)
+    pub async fn waiting_message(&self, appointment_id: &str) -> Option<String> {
+        let of = |room: &Room| room.waiting_message().map(str::to_owned);
+        match &self.rooms {
+            Rooms::Local(_) => {
+                self.existing_room(appointment_id).and_then(|room| of(&room.lock().expect("room lock")))
+            }
+            Rooms::Shared(shared) => match shared.peek(appointment_id).await {
+                Ok(room) => room.as_ref().and_then(of),
+                Err(e) => {
+                    tracing::error!(error = %e, "Redis: waiting message not read");
+                    None
+                }
+            },
+        }
     }
 
     /// Ends the call: stores the end and duration, revokes the tokens, tells everyone.
@@ -265,11 +365,21 @@ impl Hub {
         let actor = ended_by.map_or("clinic", Role::as_str);
         let entry = AuditEntry::new(self.clock.now_ms(), Some(appointment_id), actor, "end", "", remote_addr);
         self.store.audit(&entry).await?;
-        let room = self.rooms.lock().expect("rooms lock").remove(appointment_id);
-        if let Some(room) = room {
-            let mut room = room.lock().expect("room lock");
-            let deferred = self.deliver(room.end(ended_by, appointment.duration_seconds));
-            debug_assert!(deferred.is_empty());
+        let end = |room: &mut Room| room.end(ended_by, appointment.duration_seconds);
+        match &self.rooms {
+            Rooms::Local(rooms) => {
+                let room = rooms.lock().expect("rooms lock").remove(appointment_id);
+                if let Some(room) = room {
+                    let mut room = room.lock().expect("room lock");
+                    let deferred = self.deliver(end(&mut room));
+                    debug_assert!(deferred.is_empty());
+                }
+            }
+            // The ended room stays in Redis (without its replay buffers) until it expires, so a
+            // late join on any node hears that the call ended.
+            Rooms::Shared(_) => {
+                self.apply(appointment_id, None, end).await?;
+            }
         }
         tracing::info!(appointment = %appointment_id, duration_seconds = appointment.duration_seconds, "call ended");
         Ok(appointment.duration_seconds)
@@ -278,8 +388,10 @@ impl Hub {
     /// Lets an appointment's room go if it is idle ([`Room::is_idle`]) and nothing else holds it:
     /// a connection being admitted, a frame being handled, a grace timer or a chat being stored
     /// each hold a reference, and check again (or keep the room busy) when they are done.
+    /// With Redis, rooms are not kept in this process.
     fn evict_if_idle(&self, appointment_id: &str) {
-        let mut rooms = self.rooms.lock().expect("rooms lock");
+        let Rooms::Local(rooms) = &self.rooms else { return };
+        let mut rooms = rooms.lock().expect("rooms lock");
         let idle = rooms
             .get(appointment_id)
             .is_some_and(|room| Arc::strong_count(room) == 1 && room.lock().expect("room lock").is_idle());
@@ -293,7 +405,9 @@ impl Hub {
         let mut stored = stored.map(Vec::into_iter);
         for pending in batch {
             let message = stored.as_mut().and_then(Iterator::next);
-            let mut room = pending.room.lock().expect("room lock");
+            // A room that left (its call ended) has nothing to deliver.
+            let Some(room) = self.existing_room(&pending.chat.appointment_id) else { continue };
+            let mut room = room.lock().expect("room lock");
             let actions = match message {
                 Some(message) => room.chat_stored(message, pending.client_seq),
                 None => room.chat_not_stored(pending.chat.from, pending.client_seq),
@@ -341,13 +455,13 @@ impl Hub {
     }
 
     /// Carries out the actions that need the database or a timer.
-    async fn run(self: &Arc<Self>, grant: &Grant, room: &Arc<Mutex<Room>>, mut actions: Vec<Action>) {
+    async fn run(self: &Arc<Self>, grant: &Grant, mut actions: Vec<Action>) {
         while let Some(action) = actions.pop() {
             let result: ApiResult<()> = async {
                 match action {
                     Action::StoreChat { from, text, client_seq } => {
                         let chat = NewChat { appointment_id: grant.appointment_id.clone(), from, text };
-                        self.chat_writer.submit(PendingChat { room: Arc::clone(room), chat, client_seq });
+                        self.chat_writer.submit(PendingChat { chat, client_seq });
                     }
                     Action::StoreQuality { from, report } => {
                         let (id, now) = (&grant.appointment_id, self.clock.now_ms());
@@ -375,22 +489,7 @@ impl Hub {
                             .await?;
                     }
                     Action::StartGrace { role, conn } => {
-                        let hub = Arc::clone(self);
-                        let room = Arc::clone(room);
-                        let grant = grant.clone();
-                        tokio::spawn(async move {
-                            tokio::time::sleep(hub.grace).await;
-                            let deferred = {
-                                let mut room = room.lock().expect("room lock");
-                                hub.deliver(room.grace_expired(role, conn))
-                            };
-                            debug_assert!(deferred.is_empty());
-                            hub.audit(&grant, "leave", "disconnected").await;
-                            tokio::time::sleep(REPLAY_KEPT_AFTER_DROP.saturating_sub(hub.grace)).await;
-                            room.lock().expect("room lock").forget_replay(role, conn);
-                            drop(room);
-                            hub.evict_if_idle(&grant.appointment_id);
-                        });
+                        self.start_grace(&grant.appointment_id, role, conn, grant.remote_addr.clone());
                     }
                     Action::Send { .. }
                     | Action::Close { .. }
@@ -409,14 +508,100 @@ impl Hub {
         }
     }
 
+    /// Runs a dropped connection's grace period, then lets its replay buffer go.
+    fn start_grace(
+        self: &Arc<Self>,
+        appointment_id: &str,
+        role: Role,
+        conn: ConnId,
+        remote_addr: Option<String>,
+    ) {
+        let hub = Arc::clone(self);
+        let id = appointment_id.to_owned();
+        // In process, the timer holds the room until the resume window ends, so it is not let go
+        // (see `evict_if_idle`) while the dropped participant may still resume.
+        let held = self.existing_room(appointment_id);
+        tokio::spawn(async move {
+            tokio::time::sleep(hub.grace).await;
+            let expired = hub.apply(&id, None, |room| room.grace_expired(role, conn)).await;
+            debug_assert!(expired.map_or(true, |d| d.unwrap_or_default().is_empty()));
+            hub.audit_as(&id, role, "leave", "disconnected", remote_addr).await;
+            tokio::time::sleep(REPLAY_KEPT_AFTER_DROP.saturating_sub(hub.grace)).await;
+            let forget = |room: &mut Room| {
+                room.forget_replay(role, conn);
+                Vec::new()
+            };
+            let _ = hub.apply(&id, None, forget).await;
+            drop(held);
+            hub.evict_if_idle(&id);
+        });
+    }
+
+    /// Every few seconds: tells Redis this node lives, and disconnects the connections of nodes
+    /// that stopped doing so (died), so their participants get a grace period like any drop.
+    async fn watch_nodes(hub: Weak<Hub>) {
+        // The first beat was at connect; the hub is built by the second.
+        let mut every =
+            tokio::time::interval_at(tokio::time::Instant::now() + NODE_HEARTBEAT, NODE_HEARTBEAT);
+        loop {
+            every.tick().await;
+            let Some(hub) = hub.upgrade() else { return };
+            let Rooms::Shared(shared) = &hub.rooms else { return };
+            let dead = match shared.heartbeat().await {
+                Ok(dead) => dead,
+                Err(e) => {
+                    tracing::error!(error = %e, "Redis: heartbeat failed");
+                    continue;
+                }
+            };
+            for (node, appointments) in dead {
+                tracing::warn!(
+                    node,
+                    rooms = appointments.len(),
+                    "a signaling node died; its participants are dropped"
+                );
+                for appointment_id in appointments {
+                    let drop_dead = |room: &mut Room| {
+                        let mut actions = Vec::new();
+                        for role in [Role::Doctor, Role::Patient] {
+                            if let Some(conn) = room.connection(role).filter(|conn| node_of(*conn) == node) {
+                                actions.extend(room.disconnect(role, conn));
+                            }
+                        }
+                        actions
+                    };
+                    let Ok(Some(deferred)) = hub.apply(&appointment_id, None, drop_dead).await else {
+                        continue;
+                    };
+                    for action in deferred {
+                        if let Action::StartGrace { role, conn } = action {
+                            hub.start_grace(&appointment_id, role, conn, None);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     async fn audit(&self, grant: &Grant, action: &str, detail: &str) {
+        self.audit_as(&grant.appointment_id, grant.role, action, detail, grant.remote_addr.clone()).await;
+    }
+
+    async fn audit_as(
+        &self,
+        appointment_id: &str,
+        role: Role,
+        action: &str,
+        detail: &str,
+        remote_addr: Option<String>,
+    ) {
         let entry = AuditEntry::new(
             self.clock.now_ms(),
-            Some(&grant.appointment_id),
-            grant.role.as_str(),
+            Some(appointment_id),
+            role.as_str(),
             action,
             detail,
-            grant.remote_addr.clone(),
+            remote_addr,
         );
         if let Err(e) = self.metrics.db("audit", self.store.audit(&entry)).await {
             tracing::error!(error = %e, "audit write failed");

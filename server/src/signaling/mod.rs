@@ -5,4 +5,5 @@ pub mod http_fallback;
 pub mod hub;
 pub mod rate_limit;
 pub mod room;
+pub mod shared;
 pub mod ws;

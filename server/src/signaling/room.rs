@@ -20,6 +20,8 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
+use serde::{Deserialize, Serialize};
+
 use televisit_core::protocol::{
     encode, valid_stream_id, CallStatus, ChatMessage, ClientMessage, ErrorCode, Frame, MediaState,
     QualityReport, Role, ServerMessage, MAX_CHAT_CHARS, MAX_WAITING_MESSAGE_CHARS,
@@ -111,7 +113,7 @@ pub enum Action {
     },
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Seat {
     conn: Option<ConnId>,
     /// The connection that most recently held this seat (for the grace period).
@@ -149,8 +151,8 @@ impl Seat {
     }
 }
 
-/// One call's signaling state.
-#[derive(Debug)]
+/// One call's signaling state (serializable: with `--redis-url` it lives in Redis between inputs).
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Room {
     room_id: String,
     status: CallStatus,

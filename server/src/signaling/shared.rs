@@ -1,0 +1,370 @@
+//! Rooms shared by several server nodes through Redis (`--redis-url`).
+//!
+//! Each room's whole state (the sans-I/O [`Room`]: presence, waiting-room status, seqs, replay
+//! buffers) is one JSON value in Redis. An input to a room takes the room's lock in Redis, reads
+//! the room, applies the input and stores the chat it accepted (in the database, so that no chat
+//! stays "being stored" in a room whose node died); then one Lua script writes the room back,
+//! publishes the frames it sends and lets the lock go. Frames go to the node holding the
+//! connection through that node's pub/sub channel: every node sends through Redis, also to its own
+//! connections, so each connection receives its frames in the order the room numbered them.
+//! Nodes beat in Redis; the connections of a node that stops are dropped by another
+//! ([`SharedRooms::heartbeat`]), so grace periods run for them as for any drop.
+//!
+//! A connection id carries its node (`node << 32 | n`), so a frame for a connection on a node that
+//! died goes nowhere and stays in the replay buffer: the client resumes on another node with
+//! `join` + `resume.last_seq` and gets exactly what it missed.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::ConnectionManager;
+use redis::{Script, ScriptInvocation};
+use serde::{Deserialize, Serialize};
+use televisit_core::protocol::ErrorCode;
+
+use super::room::{Action, ConnId, Room};
+use crate::secrets::Clock;
+use crate::store::{NewChat, Store};
+
+/// How often a node tells Redis it lives (and looks for nodes that stopped).
+pub const NODE_HEARTBEAT: Duration = Duration::from_secs(1);
+/// A node silent this long is dead: its connections are dropped (each gets its grace period).
+const NODE_ALIVE_MS: u64 = 3_000;
+/// The ids of the nodes that were alive (a set).
+const NODES: &str = "televisit:nodes";
+
+/// How often a node whose subscription dropped tries again.
+const RESUBSCRIBE_EVERY: Duration = Duration::from_millis(200);
+
+/// A room's state is dropped from Redis this long after its last change.
+const ROOM_TTL_SECONDS: u64 = 24 * 60 * 60;
+/// A node that dies holding a room's lock holds it this long at most.
+const LOCK_TTL_MS: u64 = 5_000;
+/// How long an input waits for a room's lock before it gives up.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Deletes the lock only if it is still ours (it may have expired and been taken).
+static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) else return 0 end"#,
+    )
+});
+
+/// Commits an input in one step, only while the lock (KEYS[2]) is still ours (ARGV[1]): writes
+/// the room (KEYS[1], ARGV[2], expiring in ARGV[3] s), publishes the frames (channel, payload
+/// pairs from ARGV[4]) and lets the lock go. A node killed at any point leaves the input wholly
+/// applied or not at all, and never a lock held until it expires once its frames are out.
+static COMMIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call("get", KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call("set", KEYS[1], ARGV[2], "EX", ARGV[3])
+for i = 4, #ARGV, 2 do redis.call("publish", ARGV[i], ARGV[i + 1]) end
+redis.call("del", KEYS[2])
+return 1
+"#,
+    )
+});
+
+/// A frame (or close) for a connection on some node, as published to that node's channel.
+#[derive(Debug, Serialize, Deserialize)]
+enum Wire {
+    Send { conn: ConnId, text: String },
+    Close { conn: ConnId, code: ErrorCode, message: String },
+    CloseNormally { conn: ConnId },
+}
+
+impl Wire {
+    fn from_action(action: &Action) -> Option<Wire> {
+        Some(match action {
+            Action::Send { conn, text } => Wire::Send { conn: *conn, text: text.clone() },
+            Action::Close { conn, code, message } => {
+                Wire::Close { conn: *conn, code: *code, message: message.clone() }
+            }
+            Action::CloseNormally { conn } => Wire::CloseNormally { conn: *conn },
+            _ => return None,
+        })
+    }
+
+    fn into_action(self) -> Action {
+        match self {
+            Wire::Send { conn, text } => Action::Send { conn, text },
+            Wire::Close { conn, code, message } => Action::Close { conn, code, message },
+            Wire::CloseNormally { conn } => Action::CloseNormally { conn },
+        }
+    }
+
+    fn conn(&self) -> ConnId {
+        match self {
+            Wire::Send { conn, .. } | Wire::Close { conn, .. } | Wire::CloseNormally { conn } => *conn,
+        }
+    }
+}
+
+/// The node whose connection this is.
+pub fn node_of(conn: ConnId) -> u32 {
+    (conn >> 32) as u32
+}
+
+fn node_channel(node: u32) -> String {
+    format!("televisit:node:{node}")
+}
+
+fn alive_key(node: u32) -> String {
+    format!("televisit:node:{node}:alive")
+}
+
+/// The appointments whose rooms a node has (had) connections in.
+fn rooms_of_key(node: u32) -> String {
+    format!("televisit:node:{node}:rooms")
+}
+
+fn room_key(appointment_id: &str) -> String {
+    format!("televisit:room:{appointment_id}")
+}
+
+/// The frames published to this node, for its connections: the subscription, and what it takes
+/// to subscribe again when the connection to Redis drops.
+pub struct Inbox {
+    stream: redis::aio::PubSubStream,
+    client: redis::Client,
+    node: u32,
+    subscribed: Arc<AtomicBool>,
+}
+
+impl Inbox {
+    async fn subscribe(client: &redis::Client, node: u32) -> redis::RedisResult<redis::aio::PubSubStream> {
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(node_channel(node)).await?;
+        Ok(pubsub.into_on_message())
+    }
+}
+
+/// Rooms in Redis, seen from one node.
+pub struct SharedRooms {
+    redis: ConnectionManager,
+    node: u32,
+    /// Whether this node's inbox is subscribed: while it is not, frames for it are lost, so the
+    /// node takes no connections.
+    subscribed: Arc<AtomicBool>,
+    store: Store,
+    clock: Clock,
+}
+
+impl SharedRooms {
+    /// Connects to Redis as a new node (a random id) and subscribes to the node's channel.
+    pub async fn connect(url: &str, store: Store, clock: Clock) -> redis::RedisResult<(SharedRooms, Inbox)> {
+        let client = redis::Client::open(url)?;
+        let node = rand::random::<u32>().max(1);
+        let stream = Inbox::subscribe(&client, node).await?;
+        let redis = client.get_connection_manager().await?;
+        let subscribed = Arc::new(AtomicBool::new(true));
+        let shared = SharedRooms { redis, node, subscribed: Arc::clone(&subscribed), store, clock };
+        shared.heartbeat().await?;
+        tracing::info!(node, "multi-node signaling on Redis");
+        Ok((shared, Inbox { stream, client, node, subscribed }))
+    }
+
+    /// Tells Redis this node lives, and claims the nodes that stopped doing so: returns each
+    /// dead node with the appointments it had connections in (each dead node goes to one node).
+    pub async fn heartbeat(&self) -> redis::RedisResult<Vec<(u32, Vec<String>)>> {
+        let mut redis = self.redis.clone();
+        redis::pipe()
+            .cmd("SET")
+            .arg(alive_key(self.node))
+            .arg(1)
+            .arg("PX")
+            .arg(NODE_ALIVE_MS)
+            .ignore()
+            .cmd("SADD")
+            .arg(NODES)
+            .arg(self.node)
+            .ignore()
+            .query_async::<()>(&mut redis)
+            .await?;
+        let nodes: Vec<u32> = redis::cmd("SMEMBERS").arg(NODES).query_async(&mut redis).await?;
+        let mut dead = Vec::new();
+        for node in nodes.into_iter().filter(|node| *node != self.node) {
+            let alive: bool = redis::cmd("EXISTS").arg(alive_key(node)).query_async(&mut redis).await?;
+            if alive {
+                continue;
+            }
+            let claimed: i64 = redis::cmd("SREM").arg(NODES).arg(node).query_async(&mut redis).await?;
+            if claimed == 1 {
+                let (rooms,): (Vec<String>,) = redis::pipe()
+                    .cmd("SMEMBERS")
+                    .arg(rooms_of_key(node))
+                    .cmd("DEL")
+                    .arg(rooms_of_key(node))
+                    .ignore()
+                    .query_async(&mut redis)
+                    .await?;
+                dead.push((node, rooms));
+            }
+        }
+        Ok(dead)
+    }
+
+    /// Whether this node receives frames now (its subscription is up).
+    pub fn is_subscribed(&self) -> bool {
+        self.subscribed.load(Ordering::SeqCst)
+    }
+
+    /// This node's id: the high half of its connection ids.
+    pub fn node(&self) -> u32 {
+        self.node
+    }
+
+    /// Reads a room without changing it (for presence).
+    pub async fn peek(&self, appointment_id: &str) -> redis::RedisResult<Option<Room>> {
+        let state: Option<String> =
+            redis::cmd("GET").arg(room_key(appointment_id)).query_async(&mut self.redis.clone()).await?;
+        Ok(state.and_then(|state| serde_json::from_str(&state).ok()))
+    }
+
+    /// Applies an input to a room under its lock. `create`: the room to start when Redis has none
+    /// (`None`: leave it absent and return `None`). The frames it sends are published; the other
+    /// actions are returned (chat is stored here already).
+    pub async fn apply(
+        &self,
+        appointment_id: &str,
+        create: Option<Room>,
+        input: impl FnOnce(&mut Room) -> Vec<Action>,
+    ) -> redis::RedisResult<Option<Vec<Action>>> {
+        let mut redis = self.redis.clone();
+        if create.is_some() {
+            // A connection of this node may join: if the node dies, the room is found again.
+            redis::cmd("SADD")
+                .arg(rooms_of_key(self.node))
+                .arg(appointment_id)
+                .query_async::<()>(&mut redis)
+                .await?;
+        }
+        let key = room_key(appointment_id);
+        let lock = format!("{key}:lock");
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+        loop {
+            let taken: Option<String> = redis::cmd("SET")
+                .arg(&lock)
+                .arg(&token)
+                .arg("NX")
+                .arg("PX")
+                .arg(LOCK_TTL_MS)
+                .query_async(&mut redis)
+                .await?;
+            if taken.is_some() {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(redis::RedisError::from((redis::ErrorKind::Io, "room lock not free")));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let applied =
+            self.apply_locked(&mut redis, appointment_id, [&key, &lock, &token], create, input).await;
+        let (commit, rest) = match applied {
+            Ok(Some(applied)) => applied,
+            other => {
+                UNLOCK.key(&lock).arg(&token).invoke_async::<i64>(&mut redis).await?;
+                return other.map(|_| None);
+            }
+        };
+        let committed: i64 = commit.invoke_async(&mut redis).await?;
+        if committed == 0 {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "room lock expired before the commit",
+            )));
+        }
+        Ok(Some(rest))
+    }
+
+    /// Reads the room and applies the input (storing its chat); returns the commit of the room
+    /// and its frames, and the actions left to the hub.
+    async fn apply_locked(
+        &self,
+        redis: &mut ConnectionManager,
+        appointment_id: &str,
+        [key, lock, token]: [&str; 3],
+        create: Option<Room>,
+        input: impl FnOnce(&mut Room) -> Vec<Action>,
+    ) -> redis::RedisResult<Option<(ScriptInvocation<'static>, Vec<Action>)>> {
+        let state: Option<String> = redis::cmd("GET").arg(key).query_async(redis).await?;
+        let Some(mut room) = state.and_then(|state| serde_json::from_str::<Room>(&state).ok()).or(create)
+        else {
+            return Ok(None);
+        };
+        let mut actions = input(&mut room);
+        self.store_chat(appointment_id, &mut room, &mut actions).await;
+        let mut commit = COMMIT.prepare_invoke();
+        commit.key(key).key(lock).arg(token);
+        commit.arg(serde_json::to_string(&room).expect("a room encodes")).arg(ROOM_TTL_SECONDS);
+        let mut rest = Vec::new();
+        for action in actions {
+            match Wire::from_action(&action) {
+                Some(wire) => {
+                    commit.arg(node_channel(node_of(wire.conn())));
+                    commit.arg(serde_json::to_string(&wire).expect("a frame encodes"));
+                }
+                None => rest.push(action),
+            }
+        }
+        Ok(Some((commit, rest)))
+    }
+
+    /// Stores the chat the room accepted, one message at a time, and gives the room the outcome.
+    async fn store_chat(&self, appointment_id: &str, room: &mut Room, actions: &mut Vec<Action>) {
+        let mut i = 0;
+        while i < actions.len() {
+            let Action::StoreChat { from, text, client_seq } = &actions[i] else {
+                i += 1;
+                continue;
+            };
+            let (from, client_seq) = (*from, *client_seq);
+            let chat = NewChat { appointment_id: appointment_id.to_owned(), from, text: text.clone() };
+            actions.remove(i);
+            let outcome = match self.store.add_chats(&[chat], self.clock.now_ms()).await {
+                Ok(mut stored) if stored.len() == 1 => room.chat_stored(stored.remove(0), client_seq),
+                Ok(_) => room.chat_not_stored(from, client_seq),
+                Err(e) => {
+                    tracing::error!(error = %e, "chat not stored");
+                    room.chat_not_stored(from, client_seq)
+                }
+            };
+            actions.splice(i..i, outcome);
+        }
+    }
+}
+
+/// Hands each frame published to this node to `deliver` (the hub's, for its connections). When
+/// the subscription drops, frames published meanwhile are lost to this node: `lost` is called (the
+/// hub closes its connections, whose clients resume and get them from the replay buffers), and it
+/// subscribes again until Redis answers; meanwhile the node takes no connections.
+pub async fn run_inbox(mut inbox: Inbox, deliver: impl Fn(Action), lost: impl Fn()) {
+    loop {
+        while let Some(message) = inbox.stream.next().await {
+            match message.get_payload::<String>().ok().and_then(|p| serde_json::from_str::<Wire>(&p).ok()) {
+                Some(wire) => deliver(wire.into_action()),
+                None => tracing::warn!("undecodable frame on the node channel"),
+            }
+        }
+        tracing::error!("Redis subscription dropped: closing this node's connections; subscribing again");
+        inbox.subscribed.store(false, Ordering::SeqCst);
+        lost();
+        loop {
+            tokio::time::sleep(RESUBSCRIBE_EVERY).await;
+            match Inbox::subscribe(&inbox.client, inbox.node).await {
+                Ok(stream) => {
+                    inbox.stream = stream;
+                    inbox.subscribed.store(true, Ordering::SeqCst);
+                    tracing::info!("Redis subscription renewed");
+                    break;
+                }
+                Err(e) => tracing::warn!(error = %e, "Redis: subscribing again failed"),
+            }
+        }
+    }
+}

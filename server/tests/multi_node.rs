@@ -1,0 +1,501 @@
+//! Two server nodes on one database and one Redis (`--redis-url`): node A runs in this process,
+//! node B is the `televisit` binary in its own process, so it can be killed mid-call. Debian's
+//! `redis-server` runs on a free port in a temporary directory (scripts/install-build-deps.sh
+//! installs it). The database is the suite's: a shared SQLite file, or PostgreSQL when
+//! `TELEVISIT_TEST_POSTGRES` is set (the second pass of `scripts/test rust`).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{TempDb, TestServer, Visit, Ws};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use televisit_server::secrets::Clock;
+
+/// A throwaway `redis-server`, killed (and its directory removed) at drop.
+struct Redis {
+    child: Child,
+    dir: PathBuf,
+    url: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn wait_for_port(port: u16, what: &str) {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} does not listen on port {port}");
+}
+
+impl Redis {
+    async fn start() -> Redis {
+        let dir = std::env::temp_dir().join(format!("televisit-redis-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let child = Self::spawn(port, &dir).await;
+        Redis { child, dir, url: format!("redis://127.0.0.1:{port}") }
+    }
+
+    /// Stops it and starts an empty one on the same port (nothing is persisted).
+    async fn restart(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let port = self.url.rsplit(':').next().unwrap().parse().unwrap();
+        self.child = Self::spawn(port, &self.dir).await;
+    }
+
+    async fn spawn(port: u16, dir: &std::path::Path) -> Child {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (Debian's redis-server: scripts/install-build-deps.sh installs it)");
+        wait_for_port(port, "redis-server").await;
+        child
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Node B: the server binary in its own process, on the same database and Redis.
+struct Node {
+    child: Child,
+    port: u16,
+}
+
+impl Node {
+    async fn start(db: &TempDb, redis: &Redis) -> Node {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_televisit"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--database-url", &db.url(), "--redis-url", &redis.url])
+            .args(["--clinic-api-key", common::CLINIC_KEY, "--reconnect-grace-seconds", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the televisit binary runs");
+        let node = Node { child, port };
+        for _ in 0..100 {
+            let health = reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await;
+            if health.is_ok_and(|r| r.status() == 200) {
+                return node;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("node B does not serve");
+    }
+
+    async fn join(&self, token: &str, resume: Option<u64>) -> Ws {
+        let mut ws = Ws::connect(&format!("ws://127.0.0.1:{}/api/video-call/ws", self.port)).await;
+        let mut join = json!({"type": "join", "token": token});
+        if let Some(last_seq) = resume {
+            join["resume"] = json!({"last_seq": last_seq});
+        }
+        ws.send(join).await;
+        ws
+    }
+
+    /// Kills the process (SIGKILL: no goodbye to anyone).
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Node A in this process, node B in its own, both on `db` and `redis`; a visit the doctor started.
+async fn two_nodes(db: &TempDb, redis: &Redis) -> (TestServer, Node, Visit) {
+    let url = redis.url.clone();
+    let a = TestServer::start_with(db, Clock::default(), |config| {
+        config.redis_url = Some(url);
+        config.reconnect_grace_seconds = 1;
+    })
+    .await;
+    // B starts once A has created (and migrated) the database.
+    let b = Node::start(db, redis).await;
+    let visit = a.started_visit().await;
+    (a, b, visit)
+}
+
+/// The patient waits on node B, the doctor joins on node A; returns (doctor, patient) after the
+/// doctor was asked to offer (the patient's `admitted` and `peer-joined` are still unread).
+async fn doctor_on_a_patient_on_b(a: &TestServer, b: &Node, visit: &Visit) -> (Ws, Ws) {
+    let mut patient = b.join(&visit.patient_token, None).await;
+    patient.expect("joined").await;
+    patient.expect("waiting").await;
+    let mut doctor = a.join(&visit.doctor_token).await;
+    doctor.expect("joined").await;
+    doctor.expect("peer-joined").await;
+    (doctor, patient)
+}
+
+/// Joins (resuming from `last_seq`) at `ws_url` until the node takes it: while it has no Redis it
+/// answers `internal`, and clients retry. Returns the connection and its `joined`.
+async fn join_when_taken(ws_url: &str, token: &str, last_seq: u64) -> (Ws, Value) {
+    for _ in 0..50 {
+        let mut ws = Ws::connect(ws_url).await;
+        ws.send(json!({"type": "join", "token": token, "resume": {"last_seq": last_seq}})).await;
+        let first = ws.next().await;
+        if first["type"] == "joined" {
+            return (ws, first);
+        }
+        assert_eq!(first["code"], "internal", "{first}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{ws_url} does not take joins again");
+}
+
+async fn resume_on_a(a: &TestServer, token: &str, last_seq: u64) -> Ws {
+    let mut ws = Ws::connect(&a.ws_url()).await;
+    ws.send(json!({"type": "join", "token": token, "resume": {"last_seq": last_seq}})).await;
+    ws.last_seq = last_seq;
+    ws
+}
+
+fn chat(seq: u64, text: &str) -> Value {
+    json!({"type": "chat", "seq": seq, "text": text})
+}
+
+/// The next `chat` frame's text (skipping nothing: it must be the next frame).
+async fn chat_text(ws: &mut Ws) -> String {
+    ws.expect("chat").await["text"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_across_two_nodes_survives_the_loss_of_one() {
+    let redis = Redis::start().await;
+    let db = TempDb::new();
+    let (a, mut b, visit) = two_nodes(&db, &redis).await;
+
+    // The patient waits on node B; the doctor's status, posted through node A, reaches them.
+    let mut patient = b.join(&visit.patient_token, None).await;
+    assert_eq!(patient.expect("joined").await["peer_present"], false);
+    patient.expect("waiting").await;
+    let path = format!("/api/appointments/{}/video-call/status", visit.appointment_id);
+    let (_, status) = a.call("GET", &path, &visit.doctor_api_token).await;
+    assert_eq!(
+        (status["patient_present"].clone(), status["doctor_present"].clone()),
+        (json!(true), json!(false))
+    );
+    let response = a
+        .http
+        .post(a.url(&format!("/api/appointments/{}/video-call/waiting-message", visit.appointment_id)))
+        .bearer_auth(&visit.doctor_api_token)
+        .json(&json!({"text": "Two minutes"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(patient.expect("waiting").await["message"], "Two minutes");
+
+    // The doctor joins on node A: the patient on B is admitted, the doctor asked to offer.
+    let mut doctor = a.join(&visit.doctor_token).await;
+    assert_eq!(doctor.expect("joined").await["peer_present"], true);
+    assert_eq!(doctor.expect("peer-joined").await["make_offer"], true);
+    patient.expect("admitted").await;
+    patient.expect("peer-joined").await;
+
+    // Offer, answer and a candidate cross between the nodes.
+    doctor.send(json!({"type": "offer", "sdp": "v=0 offer"})).await;
+    assert_eq!(patient.expect("offer").await["sdp"], "v=0 offer");
+    patient.send(json!({"type": "answer", "sdp": "v=0 answer"})).await;
+    assert_eq!(doctor.expect("answer").await["sdp"], "v=0 answer");
+    let candidate = json!({"type": "ice-candidate", "candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host", "sdp_mid": "0", "sdp_m_line_index": 0});
+    patient.send(candidate).await;
+    doctor.expect("ice-candidate").await;
+
+    // Chat both ways: each side gets the message, the sender its ack once stored.
+    doctor.send(chat(1, "How are you feeling?")).await;
+    assert_eq!(chat_text(&mut doctor).await, "How are you feeling?");
+    assert_eq!(doctor.expect("ack").await["client_seq"], 1);
+    assert_eq!(chat_text(&mut patient).await, "How are you feeling?");
+    patient.send(chat(1, "Better, thanks")).await;
+    assert_eq!(chat_text(&mut patient).await, "Better, thanks");
+    assert_eq!(patient.expect("ack").await["client_seq"], 1);
+    assert_eq!(chat_text(&mut doctor).await, "Better, thanks");
+
+    // Node B dies. While the patient is away the doctor writes and mutes.
+    let last_seen = patient.last_seq;
+    b.kill();
+    doctor.send(chat(2, "Are you still there?")).await;
+    assert_eq!(chat_text(&mut doctor).await, "Are you still there?");
+    doctor.expect("ack").await;
+    doctor.send(json!({"type": "media-state", "audio": false, "video": true})).await;
+
+    // The patient resumes on node A: exactly the frames it missed, once each.
+    let mut patient = resume_on_a(&a, &visit.patient_token, last_seen).await;
+    let joined = patient.expect("joined").await;
+    assert_eq!(joined["resumed"], true, "{joined}");
+    assert_eq!(joined["last_client_seq"], 1, "its one chat is stored: nothing to send again");
+    let history: Vec<&str> =
+        joined["chat_history"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
+    assert_eq!(history, ["How are you feeling?", "Better, thanks", "Are you still there?"]);
+    let missed = patient.expect("chat").await;
+    assert_eq!(
+        (missed["text"].as_str(), missed["seq"].as_u64()),
+        (Some("Are you still there?"), Some(last_seen + 1))
+    );
+    assert_eq!(patient.expect("media-state").await["audio"], false);
+    // Resuming keeps the peer connection: no new pairing for either side.
+    patient.expect_silence(Duration::from_millis(300)).await;
+    doctor.expect_silence(Duration::from_millis(300)).await;
+
+    // The call goes on on one node; the patient's next chat number follows its last.
+    patient.send(chat(2, "Yes, the connection dropped")).await;
+    assert_eq!(chat_text(&mut patient).await, "Yes, the connection dropped");
+    assert_eq!(patient.expect("ack").await["client_seq"], 2);
+    assert_eq!(chat_text(&mut doctor).await, "Yes, the connection dropped");
+    let stored = a.server.state.store.chat_history(&visit.appointment_id).await.unwrap();
+    let texts: Vec<&str> = stored.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        ["How are you feeling?", "Better, thanks", "Are you still there?", "Yes, the connection dropped"],
+        "nothing lost, nothing stored twice"
+    );
+
+    // The doctor ends the call: both hear it.
+    doctor.send(json!({"type": "end-call"})).await;
+    for ws in [&mut doctor, &mut patient] {
+        let frames = ws.until_closed().await;
+        assert!(frames.iter().any(|f| f["type"] == "call-ended"), "{frames:?}");
+    }
+    assert_eq!(a.status(&visit).await["status"], "ended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patient_who_drops_on_one_node_and_stays_away_is_announced_to_the_doctor_on_the_other() {
+    let redis = Redis::start().await;
+    let db = TempDb::new();
+    let (a, b, visit) = two_nodes(&db, &redis).await;
+    let (mut doctor, patient) = doctor_on_a_patient_on_b(&a, &b, &visit).await;
+
+    // The patient's socket closes on node B; B's grace timer (1 s) runs out without a return.
+    drop(patient);
+    let left = doctor.expect("peer-left").await;
+    assert_eq!((left["role"].as_str(), left["reason"].as_str()), (Some("patient"), Some("disconnected")));
+    let (_, status) = a
+        .call(
+            "GET",
+            &format!("/api/appointments/{}/video-call/status", visit.appointment_id),
+            &visit.doctor_api_token,
+        )
+        .await;
+    assert_eq!(status["patient_present"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patient_whose_node_dies_and_who_does_not_come_back_is_announced_after_the_grace_period() {
+    let redis = Redis::start().await;
+    let db = TempDb::new();
+    let (a, mut b, visit) = two_nodes(&db, &redis).await;
+    let (mut doctor, _patient) = doctor_on_a_patient_on_b(&a, &b, &visit).await;
+
+    // Node B dies with the patient on it; node A notices B's silence (3 s), then the grace (1 s).
+    b.kill();
+    let left = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let frame = doctor.stream.next().await.expect("open").expect("frame");
+            if let tokio_tungstenite::tungstenite::Message::Text(text) = frame {
+                return serde_json::from_str::<Value>(&text).unwrap();
+            }
+        }
+    })
+    .await
+    .expect("the doctor hears within 10 s");
+    assert_eq!(
+        (left["type"].as_str(), left["reason"].as_str()),
+        (Some("peer-left"), Some("disconnected")),
+        "{left}"
+    );
+    let path = format!("/api/appointments/{}/video-call/status", visit.appointment_id);
+    assert_eq!(a.call("GET", &path, &visit.doctor_api_token).await.1["patient_present"], false);
+}
+
+/// A participant on the HTTP fallback (`/api/video-call/signal`) of one node.
+struct HttpParticipant {
+    http: reqwest::Client,
+    signal: String,
+    token: String,
+    cursor: u64,
+    last_seq: u64,
+}
+
+impl HttpParticipant {
+    fn on(port: u16, token: &str) -> HttpParticipant {
+        HttpParticipant {
+            http: reqwest::Client::new(),
+            signal: format!("http://127.0.0.1:{port}/api/video-call/signal"),
+            token: token.to_owned(),
+            cursor: 0,
+            last_seq: 0,
+        }
+    }
+
+    /// Posts a frame; returns the status and the JSON body.
+    async fn post(&self, frame: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(&self.signal)
+            .bearer_auth(&self.token)
+            .body(frame.to_string())
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// One long poll; returns the status and the frames.
+    async fn poll(&mut self) -> (u16, Vec<Value>) {
+        let response = self
+            .http
+            .get(&self.signal)
+            .bearer_auth(&self.token)
+            .query(&[("after", self.cursor)])
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        if status != 200 {
+            return (status, vec![body]);
+        }
+        self.cursor = body["cursor"].as_u64().unwrap();
+        let frames = body["frames"].as_array().unwrap().clone();
+        for frame in &frames {
+            if let Some(seq) = frame["seq"].as_u64() {
+                assert!(seq > self.last_seq, "seq goes up: {seq} after {}", self.last_seq);
+                self.last_seq = seq;
+            }
+        }
+        (status, frames)
+    }
+
+    /// Polls until a frame of this type arrives; returns the types of all frames up to it.
+    async fn types_until(&mut self, kind: &str) -> Vec<String> {
+        let mut types = Vec::new();
+        while !types.iter().any(|t| t == kind) {
+            let (status, frames) = self.poll().await;
+            assert_eq!(status, 200, "{frames:?}");
+            types.extend(frames.iter().map(|f| f["type"].as_str().unwrap().to_owned()));
+        }
+        types
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patient_on_the_http_fallback_resumes_on_another_node_when_theirs_dies() {
+    let redis = Redis::start().await;
+    let db = TempDb::new();
+    let (a, mut b, visit) = two_nodes(&db, &redis).await;
+    let mut patient = HttpParticipant::on(b.port, &visit.patient_token);
+    assert_eq!(patient.post(json!({"type": "join"})).await.0, 200);
+    assert_eq!(patient.types_until("waiting").await, ["joined", "waiting"]);
+
+    let mut doctor = a.join(&visit.doctor_token).await;
+    doctor.expect("joined").await;
+    doctor.expect("peer-joined").await;
+    doctor.send(json!({"type": "offer", "sdp": "v=0 to http"})).await;
+    assert_eq!(patient.types_until("offer").await, ["admitted", "peer-joined", "offer"]);
+    assert_eq!(patient.post(chat(1, "Typed on a blocked network")).await.0, 200);
+    assert_eq!(patient.types_until("ack").await, ["chat", "ack"]);
+    assert_eq!(chat_text(&mut doctor).await, "Typed on a blocked network");
+
+    // Node B dies; the doctor writes meanwhile. Node A knows no fallback session of the
+    // patient's: `not_joined`, and the client joins again there with `resume`.
+    b.kill();
+    doctor.send(chat(1, "I can still read you")).await;
+    assert_eq!(chat_text(&mut doctor).await, "I can still read you");
+    let mut patient = HttpParticipant { signal: a.url("/api/video-call/signal"), cursor: 0, ..patient };
+    let (status, body) = patient.poll().await;
+    assert_eq!((status, body[0]["error"]["code"].as_str()), (400, Some("not_joined")));
+    let resume = json!({"type": "join", "resume": {"last_seq": patient.last_seq}});
+    assert_eq!(patient.post(resume).await.0, 200);
+    let mut frames = Vec::new();
+    while !frames.iter().any(|f: &Value| f["type"] == "chat") {
+        frames.extend(patient.poll().await.1);
+    }
+    assert_eq!(frames[0]["type"], "joined");
+    assert_eq!(
+        (frames[0]["resumed"].as_bool(), frames[0]["last_client_seq"].as_u64()),
+        (Some(true), Some(1))
+    );
+    let missed: Vec<&str> = frames[1..].iter().map(|f| f["text"].as_str().unwrap_or("")).collect();
+    assert_eq!(missed, ["I can still read you"], "{frames:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_its_redis_a_node_does_not_start_and_a_join_is_refused_with_an_error_frame() {
+    let db = TempDb::new();
+    let nowhere = format!("redis://127.0.0.1:{}", free_port());
+    let output = Command::new(env!("CARGO_BIN_EXE_televisit"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db.url(), "--redis-url", &nowhere])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("Redis at --redis-url"), "{stderr}");
+
+    // Redis goes away during a visit: a join gets an `error` frame, not silence.
+    let mut redis = Redis::start().await;
+    let (a, _b, visit) = two_nodes(&db, &redis).await;
+    redis.child.kill().unwrap();
+    redis.child.wait().unwrap();
+    let mut patient = a.join(&visit.patient_token).await;
+    let refused = patient.expect("error").await;
+    assert_eq!(refused["code"], "internal", "{refused}");
+    assert!(patient.try_next().await.is_none(), "then the connection closes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_redis_restarts_the_nodes_close_their_connections_and_the_call_starts_over() {
+    let mut redis = Redis::start().await;
+    let db = TempDb::new();
+    let (a, b, visit) = two_nodes(&db, &redis).await;
+    let (mut doctor, mut patient) = doctor_on_a_patient_on_b(&a, &b, &visit).await;
+    patient.expect("admitted").await;
+    patient.expect("peer-joined").await;
+    doctor.send(chat(1, "Before the restart")).await;
+    assert_eq!(chat_text(&mut patient).await, "Before the restart");
+
+    // Redis restarts empty: frames published meanwhile never reached the nodes, so each closes
+    // its connections (the clients resume) rather than leave them silently behind.
+    redis.restart().await;
+    for ws in [&mut doctor, &mut patient] {
+        while ws.try_next().await.is_some() {}
+    }
+    let (doctor_seq, patient_seq) = (doctor.last_seq, patient.last_seq);
+    // Until each node's Redis connection is back, a join is refused (`internal`); clients retry.
+    let (mut doctor, joined) = join_when_taken(&a.ws_url(), &visit.doctor_token, doctor_seq).await;
+    assert_eq!(joined["resumed"], false, "the room was in Redis: {joined}");
+    assert_eq!(joined["chat_history"][0]["text"], "Before the restart", "chat is in the database");
+    let b_url = format!("ws://127.0.0.1:{}/api/video-call/ws", b.port);
+    let (mut patient, _) = join_when_taken(&b_url, &visit.patient_token, patient_seq).await;
+    patient.expect("admitted").await;
+    patient.expect("peer-joined").await;
+    assert_eq!(doctor.expect("peer-joined").await["make_offer"], true);
+    doctor.send(chat(2, "After the restart")).await;
+    assert_eq!(chat_text(&mut patient).await, "After the restart");
+}
