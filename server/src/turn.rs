@@ -142,6 +142,20 @@ pub struct EmbeddedTurn {
     accept_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// Binds UDP and TCP on the same port, as coturn does (3478 for both). With port 0 the system
+/// picks a free UDP port, which another process may hold for TCP: then another port is tried.
+async fn bind_udp_and_tcp(listen: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+    let mut attempts_left = if listen.port() == 0 { 20 } else { 1 };
+    loop {
+        let udp = UdpSocket::bind(listen).await?;
+        match TcpListener::bind(udp.local_addr()?).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempts_left > 1 => attempts_left -= 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 impl EmbeddedTurn {
     /// Binds the listeners and starts serving, with credentials checked against `secret`.
     pub async fn start(config: &TurnConfig, secret: &str, clock: Clock) -> std::io::Result<EmbeddedTurn> {
@@ -154,10 +168,9 @@ impl EmbeddedTurn {
                 counters: Arc::clone(&counters),
             })
         };
-        let udp = Arc::new(UdpSocket::bind(config.listen).await?);
+        let (udp, tcp) = bind_udp_and_tcp(config.listen).await?;
+        let udp = Arc::new(udp);
         let addr = udp.local_addr()?;
-        // TCP on the same port as UDP, as coturn does (3478 for both).
-        let tcp = TcpListener::bind(addr).await?;
         let tcp_mux = Arc::new(StreamMux::new(addr));
         let streams = Streams {
             caps: ConnectionCaps::new(config.streams.per_address, config.streams.total),
