@@ -168,6 +168,29 @@ pub enum QualityLevel {
     Lost,
 }
 
+impl QualityLevel {
+    /// The name on the wire and in storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QualityLevel::Excellent => "excellent",
+            QualityLevel::Good => "good",
+            QualityLevel::Poor => "poor",
+            QualityLevel::Lost => "lost",
+        }
+    }
+
+    /// Parses a name given by [`QualityLevel::as_str`].
+    pub fn parse(name: &str) -> Option<QualityLevel> {
+        Some(match name {
+            "excellent" => QualityLevel::Excellent,
+            "good" => QualityLevel::Good,
+            "poor" => QualityLevel::Poor,
+            "lost" => QualityLevel::Lost,
+            _ => return None,
+        })
+    }
+}
+
 /// A client's own quality report, relayed to the peer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QualityReport {

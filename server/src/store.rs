@@ -234,24 +234,6 @@ fn role_name(role: Role) -> &'static str {
     role.as_str()
 }
 
-fn level_name(level: QualityLevel) -> &'static str {
-    match level {
-        QualityLevel::Excellent => "excellent",
-        QualityLevel::Good => "good",
-        QualityLevel::Poor => "poor",
-        QualityLevel::Lost => "lost",
-    }
-}
-
-fn parse_level(name: &str) -> QualityLevel {
-    match name {
-        "excellent" => QualityLevel::Excellent,
-        "good" => QualityLevel::Good,
-        "poor" => QualityLevel::Poor,
-        _ => QualityLevel::Lost,
-    }
-}
-
 fn parse_role(name: &str) -> Role {
     if name == "doctor" {
         Role::Doctor
@@ -787,7 +769,7 @@ impl Store {
         .bind(appointment_id)
         .bind(role_name(from))
         .bind(now_ms)
-        .bind(level_name(report.level))
+        .bind(report.level.as_str())
         .bind(report.rtt_ms)
         .bind(report.loss_percent)
         .bind(report.jitter_ms)
@@ -813,7 +795,7 @@ impl Store {
                 at_ms: r.get("at_ms"),
                 from: parse_role(r.get("reporter_role")),
                 report: QualityReport {
-                    level: parse_level(r.get("level")),
+                    level: QualityLevel::parse(r.get("level")).unwrap_or(QualityLevel::Lost),
                     rtt_ms: r.get("rtt_ms"),
                     loss_percent: r.get("loss_percent"),
                     jitter_ms: r.get("jitter_ms"),
