@@ -185,7 +185,9 @@ class CallTest {
                     doctorLog.await("the patient's chat") { it is CallEvent.ChatReceived && it.message.text == "Sent over HTTP" }
                     doctor.hangUp()
                     val ended = patientLog.await("ended") { it is CallEvent.Ended } as CallEvent.Ended
-                    assertEquals(Role.DOCTOR, (ended.reason as EndReason.CallEnded).endedBy)
+                    val reason = ended.reason
+                    assertTrue(reason is EndReason.CallEnded, "the doctor's end, not: $reason")
+                    assertEquals(Role.DOCTOR, (reason as EndReason.CallEnded).endedBy)
                 }
             }
         }
