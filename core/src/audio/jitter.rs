@@ -440,7 +440,7 @@ mod tests {
     #[test]
     fn it_plays_silence_until_the_target_delay_then_the_packets_in_order() {
         let (mut buffer, mut player) = (JitterBuffer::new(), Player::default());
-        run(&mut buffer, &mut player, 20, 440, |_| Some(5));
+        run(&mut buffer, &mut player, 20, 480, |_| Some(5));
         // The first packet arrives at 25 ms (seen at the 30 ms pull) and plays 40 ms later (the
         // initial target): seven pulls of silence before it.
         assert!(player.log[..7].iter().all(|p| *p == Playout::Silence(480)), "{:?}", &player.log[..8]);
@@ -515,7 +515,8 @@ mod tests {
         assert!(stats.accelerations >= 2, "{stats:?}");
         let now = 16_090;
         let delay = settling.delay_of(settling.next.unwrap(), now, player.pending);
-        assert!(delay < MIN_TARGET_MS + ACCELERATE_ABOVE_MS + 10.0, "delay {delay} ms, {stats:?}");
+        // At most the acceleration threshold, plus the 10 ms already decoded.
+        assert!(delay <= MIN_TARGET_MS + ACCELERATE_ABOVE_MS + 10.0, "delay {delay} ms, {stats:?}");
     }
 
     #[test]

@@ -188,6 +188,26 @@ mod tests {
     }
 
     #[test]
+    fn fec_rebuilds_what_was_lost_where_concealment_only_continues_what_came_before() {
+        // 440 Hz for 20 packets, then 880 Hz: packet 20, the first at 880 Hz, is lost.
+        let mut pcm = tone(440.0, 0, 20 * PACKET_SAMPLES);
+        pcm.extend(tone(880.0, 20 * PACKET_SAMPLES as u64, 10 * PACKET_SAMPLES));
+        let mut encoder = VoiceEncoder::new().unwrap();
+        encoder.set_expected_loss(20).unwrap();
+        let packets: Vec<_> = pcm.chunks(PACKET_SAMPLES).map(|p| encoder.encode(p).unwrap()).collect();
+        let (mut with_fec, mut without) = (VoiceDecoder::new().unwrap(), VoiceDecoder::new().unwrap());
+        for packet in &packets[..20] {
+            with_fec.decode(packet).unwrap();
+            without.decode(packet).unwrap();
+        }
+        let rebuilt = with_fec.recover(&packets[21], PACKET_SAMPLES).unwrap();
+        let concealed = without.conceal(PACKET_SAMPLES).unwrap();
+        // (FEC's 20 ms starts with a cross-fade from the 440 Hz before it.)
+        assert!(goertzel_ratio(&rebuilt, 880.0, 440.0) > 3.0, "FEC carries the new tone");
+        assert!(goertzel_ratio(&concealed, 440.0, 880.0) > 100.0, "concealment repeats the old one");
+    }
+
+    #[test]
     fn wrong_sizes_and_corrupt_packets_are_errors() {
         let mut encoder = VoiceEncoder::new().unwrap();
         assert_eq!(encoder.encode(&[0; 100]), Err(AudioError::WrongFrameSize { expected: 960, got: 100 }));
