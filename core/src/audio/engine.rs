@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::jitter::{AudioPacket, JitterStats};
 use super::voice::{check_frame, VoiceReceiver, VoiceSender};
-use super::{AudioError, FRAME_SAMPLES};
+use super::AudioError;
 use crate::frame::{EncodedFrame, FrameKind};
 
 /// Frames the source queues at most (100 ms); older ones are dropped when the encoder falls behind.
@@ -100,7 +100,7 @@ impl AudioSource {
         Ok(AudioSource { shared })
     }
 
-    /// Queues one 10 ms frame ([`FRAME_SAMPLES`] samples). Never blocks; when the encoder is more
+    /// Queues one 10 ms frame ([`FRAME_SAMPLES`](super::FRAME_SAMPLES) samples). Never blocks; when the encoder is more
     /// than [`SOURCE_QUEUE_FRAMES`] behind, the oldest frame is dropped.
     pub fn push(&self, pcm: &[i16]) -> Result<(), AudioError> {
         if self.shared.closed.load(Ordering::Relaxed) {
@@ -180,7 +180,7 @@ impl AudioSink {
         self.receiver().push(packet, arrival_ms);
     }
 
-    /// The next 10 ms frame ([`FRAME_SAMPLES`] samples) to play now.
+    /// The next 10 ms frame ([`FRAME_SAMPLES`](super::FRAME_SAMPLES) samples) to play now.
     pub fn pull(&self) -> Result<Vec<i16>, AudioError> {
         if self.closed.load(Ordering::Relaxed) {
             return Err(AudioError::Closed);
@@ -209,6 +209,7 @@ impl AudioSink {
 mod tests {
     use super::*;
     use crate::audio::signal::tone;
+    use crate::audio::FRAME_SAMPLES;
 
     #[test]
     fn pcm_bytes_are_16_bit_little_endian_and_odd_lengths_are_refused() {
