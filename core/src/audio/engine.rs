@@ -20,7 +20,7 @@ pub const SOURCE_QUEUE_FRAMES: usize = 10;
 
 /// Samples from 16-bit little-endian PCM bytes.
 pub fn samples_from_bytes(bytes: &[u8]) -> Result<Vec<i16>, AudioError> {
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return Err(AudioError::OddByteCount(bytes.len() as u32));
     }
     Ok(bytes.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect())
