@@ -146,11 +146,11 @@ pub enum AudioError {
         /// Bytes given.
         bytes: u32,
     },
-    /// Opus refused (it could not start).
-    #[error("Opus: {message}")]
+    /// Opus refused (it could not start). (Not `message`: Kotlin exceptions have one.)
+    #[error("Opus: {reason}")]
     Codec {
         /// What Opus said.
-        message: String,
+        reason: String,
     },
     /// The call was released.
     #[error("the call is closed")]
@@ -162,7 +162,7 @@ impl From<CoreAudioError> for AudioError {
         match error {
             CoreAudioError::WrongFrameSize { expected, got } => AudioError::WrongFrameSize { expected, got },
             CoreAudioError::OddByteCount(bytes) => AudioError::OddByteCount { bytes },
-            CoreAudioError::Codec(message) => AudioError::Codec { message },
+            CoreAudioError::Codec(reason) => AudioError::Codec { reason },
             CoreAudioError::Closed => AudioError::Closed,
         }
     }
@@ -172,7 +172,7 @@ impl From<CallError> for AudioError {
     fn from(error: CallError) -> AudioError {
         match error {
             CallError::Closed { .. } => AudioError::Closed,
-            other => AudioError::Codec { message: other.to_string() },
+            other => AudioError::Codec { reason: other.to_string() },
         }
     }
 }

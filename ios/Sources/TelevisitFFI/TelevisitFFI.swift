@@ -2544,12 +2544,12 @@ enum AudioError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
          */bytes: UInt32
     )
     /**
-     * Opus refused (it could not start).
+     * Opus refused (it could not start). (Not `message`: Kotlin exceptions have one.)
      */
     case Codec(
         /**
          * What Opus said.
-         */message: String
+         */reason: String
     )
     /**
      * The call was released.
@@ -2592,7 +2592,7 @@ public struct FfiConverterTypeAudioError: FfiConverterRustBuffer {
             bytes: try FfiConverterUInt32.read(from: &buf)
             )
         case 3: return .Codec(
-            message: try FfiConverterString.read(from: &buf)
+            reason: try FfiConverterString.read(from: &buf)
             )
         case 4: return .Closed
 
@@ -2618,9 +2618,9 @@ public struct FfiConverterTypeAudioError: FfiConverterRustBuffer {
             FfiConverterUInt32.write(bytes, into: &buf)
             
         
-        case let .Codec(message):
+        case let .Codec(reason):
             writeInt(&buf, Int32(3))
-            FfiConverterString.write(message, into: &buf)
+            FfiConverterString.write(reason, into: &buf)
             
         
         case .Closed:

@@ -3771,17 +3771,17 @@ sealed class AudioException: kotlin.Exception() {
     }
     
     /**
-     * Opus refused (it could not start).
+     * Opus refused (it could not start). (Not `message`: Kotlin exceptions have one.)
      */
     class Codec(
         
         /**
          * What Opus said.
          */
-        val `message`: kotlin.String
+        val `reason`: kotlin.String
         ) : AudioException() {
         override val message
-            get() = "message=${ `message` }"
+            get() = "reason=${ `reason` }"
     }
     
     /**
@@ -3843,7 +3843,7 @@ public object FfiConverterTypeAudioError : FfiConverterRustBuffer<AudioException
             is AudioException.Codec -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
-                + FfiConverterString.allocationSize(value.`message`)
+                + FfiConverterString.allocationSize(value.`reason`)
             )
             is AudioException.Closed -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
@@ -3867,7 +3867,7 @@ public object FfiConverterTypeAudioError : FfiConverterRustBuffer<AudioException
             }
             is AudioException.Codec -> {
                 buf.putInt(3)
-                FfiConverterString.write(value.`message`, buf)
+                FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
             is AudioException.Closed -> {
