@@ -11,6 +11,8 @@
 
 use std::sync::{Arc, RwLock};
 
+use televisit_core::audio::{self as core_audio, AudioError as CoreAudioError};
+
 use televisit_core::call::ladder::Rung;
 use televisit_core::call::machine as core_machine;
 use televisit_core::call::transport::SignalingTransport as CoreSignalingTransport;
@@ -124,6 +126,55 @@ impl From<CoreError> for CallError {
 
 fn closed() -> CallError {
     CoreError::Closed.into()
+}
+
+/// Why an audio frame was refused (Kotlin `AudioException.WrongFrameSize`, Swift
+/// `AudioError.WrongFrameSize(expected:got:)`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
+pub enum AudioError {
+    /// A frame of the wrong length: a frame is 10 ms, 480 samples (960 bytes).
+    #[error("a frame of {got} samples; a frame is {expected} (10 ms of 48 kHz mono, 16 bits)")]
+    WrongFrameSize {
+        /// Samples wanted.
+        expected: u32,
+        /// Samples given.
+        got: u32,
+    },
+    /// Bytes that are not whole 16-bit samples.
+    #[error("{bytes} bytes are not whole 16-bit samples")]
+    OddByteCount {
+        /// Bytes given.
+        bytes: u32,
+    },
+    /// Opus refused (it could not start). (Not `message`: Kotlin exceptions have one.)
+    #[error("Opus: {reason}")]
+    Codec {
+        /// What Opus said.
+        reason: String,
+    },
+    /// The call was released.
+    #[error("the call is closed")]
+    Closed,
+}
+
+impl From<CoreAudioError> for AudioError {
+    fn from(error: CoreAudioError) -> AudioError {
+        match error {
+            CoreAudioError::WrongFrameSize { expected, got } => AudioError::WrongFrameSize { expected, got },
+            CoreAudioError::OddByteCount(bytes) => AudioError::OddByteCount { bytes },
+            CoreAudioError::Codec(reason) => AudioError::Codec { reason },
+            CoreAudioError::Closed => AudioError::Closed,
+        }
+    }
+}
+
+impl From<CallError> for AudioError {
+    fn from(error: CallError) -> AudioError {
+        match error {
+            CallError::Closed { .. } => AudioError::Closed,
+            other => AudioError::Codec { reason: other.to_string() },
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -865,6 +916,20 @@ impl Call {
         Ok(())
     }
 
+    /// The microphone's way in: push 10 ms PCM frames and the core sends Opus. The same object
+    /// each time. Use it or `send_frame` with your own audio encoder, not both.
+    pub fn audio_source(&self) -> Result<Arc<AudioSource>, AudioError> {
+        let source = self.client()?.audio_source().map_err(CallError::from)?;
+        Ok(Arc::new(AudioSource(source)))
+    }
+
+    /// The speaker's way out: pull 10 ms PCM frames of the peer's voice. From the first call on,
+    /// the peer's audio plays through it and no longer comes as `RemoteFrame` events.
+    pub fn audio_sink(&self) -> Result<Arc<AudioSink>, AudioError> {
+        let sink = self.client()?.audio_sink().map_err(CallError::from)?;
+        Ok(Arc::new(AudioSink(sink)))
+    }
+
     /// Asks the peer for a keyframe of its camera (`Video`) or screen (`Screen`): call it when the
     /// platform's decoder reports a broken picture. The peer hears `KeyframeRequested`.
     pub fn request_keyframe(&self, kind: MediaKind) -> Result<(), CallError> {
@@ -886,6 +951,76 @@ impl Call {
         let client = self.client.write().expect("call lock").take();
         if let Some(client) = client {
             client.close();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audio: PCM in from the microphone, PCM out to the speaker
+// ---------------------------------------------------------------------------------------------
+
+/// The microphone's way into the call (`call.audioSource()`): push each 10 ms frame your capture
+/// callback gets, 48 kHz mono 16-bit PCM as 960 little-endian bytes (Android `AudioRecord` with
+/// `ENCODING_PCM_16BIT` into a `ByteArray`; iOS `AVAudioPCMBuffer.int16ChannelData` as `Data`).
+/// The core encodes Opus with FEC and sends it while the microphone is on. Never blocks.
+#[derive(uniffi::Object)]
+pub struct AudioSource(core_audio::AudioSource);
+
+#[uniffi::export]
+impl AudioSource {
+    /// Queues one 10 ms frame (960 bytes). `WrongFrameSize` for another length, `Closed` after
+    /// the call was released.
+    pub fn push(&self, pcm: Vec<u8>) -> Result<(), AudioError> {
+        Ok(self.0.push_bytes(&pcm)?)
+    }
+
+    /// Frames dropped because the encoder fell behind (more than 100 ms queued).
+    pub fn frames_dropped(&self) -> u64 {
+        self.0.frames_dropped()
+    }
+}
+
+/// What the receiving audio did so far.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct AudioStats {
+    /// Packets received.
+    pub packets_received: u64,
+    /// Packets lost on the way.
+    pub packets_lost: u64,
+    /// Lost packets rebuilt from the next packet's forward error correction.
+    pub packets_recovered: u64,
+    /// Packets that came too late to play.
+    pub packets_late: u64,
+    /// 10 ms frames concealed (lost or late audio filled in).
+    pub concealed_frames: u64,
+    /// The jitter buffer's target delay, ms (it follows the measured jitter).
+    pub target_delay_ms: u32,
+}
+
+/// The speaker's way out of the call (`call.audioSink()`): pull a 10 ms frame each time your
+/// playout callback wants one (Android `AudioTrack` in `MODE_STREAM`, iOS an `AVAudioSourceNode`).
+/// There is always a frame: the peer's voice, concealment of a lost packet, or silence.
+#[derive(uniffi::Object)]
+pub struct AudioSink(Arc<core_audio::AudioSink>);
+
+#[uniffi::export]
+impl AudioSink {
+    /// The next 10 ms: 48 kHz mono 16-bit PCM, 960 little-endian bytes. `Closed` after the call
+    /// was released.
+    pub fn pull(&self) -> Result<Vec<u8>, AudioError> {
+        Ok(self.0.pull_bytes()?)
+    }
+
+    /// Losses, FEC, concealment and the target delay so far.
+    pub fn stats(&self) -> AudioStats {
+        let s = self.0.stats();
+        AudioStats {
+            packets_received: s.packets_received,
+            packets_lost: s.packets_lost,
+            packets_recovered: s.packets_recovered,
+            packets_late: s.packets_late,
+            concealed_frames: s.concealed_frames,
+            target_delay_ms: s.target_delay_ms,
         }
     }
 }

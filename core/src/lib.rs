@@ -7,6 +7,8 @@ pub mod api;
 pub mod protocol;
 
 #[cfg(feature = "client")]
+pub mod audio;
+#[cfg(feature = "client")]
 pub mod call;
 #[cfg(feature = "client")]
 pub mod client;

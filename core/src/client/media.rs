@@ -4,6 +4,7 @@
 
 use tokio::sync::mpsc;
 
+use crate::audio::jitter::AudioPacket;
 use crate::call::machine::PeerConnectionState;
 pub use crate::call::machine::{IceConfig, PeerCommand};
 pub use crate::call::stats::{LossRecoveryCounts, MediaStats};
@@ -33,6 +34,9 @@ pub enum PeerEvent {
     },
     /// A frame from the peer, depacketized.
     Frame(EncodedFrame),
+    /// An RTP packet of the peer's audio track as it arrived (for the audio engine's jitter
+    /// buffer, which reorders and conceals itself).
+    AudioPacket(AudioPacket, std::time::Instant),
     /// The video codec negotiated for sending (camera and screen): encode with it. Sent once the
     /// offer/answer settled it, before media flows, and again only if it changes.
     VideoCodec(VideoCodec),

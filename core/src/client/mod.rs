@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use crate::audio::{AudioSink, AudioSource};
 use crate::call::ladder::{BitrateLadder, Rung, VideoPreference, DEFAULT_START_RUNG};
 use crate::call::machine::{CallEvent, CallMachine, CallState, EndReason, Input, Output};
 use crate::call::transport::{SignalingTransport, Transport};
@@ -53,7 +54,8 @@ pub enum ClientEvent {
     /// when it moved by a tenth or more, and with every rung change.
     EncoderBitrate(u64),
     /// A frame from the peer (encoded; decode it with the platform's codec, or with
-    /// `crate::codec` when the core is built with the `software-codec` feature).
+    /// `crate::codec` when the core is built with the `software-codec` feature). Audio frames
+    /// stop coming here once the app took the [`CallClient::audio_sink`]: the sink plays them.
     RemoteFrame(EncodedFrame),
     /// Encode the next frame of this kind (camera or screen) as a keyframe: the peer's decoder lost
     /// the picture (RTCP PLI/FIR), or frames were dropped because more video was sent than the
@@ -115,6 +117,23 @@ enum Command {
     Close,
 }
 
+/// The call's audio engine objects, made when the app first asks for them.
+#[derive(Default)]
+struct AudioTracks {
+    source: Mutex<Option<AudioSource>>,
+    sink: Mutex<Option<Arc<AudioSink>>>,
+}
+
+impl AudioTracks {
+    fn source(&self) -> Option<AudioSource> {
+        self.source.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn sink(&self) -> Option<Arc<AudioSink>> {
+        self.sink.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// The call client.
 pub struct CallClient {
     commands: mpsc::UnboundedSender<Command>,
@@ -122,6 +141,7 @@ pub struct CallClient {
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
     events: EventThread,
     link: JoinLink,
+    audio: Arc<AudioTracks>,
 }
 
 impl CallClient {
@@ -144,9 +164,11 @@ impl CallClient {
         let (status_tx, status) =
             tokio::sync::watch::channel(Status { state: CallState::Idle, role: None, end: None });
         let events = EventThread::start(listener);
-        let driver = Driver::new(link.clone(), media, options, commands.clone(), events.sender(), status_tx);
+        let audio = Arc::new(AudioTracks::default());
+        let driver = Driver::new(link.clone(), media, options, commands.clone(), events.sender(), status_tx)
+            .with_audio(Arc::clone(&audio));
         runtime.spawn(driver.run(command_rx));
-        Ok(CallClient { commands, status, runtime: Mutex::new(Some(runtime)), events, link })
+        Ok(CallClient { commands, status, runtime: Mutex::new(Some(runtime)), events, link, audio })
     }
 
     fn input(&self, input: Input) {
@@ -269,6 +291,37 @@ impl CallClient {
         let _ = self.commands.send(Command::Frame(frame));
     }
 
+    /// The microphone's way into the call (the same object on every call): push 10 ms frames of
+    /// 48 kHz mono PCM; the core encodes them with Opus (in-band FEC following the measured
+    /// loss) and sends them while the microphone is on. Use it instead of sending encoded audio
+    /// with [`CallClient::send_frame`].
+    pub fn audio_source(&self) -> Result<AudioSource, CallError> {
+        let mut source = self.audio.source.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(source) = source.as_ref() {
+            return Ok(source.clone());
+        }
+        let commands = self.commands.clone();
+        let made =
+            AudioSource::start(&self.runtime()?, move |frame| commands.send(Command::Frame(frame)).is_ok())
+                .map_err(|e| CallError::Media(e.to_string()))?;
+        *source = Some(made.clone());
+        Ok(made)
+    }
+
+    /// The speaker's way out of the call (the same object on every call): pull a 10 ms frame of
+    /// 48 kHz mono PCM from the platform's playout callback. From the first call on, the peer's
+    /// audio goes through the core's jitter buffer and Opus decoder to it, not to the listener.
+    pub fn audio_sink(&self) -> Result<Arc<AudioSink>, CallError> {
+        self.runtime()?; // not after close
+        let mut sink = self.audio.sink.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(sink) = sink.as_ref() {
+            return Ok(Arc::clone(sink));
+        }
+        let made = Arc::new(AudioSink::new().map_err(|e| CallError::Media(e.to_string()))?);
+        *sink = Some(Arc::clone(&made));
+        Ok(made)
+    }
+
     /// Asks the peer for a keyframe of its camera (`Video`) or screen (`Screen`): call it when the
     /// platform's decoder reports a broken picture. The peer's app hears `KeyframeRequested`.
     pub fn request_keyframe(&self, kind: FrameKind) {
@@ -290,6 +343,12 @@ impl CallClient {
     /// thread, async or not. The client is unusable afterwards.
     pub fn close(&self) {
         let _ = self.commands.send(Command::Close);
+        if let Some(source) = self.audio.source() {
+            source.close();
+        }
+        if let Some(sink) = self.audio.sink() {
+            sink.close();
+        }
         self.events.stop();
         if let Some(runtime) = self.runtime.lock().expect("runtime lock").take() {
             runtime.shutdown_background();
@@ -371,6 +430,7 @@ struct Driver {
     signaling_generation: u64,
     session: Option<Box<dyn MediaSession>>,
     peer_events: (mpsc::UnboundedSender<PeerEvent>, mpsc::UnboundedReceiver<PeerEvent>),
+    audio: Arc<AudioTracks>,
 }
 
 impl Driver {
@@ -399,7 +459,12 @@ impl Driver {
             signaling_generation: 0,
             session: None,
             peer_events: mpsc::unbounded_channel(),
+            audio: Arc::default(),
         }
+    }
+
+    fn with_audio(self, audio: Arc<AudioTracks>) -> Driver {
+        Driver { audio, ..self }
     }
 
     fn now_ms(&self) -> i64 {
@@ -474,7 +539,15 @@ impl Driver {
                         Input::EstimateCut { estimate_bps, acknowledged_bps }
                     }
                     PeerEvent::Frame(frame) => {
-                        let _ = self.events.send(ClientEvent::RemoteFrame(frame));
+                        if frame.kind != FrameKind::Audio || self.audio.sink().is_none() {
+                            let _ = self.events.send(ClientEvent::RemoteFrame(frame));
+                        }
+                        continue;
+                    }
+                    PeerEvent::AudioPacket(packet, arrival) => {
+                        if let Some(sink) = self.audio.sink() {
+                            sink.push(packet, arrival);
+                        }
                         continue;
                     }
                     PeerEvent::VideoCodec(codec) => {
@@ -627,6 +700,11 @@ impl Driver {
         let now = self.now_ms();
         let outputs = self.machine.handle(Input::Stats(Box::new(stats.clone())), now);
         self.execute(outputs, signaling_tx);
+        // Our inbound loss stands for the peer's (the path is taken as symmetric: the stack does
+        // not parse the peer's reports) and sizes the voice's in-band FEC.
+        if let (Some(source), Some(loss)) = (self.audio.source(), stats.loss_percent) {
+            source.set_expected_loss(loss.ceil().clamp(0.0, 100.0) as u8);
+        }
         let _ = self.events.send(ClientEvent::Stats(stats));
     }
 }

@@ -83,6 +83,7 @@ use super::pacing::{AudioFirstPacer, PacingState};
 use super::remb::{register_abs_send_time, AbsSendTimeStamper, RembGenerator};
 use super::stats::{OwnCounts, StackReading, StatsSampler};
 use super::turn_bridge::TurnBridges;
+use crate::audio::jitter::AudioPacket;
 use crate::call::machine::IceConfig;
 use crate::call::machine::PeerConnectionState;
 use crate::call::stats::FreezeCounter;
@@ -369,6 +370,17 @@ async fn receive_track(
     while let Some(event) = track.poll().await {
         let TrackRemoteEvent::OnRtpPacket(packet) = event else { continue };
         counters.last_packet_at_ms.store(origin.elapsed().as_millis() as i64, Ordering::Relaxed);
+        if audio {
+            let raw = AudioPacket {
+                ssrc: packet.header.ssrc,
+                sequence: packet.header.sequence_number,
+                timestamp: packet.header.timestamp,
+                payload: packet.payload.to_vec(),
+            };
+            if events.send(PeerEvent::AudioPacket(raw, Instant::now())).is_err() {
+                return;
+            }
+        }
         if role() != frame_kind {
             // The peer's `screen-share` frame named this track's role after it started.
             frame_kind = role();

@@ -1,43 +1,41 @@
-//! Opus in software (libopus through the `opus` crate): 48 kHz mono, 20 ms frames of 16-bit PCM.
+//! Opus for the software codec path: 48 kHz mono, 20 ms packets as [`EncodedFrame`]s, over the
+//! audio engine's bundled Opus ([`crate::audio::opus`]; one libopus in the core).
 
 use std::time::Duration;
 
 use super::CodecError;
+use crate::audio::opus::{VoiceDecoder, VoiceEncoder};
+use crate::audio::AudioError;
 use crate::frame::{EncodedFrame, FrameKind};
 
-/// Samples per second.
-pub const SAMPLE_RATE: u32 = 48_000;
+pub use crate::audio::opus::INITIAL_EXPECTED_LOSS_PERCENT;
+pub use crate::audio::SAMPLE_RATE;
 /// Samples in one 20 ms frame.
-pub const FRAME_SAMPLES: usize = 960;
+pub const FRAME_SAMPLES: usize = crate::audio::PACKET_SAMPLES;
 /// The bitrate of the encoded voice, bits per second (within the ladder's audio reserve).
-pub const BITRATE_BPS: i32 = 32_000;
-/// The largest packet the encoder may produce, bytes.
-const MAX_PACKET: usize = 1275;
-/// The packet loss the encoder prepares for until [`OpusEncoder::set_expected_loss`] is called:
-/// libopus adds no in-band FEC at 0 %, so a small guess keeps the first losses covered.
-pub const INITIAL_EXPECTED_LOSS_PERCENT: u8 = 5;
+pub const BITRATE_BPS: i32 = crate::audio::opus::VOICE_BITRATE_BPS as i32;
 
-/// An Opus encoder for one voice channel.
-pub struct OpusEncoder {
-    encoder: opus::Encoder,
+fn codec_error(error: AudioError, init: Option<&'static str>) -> CodecError {
+    match (error, init) {
+        (AudioError::WrongFrameSize { got, .. }, _) => CodecError::BadInput(format!(
+            "{got} samples; an Opus frame here is {FRAME_SAMPLES} (20 ms at 48 kHz)"
+        )),
+        (error, Some(codec)) => CodecError::Init { codec, reason: error.to_string() },
+        (error, None) => CodecError::Decode(error.to_string()),
+    }
 }
 
-impl std::fmt::Debug for OpusEncoder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("OpusEncoder")
-    }
+/// An Opus encoder for one voice channel.
+#[derive(Debug)]
+pub struct OpusEncoder {
+    encoder: VoiceEncoder,
 }
 
 impl OpusEncoder {
     /// An encoder tuned for voice, with in-band forward error correction sized for
     /// [`INITIAL_EXPECTED_LOSS_PERCENT`] until told the measured loss.
     pub fn new() -> Result<OpusEncoder, CodecError> {
-        let init = |e: opus::Error| CodecError::Init { codec: "Opus encoder", reason: e.to_string() };
-        let mut encoder =
-            opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Voip).map_err(init)?;
-        encoder.set_bitrate(opus::Bitrate::Bits(BITRATE_BPS)).map_err(init)?;
-        encoder.set_inband_fec(true).map_err(init)?;
-        encoder.set_packet_loss_perc(i32::from(INITIAL_EXPECTED_LOSS_PERCENT)).map_err(init)?;
+        let encoder = VoiceEncoder::new().map_err(|e| codec_error(e, Some("Opus encoder")))?;
         Ok(OpusEncoder { encoder })
     }
 
@@ -45,20 +43,15 @@ impl OpusEncoder {
     /// clamped to 100). The more loss, the more of each packet repeats the previous one at a lower
     /// quality; at 0 there is no FEC.
     pub fn set_expected_loss(&mut self, percent: u8) -> Result<(), CodecError> {
-        self.encoder
-            .set_packet_loss_perc(i32::from(percent.min(100)))
-            .map_err(|e| CodecError::Encode(format!("cannot set the expected loss: {e}")))
+        self.encoder.set_expected_loss(percent).map_err(|e| CodecError::Encode(e.to_string()))
     }
 
     /// Encodes exactly [`FRAME_SAMPLES`] samples (20 ms) into one packet.
     pub fn encode(&mut self, pcm: &[i16]) -> Result<EncodedFrame, CodecError> {
-        if pcm.len() != FRAME_SAMPLES {
-            return Err(CodecError::BadInput(format!(
-                "{} samples; an Opus frame here is {FRAME_SAMPLES} (20 ms at 48 kHz)",
-                pcm.len()
-            )));
-        }
-        let data = self.encoder.encode_vec(pcm, MAX_PACKET).map_err(|e| CodecError::Encode(e.to_string()))?;
+        let data = self.encoder.encode(pcm).map_err(|e| match e {
+            AudioError::Codec(message) => CodecError::Encode(message),
+            other => codec_error(other, None),
+        })?;
         Ok(EncodedFrame {
             kind: FrameKind::Audio,
             data,
@@ -69,48 +62,31 @@ impl OpusEncoder {
 }
 
 /// An Opus decoder to one channel (stereo packets, as browsers may send, are mixed down).
+#[derive(Debug)]
 pub struct OpusDecoder {
-    decoder: opus::Decoder,
-    buffer: Vec<i16>,
-}
-
-impl std::fmt::Debug for OpusDecoder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("OpusDecoder")
-    }
+    decoder: VoiceDecoder,
 }
 
 impl OpusDecoder {
     /// A decoder.
     pub fn new() -> Result<OpusDecoder, CodecError> {
-        let decoder = opus::Decoder::new(SAMPLE_RATE, opus::Channels::Mono)
-            .map_err(|e| CodecError::Init { codec: "Opus decoder", reason: e.to_string() })?;
-        // Room for the longest Opus packet (120 ms).
-        Ok(OpusDecoder { decoder, buffer: vec![0; FRAME_SAMPLES * 6] })
+        let decoder = VoiceDecoder::new().map_err(|e| codec_error(e, Some("Opus decoder")))?;
+        Ok(OpusDecoder { decoder })
     }
 
     /// Decodes one packet into PCM samples. An empty or corrupt packet is an error.
     pub fn decode(&mut self, packet: &[u8]) -> Result<Vec<i16>, CodecError> {
-        if packet.is_empty() {
-            return Err(CodecError::Decode("an empty Opus packet".into()));
-        }
-        let samples = self
-            .decoder
-            .decode(packet, &mut self.buffer, false)
-            .map_err(|e| CodecError::Decode(e.to_string()))?;
-        Ok(self.buffer[..samples].to_vec())
+        self.decoder.decode(packet).map_err(|e| codec_error(e, None))
     }
 
     /// Fills in for a lost 20 ms packet: from the in-band FEC of `next` (the packet after the lost
     /// one) if it carries any, else by concealment. Call it before decoding `next` itself.
     pub fn decode_lost(&mut self, next: Option<&[u8]>) -> Result<Vec<i16>, CodecError> {
-        let output = &mut self.buffer[..FRAME_SAMPLES];
-        let samples = match next {
-            Some(packet) if !packet.is_empty() => self.decoder.decode(packet, output, true),
-            _ => self.decoder.decode(&[], output, false),
+        match next {
+            Some(packet) if !packet.is_empty() => self.decoder.recover(packet, FRAME_SAMPLES),
+            _ => self.decoder.conceal(FRAME_SAMPLES),
         }
-        .map_err(|e| CodecError::Decode(e.to_string()))?;
-        Ok(self.buffer[..samples].to_vec())
+        .map_err(|e| codec_error(e, None))
     }
 }
 

@@ -15,9 +15,8 @@
 //!   `codec::vpx` (the core's one module with `unsafe`, documented there). The safe crates do not
 //!   fit: `vpx-rs` (encoder and decoder) calls a libvpx 1.13-only control and does not build on
 //!   Debian 12; `vpx-encode` has no decoder; neither can change the bitrate of a running encoder.
-//! - **Opus: `opus` 0.3** (over `audiopus_sys`), the long-standing safe wrapper of libopus; it
-//!   links Debian's `libopus-dev` through pkg-config. (`opus` 0.4 moved to `opusic-sys`, which
-//!   builds a bundled libopus with cmake by default.)
+//! - **Opus**: the audio engine's (`crate::audio::opus`, `opusic-c` over a bundled libopus built
+//!   with cmake), so the core links one libopus and needs no system Opus.
 
 pub mod audio;
 pub mod pattern;

@@ -259,6 +259,46 @@ typedef struct UniffiVTableCallbackInterfaceCallListener {
 } UniffiVTableCallbackInterfaceCallListener;
 
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_CLONE_AUDIOSINK
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_CLONE_AUDIOSINK
+uint64_t uniffi_televisit_ffi_fn_clone_audiosink(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_FREE_AUDIOSINK
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_FREE_AUDIOSINK
+void uniffi_televisit_ffi_fn_free_audiosink(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_AUDIOSINK_PULL
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_AUDIOSINK_PULL
+RustBuffer uniffi_televisit_ffi_fn_method_audiosink_pull(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_AUDIOSINK_STATS
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_AUDIOSINK_STATS
+RustBuffer uniffi_televisit_ffi_fn_method_audiosink_stats(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_CLONE_AUDIOSOURCE
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_CLONE_AUDIOSOURCE
+uint64_t uniffi_televisit_ffi_fn_clone_audiosource(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_FREE_AUDIOSOURCE
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_FREE_AUDIOSOURCE
+void uniffi_televisit_ffi_fn_free_audiosource(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_AUDIOSOURCE_FRAMES_DROPPED
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_AUDIOSOURCE_FRAMES_DROPPED
+uint64_t uniffi_televisit_ffi_fn_method_audiosource_frames_dropped(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_AUDIOSOURCE_PUSH
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_AUDIOSOURCE_PUSH
+void uniffi_televisit_ffi_fn_method_audiosource_push(uint64_t ptr, RustBuffer pcm, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_CLONE_CALL
 #define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_CLONE_CALL
 uint64_t uniffi_televisit_ffi_fn_clone_call(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -277,6 +317,16 @@ uint64_t uniffi_televisit_ffi_fn_constructor_call_new(RustBuffer link, uint64_t 
 #ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_CALL_APPOINTMENT_ID
 #define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_CALL_APPOINTMENT_ID
 RustBuffer uniffi_televisit_ffi_fn_method_call_appointment_id(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_CALL_AUDIO_SINK
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_CALL_AUDIO_SINK
+uint64_t uniffi_televisit_ffi_fn_method_call_audio_sink(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_CALL_AUDIO_SOURCE
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_CALL_AUDIO_SOURCE
+uint64_t uniffi_televisit_ffi_fn_method_call_audio_source(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_CALL_HANG_UP
@@ -657,9 +707,45 @@ uint16_t uniffi_televisit_ffi_checksum_func_televisit_version(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_AUDIOSINK_PULL
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_AUDIOSINK_PULL
+uint16_t uniffi_televisit_ffi_checksum_method_audiosink_pull(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_AUDIOSINK_STATS
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_AUDIOSINK_STATS
+uint16_t uniffi_televisit_ffi_checksum_method_audiosink_stats(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_AUDIOSOURCE_FRAMES_DROPPED
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_AUDIOSOURCE_FRAMES_DROPPED
+uint16_t uniffi_televisit_ffi_checksum_method_audiosource_frames_dropped(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_AUDIOSOURCE_PUSH
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_AUDIOSOURCE_PUSH
+uint16_t uniffi_televisit_ffi_checksum_method_audiosource_push(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_CALL_APPOINTMENT_ID
 #define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_CALL_APPOINTMENT_ID
 uint16_t uniffi_televisit_ffi_checksum_method_call_appointment_id(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_CALL_AUDIO_SINK
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_CALL_AUDIO_SINK
+uint16_t uniffi_televisit_ffi_checksum_method_call_audio_sink(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_CALL_AUDIO_SOURCE
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_CALL_AUDIO_SOURCE
+uint16_t uniffi_televisit_ffi_checksum_method_call_audio_source(void
     
 );
 #endif

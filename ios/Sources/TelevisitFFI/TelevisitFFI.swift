@@ -624,6 +624,312 @@ fileprivate struct FfiConverterData: FfiConverterRustBuffer {
 
 
 /**
+ * The speaker's way out of the call (`call.audioSink()`): pull a 10 ms frame each time your
+ * playout callback wants one (Android `AudioTrack` in `MODE_STREAM`, iOS an `AVAudioSourceNode`).
+ * There is always a frame: the peer's voice, concealment of a lost packet, or silence.
+ */
+public protocol AudioSinkProtocol: AnyObject, Sendable {
+    
+    /**
+     * The next 10 ms: 48 kHz mono 16-bit PCM, 960 little-endian bytes. `Closed` after the call
+     * was released.
+     */
+    func pull() throws  -> Data
+    
+    /**
+     * Losses, FEC, concealment and the target delay so far.
+     */
+    func stats()  -> AudioStats
+    
+}
+/**
+ * The speaker's way out of the call (`call.audioSink()`): pull a 10 ms frame each time your
+ * playout callback wants one (Android `AudioTrack` in `MODE_STREAM`, iOS an `AVAudioSourceNode`).
+ * There is always a frame: the peer's voice, concealment of a lost packet, or silence.
+ */
+open class AudioSink: AudioSinkProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_televisit_ffi_fn_clone_audiosink(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_televisit_ffi_fn_free_audiosink(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * The next 10 ms: 48 kHz mono 16-bit PCM, 960 little-endian bytes. `Closed` after the call
+     * was released.
+     */
+open func pull()throws  -> Data  {
+    return try  FfiConverterData.lift(try rustCallWithError(FfiConverterTypeAudioError_lift) {
+        uniffiCallStatus in
+    uniffi_televisit_ffi_fn_method_audiosink_pull(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Losses, FEC, concealment and the target delay so far.
+     */
+open func stats() -> AudioStats  {
+    return try!  FfiConverterTypeAudioStats_lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_televisit_ffi_fn_method_audiosink_stats(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeAudioSink: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = AudioSink
+
+    public static func lift(_ handle: UInt64) throws -> AudioSink {
+        return AudioSink(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: AudioSink) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> AudioSink {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: AudioSink, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAudioSink_lift(_ handle: UInt64) throws -> AudioSink {
+    return try FfiConverterTypeAudioSink.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAudioSink_lower(_ value: AudioSink) -> UInt64 {
+    return FfiConverterTypeAudioSink.lower(value)
+}
+
+
+
+
+
+
+/**
+ * The microphone's way into the call (`call.audioSource()`): push each 10 ms frame your capture
+ * callback gets, 48 kHz mono 16-bit PCM as 960 little-endian bytes (Android `AudioRecord` with
+ * `ENCODING_PCM_16BIT` into a `ByteArray`; iOS `AVAudioPCMBuffer.int16ChannelData` as `Data`).
+ * The core encodes Opus with FEC and sends it while the microphone is on. Never blocks.
+ */
+public protocol AudioSourceProtocol: AnyObject, Sendable {
+    
+    /**
+     * Frames dropped because the encoder fell behind (more than 100 ms queued).
+     */
+    func framesDropped()  -> UInt64
+    
+    /**
+     * Queues one 10 ms frame (960 bytes). `WrongFrameSize` for another length, `Closed` after
+     * the call was released.
+     */
+    func push(pcm: Data) throws 
+    
+}
+/**
+ * The microphone's way into the call (`call.audioSource()`): push each 10 ms frame your capture
+ * callback gets, 48 kHz mono 16-bit PCM as 960 little-endian bytes (Android `AudioRecord` with
+ * `ENCODING_PCM_16BIT` into a `ByteArray`; iOS `AVAudioPCMBuffer.int16ChannelData` as `Data`).
+ * The core encodes Opus with FEC and sends it while the microphone is on. Never blocks.
+ */
+open class AudioSource: AudioSourceProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_televisit_ffi_fn_clone_audiosource(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_televisit_ffi_fn_free_audiosource(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Frames dropped because the encoder fell behind (more than 100 ms queued).
+     */
+open func framesDropped() -> UInt64  {
+    return try!  FfiConverterUInt64.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_televisit_ffi_fn_method_audiosource_frames_dropped(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Queues one 10 ms frame (960 bytes). `WrongFrameSize` for another length, `Closed` after
+     * the call was released.
+     */
+open func push(pcm: Data)throws   {try rustCallWithError(FfiConverterTypeAudioError_lift) {
+        uniffiCallStatus in
+    uniffi_televisit_ffi_fn_method_audiosource_push(
+            self.uniffiCloneHandle(),
+        FfiConverterData.lower(pcm),uniffiCallStatus
+    )
+}
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeAudioSource: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = AudioSource
+
+    public static func lift(_ handle: UInt64) throws -> AudioSource {
+        return AudioSource(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: AudioSource) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> AudioSource {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: AudioSource, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAudioSource_lift(_ handle: UInt64) throws -> AudioSource {
+    return try FfiConverterTypeAudioSource.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAudioSource_lower(_ value: AudioSource) -> UInt64 {
+    return FfiConverterTypeAudioSource.lower(value)
+}
+
+
+
+
+
+
+/**
  * One video visit, as one side (doctor or patient) sees it.
  */
 public protocol CallProtocol: AnyObject, Sendable {
@@ -632,6 +938,18 @@ public protocol CallProtocol: AnyObject, Sendable {
      * The appointment this call belongs to.
      */
     func appointmentId()  -> String
+    
+    /**
+     * The speaker's way out: pull 10 ms PCM frames of the peer's voice. From the first call on,
+     * the peer's audio plays through it and no longer comes as `RemoteFrame` events.
+     */
+    func audioSink() throws  -> AudioSink
+    
+    /**
+     * The microphone's way in: push 10 ms PCM frames and the core sends Opus. The same object
+     * each time. Use it or `send_frame` with your own audio encoder, not both.
+     */
+    func audioSource() throws  -> AudioSource
     
     /**
      * Ends the call for everyone (doctor) or leaves it (patient); returns how it ended, with the
@@ -795,6 +1113,32 @@ open func appointmentId() -> String  {
     return try!  FfiConverterString.lift(try! rustCall() {
         uniffiCallStatus in
     uniffi_televisit_ffi_fn_method_call_appointment_id(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The speaker's way out: pull 10 ms PCM frames of the peer's voice. From the first call on,
+     * the peer's audio plays through it and no longer comes as `RemoteFrame` events.
+     */
+open func audioSink()throws  -> AudioSink  {
+    return try  FfiConverterTypeAudioSink_lift(try rustCallWithError(FfiConverterTypeAudioError_lift) {
+        uniffiCallStatus in
+    uniffi_televisit_ffi_fn_method_call_audio_sink(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The microphone's way in: push 10 ms PCM frames and the core sends Opus. The same object
+     * each time. Use it or `send_frame` with your own audio encoder, not both.
+     */
+open func audioSource()throws  -> AudioSource  {
+    return try  FfiConverterTypeAudioSource_lift(try rustCallWithError(FfiConverterTypeAudioError_lift) {
+        uniffiCallStatus in
+    uniffi_televisit_ffi_fn_method_call_audio_source(
             self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
@@ -1266,6 +1610,115 @@ public func FfiConverterTypeCallListener_lower(_ value: CallListener) -> UInt64 
 }
 
 
+
+
+/**
+ * What the receiving audio did so far.
+ */
+public struct AudioStats: Equatable, Hashable {
+    /**
+     * Packets received.
+     */
+    public var packetsReceived: UInt64
+    /**
+     * Packets lost on the way.
+     */
+    public var packetsLost: UInt64
+    /**
+     * Lost packets rebuilt from the next packet's forward error correction.
+     */
+    public var packetsRecovered: UInt64
+    /**
+     * Packets that came too late to play.
+     */
+    public var packetsLate: UInt64
+    /**
+     * 10 ms frames concealed (lost or late audio filled in).
+     */
+    public var concealedFrames: UInt64
+    /**
+     * The jitter buffer's target delay, ms (it follows the measured jitter).
+     */
+    public var targetDelayMs: UInt32
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Packets received.
+         */packetsReceived: UInt64, 
+        /**
+         * Packets lost on the way.
+         */packetsLost: UInt64, 
+        /**
+         * Lost packets rebuilt from the next packet's forward error correction.
+         */packetsRecovered: UInt64, 
+        /**
+         * Packets that came too late to play.
+         */packetsLate: UInt64, 
+        /**
+         * 10 ms frames concealed (lost or late audio filled in).
+         */concealedFrames: UInt64, 
+        /**
+         * The jitter buffer's target delay, ms (it follows the measured jitter).
+         */targetDelayMs: UInt32) {
+        self.packetsReceived = packetsReceived
+        self.packetsLost = packetsLost
+        self.packetsRecovered = packetsRecovered
+        self.packetsLate = packetsLate
+        self.concealedFrames = concealedFrames
+        self.targetDelayMs = targetDelayMs
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension AudioStats: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeAudioStats: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> AudioStats {
+        return
+            try AudioStats(
+                packetsReceived: FfiConverterUInt64.read(from: &buf), 
+                packetsLost: FfiConverterUInt64.read(from: &buf), 
+                packetsRecovered: FfiConverterUInt64.read(from: &buf), 
+                packetsLate: FfiConverterUInt64.read(from: &buf), 
+                concealedFrames: FfiConverterUInt64.read(from: &buf), 
+                targetDelayMs: FfiConverterUInt32.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: AudioStats, into buf: inout [UInt8]) {
+        FfiConverterUInt64.write(value.packetsReceived, into: &buf)
+        FfiConverterUInt64.write(value.packetsLost, into: &buf)
+        FfiConverterUInt64.write(value.packetsRecovered, into: &buf)
+        FfiConverterUInt64.write(value.packetsLate, into: &buf)
+        FfiConverterUInt64.write(value.concealedFrames, into: &buf)
+        FfiConverterUInt32.write(value.targetDelayMs, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAudioStats_lift(_ buf: RustBuffer) throws -> AudioStats {
+    return try FfiConverterTypeAudioStats.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAudioStats_lower(_ value: AudioStats) -> RustBuffer {
+    return FfiConverterTypeAudioStats.lower(value)
+}
 
 
 /**
@@ -2059,6 +2512,137 @@ public func FfiConverterTypeVideoRung_lift(_ buf: RustBuffer) throws -> VideoRun
 #endif
 public func FfiConverterTypeVideoRung_lower(_ value: VideoRung) -> RustBuffer {
     return FfiConverterTypeVideoRung.lower(value)
+}
+
+
+/**
+ * Why an audio frame was refused (Kotlin `AudioException.WrongFrameSize`, Swift
+ * `AudioError.WrongFrameSize(expected:got:)`).
+ */
+public 
+enum AudioError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
+
+    
+    
+    /**
+     * A frame of the wrong length: a frame is 10 ms, 480 samples (960 bytes).
+     */
+    case WrongFrameSize(
+        /**
+         * Samples wanted.
+         */expected: UInt32, 
+        /**
+         * Samples given.
+         */got: UInt32
+    )
+    /**
+     * Bytes that are not whole 16-bit samples.
+     */
+    case OddByteCount(
+        /**
+         * Bytes given.
+         */bytes: UInt32
+    )
+    /**
+     * Opus refused (it could not start). (Not `message`: Kotlin exceptions have one.)
+     */
+    case Codec(
+        /**
+         * What Opus said.
+         */reason: String
+    )
+    /**
+     * The call was released.
+     */
+    case Closed
+
+    
+
+    
+
+    
+    public var errorDescription: String? {
+        String(reflecting: self)
+    }
+    
+}
+
+#if compiler(>=6)
+extension AudioError: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeAudioError: FfiConverterRustBuffer {
+    typealias SwiftType = AudioError
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> AudioError {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+
+        
+
+        
+        case 1: return .WrongFrameSize(
+            expected: try FfiConverterUInt32.read(from: &buf), 
+            got: try FfiConverterUInt32.read(from: &buf)
+            )
+        case 2: return .OddByteCount(
+            bytes: try FfiConverterUInt32.read(from: &buf)
+            )
+        case 3: return .Codec(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 4: return .Closed
+
+         default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: AudioError, into buf: inout [UInt8]) {
+        switch value {
+
+        
+
+        
+        
+        case let .WrongFrameSize(expected,got):
+            writeInt(&buf, Int32(1))
+            FfiConverterUInt32.write(expected, into: &buf)
+            FfiConverterUInt32.write(got, into: &buf)
+            
+        
+        case let .OddByteCount(bytes):
+            writeInt(&buf, Int32(2))
+            FfiConverterUInt32.write(bytes, into: &buf)
+            
+        
+        case let .Codec(reason):
+            writeInt(&buf, Int32(3))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case .Closed:
+            writeInt(&buf, Int32(4))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAudioError_lift(_ buf: RustBuffer) throws -> AudioError {
+    return try FfiConverterTypeAudioError.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAudioError_lower(_ value: AudioError) -> RustBuffer {
+    return FfiConverterTypeAudioError.lower(value)
 }
 
 
@@ -3668,7 +4252,25 @@ private let initializationResult: InitializationResult = {
     if (uniffi_televisit_ffi_checksum_func_televisit_version() != 40353) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_televisit_ffi_checksum_method_audiosink_pull() != 36638) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_televisit_ffi_checksum_method_audiosink_stats() != 31840) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_televisit_ffi_checksum_method_audiosource_frames_dropped() != 57787) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_televisit_ffi_checksum_method_audiosource_push() != 30598) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_televisit_ffi_checksum_method_call_appointment_id() != 53717) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_televisit_ffi_checksum_method_call_audio_sink() != 7299) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_televisit_ffi_checksum_method_call_audio_source() != 61289) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_televisit_ffi_checksum_method_call_hang_up() != 11419) {

@@ -708,7 +708,19 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_televisit_ffi_checksum_func_televisit_version(
     ): Int
+    external fun uniffi_televisit_ffi_checksum_method_audiosink_pull(
+    ): Int
+    external fun uniffi_televisit_ffi_checksum_method_audiosink_stats(
+    ): Int
+    external fun uniffi_televisit_ffi_checksum_method_audiosource_frames_dropped(
+    ): Int
+    external fun uniffi_televisit_ffi_checksum_method_audiosource_push(
+    ): Int
     external fun uniffi_televisit_ffi_checksum_method_call_appointment_id(
+    ): Int
+    external fun uniffi_televisit_ffi_checksum_method_call_audio_sink(
+    ): Int
+    external fun uniffi_televisit_ffi_checksum_method_call_audio_source(
     ): Int
     external fun uniffi_televisit_ffi_checksum_method_call_hang_up(
     ): Int
@@ -765,6 +777,22 @@ internal object UniffiLib {
     }
 
     internal fun ensureInitialized() = Unit
+    external fun uniffi_televisit_ffi_fn_clone_audiosink(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_televisit_ffi_fn_free_audiosink(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_televisit_ffi_fn_method_audiosink_pull(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_televisit_ffi_fn_method_audiosink_stats(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_televisit_ffi_fn_clone_audiosource(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_televisit_ffi_fn_free_audiosource(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_televisit_ffi_fn_method_audiosource_frames_dropped(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_televisit_ffi_fn_method_audiosource_push(`ptr`: Long,`pcm`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
     external fun uniffi_televisit_ffi_fn_clone_call(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_televisit_ffi_fn_free_call(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -773,6 +801,10 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_televisit_ffi_fn_method_call_appointment_id(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_televisit_ffi_fn_method_call_audio_sink(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_televisit_ffi_fn_method_call_audio_source(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
     external fun uniffi_televisit_ffi_fn_method_call_hang_up(`ptr`: Long,
     ): Long
     external fun uniffi_televisit_ffi_fn_method_call_join(`ptr`: Long,
@@ -940,7 +972,25 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_televisit_ffi_checksum_func_televisit_version() and 0xFFFF) != 40353) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_televisit_ffi_checksum_method_audiosink_pull() and 0xFFFF) != 36638) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_televisit_ffi_checksum_method_audiosink_stats() and 0xFFFF) != 31840) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_televisit_ffi_checksum_method_audiosource_frames_dropped() and 0xFFFF) != 57787) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_televisit_ffi_checksum_method_audiosource_push() and 0xFFFF) != 30598) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_televisit_ffi_checksum_method_call_appointment_id() and 0xFFFF) != 53717) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_televisit_ffi_checksum_method_call_audio_sink() and 0xFFFF) != 7299) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_televisit_ffi_checksum_method_call_audio_source() and 0xFFFF) != 61289) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_televisit_ffi_checksum_method_call_hang_up() and 0xFFFF) != 11419) {
@@ -1510,6 +1560,598 @@ public object FfiConverterByteArray: FfiConverterRustBuffer<ByteArray> {
 
 
 /**
+ * The speaker's way out of the call (`call.audioSink()`): pull a 10 ms frame each time your
+ * playout callback wants one (Android `AudioTrack` in `MODE_STREAM`, iOS an `AVAudioSourceNode`).
+ * There is always a frame: the peer's voice, concealment of a lost packet, or silence.
+ */
+public interface AudioSinkInterface {
+    
+    /**
+     * The next 10 ms: 48 kHz mono 16-bit PCM, 960 little-endian bytes. `Closed` after the call
+     * was released.
+     */
+    fun `pull`(): kotlin.ByteArray
+    
+    /**
+     * Losses, FEC, concealment and the target delay so far.
+     */
+    fun `stats`(): AudioStats
+    
+    companion object
+}
+
+/**
+ * The speaker's way out of the call (`call.audioSink()`): pull a 10 ms frame each time your
+ * playout callback wants one (Android `AudioTrack` in `MODE_STREAM`, iOS an `AVAudioSourceNode`).
+ * There is always a frame: the peer's voice, concealment of a lost packet, or silence.
+ */
+open class AudioSink: Disposable, AutoCloseable, AudioSinkInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_televisit_ffi_fn_free_audiosink(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_televisit_ffi_fn_clone_audiosink(handle, status)
+        }
+    }
+
+    
+    /**
+     * The next 10 ms: 48 kHz mono 16-bit PCM, 960 little-endian bytes. `Closed` after the call
+     * was released.
+     */
+    @Throws(AudioException::class)override fun `pull`(): kotlin.ByteArray {
+            return FfiConverterByteArray.lift(
+    callWithHandle {
+    uniffiRustCallWithError(AudioException) { _status ->
+    UniffiLib.uniffi_televisit_ffi_fn_method_audiosink_pull(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Losses, FEC, concealment and the target delay so far.
+     */override fun `stats`(): AudioStats {
+            return FfiConverterTypeAudioStats.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_televisit_ffi_fn_method_audiosink_stats(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeAudioSink: FfiConverter<AudioSink, Long> {
+    override fun lower(value: AudioSink): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): AudioSink {
+        return AudioSink(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): AudioSink {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: AudioSink) = 8UL
+
+    override fun write(value: AudioSink, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * The microphone's way into the call (`call.audioSource()`): push each 10 ms frame your capture
+ * callback gets, 48 kHz mono 16-bit PCM as 960 little-endian bytes (Android `AudioRecord` with
+ * `ENCODING_PCM_16BIT` into a `ByteArray`; iOS `AVAudioPCMBuffer.int16ChannelData` as `Data`).
+ * The core encodes Opus with FEC and sends it while the microphone is on. Never blocks.
+ */
+public interface AudioSourceInterface {
+    
+    /**
+     * Frames dropped because the encoder fell behind (more than 100 ms queued).
+     */
+    fun `framesDropped`(): kotlin.ULong
+    
+    /**
+     * Queues one 10 ms frame (960 bytes). `WrongFrameSize` for another length, `Closed` after
+     * the call was released.
+     */
+    fun `push`(`pcm`: kotlin.ByteArray)
+    
+    companion object
+}
+
+/**
+ * The microphone's way into the call (`call.audioSource()`): push each 10 ms frame your capture
+ * callback gets, 48 kHz mono 16-bit PCM as 960 little-endian bytes (Android `AudioRecord` with
+ * `ENCODING_PCM_16BIT` into a `ByteArray`; iOS `AVAudioPCMBuffer.int16ChannelData` as `Data`).
+ * The core encodes Opus with FEC and sends it while the microphone is on. Never blocks.
+ */
+open class AudioSource: Disposable, AutoCloseable, AudioSourceInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_televisit_ffi_fn_free_audiosource(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_televisit_ffi_fn_clone_audiosource(handle, status)
+        }
+    }
+
+    
+    /**
+     * Frames dropped because the encoder fell behind (more than 100 ms queued).
+     */override fun `framesDropped`(): kotlin.ULong {
+            return FfiConverterULong.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_televisit_ffi_fn_method_audiosource_frames_dropped(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Queues one 10 ms frame (960 bytes). `WrongFrameSize` for another length, `Closed` after
+     * the call was released.
+     */
+    @Throws(AudioException::class)override fun `push`(`pcm`: kotlin.ByteArray)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(AudioException) { _status ->
+    UniffiLib.uniffi_televisit_ffi_fn_method_audiosource_push(
+        it,
+        
+        FfiConverterByteArray.lower(`pcm`),_status)
+}
+    }
+    
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeAudioSource: FfiConverter<AudioSource, Long> {
+    override fun lower(value: AudioSource): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): AudioSource {
+        return AudioSource(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): AudioSource {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: AudioSource) = 8UL
+
+    override fun write(value: AudioSource, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
  * One video visit, as one side (doctor or patient) sees it.
  */
 public interface CallInterface {
@@ -1518,6 +2160,18 @@ public interface CallInterface {
      * The appointment this call belongs to.
      */
     fun `appointmentId`(): kotlin.String
+    
+    /**
+     * The speaker's way out: pull 10 ms PCM frames of the peer's voice. From the first call on,
+     * the peer's audio plays through it and no longer comes as `RemoteFrame` events.
+     */
+    fun `audioSink`(): AudioSink
+    
+    /**
+     * The microphone's way in: push 10 ms PCM frames and the core sends Opus. The same object
+     * each time. Use it or `send_frame` with your own audio encoder, not both.
+     */
+    fun `audioSource`(): AudioSource
     
     /**
      * Ends the call for everyone (doctor) or leaves it (patient); returns how it ended, with the
@@ -1732,6 +2386,42 @@ open class Call: Disposable, AutoCloseable, CallInterface
     callWithHandle {
     uniffiRustCall() { _status ->
     UniffiLib.uniffi_televisit_ffi_fn_method_call_appointment_id(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * The speaker's way out: pull 10 ms PCM frames of the peer's voice. From the first call on,
+     * the peer's audio plays through it and no longer comes as `RemoteFrame` events.
+     */
+    @Throws(AudioException::class)override fun `audioSink`(): AudioSink {
+            return FfiConverterTypeAudioSink.lift(
+    callWithHandle {
+    uniffiRustCallWithError(AudioException) { _status ->
+    UniffiLib.uniffi_televisit_ffi_fn_method_call_audio_sink(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * The microphone's way in: push 10 ms PCM frames and the core sends Opus. The same object
+     * each time. Use it or `send_frame` with your own audio encoder, not both.
+     */
+    @Throws(AudioException::class)override fun `audioSource`(): AudioSource {
+            return FfiConverterTypeAudioSource.lift(
+    callWithHandle {
+    uniffiRustCallWithError(AudioException) { _status ->
+    UniffiLib.uniffi_televisit_ffi_fn_method_call_audio_source(
         it,
         _status)
 }
@@ -2386,6 +3076,85 @@ public object FfiConverterTypeCallListener: FfiConverter<CallListener, Long> {
 
 
 /**
+ * What the receiving audio did so far.
+ */
+data class AudioStats (
+    /**
+     * Packets received.
+     */
+    var `packetsReceived`: kotlin.ULong
+    , 
+    /**
+     * Packets lost on the way.
+     */
+    var `packetsLost`: kotlin.ULong
+    , 
+    /**
+     * Lost packets rebuilt from the next packet's forward error correction.
+     */
+    var `packetsRecovered`: kotlin.ULong
+    , 
+    /**
+     * Packets that came too late to play.
+     */
+    var `packetsLate`: kotlin.ULong
+    , 
+    /**
+     * 10 ms frames concealed (lost or late audio filled in).
+     */
+    var `concealedFrames`: kotlin.ULong
+    , 
+    /**
+     * The jitter buffer's target delay, ms (it follows the measured jitter).
+     */
+    var `targetDelayMs`: kotlin.UInt
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeAudioStats: FfiConverterRustBuffer<AudioStats> {
+    override fun read(buf: ByteBuffer): AudioStats {
+        return AudioStats(
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterUInt.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: AudioStats) = (
+            FfiConverterULong.allocationSize(value.`packetsReceived`) +
+            FfiConverterULong.allocationSize(value.`packetsLost`) +
+            FfiConverterULong.allocationSize(value.`packetsRecovered`) +
+            FfiConverterULong.allocationSize(value.`packetsLate`) +
+            FfiConverterULong.allocationSize(value.`concealedFrames`) +
+            FfiConverterUInt.allocationSize(value.`targetDelayMs`)
+    )
+
+    override fun write(value: AudioStats, buf: ByteBuffer) {
+            FfiConverterULong.write(value.`packetsReceived`, buf)
+            FfiConverterULong.write(value.`packetsLost`, buf)
+            FfiConverterULong.write(value.`packetsRecovered`, buf)
+            FfiConverterULong.write(value.`packetsLate`, buf)
+            FfiConverterULong.write(value.`concealedFrames`, buf)
+            FfiConverterUInt.write(value.`targetDelayMs`, buf)
+    }
+}
+
+
+
+/**
  * Options of a call.
  */
 data class CallOptions (
@@ -2956,6 +3725,158 @@ public object FfiConverterTypeVideoRung: FfiConverterRustBuffer<VideoRung> {
             FfiConverterUInt.write(value.`fps`, buf)
             FfiConverterULong.write(value.`targetBps`, buf)
     }
+}
+
+
+
+
+
+/**
+ * Why an audio frame was refused (Kotlin `AudioException.WrongFrameSize`, Swift
+ * `AudioError.WrongFrameSize(expected:got:)`).
+ */
+sealed class AudioException: kotlin.Exception() {
+    
+    /**
+     * A frame of the wrong length: a frame is 10 ms, 480 samples (960 bytes).
+     */
+    class WrongFrameSize(
+        
+        /**
+         * Samples wanted.
+         */
+        val `expected`: kotlin.UInt, 
+        
+        /**
+         * Samples given.
+         */
+        val `got`: kotlin.UInt
+        ) : AudioException() {
+        override val message
+            get() = "expected=${ `expected` }, got=${ `got` }"
+    }
+    
+    /**
+     * Bytes that are not whole 16-bit samples.
+     */
+    class OddByteCount(
+        
+        /**
+         * Bytes given.
+         */
+        val `bytes`: kotlin.UInt
+        ) : AudioException() {
+        override val message
+            get() = "bytes=${ `bytes` }"
+    }
+    
+    /**
+     * Opus refused (it could not start). (Not `message`: Kotlin exceptions have one.)
+     */
+    class Codec(
+        
+        /**
+         * What Opus said.
+         */
+        val `reason`: kotlin.String
+        ) : AudioException() {
+        override val message
+            get() = "reason=${ `reason` }"
+    }
+    
+    /**
+     * The call was released.
+     */
+    class Closed(
+        ) : AudioException() {
+        override val message
+            get() = ""
+    }
+    
+
+    
+
+
+    companion object ErrorHandler : UniffiRustCallStatusErrorHandler<AudioException> {
+        override fun lift(error_buf: RustBuffer.ByValue): AudioException = FfiConverterTypeAudioError.lift(error_buf)
+    }
+
+    
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeAudioError : FfiConverterRustBuffer<AudioException> {
+    override fun read(buf: ByteBuffer): AudioException {
+        
+
+        return when(buf.getInt()) {
+            1 -> AudioException.WrongFrameSize(
+                FfiConverterUInt.read(buf),
+                FfiConverterUInt.read(buf),
+                )
+            2 -> AudioException.OddByteCount(
+                FfiConverterUInt.read(buf),
+                )
+            3 -> AudioException.Codec(
+                FfiConverterString.read(buf),
+                )
+            4 -> AudioException.Closed()
+            else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
+        }
+    }
+
+    override fun allocationSize(value: AudioException): ULong {
+        return when(value) {
+            is AudioException.WrongFrameSize -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterUInt.allocationSize(value.`expected`)
+                + FfiConverterUInt.allocationSize(value.`got`)
+            )
+            is AudioException.OddByteCount -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterUInt.allocationSize(value.`bytes`)
+            )
+            is AudioException.Codec -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is AudioException.Closed -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+            )
+        }
+    }
+
+    override fun write(value: AudioException, buf: ByteBuffer) {
+        when(value) {
+            is AudioException.WrongFrameSize -> {
+                buf.putInt(1)
+                FfiConverterUInt.write(value.`expected`, buf)
+                FfiConverterUInt.write(value.`got`, buf)
+                Unit
+            }
+            is AudioException.OddByteCount -> {
+                buf.putInt(2)
+                FfiConverterUInt.write(value.`bytes`, buf)
+                Unit
+            }
+            is AudioException.Codec -> {
+                buf.putInt(3)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is AudioException.Closed -> {
+                buf.putInt(4)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+
 }
 
 
