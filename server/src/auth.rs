@@ -257,6 +257,36 @@ impl FromRequestParts<crate::SharedState> for Participant {
     }
 }
 
+/// A call token as presented, not yet checked: for requests that an open session may answer
+/// without a new check (the HTTP signaling fallback's polls and posts after its join).
+pub struct CallToken {
+    token: String,
+    remote_addr: Option<String>,
+}
+
+impl CallToken {
+    /// The token's hash, the key of what was opened with it.
+    pub fn hash(&self) -> String {
+        hash_secret(&self.token)
+    }
+
+    /// Checks the token as [`Participant`] does (throttled, audited when refused).
+    pub async fn check(&self, state: &AppState) -> ApiResult<Grant> {
+        state.validate_call_token(&self.token, self.remote_addr.clone()).await
+    }
+}
+
+impl FromRequestParts<crate::SharedState> for CallToken {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &crate::SharedState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(CallToken { token: bearer(parts).unwrap_or("").to_owned(), remote_addr: remote_addr(parts) })
+    }
+}
+
 /// Either a signed-in doctor or a call participant, for actions both may take on an appointment.
 pub enum Actor {
     /// A doctor by session or app token.

@@ -238,6 +238,58 @@ async fn a_patient_behind_a_websocket_blocking_network_uses_the_http_fallback() 
 }
 
 #[tokio::test]
+async fn an_http_fallback_patient_still_fetches_the_call_end_after_the_call_ended() {
+    let db = TempDb::new();
+    let server = TestServer::start(&db).await;
+    let visit = server.started_visit().await;
+    let signal = server.url("/api/video-call/signal");
+    let post = |frame: serde_json::Value| {
+        server.http.post(&signal).bearer_auth(&visit.patient_token).body(frame.to_string()).send()
+    };
+    let poll = |after: u64| {
+        server.http.get(&signal).bearer_auth(&visit.patient_token).query(&[("after", after)]).send()
+    };
+    assert_eq!(post(json!({"type": "join"})).await.unwrap().status(), 200);
+    let mut doctor = server.join(&visit.doctor_token).await;
+    doctor.expect("joined").await;
+    doctor.expect("peer-joined").await;
+    doctor.send(json!({"type": "end-call"})).await;
+    assert!(doctor.until_closed().await.iter().any(|f| f["type"] == "call-ended"));
+
+    // The call has ended in the database, the patient has not polled yet: a frame it had in
+    // flight is taken, not refused, and its next poll brings who ended the call.
+    let late = post(json!({"type": "quality", "level": "good"})).await.unwrap();
+    assert_eq!(late.status(), 200, "{:?}", late.text().await);
+    let mut frames = Vec::new();
+    let mut cursor = 0;
+    while !frames.iter().any(|f: &serde_json::Value| f["type"] == "call-ended") {
+        let answer = poll(cursor).await.unwrap();
+        assert_eq!(answer.status(), 200);
+        let batch: serde_json::Value = answer.json().await.unwrap();
+        assert!(!batch["frames"].as_array().unwrap().is_empty(), "closed before the call's end was fetched");
+        cursor = batch["cursor"].as_u64().unwrap();
+        frames.extend(batch["frames"].as_array().unwrap().iter().cloned());
+    }
+    let ended = frames.iter().find(|f| f["type"] == "call-ended").unwrap();
+    assert_eq!(ended["ended_by"], "doctor");
+
+    // Once the session is gone, the token is checked again: the call has ended.
+    let refused = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let answer = poll(cursor).await.unwrap();
+            if answer.status() != 200 {
+                return answer;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the closed session is forgotten");
+    assert_eq!(refused.status(), 410);
+    assert_eq!(refused.json::<serde_json::Value>().await.unwrap()["error"]["code"], "call_ended");
+}
+
+#[tokio::test]
 async fn health_and_metrics_report_calls_connections_and_relayed_frames() {
     let db = TempDb::new();
     let server = TestServer::start(&db).await;

@@ -2,6 +2,11 @@
 //! client frame (the first must be `join`), `GET /api/video-call/signal?after=N` long-polls for the
 //! server's frames. Both carry the call token in `Authorization: Bearer`. A participant that stops
 //! polling for the idle timeout is disconnected, like an idle WebSocket.
+//!
+//! The token is checked in full when it joins. After that the open session answers to it (found by
+//! the token's hash) the way an open WebSocket does: it outlives the call's end and the token's
+//! expiry, so the client can still fetch the last frames (the `call-ended` that closed it) instead of
+//! being refused with `call_ended` before it heard who ended the call.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -16,9 +21,8 @@ use tokio::sync::Notify;
 
 use super::hub::{Grant, Outgoing};
 use super::rate_limit::TokenBucket;
-use crate::auth::Participant;
+use crate::auth::CallToken;
 use crate::error::{ApiError, ApiResult};
-use crate::secrets::hash_secret;
 use crate::SharedState;
 
 /// Longest a poll waits for a frame.
@@ -74,25 +78,42 @@ impl HttpSession {
     }
 }
 
-fn bearer_hash(headers: &axum::http::HeaderMap) -> String {
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    hash_secret(token.trim())
+impl HttpSessions {
+    /// The open session of this token, if it joined.
+    fn of(&self, token: &CallToken) -> Option<Arc<HttpSession>> {
+        self.sessions.lock().expect("sessions lock").get(&token.hash()).cloned()
+    }
+}
+
+/// The answer to a token without an open session: the token's own refusal (invalid, expired, the
+/// call ended) if it has one, else `not_joined`.
+async fn no_session(state: &SharedState, token: &CallToken) -> ApiError {
+    match token.check(state).await {
+        Err(refusal) => refusal,
+        Ok(_) => ApiError::new(ErrorCode::NotJoined, "send a join frame first"),
+    }
 }
 
 /// `POST /api/video-call/signal`: one client frame as the JSON body.
 pub async fn post(
     State(state): State<SharedState>,
-    headers: axum::http::HeaderMap,
-    Participant(grant): Participant,
+    token: CallToken,
     body: String,
 ) -> ApiResult<Json<serde_json::Value>> {
+    let open = state.http_sessions.of(&token);
+    // Without an open session the token is checked before the frame is even parsed.
+    let checked = match open {
+        None => Some(token.check(&state).await?),
+        Some(_) => None,
+    };
     let frame = decode_client_frame(&body).map_err(|e| ApiError::new(e.code, e.message))?;
-    let key = bearer_hash(&headers);
     if let ClientMessage::Join { resume, .. } = frame.message {
+        // A (re)join is a new connection: the token must still admit one.
+        let grant = match checked {
+            Some(grant) => grant,
+            None => token.check(&state).await?,
+        };
+        let key = token.hash();
         let old = state.http_sessions.sessions.lock().expect("sessions lock").remove(&key);
         if let Some(old) = old {
             state.hub.disconnect(&old.grant, old.conn_id).await;
@@ -130,8 +151,7 @@ pub async fn post(
         spawn_idle_reaper(state.clone(), key, session);
         return Ok(Json(serde_json::json!({ "ok": true })));
     }
-    let session = state.http_sessions.sessions.lock().expect("sessions lock").get(&key).cloned();
-    let Some(session) = session else {
+    let Some(session) = open else {
         return Err(ApiError::new(ErrorCode::NotJoined, "send a join frame first"));
     };
     *session.last_seen.lock().expect("last_seen lock") = Instant::now();
@@ -192,14 +212,11 @@ pub struct PollQuery {
 /// `GET /api/video-call/signal?after=N`: frames after cursor N, waiting up to 20 s for one.
 pub async fn poll(
     State(state): State<SharedState>,
-    headers: axum::http::HeaderMap,
-    Participant(_grant): Participant,
+    token: CallToken,
     Query(query): Query<PollQuery>,
 ) -> ApiResult<Json<SignalPollResponse>> {
-    let key = bearer_hash(&headers);
-    let session = state.http_sessions.sessions.lock().expect("sessions lock").get(&key).cloned();
-    let Some(session) = session else {
-        return Err(ApiError::new(ErrorCode::NotJoined, "send a join frame first"));
+    let Some(session) = state.http_sessions.of(&token) else {
+        return Err(no_session(&state, &token).await);
     };
     *session.last_seen.lock().expect("last_seen lock") = Instant::now();
     let deadline = tokio::time::Instant::now()
