@@ -307,6 +307,9 @@ pub struct Config {
     pub idle_timeout_seconds: u64,
     /// Grace period of a dropped participant.
     pub reconnect_grace_seconds: u64,
+    /// How long a dropped participant's frames are kept for resumption: as long as the core
+    /// keeps trying to reconnect (`SIGNALING_GIVE_UP_MS`, 60 s); shorter only in tests.
+    pub resume_window_seconds: u64,
     /// Interval of the server's WebSocket pings.
     pub keepalive_seconds: u64,
     /// Sustained frames per second per connection.
@@ -425,6 +428,7 @@ impl Config {
             clinic_api_key: settings.clinic_api_key.filter(|k| !k.is_empty()),
             idle_timeout_seconds: settings.idle_timeout_seconds.unwrap_or(45),
             reconnect_grace_seconds: settings.reconnect_grace_seconds.unwrap_or(5),
+            resume_window_seconds: 60,
             keepalive_seconds: settings.keepalive_seconds.unwrap_or(15),
             frames_per_second: settings.frames_per_second.unwrap_or(50),
             frame_burst: settings.frame_burst.unwrap_or(200),

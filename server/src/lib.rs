@@ -92,7 +92,7 @@ impl AppState {
         let metrics = Arc::new(Metrics::default());
         let shared = match &config.redis_url {
             Some(url) => Some(
-                SharedRooms::connect(url, store.clone(), clock.clone())
+                SharedRooms::connect(url, store.clone(), clock.clone(), Arc::clone(&metrics))
                     .await
                     .map_err(|e| format!("Redis at --redis-url: {e}"))?,
             ),
@@ -103,6 +103,7 @@ impl AppState {
             clock.clone(),
             Arc::clone(&metrics),
             Duration::from_secs(config.reconnect_grace_seconds),
+            Duration::from_secs(config.resume_window_seconds),
             config.idle_timeout_seconds,
             shared,
         );

@@ -1,5 +1,5 @@
 //! Prometheus metrics at `/metrics`: calls by status, rooms, open connections, frames received
-//! and relayed, refusals, resumes, and the latency of the signaling's database work.
+//! and relayed, refusals, resumes, and the latency of the signaling's database and Redis work.
 
 use std::future::Future;
 use std::time::Instant;
@@ -14,6 +14,18 @@ use televisit_core::protocol::{CallStatus, ClientMessage, ErrorCode};
 
 type Labels = Vec<(&'static str, &'static str)>;
 
+/// Runs `work` and records how long it took in `histograms` under `operation`.
+async fn timed<T>(
+    histograms: &Family<Labels, Histogram>,
+    operation: &'static str,
+    work: impl Future<Output = T>,
+) -> T {
+    let began = Instant::now();
+    let result = work.await;
+    histograms.get_or_create(&vec![("operation", operation)]).observe(began.elapsed().as_secs_f64());
+    result
+}
+
 /// The server's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -23,6 +35,7 @@ pub struct Metrics {
     frames_received: Family<Labels, Counter>,
     resumes: Family<Labels, Counter>,
     db_seconds: Family<Labels, Histogram>,
+    redis_seconds: Family<Labels, Histogram>,
     refusals: Family<Labels, Counter>,
     calls: Family<Labels, Gauge>,
     rooms: Gauge,
@@ -49,9 +62,12 @@ impl Default for Metrics {
         let frames_received = Family::<Labels, Counter>::default();
         let resumes = Family::<Labels, Counter>::default();
         // 0.1 ms to ~3 s, doubling.
-        let db_seconds = Family::<Labels, Histogram>::new_with_constructor(|| {
-            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 15))
-        });
+        let latency = || {
+            Family::<Labels, Histogram>::new_with_constructor(|| {
+                Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 15))
+            })
+        };
+        let (db_seconds, redis_seconds) = (latency(), latency());
         registry.register(
             "signaling_frames_received",
             "Frames received from participants, by type",
@@ -66,6 +82,11 @@ impl Default for Metrics {
             "db_seconds",
             "Time of the signaling's database work, by operation",
             db_seconds.clone(),
+        );
+        registry.register(
+            "redis_seconds",
+            "Time of the signaling's Redis work with --redis-url, by operation",
+            redis_seconds.clone(),
         );
         registry.register(
             "signaling_connections_open",
@@ -99,6 +120,7 @@ impl Default for Metrics {
             frames_received,
             resumes,
             db_seconds,
+            redis_seconds,
             refusals,
             calls,
             rooms,
@@ -137,11 +159,12 @@ impl Metrics {
 
     /// Runs a database operation and records how long it took under `operation`.
     pub async fn db<T>(&self, operation: &'static str, work: impl Future<Output = T>) -> T {
-        let began = Instant::now();
-        let result = work.await;
-        let seconds = began.elapsed().as_secs_f64();
-        self.db_seconds.get_or_create(&vec![("operation", operation)]).observe(seconds);
-        result
+        timed(&self.db_seconds, operation, work).await
+    }
+
+    /// Runs a Redis operation and records how long it took under `operation`.
+    pub async fn redis<T>(&self, operation: &'static str, work: impl Future<Output = T>) -> T {
+        timed(&self.redis_seconds, operation, work).await
     }
 
     /// Something was refused with this code.

@@ -87,6 +87,8 @@ pub struct NewChat {
     pub from: Role,
     /// The text.
     pub text: String,
+    /// The sender's number for it (the frame's `seq`): one message per call, sender and number.
+    pub client_seq: Option<u64>,
 }
 
 /// Whether an error means the database was busy (locked by another writer for longer than the
@@ -227,6 +229,16 @@ impl AuditEntry {
             detail: detail.to_owned(),
             remote_addr,
         }
+    }
+}
+
+/// A chat message from a row with `id`, `sender_role`, `text` and `sent_at_ms`.
+fn chat_message(row: &AnyRow) -> ChatMessage {
+    ChatMessage {
+        id: row.get("id"),
+        from: parse_role(row.get("sender_role")),
+        text: row.get("text"),
+        sent_at_ms: row.get("sent_at_ms"),
     }
 }
 
@@ -690,9 +702,12 @@ impl Store {
 
     // ---- chat ----
 
-    /// Stores chat messages in one transaction and returns them with their ids, in order.
+    /// Stores chat messages in one transaction and returns them with their ids, in order. A
+    /// message whose sender already stored one under the same `client_seq` in this call (sent
+    /// again because its node or process died before anyone heard it was stored) is not stored
+    /// twice: the stored one is returned in its place.
     pub async fn add_chats(&self, chats: &[NewChat], now_ms: i64) -> StoreResult<Vec<ChatMessage>> {
-        // Rows per INSERT: 4 bound values each, well under SQLite's limit of variables.
+        // Rows per INSERT: 5 bound values each, well under SQLite's limit of variables.
         const ROWS_PER_INSERT: usize = 200;
         let mut stored = Vec::with_capacity(chats.len());
         let mut tx = self.write_transaction().await?;
@@ -700,32 +715,74 @@ impl Store {
             // `$1, $2, …` by hand: sqlx's query builder writes `?` for the Any driver, which
             // PostgreSQL refuses.
             let rows: Vec<String> = (0..chunk.len())
-                .map(|i| format!("(${}, ${}, ${}, ${})", 4 * i + 1, 4 * i + 2, 4 * i + 3, 4 * i + 4))
+                .map(|i| {
+                    let values: Vec<String> = (1..=5).map(|n| format!("${}", 5 * i + n)).collect();
+                    format!("({})", values.join(", "))
+                })
                 .collect();
             let sql = format!(
-                "INSERT INTO chat_messages (appointment_id, sender_role, text, sent_at_ms) VALUES {} RETURNING id",
+                "INSERT INTO chat_messages (appointment_id, sender_role, client_seq, text, sent_at_ms) \
+                 VALUES {} ON CONFLICT (appointment_id, sender_role, client_seq) DO NOTHING \
+                 RETURNING id, appointment_id, sender_role, client_seq",
                 rows.join(", ")
             );
-            let mut insert = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
             for chat in chunk {
                 insert = insert
                     .bind(&chat.appointment_id)
                     .bind(role_name(chat.from))
+                    .bind(chat.client_seq.map(|seq| seq as i64))
                     .bind(&chat.text)
                     .bind(now_ms);
             }
-            let mut ids: Vec<i64> = insert.fetch_all(&mut *tx).await?;
-            // One INSERT numbers its rows in the order of its VALUES; RETURNING's order is unspecified.
-            ids.sort_unstable();
-            stored.extend(chunk.iter().zip(ids).map(|(chat, id)| ChatMessage {
-                id,
-                from: chat.from,
-                text: chat.text.clone(),
-                sent_at_ms: now_ms,
-            }));
+            let mut inserted = insert.fetch_all(&mut *tx).await?;
+            // One INSERT numbers its rows in the order of its VALUES; RETURNING's order is
+            // unspecified. A row skipped as a duplicate has a number: the next row is not its own.
+            inserted.sort_unstable_by_key(|row| row.get::<i64, _>("id"));
+            let mut inserted = inserted.iter().peekable();
+            for chat in chunk {
+                let own = inserted.next_if(|row| {
+                    row.get::<String, _>("appointment_id") == chat.appointment_id
+                        && row.get::<String, _>("sender_role") == role_name(chat.from)
+                        && row.get::<Option<i64>, _>("client_seq") == chat.client_seq.map(|seq| seq as i64)
+                });
+                let message = match own {
+                    Some(row) => ChatMessage {
+                        id: row.get("id"),
+                        from: chat.from,
+                        text: chat.text.clone(),
+                        sent_at_ms: now_ms,
+                    },
+                    None => {
+                        let row = sqlx::query(
+                            "SELECT id, sender_role, text, sent_at_ms FROM chat_messages \
+                             WHERE appointment_id = $1 AND sender_role = $2 AND client_seq = $3",
+                        )
+                        .bind(&chat.appointment_id)
+                        .bind(role_name(chat.from))
+                        .bind(chat.client_seq.map(|seq| seq as i64))
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        chat_message(&row)
+                    }
+                };
+                stored.push(message);
+            }
         }
         tx.commit().await?;
         Ok(stored)
+    }
+
+    /// The highest `client_seq` of the chat a sender stored in this call (0: none).
+    pub async fn last_chat_seq(&self, appointment_id: &str, from: Role) -> StoreResult<u64> {
+        let last: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(client_seq) FROM chat_messages WHERE appointment_id = $1 AND sender_role = $2",
+        )
+        .bind(appointment_id)
+        .bind(role_name(from))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(last.unwrap_or(0).max(0) as u64)
     }
 
     /// The visit's chat, oldest first.
@@ -737,15 +794,7 @@ impl Store {
         .bind(appointment_id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| ChatMessage {
-                id: r.get("id"),
-                from: parse_role(r.get("sender_role")),
-                text: r.get("text"),
-                sent_at_ms: r.get("sent_at_ms"),
-            })
-            .collect())
+        Ok(rows.iter().map(chat_message).collect())
     }
 
     // ---- quality reports ----

@@ -14,6 +14,7 @@ use common::{TempDb, TestServer, Visit, Ws};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use televisit_server::secrets::Clock;
+use televisit_server::store::NewChat;
 
 /// A throwaway `redis-server`, killed (and its directory removed) at drop.
 struct Redis {
@@ -498,4 +499,90 @@ async fn after_redis_restarts_the_nodes_close_their_connections_and_the_call_sta
     assert_eq!(doctor.expect("peer-joined").await["make_offer"], true);
     doctor.send(chat(2, "After the restart")).await;
     assert_eq!(chat_text(&mut patient).await, "After the restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_work_of_each_room_input_is_timed_on_the_metrics() {
+    let redis = Redis::start().await;
+    let db = TempDb::new();
+    let (a, b, visit) = two_nodes(&db, &redis).await;
+    let (mut doctor, mut patient) = doctor_on_a_patient_on_b(&a, &b, &visit).await;
+    doctor.send(json!({"type": "offer", "sdp": "v=0 offer"})).await;
+    patient.expect("admitted").await;
+    patient.expect("peer-joined").await;
+    assert_eq!(patient.expect("offer").await["sdp"], "v=0 offer");
+
+    // Node A applied two inputs (the doctor's join and offer): each took the room's lock, read
+    // the room and committed it (wrote it, published its frames, let the lock go).
+    let metrics = a.metrics().await;
+    for operation in ["lock", "read", "commit"] {
+        let line = format!("televisit_redis_seconds_count{{operation=\"{operation}\"}} 2");
+        assert!(metrics.contains(&line), "missing {line} in\n{metrics}");
+    }
+    assert!(metrics.contains("televisit_redis_seconds_count{operation=\"heartbeat\"}"), "{metrics}");
+}
+
+/// The appointments in every node's record of the rooms it has connections in.
+async fn recorded_rooms(redis: &Redis) -> Vec<String> {
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg("televisit:node:*:rooms").query_async(&mut connection).await.unwrap();
+    let mut rooms = Vec::new();
+    for key in keys {
+        let members: Vec<String> =
+            redis::cmd("SMEMBERS").arg(key).query_async(&mut connection).await.unwrap();
+        rooms.extend(members);
+    }
+    rooms
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_records_only_the_rooms_it_has_connections_in() {
+    let redis = Redis::start().await;
+    let db = TempDb::new();
+    let (a, b, visit) = two_nodes(&db, &redis).await;
+    let (mut doctor, mut patient) = doctor_on_a_patient_on_b(&a, &b, &visit).await;
+    let appointment = visit.appointment_id.clone();
+    assert_eq!(recorded_rooms(&redis).await, [appointment.clone(), appointment.clone()], "A's and B's");
+
+    // The patient leaves from node B: only node A still has a connection in the room.
+    patient.expect("admitted").await;
+    patient.send(json!({"type": "leave"})).await;
+    doctor.expect("peer-left").await;
+    assert_eq!(recorded_rooms(&redis).await, [appointment], "A's only");
+
+    // The call ends: no node keeps it.
+    doctor.send(json!({"type": "end-call"})).await;
+    doctor.expect("call-ended").await;
+    assert_eq!(recorded_rooms(&redis).await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_stored_by_a_node_that_died_before_its_room_heard_of_it_is_stored_once_when_resent() {
+    let redis = Redis::start().await;
+    let db = TempDb::new();
+    let (a, b, visit) = two_nodes(&db, &redis).await;
+    let (mut doctor, mut patient) = doctor_on_a_patient_on_b(&a, &b, &visit).await;
+    patient.expect("admitted").await;
+    patient.expect("peer-joined").await;
+
+    // A node stored the patient's message 1 and died before it committed the room: the database
+    // has it; the room, the doctor and the patient's app (no ack) do not.
+    let store = &a.server.state.store;
+    let from = televisit_core::protocol::Role::Patient;
+    let text = "My chest hurts".to_owned();
+    let lost = NewChat { appointment_id: visit.appointment_id.clone(), from, text, client_seq: Some(1) };
+    store.add_chats(&[lost], a.clock.now_ms()).await.unwrap();
+
+    // The app sends it again: it is relayed and acknowledged once, and stored once.
+    patient.send(chat(1, "My chest hurts")).await;
+    assert_eq!(chat_text(&mut patient).await, "My chest hurts");
+    assert_eq!(patient.expect("ack").await["client_seq"], 1);
+    assert_eq!(chat_text(&mut doctor).await, "My chest hurts");
+    patient.send(chat(2, "Since this morning")).await;
+    assert_eq!(chat_text(&mut doctor).await, "Since this morning");
+    let history: Vec<String> =
+        store.chat_history(&visit.appointment_id).await.unwrap().into_iter().map(|m| m.text).collect();
+    assert_eq!(history, ["My chest hurts", "Since this morning"]);
 }

@@ -418,3 +418,57 @@ async fn a_room_everyone_left_leaves_the_hub_and_a_later_join_starts_over() {
     assert_eq!(doctor.expect("peer-joined").await["make_offer"], true);
     assert!(server.metrics().await.contains("televisit_signaling_rooms 1"));
 }
+
+/// A number from the metrics text (`name` with its labels, then the value).
+fn metric(metrics: &str, name: &str) -> f64 {
+    let line = metrics.lines().find(|line| line.starts_with(&format!("{name} ")));
+    line.and_then(|line| line.rsplit(' ').next()?.parse().ok()).unwrap_or_else(|| panic!("no {name}"))
+}
+
+#[tokio::test]
+async fn a_room_both_left_without_a_goodbye_is_let_go_when_the_resume_window_ends() {
+    let db = TempDb::new();
+    let server = TestServer::start_with(&db, Clock::default(), |config| {
+        config.reconnect_grace_seconds = 1;
+        config.resume_window_seconds = 3;
+    })
+    .await;
+    let visit = server.started_visit().await;
+    let (mut doctor, mut patient) = both_in_room(&server, &visit).await;
+    doctor.send(json!({"type": "offer", "sdp": "v=0 kept for a resume"})).await;
+    patient.expect("offer").await;
+    patient.send(json!({"type": "chat", "seq": 1, "text": "Is the picture clear?"})).await;
+    patient.expect("chat").await;
+    patient.expect("ack").await;
+    doctor.expect("chat").await;
+    let last_seq = patient.last_seq;
+    drop((doctor, patient)); // both networks go away
+    let dropped = std::time::Instant::now();
+
+    // Past the grace period, within the window: the room and its frames are still kept.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let metrics = server.metrics().await;
+    assert_eq!(metric(&metrics, "televisit_signaling_rooms"), 1.0, "{metrics}");
+    assert!(metric(&metrics, "televisit_signaling_replay_bytes") > 0.0, "{metrics}");
+
+    // When the window ends the room leaves the hub with its frames.
+    loop {
+        let metrics = server.metrics().await;
+        if metric(&metrics, "televisit_signaling_rooms") == 0.0 {
+            assert_eq!(metric(&metrics, "televisit_signaling_replay_bytes"), 0.0, "{metrics}");
+            break;
+        }
+        assert!(dropped.elapsed() < Duration::from_secs(10), "the room is kept for good:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(dropped.elapsed() >= Duration::from_secs(3), "let go before the window ended");
+
+    // A resume after the window starts over in a fresh room, which knows the patient's stored
+    // chat: an app that numbers from 1 again renumbers above it rather than reuse its number.
+    let mut patient = Ws::connect(&server.ws_url()).await;
+    patient
+        .send(json!({"type": "join", "token": visit.patient_token, "resume": {"last_seq": last_seq}}))
+        .await;
+    let joined = patient.expect("joined").await;
+    assert_eq!((joined["resumed"].as_bool(), joined["last_client_seq"].as_u64()), (Some(false), Some(1)));
+}

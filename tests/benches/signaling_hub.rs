@@ -15,11 +15,20 @@
 //!   server's RSS after every 1000 calls, and the rooms, connections and replay bytes it holds:
 //!   memory stays flat when rooms and their buffers are freed.
 //!
+//! - nodes: the steady chat load (as above) on one node, on one node with Redis, and on two
+//!   nodes sharing one Redis and one database (each room's doctor on node A, its patient on node
+//!   B, so every frame crosses nodes), printed side by side: relayed frames/s, latency, KiB per
+//!   connection per node, CPU per 1000 frames (each node, Redis, the database), and the offered
+//!   rate at which the p99 passes 50 ms. The database is one SQLite file shared by the nodes, or
+//!   with `SIGNALING_BENCH_POSTGRES=postgres://user@host:port` a new PostgreSQL database for each
+//!   column (`scripts/postgres-for-tests start DIR` prints such a URL). Needs Debian's
+//!   `redis-server` (scripts/install-build-deps.sh).
+//!
 //! The server process uses the server's allocator (jemalloc); with `--features system-allocator`
 //! it uses glibc's malloc, with `--features mimalloc` mimalloc, for comparison.
 //!
 //! Run: `cargo bench -p televisit-tests --bench signaling_hub` (all), `-- 100 1000` (exchange,
-//! these sizes), `-- steady` (steady chat only), `-- calls` (consecutive calls only,
+//! these sizes), `-- steady` (steady chat only), `-- nodes` (one node and two, side by side), `-- calls` (consecutive calls only,
 //! `SIGNALING_BENCH_CALLS=2000` for fewer). Shorter: `SIGNALING_BENCH_SECONDS=10`
 //! (steady phase), `SIGNALING_BENCH_STEP_SECONDS=5` (each step), `SIGNALING_BENCH_ROOMS=200`.
 //! `SIGNALING_BENCH_FRAME=ice-candidate` sends the same load as ICE candidates, which are relayed
@@ -61,13 +70,14 @@ type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<t
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     if args.first().map(String::as_str) == Some("--serve-child") {
-        return serve_child(&args[1]);
+        return serve_child(&args[1], args.get(2).map(String::as_str));
     }
     televisit_tests::install_crypto_provider();
     let steady_only = args.iter().any(|a| a == "steady");
     let calls_only = args.iter().any(|a| a == "calls");
+    let nodes_only = args.iter().any(|a| a == "nodes");
     let sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
-    let all = !steady_only && !calls_only && sizes.is_empty();
+    let all = !steady_only && !calls_only && !nodes_only && sizes.is_empty();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     if all || !sizes.is_empty() {
         let sizes = if sizes.is_empty() { vec![100, 1000] } else { sizes.clone() };
@@ -77,6 +87,11 @@ fn main() {
         let rooms = env_number("SIGNALING_BENCH_ROOMS", 1000);
         check_open_files(rooms * 4 + 256);
         runtime.block_on(steady::run(rooms));
+    }
+    if all || nodes_only {
+        let rooms = env_number("SIGNALING_BENCH_ROOMS", 1000);
+        check_open_files(rooms * 4 + 256);
+        runtime.block_on(nodes::run(rooms));
     }
     if all || calls_only {
         runtime.block_on(calls::run(env_number("SIGNALING_BENCH_CALLS", 10_000)));
@@ -129,11 +144,13 @@ fn exchange(runtime: &tokio::runtime::Runtime, sizes: Vec<usize>) {
     }
 }
 
-/// The server process: a real `RunningServer` on an ephemeral port; prints the port.
-fn serve_child(db: &str) {
+/// The server process: a real `RunningServer` on an ephemeral port, on this database and, with a
+/// Redis URL, sharing its rooms with other nodes; prints the port.
+fn serve_child(database_url: &str, redis_url: Option<&str>) {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
-        let mut config = televisit_server::Config::for_tests(&format!("sqlite://{db}"));
+        let mut config = televisit_server::Config::for_tests(database_url);
+        config.redis_url = redis_url.map(str::to_owned);
         config.clinic_api_key = Some(CLINIC_KEY.into());
         // Every simulated client connects from 127.0.0.1: lift the per-address and total caps.
         config.max_connections_per_address = 100_000;
@@ -157,22 +174,32 @@ struct Row {
 struct ServerProcess {
     child: Child,
     port: u16,
-    db: std::path::PathBuf,
+    /// The SQLite file this process created, removed at drop.
+    db: Option<std::path::PathBuf>,
 }
 
 impl ServerProcess {
+    /// A server alone, on a new SQLite file.
     fn start() -> ServerProcess {
         let db = std::env::temp_dir().join(format!("televisit-bench-{}.db", std::process::id()));
-        let _ = std::fs::remove_file(&db);
+        remove_sqlite(&db);
+        let mut server = ServerProcess::start_node(&format!("sqlite://{}", db.display()), None);
+        server.db = Some(db);
+        server
+    }
+
+    /// A server node on this database, sharing its rooms through Redis with `redis_url`.
+    fn start_node(database_url: &str, redis_url: Option<&str>) -> ServerProcess {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--serve-child", db.to_str().unwrap()])
+            .args(["--serve-child", database_url])
+            .args(redis_url)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        ServerProcess { child, port: line.trim().parse().expect("server prints its port"), db }
+        ServerProcess { child, port: line.trim().parse().expect("server prints its port"), db: None }
     }
 
     /// CPU time the server used so far (user + system), in seconds.
@@ -200,9 +227,16 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.db.display()));
+        if let Some(db) = &self.db {
+            remove_sqlite(db);
         }
+    }
+}
+
+/// Removes a SQLite database and its WAL files.
+fn remove_sqlite(db: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
 }
 
@@ -295,12 +329,17 @@ async fn connect(url: &str, token: &str) -> Ws {
 
 /// Everyone joins (patients first, then doctors), 50 rooms at a time: (doctor, patient) sockets.
 async fn join_everyone(ws_url: &str, visits: &[BenchVisit]) -> Vec<(Ws, Ws)> {
+    join_across(ws_url, ws_url, visits).await
+}
+
+/// As [`join_everyone`], doctors through `doctor_url` and patients through `patient_url`.
+async fn join_across(doctor_url: &str, patient_url: &str, visits: &[BenchVisit]) -> Vec<(Ws, Ws)> {
     let mut pairs = Vec::with_capacity(visits.len());
     for chunk in visits.chunks(50) {
         let joins = chunk.iter().map(|visit| async move {
-            let mut patient_ws = connect(ws_url, &visit.patient).await;
+            let mut patient_ws = connect(patient_url, &visit.patient).await;
             until(&mut patient_ws, "waiting").await;
-            let mut doctor_ws = connect(ws_url, &visit.doctor).await;
+            let mut doctor_ws = connect(doctor_url, &visit.doctor).await;
             until(&mut doctor_ws, "peer-joined").await;
             until(&mut patient_ws, "peer-joined").await;
             (doctor_ws, patient_ws)
@@ -420,35 +459,35 @@ mod steady {
     };
 
     /// Chat frames per second per client in the steady phase.
-    const STEADY_RATE: u64 = 5;
+    pub(super) const STEADY_RATE: u64 = 5;
     /// The steps after it, per client (one frame/s per client more each step).
-    const STEP_RATES: std::ops::RangeInclusive<u64> = 6..=40;
+    pub(super) const STEP_RATES: std::ops::RangeInclusive<u64> = 6..=40;
     /// Stop stepping once a phase's p99 passes this.
-    const P99_LIMIT_MS: f64 = 50.0;
+    pub(super) const P99_LIMIT_MS: f64 = 50.0;
 
     /// Counters of one phase (one offered rate).
     #[derive(Default)]
-    struct Phase {
-        sent: AtomicU64,
+    pub(super) struct Phase {
+        pub(super) sent: AtomicU64,
         /// The sender's own chat frame came back: stored (it is relayed only once stored).
-        stored: AtomicU64,
-        acked: AtomicU64,
-        relayed: AtomicU64,
-        latencies_ns: Mutex<Vec<u64>>,
+        pub(super) stored: AtomicU64,
+        pub(super) acked: AtomicU64,
+        pub(super) relayed: AtomicU64,
+        pub(super) latencies_ns: Mutex<Vec<u64>>,
     }
 
-    struct Load {
-        start: Instant,
+    pub(super) struct Load {
+        pub(super) start: Instant,
         /// ICE candidates (relayed, not stored) instead of chat.
-        relay_only: bool,
-        rate: AtomicU64,
-        phase: AtomicUsize,
-        stop: AtomicBool,
-        phases: Vec<Phase>,
+        pub(super) relay_only: bool,
+        pub(super) rate: AtomicU64,
+        pub(super) phase: AtomicUsize,
+        pub(super) stop: AtomicBool,
+        pub(super) phases: Vec<Phase>,
     }
 
     /// Sends numbered chat frames at the current rate; the text carries the phase and send time.
-    async fn send_chat(
+    pub(super) async fn send_chat(
         mut sink: SplitSink<Ws, Message>,
         load: Arc<Load>,
         offset: Duration,
@@ -483,7 +522,7 @@ mod steady {
     }
 
     /// Counts what a client receives until its call ends.
-    async fn receive(mut stream: SplitStream<Ws>, me: &'static str, load: Arc<Load>) {
+    pub(super) async fn receive(mut stream: SplitStream<Ws>, me: &'static str, load: Arc<Load>) {
         let mut last_phase = 0;
         while let Some(Ok(message)) = stream.next().await {
             let Message::Text(text) = message else { continue };
@@ -514,7 +553,7 @@ mod steady {
     }
 
     /// Waits until every frame sent is stored, acknowledged and relayed, or nothing moved for 10 s.
-    async fn drain(load: &Load) -> String {
+    pub(super) async fn drain(load: &Load) -> String {
         let began = Instant::now();
         let total = |field: fn(&Phase) -> &AtomicU64| -> u64 {
             load.phases.iter().map(|p| field(p).load(Ordering::Relaxed)).sum()
@@ -546,7 +585,7 @@ mod steady {
         }
     }
 
-    fn percentile(sorted: &[u64], p: f64) -> f64 {
+    pub(super) fn percentile(sorted: &[u64], p: f64) -> f64 {
         if sorted.is_empty() {
             return f64::NAN;
         }
@@ -856,6 +895,424 @@ mod calls {
                 rss / 1024.0,
                 replay / 1024.0
             );
+        }
+    }
+}
+
+/// The steady chat load on one node, on one node with Redis, and on two nodes sharing Redis.
+mod nodes {
+    use std::path::PathBuf;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use futures_util::StreamExt;
+
+    use super::steady::{
+        drain, percentile, receive, send_chat, Load, Phase, P99_LIMIT_MS, STEADY_RATE, STEP_RATES,
+    };
+    use super::{
+        create_visits, env_number, join_across, process_cpu_seconds, remove_sqlite, ServerProcess,
+        ALLOCATOR_NAME,
+    };
+
+    /// How the server side is deployed in one column.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Deployment {
+        /// One node, its rooms in its memory (no Redis): the default.
+        OneNode,
+        /// One node with `--redis-url`: what Redis alone costs a node.
+        OneNodeRedis,
+        /// Two nodes on one Redis: each room's doctor on node A, its patient on node B.
+        TwoNodes,
+    }
+
+    impl Deployment {
+        fn name(self) -> &'static str {
+            match self {
+                Deployment::OneNode => "one node",
+                Deployment::OneNodeRedis => "one node + Redis",
+                Deployment::TwoNodes => "two nodes + Redis",
+            }
+        }
+    }
+
+    /// A throwaway `redis-server` on a free port (nothing persisted), killed at drop.
+    struct Redis {
+        child: Child,
+        dir: PathBuf,
+        port: u16,
+    }
+
+    impl Redis {
+        fn start() -> Redis {
+            let dir = std::env::temp_dir().join(format!("televisit-bench-redis-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let child = Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .arg("--dir")
+                .arg(&dir)
+                .stdout(Stdio::null())
+                .spawn()
+                .expect(
+                    "redis-server runs (Debian's redis-server: scripts/install-build-deps.sh installs it)",
+                );
+            let redis = Redis { child, dir, port };
+            // Up to 20 s: on a loaded machine it took more than 5.
+            for _ in 0..400 {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return redis;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            panic!("redis-server does not listen on port {port}");
+        }
+
+        fn url(&self) -> String {
+            format!("redis://127.0.0.1:{}", self.port)
+        }
+    }
+
+    impl Drop for Redis {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// One column's database: a new SQLite file, or a new database on `SIGNALING_BENCH_POSTGRES`
+    /// (the server creates it on first open).
+    struct Database {
+        url: String,
+        sqlite: Option<PathBuf>,
+        /// The PostgreSQL server's port, to find its processes.
+        postgres_port: Option<u16>,
+    }
+
+    impl Database {
+        fn new(column: usize) -> Database {
+            let name = format!("televisit_bench_{}_{column}", std::process::id());
+            match std::env::var("SIGNALING_BENCH_POSTGRES").ok().filter(|url| !url.is_empty()) {
+                Some(server) => {
+                    let server = server.trim_end_matches('/');
+                    let port = server.rsplit(':').next().and_then(|port| port.parse().ok());
+                    Database { url: format!("{server}/{name}"), sqlite: None, postgres_port: port }
+                }
+                None => {
+                    let path = std::env::temp_dir().join(format!("{name}.db"));
+                    remove_sqlite(&path);
+                    let url = format!("sqlite://{}", path.display());
+                    Database { url, sqlite: Some(path), postgres_port: None }
+                }
+            }
+        }
+
+        fn kind() -> &'static str {
+            if std::env::var("SIGNALING_BENCH_POSTGRES").is_ok_and(|url| !url.is_empty()) {
+                "one PostgreSQL database (SIGNALING_BENCH_POSTGRES)"
+            } else {
+                "one SQLite file"
+            }
+        }
+
+        /// CPU seconds of the PostgreSQL server on our port (its postmaster and the backends it
+        /// runs now); 0 on SQLite, whose work is in the nodes' own CPU time.
+        fn cpu_seconds(&self) -> f64 {
+            let Some(port) = self.postgres_port else { return 0.0 };
+            let pids: Vec<u32> = std::fs::read_dir("/proc")
+                .unwrap()
+                .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+                .collect();
+            let postmaster = pids.iter().copied().find(|pid| {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+                args.first().is_some_and(|arg0| arg0.ends_with(b"postgres"))
+                    && args.windows(2).any(|w| w[0] == b"-p" && w[1] == port.to_string().as_bytes())
+            });
+            let Some(postmaster) = postmaster else { return 0.0 };
+            let parent = |pid: u32| -> Option<u32> {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+            };
+            pids.into_iter()
+                .filter(|pid| *pid == postmaster || parent(*pid) == Some(postmaster))
+                .map(process_cpu_seconds)
+                .sum()
+        }
+    }
+
+    impl Drop for Database {
+        fn drop(&mut self) {
+            if let Some(path) = &self.sqlite {
+                remove_sqlite(path);
+            }
+        }
+    }
+
+    /// CPU seconds used so far by each part.
+    #[derive(Debug, Clone, Default)]
+    struct Cpu {
+        nodes: Vec<f64>,
+        redis: f64,
+        database: f64,
+        clients: f64,
+    }
+
+    impl Cpu {
+        fn now(nodes: &[ServerProcess], redis: Option<&Redis>, database: &Database) -> Cpu {
+            Cpu {
+                nodes: nodes.iter().map(ServerProcess::cpu_seconds).collect(),
+                redis: redis.map_or(0.0, |redis| process_cpu_seconds(redis.child.id())),
+                database: database.cpu_seconds(),
+                clients: process_cpu_seconds(std::process::id()),
+            }
+        }
+
+        fn since(&self, before: &Cpu) -> Cpu {
+            Cpu {
+                nodes: self.nodes.iter().zip(&before.nodes).map(|(now, then)| now - then).collect(),
+                redis: self.redis - before.redis,
+                database: self.database - before.database,
+                clients: self.clients - before.clients,
+            }
+        }
+    }
+
+    /// What one column measured.
+    struct Column {
+        deployment: Deployment,
+        load: Arc<Load>,
+        rates: Vec<u64>,
+        /// Each phase's length, seconds, and the CPU used in it.
+        phases: Vec<(f64, Cpu)>,
+        /// Each node's connections and its KiB per connection after the steady phase.
+        memory: Vec<(usize, f64)>,
+        crossed: Option<usize>,
+        drained: String,
+    }
+
+    impl Column {
+        fn offered(&self, phase: usize) -> f64 {
+            self.load.phases[phase].sent.load(Ordering::Relaxed) as f64 / self.phases[phase].0
+        }
+
+        fn latencies(&self, phase: usize) -> Vec<u64> {
+            let mut latencies = self.load.phases[phase].latencies_ns.lock().unwrap().clone();
+            latencies.sort_unstable();
+            latencies
+        }
+    }
+
+    async fn measure(deployment: Deployment, column: usize, rooms: usize) -> Column {
+        let steady_seconds = env_number("SIGNALING_BENCH_SECONDS", 60) as u64;
+        let step_seconds = env_number("SIGNALING_BENCH_STEP_SECONDS", 10) as u64;
+        let database = Database::new(column);
+        let redis = (deployment != Deployment::OneNode).then(Redis::start);
+        let redis_url = redis.as_ref().map(Redis::url);
+        // Node A first: it creates and migrates the database.
+        let mut nodes = vec![ServerProcess::start_node(&database.url, redis_url.as_deref())];
+        if deployment == Deployment::TwoNodes {
+            nodes.push(ServerProcess::start_node(&database.url, redis_url.as_deref()));
+        }
+        let base = format!("http://127.0.0.1:{}", nodes[0].port);
+        let ws_url = |node: &ServerProcess| format!("ws://127.0.0.1:{}/api/video-call/ws", node.port);
+        let (doctor_api_token, visits) = create_visits(&base, rooms).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let rss_idle: Vec<f64> = nodes.iter().map(ServerProcess::rss_kib).collect();
+        // Doctors on node A, patients on the last node (B when there are two).
+        let pairs = join_across(&ws_url(&nodes[0]), &ws_url(nodes.last().unwrap()), &visits).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        let rates: Vec<u64> = std::iter::once(STEADY_RATE).chain(STEP_RATES).collect();
+        let load = Arc::new(Load {
+            start: Instant::now(),
+            relay_only: false,
+            rate: AtomicU64::new(STEADY_RATE),
+            phase: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            phases: rates.iter().map(|_| Phase::default()).collect(),
+        });
+        let connections = rooms * 2;
+        let mut senders = Vec::with_capacity(connections);
+        let mut receivers = Vec::with_capacity(connections);
+        for (i, (doctor, patient)) in pairs.into_iter().enumerate() {
+            for (j, (ws, me)) in [(doctor, "doctor"), (patient, "patient")].into_iter().enumerate() {
+                let (sink, stream) = ws.split();
+                // Spread the clients' sends over the first second.
+                let offset = Duration::from_micros(((i * 2 + j) * 1_000_000 / connections) as u64);
+                senders.push(tokio::spawn(send_chat(sink, Arc::clone(&load), offset)));
+                receivers.push(tokio::spawn(receive(stream, me, Arc::clone(&load))));
+            }
+        }
+        let mut phases = Vec::new();
+        let mut memory = Vec::new();
+        let mut crossed = None;
+        for (phase, rate) in rates.iter().enumerate() {
+            load.rate.store(*rate, Ordering::Relaxed);
+            load.phase.store(phase, Ordering::Relaxed);
+            let seconds = if phase == 0 { steady_seconds } else { step_seconds };
+            let began = Instant::now();
+            let before = Cpu::now(&nodes, redis.as_ref(), &database);
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
+            if phase == 0 {
+                let per_node = connections / nodes.len();
+                memory = nodes
+                    .iter()
+                    .zip(&rss_idle)
+                    .map(|(node, idle)| (per_node, (node.rss_kib() - idle) / per_node as f64))
+                    .collect();
+            }
+            // Let this phase's frames arrive (they carry their phase) before judging it.
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            let cpu = Cpu::now(&nodes, redis.as_ref(), &database).since(&before);
+            phases.push((began.elapsed().as_secs_f64(), cpu));
+            let mut latencies = load.phases[phase].latencies_ns.lock().unwrap().clone();
+            latencies.sort_unstable();
+            if percentile(&latencies, 0.99) > P99_LIMIT_MS {
+                crossed = Some(phase);
+                break;
+            }
+        }
+        load.stop.store(true, Ordering::Relaxed);
+        let mut sinks = Vec::new();
+        for sender in senders {
+            sinks.push(sender.await.unwrap());
+        }
+        let drained = drain(&load).await;
+
+        // End every call through node A; each client gets call-ended (across nodes) and stops.
+        let http = reqwest::Client::new();
+        let ids: Vec<&str> = visits.iter().map(|v| v.appointment_id.as_str()).collect();
+        for chunk in ids.chunks(32) {
+            futures_util::future::join_all(chunk.iter().map(|id| {
+                let request = http
+                    .post(format!("{base}/api/appointments/{id}/video-call/end"))
+                    .bearer_auth(&doctor_api_token);
+                async move {
+                    let status = request.send().await.map(|response| response.status());
+                    if !status.as_ref().is_ok_and(|status| status.is_success()) {
+                        eprintln!("ending a call answered {status:?}");
+                    }
+                }
+            }))
+            .await;
+        }
+        let ended = futures_util::future::join_all(receivers);
+        if tokio::time::timeout(Duration::from_secs(30), ended).await.is_err() {
+            eprintln!("{}: some clients heard no call-ended within 30 s", deployment.name());
+        }
+        drop(sinks);
+        Column { deployment, load, rates, phases, memory, crossed, drained }
+    }
+
+    pub async fn run(rooms: usize) {
+        let deployments = [Deployment::OneNode, Deployment::OneNodeRedis, Deployment::TwoNodes];
+        let mut columns = Vec::new();
+        for (column, deployment) in deployments.into_iter().enumerate() {
+            eprintln!("nodes: measuring {}", deployment.name());
+            columns.push(measure(deployment, column, rooms).await);
+            // The table so far, in case a later column does not finish.
+            print(&columns, rooms);
+        }
+    }
+
+    fn print(columns: &[Column], rooms: usize) {
+        let row = |what: &str, cell: &dyn Fn(&Column) -> String| {
+            let cells: Vec<String> = columns.iter().map(cell).collect();
+            println!("| {what} | {} |", cells.join(" | "));
+        };
+        let each = |values: Vec<f64>, digits: usize| -> String {
+            let values: Vec<String> = values.iter().map(|v| format!("{v:.digits$}")).collect();
+            values.join(" / ")
+        };
+        println!();
+        println!(
+            "Nodes: {rooms} rooms x 2 WebSocket clients, numbered chat frames (stored, acknowledged, relayed), {} chat frames/s",
+            STEADY_RATE
+        );
+        println!("per client steady, then +1/s per client each step until the p99 passes {P99_LIMIT_MS} ms. Database: {};", Database::kind());
+        println!("with two nodes each room's doctor is on node A and its patient on node B (every frame crosses nodes).");
+        println!("All processes (nodes, Redis, database, the clients) share one 2-core machine; \"a / b\" = node A / node B;");
+        println!("CPU ms per 1000 frames = CPU time in the steady phase per 1000 frames sent in it ({ALLOCATOR_NAME}).");
+        println!();
+        let names: Vec<&str> = columns.iter().map(|c| c.deployment.name()).collect();
+        println!("| steady phase | {} |", names.join(" | "));
+        println!("|---|{}", "--:|".repeat(columns.len()));
+        row("offered frames/s", &|c| format!("{:.0}", c.offered(0)));
+        row("relayed frames/s", &|c| {
+            format!("{:.0}", c.load.phases[0].relayed.load(Ordering::Relaxed) as f64 / c.phases[0].0)
+        });
+        row("p50 / p99 / p99.9 ms", &|c| {
+            let latencies = c.latencies(0);
+            each([0.5, 0.99, 0.999].map(|p| percentile(&latencies, p)).to_vec(), 2)
+        });
+        row("connections per node", &|c| each(c.memory.iter().map(|m| m.0 as f64).collect(), 0));
+        row("KiB per connection, each node", &|c| each(c.memory.iter().map(|m| m.1).collect(), 1));
+        let per_1000 = |c: &Column, seconds: f64| {
+            seconds * 1e6 / c.load.phases[0].sent.load(Ordering::Relaxed).max(1) as f64
+        };
+        row("CPU ms per 1000 frames, each node", &|c| {
+            each(c.phases[0].1.nodes.iter().map(|s| per_1000(c, *s)).collect(), 0)
+        });
+        row("CPU ms per 1000 frames, all nodes", &|c| {
+            format!("{:.0}", per_1000(c, c.phases[0].1.nodes.iter().sum()))
+        });
+        row("CPU ms per 1000 frames, Redis", &|c| format!("{:.0}", per_1000(c, c.phases[0].1.redis)));
+        row("CPU ms per 1000 frames, PostgreSQL", &|c| format!("{:.0}", per_1000(c, c.phases[0].1.database)));
+        let percent = |c: &Column, seconds: f64| seconds / c.phases[0].0 * 100.0;
+        row("CPU % of a core, each node", &|c| {
+            each(c.phases[0].1.nodes.iter().map(|s| percent(c, *s)).collect(), 0)
+        });
+        row("CPU % of a core, Redis / PostgreSQL / clients", &|c| {
+            let cpu = &c.phases[0].1;
+            each(vec![percent(c, cpu.redis), percent(c, cpu.database), percent(c, cpu.clients)], 0)
+        });
+        row("p99 passed 50 ms at offered frames/s", &|c| match c.crossed {
+            Some(phase) => format!("{:.0}", c.offered(phase)),
+            None => format!("not up to {:.0}", c.offered(c.phases.len() - 1)),
+        });
+        row("highest offered frames/s with p99 ≤ 50 ms", &|c| match c.crossed {
+            Some(0) => "none".to_owned(),
+            Some(phase) => format!("{:.0}", c.offered(phase - 1)),
+            None => format!("{:.0}", c.offered(c.phases.len() - 1)),
+        });
+
+        println!();
+        println!("Each phase, per column: offered frames/s, relayed frames/s, p99 ms");
+        println!();
+        println!("| per client/s | {} |", names.join(" | "));
+        println!("|--:|{}", "--:|".repeat(columns.len()));
+        let phases = columns.iter().map(|c| c.phases.len()).max().unwrap_or(0);
+        for phase in 0..phases {
+            let cells: Vec<String> = columns
+                .iter()
+                .map(|c| {
+                    if phase >= c.phases.len() {
+                        return String::new();
+                    }
+                    let relayed =
+                        c.load.phases[phase].relayed.load(Ordering::Relaxed) as f64 / c.phases[phase].0;
+                    let p99 = percentile(&c.latencies(phase), 0.99);
+                    format!("{:.0} / {relayed:.0} / {p99:.1}", c.offered(phase))
+                })
+                .collect();
+            println!("| {} | {} |", columns[0].rates[phase], cells.join(" | "));
+        }
+        println!();
+        for c in columns {
+            println!("{}: {}", c.deployment.name(), c.drained);
         }
     }
 }

@@ -20,10 +20,8 @@ const BUSY_RETRIES: u32 = 5;
 
 /// A chat message waiting to be stored.
 pub struct PendingChat {
-    /// What to store (its appointment's room gets it once stored).
+    /// What to store (its appointment's room gets it once stored, by its `client_seq`).
     pub chat: NewChat,
-    /// The `seq` its sender gave it.
-    pub client_seq: Option<u64>,
 }
 
 enum Job {

@@ -27,10 +27,6 @@ use crate::store::{Appointment, AuditEntry, NewChat, Store};
 /// Frames queued per connection before it counts as too slow and is dropped (it can resume).
 const OUTBOX_FRAMES: usize = 1024;
 
-/// How long a dropped participant's frames are kept for resumption: as long as the core keeps
-/// trying to reconnect (`SIGNALING_GIVE_UP_MS`).
-const REPLAY_KEPT_AFTER_DROP: Duration = Duration::from_secs(60);
-
 /// What a transport writes to its client.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outgoing {
@@ -87,6 +83,8 @@ pub struct Hub {
     clock: Clock,
     metrics: Arc<Metrics>,
     grace: Duration,
+    /// How long a dropped participant's frames are kept for resumption (from the drop).
+    resume_window: Duration,
     idle_timeout_seconds: u64,
     chat_writer: ChatWriter,
     /// Woken after each batch of chat is stored.
@@ -109,6 +107,7 @@ impl Hub {
         clock: Clock,
         metrics: Arc<Metrics>,
         grace: Duration,
+        resume_window: Duration,
         idle_timeout_seconds: u64,
         shared: Option<(SharedRooms, Inbox)>,
     ) -> Arc<Self> {
@@ -146,6 +145,7 @@ impl Hub {
                 clock,
                 metrics,
                 grace,
+                resume_window,
                 idle_timeout_seconds,
                 chat_stored: tokio::sync::Notify::new(),
             }
@@ -256,13 +256,18 @@ impl Hub {
         }
         self.chat_writer.flush().await;
         let history = self.metrics.db("chat_history", self.store.chat_history(&grant.appointment_id)).await?;
+        let last_chat = self.store.last_chat_seq(&grant.appointment_id, grant.role);
+        let stored_through = self.metrics.db("chat_seq", last_chat).await?;
         let id = self.node_bits | self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(OUTBOX_FRAMES);
         self.conns.lock().expect("conns lock").insert(id, tx.clone());
         self.metrics.connections_opened();
         let create = Some((grant.room_id.as_str(), grant.status));
         let connected = self
-            .apply(&grant.appointment_id, create, |room| room.connect(grant.role, id, resume_from, history))
+            .apply(&grant.appointment_id, create, |room| {
+                room.chat_stored_through(grant.role, stored_through);
+                room.connect(grant.role, id, resume_from, history)
+            })
             .await;
         let deferred = match connected {
             Ok(deferred) => deferred.unwrap_or_default(),
@@ -409,8 +414,8 @@ impl Hub {
             let Some(room) = self.existing_room(&pending.chat.appointment_id) else { continue };
             let mut room = room.lock().expect("room lock");
             let actions = match message {
-                Some(message) => room.chat_stored(message, pending.client_seq),
-                None => room.chat_not_stored(pending.chat.from, pending.client_seq),
+                Some(message) => room.chat_stored(message, pending.chat.client_seq),
+                None => room.chat_not_stored(pending.chat.from, pending.chat.client_seq),
             };
             let deferred = self.deliver(actions);
             debug_assert!(deferred.is_empty());
@@ -460,8 +465,9 @@ impl Hub {
             let result: ApiResult<()> = async {
                 match action {
                     Action::StoreChat { from, text, client_seq } => {
-                        let chat = NewChat { appointment_id: grant.appointment_id.clone(), from, text };
-                        self.chat_writer.submit(PendingChat { chat, client_seq });
+                        let appointment_id = grant.appointment_id.clone();
+                        let chat = NewChat { appointment_id, from, text, client_seq };
+                        self.chat_writer.submit(PendingChat { chat });
                     }
                     Action::StoreQuality { from, report } => {
                         let (id, now) = (&grant.appointment_id, self.clock.now_ms());
@@ -526,7 +532,7 @@ impl Hub {
             let expired = hub.apply(&id, None, |room| room.grace_expired(role, conn)).await;
             debug_assert!(expired.map_or(true, |d| d.unwrap_or_default().is_empty()));
             hub.audit_as(&id, role, "leave", "disconnected", remote_addr).await;
-            tokio::time::sleep(REPLAY_KEPT_AFTER_DROP.saturating_sub(hub.grace)).await;
+            tokio::time::sleep(hub.resume_window.saturating_sub(hub.grace)).await;
             let forget = |room: &mut Room| {
                 room.forget_replay(role, conn);
                 Vec::new()

@@ -553,6 +553,18 @@ impl Room {
         actions
     }
 
+    /// A seat nobody held yet in this room starts after the chat its role already stored in
+    /// this call (`stored_through`: the highest stored `client_seq`). So a room made afresh (after
+    /// a restart, an eviction, a Redis loss) tells a client that numbers from 1 again to renumber
+    /// above them (`joined.last_client_seq`), and the store never takes a new message for a
+    /// stored one with the same number.
+    pub fn chat_stored_through(&mut self, role: Role, stored_through: u64) {
+        let seat = self.seat(role);
+        if seat.last_conn.is_none() {
+            seat.last_client_seq = seat.last_client_seq.max(stored_through);
+        }
+    }
+
     /// A connection dropped (closed, failed, timed out). The peer hears of it after the grace period.
     pub fn disconnect(&mut self, role: Role, conn: ConnId) -> Vec<Action> {
         let seat = self.seat(role);

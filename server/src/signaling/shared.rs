@@ -22,9 +22,10 @@ use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
 use redis::{Script, ScriptInvocation};
 use serde::{Deserialize, Serialize};
-use televisit_core::protocol::ErrorCode;
+use televisit_core::protocol::{ErrorCode, Role};
 
 use super::room::{Action, ConnId, Room};
+use crate::metrics::Metrics;
 use crate::secrets::Clock;
 use crate::store::{NewChat, Store};
 
@@ -53,15 +54,22 @@ static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// Commits an input in one step, only while the lock (KEYS[2]) is still ours (ARGV[1]): writes
-/// the room (KEYS[1], ARGV[2], expiring in ARGV[3] s), publishes the frames (channel, payload
-/// pairs from ARGV[4]) and lets the lock go. A node killed at any point leaves the input wholly
-/// applied or not at all, and never a lock held until it expires once its frames are out.
+/// the room (KEYS[1], ARGV[2], expiring in ARGV[3] s); adds the appointment (ARGV[4]) to or
+/// removes it from the record of each node whose connections the input changed (KEYS[3..],
+/// "1" or "0" from ARGV[5]), publishes the frames (channel, payload pairs after those) and lets
+/// the lock go. A node killed at any point leaves the input wholly applied or not at all, and
+/// never a lock held until it expires once its frames are out.
 static COMMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 if redis.call("get", KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call("set", KEYS[1], ARGV[2], "EX", ARGV[3])
-for i = 4, #ARGV, 2 do redis.call("publish", ARGV[i], ARGV[i + 1]) end
+local records = #KEYS - 2
+for i = 1, records do
+  if ARGV[4 + i] == "1" then redis.call("sadd", KEYS[2 + i], ARGV[4])
+  else redis.call("srem", KEYS[2 + i], ARGV[4]) end
+end
+for i = 5 + records, #ARGV, 2 do redis.call("publish", ARGV[i], ARGV[i + 1]) end
 redis.call("del", KEYS[2])
 return 1
 "#,
@@ -116,7 +124,8 @@ fn alive_key(node: u32) -> String {
     format!("televisit:node:{node}:alive")
 }
 
-/// The appointments whose rooms a node has (had) connections in.
+/// The appointments whose rooms a node has connections in (kept in the commit of each input
+/// that adds or removes one).
 fn rooms_of_key(node: u32) -> String {
     format!("televisit:node:{node}:rooms")
 }
@@ -151,17 +160,24 @@ pub struct SharedRooms {
     subscribed: Arc<AtomicBool>,
     store: Store,
     clock: Clock,
+    /// Times each Redis operation (`redis_seconds`).
+    metrics: Arc<Metrics>,
 }
 
 impl SharedRooms {
     /// Connects to Redis as a new node (a random id) and subscribes to the node's channel.
-    pub async fn connect(url: &str, store: Store, clock: Clock) -> redis::RedisResult<(SharedRooms, Inbox)> {
+    pub async fn connect(
+        url: &str,
+        store: Store,
+        clock: Clock,
+        metrics: Arc<Metrics>,
+    ) -> redis::RedisResult<(SharedRooms, Inbox)> {
         let client = redis::Client::open(url)?;
         let node = rand::random::<u32>().max(1);
         let stream = Inbox::subscribe(&client, node).await?;
         let redis = client.get_connection_manager().await?;
         let subscribed = Arc::new(AtomicBool::new(true));
-        let shared = SharedRooms { redis, node, subscribed: Arc::clone(&subscribed), store, clock };
+        let shared = SharedRooms { redis, node, subscribed: Arc::clone(&subscribed), store, clock, metrics };
         shared.heartbeat().await?;
         tracing::info!(node, "multi-node signaling on Redis");
         Ok((shared, Inbox { stream, client, node, subscribed }))
@@ -171,8 +187,8 @@ impl SharedRooms {
     /// dead node with the appointments it had connections in (each dead node goes to one node).
     pub async fn heartbeat(&self) -> redis::RedisResult<Vec<(u32, Vec<String>)>> {
         let mut redis = self.redis.clone();
-        redis::pipe()
-            .cmd("SET")
+        let mut beat = redis::pipe();
+        beat.cmd("SET")
             .arg(alive_key(self.node))
             .arg(1)
             .arg("PX")
@@ -182,9 +198,9 @@ impl SharedRooms {
             .arg(NODES)
             .arg(self.node)
             .ignore()
-            .query_async::<()>(&mut redis)
-            .await?;
-        let nodes: Vec<u32> = redis::cmd("SMEMBERS").arg(NODES).query_async(&mut redis).await?;
+            .cmd("SMEMBERS")
+            .arg(NODES);
+        let (nodes,) = self.metrics.redis("heartbeat", beat.query_async::<(Vec<u32>,)>(&mut redis)).await?;
         let mut dead = Vec::new();
         for node in nodes.into_iter().filter(|node| *node != self.node) {
             let alive: bool = redis::cmd("EXISTS").arg(alive_key(node)).query_async(&mut redis).await?;
@@ -219,8 +235,10 @@ impl SharedRooms {
 
     /// Reads a room without changing it (for presence).
     pub async fn peek(&self, appointment_id: &str) -> redis::RedisResult<Option<Room>> {
-        let state: Option<String> =
-            redis::cmd("GET").arg(room_key(appointment_id)).query_async(&mut self.redis.clone()).await?;
+        let mut redis = self.redis.clone();
+        let mut read = redis::cmd("GET");
+        read.arg(room_key(appointment_id));
+        let state = self.metrics.redis("read", read.query_async::<Option<String>>(&mut redis)).await?;
         Ok(state.and_then(|state| serde_json::from_str(&state).ok()))
     }
 
@@ -234,45 +252,22 @@ impl SharedRooms {
         input: impl FnOnce(&mut Room) -> Vec<Action>,
     ) -> redis::RedisResult<Option<Vec<Action>>> {
         let mut redis = self.redis.clone();
-        if create.is_some() {
-            // A connection of this node may join: if the node dies, the room is found again.
-            redis::cmd("SADD")
-                .arg(rooms_of_key(self.node))
-                .arg(appointment_id)
-                .query_async::<()>(&mut redis)
-                .await?;
-        }
         let key = room_key(appointment_id);
         let lock = format!("{key}:lock");
         let token = uuid::Uuid::new_v4().simple().to_string();
-        let deadline = tokio::time::Instant::now() + LOCK_WAIT;
-        loop {
-            let taken: Option<String> = redis::cmd("SET")
-                .arg(&lock)
-                .arg(&token)
-                .arg("NX")
-                .arg("PX")
-                .arg(LOCK_TTL_MS)
-                .query_async(&mut redis)
-                .await?;
-            if taken.is_some() {
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(redis::RedisError::from((redis::ErrorKind::Io, "room lock not free")));
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        self.metrics.redis("lock", take_lock(&mut redis, &lock, &token)).await?;
         let applied =
             self.apply_locked(&mut redis, appointment_id, [&key, &lock, &token], create, input).await;
         let (commit, rest) = match applied {
             Ok(Some(applied)) => applied,
             other => {
-                UNLOCK.key(&lock).arg(&token).invoke_async::<i64>(&mut redis).await?;
+                let mut unlock = UNLOCK.key(&lock);
+                unlock.arg(&token);
+                self.metrics.redis("unlock", unlock.invoke_async::<i64>(&mut redis)).await?;
                 return other.map(|_| None);
             }
         };
-        let committed: i64 = commit.invoke_async(&mut redis).await?;
+        let committed: i64 = self.metrics.redis("commit", commit.invoke_async(&mut redis)).await?;
         if committed == 0 {
             return Err(redis::RedisError::from((
                 redis::ErrorKind::Io,
@@ -292,16 +287,30 @@ impl SharedRooms {
         create: Option<Room>,
         input: impl FnOnce(&mut Room) -> Vec<Action>,
     ) -> redis::RedisResult<Option<(ScriptInvocation<'static>, Vec<Action>)>> {
-        let state: Option<String> = redis::cmd("GET").arg(key).query_async(redis).await?;
+        let mut read = redis::cmd("GET");
+        read.arg(key);
+        let state = self.metrics.redis("read", read.query_async::<Option<String>>(redis)).await?;
         let Some(mut room) = state.and_then(|state| serde_json::from_str::<Room>(&state).ok()).or(create)
         else {
             return Ok(None);
         };
+        let nodes_before = nodes_in(&room);
         let mut actions = input(&mut room);
         self.store_chat(appointment_id, &mut room, &mut actions).await;
+        let nodes_after = nodes_in(&room);
+        // The records of the nodes that gained or lost connections in the room.
+        let records: Vec<(u32, bool)> = nodes_after
+            .iter()
+            .map(|node| (*node, true))
+            .chain(nodes_before.iter().filter(|node| !nodes_after.contains(node)).map(|node| (*node, false)))
+            .collect();
         let mut commit = COMMIT.prepare_invoke();
-        commit.key(key).key(lock).arg(token);
+        commit.key(key).key(lock);
+        records.iter().for_each(|(node, _)| _ = commit.key(rooms_of_key(*node)));
+        commit.arg(token);
         commit.arg(serde_json::to_string(&room).expect("a room encodes")).arg(ROOM_TTL_SECONDS);
+        commit.arg(appointment_id);
+        records.iter().for_each(|(_, kept)| _ = commit.arg(if *kept { "1" } else { "0" }));
         let mut rest = Vec::new();
         for action in actions {
             match Wire::from_action(&action) {
@@ -324,7 +333,8 @@ impl SharedRooms {
                 continue;
             };
             let (from, client_seq) = (*from, *client_seq);
-            let chat = NewChat { appointment_id: appointment_id.to_owned(), from, text: text.clone() };
+            let chat =
+                NewChat { appointment_id: appointment_id.to_owned(), from, text: text.clone(), client_seq };
             actions.remove(i);
             let outcome = match self.store.add_chats(&[chat], self.clock.now_ms()).await {
                 Ok(mut stored) if stored.len() == 1 => room.chat_stored(stored.remove(0), client_seq),
@@ -337,6 +347,38 @@ impl SharedRooms {
             actions.splice(i..i, outcome);
         }
     }
+}
+
+/// Takes a room's lock (`SET NX` with an expiry), waiting up to [`LOCK_WAIT`] for it.
+async fn take_lock(redis: &mut ConnectionManager, lock: &str, token: &str) -> redis::RedisResult<()> {
+    let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+    loop {
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(lock)
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(LOCK_TTL_MS)
+            .query_async(redis)
+            .await?;
+        if taken.is_some() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(redis::RedisError::from((redis::ErrorKind::Io, "room lock not free")));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// The nodes holding a connection in the room.
+fn nodes_in(room: &Room) -> Vec<u32> {
+    let mut nodes: Vec<u32> = [Role::Doctor, Role::Patient]
+        .into_iter()
+        .filter_map(|role| room.connection(role).map(node_of))
+        .collect();
+    nodes.dedup();
+    nodes
 }
 
 /// Hands each frame published to this node to `deliver` (the hub's, for its connections). When
