@@ -23,6 +23,7 @@ pub struct Metrics {
     frames_received: Family<Labels, Counter>,
     resumes: Family<Labels, Counter>,
     db_seconds: Family<Labels, Histogram>,
+    chat_seconds: Histogram,
     refusals: Family<Labels, Counter>,
     calls: Family<Labels, Gauge>,
     rooms: Gauge,
@@ -62,6 +63,14 @@ impl Default for Metrics {
             "Reconnections that asked to resume, by outcome (resumed, or started over)",
             resumes.clone(),
         );
+        // 0.5 ms to ~0.2 s, by half again each step: fine enough to tell a few ms from tens.
+        let chat_seconds =
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0005, 1.5, 16));
+        registry.register(
+            "signaling_chat_seconds",
+            "Time from a chat frame's arrival to its delivery, stored (waiting for storage included)",
+            chat_seconds.clone(),
+        );
         registry.register(
             "db_seconds",
             "Time of the signaling's database work, by operation",
@@ -99,6 +108,7 @@ impl Default for Metrics {
             frames_received,
             resumes,
             db_seconds,
+            chat_seconds,
             refusals,
             calls,
             rooms,
@@ -142,6 +152,11 @@ impl Metrics {
         let seconds = began.elapsed().as_secs_f64();
         self.db_seconds.get_or_create(&vec![("operation", operation)]).observe(seconds);
         result
+    }
+
+    /// A chat frame that arrived `seconds` ago was stored and delivered.
+    pub fn chat_delivered(&self, seconds: f64) {
+        self.chat_seconds.observe(seconds);
     }
 
     /// Something was refused with this code.

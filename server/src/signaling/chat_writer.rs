@@ -4,7 +4,7 @@
 //! acknowledges it to its sender; a message is never acknowledged before its batch committed.
 
 use std::sync::Weak;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use televisit_core::protocol::ChatMessage;
 use tokio::sync::{mpsc, oneshot};
@@ -24,6 +24,8 @@ pub struct PendingChat {
     pub chat: NewChat,
     /// The `seq` its sender gave it.
     pub client_seq: Option<u64>,
+    /// When its frame arrived.
+    pub arrived: Instant,
 }
 
 enum Job {
