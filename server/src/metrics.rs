@@ -36,6 +36,7 @@ pub struct Metrics {
     resumes: Family<Labels, Counter>,
     db_seconds: Family<Labels, Histogram>,
     redis_seconds: Family<Labels, Histogram>,
+    chat_seconds: Histogram,
     refusals: Family<Labels, Counter>,
     calls: Family<Labels, Gauge>,
     rooms: Gauge,
@@ -77,6 +78,14 @@ impl Default for Metrics {
             "signaling_resumes",
             "Reconnections that asked to resume, by outcome (resumed, or started over)",
             resumes.clone(),
+        );
+        // 0.5 ms to ~0.2 s, by half again each step: fine enough to tell a few ms from tens.
+        let chat_seconds =
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0005, 1.5, 16));
+        registry.register(
+            "signaling_chat_seconds",
+            "Time from a chat frame's arrival to its delivery, stored (waiting for storage included)",
+            chat_seconds.clone(),
         );
         registry.register(
             "db_seconds",
@@ -121,6 +130,7 @@ impl Default for Metrics {
             resumes,
             db_seconds,
             redis_seconds,
+            chat_seconds,
             refusals,
             calls,
             rooms,
@@ -165,6 +175,11 @@ impl Metrics {
     /// Runs a Redis operation and records how long it took under `operation`.
     pub async fn redis<T>(&self, operation: &'static str, work: impl Future<Output = T>) -> T {
         timed(&self.redis_seconds, operation, work).await
+    }
+
+    /// A chat frame that arrived `seconds` ago was stored and delivered.
+    pub fn chat_delivered(&self, seconds: f64) {
+        self.chat_seconds.observe(seconds);
     }
 
     /// Something was refused with this code.

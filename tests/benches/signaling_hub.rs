@@ -8,7 +8,9 @@
 //!   frames/s with 1000 rooms) until the p99 passes 50 ms. Prints, per phase, frames offered,
 //!   stored (acknowledged) and relayed, latency from send to the peer's receipt (a chat frame is
 //!   relayed only once stored), and the server's memory per connection at the start, after the
-//!   steady phase and after every call ended.
+//!   steady phase and after every call ended. Then, from the server's own /metrics, the time from a
+//!   chat frame's arrival to its delivery and the chat batches' transaction time, per phase: what
+//!   of the latency is the server's storage, and what the sockets and the clients.
 //!
 //! - consecutive calls: 10 000 short calls, 8 at a time (start, both join, offer/answer, ICE, a
 //!   chat, then the doctor ends it, or every tenth both leave and the room idles out). Prints the
@@ -639,11 +641,13 @@ mod steady {
         }
         let mut durations = Vec::new();
         let mut cpu = Vec::new();
+        let mut server_side = Vec::new();
         let mut crossed = None;
         for (phase, rate) in rates.iter().enumerate() {
             load.rate.store(*rate, Ordering::Relaxed);
             load.phase.store(phase, Ordering::Relaxed);
             let seconds = if phase == 0 { steady_seconds } else { step_seconds };
+            let histograms_before = server_histograms(&base).await;
             let began = Instant::now();
             let cpu_before = (server.cpu_seconds(), process_cpu_seconds(std::process::id()));
             tokio::time::sleep(Duration::from_secs(seconds)).await;
@@ -653,6 +657,7 @@ mod steady {
             // Let this phase's frames arrive (they carry their phase) before judging it.
             tokio::time::sleep(Duration::from_millis(1000)).await;
             durations.push(began.elapsed().as_secs_f64());
+            server_side.push((histograms_before, server_histograms(&base).await));
             cpu.push((
                 server.cpu_seconds() - cpu_before.0,
                 process_cpu_seconds(std::process::id()) - cpu_before.1,
@@ -672,6 +677,9 @@ mod steady {
         let drained = drain(&load).await;
         print_phases(&load, &rates, &durations, &cpu, rooms, crossed);
         println!("{drained}");
+        if !load.relay_only {
+            print_server_side(&server_side);
+        }
 
         // End every call through the API; each client gets call-ended and is closed.
         let http = reqwest::Client::new();
@@ -711,6 +719,75 @@ mod steady {
                 "| {when} | {:.1} | {per_connection:.1} | {rooms} | {:.0} |",
                 rss / 1024.0,
                 replay_bytes / 1024.0
+            );
+        }
+    }
+
+    /// The server's histograms of chat latency and chat batch time, from `/metrics`.
+    async fn server_histograms(base: &str) -> [Vec<(f64, u64)>; 2] {
+        let request = reqwest::Client::new().get(format!("{base}/metrics")).bearer_auth("test-metrics-key");
+        let text = request.send().await.unwrap().text().await.unwrap();
+        [
+            histogram(&text, "televisit_signaling_chat_seconds", ""),
+            histogram(&text, "televisit_db_seconds", "operation=\"chat_batch\""),
+        ]
+    }
+
+    /// A histogram's buckets in the text exposition: (upper bound in seconds, cumulative count).
+    fn histogram(metrics: &str, name: &str, label: &str) -> Vec<(f64, u64)> {
+        let prefix = format!("{name}_bucket{{");
+        let bucket = |line: &str| {
+            let le = line.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            Some((le, line.rsplit(' ').next()?.parse().ok()?))
+        };
+        metrics.lines().filter(|l| l.starts_with(&prefix) && l.contains(label)).filter_map(bucket).collect()
+    }
+
+    /// Number counted between two scrapes of a histogram, and its `q` quantile in ms (interpolated
+    /// within the bucket, as Prometheus does).
+    fn histogram_quantile(before: &[(f64, u64)], after: &[(f64, u64)], q: f64) -> (u64, f64) {
+        let counted = |i: usize| after[i].1 - before.get(i).map_or(0, |b| b.1);
+        let total = if after.is_empty() { 0 } else { counted(after.len() - 1) };
+        let target = q * total as f64;
+        let mut lower = (0.0, 0);
+        for (i, (le, _)) in after.iter().enumerate() {
+            let cumulative = counted(i);
+            if total > 0 && cumulative as f64 >= target {
+                if le.is_infinite() {
+                    return (total, lower.0 * 1e3); // beyond the last bound: at least that
+                }
+                let fraction = (target - lower.1 as f64) / (cumulative - lower.1).max(1) as f64;
+                return (total, (lower.0 + (le - lower.0) * fraction) * 1e3);
+            }
+            lower = (*le, cumulative);
+        }
+        (total, f64::NAN)
+    }
+
+    type Histograms = [Vec<(f64, u64)>; 2];
+
+    fn print_server_side(phases: &[(Histograms, Histograms)]) {
+        println!();
+        println!("Inside the server (its /metrics histograms): a chat frame's arrival -> stored and queued to both");
+        println!("connections (the rest of the latency above is the sockets and the clients), and the time of each");
+        println!("chat batch's transaction");
+        println!();
+        println!("| phase | chat p50 ms | chat p99 ms | chat p99.9 ms | batches | messages per batch | batch p50 ms | batch p99 ms |");
+        println!("|------:|------------:|------------:|--------------:|--------:|-------------------:|-------------:|-------------:|");
+        for (phase, ([chat_before, batch_before], [chat_after, batch_after])) in phases.iter().enumerate() {
+            let chat = |q| histogram_quantile(chat_before, chat_after, q);
+            let batch = |q| histogram_quantile(batch_before, batch_after, q);
+            let (messages, batches) = (chat(0.5).0, batch(0.5).0);
+            println!(
+                "| {} | {:.2} | {:.2} | {:.2} | {batches} | {:.1} | {:.2} | {:.2} |",
+                if phase == 0 { "steady".to_owned() } else { format!("step {phase}") },
+                chat(0.5).1,
+                chat(0.99).1,
+                chat(0.999).1,
+                messages as f64 / batches.max(1) as f64,
+                batch(0.5).1,
+                batch(0.99).1,
             );
         }
     }

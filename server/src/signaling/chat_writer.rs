@@ -4,7 +4,7 @@
 //! acknowledges it to its sender; a message is never acknowledged before its batch committed.
 
 use std::sync::Weak;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use televisit_core::protocol::ChatMessage;
 use tokio::sync::{mpsc, oneshot};
@@ -22,6 +22,8 @@ const BUSY_RETRIES: u32 = 5;
 pub struct PendingChat {
     /// What to store (its appointment's room gets it once stored, by its `client_seq`).
     pub chat: NewChat,
+    /// When its frame arrived.
+    pub arrived: Instant,
 }
 
 enum Job {

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use televisit_core::protocol::{CallStatus, ChatMessage, ClientMessage, ErrorCode, Frame, Role};
 use tokio::sync::mpsc;
@@ -278,13 +278,14 @@ impl Hub {
                 return Err(e);
             }
         };
-        self.run(grant, deferred).await;
+        self.run(grant, deferred, Instant::now()).await;
         self.audit(grant, "join", if resume_from.is_some() { "resume" } else { "" }).await;
         Ok(Connection { id, outgoing: rx, reply: tx.downgrade() })
     }
 
     /// A decoded frame from a participant's connection.
     pub async fn frame(self: &Arc<Self>, grant: &Grant, conn: ConnId, frame: Frame<ClientMessage>) {
+        let arrived = Instant::now();
         self.metrics.frame_received(&frame.message);
         let is_leave = matches!(frame.message, ClientMessage::Leave);
         if let (ClientMessage::Chat { .. }, Some(room)) =
@@ -305,7 +306,7 @@ impl Hub {
         let Ok(Some(deferred)) = applied else {
             return; // the call ended (or Redis failed: logged)
         };
-        self.run(grant, deferred).await;
+        self.run(grant, deferred, arrived).await;
         if is_leave {
             self.evict_if_idle(&grant.appointment_id);
             self.audit(grant, "leave", "").await;
@@ -319,7 +320,7 @@ impl Hub {
         }
         let applied = self.apply(&grant.appointment_id, None, |room| room.disconnect(grant.role, conn)).await;
         if let Ok(Some(deferred)) = applied {
-            self.run(grant, deferred).await;
+            self.run(grant, deferred, Instant::now()).await;
         }
     }
 
@@ -410,6 +411,7 @@ impl Hub {
         let mut stored = stored.map(Vec::into_iter);
         for pending in batch {
             let message = stored.as_mut().and_then(Iterator::next);
+            let is_stored = message.is_some();
             // A room that left (its call ended) has nothing to deliver.
             let Some(room) = self.existing_room(&pending.chat.appointment_id) else { continue };
             let mut room = room.lock().expect("room lock");
@@ -419,6 +421,9 @@ impl Hub {
             };
             let deferred = self.deliver(actions);
             debug_assert!(deferred.is_empty());
+            if is_stored {
+                self.metrics.chat_delivered(pending.arrived.elapsed().as_secs_f64());
+            }
         }
         self.chat_stored.notify_waiters();
     }
@@ -460,14 +465,15 @@ impl Hub {
     }
 
     /// Carries out the actions that need the database or a timer.
-    async fn run(self: &Arc<Self>, grant: &Grant, mut actions: Vec<Action>) {
+    /// `arrived`: when the frame that led to these actions arrived (for the chat's latency).
+    async fn run(self: &Arc<Self>, grant: &Grant, mut actions: Vec<Action>, arrived: Instant) {
         while let Some(action) = actions.pop() {
             let result: ApiResult<()> = async {
                 match action {
                     Action::StoreChat { from, text, client_seq } => {
                         let appointment_id = grant.appointment_id.clone();
                         let chat = NewChat { appointment_id, from, text, client_seq };
-                        self.chat_writer.submit(PendingChat { chat });
+                        self.chat_writer.submit(PendingChat { chat, arrived });
                     }
                     Action::StoreQuality { from, report } => {
                         let (id, now) = (&grant.appointment_id, self.clock.now_ms());

@@ -48,7 +48,7 @@ pub const QUALITY_REPORTS_PER_ROLE: usize = 100;
 
 /// Bytes a kept frame costs: its text and its place in the buffer.
 fn kept_bytes(text: &str) -> usize {
-    text.len() + std::mem::size_of::<(u64, String)>()
+    text.len() + std::mem::size_of::<(u64, Box<str>)>()
 }
 
 /// What the hub must do after an input.
@@ -119,7 +119,8 @@ struct Seat {
     /// The connection that most recently held this seat (for the grace period).
     last_conn: Option<ConnId>,
     out_seq: u64,
-    replay: VecDeque<(u64, String)>,
+    /// Exactly as long as their text (an encoded `String` has up to twice the room).
+    replay: VecDeque<(u64, Box<str>)>,
     /// [`kept_bytes`] of the frames in `replay`.
     replay_bytes: usize,
     last_client_seq: u64,
@@ -224,7 +225,7 @@ impl Room {
             seat.drop_oldest();
         }
         seat.replay_bytes += kept_bytes(&text);
-        seat.replay.push_back((seat.out_seq, text.clone()));
+        seat.replay.push_back((seat.out_seq, text.as_str().into()));
         if let Some(conn) = seat.conn {
             actions.push(Action::Send { conn, text });
         }
@@ -314,7 +315,7 @@ impl Room {
             let seat = self.seat(role);
             for (seq, text) in &seat.replay {
                 if *seq > last {
-                    actions.push(Action::Send { conn, text: text.clone() });
+                    actions.push(Action::Send { conn, text: text.to_string() });
                 }
             }
         }
