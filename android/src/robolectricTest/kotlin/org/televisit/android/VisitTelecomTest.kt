@@ -37,6 +37,7 @@ class VisitTelecomTest {
     fun setUp() {
         visit = TestVisit()
         telecom.setCallRequestMode(ShadowTelecomManager.CallRequestMode.MANUAL)
+        telecom.setIsOutgoingCallPermitted(true) // Robolectric forbids by default
         telecom.setConnectionService(Robolectric.setupService(TelevisitConnectionService::class.java))
         VisitTelecom.register(app, "Televisit")
     }
@@ -81,7 +82,7 @@ class VisitTelecomTest {
     @Test
     fun `hanging up from the system (a headset button, a car) ends the call for the doctor too`(): Unit = runBlocking {
         TelevisitCall.open(visit.doctorLink).use { call ->
-            VisitTelecom.start(app, call, video = false)
+            assertEquals(TelecomStart.PLACED, VisitTelecom.start(app, call, video = false))
             val connection = placedConnection()
             call.join()
             val patient = visit.headless(visit.patientLink)
