@@ -134,7 +134,7 @@ class TelevisitCall private constructor(link: String, options: CallOptions) : Au
         val PLATFORM_VIDEO_CODECS: List<VideoCodec> = listOf(VideoCodec.H264, VideoCodec.VP8)
 
         private fun withPlatformCodecs(options: CallOptions): CallOptions =
-            options
+            if (options.videoCodecs.isNullOrEmpty()) options.copy(videoCodecs = PLATFORM_VIDEO_CODECS) else options
 
         /** Checks the link on the device (shape, expiry) and prepares the call. */
         @Throws(CallException::class)
