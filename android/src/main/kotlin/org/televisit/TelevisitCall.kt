@@ -13,8 +13,10 @@ import org.televisit.ffi.EndReason
 import org.televisit.ffi.LinkInfo
 import org.televisit.ffi.MediaFrame
 import org.televisit.ffi.Role
+import org.televisit.ffi.VideoCodec
 import org.televisit.ffi.VideoPreference
 import org.televisit.ffi.checkLink
+import java.util.concurrent.CopyOnWriteArrayList
 
 /**
  * One video visit, for Kotlin apps: suspend functions, a [Flow] of [CallEvent]s and typed
@@ -32,10 +34,14 @@ import org.televisit.ffi.checkLink
  * Events come from a background thread of the core (never the main thread) and are buffered
  * without limit until collected, so none is lost; [events] is meant for one collector.
  * [close] releases the call, its connections and the listener: no event arrives after it.
+ *
+ * Unless [CallOptions.videoCodecs] says otherwise, the call offers [PLATFORM_VIDEO_CODECS]: H.264
+ * first, which phones encode in hardware, and VP8 for browsers.
  */
 class TelevisitCall private constructor(link: String, options: CallOptions) : AutoCloseable {
     private val channel = Channel<CallEvent>(Channel.UNLIMITED)
-    private val call: Call = Call(link, Listener(channel), options)
+    private val observers = CopyOnWriteArrayList<(CallEvent) -> Unit>()
+    private val call: Call = Call(link, Listener(channel, observers), withPlatformCodecs(options))
 
     /** Every event of the call, in order. Completes when the call is closed. */
     val events: Flow<CallEvent> = channel.receiveAsFlow()
@@ -87,11 +93,20 @@ class TelevisitCall private constructor(link: String, options: CallOptions) : Au
     @Throws(CallException::class)
     fun sendChat(text: String) = call.sendChat(text)
 
-    /** Sends an encoded frame from the platform's codec (MediaCodec VP8, Opus). */
+    /** Sends an encoded frame from the platform's codec (MediaCodec H.264 or VP8, as the `VideoCodec` event says; Opus). */
     fun sendFrame(frame: MediaFrame) = call.sendFrame(frame)
 
     /** The device's network changed: reconnect now (see [org.televisit.android.NetworkWatcher]). */
     fun networkChanged() = call.networkChanged()
+
+    /**
+     * Lets the Android glue (Telecom, the foreground service) follow the call without taking events
+     * from [events]. [observer] runs on the core's event thread before the event reaches [events]:
+     * it must not block.
+     */
+    internal fun observe(observer: (CallEvent) -> Unit) {
+        observers += observer
+    }
 
     /** Releases everything; idempotent. No event is delivered after this returns. */
     override fun close() {
@@ -100,13 +115,27 @@ class TelevisitCall private constructor(link: String, options: CallOptions) : Au
         channel.close()
     }
 
-    private class Listener(private val channel: Channel<CallEvent>) : CallListener {
+    private class Listener(
+        private val channel: Channel<CallEvent>,
+        private val observers: List<(CallEvent) -> Unit>,
+    ) : CallListener {
         override fun onEvent(event: CallEvent) {
+            observers.forEach { it(event) }
             channel.trySend(event)
         }
     }
 
     companion object {
+        /**
+         * The video codecs a phone offers, best first: H.264, which Android's and iOS's hardware
+         * encoders favour (iOS cannot encode VP8 at all), at the level that holds the ladder's 1080p
+         * rung; then VP8, which every browser has.
+         */
+        val PLATFORM_VIDEO_CODECS: List<VideoCodec> = listOf(VideoCodec.H264, VideoCodec.VP8)
+
+        private fun withPlatformCodecs(options: CallOptions): CallOptions =
+            if (options.videoCodecs.isNullOrEmpty()) options.copy(videoCodecs = PLATFORM_VIDEO_CODECS) else options
+
         /** Checks the link on the device (shape, expiry) and prepares the call. */
         @Throws(CallException::class)
         fun open(link: String, options: CallOptions = CallOptions()): TelevisitCall = TelevisitCall(link, options)

@@ -149,12 +149,11 @@ class CallTest {
     }
 
     @Test
-    fun `a codec preference reaches the negotiation`(): Unit = runBlocking {
+    fun `two phones with the platform's defaults send H_264, and a VP8-only peer still gets VP8`(): Unit = runBlocking {
+        assertEquals(listOf(VideoCodec.H264, VideoCodec.VP8), TelevisitCall.PLATFORM_VIDEO_CODECS)
         TestVisit().use { visit ->
-            // Two apps: the doctor's device prefers H.264, the patient's takes the defaults (VP8,
-            // then H.264) and answers with the offer's first choice.
-            val h264First = CallOptions(videoCodecs = listOf(VideoCodec.H264, VideoCodec.VP8))
-            TelevisitCall.open(visit.doctorLink, h264First).use { doctor ->
+            // Two apps with default options (the doctor's side offers, the patient's answers).
+            TelevisitCall.open(visit.doctorLink).use { doctor ->
                 TelevisitCall.open(visit.patientLink).use { patient ->
                     val doctorLog = EventLog(doctor, this)
                     val patientLog = EventLog(patient, this)
@@ -165,6 +164,16 @@ class CallTest {
                     }
                     doctor.hangUp()
                 }
+            }
+        }
+        TestVisit().use { visit ->
+            // A peer that has only VP8 (as `televisit join` here, and browsers without H.264).
+            TelevisitCall.open(visit.doctorLink, CallOptions(relayOnly = false)).use { doctor ->
+                val log = EventLog(doctor, this)
+                doctor.join()
+                val patient = visit.headless(visit.patientLink, "--seconds", "2")
+                log.await("told to encode VP8") { it == CallEvent.VideoCodec(VideoCodec.VP8) }
+                assertEquals(0, patient.waitFor(20))
             }
         }
     }
