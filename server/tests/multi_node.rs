@@ -586,3 +586,63 @@ async fn a_chat_stored_by_a_node_that_died_before_its_room_heard_of_it_is_stored
         store.chat_history(&visit.appointment_id).await.unwrap().into_iter().map(|m| m.text).collect();
     assert_eq!(history, ["My chest hurts", "Since this morning"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_the_shared_room_could_not_take_closes_the_connection_and_is_stored_once_when_resent() {
+    let redis = Redis::start().await;
+    let db = TempDb::new();
+    let (a, b, visit) = two_nodes(&db, &redis).await;
+    let (mut doctor, mut patient) = doctor_on_a_patient_on_b(&a, &b, &visit).await;
+    patient.expect("admitted").await;
+    patient.expect("peer-joined").await;
+
+    // Something else holds the room's lock longer than an input waits for it (5 s).
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let lock = format!("televisit:room:{}:lock", visit.appointment_id);
+    let held: () = redis::cmd("SET")
+        .arg(&lock)
+        .arg("another-node")
+        .arg("PX")
+        .arg(8000)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let _ = held;
+    patient.send(chat(1, "Can you hear me?")).await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // most of the 5 s the input waits for the lock
+
+    // The patient's app is told and disconnected, not left believing the message is on its way.
+    let frames = patient.until_closed().await;
+    let error =
+        frames.iter().find(|f| f["type"] == "error").unwrap_or_else(|| panic!("no error frame: {frames:?}"));
+    assert_eq!(error["code"], "internal", "{error}");
+    assert!(!frames.iter().any(|f| f["type"] == "ack"), "{frames:?}");
+
+    // Once the room is free the app resumes and sends again what was not acknowledged: it is
+    // acknowledged, relayed and stored once.
+    let released: () = redis::cmd("DEL").arg(&lock).query_async(&mut connection).await.unwrap();
+    let _ = released;
+    let (mut patient, joined) = join_when_taken(
+        &format!("ws://127.0.0.1:{}/api/video-call/ws", b.port),
+        &visit.patient_token,
+        patient.last_seq,
+    )
+    .await;
+    assert_eq!(joined["last_client_seq"], 0, "{joined}");
+    patient.send(chat(1, "Can you hear me?")).await;
+    assert_eq!(chat_text(&mut patient).await, "Can you hear me?");
+    assert_eq!(patient.expect("ack").await["client_seq"], 1);
+    assert_eq!(chat_text(&mut doctor).await, "Can you hear me?");
+    let history: Vec<String> = a
+        .server
+        .state
+        .store
+        .chat_history(&visit.appointment_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(history, ["Can you hear me?"]);
+}

@@ -303,8 +303,17 @@ impl Hub {
         }
         let applied =
             self.apply(&grant.appointment_id, None, |room| room.frame(grant.role, conn, frame)).await;
-        let Ok(Some(deferred)) = applied else {
-            return; // the call ended (or Redis failed: logged)
+        let deferred = match applied {
+            Ok(Some(deferred)) => deferred,
+            Ok(None) => return, // the call ended
+            Err(refusal) => {
+                // The room did not take the frame (Redis failed, or its lock stayed taken): close
+                // the connection with the reason, so the client resumes and sends again what it
+                // has not seen acknowledged, rather than lose the frame without a word.
+                let close = Action::Close { conn, code: refusal.code, message: refusal.message };
+                self.deliver(vec![close]);
+                return;
+            }
         };
         self.run(grant, deferred, arrived).await;
         if is_leave {
