@@ -621,8 +621,7 @@ async fn a_chat_the_shared_room_could_not_take_closes_the_connection_and_is_stor
 
     // Once the room is free the app resumes and sends again what was not acknowledged: it is
     // acknowledged, relayed and stored once.
-    let released: () = redis::cmd("DEL").arg(&lock).query_async(&mut connection).await.unwrap();
-    let _ = released;
+    redis::cmd("DEL").arg(&lock).query_async::<()>(&mut connection).await.unwrap();
     let (mut patient, joined) = join_when_taken(
         &format!("ws://127.0.0.1:{}/api/video-call/ws", b.port),
         &visit.patient_token,
