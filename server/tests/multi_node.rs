@@ -600,15 +600,14 @@ async fn a_chat_the_shared_room_could_not_take_closes_the_connection_and_is_stor
     let client = redis::Client::open(redis.url.as_str()).unwrap();
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();
     let lock = format!("televisit:room:{}:lock", visit.appointment_id);
-    let held: () = redis::cmd("SET")
+    redis::cmd("SET")
         .arg(&lock)
         .arg("another-node")
         .arg("PX")
         .arg(8000)
-        .query_async(&mut connection)
+        .query_async::<()>(&mut connection)
         .await
         .unwrap();
-    let _ = held;
     patient.send(chat(1, "Can you hear me?")).await;
     tokio::time::sleep(Duration::from_secs(3)).await; // most of the 5 s the input waits for the lock
 
