@@ -3,6 +3,9 @@ package org.televisit
 import kotlinx.coroutines.channels.Channel
 import kotlinx.coroutines.flow.Flow
 import kotlinx.coroutines.flow.receiveAsFlow
+import org.televisit.ffi.AudioException
+import org.televisit.ffi.AudioSink
+import org.televisit.ffi.AudioSource
 import org.televisit.ffi.Call
 import org.televisit.ffi.CallEvent
 import org.televisit.ffi.CallException
@@ -98,6 +101,20 @@ class TelevisitCall private constructor(link: String, options: CallOptions) : Au
 
     /** The device's network changed: reconnect now (see [org.televisit.android.NetworkWatcher]). */
     fun networkChanged() = call.networkChanged()
+
+    /**
+     * The microphone's way in: push each 10 ms frame of 48 kHz mono 16-bit PCM (960 bytes) from
+     * `AudioRecord`; the core encodes Opus with FEC. Use it or [sendFrame] with your own encoder.
+     */
+    @Throws(AudioException::class)
+    fun audioSource(): AudioSource = call.audioSource()
+
+    /**
+     * The speaker's way out: pull a 10 ms frame for `AudioTrack` each time it asks (always a frame:
+     * the peer's voice, concealment of a loss, or silence), through the core's jitter buffer.
+     */
+    @Throws(AudioException::class)
+    fun audioSink(): AudioSink = call.audioSink()
 
     /**
      * Lets the Android glue (Telecom, the foreground service) follow the call without taking events

@@ -97,4 +97,20 @@ class AudioTest {
             }
         }
     }
+
+    @Test
+    fun `an app on TelevisitCall reaches the same audio source and sink`(): Unit = runBlocking {
+        TestVisit().use { visit ->
+            TelevisitCall.open(visit.patientLink).use { call ->
+                assertEquals(Role.PATIENT, call.join())
+                call.audioSource().push(toneFrame(660.0, 0))
+                assertThrows<AudioException.WrongFrameSize> { call.audioSource().push(ByteArray(10)) }
+                // Nobody speaks yet (the patient waits for the doctor): the sink still gives a whole
+                // 10 ms frame, of silence, for the speaker.
+                val frame = call.audioSink().pull()
+                assertEquals(960, frame.size)
+                assertTrue(frame.all { it == 0.toByte() }, "silence before anyone speaks")
+            }
+        }
+    }
 }
