@@ -79,6 +79,14 @@ public final class TelevisitCall: @unchecked Sendable {
     /// The device's network changed (from `NWPathMonitor`): reconnect now.
     public func networkChanged() throws { try call.networkChanged() }
 
+    /// The microphone's way in: push each 10 ms frame of 48 kHz mono 16-bit PCM (960 bytes) from
+    /// the audio engine's input; the core encodes Opus with FEC. Use it or `sendFrame`, not both.
+    public func audioSource() throws -> AudioSource { try call.audioSource() }
+
+    /// The speaker's way out: pull a 10 ms frame each time playout asks (always a frame: the
+    /// peer's voice, concealment of a loss, or silence), through the core's jitter buffer.
+    public func audioSink() throws -> AudioSink { try call.audioSink() }
+
     /// Releases everything; idempotent. No event is delivered after this returns.
     public func close() {
         call.release()
