@@ -454,6 +454,7 @@ mod steady {
     use futures_util::stream::{SplitSink, SplitStream};
     use futures_util::{SinkExt, StreamExt};
     use serde_json::{json, Value};
+    use tokio::task::JoinHandle;
     use tokio_tungstenite::tungstenite::Message;
 
     use super::{
@@ -486,6 +487,29 @@ mod steady {
         pub(super) phase: AtomicUsize,
         pub(super) stop: AtomicBool,
         pub(super) phases: Vec<Phase>,
+    }
+
+    /// A client's sending task; it gives its half of the socket back when the load stops.
+    pub(super) type Sender = JoinHandle<SplitSink<Ws, Message>>;
+
+    /// Starts a sender and a receiver for each client of each room, the senders spread over the
+    /// first second; returns (senders, receivers).
+    pub(super) fn start_clients(
+        pairs: Vec<(Ws, Ws)>,
+        load: &Arc<Load>,
+    ) -> (Vec<Sender>, Vec<JoinHandle<()>>) {
+        let connections = pairs.len() * 2;
+        let mut senders = Vec::with_capacity(connections);
+        let mut receivers = Vec::with_capacity(connections);
+        for (i, (doctor, patient)) in pairs.into_iter().enumerate() {
+            for (j, (ws, me)) in [(doctor, "doctor"), (patient, "patient")].into_iter().enumerate() {
+                let (sink, stream) = ws.split();
+                let offset = Duration::from_micros(((i * 2 + j) * 1_000_000 / connections) as u64);
+                senders.push(tokio::spawn(send_chat(sink, Arc::clone(load), offset)));
+                receivers.push(tokio::spawn(receive(stream, me, Arc::clone(load))));
+            }
+        }
+        (senders, receivers)
     }
 
     /// Sends numbered chat frames at the current rate; the text carries the phase and send time.
@@ -628,17 +652,7 @@ mod steady {
             stop: AtomicBool::new(false),
             phases: rates.iter().map(|_| Phase::default()).collect(),
         });
-        let mut senders = Vec::with_capacity(connections);
-        let mut receivers = Vec::with_capacity(connections);
-        for (i, (doctor, patient)) in pairs.into_iter().enumerate() {
-            for (j, (ws, me)) in [(doctor, "doctor"), (patient, "patient")].into_iter().enumerate() {
-                let (sink, stream) = ws.split();
-                // Spread the clients' sends over the first second.
-                let offset = Duration::from_micros(((i * 2 + j) * 1_000_000 / connections) as u64);
-                senders.push(tokio::spawn(send_chat(sink, Arc::clone(&load), offset)));
-                receivers.push(tokio::spawn(receive(stream, me, Arc::clone(&load))));
-            }
-        }
+        let (senders, receivers) = start_clients(pairs, &load);
         let mut durations = Vec::new();
         let mut cpu = Vec::new();
         let mut server_side = Vec::new();
@@ -984,10 +998,8 @@ mod nodes {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use futures_util::StreamExt;
-
     use super::steady::{
-        drain, percentile, receive, send_chat, Load, Phase, P99_LIMIT_MS, STEADY_RATE, STEP_RATES,
+        drain, percentile, start_clients, Load, Phase, P99_LIMIT_MS, STEADY_RATE, STEP_RATES,
     };
     use super::{
         create_visits, env_number, join_across, process_cpu_seconds, remove_sqlite, ServerProcess,
@@ -1222,17 +1234,7 @@ mod nodes {
             phases: rates.iter().map(|_| Phase::default()).collect(),
         });
         let connections = rooms * 2;
-        let mut senders = Vec::with_capacity(connections);
-        let mut receivers = Vec::with_capacity(connections);
-        for (i, (doctor, patient)) in pairs.into_iter().enumerate() {
-            for (j, (ws, me)) in [(doctor, "doctor"), (patient, "patient")].into_iter().enumerate() {
-                let (sink, stream) = ws.split();
-                // Spread the clients' sends over the first second.
-                let offset = Duration::from_micros(((i * 2 + j) * 1_000_000 / connections) as u64);
-                senders.push(tokio::spawn(send_chat(sink, Arc::clone(&load), offset)));
-                receivers.push(tokio::spawn(receive(stream, me, Arc::clone(&load))));
-            }
-        }
+        let (senders, receivers) = start_clients(pairs, &load);
         let mut phases = Vec::new();
         let mut memory = Vec::new();
         let mut crossed = None;
