@@ -59,20 +59,25 @@ impl Backend {
 /// busy timeout.
 const POSTGRES_SETTINGS: &str = "SET lock_timeout = '5s'";
 
-/// Settings every SQLite connection gets (the `Any` driver takes only a URL).
-const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;";
+/// Settings every SQLite connection gets (the `Any` driver takes only a URL). A new database gets
+/// 1 KiB pages: each stored chat message rewrites its visit's page of the chat index in the
+/// write-ahead log, and with SQLite's default 4 KiB pages that log (and its checkpoints) grew by
+/// ~60 MB/s under the signaling_hub benchmark's 10 000 messages/s; a database that exists keeps its
+/// page size.
+const SQLITE_PRAGMAS: &str = "PRAGMA page_size = 1024; PRAGMA journal_mode = WAL; \
+     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;";
 
 /// The writer's settings: the same, and it never checkpoints (see [`checkpoint_periodically`]).
-const SQLITE_WRITER_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA wal_autocheckpoint = 0;";
+const SQLITE_WRITER_PRAGMAS: &str = "PRAGMA page_size = 1024; PRAGMA journal_mode = WAL; \
+     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
+     PRAGMA wal_autocheckpoint = 0;";
 
 /// How often the write-ahead log is copied into the database file (see [`Store::open`]).
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
-/// Pages (4 KiB) the write-ahead log may hold before a checkpoint waits for the writer so that the
-/// log starts over (64 MiB).
-const LOG_RESTART_PAGES: i64 = 16 * 1024;
+/// Pages the write-ahead log may hold before the writer stops for a checkpoint so that the log
+/// starts over (64 MiB with 1 KiB pages).
+const LOG_RESTART_PAGES: i64 = 64 * 1024;
 
 /// How long a write may wait for its turn before it fails with [`sqlx::Error::PoolTimedOut`]
 /// (the API answers 503 with `Retry-After`).
@@ -292,8 +297,8 @@ fn appointment_from_row(row: &AnyRow) -> Appointment {
 }
 
 /// Copies the write-ahead log into the database file every [`CHECKPOINT_EVERY`] until the pool
-/// closes, while the writer never checkpoints itself.
-async fn checkpoint_periodically(pool: AnyPool) {
+/// closes, while the writer never checkpoints by itself.
+async fn checkpoint_periodically(pool: AnyPool, writer: AnyPool) {
     let mut every = tokio::time::interval(CHECKPOINT_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -301,17 +306,7 @@ async fn checkpoint_periodically(pool: AnyPool) {
         if pool.is_closed() {
             return;
         }
-        // PASSIVE: copies what it can beside the writer, without waiting for it. Under steady
-        // writes it never catches up completely, and the log starts over only once it has: past
-        // LOG_RESTART_PAGES, RESTART waits for the writer's transaction, copies the rest (little,
-        // right after a passive pass) and makes the next write start the log over.
-        let passive = sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&pool);
-        let result = match passive.await {
-            Ok((_, log_pages, _)) if log_pages > LOG_RESTART_PAGES => {
-                sqlx::query("PRAGMA wal_checkpoint(RESTART)").execute(&pool).await.map(drop)
-            }
-            other => other.map(drop),
-        };
+        let result = checkpoint(&pool, &writer, LOG_RESTART_PAGES).await;
         if let Err(e) = result {
             if pool.is_closed() {
                 return;
@@ -319,6 +314,22 @@ async fn checkpoint_periodically(pool: AnyPool) {
             tracing::warn!(error = %e, "write-ahead log checkpoint failed");
         }
     }
+}
+
+/// One checkpoint: PASSIVE on a reading connection copies what it can beside the writer, without
+/// waiting for it. Under steady writes it never catches up completely, and the log starts over
+/// only once it has. So past `restart_pages`, one more passive checkpoint runs on the writer
+/// connection itself: it holds the only write turn, so it copies the rest (little, right after a
+/// passive pass) and the next write starts the log over. Not RESTART on a reading connection: its
+/// wait for the writer polls with SQLite's busy handler, whose sleeps (up to 25-50 ms) held chat up
+/// long after the lock was free (25-55 ms stalls measured under the signaling_hub benchmark).
+async fn checkpoint(pool: &AnyPool, writer: &AnyPool, restart_pages: i64) -> Result<(), sqlx::Error> {
+    let (_, log_pages, _) =
+        sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(pool).await?;
+    if log_pages > restart_pages {
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(writer).await?;
+    }
+    Ok(())
 }
 
 impl Store {
@@ -334,7 +345,8 @@ impl Store {
             Backend::Sqlite => {
                 let url = sqlite_url_creating_the_file(url);
                 let options = |pragmas: &'static str| {
-                    AnyPoolOptions::new().after_connect(move |connection, _| {
+                    // No ping before each use: a file that was opened stays open.
+                    AnyPoolOptions::new().test_before_acquire(false).after_connect(move |connection, _| {
                         Box::pin(async move { connection.execute(pragmas).await.map(drop) })
                     })
                 };
@@ -355,7 +367,7 @@ impl Store {
                         .connect(&url)
                         .await?;
                     let pool = options(SQLITE_PRAGMAS).max_connections(8).connect(&url).await?;
-                    tokio::spawn(checkpoint_periodically(pool.clone()));
+                    tokio::spawn(checkpoint_periodically(pool.clone(), writer.clone()));
                     Store { pool, writer, backend }
                 }
             }
@@ -1098,4 +1110,69 @@ async fn replace_tokens(
         .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pages in the write-ahead log (a passive checkpoint reports them).
+    async fn log_pages(pool: &AnyPool) -> i64 {
+        let (_, pages, _) = sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        pages
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn under_steady_writes_the_write_ahead_log_starts_over_once_past_its_limit() {
+        let path = std::env::temp_dir().join(format!("televisit-wal-{}.db", uuid::Uuid::new_v4()));
+        let store = Store::open(&format!("sqlite://{}", path.display())).await.unwrap();
+        sqlx::query("CREATE TABLE filler (bytes BLOB)").execute(&store.writer).await.unwrap();
+        // A writer that never pauses, as under the benchmark's steady chat.
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let (stop, written) =
+            (std::sync::Arc::new(AtomicBool::new(false)), std::sync::Arc::new(AtomicU64::new(0)));
+        let writes = tokio::spawn({
+            let (writer, stop, written) = (store.writer.clone(), stop.clone(), written.clone());
+            async move {
+                while !stop.load(Ordering::Relaxed) {
+                    sqlx::query("INSERT INTO filler (bytes) VALUES (randomblob(3000))")
+                        .execute(&writer)
+                        .await
+                        .unwrap();
+                    written.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        const LIMIT: i64 = 400;
+        while log_pages(&store.pool).await <= 2 * LIMIT {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Passive checkpoints beside the writer alone: the log keeps growing.
+        let first = log_pages(&store.pool).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let before = log_pages(&store.pool).await;
+        assert!(before > first, "the log grew on: {first} pages, then {before}");
+
+        checkpoint(&store.pool, &store.writer, LIMIT).await.unwrap();
+        // The next write starts the log over: after a few writes it holds only those.
+        let checkpointed_at = written.load(Ordering::Relaxed);
+        while written.load(Ordering::Relaxed) < checkpointed_at + 3 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let after = log_pages(&store.pool).await;
+        stop.store(true, Ordering::Relaxed);
+        writes.await.unwrap();
+        assert!(
+            after < before / 2,
+            "the log started over: {after} pages after the checkpoint, {before} before"
+        );
+        store.pool.close().await;
+        store.writer.close().await;
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
 }
