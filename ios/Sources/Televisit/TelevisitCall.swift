@@ -16,7 +16,15 @@ import Foundation
 /// Events come from a background thread of the core (never the main thread) and are buffered
 /// until read, so none is lost; `events` is meant for one reader. `close()` releases the call,
 /// its connections and the listener: no event arrives after it.
+///
+/// Unless `CallOptions.videoCodecs` says otherwise, the call offers `platformVideoCodecs`: H.264
+/// first, which VideoToolbox encodes in hardware (it cannot encode VP8), and VP8 for browsers.
 public final class TelevisitCall: @unchecked Sendable {
+    /// The video codecs a phone offers, best first: H.264, which iOS's and Android's hardware
+    /// encoders favour, at the level that holds the ladder's 1080p rung; then VP8, which every
+    /// browser has.
+    public static let platformVideoCodecs: [VideoCodec] = [.h264, .vp8]
+
     /// Every event of the call, in order. Finishes when the call is closed.
     public let events: AsyncStream<CallEvent>
     private let continuation: AsyncStream<CallEvent>.Continuation
@@ -27,6 +35,8 @@ public final class TelevisitCall: @unchecked Sendable {
         let (events, continuation) = AsyncStream<CallEvent>.makeStream(bufferingPolicy: .unbounded)
         self.events = events
         self.continuation = continuation
+        var options = options
+        if options.videoCodecs?.isEmpty ?? true { options.videoCodecs = Self.platformVideoCodecs }
         call = try Call(link: link, listener: StreamListener(continuation), options: options)
     }
 
@@ -59,7 +69,6 @@ public final class TelevisitCall: @unchecked Sendable {
     /// Starts or stops sharing the screen; a patient gets `CallError.NotAllowed`.
     public func shareScreen(_ active: Bool) throws { try call.setScreenShare(active: active) }
 
-    /// Sends a chat message (1 to 2000 characters).
     /// Starts or stops the examination mode (the doctor, for a rash or a wound): the patient's
     /// camera keeps its resolution and gives up frame rate when bandwidth is short. A patient
     /// gets `CallError.NotAllowed`.

@@ -103,11 +103,11 @@ final class CallTests: XCTestCase {
         XCTAssertTrue(patient.output.contains("event: examination mode on"), patient.output)
     }
 
-    func testACodecPreferenceReachesTheNegotiation() async throws {
-        // Two apps: the doctor's device prefers H.264, the patient's takes the defaults (VP8, then
-        // H.264) and answers with the offer's first choice.
+    func testTwoPhonesWithThePlatformsDefaultsSendH264() async throws {
+        XCTAssertEqual(TelevisitCall.platformVideoCodecs, [.h264, .vp8])
+        // Two apps with default options (the doctor's side offers, the patient's answers).
         let visit = try TestVisit.create()
-        let doctor = try TelevisitCall(link: visit.doctorLink, options: CallOptions(videoCodecs: [.h264, .vp8]))
+        let doctor = try TelevisitCall(link: visit.doctorLink)
         let patient = try TelevisitCall(link: visit.patientLink)
         defer { doctor.close(); patient.close() }
         let (doctorLog, patientLog) = (EventLog(doctor), EventLog(patient))
