@@ -44,7 +44,7 @@ pub enum Outgoing {
 }
 
 /// A participant admitted by a valid call token.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Grant {
     /// The appointment.
     pub appointment_id: String,
@@ -150,6 +150,14 @@ impl Hub {
                 chat_stored: tokio::sync::Notify::new(),
             }
         })
+    }
+
+    /// The rooms in Redis, when several nodes share them (`--redis-url`).
+    pub fn shared(&self) -> Option<&SharedRooms> {
+        match &self.rooms {
+            Rooms::Shared(shared) => Some(shared),
+            Rooms::Local(_) => None,
+        }
     }
 
     /// The server's metrics.
