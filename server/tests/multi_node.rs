@@ -433,6 +433,14 @@ impl HttpParticipant {
     }
 }
 
+/// The patient on the HTTP fallback of the node on `port`, in the waiting room.
+async fn waiting_by_http(port: u16, visit: &Visit) -> HttpParticipant {
+    let mut patient = HttpParticipant::on(port, &visit.patient_token);
+    assert_eq!(patient.post(json!({"type": "join"})).await.0, 200);
+    assert_eq!(patient.types_until("waiting").await, ["joined", "waiting"]);
+    patient
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_patient_on_the_http_fallback_whose_requests_alternate_between_nodes_gets_every_frame_once() {
     let redis = Redis::start().await;
@@ -482,9 +490,7 @@ async fn a_patient_on_the_http_fallback_goes_on_polling_another_node_when_theirs
     let redis = Redis::start().await;
     let db = TempDb::new();
     let (a, mut b, visit) = two_nodes(&db, &redis).await;
-    let mut patient = HttpParticipant::on(b.port, &visit.patient_token);
-    assert_eq!(patient.post(json!({"type": "join"})).await.0, 200);
-    assert_eq!(patient.types_until("waiting").await, ["joined", "waiting"]);
+    let mut patient = waiting_by_http(b.port, &visit).await;
 
     let mut doctor = a.join(&visit.doctor_token).await;
     doctor.expect("joined").await;
@@ -506,10 +512,14 @@ async fn a_patient_on_the_http_fallback_goes_on_polling_another_node_when_theirs
 
     // The patient's polls go to node A without a new join: the session goes on there.
     patient.signals = vec![a.url("/api/video-call/signal")];
-    while patient.chat_texts().len() < 3 {
-        let (status, frames) = patient.poll().await;
-        assert_eq!(status, 200, "{frames:?}");
-    }
+    tokio::time::timeout(Duration::from_secs(15), async {
+        while patient.chat_texts().len() < 3 {
+            let (status, frames) = patient.poll().await;
+            assert_eq!(status, 200, "{frames:?}");
+        }
+    })
+    .await
+    .expect("the chat reaches the patient on node A within 15 s");
     assert_eq!(patient.chat_texts(), ["Typed on a blocked network", "Before the loss", "After the loss"]);
     // And the patient's frames reach the room from node A.
     assert_eq!(patient.post(chat(2, "Still here")).await.0, 200);
@@ -526,9 +536,7 @@ async fn a_fallback_request_with_a_wrong_token_is_refused_alike_on_either_node()
     let redis = Redis::start().await;
     let db = TempDb::new();
     let (a, b, visit) = two_nodes(&db, &redis).await;
-    let mut patient = HttpParticipant::on(b.port, &visit.patient_token);
-    assert_eq!(patient.post(json!({"type": "join"})).await.0, 200);
-    assert_eq!(patient.types_until("waiting").await, ["joined", "waiting"]);
+    let _patient = waiting_by_http(b.port, &visit).await; // a session open on node B
 
     let mut refusals = Vec::new();
     for port in [b.port, a.server.addr.port()] {
@@ -739,4 +747,42 @@ async fn a_chat_the_shared_room_could_not_take_closes_the_connection_and_is_stor
         .map(|m| m.text)
         .collect();
     assert_eq!(history, ["Can you hear me?"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_chat_the_room_could_not_take_on_another_node_is_refused_and_stored_once() {
+    let redis = Redis::start().await;
+    let db = TempDb::new();
+    let (a, b, visit) = two_nodes(&db, &redis).await;
+    let mut patient = waiting_by_http(b.port, &visit).await;
+    let mut doctor = a.join(&visit.doctor_token).await;
+    doctor.expect("joined").await;
+    doctor.expect("peer-joined").await;
+    assert_eq!(patient.types_until("peer-joined").await, ["admitted", "peer-joined"]);
+
+    // Something else holds the room's lock longer than an input waits for it (5 s); the patient's
+    // chat lands on node A, which does not hold its connection: the post is refused, not lost.
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let lock = format!("televisit:room:{}:lock", visit.appointment_id);
+    let hold = redis::cmd("SET").arg(&lock).arg("another-node").arg("PX").arg(8000).clone();
+    hold.query_async::<()>(&mut connection).await.unwrap();
+    patient.signals = vec![a.url("/api/video-call/signal")];
+    let (status, body) = patient.post(chat(1, "Can you hear me?")).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (500, Some("internal")), "{body}");
+
+    // Once the room is free the client joins again and resends: relayed and stored once.
+    redis::cmd("DEL").arg(&lock).query_async::<()>(&mut connection).await.unwrap();
+    let resume = json!({"type": "join", "resume": {"last_seq": patient.last_seq}});
+    assert_eq!(patient.post(resume).await.0, 200);
+    patient.cursor = 0;
+    let joined = patient.types_until("joined").await;
+    assert_eq!(joined, ["joined"]);
+    assert_eq!(patient.received.last().unwrap()["last_client_seq"], 0);
+    assert_eq!(patient.post(chat(1, "Can you hear me?")).await.0, 200);
+    assert_eq!(chat_text(&mut doctor).await, "Can you hear me?");
+    patient.types_until("ack").await;
+    assert_eq!(patient.chat_texts(), ["Can you hear me?"]);
+    let stored = a.server.state.store.chat_history(&visit.appointment_id).await.unwrap();
+    assert_eq!(stored.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["Can you hear me?"]);
 }

@@ -168,7 +168,7 @@ pub async fn post(
     if let ClientMessage::Ping = frame.message {
         return Ok(Json(serde_json::json!({ "type": "pong" })));
     }
-    state.hub.frame(&session.grant, session.conn_id, frame).await;
+    state.hub.frame(&session.grant, session.conn_id, frame).await?;
     Ok(Json(serde_json::json!({ "ok": true })))
 }
 
@@ -306,7 +306,9 @@ async fn post_shared(
     if let ClientMessage::Ping = frame.message {
         return Ok(Json(serde_json::json!({ "type": "pong" })));
     }
-    state.hub.frame(&record.grant, record.conn, frame).await;
+    // Refused (Redis failed): the client hears it and joins again, rather than the frame being
+    // lost without a word on a node that does not hold the connection.
+    state.hub.frame(&record.grant, record.conn, frame).await?;
     Ok(Json(serde_json::json!({ "ok": true })))
 }
 
