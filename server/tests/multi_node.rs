@@ -82,12 +82,13 @@ struct Node {
 }
 
 impl Node {
-    async fn start(db: &TempDb, redis: &Redis) -> Node {
+    async fn start(db: &TempDb, redis: &Redis, idle_timeout_seconds: u64) -> Node {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_televisit"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--database-url", &db.url(), "--redis-url", &redis.url])
             .args(["--clinic-api-key", common::CLINIC_KEY, "--reconnect-grace-seconds", "1"])
+            .args(["--idle-timeout-seconds", &idle_timeout_seconds.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -129,14 +130,24 @@ impl Drop for Node {
 
 /// Node A in this process, node B in its own, both on `db` and `redis`; a visit the doctor started.
 async fn two_nodes(db: &TempDb, redis: &Redis) -> (TestServer, Node, Visit) {
+    two_nodes_idle_after(db, redis, 45).await
+}
+
+/// [`two_nodes`] whose signaling connections go idle after `idle_timeout_seconds`.
+async fn two_nodes_idle_after(
+    db: &TempDb,
+    redis: &Redis,
+    idle_timeout_seconds: u64,
+) -> (TestServer, Node, Visit) {
     let url = redis.url.clone();
     let a = TestServer::start_with(db, Clock::default(), |config| {
         config.redis_url = Some(url);
         config.reconnect_grace_seconds = 1;
+        config.idle_timeout_seconds = idle_timeout_seconds;
     })
     .await;
     // B starts once A has created (and migrated) the database.
-    let b = Node::start(db, redis).await;
+    let b = Node::start(db, redis, idle_timeout_seconds).await;
     let visit = a.started_visit().await;
     (a, b, visit)
 }
@@ -785,4 +796,31 @@ async fn a_fallback_chat_the_room_could_not_take_on_another_node_is_refused_and_
     assert_eq!(patient.chat_texts(), ["Can you hear me?"]);
     let stored = a.server.state.store.chat_history(&visit.appointment_id).await.unwrap();
     assert_eq!(stored.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["Can you hear me?"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_session_polled_only_on_another_node_stays_until_the_client_stops_polling() {
+    let redis = Redis::start().await;
+    let db = TempDb::new();
+    let (a, b, visit) = two_nodes_idle_after(&db, &redis, 2).await;
+    let mut patient = waiting_by_http(b.port, &visit).await;
+    let present = || async {
+        let path = format!("/api/appointments/{}/video-call/status", visit.appointment_id);
+        a.call("GET", &path, &visit.doctor_api_token).await.1["patient_present"].clone()
+    };
+
+    // Node B holds the session; the client polls only node A, for longer than the idle timeout.
+    patient.signals = vec![a.url("/api/video-call/signal")];
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        let (status, frames) = patient.poll().await;
+        assert_eq!(status, 200, "{frames:?}");
+    }
+    assert_eq!(present().await, true, "B ended a session its client kept polling on A");
+
+    // The client stops polling: the session ends after the idle timeout (and the grace period).
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(present().await, false, "the session outlived its client");
+    let (status, body) = patient.poll().await;
+    assert_eq!((status, body[0]["error"]["code"].as_str()), (400, Some("not_joined")), "{body:?}");
 }
