@@ -82,12 +82,13 @@ struct Node {
 }
 
 impl Node {
-    async fn start(db: &TempDb, redis: &Redis) -> Node {
+    async fn start(db: &TempDb, redis: &Redis, idle_timeout_seconds: u64) -> Node {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_televisit"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--database-url", &db.url(), "--redis-url", &redis.url])
             .args(["--clinic-api-key", common::CLINIC_KEY, "--reconnect-grace-seconds", "1"])
+            .args(["--idle-timeout-seconds", &idle_timeout_seconds.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -129,14 +130,24 @@ impl Drop for Node {
 
 /// Node A in this process, node B in its own, both on `db` and `redis`; a visit the doctor started.
 async fn two_nodes(db: &TempDb, redis: &Redis) -> (TestServer, Node, Visit) {
+    two_nodes_idle_after(db, redis, 45).await
+}
+
+/// [`two_nodes`] whose signaling connections go idle after `idle_timeout_seconds`.
+async fn two_nodes_idle_after(
+    db: &TempDb,
+    redis: &Redis,
+    idle_timeout_seconds: u64,
+) -> (TestServer, Node, Visit) {
     let url = redis.url.clone();
     let a = TestServer::start_with(db, Clock::default(), |config| {
         config.redis_url = Some(url);
         config.reconnect_grace_seconds = 1;
+        config.idle_timeout_seconds = idle_timeout_seconds;
     })
     .await;
     // B starts once A has created (and migrated) the database.
-    let b = Node::start(db, redis).await;
+    let b = Node::start(db, redis, idle_timeout_seconds).await;
     let visit = a.started_visit().await;
     (a, b, visit)
 }
@@ -335,44 +346,60 @@ async fn a_patient_whose_node_dies_and_who_does_not_come_back_is_announced_after
     assert_eq!(a.call("GET", &path, &visit.doctor_api_token).await.1["patient_present"], false);
 }
 
-/// A participant on the HTTP fallback (`/api/video-call/signal`) of one node.
+/// A participant on the HTTP fallback (`/api/video-call/signal`): each request goes to the next
+/// of its nodes in turn, as behind a load balancer.
 struct HttpParticipant {
     http: reqwest::Client,
-    signal: String,
+    signals: Vec<String>,
+    requests: usize,
     token: String,
     cursor: u64,
     last_seq: u64,
+    /// Every frame polled, in order.
+    received: Vec<Value>,
 }
 
 impl HttpParticipant {
     fn on(port: u16, token: &str) -> HttpParticipant {
+        HttpParticipant::across(&[port], token)
+    }
+
+    fn across(ports: &[u16], token: &str) -> HttpParticipant {
         HttpParticipant {
             http: reqwest::Client::new(),
-            signal: format!("http://127.0.0.1:{port}/api/video-call/signal"),
+            signals: ports
+                .iter()
+                .map(|port| format!("http://127.0.0.1:{port}/api/video-call/signal"))
+                .collect(),
+            requests: 0,
             token: token.to_owned(),
             cursor: 0,
             last_seq: 0,
+            received: Vec::new(),
         }
     }
 
+    /// The node of the next request.
+    fn next_signal(&mut self) -> String {
+        self.requests += 1;
+        self.signals[(self.requests - 1) % self.signals.len()].clone()
+    }
+
     /// Posts a frame; returns the status and the JSON body.
-    async fn post(&self, frame: Value) -> (u16, Value) {
-        let response = self
-            .http
-            .post(&self.signal)
-            .bearer_auth(&self.token)
-            .body(frame.to_string())
-            .send()
-            .await
-            .unwrap();
+    async fn post(&mut self, frame: Value) -> (u16, Value) {
+        let signal = self.next_signal();
+        let response =
+            self.http.post(signal).bearer_auth(&self.token).body(frame.to_string()).send().await.unwrap();
         (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
     }
 
-    /// One long poll; returns the status and the frames.
+    /// One long poll; returns the status and the frames. Numbered frames come one `seq` after the
+    /// other (a resumed `joined` starts no new count).
     async fn poll(&mut self) -> (u16, Vec<Value>) {
+        let signal = self.next_signal();
         let response = self
             .http
-            .get(&self.signal)
+            .get(signal)
             .bearer_auth(&self.token)
             .query(&[("after", self.cursor)])
             .send()
@@ -387,10 +414,16 @@ impl HttpParticipant {
         let frames = body["frames"].as_array().unwrap().clone();
         for frame in &frames {
             if let Some(seq) = frame["seq"].as_u64() {
-                assert!(seq > self.last_seq, "seq goes up: {seq} after {}", self.last_seq);
+                assert_eq!(
+                    seq,
+                    self.last_seq + 1,
+                    "every frame once, in order: {frame} after {}",
+                    self.last_seq
+                );
                 self.last_seq = seq;
             }
         }
+        self.received.extend(frames.iter().cloned());
         (status, frames)
     }
 
@@ -404,16 +437,71 @@ impl HttpParticipant {
         }
         types
     }
+
+    /// The texts of the chat frames polled so far.
+    fn chat_texts(&self) -> Vec<&str> {
+        self.received.iter().filter(|f| f["type"] == "chat").map(|f| f["text"].as_str().unwrap()).collect()
+    }
+}
+
+/// The patient on the HTTP fallback of the node on `port`, in the waiting room.
+async fn waiting_by_http(port: u16, visit: &Visit) -> HttpParticipant {
+    let mut patient = HttpParticipant::on(port, &visit.patient_token);
+    assert_eq!(patient.post(json!({"type": "join"})).await.0, 200);
+    assert_eq!(patient.types_until("waiting").await, ["joined", "waiting"]);
+    patient
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_patient_on_the_http_fallback_resumes_on_another_node_when_theirs_dies() {
+async fn a_patient_on_the_http_fallback_whose_requests_alternate_between_nodes_gets_every_frame_once() {
+    let redis = Redis::start().await;
+    let db = TempDb::new();
+    let (a, b, visit) = two_nodes(&db, &redis).await;
+    // Joined on node A; then B, A, B, ... for each request.
+    let mut patient = HttpParticipant::across(&[a.server.addr.port(), b.port], &visit.patient_token);
+    assert_eq!(patient.post(json!({"type": "join"})).await.0, 200);
+    assert_eq!(patient.types_until("waiting").await, ["joined", "waiting"]);
+
+    let mut doctor = a.join(&visit.doctor_token).await;
+    doctor.expect("joined").await;
+    assert_eq!(doctor.expect("peer-joined").await["make_offer"], true);
+    assert_eq!(patient.types_until("peer-joined").await, ["admitted", "peer-joined"]);
+    doctor.send(json!({"type": "offer", "sdp": "v=0 to http"})).await;
+    assert_eq!(patient.types_until("offer").await, ["offer"]);
+    assert_eq!(patient.post(json!({"type": "answer", "sdp": "v=0 from http"})).await.0, 200);
+    assert_eq!(doctor.expect("answer").await["sdp"], "v=0 from http");
+
+    for n in 1..=3 {
+        assert_eq!(patient.post(chat(n, &format!("patient {n}"))).await.0, 200);
+        assert_eq!(chat_text(&mut doctor).await, format!("patient {n}"));
+        doctor.send(chat(n, &format!("doctor {n}"))).await;
+        assert_eq!(chat_text(&mut doctor).await, format!("doctor {n}"));
+        doctor.expect("ack").await;
+    }
+    while patient.chat_texts().len() < 6 {
+        assert_eq!(patient.poll().await.0, 200);
+    }
+    assert_eq!(
+        patient.chat_texts(),
+        ["patient 1", "doctor 1", "patient 2", "doctor 2", "patient 3", "doctor 3"],
+        "each chat once, in order"
+    );
+
+    doctor.send(json!({"type": "end-call"})).await;
+    assert!(patient.types_until("call-ended").await.contains(&"call-ended".to_owned()));
+    let types: Vec<&str> = patient.received.iter().map(|f| f["type"].as_str().unwrap()).collect();
+    let acks = types.iter().filter(|t| **t == "ack").count();
+    assert_eq!(acks, 3, "one ack per chat: {types:?}");
+    assert_eq!(types.iter().filter(|t| **t == "offer").count(), 1, "{types:?}");
+    assert_eq!(a.status(&visit).await["status"], "ended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patient_on_the_http_fallback_goes_on_polling_another_node_when_theirs_dies() {
     let redis = Redis::start().await;
     let db = TempDb::new();
     let (a, mut b, visit) = two_nodes(&db, &redis).await;
-    let mut patient = HttpParticipant::on(b.port, &visit.patient_token);
-    assert_eq!(patient.post(json!({"type": "join"})).await.0, 200);
-    assert_eq!(patient.types_until("waiting").await, ["joined", "waiting"]);
+    let mut patient = waiting_by_http(b.port, &visit).await;
 
     let mut doctor = a.join(&visit.doctor_token).await;
     doctor.expect("joined").await;
@@ -424,27 +512,54 @@ async fn a_patient_on_the_http_fallback_resumes_on_another_node_when_theirs_dies
     assert_eq!(patient.types_until("ack").await, ["chat", "ack"]);
     assert_eq!(chat_text(&mut doctor).await, "Typed on a blocked network");
 
-    // Node B dies; the doctor writes meanwhile. Node A knows no fallback session of the
-    // patient's: `not_joined`, and the client joins again there with `resume`.
+    // A chat the patient has not polled yet, then node B dies, then another chat.
+    doctor.send(chat(1, "Before the loss")).await;
+    assert_eq!(chat_text(&mut doctor).await, "Before the loss");
+    doctor.expect("ack").await;
     b.kill();
-    doctor.send(chat(1, "I can still read you")).await;
-    assert_eq!(chat_text(&mut doctor).await, "I can still read you");
-    let mut patient = HttpParticipant { signal: a.url("/api/video-call/signal"), cursor: 0, ..patient };
-    let (status, body) = patient.poll().await;
-    assert_eq!((status, body[0]["error"]["code"].as_str()), (400, Some("not_joined")));
-    let resume = json!({"type": "join", "resume": {"last_seq": patient.last_seq}});
-    assert_eq!(patient.post(resume).await.0, 200);
-    let mut frames = Vec::new();
-    while !frames.iter().any(|f: &Value| f["type"] == "chat") {
-        frames.extend(patient.poll().await.1);
+    doctor.send(chat(2, "After the loss")).await;
+    assert_eq!(chat_text(&mut doctor).await, "After the loss");
+    doctor.expect("ack").await;
+
+    // The patient's polls go to node A without a new join: the session goes on there.
+    patient.signals = vec![a.url("/api/video-call/signal")];
+    tokio::time::timeout(Duration::from_secs(15), async {
+        while patient.chat_texts().len() < 3 {
+            let (status, frames) = patient.poll().await;
+            assert_eq!(status, 200, "{frames:?}");
+        }
+    })
+    .await
+    .expect("the chat reaches the patient on node A within 15 s");
+    assert_eq!(patient.chat_texts(), ["Typed on a blocked network", "Before the loss", "After the loss"]);
+    // And the patient's frames reach the room from node A.
+    assert_eq!(patient.post(chat(2, "Still here")).await.0, 200);
+    assert_eq!(chat_text(&mut doctor).await, "Still here");
+    patient.types_until("ack").await;
+    let stored = a.server.state.store.chat_history(&visit.appointment_id).await.unwrap();
+    let texts: Vec<&str> = stored.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["Typed on a blocked network", "Before the loss", "After the loss", "Still here"]);
+    assert_eq!(patient.chat_texts().len(), 4, "nothing twice: {:?}", patient.received);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_request_with_a_wrong_token_is_refused_alike_on_either_node() {
+    let redis = Redis::start().await;
+    let db = TempDb::new();
+    let (a, b, visit) = two_nodes(&db, &redis).await;
+    let _patient = waiting_by_http(b.port, &visit).await; // a session open on node B
+
+    let mut refusals = Vec::new();
+    for port in [b.port, a.server.addr.port()] {
+        let mut wrong = HttpParticipant::on(port, &format!("{}x", visit.patient_token));
+        let (status, body) = wrong.poll().await;
+        refusals.push((status, body[0]["error"]["code"].clone()));
+        let (status, body) = wrong.post(chat(1, "not mine")).await;
+        refusals.push((status, body["error"]["code"].clone()));
     }
-    assert_eq!(frames[0]["type"], "joined");
-    assert_eq!(
-        (frames[0]["resumed"].as_bool(), frames[0]["last_client_seq"].as_u64()),
-        (Some(true), Some(1))
-    );
-    let missed: Vec<&str> = frames[1..].iter().map(|f| f["text"].as_str().unwrap_or("")).collect();
-    assert_eq!(missed, ["I can still read you"], "{frames:?}");
+    assert_eq!(refusals[0], (401, json!("invalid_token")), "{refusals:?}");
+    assert_eq!(refusals[..2], refusals[2..], "node A refuses as node B does");
+    assert!(refusals[..2].iter().all(|r| *r == refusals[0]), "{refusals:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -643,4 +758,69 @@ async fn a_chat_the_shared_room_could_not_take_closes_the_connection_and_is_stor
         .map(|m| m.text)
         .collect();
     assert_eq!(history, ["Can you hear me?"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_chat_the_room_could_not_take_on_another_node_is_refused_and_stored_once() {
+    let redis = Redis::start().await;
+    let db = TempDb::new();
+    let (a, b, visit) = two_nodes(&db, &redis).await;
+    let mut patient = waiting_by_http(b.port, &visit).await;
+    let mut doctor = a.join(&visit.doctor_token).await;
+    doctor.expect("joined").await;
+    doctor.expect("peer-joined").await;
+    assert_eq!(patient.types_until("peer-joined").await, ["admitted", "peer-joined"]);
+
+    // Something else holds the room's lock longer than an input waits for it (5 s); the patient's
+    // chat lands on node A, which does not hold its connection: the post is refused, not lost.
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let lock = format!("televisit:room:{}:lock", visit.appointment_id);
+    let hold = redis::cmd("SET").arg(&lock).arg("another-node").arg("PX").arg(8000).clone();
+    hold.query_async::<()>(&mut connection).await.unwrap();
+    patient.signals = vec![a.url("/api/video-call/signal")];
+    let (status, body) = patient.post(chat(1, "Can you hear me?")).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (500, Some("internal")), "{body}");
+
+    // Once the room is free the client joins again and resends: relayed and stored once.
+    redis::cmd("DEL").arg(&lock).query_async::<()>(&mut connection).await.unwrap();
+    let resume = json!({"type": "join", "resume": {"last_seq": patient.last_seq}});
+    assert_eq!(patient.post(resume).await.0, 200);
+    patient.cursor = 0;
+    let joined = patient.types_until("joined").await;
+    assert_eq!(joined, ["joined"]);
+    assert_eq!(patient.received.last().unwrap()["last_client_seq"], 0);
+    assert_eq!(patient.post(chat(1, "Can you hear me?")).await.0, 200);
+    assert_eq!(chat_text(&mut doctor).await, "Can you hear me?");
+    patient.types_until("ack").await;
+    assert_eq!(patient.chat_texts(), ["Can you hear me?"]);
+    let stored = a.server.state.store.chat_history(&visit.appointment_id).await.unwrap();
+    assert_eq!(stored.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["Can you hear me?"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_session_polled_only_on_another_node_stays_until_the_client_stops_polling() {
+    let redis = Redis::start().await;
+    let db = TempDb::new();
+    let (a, b, visit) = two_nodes_idle_after(&db, &redis, 2).await;
+    let mut patient = waiting_by_http(b.port, &visit).await;
+    let present = || async {
+        let path = format!("/api/appointments/{}/video-call/status", visit.appointment_id);
+        a.call("GET", &path, &visit.doctor_api_token).await.1["patient_present"].clone()
+    };
+
+    // Node B holds the session; the client polls only node A, for longer than the idle timeout.
+    patient.signals = vec![a.url("/api/video-call/signal")];
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        let (status, frames) = patient.poll().await;
+        assert_eq!(status, 200, "{frames:?}");
+    }
+    assert_eq!(present().await, true, "B ended a session its client kept polling on A");
+
+    // The client stops polling: the session ends after the idle timeout (and the grace period).
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(present().await, false, "the session outlived its client");
+    let (status, body) = patient.poll().await;
+    assert_eq!((status, body[0]["error"]["code"].as_str()), (400, Some("not_joined")), "{body:?}");
 }

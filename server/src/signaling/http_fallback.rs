@@ -7,6 +7,10 @@
 //! the token's hash) the way an open WebSocket does: it outlives the call's end and the token's
 //! expiry, so the client can still fetch the last frames (the `call-ended` that closed it) instead of
 //! being refused with `call_ended` before it heard who ended the call.
+//!
+//! With Redis (`--redis-url`) the sessions live there instead ([`SharedMailboxes`]): a poll or post
+//! is answered by whichever node it reaches, and a session whose node died goes on from the node
+//! the client polls next, resuming the room's connection after the last frame its mailbox has.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -19,8 +23,10 @@ use televisit_core::api::SignalPollResponse;
 use televisit_core::protocol::{decode_client_frame, encode, ClientMessage, ErrorCode, Frame, ServerMessage};
 use tokio::sync::Notify;
 
-use super::hub::{Grant, Outgoing};
+use super::hub::{Connection, Grant, Outgoing};
 use super::rate_limit::TokenBucket;
+use super::room::ConnId;
+use super::shared_mailbox::{Record, SharedMailboxes};
 use crate::auth::CallToken;
 use crate::error::{ApiError, ApiResult};
 use crate::SharedState;
@@ -32,6 +38,8 @@ const LONG_POLL: Duration = Duration::from_secs(20);
 #[derive(Default)]
 pub struct HttpSessions {
     sessions: Mutex<HashMap<String, Arc<HttpSession>>>,
+    /// With Redis: this node's rate limit of each session that posts here, and when it last did.
+    buckets: Mutex<HashMap<String, (TokenBucket, Instant)>>,
 }
 
 struct HttpSession {
@@ -100,6 +108,9 @@ pub async fn post(
     token: CallToken,
     body: String,
 ) -> ApiResult<Json<serde_json::Value>> {
+    if state.hub.shared().is_some() {
+        return post_shared(&state, &token, &body).await;
+    }
     let open = state.http_sessions.of(&token);
     // Without an open session the token is checked before the frame is even parsed.
     let checked = match open {
@@ -125,11 +136,7 @@ pub async fn post(
             mailbox: Mutex::default(),
             notify: Notify::new(),
             last_seen: Mutex::new(Instant::now()),
-            bucket: Mutex::new(TokenBucket::new(
-                state.config.frames_per_second,
-                state.config.frame_burst,
-                Instant::now(),
-            )),
+            bucket: Mutex::new(new_bucket(&state)),
         });
         state.http_sessions.sessions.lock().expect("sessions lock").insert(key.clone(), Arc::clone(&session));
         let pump = Arc::clone(&session);
@@ -156,14 +163,28 @@ pub async fn post(
     };
     *session.last_seen.lock().expect("last_seen lock") = Instant::now();
     if !session.bucket.lock().expect("bucket lock").try_take(Instant::now()) {
-        state.metrics.refused(ErrorCode::RateLimited);
-        return Err(ApiError::new(ErrorCode::RateLimited, "too many frames: slow down"));
+        return Err(rate_limited(&state));
     }
     if let ClientMessage::Ping = frame.message {
         return Ok(Json(serde_json::json!({ "type": "pong" })));
     }
-    state.hub.frame(&session.grant, session.conn_id, frame).await;
+    state.hub.frame(&session.grant, session.conn_id, frame).await?;
     Ok(Json(serde_json::json!({ "ok": true })))
+}
+
+fn new_bucket(state: &SharedState) -> TokenBucket {
+    TokenBucket::new(state.config.frames_per_second, state.config.frame_burst, Instant::now())
+}
+
+fn rate_limited(state: &SharedState) -> ApiError {
+    state.metrics.refused(ErrorCode::RateLimited);
+    ApiError::new(ErrorCode::RateLimited, "too many frames: slow down")
+}
+
+/// When a long poll answers without frames.
+fn poll_deadline(state: &SharedState) -> tokio::time::Instant {
+    tokio::time::Instant::now()
+        + LONG_POLL.min(Duration::from_secs(state.config.idle_timeout_seconds.max(2) / 2))
 }
 
 /// How long a closed session waits for the client to fetch its last frames.
@@ -215,12 +236,14 @@ pub async fn poll(
     token: CallToken,
     Query(query): Query<PollQuery>,
 ) -> ApiResult<Json<SignalPollResponse>> {
+    if state.hub.shared().is_some() {
+        return poll_shared(&state, &token, query.after).await;
+    }
     let Some(session) = state.http_sessions.of(&token) else {
         return Err(no_session(&state, &token).await);
     };
     *session.last_seen.lock().expect("last_seen lock") = Instant::now();
-    let deadline = tokio::time::Instant::now()
-        + LONG_POLL.min(Duration::from_secs(state.config.idle_timeout_seconds.max(2) / 2));
+    let deadline = poll_deadline(&state);
     loop {
         let notified = session.notify.notified();
         let (frames, cursor, closed) = session.take_after(query.after);
@@ -229,5 +252,202 @@ pub async fn poll(
             return Ok(Json(SignalPollResponse { frames, cursor }));
         }
         let _ = tokio::time::timeout_at(deadline, notified).await;
+    }
+}
+
+fn shared(state: &SharedState) -> SharedMailboxes<'_> {
+    SharedMailboxes::new(state.hub.shared().expect("called with Redis only"))
+}
+
+fn unavailable(e: redis::RedisError) -> ApiError {
+    tracing::error!(error = %e, "Redis: a fallback session operation failed");
+    ApiError::new(ErrorCode::Internal, "signaling is unavailable; try again")
+}
+
+/// `POST` with Redis: as [`post`], the session found in Redis by whichever node this is.
+async fn post_shared(
+    state: &SharedState,
+    token: &CallToken,
+    body: &str,
+) -> ApiResult<Json<serde_json::Value>> {
+    let key = token.hash();
+    let open = shared(state).load(&key).await.map_err(unavailable)?;
+    let checked = match open {
+        None => Some(token.check(state).await?),
+        Some(_) => None,
+    };
+    let frame = decode_client_frame(body).map_err(|e| ApiError::new(e.code, e.message))?;
+    if let ClientMessage::Join { resume, .. } = frame.message {
+        let grant = match checked {
+            Some(grant) => grant,
+            None => token.check(state).await?,
+        };
+        if let Some(old) = open {
+            state.hub.disconnect(&old.grant, old.conn).await;
+        }
+        let resume_from = resume.map(|r| r.last_seq);
+        let connection = state.hub.connect(&grant, resume_from).await?;
+        let opened = shared(state).open(&key, &grant, connection.id, resume_from, state.clock.now_ms()).await;
+        if let Err(e) = opened {
+            state.hub.disconnect(&grant, connection.id).await;
+            return Err(unavailable(e));
+        }
+        own_shared_session(state, key, grant, connection);
+        return Ok(Json(serde_json::json!({ "ok": true })));
+    }
+    let Some(record) = open else {
+        return Err(ApiError::new(ErrorCode::NotJoined, "send a join frame first"));
+    };
+    let record = continue_shared_session(state, &key, record).await?;
+    shared(state).touch(&key, state.clock.now_ms()).await.map_err(unavailable)?;
+    if !take_shared_token(state, &key) {
+        return Err(rate_limited(state));
+    }
+    if let ClientMessage::Ping = frame.message {
+        return Ok(Json(serde_json::json!({ "type": "pong" })));
+    }
+    // Refused (Redis failed): the client hears it and joins again, rather than the frame being
+    // lost without a word on a node that does not hold the connection.
+    state.hub.frame(&record.grant, record.conn, frame).await?;
+    Ok(Json(serde_json::json!({ "ok": true })))
+}
+
+/// This node's rate limit of a shared session (each node limits what it is posted; buckets not
+/// used for the idle timeout are let go).
+fn take_shared_token(state: &SharedState, key: &str) -> bool {
+    let now = Instant::now();
+    let idle = Duration::from_secs(state.config.idle_timeout_seconds.max(1));
+    let mut buckets = state.http_sessions.buckets.lock().expect("buckets lock");
+    buckets.retain(|_, (_, used)| now.duration_since(*used) <= idle);
+    let (bucket, used) = buckets.entry(key.to_owned()).or_insert_with(|| (new_bucket(state), now));
+    *used = now;
+    bucket.try_take(now)
+}
+
+/// The session as it is, or, when its node died, taken over by this one: the room's connection
+/// resumes after the last frame in the mailbox, whose copy goes on from here.
+async fn continue_shared_session(state: &SharedState, key: &str, record: Record) -> ApiResult<Record> {
+    let mailboxes = shared(state);
+    if record.closed || mailboxes.owner_alive(record.conn).await.map_err(unavailable)? {
+        return Ok(record);
+    }
+    if !mailboxes.lock_takeover(key).await.map_err(unavailable)? {
+        return Ok(record); // another node is taking it over
+    }
+    let connection = state.hub.connect(&record.grant, record.last_seq).await?;
+    let conn = connection.id;
+    if !mailboxes.move_to(key, record.conn, conn).await.map_err(unavailable)? {
+        // A new join replaced the session meanwhile.
+        state.hub.disconnect(&record.grant, conn).await;
+        return Ok(record);
+    }
+    tracing::info!(node = super::shared::node_of(conn), "a fallback session whose node died goes on here");
+    own_shared_session(state, key.to_owned(), record.grant.clone(), connection);
+    Ok(Record { conn, ..record })
+}
+
+/// Runs a shared session's connection on this node: copies its frames into the mailbox in Redis,
+/// and ends it when it closes, goes idle, or moves on (a new join, a takeover).
+fn own_shared_session(state: &SharedState, key: String, grant: Grant, mut connection: Connection) {
+    let conn = connection.id;
+    let (pump_state, pump_key) = (state.clone(), key.clone());
+    tokio::spawn(async move {
+        while let Some(outgoing) = connection.outgoing.recv().await {
+            let (text, closed) = match outgoing {
+                Outgoing::Text(text) => (text, false),
+                Outgoing::Close { code, message } => {
+                    (encode(&Frame::new(ServerMessage::Error { code, message })), true)
+                }
+                Outgoing::CloseNormally => (String::new(), true),
+            };
+            let seq = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|f| f["seq"].as_u64());
+            // Redis failing: the frame is copied again until it answers (later frames wait in the
+            // connection's queue; if it fills, the hub drops the connection).
+            loop {
+                match shared(&pump_state).push(&pump_key, conn, &text, seq, closed).await {
+                    Ok(true) => break,
+                    Ok(false) => return, // the session moved on
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Redis: a fallback frame not copied; trying again");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+            if closed {
+                return;
+            }
+        }
+    });
+    spawn_shared_reaper(state.clone(), key, grant, conn);
+}
+
+/// The owner's reaper of a shared session: as [`spawn_idle_reaper`], with the client's last visit
+/// (to any node) read from Redis.
+fn spawn_shared_reaper(state: SharedState, key: String, grant: Grant, conn: ConnId) {
+    let idle_ms = state.config.idle_timeout_seconds.max(1) as i64 * 1000;
+    tokio::spawn(async move {
+        let mut closed_at: Option<Instant> = None;
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let mailboxes = shared(&state);
+            let record = match mailboxes.load(&key).await {
+                Ok(record) => record,
+                Err(_) => continue,
+            };
+            let Some(record) = record.filter(|record| record.conn == conn) else {
+                // Replaced by a new join or taken over: the connection here is no longer the room's.
+                state.hub.disconnect(&grant, conn).await;
+                return;
+            };
+            let closed = record.closed && {
+                let since = *closed_at.get_or_insert_with(Instant::now);
+                mailboxes.waiting(&key).await.is_ok_and(|n| n == 0) || since.elapsed() > CLOSED_GRACE
+            };
+            if closed || state.clock.now_ms() - record.seen_ms > idle_ms {
+                if mailboxes.remove(&key, conn).await.is_err() {
+                    continue;
+                }
+                state.hub.disconnect(&grant, conn).await;
+                return;
+            }
+        }
+    });
+}
+
+/// The long poll with Redis: as [`poll`], from the mailbox in Redis, on whichever node this is.
+async fn poll_shared(
+    state: &SharedState,
+    token: &CallToken,
+    after: u64,
+) -> ApiResult<Json<SignalPollResponse>> {
+    let key = token.hash();
+    let mailboxes = shared(state);
+    let Some(record) = mailboxes.load(&key).await.map_err(unavailable)? else {
+        return Err(no_session(state, token).await);
+    };
+    continue_shared_session(state, &key, record).await?;
+    mailboxes.touch(&key, state.clock.now_ms()).await.map_err(unavailable)?;
+    let deadline = poll_deadline(state);
+    let mut own = None;
+    loop {
+        let (frames, cursor, closed) = mailboxes.take_after(&key, after).await.map_err(unavailable)?;
+        if !frames.is_empty() || closed || tokio::time::Instant::now() >= deadline {
+            mailboxes.touch(&key, state.clock.now_ms()).await.map_err(unavailable)?;
+            return Ok(Json(SignalPollResponse { frames, cursor }));
+        }
+        let connection = match &mut own {
+            Some(connection) => connection,
+            None => own.insert(mailboxes.waiting_connection().await.map_err(unavailable)?),
+        };
+        if let Err(e) = mailboxes.wait_after(connection, &key, after).await {
+            // Looked at again at once: a Redis that is really gone fails the next read.
+            tracing::warn!(error = %e, "Redis: waiting for fallback frames failed");
+            own = None;
+        }
+        // While the client waits, the owner may die: the session goes on from here.
+        match mailboxes.load(&key).await.map_err(unavailable)? {
+            Some(record) => _ = continue_shared_session(state, &key, record).await?,
+            None => return Ok(Json(SignalPollResponse { frames: Vec::new(), cursor: after })),
+        }
     }
 }

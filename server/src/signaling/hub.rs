@@ -44,7 +44,7 @@ pub enum Outgoing {
 }
 
 /// A participant admitted by a valid call token.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Grant {
     /// The appointment.
     pub appointment_id: String,
@@ -150,6 +150,14 @@ impl Hub {
                 chat_stored: tokio::sync::Notify::new(),
             }
         })
+    }
+
+    /// The rooms in Redis, when several nodes share them (`--redis-url`).
+    pub fn shared(&self) -> Option<&SharedRooms> {
+        match &self.rooms {
+            Rooms::Shared(shared) => Some(shared),
+            Rooms::Local(_) => None,
+        }
     }
 
     /// The server's metrics.
@@ -283,8 +291,14 @@ impl Hub {
         Ok(Connection { id, outgoing: rx, reply: tx.downgrade() })
     }
 
-    /// A decoded frame from a participant's connection.
-    pub async fn frame(self: &Arc<Self>, grant: &Grant, conn: ConnId, frame: Frame<ClientMessage>) {
+    /// A decoded frame from a participant's connection. Refused when the room could not take it:
+    /// the connection is closed with the reason too (when it is on this node).
+    pub async fn frame(
+        self: &Arc<Self>,
+        grant: &Grant,
+        conn: ConnId,
+        frame: Frame<ClientMessage>,
+    ) -> ApiResult<()> {
         let arrived = Instant::now();
         self.metrics.frame_received(&frame.message);
         let is_leave = matches!(frame.message, ClientMessage::Leave);
@@ -305,14 +319,14 @@ impl Hub {
             self.apply(&grant.appointment_id, None, |room| room.frame(grant.role, conn, frame)).await;
         let deferred = match applied {
             Ok(Some(deferred)) => deferred,
-            Ok(None) => return, // the call ended
+            Ok(None) => return Ok(()), // the call ended
             Err(refusal) => {
                 // The room did not take the frame (Redis failed, or its lock stayed taken): close
                 // the connection with the reason, so the client resumes and sends again what it
                 // has not seen acknowledged, rather than lose the frame without a word.
-                let close = Action::Close { conn, code: refusal.code, message: refusal.message };
+                let close = Action::Close { conn, code: refusal.code, message: refusal.message.clone() };
                 self.deliver(vec![close]);
-                return;
+                return Err(refusal);
             }
         };
         self.run(grant, deferred, arrived).await;
@@ -320,6 +334,7 @@ impl Hub {
             self.evict_if_idle(&grant.appointment_id);
             self.audit(grant, "leave", "").await;
         }
+        Ok(())
     }
 
     /// A participant's connection is gone (closed, failed, idle, replaced).

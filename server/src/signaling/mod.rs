@@ -6,4 +6,5 @@ pub mod hub;
 pub mod rate_limit;
 pub mod room;
 pub mod shared;
+pub mod shared_mailbox;
 pub mod ws;

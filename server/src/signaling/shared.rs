@@ -154,6 +154,8 @@ impl Inbox {
 /// Rooms in Redis, seen from one node.
 pub struct SharedRooms {
     redis: ConnectionManager,
+    /// For connections of their own (a blocking read must not hold up the shared one).
+    client: redis::Client,
     node: u32,
     /// Whether this node's inbox is subscribed: while it is not, frames for it are lost, so the
     /// node takes no connections.
@@ -177,7 +179,15 @@ impl SharedRooms {
         let stream = Inbox::subscribe(&client, node).await?;
         let redis = client.get_connection_manager().await?;
         let subscribed = Arc::new(AtomicBool::new(true));
-        let shared = SharedRooms { redis, node, subscribed: Arc::clone(&subscribed), store, clock, metrics };
+        let shared = SharedRooms {
+            redis,
+            client: client.clone(),
+            node,
+            subscribed: Arc::clone(&subscribed),
+            store,
+            clock,
+            metrics,
+        };
         shared.heartbeat().await?;
         tracing::info!(node, "multi-node signaling on Redis");
         Ok((shared, Inbox { stream, client, node, subscribed }))
@@ -231,6 +241,29 @@ impl SharedRooms {
     /// This node's id: the high half of its connection ids.
     pub fn node(&self) -> u32 {
         self.node
+    }
+
+    /// A handle on the shared connection to Redis.
+    pub fn redis(&self) -> ConnectionManager {
+        self.redis.clone()
+    }
+
+    /// A connection of its own, for a command that blocks up to `block` (the shared connection
+    /// must not wait behind it); its answers may take that long and 5 s more.
+    pub async fn own_connection(
+        &self,
+        block: Duration,
+    ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(block + LOCK_WAIT));
+        self.client.get_multiplexed_async_connection_with_config(&config).await
+    }
+
+    /// Whether a node beat lately (a node that stopped is dead: [`NODE_ALIVE_MS`]).
+    pub async fn is_alive(&self, node: u32) -> redis::RedisResult<bool> {
+        if node == self.node {
+            return Ok(true);
+        }
+        redis::cmd("EXISTS").arg(alive_key(node)).query_async(&mut self.redis.clone()).await
     }
 
     /// Reads a room without changing it (for presence).

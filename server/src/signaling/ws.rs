@@ -267,7 +267,8 @@ async fn read_frames(
             state.metrics.refused(ErrorCode::FrameTooLarge);
         }
         match decode_client_frame(body.as_str()) {
-            Ok(frame) => state.hub.frame(grant, conn_id, frame).await,
+            // A refusal closed the connection (its `error` frame is on the way).
+            Ok(frame) => _ = state.hub.frame(grant, conn_id, frame).await,
             Err(e) => send_error(e.code, e.message),
         }
         if reply.upgrade().is_none_or(|reply| reply.is_closed()) {
