@@ -319,6 +319,35 @@ async fn a_patient_who_drops_on_one_node_and_stays_away_is_announced_to_the_doct
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patient_who_dropped_on_a_node_that_died_during_the_grace_period_is_announced_by_the_other() {
+    let redis = Redis::start().await;
+    let db = TempDb::new();
+    let (a, mut b, visit) = two_nodes(&db, &redis).await;
+    let (mut doctor, patient) = doctor_on_a_patient_on_b(&a, &b, &visit).await;
+
+    // The patient's socket closes on node B, which starts its grace timer (1 s) and dies within
+    // it: the timer dies too. Node A notices B's silence (3 s) and runs the grace period itself.
+    drop(patient);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.kill();
+    let left = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let frame = doctor.stream.next().await.expect("open").expect("frame");
+            if let tokio_tungstenite::tungstenite::Message::Text(text) = frame {
+                return serde_json::from_str::<Value>(&text).unwrap();
+            }
+        }
+    })
+    .await
+    .expect("the doctor hears within 10 s");
+    assert_eq!(
+        (left["type"].as_str(), left["role"].as_str(), left["reason"].as_str()),
+        (Some("peer-left"), Some("patient"), Some("disconnected")),
+        "{left}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_patient_whose_node_dies_and_who_does_not_come_back_is_announced_after_the_grace_period() {
     let redis = Redis::start().await;
     let db = TempDb::new();

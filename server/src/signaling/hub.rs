@@ -602,6 +602,12 @@ impl Hub {
                         for role in [Role::Doctor, Role::Patient] {
                             if let Some(conn) = room.connection(role).filter(|conn| node_of(*conn) == node) {
                                 actions.extend(room.disconnect(role, conn));
+                            } else if let Some(conn) =
+                                room.unannounced_drop(role).filter(|conn| node_of(*conn) == node)
+                            {
+                                // Dropped before its node died, whose grace timer died with it:
+                                // this node runs the grace period again.
+                                actions.push(Action::StartGrace { role, conn });
                             }
                         }
                         actions

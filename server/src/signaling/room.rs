@@ -586,6 +586,13 @@ impl Room {
         actions
     }
 
+    /// The connection whose drop the peer has not heard of yet (a grace period runs for it
+    /// somewhere): for the node that finds the node running that grace period dead.
+    pub fn unannounced_drop(&self, role: Role) -> Option<ConnId> {
+        let seat = &self.seats[seat_index(role)];
+        (seat.conn.is_none() && self.paired && !self.ended).then_some(seat.last_conn).flatten()
+    }
+
     /// A participant that dropped this connection stayed away too long to resume: its frames
     /// are let go (a later join starts over with `resumed: false`).
     pub fn forget_replay(&mut self, role: Role, conn: ConnId) {
@@ -819,9 +826,13 @@ mod tests {
             room.disconnect(Role::Patient, PATIENT),
             [Action::StartGrace { role: Role::Patient, conn: PATIENT }]
         );
+        assert_eq!(room.unannounced_drop(Role::Patient), Some(PATIENT), "a grace period runs for it");
+        assert_eq!(room.unannounced_drop(Role::Doctor), None, "the doctor is connected");
         let frames = sent(&room.grace_expired(Role::Patient, PATIENT), DOCTOR);
         assert_eq!(frames[0]["type"], "peer-left");
         assert_eq!(frames[0]["reason"], "disconnected");
+        assert_eq!(room.unannounced_drop(Role::Patient), None, "the doctor heard of it");
+        assert!(room.grace_expired(Role::Patient, PATIENT).is_empty(), "announced once");
     }
 
     #[test]

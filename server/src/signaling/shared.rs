@@ -404,11 +404,12 @@ async fn take_lock(redis: &mut ConnectionManager, lock: &str, token: &str) -> re
     }
 }
 
-/// The nodes holding a connection in the room.
+/// The nodes holding a connection in the room, or running the grace period of one that dropped
+/// (so that the room stays in the node's record: if the node dies, another runs the grace period).
 fn nodes_in(room: &Room) -> Vec<u32> {
     let mut nodes: Vec<u32> = [Role::Doctor, Role::Patient]
         .into_iter()
-        .filter_map(|role| room.connection(role).map(node_of))
+        .filter_map(|role| room.connection(role).or_else(|| room.unannounced_drop(role)).map(node_of))
         .collect();
     nodes.dedup();
     nodes
