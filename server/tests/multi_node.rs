@@ -318,6 +318,21 @@ async fn a_patient_who_drops_on_one_node_and_stays_away_is_announced_to_the_doct
     assert_eq!(status["patient_present"], false);
 }
 
+/// The next frame within 10 s: longer than `Ws::next` waits, for a node's death to be noticed
+/// (3 s) and a grace period to run.
+async fn next_frame_within_10_s(ws: &mut Ws) -> Value {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let frame = ws.stream.next().await.expect("open").expect("frame");
+            if let tokio_tungstenite::tungstenite::Message::Text(text) = frame {
+                return serde_json::from_str::<Value>(&text).unwrap();
+            }
+        }
+    })
+    .await
+    .expect("a frame within 10 s")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_patient_who_dropped_on_a_node_that_died_during_the_grace_period_is_announced_by_the_other() {
     let redis = Redis::start().await;
@@ -330,16 +345,7 @@ async fn a_patient_who_dropped_on_a_node_that_died_during_the_grace_period_is_an
     drop(patient);
     tokio::time::sleep(Duration::from_millis(300)).await;
     b.kill();
-    let left = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let frame = doctor.stream.next().await.expect("open").expect("frame");
-            if let tokio_tungstenite::tungstenite::Message::Text(text) = frame {
-                return serde_json::from_str::<Value>(&text).unwrap();
-            }
-        }
-    })
-    .await
-    .expect("the doctor hears within 10 s");
+    let left = next_frame_within_10_s(&mut doctor).await;
     assert_eq!(
         (left["type"].as_str(), left["role"].as_str(), left["reason"].as_str()),
         (Some("peer-left"), Some("patient"), Some("disconnected")),
@@ -356,16 +362,7 @@ async fn a_patient_whose_node_dies_and_who_does_not_come_back_is_announced_after
 
     // Node B dies with the patient on it; node A notices B's silence (3 s), then the grace (1 s).
     b.kill();
-    let left = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let frame = doctor.stream.next().await.expect("open").expect("frame");
-            if let tokio_tungstenite::tungstenite::Message::Text(text) = frame {
-                return serde_json::from_str::<Value>(&text).unwrap();
-            }
-        }
-    })
-    .await
-    .expect("the doctor hears within 10 s");
+    let left = next_frame_within_10_s(&mut doctor).await;
     assert_eq!(
         (left["type"].as_str(), left["reason"].as_str()),
         (Some("peer-left"), Some("disconnected")),
