@@ -197,20 +197,14 @@ async fn a_patient_behind_a_websocket_blocking_network_uses_the_http_fallback() 
     let db = TempDb::new();
     let server = TestServer::start(&db).await;
     let visit = server.started_visit().await;
-    let signal = server.url("/api/video-call/signal");
-    let post = |frame: serde_json::Value| {
-        server.http.post(&signal).bearer_auth(&visit.patient_token).body(frame.to_string()).send()
-    };
+    let patient = FallbackClient::new(&server, &visit.patient_token);
     // Before join: refused.
-    let response = post(json!({"type": "chat", "text": "hi"})).await.unwrap();
+    let response = patient.post(json!({"type": "chat", "text": "hi"})).await.unwrap();
     assert_eq!(response.status(), 400);
     assert_eq!(response.json::<serde_json::Value>().await.unwrap()["error"]["code"], "not_joined");
 
-    assert_eq!(post(json!({"type": "join"})).await.unwrap().status(), 200);
-    let poll = |after: u64| {
-        server.http.get(&signal).bearer_auth(&visit.patient_token).query(&[("after", after)]).send()
-    };
-    let first: serde_json::Value = poll(0).await.unwrap().json().await.unwrap();
+    assert_eq!(patient.post(json!({"type": "join"})).await.unwrap().status(), 200);
+    let first: serde_json::Value = patient.poll(0).await.unwrap().json().await.unwrap();
     let kinds: Vec<_> = first["frames"].as_array().unwrap().iter().map(|f| f["type"].clone()).collect();
     assert_eq!(kinds, [json!("joined"), json!("waiting")]);
     let cursor = first["cursor"].as_u64().unwrap();
@@ -222,19 +216,119 @@ async fn a_patient_behind_a_websocket_blocking_network_uses_the_http_fallback() 
     let mut seen = Vec::new();
     let mut cursor = cursor;
     while !seen.iter().any(|f: &serde_json::Value| f["type"] == "offer") {
-        let batch: serde_json::Value = poll(cursor).await.unwrap().json().await.unwrap();
+        let batch: serde_json::Value = patient.poll(cursor).await.unwrap().json().await.unwrap();
         cursor = batch["cursor"].as_u64().unwrap();
         seen.extend(batch["frames"].as_array().unwrap().iter().cloned());
     }
     let kinds: Vec<_> = seen.iter().map(|f| f["type"].as_str().unwrap().to_owned()).collect();
     assert_eq!(kinds, ["admitted", "peer-joined", "offer"]);
 
-    assert_eq!(post(json!({"type": "answer", "sdp": "v=0 from http"})).await.unwrap().status(), 200);
+    assert_eq!(patient.post(json!({"type": "answer", "sdp": "v=0 from http"})).await.unwrap().status(), 200);
     assert_eq!(doctor.expect("answer").await["sdp"], "v=0 from http");
-    let malformed =
-        server.http.post(&signal).bearer_auth(&visit.patient_token).body("{oops").send().await.unwrap();
+    let malformed = server
+        .http
+        .post(&patient.signal)
+        .bearer_auth(&visit.patient_token)
+        .body("{oops")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(malformed.status(), 400);
     assert_eq!(malformed.json::<serde_json::Value>().await.unwrap()["error"]["code"], "malformed");
+}
+
+/// A participant on the HTTP signaling fallback: posts frames, long-polls for the server's.
+struct FallbackClient<'a> {
+    server: &'a TestServer,
+    signal: String,
+    token: String,
+}
+
+impl<'a> FallbackClient<'a> {
+    fn new(server: &'a TestServer, token: &str) -> FallbackClient<'a> {
+        FallbackClient { server, signal: server.url("/api/video-call/signal"), token: token.to_owned() }
+    }
+
+    async fn post(&self, frame: serde_json::Value) -> reqwest::Result<reqwest::Response> {
+        self.server.http.post(&self.signal).bearer_auth(&self.token).body(frame.to_string()).send().await
+    }
+
+    async fn poll(&self, after: u64) -> reqwest::Result<reqwest::Response> {
+        self.server.http.get(&self.signal).bearer_auth(&self.token).query(&[("after", after)]).send().await
+    }
+}
+
+#[tokio::test]
+async fn an_http_fallback_patient_who_stops_polling_is_dropped_at_the_outbox_bound_and_resumes_with_nothing_lost(
+) {
+    let db = TempDb::new();
+    let server = TestServer::start_with(&db, Clock::default(), |config| {
+        config.frames_per_second = 100_000;
+        config.frame_burst = 100_000;
+    })
+    .await;
+    let visit = server.started_visit().await;
+    let patient = FallbackClient::new(&server, &visit.patient_token);
+    assert_eq!(patient.post(json!({"type": "join"})).await.unwrap().status(), 200);
+    let mut doctor = server.join(&visit.doctor_token).await;
+    doctor.expect("joined").await;
+    doctor.expect("peer-joined").await;
+
+    // The patient's app stops polling (a frozen tab) while the doctor sends more than a
+    // connection's outbox holds (1024 frames).
+    const SENT: usize = 1200;
+    for n in 0..SENT {
+        let candidate = format!("candidate:{n} 1 udp 1 127.0.0.1 9 typ host");
+        doctor.send(json!({"type": "ice-candidate", "candidate": candidate, "sdp_mid": "0", "sdp_m_line_index": 0})).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // It polls again: it gets what its mailbox kept, then the session is over (`not_joined`).
+    let (mut received, mut last_seq, mut cursor) = (Vec::new(), 0, 0);
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let answer = patient.poll(cursor).await.unwrap();
+            if answer.status() != 200 {
+                return answer.json::<serde_json::Value>().await.unwrap();
+            }
+            let batch: serde_json::Value = answer.json().await.unwrap();
+            cursor = batch["cursor"].as_u64().unwrap();
+            for frame in batch["frames"].as_array().unwrap() {
+                last_seq = frame["seq"].as_u64().unwrap_or(last_seq);
+                if frame["type"] == "ice-candidate" {
+                    received.push(frame["candidate"].as_str().unwrap().to_owned());
+                }
+            }
+        }
+    })
+    .await
+    .expect("the session of a client that stopped polling ends");
+    assert_eq!(ended["error"]["code"], "not_joined", "{ended}");
+    assert!(received.len() < SENT, "the mailbox stopped at its bound: {} frames", received.len());
+
+    // It joins again with the last seq it saw: the room replays exactly what it missed.
+    assert_eq!(
+        patient.post(json!({"type": "join", "resume": {"last_seq": last_seq}})).await.unwrap().status(),
+        200
+    );
+    let mut cursor = 0;
+    while received.len() < SENT {
+        let batch: serde_json::Value = patient.poll(cursor).await.unwrap().json().await.unwrap();
+        cursor = batch["cursor"].as_u64().unwrap();
+        let frames = batch["frames"].as_array().unwrap();
+        assert!(!frames.is_empty(), "the rest arrives; got {} of {SENT}", received.len());
+        for frame in frames {
+            if frame["type"] == "joined" {
+                assert_eq!(frame["resumed"], true, "{frame}");
+            }
+            if frame["type"] == "ice-candidate" {
+                received.push(frame["candidate"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    let expected: Vec<String> =
+        (0..SENT).map(|n| format!("candidate:{n} 1 udp 1 127.0.0.1 9 typ host")).collect();
+    assert_eq!(received, expected, "every candidate once, in order");
 }
 
 #[tokio::test]
@@ -242,14 +336,8 @@ async fn an_http_fallback_patient_still_fetches_the_call_end_after_the_call_ende
     let db = TempDb::new();
     let server = TestServer::start(&db).await;
     let visit = server.started_visit().await;
-    let signal = server.url("/api/video-call/signal");
-    let post = |frame: serde_json::Value| {
-        server.http.post(&signal).bearer_auth(&visit.patient_token).body(frame.to_string()).send()
-    };
-    let poll = |after: u64| {
-        server.http.get(&signal).bearer_auth(&visit.patient_token).query(&[("after", after)]).send()
-    };
-    assert_eq!(post(json!({"type": "join"})).await.unwrap().status(), 200);
+    let patient = FallbackClient::new(&server, &visit.patient_token);
+    assert_eq!(patient.post(json!({"type": "join"})).await.unwrap().status(), 200);
     let mut doctor = server.join(&visit.doctor_token).await;
     doctor.expect("joined").await;
     doctor.expect("peer-joined").await;
@@ -258,12 +346,12 @@ async fn an_http_fallback_patient_still_fetches_the_call_end_after_the_call_ende
 
     // The call has ended in the database, the patient has not polled yet: a frame it had in
     // flight is taken, not refused, and its next poll brings who ended the call.
-    let late = post(json!({"type": "quality", "level": "good"})).await.unwrap();
+    let late = patient.post(json!({"type": "quality", "level": "good"})).await.unwrap();
     assert_eq!(late.status(), 200, "{:?}", late.text().await);
     let mut frames = Vec::new();
     let mut cursor = 0;
     while !frames.iter().any(|f: &serde_json::Value| f["type"] == "call-ended") {
-        let answer = poll(cursor).await.unwrap();
+        let answer = patient.poll(cursor).await.unwrap();
         assert_eq!(answer.status(), 200);
         let batch: serde_json::Value = answer.json().await.unwrap();
         assert!(!batch["frames"].as_array().unwrap().is_empty(), "closed before the call's end was fetched");
@@ -276,7 +364,7 @@ async fn an_http_fallback_patient_still_fetches_the_call_end_after_the_call_ende
     // Once the session is gone, the token is checked again: the call has ended.
     let refused = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            let answer = poll(cursor).await.unwrap();
+            let answer = patient.poll(cursor).await.unwrap();
             if answer.status() != 200 {
                 return answer;
             }

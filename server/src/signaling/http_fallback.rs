@@ -23,7 +23,7 @@ use televisit_core::api::SignalPollResponse;
 use televisit_core::protocol::{decode_client_frame, encode, ClientMessage, ErrorCode, Frame, ServerMessage};
 use tokio::sync::Notify;
 
-use super::hub::{Connection, Grant, Outgoing};
+use super::hub::{Connection, Grant, Outgoing, OUTBOX_FRAMES};
 use super::rate_limit::TokenBucket;
 use super::room::ConnId;
 use super::shared_mailbox::{Record, SharedMailboxes};
@@ -59,14 +59,21 @@ struct Mailbox {
 }
 
 impl HttpSession {
-    fn push(&self, text: String, closed: bool) {
+    /// Puts a frame in the mailbox; `false` (and the frame left out) when the mailbox already
+    /// holds [`OUTBOX_FRAMES`] the client has not fetched: it is too slow, as a WebSocket whose
+    /// outbox is full, and the session ends (the frame stays in the room's replay buffer).
+    fn push(&self, text: String, closed: bool) -> bool {
         let mut mailbox = self.mailbox.lock().expect("mailbox lock");
+        if mailbox.frames.len() >= OUTBOX_FRAMES {
+            return false;
+        }
         mailbox.next_cursor += 1;
         let cursor = mailbox.next_cursor;
         mailbox.frames.push_back((cursor, text));
         mailbox.closed |= closed;
         drop(mailbox);
         self.notify.notify_waiters();
+        true
     }
 
     /// Ends the session without a last frame (a normal end: the participant left).
@@ -143,9 +150,15 @@ pub async fn post(
         tokio::spawn(async move {
             while let Some(outgoing) = connection.outgoing.recv().await {
                 match outgoing {
-                    Outgoing::Text(text) => pump.push(text, false),
+                    Outgoing::Text(text) => {
+                        if !pump.push(text, false) {
+                            break;
+                        }
+                    }
                     Outgoing::Close { code, message } => {
-                        pump.push(encode(&Frame::new(ServerMessage::Error { code, message })), true);
+                        if !pump.push(encode(&Frame::new(ServerMessage::Error { code, message })), true) {
+                            pump.close();
+                        }
                         return;
                     }
                     Outgoing::CloseNormally => {
@@ -154,6 +167,10 @@ pub async fn post(
                     }
                 }
             }
+            // The mailbox is full, or the hub dropped the connection: the session ends once the
+            // client fetched what the mailbox holds (the reaper then disconnects it, and the room
+            // runs the grace period); the client joins again and resumes from its last frame.
+            pump.close();
         });
         spawn_idle_reaper(state.clone(), key, session);
         return Ok(Json(serde_json::json!({ "ok": true })));

@@ -25,7 +25,7 @@ use crate::secrets::Clock;
 use crate::store::{Appointment, AuditEntry, NewChat, Store};
 
 /// Frames queued per connection before it counts as too slow and is dropped (it can resume).
-const OUTBOX_FRAMES: usize = 1024;
+pub const OUTBOX_FRAMES: usize = 1024;
 
 /// What a transport writes to its client.
 #[derive(Debug, Clone, PartialEq)]
