@@ -523,6 +523,84 @@ async fn a_patient_on_the_http_fallback_whose_requests_alternate_between_nodes_g
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_patient_who_stops_polling_is_dropped_at_the_outbox_bound_and_resumes_with_nothing_lost() {
+    let redis = Redis::start().await;
+    let db = TempDb::new();
+    let url = redis.url.clone();
+    let a = TestServer::start_with(&db, Clock::default(), |config| {
+        config.redis_url = Some(url);
+        config.frames_per_second = 100_000;
+        config.frame_burst = 100_000;
+    })
+    .await;
+    let visit = a.started_visit().await;
+    let mut patient = waiting_by_http(a.server.addr.port(), &visit).await;
+    let mut doctor = a.join(&visit.doctor_token).await;
+    doctor.expect("joined").await;
+    doctor.expect("peer-joined").await;
+
+    // The patient's app stops polling while the doctor sends more than a connection's outbox
+    // holds (1024 frames): its mailbox in Redis stops there and the session closes.
+    const SENT: usize = 1200;
+    let candidate = |n: usize| format!("candidate:{n} 1 udp 1 127.0.0.1 9 typ host");
+    for n in 0..SENT {
+        doctor.send(json!({"type": "ice-candidate", "candidate": candidate(n), "sdp_mid": "0", "sdp_m_line_index": 0})).await;
+    }
+    // The owner copies the frames into Redis one by one: wait until the mailbox is full.
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let keys: Vec<String> =
+                redis::cmd("KEYS").arg("televisit:fallback:*").query_async(&mut connection).await.unwrap();
+            for key in keys.iter().filter(|key| !key.ends_with(":frames")) {
+                let closed: Option<String> =
+                    redis::cmd("HGET").arg(key).arg("closed").query_async(&mut connection).await.unwrap();
+                if closed.as_deref() == Some("1") {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the session closes at its bound");
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let (status, frames) = patient.poll().await;
+            if status != 200 {
+                return frames[0].clone();
+            }
+        }
+    })
+    .await
+    .expect("the session of a client that stopped polling ends");
+    assert_eq!(ended["error"]["code"], "not_joined", "{ended}");
+    let candidates = |patient: &HttpParticipant| -> Vec<String> {
+        let frames = patient.received.iter().filter(|f| f["type"] == "ice-candidate");
+        frames.map(|f| f["candidate"].as_str().unwrap().to_owned()).collect()
+    };
+    assert!(candidates(&patient).len() < SENT, "the mailbox stopped at its bound");
+
+    // It joins again with the last seq it saw: the room replays exactly what it missed.
+    patient.cursor = 0;
+    assert_eq!(patient.post(json!({"type": "join", "resume": {"last_seq": patient.last_seq}})).await.0, 200);
+    while candidates(&patient).len() < SENT {
+        let (status, frames) = patient.poll().await;
+        assert_eq!(status, 200, "{frames:?}");
+        assert!(!frames.is_empty(), "the rest arrives; got {} of {SENT}", candidates(&patient).len());
+        if let Some(joined) = frames.iter().find(|f| f["type"] == "joined") {
+            assert_eq!(joined["resumed"], true, "{joined}");
+        }
+    }
+    assert_eq!(
+        candidates(&patient),
+        (0..SENT).map(candidate).collect::<Vec<_>>(),
+        "every candidate once, in order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_patient_on_the_http_fallback_goes_on_polling_another_node_when_theirs_dies() {
     let redis = Redis::start().await;
     let db = TempDb::new();

@@ -26,7 +26,7 @@ use tokio::sync::Notify;
 use super::hub::{Connection, Grant, Outgoing, OUTBOX_FRAMES};
 use super::rate_limit::TokenBucket;
 use super::room::ConnId;
-use super::shared_mailbox::{Record, SharedMailboxes};
+use super::shared_mailbox::{Pushed, Record, SharedMailboxes};
 use crate::auth::CallToken;
 use crate::error::{ApiError, ApiResult};
 use crate::SharedState;
@@ -382,8 +382,9 @@ fn own_shared_session(state: &SharedState, key: String, grant: Grant, mut connec
             // connection's queue; if it fills, the hub drops the connection).
             loop {
                 match shared(&pump_state).push(&pump_key, conn, &text, seq, closed).await {
-                    Ok(true) => break,
-                    Ok(false) => return, // the session moved on
+                    Ok(Pushed::Kept) => break,
+                    // The session moved on, or it closed as too slow (the reaper ends it).
+                    Ok(Pushed::MovedOn | Pushed::Full) => return,
                     Err(e) => {
                         tracing::warn!(error = %e, "Redis: a fallback frame not copied; trying again");
                         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -393,6 +394,10 @@ fn own_shared_session(state: &SharedState, key: String, grant: Grant, mut connec
             if closed {
                 return;
             }
+        }
+        // The hub dropped the connection (too slow): the session ends as at a full mailbox.
+        if let Err(e) = shared(&pump_state).push(&pump_key, conn, "", None, true).await {
+            tracing::warn!(error = %e, "Redis: a dropped fallback session not marked closed");
         }
     });
     spawn_shared_reaper(state.clone(), key, grant, conn);

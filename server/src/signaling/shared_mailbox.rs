@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use super::hub::Grant;
+use super::hub::{Grant, OUTBOX_FRAMES};
 use super::room::ConnId;
 use super::shared::SharedRooms;
 
@@ -36,11 +36,16 @@ const TAKEOVER_LOCK_MS: u64 = 5_000;
 /// Appends a frame to the mailbox, only while the session's connection is still ARGV[1] (a node
 /// that lost the session copies nothing more): the next cursor, the frame (ARGV[2], none when
 /// empty), the record's `last_seq` (ARGV[3], when the frame is numbered) and `closed` (ARGV[4]).
-/// Returns the cursor, or -1 when the connection is not the session's.
+/// Returns the cursor, -1 when the connection is not the session's, or -2 (and the session
+/// closed) when the mailbox already holds ARGV[6] frames the client has not fetched.
 static PUSH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 if redis.call("hget", KEYS[1], "conn") ~= ARGV[1] then return -1 end
+if ARGV[2] ~= "" and redis.call("xlen", KEYS[2]) >= tonumber(ARGV[6]) then
+  redis.call("hset", KEYS[1], "closed", "1")
+  return -2
+end
 local cursor = redis.call("hget", KEYS[1], "cursor")
 if ARGV[2] ~= "" then
   cursor = redis.call("hincrby", KEYS[1], "cursor", 1)
@@ -68,6 +73,18 @@ static MOVE: LazyLock<Script> = LazyLock::new(|| {
         r#"if redis.call("hget", KEYS[1], "conn") == ARGV[1] then redis.call("hset", KEYS[1], "conn", ARGV[2]) return 1 else return 0 end"#,
     )
 });
+
+/// What became of a frame copied into a mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// It is in the mailbox.
+    Kept,
+    /// The session is no longer this connection's (a new join, a takeover): nothing was copied.
+    MovedOn,
+    /// The mailbox holds [`OUTBOX_FRAMES`] the client has not fetched: too slow, as a WebSocket
+    /// whose outbox is full. The session is closed; the frame stays in the room's replay buffer.
+    Full,
+}
 
 /// A fallback session as Redis records it.
 #[derive(Debug, Clone)]
@@ -165,13 +182,17 @@ impl<'a> SharedMailboxes<'a> {
         text: &str,
         seq: Option<u64>,
         closed: bool,
-    ) -> redis::RedisResult<bool> {
+    ) -> redis::RedisResult<Pushed> {
         let mut push = PUSH.key(record_key(token_hash));
         push.key(frames_key(token_hash)).arg(conn.to_string()).arg(text);
         push.arg(seq.map_or(String::new(), |seq| seq.to_string())).arg(if closed { "1" } else { "0" });
-        push.arg(SESSION_TTL_MS);
+        push.arg(SESSION_TTL_MS).arg(OUTBOX_FRAMES);
         let cursor: i64 = push.invoke_async(&mut self.shared.redis()).await?;
-        Ok(cursor >= 0)
+        Ok(match cursor {
+            -1 => Pushed::MovedOn,
+            -2 => Pushed::Full,
+            _ => Pushed::Kept,
+        })
     }
 
     /// Drops the frames up to cursor `after` (the client has them) and returns the rest with the
