@@ -1129,6 +1129,8 @@ mod tests {
     async fn under_steady_writes_the_write_ahead_log_starts_over_once_past_its_limit() {
         let path = std::env::temp_dir().join(format!("televisit-wal-{}.db", uuid::Uuid::new_v4()));
         let store = Store::open(&format!("sqlite://{}", path.display())).await.unwrap();
+        let page_size: i64 = sqlx::query_scalar("PRAGMA page_size").fetch_one(&store.pool).await.unwrap();
+        assert_eq!(page_size, 1024, "a new database has 1 KiB pages");
         sqlx::query("CREATE TABLE filler (bytes BLOB)").execute(&store.writer).await.unwrap();
         // A writer that never pauses, as under the benchmark's steady chat.
         use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
