@@ -14,9 +14,7 @@ use std::time::{Duration, Instant};
 
 use televisit_core::audio::signal::tone;
 use televisit_core::audio::FRAME_SAMPLES;
-use televisit_core::call::machine::{CallEvent, CallState};
-use televisit_core::client::ClientEvent;
-use televisit_tests::{join_loopback, TestServer};
+use televisit_tests::{connected_on_loopback, TestServer};
 
 const SAMPLE_RATE: f64 = 48_000.0;
 const FRAME: Duration = Duration::from_millis(10);
@@ -33,13 +31,7 @@ fn main() {
     let server = runtime.block_on(TestServer::start(|_| {}));
     let visit = runtime.block_on(server.started_visit());
     let wait = Duration::from_secs(20);
-    let (patient, patient_events) = join_loopback(&visit.patient_link);
-    patient_events
-        .wait_for(wait, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::WaitingRoom)));
-    let (doctor, doctor_events) = join_loopback(&visit.doctor_link);
-    for events in [&doctor_events, &patient_events] {
-        events.wait_for(wait, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::Connected)));
-    }
+    let ((patient, _), (doctor, _)) = connected_on_loopback(&visit, wait);
 
     let microphone = doctor.audio_source().expect("the doctor's source");
     let speaker = patient.audio_sink().expect("the patient's sink");

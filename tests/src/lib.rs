@@ -128,14 +128,31 @@ pub fn loopback_media() -> Arc<televisit_core::client::webrtc::WebRtcMedia> {
     Arc::new(WebRtcMedia::new(WebRtcSettings { udp_addrs: vec!["127.0.0.1:0".into()], ..Default::default() }))
 }
 
+/// A call client and the recorder of its events.
+pub type LoopbackClient = (Arc<televisit_core::client::CallClient>, Arc<Recorder>);
+
 /// A call client on [`loopback_media`] that records its events, already joining.
-pub fn join_loopback(link: &str) -> (Arc<televisit_core::client::CallClient>, Arc<Recorder>) {
+pub fn join_loopback(link: &str) -> LoopbackClient {
     use televisit_core::client::{CallClient, CallOptions};
     let recorder = Arc::new(Recorder::default());
     let client = CallClient::new(link, recorder.clone(), loopback_media(), CallOptions::default())
         .expect("valid link");
     client.join();
     (Arc::new(client), recorder)
+}
+
+/// Both sides of `visit` on [`join_loopback`], connected: the patient joins and waits, then the
+/// doctor joins, and both reach `Connected` within `wait`. Returns (patient, doctor), each with its
+/// recorder.
+pub fn connected_on_loopback(visit: &Visit, wait: Duration) -> (LoopbackClient, LoopbackClient) {
+    use televisit_core::call::machine::{CallEvent, CallState};
+    let patient = join_loopback(&visit.patient_link);
+    patient.1.wait_for(wait, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::WaitingRoom)));
+    let doctor = join_loopback(&visit.doctor_link);
+    for events in [&doctor.1, &patient.1] {
+        events.wait_for(wait, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::Connected)));
+    }
+    (patient, doctor)
 }
 
 /// Records every event and lets a test wait for one.

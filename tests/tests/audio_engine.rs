@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use televisit_core::audio::signal::{goertzel_ratio, rms, tone};
 use televisit_core::audio::FRAME_SAMPLES;
-use televisit_core::call::machine::{CallEvent, CallState};
+use televisit_core::call::machine::CallEvent;
 use televisit_core::client::{CallClient, ClientEvent};
 use televisit_core::frame::FrameKind;
-use televisit_tests::{join_loopback, TestServer};
+use televisit_tests::{connected_on_loopback, TestServer};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -39,13 +39,7 @@ fn devices(client: Arc<CallClient>, hz: f64, stop: Arc<AtomicBool>) -> std::thre
 async fn a_tone_pushed_as_pcm_on_one_side_comes_out_of_the_other_sides_sink() {
     let server = TestServer::start(|_| {}).await;
     let visit = server.started_visit().await;
-    let (patient, patient_events) = join_loopback(&visit.patient_link);
-    patient_events
-        .wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::WaitingRoom)));
-    let (doctor, doctor_events) = join_loopback(&visit.doctor_link);
-    for events in [&doctor_events, &patient_events] {
-        events.wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::Connected)));
-    }
+    let ((patient, patient_events), (doctor, doctor_events)) = connected_on_loopback(&visit, WAIT);
 
     let stop = Arc::new(AtomicBool::new(false));
     let at_doctor = devices(doctor.clone(), 440.0, stop.clone());

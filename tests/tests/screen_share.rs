@@ -5,13 +5,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use televisit_core::call::machine::{CallEvent, CallState};
+use televisit_core::call::machine::CallEvent;
 use televisit_core::client::ClientEvent;
 use televisit_core::error::CallError;
 use televisit_core::frame::{EncodedFrame, FrameKind};
 use televisit_core::headless::spawn_synthetic_media;
 use televisit_tests::counted::counter as frame_counter;
-use televisit_tests::{join_loopback, Recorder, TestServer};
+use televisit_tests::{connected_on_loopback, Recorder, TestServer};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -32,13 +32,7 @@ fn screen_counters(events: &Recorder) -> Vec<u32> {
 async fn the_doctors_shared_screen_reaches_the_patient_as_screen_frames_and_a_patient_cannot_share() {
     let server = TestServer::start(|_| {}).await;
     let visit = server.started_visit().await;
-    let (patient, patient_events) = join_loopback(&visit.patient_link);
-    patient_events
-        .wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::WaitingRoom)));
-    let (doctor, doctor_events) = join_loopback(&visit.doctor_link);
-    for events in [&doctor_events, &patient_events] {
-        events.wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::Connected)));
-    }
+    let ((patient, patient_events), (doctor, doctor_events)) = connected_on_loopback(&visit, WAIT);
     assert!(
         matches!(patient.set_screen_share(true), Err(CallError::NotAllowed(_))),
         "a patient cannot share a screen"
