@@ -207,21 +207,30 @@ fn poll_deadline(state: &SharedState) -> tokio::time::Instant {
 /// How long a closed session waits for the client to fetch its last frames.
 const CLOSED_GRACE: Duration = Duration::from_secs(5);
 
+/// When a reaper lets a closed session go: once the client fetched its last frames (the call's
+/// end, the reason it was closed), or [`CLOSED_GRACE`] after the reaper saw it closed, so that
+/// nothing is lost at the end.
+#[derive(Default)]
+struct ClosedSince(Option<Instant>);
+
+impl ClosedSince {
+    /// The session is closed: whether it can go now, `fetched` saying its mailbox is empty.
+    fn over(&mut self, fetched: bool) -> bool {
+        let since = *self.0.get_or_insert_with(Instant::now);
+        fetched || since.elapsed() > CLOSED_GRACE
+    }
+}
+
 fn spawn_idle_reaper(state: SharedState, key: String, session: Arc<HttpSession>) {
     let idle = Duration::from_secs(state.config.idle_timeout_seconds.max(1));
     tokio::spawn(async move {
-        let mut closed_at: Option<Instant> = None;
+        let mut closed_since = ClosedSince::default();
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
             let last_seen = *session.last_seen.lock().expect("last_seen lock");
-            // A closed session stays until the client polled its last frames (the call's end,
-            // the reason it was closed), or a few seconds passed: nothing is lost at the end.
             let closed = {
                 let mailbox = session.mailbox.lock().expect("mailbox lock");
-                mailbox.closed && {
-                    let since = *closed_at.get_or_insert_with(Instant::now);
-                    mailbox.frames.is_empty() || since.elapsed() > CLOSED_GRACE
-                }
+                mailbox.closed && closed_since.over(mailbox.frames.is_empty())
             };
             let current = {
                 let sessions = state.http_sessions.sessions.lock().expect("sessions lock");
@@ -408,7 +417,7 @@ fn own_shared_session(state: &SharedState, key: String, grant: Grant, mut connec
 fn spawn_shared_reaper(state: SharedState, key: String, grant: Grant, conn: ConnId) {
     let idle_ms = state.config.idle_timeout_seconds.max(1) as i64 * 1000;
     tokio::spawn(async move {
-        let mut closed_at: Option<Instant> = None;
+        let mut closed_since = ClosedSince::default();
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
             let mailboxes = shared(&state);
@@ -421,10 +430,8 @@ fn spawn_shared_reaper(state: SharedState, key: String, grant: Grant, conn: Conn
                 state.hub.disconnect(&grant, conn).await;
                 return;
             };
-            let closed = record.closed && {
-                let since = *closed_at.get_or_insert_with(Instant::now);
-                mailboxes.waiting(&key).await.is_ok_and(|n| n == 0) || since.elapsed() > CLOSED_GRACE
-            };
+            let closed =
+                record.closed && closed_since.over(mailboxes.waiting(&key).await.is_ok_and(|n| n == 0));
             if closed || state.clock.now_ms() - record.seen_ms > idle_ms {
                 if mailboxes.remove(&key, conn).await.is_err() {
                     continue;
