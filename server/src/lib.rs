@@ -45,7 +45,7 @@ use metrics::Metrics;
 use secrets::Clock;
 use signaling::http_fallback::HttpSessions;
 use signaling::hub::Hub;
-use signaling::shared::SharedRooms;
+use signaling::shared::{ClusterSettings, SharedRooms};
 use store::Store;
 use throttle::{AuditLimiter, WindowCounter};
 
@@ -90,11 +90,21 @@ impl AppState {
     ) -> Result<SharedState, Box<dyn std::error::Error + Send + Sync>> {
         let store = Store::open(&config.database_url).await?;
         let metrics = Arc::new(Metrics::default());
+        let cluster_settings = ClusterSettings {
+            idle_timeout_seconds: config.idle_timeout_seconds,
+            reconnect_grace_seconds: config.reconnect_grace_seconds,
+        };
         let shared = match &config.redis_url {
             Some(url) => Some(
-                SharedRooms::connect(url, store.clone(), clock.clone(), Arc::clone(&metrics))
-                    .await
-                    .map_err(|e| format!("Redis at --redis-url: {e}"))?,
+                SharedRooms::connect(
+                    url,
+                    cluster_settings,
+                    store.clone(),
+                    clock.clone(),
+                    Arc::clone(&metrics),
+                )
+                .await
+                .map_err(|e| format!("Redis at --redis-url: {e}"))?,
             ),
             None => None,
         };

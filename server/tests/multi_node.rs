@@ -196,6 +196,47 @@ async fn chat_text(ws: &mut Ws) -> String {
     ws.expect("chat").await["text"].as_str().unwrap().to_owned()
 }
 
+/// A node configured unlike the nodes alive would end sessions at its own times: it refuses to
+/// start, saying which settings differ, and the cluster goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_another_idle_timeout_than_the_cluster_refuses_to_start() {
+    let redis = Redis::start().await;
+    let db = TempDb::new();
+    let (a, b, visit) = two_nodes_idle_after(&db, &redis, 45).await;
+    let mut odd = Command::new(env!("CARGO_BIN_EXE_televisit"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--database-url", &db.url(), "--redis-url", &redis.url])
+        .args(["--clinic-api-key", common::CLINIC_KEY, "--reconnect-grace-seconds", "1"])
+        .args(["--idle-timeout-seconds", "30"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the televisit binary runs");
+    let mut waited = Duration::ZERO;
+    let status = loop {
+        if let Some(status) = odd.try_wait().unwrap() {
+            break status;
+        }
+        if waited > Duration::from_secs(20) {
+            odd.kill().unwrap();
+            panic!("a node with --idle-timeout-seconds 30 joined a cluster running 45");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += Duration::from_millis(100);
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut odd.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--idle-timeout-seconds 45") && stderr.contains("--idle-timeout-seconds 30"),
+        "the error names both values: {stderr}"
+    );
+    // The cluster is unharmed: a visit still starts across both nodes.
+    let (mut doctor, mut patient) = doctor_on_a_patient_on_b(&a, &b, &visit).await;
+    doctor.send(json!({"type": "admit"})).await;
+    patient.expect("admitted").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_across_two_nodes_survives_the_loss_of_one() {
     let redis = Redis::start().await;

@@ -38,8 +38,16 @@ const LONG_POLL: Duration = Duration::from_secs(20);
 #[derive(Default)]
 pub struct HttpSessions {
     sessions: Mutex<HashMap<String, Arc<HttpSession>>>,
-    /// With Redis: this node's rate limit of each session that posts here, and when it last did.
-    buckets: Mutex<HashMap<String, (TokenBucket, Instant)>>,
+    /// With Redis: this node's rate limit of each session that posts here.
+    buckets: Mutex<SharedBuckets>,
+}
+
+/// This node's rate limits of shared sessions, each with when it was last used, and when the
+/// unused ones were last let go.
+#[derive(Default)]
+struct SharedBuckets {
+    by_session: HashMap<String, (TokenBucket, Instant)>,
+    swept: Option<Instant>,
 }
 
 struct HttpSession {
@@ -344,8 +352,12 @@ fn take_shared_token(state: &SharedState, key: &str) -> bool {
     let now = Instant::now();
     let idle = Duration::from_secs(state.config.idle_timeout_seconds.max(1));
     let mut buckets = state.http_sessions.buckets.lock().expect("buckets lock");
-    buckets.retain(|_, (_, used)| now.duration_since(*used) <= idle);
-    let (bucket, used) = buckets.entry(key.to_owned()).or_insert_with(|| (new_bucket(state), now));
+    // At most one sweep per idle timeout, not a walk over every session on every post.
+    if buckets.swept.is_none_or(|swept| now.duration_since(swept) > idle) {
+        buckets.by_session.retain(|_, (_, used)| now.duration_since(*used) <= idle);
+        buckets.swept = Some(now);
+    }
+    let (bucket, used) = buckets.by_session.entry(key.to_owned()).or_insert_with(|| (new_bucket(state), now));
     *used = now;
     bucket.try_take(now)
 }

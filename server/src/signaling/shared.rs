@@ -35,6 +35,29 @@ pub const NODE_HEARTBEAT: Duration = Duration::from_secs(1);
 const NODE_ALIVE_MS: u64 = 3_000;
 /// The ids of the nodes that were alive (a set).
 const NODES: &str = "televisit:nodes";
+/// The [`ClusterSettings`] of the nodes alive (a string, expiring with the last of them).
+const SETTINGS: &str = "televisit:settings";
+
+/// Settings every node of a cluster must share: a room's grace period and a connection's idle
+/// timeout run on whichever node handles the room or the fallback session next, so with two
+/// values a session would end at one node's time or the other's, at random.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// `--idle-timeout-seconds`.
+    pub idle_timeout_seconds: u64,
+    /// `--reconnect-grace-seconds`.
+    pub reconnect_grace_seconds: u64,
+}
+
+impl ClusterSettings {
+    /// As kept in Redis, and shown when nodes disagree: the command-line names and values.
+    fn encode(&self) -> String {
+        format!(
+            "--idle-timeout-seconds {} --reconnect-grace-seconds {}",
+            self.idle_timeout_seconds, self.reconnect_grace_seconds
+        )
+    }
+}
 
 /// How often a node whose subscription dropped tries again.
 const RESUBSCRIBE_EVERY: Duration = Duration::from_millis(200);
@@ -157,6 +180,8 @@ pub struct SharedRooms {
     /// For connections of their own (a blocking read must not hold up the shared one).
     client: redis::Client,
     node: u32,
+    /// This node's [`ClusterSettings`], encoded.
+    settings: String,
     /// Whether this node's inbox is subscribed: while it is not, frames for it are lost, so the
     /// node takes no connections.
     subscribed: Arc<AtomicBool>,
@@ -168,21 +193,41 @@ pub struct SharedRooms {
 
 impl SharedRooms {
     /// Connects to Redis as a new node (a random id) and subscribes to the node's channel.
+    /// Fails when the nodes alive run with other [`ClusterSettings`].
     pub async fn connect(
         url: &str,
+        settings: ClusterSettings,
         store: Store,
         clock: Clock,
         metrics: Arc<Metrics>,
     ) -> redis::RedisResult<(SharedRooms, Inbox)> {
         let client = redis::Client::open(url)?;
+        let mut redis = client.get_connection_manager().await?;
+        let settings = settings.encode();
+        let theirs: Option<String> = redis::cmd("SET")
+            .arg(SETTINGS)
+            .arg(&settings)
+            .arg("NX")
+            .arg("GET")
+            .arg("PX")
+            .arg(NODE_ALIVE_MS)
+            .query_async(&mut redis)
+            .await?;
+        if let Some(theirs) = theirs.filter(|theirs| *theirs != settings) {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "the other nodes run with other settings; every node needs the same",
+                format!("theirs: {theirs}; this node's: {settings}"),
+            )));
+        }
         let node = rand::random::<u32>().max(1);
         let stream = Inbox::subscribe(&client, node).await?;
-        let redis = client.get_connection_manager().await?;
         let subscribed = Arc::new(AtomicBool::new(true));
         let shared = SharedRooms {
             redis,
             client: client.clone(),
             node,
+            settings,
             subscribed: Arc::clone(&subscribed),
             store,
             clock,
@@ -201,6 +246,12 @@ impl SharedRooms {
         beat.cmd("SET")
             .arg(alive_key(self.node))
             .arg(1)
+            .arg("PX")
+            .arg(NODE_ALIVE_MS)
+            .ignore()
+            .cmd("SET")
+            .arg(SETTINGS)
+            .arg(&self.settings)
             .arg("PX")
             .arg(NODE_ALIVE_MS)
             .ignore()
