@@ -83,12 +83,18 @@ struct Node {
 
 impl Node {
     async fn start(db: &TempDb, redis: &Redis, idle_timeout_seconds: u64) -> Node {
+        Node::start_with(db, redis, idle_timeout_seconds, &[]).await
+    }
+
+    /// [`Node::start`] with more command-line arguments.
+    async fn start_with(db: &TempDb, redis: &Redis, idle_timeout_seconds: u64, extra: &[&str]) -> Node {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_televisit"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--database-url", &db.url(), "--redis-url", &redis.url])
             .args(["--clinic-api-key", common::CLINIC_KEY, "--reconnect-grace-seconds", "1"])
             .args(["--idle-timeout-seconds", &idle_timeout_seconds.to_string()])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -517,6 +523,41 @@ async fn waiting_by_http(port: u16, visit: &Visit) -> HttpParticipant {
     assert_eq!(patient.post(json!({"type": "join"})).await.0, 200);
     assert_eq!(patient.types_until("waiting").await, ["joined", "waiting"]);
     patient
+}
+
+/// A client whose requests alternate between nodes draws from one rate limit, not one per node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_client_alternating_between_nodes_gets_one_rate_limit_not_one_per_node() {
+    const BURST: usize = 10;
+    let redis = Redis::start().await;
+    let db = TempDb::new();
+    let url = redis.url.clone();
+    let a = TestServer::start_with(&db, Clock::default(), |config| {
+        config.redis_url = Some(url);
+        config.reconnect_grace_seconds = 1;
+        config.idle_timeout_seconds = 45;
+        config.frames_per_second = 1;
+        config.frame_burst = BURST as u32;
+    })
+    .await;
+    let b = Node::start_with(&db, &redis, 45, &["--frames-per-second", "1", "--frame-burst", "10"]).await;
+    let visit = a.started_visit().await;
+    let mut patient = HttpParticipant::across(&[a.server.addr.port(), b.port], &visit.patient_token);
+    assert_eq!(patient.post(json!({"type": "join"})).await.0, 200);
+
+    let mut accepted = 0;
+    let mut refused = Vec::new();
+    for _ in 0..3 * BURST {
+        match patient.post(json!({"type": "ping"})).await {
+            (200, _) => accepted += 1,
+            (status, body) => refused.push((status, body)),
+        }
+    }
+    // The burst, and the one or two tokens a second refills while the posts run.
+    assert!((BURST..=BURST + 3).contains(&accepted), "{accepted} of {} posts accepted", 3 * BURST);
+    let (status, body) = &refused[0];
+    assert_eq!(*status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,16 +38,6 @@ const LONG_POLL: Duration = Duration::from_secs(20);
 #[derive(Default)]
 pub struct HttpSessions {
     sessions: Mutex<HashMap<String, Arc<HttpSession>>>,
-    /// With Redis: this node's rate limit of each session that posts here.
-    buckets: Mutex<SharedBuckets>,
-}
-
-/// This node's rate limits of shared sessions, each with when it was last used, and when the
-/// unused ones were last let go.
-#[derive(Default)]
-struct SharedBuckets {
-    by_session: HashMap<String, (TokenBucket, Instant)>,
-    swept: Option<Instant>,
 }
 
 struct HttpSession {
@@ -333,8 +323,8 @@ async fn post_shared(
         return Err(ApiError::new(ErrorCode::NotJoined, "send a join frame first"));
     };
     let record = continue_shared_session(state, &key, record).await?;
-    shared(state).touch(&key, state.clock.now_ms()).await.map_err(unavailable)?;
-    if !take_shared_token(state, &key) {
+    let (per_second, burst) = (state.config.frames_per_second, state.config.frame_burst);
+    if !shared(state).post(&key, state.clock.now_ms(), per_second, burst).await.map_err(unavailable)? {
         return Err(rate_limited(state));
     }
     if let ClientMessage::Ping = frame.message {
@@ -344,22 +334,6 @@ async fn post_shared(
     // lost without a word on a node that does not hold the connection.
     state.hub.frame(&record.grant, record.conn, frame).await?;
     Ok(Json(serde_json::json!({ "ok": true })))
-}
-
-/// This node's rate limit of a shared session (each node limits what it is posted; buckets not
-/// used for the idle timeout are let go).
-fn take_shared_token(state: &SharedState, key: &str) -> bool {
-    let now = Instant::now();
-    let idle = Duration::from_secs(state.config.idle_timeout_seconds.max(1));
-    let mut buckets = state.http_sessions.buckets.lock().expect("buckets lock");
-    // At most one sweep per idle timeout, not a walk over every session on every post.
-    if buckets.swept.is_none_or(|swept| now.duration_since(swept) > idle) {
-        buckets.by_session.retain(|_, (_, used)| now.duration_since(*used) <= idle);
-        buckets.swept = Some(now);
-    }
-    let (bucket, used) = buckets.by_session.entry(key.to_owned()).or_insert_with(|| (new_bucket(state), now));
-    *used = now;
-    bucket.try_take(now)
 }
 
 /// The session as it is, or, when its node died, taken over by this one: the room's connection

@@ -74,6 +74,33 @@ static MOVE: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// A post: the client was here (`seen` = ARGV[1], both keys expire in ARGV[2] ms), and takes a
+/// token from the session's bucket (ARGV[3] per second, ARGV[4] at most), kept in the record and
+/// timed by Redis's clock, so every node draws from the same bucket. Returns 1, or 0: no token.
+static POST: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+redis.call("hset", KEYS[1], "seen", ARGV[1])
+redis.call("pexpire", KEYS[1], ARGV[2])
+redis.call("pexpire", KEYS[2], ARGV[2])
+local time = redis.call("time")
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local per_second, burst = tonumber(ARGV[3]), tonumber(ARGV[4])
+local bucket = redis.call("hmget", KEYS[1], "tokens", "tokens_at")
+local tokens = tonumber(bucket[1]) or burst
+local elapsed = math.max(0, now - (tonumber(bucket[2]) or now))
+tokens = math.min(burst, tokens + elapsed * per_second / 1000)
+local allowed = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+end
+redis.call("hset", KEYS[1], "tokens", tostring(tokens), "tokens_at", tostring(now))
+return allowed
+"#,
+    )
+});
+
 /// What became of a frame copied into a mailbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {
@@ -171,6 +198,26 @@ impl<'a> SharedMailboxes<'a> {
             .ignore()
             .query_async::<()>(&mut self.shared.redis())
             .await
+    }
+
+    /// The client posts a frame now: keeps the session from going idle, and takes a token from
+    /// its rate limit (`per_second` sustained, `burst` at once), shared by every node. Returns
+    /// false when the client is over it.
+    pub async fn post(
+        &self,
+        token_hash: &str,
+        now_ms: i64,
+        per_second: u32,
+        burst: u32,
+    ) -> redis::RedisResult<bool> {
+        let mut post = POST.key(record_key(token_hash));
+        post.key(frames_key(token_hash))
+            .arg(now_ms)
+            .arg(SESSION_TTL_MS)
+            .arg(per_second.max(1))
+            .arg(burst.max(1));
+        let allowed: i64 = post.invoke_async(&mut self.shared.redis()).await?;
+        Ok(allowed == 1)
     }
 
     /// The owner copies a frame of connection `conn` into the mailbox (`text` empty: only closes).
