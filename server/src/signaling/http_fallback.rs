@@ -147,27 +147,16 @@ pub async fn post(
         let pump = Arc::clone(&session);
         tokio::spawn(async move {
             while let Some(outgoing) = connection.outgoing.recv().await {
-                match outgoing {
-                    Outgoing::Text(text) => {
-                        if !pump.push(text, false) {
-                            break;
-                        }
-                    }
-                    Outgoing::Close { code, message } => {
-                        if !pump.push(encode(&Frame::new(ServerMessage::Error { code, message })), true) {
-                            pump.close();
-                        }
-                        return;
-                    }
-                    Outgoing::CloseNormally => {
-                        pump.close();
-                        return;
-                    }
+                let (text, closes) = mailbox_entry(outgoing);
+                let kept = text.is_empty() || pump.push(text, closes);
+                if closes || !kept {
+                    break;
                 }
             }
-            // The mailbox is full, or the hub dropped the connection: the session ends once the
-            // client fetched what the mailbox holds (the reaper then disconnects it, and the room
-            // runs the grace period); the client joins again and resumes from its last frame.
+            // Closed, the mailbox full, or the connection dropped by the hub: the session ends
+            // once the client fetched what the mailbox holds (the reaper then disconnects it, and
+            // the room runs the grace period); the client joins again and resumes from its last
+            // frame.
             pump.close();
         });
         spawn_idle_reaper(state.clone(), key, session);
@@ -185,6 +174,18 @@ pub async fn post(
     }
     state.hub.frame(&session.grant, session.conn_id, frame).await?;
     Ok(Json(serde_json::json!({ "ok": true })))
+}
+
+/// What a connection's outgoing frame leaves in a fallback mailbox, in process or in Redis: the
+/// frame's text (empty: none) and whether the session ends with it.
+fn mailbox_entry(outgoing: Outgoing) -> (String, bool) {
+    match outgoing {
+        Outgoing::Text(text) => (text, false),
+        Outgoing::Close { code, message } => {
+            (encode(&Frame::new(ServerMessage::Error { code, message })), true)
+        }
+        Outgoing::CloseNormally => (String::new(), true),
+    }
 }
 
 fn new_bucket(state: &SharedState) -> TokenBucket {
@@ -365,13 +366,7 @@ fn own_shared_session(state: &SharedState, key: String, grant: Grant, mut connec
     let (pump_state, pump_key) = (state.clone(), key.clone());
     tokio::spawn(async move {
         while let Some(outgoing) = connection.outgoing.recv().await {
-            let (text, closed) = match outgoing {
-                Outgoing::Text(text) => (text, false),
-                Outgoing::Close { code, message } => {
-                    (encode(&Frame::new(ServerMessage::Error { code, message })), true)
-                }
-                Outgoing::CloseNormally => (String::new(), true),
-            };
+            let (text, closed) = mailbox_entry(outgoing);
             let seq = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|f| f["seq"].as_u64());
             // Redis failing: the frame is copied again until it answers (later frames wait in the
             // connection's queue; if it fills, the hub drops the connection).
