@@ -187,6 +187,18 @@ impl Hub {
         create: Option<(&str, CallStatus)>,
         input: impl FnOnce(&mut Room) -> Vec<Action>,
     ) -> ApiResult<Option<Vec<Action>>> {
+        self.apply_reading_replay(appointment_id, create, None, input).await
+    }
+
+    /// [`Hub::apply`] for an input that reads `replay_of`'s replay buffer (a resume): in Redis,
+    /// the buffers' texts are read only for such inputs.
+    async fn apply_reading_replay(
+        &self,
+        appointment_id: &str,
+        create: Option<(&str, CallStatus)>,
+        replay_of: Option<Role>,
+        input: impl FnOnce(&mut Room) -> Vec<Action>,
+    ) -> ApiResult<Option<Vec<Action>>> {
         let new_room = |(room_id, status): (&str, CallStatus)| {
             Room::new(room_id.to_owned(), status, self.idle_timeout_seconds)
         };
@@ -207,13 +219,15 @@ impl Hub {
                 let mut room = room.lock().expect("room lock");
                 Ok(Some(self.deliver(input(&mut room))))
             }
-            Rooms::Shared(shared) => match shared.apply(appointment_id, create.map(new_room), input).await {
-                Ok(rest) => Ok(rest.map(|rest| self.deliver(rest))),
-                Err(e) => {
-                    tracing::error!(error = %e, "Redis: a room input failed");
-                    Err(ApiError::new(ErrorCode::Internal, "signaling is unavailable; try again"))
+            Rooms::Shared(shared) => {
+                match shared.apply(appointment_id, create.map(new_room), replay_of, input).await {
+                    Ok(rest) => Ok(rest.map(|rest| self.deliver(rest))),
+                    Err(e) => {
+                        tracing::error!(error = %e, "Redis: a room input failed");
+                        Err(ApiError::new(ErrorCode::Internal, "signaling is unavailable; try again"))
+                    }
                 }
-            },
+            }
         }
     }
 
@@ -271,8 +285,9 @@ impl Hub {
         self.conns.lock().expect("conns lock").insert(id, tx.clone());
         self.metrics.connections_opened();
         let create = Some((grant.room_id.as_str(), grant.status));
+        let resuming = resume_from.map(|_| grant.role);
         let connected = self
-            .apply(&grant.appointment_id, create, |room| {
+            .apply_reading_replay(&grant.appointment_id, create, resuming, |room| {
                 room.chat_stored_through(grant.role, stored_through);
                 room.connect(grant.role, id, resume_from, history)
             })

@@ -48,7 +48,73 @@ pub const QUALITY_REPORTS_PER_ROLE: usize = 100;
 
 /// Bytes a kept frame costs: its text and its place in the buffer.
 fn kept_bytes(text: &str) -> usize {
-    text.len() + std::mem::size_of::<(u64, Box<str>)>()
+    text.len() + std::mem::size_of::<(Box<str>, u32)>()
+}
+
+/// The frames a seat keeps for resumption: consecutive seqs, oldest first. Their sizes are part of
+/// the room's state; their texts are not serialized: with `--redis-url` they live in a Redis list
+/// beside the room, so that an input reads and writes the room without them, and they are read
+/// only when a connection resumes ([`Room::load_replay`]).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Replay {
+    /// The seq of the oldest frame kept (while any is).
+    first_seq: u64,
+    /// [`kept_bytes`] of each frame kept, oldest first.
+    sizes: VecDeque<u32>,
+    /// The sum of `sizes`.
+    bytes: usize,
+    /// The texts of the newest `texts.len()` frames kept: of all of them in process; in a room
+    /// read from Redis, of those pushed since (until [`Room::load_replay`] gives the rest).
+    #[serde(skip)]
+    texts: VecDeque<Box<str>>,
+}
+
+impl Replay {
+    fn len(&self) -> usize {
+        self.sizes.len()
+    }
+
+    fn push(&mut self, seq: u64, text: &str) {
+        if self.sizes.is_empty() {
+            self.first_seq = seq;
+        }
+        let size = kept_bytes(text);
+        self.sizes.push_back(size as u32);
+        self.bytes += size;
+        self.texts.push_back(text.into());
+    }
+
+    fn drop_oldest(&mut self) {
+        if let Some(size) = self.sizes.pop_front() {
+            self.bytes -= size as usize;
+            self.first_seq += 1;
+            if self.texts.len() > self.sizes.len() {
+                self.texts.pop_front();
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        *self = Replay::default();
+    }
+
+    /// The seq of the oldest frame kept, or `next` when none is.
+    fn oldest_or(&self, next: u64) -> u64 {
+        if self.sizes.is_empty() {
+            next
+        } else {
+            self.first_seq
+        }
+    }
+
+    /// The kept frames after seq `last`, or `None` when some of their texts are not here.
+    fn after(&self, last: u64) -> Option<Vec<String>> {
+        if self.texts.len() < self.sizes.len() {
+            return None;
+        }
+        let skip = (last + 1).saturating_sub(self.first_seq) as usize;
+        Some(self.texts.iter().skip(skip.min(self.texts.len())).map(|text| text.to_string()).collect())
+    }
 }
 
 /// What the hub must do after an input.
@@ -119,10 +185,7 @@ struct Seat {
     /// The connection that most recently held this seat (for the grace period).
     last_conn: Option<ConnId>,
     out_seq: u64,
-    /// Exactly as long as their text (an encoded `String` has up to twice the room).
-    replay: VecDeque<(u64, Box<str>)>,
-    /// [`kept_bytes`] of the frames in `replay`.
-    replay_bytes: usize,
+    replay: Replay,
     last_client_seq: u64,
     /// Client seqs of chat frames being stored, oldest first.
     storing: VecDeque<u64>,
@@ -134,15 +197,8 @@ struct Seat {
 }
 
 impl Seat {
-    fn drop_oldest(&mut self) {
-        if let Some((_, text)) = self.replay.pop_front() {
-            self.replay_bytes -= kept_bytes(&text);
-        }
-    }
-
     fn forget_replay(&mut self) {
-        self.replay = VecDeque::new();
-        self.replay_bytes = 0;
+        self.replay.clear();
     }
 
     /// The client seq up to which every frame is handled: relayed, or stored for chat.
@@ -222,20 +278,19 @@ impl Room {
         seat.out_seq += 1;
         let text = encode(&Frame::numbered(seat.out_seq, message));
         if seat.replay.len() == REPLAY_FRAMES {
-            seat.drop_oldest();
+            seat.replay.drop_oldest();
         }
-        seat.replay_bytes += kept_bytes(&text);
-        seat.replay.push_back((seat.out_seq, text.as_str().into()));
+        seat.replay.push(seat.out_seq, &text);
         if let Some(conn) = seat.conn {
             actions.push(Action::Send { conn, text });
         }
         // Over the room's budget: the larger buffer gives up its oldest frames.
         let [doctor, patient] = &mut self.seats;
-        while doctor.replay_bytes + patient.replay_bytes > REPLAY_BYTES_PER_ROOM {
-            if doctor.replay_bytes >= patient.replay_bytes {
-                doctor.drop_oldest()
+        while doctor.replay.bytes + patient.replay.bytes > REPLAY_BYTES_PER_ROOM {
+            if doctor.replay.bytes >= patient.replay.bytes {
+                doctor.replay.drop_oldest()
             } else {
-                patient.drop_oldest()
+                patient.replay.drop_oldest()
             }
         }
     }
@@ -245,9 +300,37 @@ impl Room {
         self.seats[seat_index(role)].storing.len() >= STORING_LIMIT
     }
 
+    /// The last seq sent to a role.
+    pub fn out_seq(&self, role: Role) -> u64 {
+        self.seats[seat_index(role)].out_seq
+    }
+
+    /// A role's frames kept for resumption, for a copy kept elsewhere: how many are kept, and
+    /// the texts of those numbered after `since` (the newest; their order kept).
+    pub fn replay_since(&self, role: Role, since: u64) -> (usize, Vec<&str>) {
+        let seat = &self.seats[seat_index(role)];
+        let kept = seat.replay.len();
+        let new = (seat.out_seq.saturating_sub(since) as usize).min(kept).min(seat.replay.texts.len());
+        let texts =
+            seat.replay.texts.iter().skip(seat.replay.texts.len() - new).map(|text| &**text).collect();
+        (kept, texts)
+    }
+
+    /// Gives a room read without its replay texts those of a role (oldest first), before an
+    /// input that may resume it. Texts that do not match the kept frames (a copy that was lost)
+    /// are not used: the frames are let go, and a resume starts over.
+    pub fn load_replay(&mut self, role: Role, texts: Vec<String>) {
+        let replay = &mut self.seat(role).replay;
+        if texts.len() == replay.len() {
+            replay.texts = texts.into_iter().map(String::into_boxed_str).collect();
+        } else {
+            replay.clear();
+        }
+    }
+
     /// Bytes kept for resumption, both roles together.
     pub fn replay_bytes(&self) -> usize {
-        self.seats.iter().map(|seat| seat.replay_bytes).sum()
+        self.seats.iter().map(|seat| seat.replay.bytes).sum()
     }
 
     fn reply(conn: ConnId, message: ServerMessage, actions: &mut Vec<Action>) {
@@ -287,8 +370,11 @@ impl Room {
         }
         seat.last_conn = Some(conn);
         // Resumable when every frame after `last_seq` is still in the buffer.
-        let oldest_kept = seat.replay.front().map_or(seat.out_seq + 1, |(seq, _)| *seq);
-        let resumed = resume_from.is_some_and(|last| last <= seat.out_seq && last + 1 >= oldest_kept);
+        let oldest_kept = seat.replay.oldest_or(seat.out_seq + 1);
+        let missed = resume_from
+            .filter(|last| *last <= seat.out_seq && last + 1 >= oldest_kept)
+            .and_then(|last| seat.replay.after(last));
+        let resumed = missed.is_some();
         let last_client_seq = seat.handled_through();
         if resume_from.is_some() {
             actions.push(Action::ResumeAsked { resumed });
@@ -310,14 +396,8 @@ impl Room {
             },
             &mut actions,
         );
-        if resumed {
-            let last = resume_from.unwrap_or(0);
-            let seat = self.seat(role);
-            for (seq, text) in &seat.replay {
-                if *seq > last {
-                    actions.push(Action::Send { conn, text: text.to_string() });
-                }
-            }
+        for text in missed.into_iter().flatten() {
+            actions.push(Action::Send { conn, text });
         }
         if peer_present {
             // A resumed connection keeps its peer connection; a fresh one needs a new negotiation.
@@ -939,6 +1019,73 @@ mod tests {
         let actions = room.connect(Role::Patient, 5, None, vec![]);
         assert_eq!(joined_last_client_seq(&actions, 5), 1);
         assert_eq!(room.frame(Role::Patient, 5, chat(STORING_LIMIT as u64 + 1, "x")).len(), 1);
+    }
+
+    /// A room kept in Redis: its state as JSON, and each role's replay texts in a list that each
+    /// input brings up to date from [`Room::replay_since`], as the commit script does.
+    struct Stored {
+        json: String,
+        lists: [Vec<String>; 2],
+    }
+
+    impl Stored {
+        fn apply(&mut self, input: impl FnOnce(&mut Room) -> Vec<Action>) -> Vec<Action> {
+            let mut room: Room = serde_json::from_str(&self.json).unwrap();
+            let before = [Role::Doctor, Role::Patient].map(|role| room.out_seq(role));
+            let actions = input(&mut room);
+            for (i, role) in [Role::Doctor, Role::Patient].into_iter().enumerate() {
+                let (kept, new) = room.replay_since(role, before[i]);
+                self.lists[i].extend(new.iter().map(|text| text.to_string()));
+                let trimmed = self.lists[i].len() - kept;
+                self.lists[i].drain(..trimmed);
+            }
+            self.json = serde_json::to_string(&room).unwrap();
+            actions
+        }
+    }
+
+    #[test]
+    fn a_room_is_stored_without_its_replay_texts_and_resumes_once_they_are_loaded() {
+        let mut stored = Stored { json: serde_json::to_string(&room()).unwrap(), lists: Default::default() };
+        stored.apply(|room| room.connect(Role::Patient, PATIENT, None, vec![]));
+        stored.apply(|room| room.connect(Role::Doctor, DOCTOR, None, vec![]));
+        stored.apply(|room| room.disconnect(Role::Patient, PATIENT));
+        let offer = |n: usize| {
+            Frame::new(ClientMessage::Offer(Sdp { sdp: format!("offer {n} {}", "v".repeat(3_000)) }))
+        };
+        for n in 0..30 {
+            stored.apply(|room| room.frame(Role::Doctor, DOCTOR, offer(n)));
+        }
+        assert!(!stored.json.contains("offer 29"), "the room's state holds no frame text");
+        assert!(stored.json.len() < 2_000, "{} bytes", stored.json.len());
+
+        // Read back without its texts, the room cannot replay: the resume starts over.
+        let mut without: Room = serde_json::from_str(&stored.json).unwrap();
+        let frames = sent(&without.connect(Role::Patient, 5, Some(4), vec![]), 5);
+        assert_eq!(frames[0]["resumed"], false);
+
+        // With the list, it replays exactly the offers kept after seq 4 (the budget dropped the
+        // oldest), in order, and the list follows the room's budget.
+        let list = stored.lists[1].clone();
+        let mut room: Room = serde_json::from_str(&stored.json).unwrap();
+        let oldest: serde_json::Value = serde_json::from_str(&list[0]).unwrap();
+        let last_seen = oldest["seq"].as_u64().unwrap() - 1;
+        room.load_replay(Role::Patient, list.clone());
+        let frames = sent(&room.connect(Role::Patient, 5, Some(last_seen), vec![]), 5);
+        assert_eq!(frames[0]["resumed"], true);
+        assert_eq!(frames.len() - 1, list.len(), "{:?}", types(&frames));
+        assert_eq!(frames.last().unwrap()["sdp"].as_str().unwrap()[..8], *"offer 29");
+        assert!(list.len() < 30 && list.len() > 10, "{} kept", list.len());
+        let seqs: Vec<u64> = frames[1..].iter().map(|f| f["seq"].as_u64().unwrap()).collect();
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+
+        // A list that lost frames is not used: the resume starts over.
+        let mut room: Room = serde_json::from_str(&stored.json).unwrap();
+        room.load_replay(Role::Patient, list[1..].to_vec());
+        let frames = sent(&room.connect(Role::Patient, 5, Some(last_seen), vec![]), 5);
+        assert_eq!(frames[0]["resumed"], false);
+        let numbered = frames.iter().filter(|f| f.get("seq").is_some()).count();
+        assert_eq!(room.replay_since(Role::Patient, 0).0, numbered, "only what was sent since is kept");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Rooms shared by several server nodes through Redis (`--redis-url`).
 //!
-//! Each room's whole state (the sans-I/O [`Room`]: presence, waiting-room status, seqs, replay
-//! buffers) is one JSON value in Redis. An input to a room takes the room's lock in Redis, reads
+//! Each room's state (the sans-I/O [`Room`]: presence, waiting-room status, seqs, the sizes of
+//! the frames kept for resumption) is one JSON value in Redis; the kept frames' texts are a list
+//! per role beside it, read only when a connection resumes. An input to a room takes the room's lock in Redis, reads
 //! the room, applies the input and stores the chat it accepted (in the database, so that no chat
 //! stays "being stored" in a room whose node died); then one Lua script writes the room back,
 //! publishes the frames it sends and lets the lock go. Frames go to the node holding the
@@ -33,6 +34,9 @@ use crate::store::{NewChat, Store};
 pub const NODE_HEARTBEAT: Duration = Duration::from_secs(1);
 /// A node silent this long is dead: its connections are dropped (each gets its grace period).
 const NODE_ALIVE_MS: u64 = 3_000;
+/// The seats of a room, in the order the commit script takes their replay lists.
+const ROLES: [Role; 2] = [Role::Doctor, Role::Patient];
+
 /// The ids of the nodes that were alive (a set).
 const NODES: &str = "televisit:nodes";
 /// The [`ClusterSettings`] of the nodes alive (a string, expiring with the last of them).
@@ -77,22 +81,36 @@ static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// Commits an input in one step, only while the lock (KEYS[2]) is still ours (ARGV[1]): writes
-/// the room (KEYS[1], ARGV[2], expiring in ARGV[3] s); adds the appointment (ARGV[4]) to or
-/// removes it from the record of each node whose connections the input changed (KEYS[3..],
-/// "1" or "0" from ARGV[5]), publishes the frames (channel, payload pairs after those) and lets
-/// the lock go. A node killed at any point leaves the input wholly applied or not at all, and
-/// never a lock held until it expires once its frames are out.
+/// the room (KEYS[1], ARGV[2], expiring in ARGV[3] s); brings the doctor's and the patient's
+/// replay lists (KEYS[3], KEYS[4]) to the room's: appends each one's new frames (ARGV[6] and
+/// ARGV[8] of them, after the record flags) and keeps its newest ARGV[5] and ARGV[7]; adds the
+/// appointment (ARGV[4]) to or removes it from the record of each node whose connections the
+/// input changed (KEYS[5..], "1" or "0" from ARGV[9]), publishes the frames (channel, payload
+/// pairs after the new frames) and lets the lock go. A node killed at any point leaves the input
+/// wholly applied or not at all, and never a lock held until it expires once its frames are out.
 static COMMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 if redis.call("get", KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call("set", KEYS[1], ARGV[2], "EX", ARGV[3])
-local records = #KEYS - 2
+local records = #KEYS - 4
 for i = 1, records do
-  if ARGV[4 + i] == "1" then redis.call("sadd", KEYS[2 + i], ARGV[4])
-  else redis.call("srem", KEYS[2 + i], ARGV[4]) end
+  if ARGV[8 + i] == "1" then redis.call("sadd", KEYS[4 + i], ARGV[4])
+  else redis.call("srem", KEYS[4 + i], ARGV[4]) end
 end
-for i = 5 + records, #ARGV, 2 do redis.call("publish", ARGV[i], ARGV[i + 1]) end
+local next = 9 + records
+for seat = 0, 1 do
+  local list, kept, new = KEYS[3 + seat], tonumber(ARGV[5 + 2 * seat]), tonumber(ARGV[6 + 2 * seat])
+  for i = next, next + new - 1 do redis.call("rpush", list, ARGV[i]) end
+  next = next + new
+  if kept == 0 then
+    redis.call("del", list)
+  else
+    redis.call("ltrim", list, -kept, -1)
+    redis.call("expire", list, ARGV[3])
+  end
+end
+for i = next, #ARGV, 2 do redis.call("publish", ARGV[i], ARGV[i + 1]) end
 redis.call("del", KEYS[2])
 return 1
 "#,
@@ -151,6 +169,15 @@ fn alive_key(node: u32) -> String {
 /// that adds or removes one).
 fn rooms_of_key(node: u32) -> String {
     format!("televisit:node:{node}:rooms")
+}
+
+/// A role's replay texts in a room (a list, oldest first; the room has their sizes).
+fn replay_key(appointment_id: &str, role: Role) -> String {
+    let role = match role {
+        Role::Doctor => "doctor",
+        Role::Patient => "patient",
+    };
+    format!("{}:replay:{role}", room_key(appointment_id))
 }
 
 fn room_key(appointment_id: &str) -> String {
@@ -327,12 +354,14 @@ impl SharedRooms {
     }
 
     /// Applies an input to a room under its lock. `create`: the room to start when Redis has none
-    /// (`None`: leave it absent and return `None`). The frames it sends are published; the other
-    /// actions are returned (chat is stored here already).
+    /// (`None`: leave it absent and return `None`). `replay_of`: the role whose replay texts the
+    /// input reads (a resume); other inputs go without them. The frames it sends are published;
+    /// the other actions are returned (chat is stored here already).
     pub async fn apply(
         &self,
         appointment_id: &str,
         create: Option<Room>,
+        replay_of: Option<Role>,
         input: impl FnOnce(&mut Room) -> Vec<Action>,
     ) -> redis::RedisResult<Option<Vec<Action>>> {
         let mut redis = self.redis.clone();
@@ -340,8 +369,9 @@ impl SharedRooms {
         let lock = format!("{key}:lock");
         let token = uuid::Uuid::new_v4().simple().to_string();
         self.metrics.redis("lock", take_lock(&mut redis, &lock, &token)).await?;
-        let applied =
-            self.apply_locked(&mut redis, appointment_id, [&key, &lock, &token], create, input).await;
+        let applied = self
+            .apply_locked(&mut redis, appointment_id, [&key, &lock, &token], create, replay_of, input)
+            .await;
         let (commit, rest) = match applied {
             Ok(Some(applied)) => applied,
             other => {
@@ -369,6 +399,7 @@ impl SharedRooms {
         appointment_id: &str,
         [key, lock, token]: [&str; 3],
         create: Option<Room>,
+        replay_of: Option<Role>,
         input: impl FnOnce(&mut Room) -> Vec<Action>,
     ) -> redis::RedisResult<Option<(ScriptInvocation<'static>, Vec<Action>)>> {
         let mut read = redis::cmd("GET");
@@ -378,6 +409,12 @@ impl SharedRooms {
         else {
             return Ok(None);
         };
+        if let Some(role) = replay_of {
+            let mut texts = redis::cmd("LRANGE");
+            texts.arg(replay_key(appointment_id, role)).arg(0).arg(-1);
+            room.load_replay(role, self.metrics.redis("replay", texts.query_async(redis)).await?);
+        }
+        let seqs_before = ROLES.map(|role| room.out_seq(role));
         let nodes_before = nodes_in(&room);
         let mut actions = input(&mut room);
         self.store_chat(appointment_id, &mut room, &mut actions).await;
@@ -390,11 +427,15 @@ impl SharedRooms {
             .collect();
         let mut commit = COMMIT.prepare_invoke();
         commit.key(key).key(lock);
+        ROLES.iter().for_each(|role| _ = commit.key(replay_key(appointment_id, *role)));
         records.iter().for_each(|(node, _)| _ = commit.key(rooms_of_key(*node)));
         commit.arg(token);
         commit.arg(serde_json::to_string(&room).expect("a room encodes")).arg(ROOM_TTL_SECONDS);
         commit.arg(appointment_id);
+        let replays = [0, 1].map(|i| room.replay_since(ROLES[i], seqs_before[i]));
+        replays.iter().for_each(|(kept, new)| _ = commit.arg(kept).arg(new.len()));
         records.iter().for_each(|(_, kept)| _ = commit.arg(if *kept { "1" } else { "0" }));
+        replays.iter().flat_map(|(_, new)| new).for_each(|text| _ = commit.arg(text));
         let mut rest = Vec::new();
         for action in actions {
             match Wire::from_action(&action) {
@@ -458,7 +499,7 @@ async fn take_lock(redis: &mut ConnectionManager, lock: &str, token: &str) -> re
 /// The nodes holding a connection in the room, or running the grace period of one that dropped
 /// (so that the room stays in the node's record: if the node dies, another runs the grace period).
 fn nodes_in(room: &Room) -> Vec<u32> {
-    let mut nodes: Vec<u32> = [Role::Doctor, Role::Patient]
+    let mut nodes: Vec<u32> = ROLES
         .into_iter()
         .filter_map(|role| room.connection(role).or_else(|| room.unannounced_drop(role)).map(node_of))
         .collect();
