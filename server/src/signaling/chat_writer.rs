@@ -3,13 +3,15 @@
 //! thousand a second on SQLite). Each stored message goes back to its room, which delivers it and
 //! acknowledges it to its sender; a message is never acknowledged before its batch committed.
 
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use televisit_core::protocol::ChatMessage;
 use tokio::sync::{mpsc, oneshot};
 
 use super::hub::Hub;
+use crate::metrics::Metrics;
+use crate::secrets::Clock;
 use crate::store::{is_busy, NewChat, Store};
 
 /// Most messages in one transaction.
@@ -88,12 +90,22 @@ async fn run(store: Store, hub: Weak<Hub>, mut queue: mpsc::UnboundedReceiver<Jo
     }
 }
 
-/// Stores a batch, trying again while the database is busy. `None`: not stored.
+/// Stores a batch for the hub, while it lives. `None`: not stored.
 async fn store_batch(store: &Store, hub: &Weak<Hub>, chats: &[NewChat]) -> Option<Vec<ChatMessage>> {
+    let hub = hub.upgrade()?;
+    store_with_retries(store, hub.metrics(), hub.now_ms(), chats).await
+}
+
+/// Stores a batch, trying again while the database is busy. `None`: not stored.
+async fn store_with_retries(
+    store: &Store,
+    metrics: &Metrics,
+    now_ms: i64,
+    chats: &[NewChat],
+) -> Option<Vec<ChatMessage>> {
     let mut attempt = 0;
     loop {
-        let hub = hub.upgrade()?;
-        match hub.metrics().db("chat_batch", store.add_chats(chats, hub.now_ms())).await {
+        match metrics.db("chat_batch", store.add_chats(chats, now_ms)).await {
             Ok(stored) => return Some(stored),
             Err(e) if is_busy(&e) && attempt < BUSY_RETRIES => {
                 attempt += 1;
@@ -104,6 +116,56 @@ async fn store_batch(store: &Store, hub: &Weak<Hub>, chats: &[NewChat]) -> Optio
                 tracing::error!(error = %e, messages = chats.len(), "chat batch not stored");
                 return None;
             }
+        }
+    }
+}
+
+/// A message to store for a caller that waits for it.
+type Awaited = (NewChat, oneshot::Sender<Option<ChatMessage>>);
+
+/// Stores chat for callers that wait for each message's outcome: rooms in Redis, whose input
+/// holds the room's lock meanwhile. In batches of one transaction each, as [`ChatWriter`]: with
+/// one transaction per message, each input held its room's lock behind every other room's write
+/// (the database has one writer), and at 3 000 messages/s inputs waited seconds.
+pub struct ChatStorer {
+    jobs: mpsc::UnboundedSender<Awaited>,
+}
+
+impl ChatStorer {
+    /// Starts the storing task (needs a Tokio runtime); it ends when the storer is dropped.
+    pub fn start(store: Store, clock: Clock, metrics: Arc<Metrics>) -> ChatStorer {
+        let (jobs, queue) = mpsc::unbounded_channel();
+        tokio::spawn(store_awaited(store, clock, metrics, queue));
+        ChatStorer { jobs }
+    }
+
+    /// Stores a message with the others waiting; `None`: not stored.
+    pub async fn store(&self, chat: NewChat) -> Option<ChatMessage> {
+        let (done, outcome) = oneshot::channel();
+        self.jobs.send((chat, done)).ok()?;
+        outcome.await.ok().flatten()
+    }
+}
+
+async fn store_awaited(
+    store: Store,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+    mut queue: mpsc::UnboundedReceiver<Awaited>,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            let Ok(next) = queue.try_recv() else { break };
+            batch.push(next);
+        }
+        let (chats, waiting): (Vec<NewChat>, Vec<_>) = batch.into_iter().unzip();
+        let stored = store_with_retries(&store, &metrics, clock.now_ms(), &chats).await;
+        match stored.filter(|stored| stored.len() == waiting.len()) {
+            Some(stored) => {
+                stored.into_iter().zip(waiting).for_each(|(message, done)| _ = done.send(Some(message)))
+            }
+            None => waiting.into_iter().for_each(|done| _ = done.send(None)),
         }
     }
 }

@@ -25,6 +25,7 @@ use redis::{Script, ScriptInvocation};
 use serde::{Deserialize, Serialize};
 use televisit_core::protocol::{ErrorCode, Role};
 
+use super::chat_writer::ChatStorer;
 use super::room::{Action, ConnId, Room};
 use crate::metrics::Metrics;
 use crate::secrets::Clock;
@@ -212,8 +213,8 @@ pub struct SharedRooms {
     /// Whether this node's inbox is subscribed: while it is not, frames for it are lost, so the
     /// node takes no connections.
     subscribed: Arc<AtomicBool>,
-    store: Store,
-    clock: Clock,
+    /// Stores the chat the rooms accept, in batches.
+    chats: ChatStorer,
     /// Times each Redis operation (`redis_seconds`).
     metrics: Arc<Metrics>,
 }
@@ -256,8 +257,7 @@ impl SharedRooms {
             node,
             settings,
             subscribed: Arc::clone(&subscribed),
-            store,
-            clock,
+            chats: ChatStorer::start(store, clock, Arc::clone(&metrics)),
             metrics,
         };
         shared.heartbeat().await?;
@@ -449,7 +449,8 @@ impl SharedRooms {
         Ok(Some((commit, rest)))
     }
 
-    /// Stores the chat the room accepted, one message at a time, and gives the room the outcome.
+    /// Stores the chat the room accepted (with other rooms' in batches) and gives the room the
+    /// outcome of each message.
     async fn store_chat(&self, appointment_id: &str, room: &mut Room, actions: &mut Vec<Action>) {
         let mut i = 0;
         while i < actions.len() {
@@ -461,13 +462,9 @@ impl SharedRooms {
             let chat =
                 NewChat { appointment_id: appointment_id.to_owned(), from, text: text.clone(), client_seq };
             actions.remove(i);
-            let outcome = match self.store.add_chats(&[chat], self.clock.now_ms()).await {
-                Ok(mut stored) if stored.len() == 1 => room.chat_stored(stored.remove(0), client_seq),
-                Ok(_) => room.chat_not_stored(from, client_seq),
-                Err(e) => {
-                    tracing::error!(error = %e, "chat not stored");
-                    room.chat_not_stored(from, client_seq)
-                }
+            let outcome = match self.chats.store(chat).await {
+                Some(stored) => room.chat_stored(stored, client_seq),
+                None => room.chat_not_stored(from, client_seq),
             };
             actions.splice(i..i, outcome);
         }
