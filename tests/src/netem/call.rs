@@ -179,11 +179,20 @@ impl Participant {
 
     /// Waits until the call reaches `state` (panics after `timeout`).
     pub async fn wait_for_state(&self, state: CallState, timeout: Duration) {
+        assert!(self.reached_state(state, timeout).await, "not {state:?} after {timeout:?}");
+    }
+
+    /// Whether the call reaches `state` within `timeout` (true at once if it is there).
+    pub async fn reached_state(&self, state: CallState, timeout: Duration) -> bool {
         let mut watch = self.state.subscribe();
-        tokio::time::timeout(timeout, watch.wait_for(|s| *s == state))
-            .await
-            .unwrap_or_else(|_| panic!("not {state:?} after {timeout:?}"))
-            .expect("the participant lives");
+        let reached = match tokio::time::timeout(timeout, watch.wait_for(|s| *s == state)).await {
+            Ok(result) => {
+                result.expect("the participant lives");
+                true
+            }
+            Err(_) => false,
+        };
+        reached
     }
 
     /// The call client (set once joined).

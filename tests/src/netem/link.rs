@@ -6,7 +6,9 @@
 //! due and sleeps until [`Link::next_timeout`]. The same seed gives the same drops and jitter.
 //!
 //! How a packet crosses:
-//! 1. Random loss: dropped with probability [`LinkConfig::loss`] (on the wire before the queue).
+//! 1. Random loss: dropped with probability [`LinkConfig::loss`] (on the wire before the queue);
+//!    a datagram offered through [`Link::push_datagram`] may also be lost on purpose
+//!    ([`LinkConfig::lose_first_dtls_handshake`]), to test the DTLS handshake's retransmissions.
 //! 2. Drop-tail queue: dropped if the time to drain what is already queued at the current rate
 //!    exceeds [`LinkConfig::queue_limit`] (a rate of 0, an outage, drops every arrival).
 //! 3. Serialization: packets leave the queue one after another at the rate in effect when each
@@ -34,6 +36,10 @@ pub struct LinkConfig {
     pub schedule: Vec<(Duration, u64)>,
     /// Seed of the loss and jitter draws.
     pub seed: u64,
+    /// Loses the first datagram offered through [`Link::push_datagram`] that starts with a DTLS
+    /// handshake message of this type (RFC 5246 §7.4: 2 ServerHello, 11 Certificate, ...), once:
+    /// a flight that arrives in part. Random loss rarely hits the handful of handshake datagrams.
+    pub lose_first_dtls_handshake: Option<u8>,
 }
 
 impl LinkConfig {
@@ -47,6 +53,7 @@ impl LinkConfig {
             queue_limit: Duration::from_millis(300),
             schedule: Vec::new(),
             seed: 1,
+            lose_first_dtls_handshake: None,
         }
     }
 
@@ -138,6 +145,8 @@ pub struct Link<P> {
     free_at: Instant,
     flight: VecDeque<InFlight<P>>,
     records: Vec<PacketRecord>,
+    /// Whether [`LinkConfig::lose_first_dtls_handshake`] has lost its datagram.
+    lost_dtls_handshake: bool,
 }
 
 impl<P> Link<P> {
@@ -154,6 +163,7 @@ impl<P> Link<P> {
             free_at: now,
             flight: VecDeque::new(),
             records: Vec::new(),
+            lost_dtls_handshake: false,
         }
     }
 
@@ -174,9 +184,14 @@ impl<P> Link<P> {
 
     /// Offers a packet of `len` bytes arriving at `now`.
     pub fn push(&mut self, now: Instant, len: usize, packet: P) -> Verdict {
+        self.offer(now, len, packet, false)
+    }
+
+    /// Offers a packet; `lost_on_purpose` loses it (recorded as [`Fate::Lost`]) without a draw.
+    fn offer(&mut self, now: Instant, len: usize, packet: P, lost_on_purpose: bool) -> Verdict {
         self.advance(now);
         let arrived = now.saturating_duration_since(self.origin);
-        let verdict = if self.rng.next_f64() < self.config.loss {
+        let verdict = if lost_on_purpose || self.rng.next_f64() < self.config.loss {
             Verdict::Lost
         } else if self.backlog(now) > self.config.queue_limit {
             Verdict::QueueFull
@@ -292,6 +307,24 @@ impl<P> Link<P> {
         let delay = self.config.one_way_delay.as_secs_f64() + jitter * (2.0 * self.rng.next_f64() - 1.0);
         Duration::from_secs_f64(delay.max(0.0))
     }
+}
+
+impl Link<Vec<u8>> {
+    /// Offers a UDP datagram arriving at `now`: [`Link::push`], and
+    /// [`LinkConfig::lose_first_dtls_handshake`] applies.
+    pub fn push_datagram(&mut self, now: Instant, datagram: Vec<u8>) -> Verdict {
+        let lose = !self.lost_dtls_handshake
+            && self.config.lose_first_dtls_handshake.is_some()
+            && dtls_handshake_type(&datagram) == self.config.lose_first_dtls_handshake;
+        self.lost_dtls_handshake |= lose;
+        self.offer(now, datagram.len(), datagram, lose)
+    }
+}
+
+/// The type of the handshake message a datagram's first DTLS record starts with, if it is one:
+/// a 13-byte record header (content type 22: handshake), then the message type.
+fn dtls_handshake_type(datagram: &[u8]) -> Option<u8> {
+    (datagram.first() == Some(&22)).then(|| datagram.get(13).copied()).flatten()
 }
 
 /// Time to send `bytes` at `rate_bps` (> 0).
@@ -416,6 +449,31 @@ mod tests {
         assert_eq!(got, (0..1000).collect::<Vec<_>>(), "in order, none lost");
         let (min, max) = (delays.iter().min().unwrap(), delays.iter().max().unwrap());
         assert!(*min <= 25 * MS && *max >= 75 * MS && *max <= 81 * MS, "{min:?}..{max:?}");
+    }
+
+    #[test]
+    fn the_first_dtls_handshake_datagram_of_a_type_is_lost_once() {
+        let t0 = Instant::now();
+        let config =
+            LinkConfig { lose_first_dtls_handshake: Some(11), ..LinkConfig::new(10_000_000, 10 * MS) };
+        let mut link = Link::new(config, t0);
+        let record = |content: u8, message: u8| {
+            let mut datagram = vec![content, 0xfe, 0xfd];
+            datagram.resize(13, 0);
+            datagram.push(message);
+            datagram
+        };
+        let offered = [
+            record(22, 2),   // ServerHello: kept
+            record(23, 11),  // application data, whatever follows: kept
+            record(22, 11),  // the first Certificate: lost
+            vec![0x80, 111], // RTP: kept
+            record(22, 11),  // the Certificate again (a retransmission): kept
+        ];
+        let verdicts: Vec<Verdict> =
+            offered.into_iter().enumerate().map(|(n, d)| link.push_datagram(t0 + MS * n as u32, d)).collect();
+        use Verdict::{Lost, Queued};
+        assert_eq!(verdicts, [Queued, Queued, Lost, Queued, Queued]);
     }
 
     #[test]

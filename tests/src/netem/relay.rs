@@ -135,7 +135,7 @@ impl Relay {
                     // The sender is the other side; a peer whose candidates we don't rewrite is
                     // known from its first packet.
                     state.real[side.other().index()].get_or_insert(from);
-                    state.links[side.index()].push(Instant::now(), len, buf[..len].to_vec());
+                    state.links[side.index()].push_datagram(Instant::now(), buf[..len].to_vec());
                     drop(state);
                     shared.wake.notify_one();
                 }
