@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::audio::fec::FecSizing;
 use crate::call::ladder::{EncoderTarget, Rung};
 use crate::call::machine::{CallEvent, CallState, EndReason};
 use crate::call::transport::SignalingTransport;
@@ -469,6 +470,7 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
     let mut keyframe_asked_at: Option<Instant> = None;
     let mut rung_now = video::default_target().rung;
     let mut muted = false;
+    let mut fec = FecSizing::new();
     let (mut video_frames, mut audio_frames, mut audio_decoded) = (0u64, 0u64, 0u64);
     // The peer's shared screen: frames received, and pictures decoded from them.
     let (mut screen_frames, mut screen_pictures) = (0u64, PictureReader::new().map_err(codec_error)?);
@@ -540,7 +542,7 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
                 // Our inbound loss stands for the peer's: the path is assumed symmetric (the
                 // peer's own measure of what we send is not reported back yet).
                 if let Some(loss) = stats.loss_percent {
-                    media.set_expected_loss(loss.ceil().clamp(0.0, 100.0) as u8);
+                    media.set_expected_loss(fec.on_report(loss));
                 }
                 let _ = writeln!(
                     out,

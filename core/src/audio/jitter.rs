@@ -5,8 +5,8 @@
 //! playout position `next`, the timestamp of the next sample to play. When it is time to play
 //! `next` and its packet is there, it is decoded. When it is missing but later packets are there,
 //! it is lost: rebuilt from the following packet's in-band FEC when that packet starts right
-//! after the gap (Opus FEC covers one 20 ms frame; a longer gap is concealed up to its last
-//! 20 ms first), else concealed with Opus PLC. When nothing later has arrived (an underrun, or a
+//! after the gap and carries FEC (Opus FEC covers one 20 ms frame; a longer gap is concealed up to
+//! its last 20 ms first), else concealed with Opus PLC. When nothing later has arrived (an underrun, or a
 //! late packet), concealment fills in *without* moving `next`, so a late packet still plays;
 //! after [`MAX_CONCEALMENT_MS`] of it the output is silence, and after [`REBUFFER_AFTER_MS`] the
 //! buffer starts over (waits for its target delay again).
@@ -26,7 +26,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::opus::packet_samples;
+use super::opus::{packet_has_fec, packet_samples};
 use super::{FRAME_SAMPLES, SAMPLE_RATE};
 
 /// Samples per ms at 48 kHz.
@@ -299,12 +299,16 @@ impl JitterBuffer {
         }
         let following = &self.packets[&first];
         if gap <= following.samples.min(2 * frame) {
+            let has_fec = packet_has_fec(&following.payload);
             let next_payload = following.payload.clone();
             self.count_loss(first);
-            self.stats.packets_recovered += 1;
-            self.next = Some(first);
-            self.concealed_run = 0;
-            return Playout::Recover { next: next_payload, samples: gap as usize };
+            if has_fec {
+                self.stats.packets_recovered += 1;
+                self.next = Some(first);
+                self.concealed_run = 0;
+                return Playout::Recover { next: next_payload, samples: gap as usize };
+            }
+            // No FEC in the packet after the gap (the sender expected no loss): conceal.
         }
         let samples = gap.min(frame);
         self.next = Some(next + samples);
@@ -363,13 +367,19 @@ mod tests {
 
     const PACKET: i64 = 960;
 
-    /// A 20 ms Opus packet (SILK, 20 ms TOC) numbered `n` in its second byte.
+    /// A 20 ms Opus packet (SILK, 20 ms TOC) with in-band FEC (its SILK frame's LBRR flag set),
+    /// numbered `n` in its third byte.
     fn packet(n: u32) -> AudioPacket {
+        packet_with_fec(n, true)
+    }
+
+    /// [`packet`] with or without the FEC flag.
+    fn packet_with_fec(n: u32, fec: bool) -> AudioPacket {
         AudioPacket {
             ssrc: 1,
             sequence: n as u16,
             timestamp: n.wrapping_mul(PACKET as u32),
-            payload: vec![0x08, n as u8],
+            payload: vec![0x08, if fec { 0x40 } else { 0x00 }, n as u8],
         }
     }
 
@@ -399,7 +409,7 @@ mod tests {
             self.log
                 .iter()
                 .filter_map(|p| match p {
-                    Playout::Decode { payload, .. } => Some(payload[1]),
+                    Playout::Decode { payload, .. } => Some(payload[2]),
                     _ => None,
                 })
                 .collect()
@@ -419,13 +429,25 @@ mod tests {
         end_ms: i64,
         delay: impl Fn(u32) -> Option<i64>,
     ) {
+        run_packets(buffer, player, count, end_ms, delay, packet);
+    }
+
+    /// [`run`] with the packets `make` gives.
+    fn run_packets(
+        buffer: &mut JitterBuffer,
+        player: &mut Player,
+        count: u32,
+        end_ms: i64,
+        delay: impl Fn(u32) -> Option<i64>,
+        make: impl Fn(u32) -> AudioPacket,
+    ) {
         let mut arrivals: Vec<(i64, u32)> =
             (0..count).filter_map(|n| delay(n).map(|d| (i64::from(n) * 20 + 20 + d, n))).collect();
         arrivals.sort();
         let mut arrivals = arrivals.into_iter().peekable();
         for now in (0..end_ms).step_by(10) {
             while let Some((_, n)) = arrivals.next_if(|(at, _)| *at <= now) {
-                buffer.push(packet(n), now);
+                buffer.push(make(n), now);
             }
             player.pull(buffer, now);
         }
@@ -478,6 +500,24 @@ mod tests {
         let stats = buffer.stats();
         assert_eq!((stats.packets_lost, stats.packets_recovered, stats.packets_late), (3, 2, 0), "{stats:?}");
         assert_eq!(player.decoded().len(), 27);
+    }
+
+    #[test]
+    fn a_lost_packet_is_concealed_and_not_counted_recovered_when_the_next_one_has_no_fec() {
+        let (mut buffer, mut player) = (JitterBuffer::new(), Player::default());
+        // Packet 11 (after the lost 10) carries no FEC; packet 21 (after the lost 20) does.
+        let make = |n| packet_with_fec(n, n != 11);
+        run_packets(&mut buffer, &mut player, 30, 700, |n| (n != 10 && n != 20).then_some(0), make);
+        let recovered: Vec<&Playout> =
+            player.log.iter().filter(|p| matches!(p, Playout::Recover { .. })).collect();
+        assert_eq!(recovered, [&Playout::Recover { next: make(21).payload, samples: 960 }]);
+        let at =
+            player.log.iter().position(|p| *p == Playout::Decode { payload: make(11).payload, discard: 0 });
+        let at = at.expect("packet 11 is played");
+        assert_eq!(player.log[at - 2..at], [Playout::Conceal(480), Playout::Conceal(480)], "10 is concealed");
+        let stats = buffer.stats();
+        assert_eq!((stats.packets_lost, stats.packets_recovered), (2, 1), "{stats:?}");
+        assert_eq!(player.decoded().len(), 28);
     }
 
     #[test]

@@ -13,11 +13,13 @@
 //! - [`engine`]: the per-track objects an app holds ([`AudioSource`], [`AudioSink`]), thread-safe,
 //!   with bounded queues, separate from the call's event listener.
 //! - [`opus`]: Opus built from bundled source, so the core builds for every target.
+//! - [`fec`]: how much in-band FEC to send, from the measured loss (sans-I/O).
 //! - [`signal`]: a tone and the Goertzel measure, for tests.
 //!
 //! PCM is 48 kHz mono signed 16-bit, in 10 ms frames of [`FRAME_SAMPLES`] samples.
 
 pub mod engine;
+pub mod fec;
 pub mod jitter;
 pub mod opus;
 pub mod signal;

@@ -144,6 +144,59 @@ pub fn packet_samples(packet: &[u8]) -> Option<usize> {
     (frames > 0 && samples <= MAX_PACKET_SAMPLES).then_some(samples)
 }
 
+/// Whether an Opus packet carries in-band FEC for the packet before it: the LBRR flag of its first
+/// SILK frame (RFC 6716 §4.2.3; libopus's `opus_packet_has_lbrr`, in safe Rust). A CELT-only
+/// packet never does. Decoding FEC from a packet without it only conceals, so the jitter buffer
+/// asks this before it counts a loss as recovered.
+pub fn packet_has_fec(packet: &[u8]) -> bool {
+    let Some(&toc) = packet.first() else { return false };
+    let config = toc >> 3;
+    if config >= 16 {
+        return false; // CELT only
+    }
+    // SILK frames per Opus frame: 1 for 10/20 ms, 2 for 40 ms, 3 for 60 ms.
+    let silk_frames = match config {
+        0..=11 => [1, 1, 2, 3][usize::from(config % 4)],
+        _ => 1,
+    };
+    let stereo = toc & 0x04 != 0;
+    // Where the first Opus frame starts (RFC 6716 §3.2).
+    let start = match toc & 0x03 {
+        0 | 1 => 1,
+        2 => match packet.get(1) {
+            Some(&len) if len < 252 => 2,
+            Some(_) => 3,
+            None => return false,
+        },
+        _ => {
+            let Some(&count) = packet.get(1) else { return false };
+            let mut at = 2;
+            if count & 0x40 != 0 {
+                // Padding length bytes: 255 means 254 more and another byte follows.
+                loop {
+                    let Some(&p) = packet.get(at) else { return false };
+                    at += 1;
+                    if p != 255 {
+                        break;
+                    }
+                }
+            }
+            if count & 0x80 != 0 {
+                // VBR: the lengths of all frames but the last come first.
+                for _ in 1..(count & 0x3f) {
+                    let Some(&len) = packet.get(at) else { return false };
+                    at += if len < 252 { 1 } else { 2 };
+                }
+            }
+            at
+        }
+    };
+    let Some(&first) = packet.get(start) else { return false };
+    let mid = (first >> (7 - silk_frames)) & 1 == 1;
+    let side = stereo && (first >> (6 - 2 * silk_frames)) & 1 == 1;
+    mid || side
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +217,22 @@ mod tests {
         let tail = &decoded[PACKET_SAMPLES * 5..];
         assert!(rms(tail) > 3000.0, "rms {}", rms(tail));
         assert!(goertzel_ratio(tail, 440.0, 660.0) > 100.0);
+    }
+
+    #[test]
+    fn packets_carry_fec_only_when_the_encoder_expects_loss() {
+        let mut encoder = VoiceEncoder::new().unwrap();
+        let speech = tone(440.0, 0, 40 * PACKET_SAMPLES);
+        let mut packets = speech.chunks(PACKET_SAMPLES);
+        let with_loss: Vec<bool> =
+            packets.by_ref().take(20).map(|p| packet_has_fec(&encoder.encode(p).unwrap())).collect();
+        encoder.set_expected_loss(0).unwrap();
+        let without: Vec<bool> = packets.map(|p| packet_has_fec(&encoder.encode(p).unwrap())).collect();
+        // The first packet has no previous one to repeat; after it, every packet carries FEC.
+        assert!(with_loss[2..].iter().all(|fec| *fec), "{with_loss:?}");
+        assert!(without[2..].iter().all(|fec| !fec), "{without:?}");
+        assert!(!packet_has_fec(&[]) && !packet_has_fec(&[0x08]));
+        assert!(!packet_has_fec(&[0xf8, 0xff, 0xff]), "a CELT-only packet");
     }
 
     #[test]

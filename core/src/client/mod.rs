@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use crate::audio::fec::FecSizing;
 use crate::audio::{AudioSink, AudioSource};
 use crate::call::ladder::{BitrateLadder, Rung, VideoPreference, DEFAULT_START_RUNG};
 use crate::call::machine::{CallEvent, CallMachine, CallState, EndReason, Input, Output};
@@ -431,6 +432,7 @@ struct Driver {
     session: Option<Box<dyn MediaSession>>,
     peer_events: (mpsc::UnboundedSender<PeerEvent>, mpsc::UnboundedReceiver<PeerEvent>),
     audio: Arc<AudioTracks>,
+    fec: FecSizing,
 }
 
 impl Driver {
@@ -460,6 +462,7 @@ impl Driver {
             session: None,
             peer_events: mpsc::unbounded_channel(),
             audio: Arc::default(),
+            fec: FecSizing::new(),
         }
     }
 
@@ -702,8 +705,11 @@ impl Driver {
         self.execute(outputs, signaling_tx);
         // Our inbound loss stands for the peer's (the path is taken as symmetric: the stack does
         // not parse the peer's reports) and sizes the voice's in-band FEC.
-        if let (Some(source), Some(loss)) = (self.audio.source(), stats.loss_percent) {
-            source.set_expected_loss(loss.ceil().clamp(0.0, 100.0) as u8);
+        if let Some(loss) = stats.loss_percent {
+            let expected = self.fec.on_report(loss);
+            if let Some(source) = self.audio.source() {
+                source.set_expected_loss(expected);
+            }
         }
         let _ = self.events.send(ClientEvent::Stats(stats));
     }
