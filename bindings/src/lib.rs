@@ -532,6 +532,14 @@ pub struct MediaFrame {
     pub duration_ms: u32,
     /// A keyframe (ignored for audio): VP8 key frame, or H.264 access unit with an IDR slice.
     pub keyframe: bool,
+    /// A received frame's RTP timestamp (48 kHz audio, 90 kHz video); ignored when sending.
+    #[uniffi(default = None)]
+    pub rtp_timestamp: Option<u32>,
+    /// When the sender sent a received frame, microseconds since the Unix epoch on the sender's
+    /// clock (from its RTCP sender reports; null for the first second or so). Audio and video share
+    /// that clock: render the picture whose time matches the sound playing. Ignored when sending.
+    #[uniffi(default = None)]
+    pub capture_time_us: Option<i64>,
 }
 
 impl From<EncodedFrame> for MediaFrame {
@@ -541,6 +549,8 @@ impl From<EncodedFrame> for MediaFrame {
             data: f.data,
             duration_ms: f.duration.as_millis() as u32,
             keyframe: f.keyframe,
+            rtp_timestamp: f.timing.rtp_timestamp,
+            capture_time_us: f.timing.capture_time_us,
         }
     }
 }
@@ -552,6 +562,7 @@ impl From<MediaFrame> for EncodedFrame {
             data: f.data,
             duration: std::time::Duration::from_millis(f.duration_ms.into()),
             keyframe: f.keyframe,
+            timing: Default::default(),
         }
     }
 }
@@ -1028,6 +1039,13 @@ impl AudioSink {
             concealed_frames: s.concealed_frames,
             target_delay_ms: s.target_delay_ms,
         }
+    }
+
+    /// When the peer sent the sound of the last frame pulled, microseconds on the peer's clock, the
+    /// clock of its video frames' `captureTimeUs`: show the picture sent then, for lips in sync
+    /// with the voice. Null until the peer's voice plays and its first sender report came.
+    pub fn playing_capture_time_us(&self) -> Option<i64> {
+        self.0.playing_capture_time_us()
     }
 }
 

@@ -62,6 +62,7 @@ fn run(path: &Path, speech: &[i16]) -> (Vec<i16>, televisit_core::audio::jitter:
                     sequence: number as u16,
                     timestamp: number * PACKET_SAMPLES as u32,
                     payload,
+                    capture_time_us: None,
                 };
                 arrivals.push((sent_ms + BASE_DELAY_MS + jitter, packet));
             }

@@ -80,7 +80,7 @@ pub fn h264_nal_units(data: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// What a frame carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FrameKind {
     /// Opus audio.
     Audio,
@@ -108,6 +108,21 @@ pub struct EncodedFrame {
     pub duration: Duration,
     /// A keyframe (ignored for audio).
     pub keyframe: bool,
+    /// When it was captured, for A/V sync: set on received frames, ignored on frames sent (the
+    /// stack stamps those as it sends them).
+    pub timing: FrameTiming,
+}
+
+/// A received frame's place in time (RFC 3550 §5.1, §6.4.1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FrameTiming {
+    /// Its RTP timestamp (48 kHz for audio, 90 kHz for video).
+    pub rtp_timestamp: Option<u32>,
+    /// When the sender sent it, microseconds since the Unix epoch on the *sender's* wall clock,
+    /// from the RTP timestamp and the sender's last RTCP sender report; `None` until the first
+    /// report (about a second into the call). The audio and video of one sender share that clock,
+    /// so comparing the two aligns lips with voice.
+    pub capture_time_us: Option<i64>,
 }
 
 /// The picture size a VP8 **keyframe** announces (RFC 6386 §9.1): a 3-byte frame tag whose lowest

@@ -155,6 +155,43 @@ pub fn connected_on_loopback(visit: &Visit, wait: Duration) -> (LoopbackClient, 
     (patient, doctor)
 }
 
+/// Both sides of `visit` with their media through `relay` (the patient as side B, the doctor as
+/// side A), connected: the patient joins and waits, then the doctor joins, and both reach
+/// `Connected` within `wait`. `patient` hears the patient's events and keeps them in its
+/// [`Recorder`]. Returns (patient, doctor, the doctor's recorder).
+pub fn connected_through_relay<L>(
+    visit: &Visit,
+    relay: &netem::Relay,
+    patient: Arc<L>,
+    wait: Duration,
+) -> (Arc<televisit_core::client::CallClient>, Arc<televisit_core::client::CallClient>, Arc<Recorder>)
+where
+    L: televisit_core::client::CallListener + AsRef<Recorder> + 'static,
+{
+    use televisit_core::call::machine::{CallEvent, CallState};
+    use televisit_core::client::{CallClient, CallOptions};
+    let media = |side| relay.media(side, loopback_media());
+    let patient_client =
+        CallClient::new(&visit.patient_link, patient.clone(), media(netem::Side::B), CallOptions::default())
+            .expect("valid link");
+    patient_client.join();
+    let state = |s| move |e: &ClientEvent| *e == ClientEvent::Call(CallEvent::StateChanged(s));
+    (*patient).as_ref().wait_for(wait, state(CallState::WaitingRoom));
+    let doctor_events = Arc::new(Recorder::default());
+    let doctor = CallClient::new(
+        &visit.doctor_link,
+        doctor_events.clone(),
+        media(netem::Side::A),
+        CallOptions::default(),
+    )
+    .expect("valid link");
+    doctor.join();
+    for events in [&*doctor_events, (*patient).as_ref()] {
+        events.wait_for(wait, state(CallState::Connected));
+    }
+    (Arc::new(patient_client), Arc::new(doctor), doctor_events)
+}
+
 /// Records every event and lets a test wait for one.
 #[derive(Default)]
 pub struct Recorder {
@@ -414,7 +451,27 @@ pub mod counted {
         let mut data = vec![0xfc, sender];
         data.extend_from_slice(&n.to_be_bytes());
         data.resize(80, 0x55);
-        EncodedFrame { kind: FrameKind::Audio, data, duration: Duration::from_millis(20), keyframe: false }
+        EncodedFrame {
+            kind: FrameKind::Audio,
+            data,
+            duration: Duration::from_millis(20),
+            keyframe: false,
+            timing: Default::default(),
+        }
+    }
+
+    /// Camera frame `n` (a VP8-shaped interframe of 1 000 bytes) from participant `sender`.
+    pub fn video_frame(sender: u8, n: u32) -> EncodedFrame {
+        let mut data = vec![0x11, sender];
+        data.extend_from_slice(&n.to_be_bytes());
+        data.resize(1_000, 0x55);
+        EncodedFrame {
+            kind: FrameKind::Video,
+            data,
+            duration: Duration::from_millis(33),
+            keyframe: false,
+            timing: Default::default(),
+        }
     }
 
     /// The counter a counted frame carries.

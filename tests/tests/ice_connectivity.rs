@@ -73,6 +73,7 @@ fn as_frame(candidate: &IceCandidate) -> Value {
 
 /// One side of a directly wired call.
 struct Side {
+    role: Role,
     session: Box<dyn MediaSession>,
     events: mpsc::UnboundedReceiver<PeerEvent>,
     /// The other side's SDP, once applied.
@@ -91,6 +92,7 @@ fn side_on(role: Role, media: Arc<dyn MediaBackend>) -> Side {
     let (tx, events) = mpsc::unbounded_channel();
     let session = media.create_session(IceConfig::default(), role, Instant::now(), tx);
     Side {
+        role,
         session,
         events,
         remote_sdp: None,
@@ -119,7 +121,11 @@ fn deliver(event: PeerEvent, from: &mut Side, to: &mut Side) {
             match browser_add_ice_candidate(to.remote_sdp.as_deref(), &frame) {
                 Ok(true) => from.end_of_candidates = true,
                 Ok(false) => {
-                    assert!(!from.end_of_candidates, "no candidate after the end-of-candidates");
+                    assert!(
+                        !from.end_of_candidates,
+                        "no candidate after the end-of-candidates: the {:?} sent {} after {:?}",
+                        from.role, frame, from.candidates_accepted
+                    );
                     from.candidates_accepted.push(candidate.candidate.clone());
                     to.session.command(PeerCommand::AddRemoteCandidate(candidate));
                 }

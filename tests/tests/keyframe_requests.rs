@@ -20,7 +20,13 @@ fn small_frame(n: u32) -> EncodedFrame {
     let mut data = vec![if keyframe { 0x10 } else { 0x11 }, 1];
     data.extend_from_slice(&n.to_be_bytes());
     data.resize(600, 0x33);
-    EncodedFrame { kind: FrameKind::Video, data, duration: Duration::from_millis(100), keyframe }
+    EncodedFrame {
+        kind: FrameKind::Video,
+        data,
+        duration: Duration::from_millis(100),
+        keyframe,
+        timing: Default::default(),
+    }
 }
 
 fn keyframe_requests(events: &Recorder) -> usize {

@@ -33,7 +33,13 @@ fn camera_frame(n: u32) -> EncodedFrame {
         vec![0x11, 0x02, 0x00]
     };
     data.resize(if keyframe { 12_000 } else { 3_000 }, (n % 251) as u8);
-    EncodedFrame { kind: FrameKind::Video, data, duration: Duration::from_millis(33), keyframe }
+    EncodedFrame {
+        kind: FrameKind::Video,
+        data,
+        duration: Duration::from_millis(33),
+        keyframe,
+        timing: Default::default(),
+    }
 }
 
 /// Counts the remote video frames and records every other event.

@@ -21,7 +21,13 @@ fn screen_frame(n: u32) -> EncodedFrame {
     let mut data = vec![if keyframe { 0x10 } else { 0x11 }, 0x5c];
     data.extend_from_slice(&n.to_be_bytes());
     data.resize(if keyframe { 20_000 } else { 4_000 }, 0x5c);
-    EncodedFrame { kind: FrameKind::Screen, data, duration: Duration::from_millis(100), keyframe }
+    EncodedFrame {
+        kind: FrameKind::Screen,
+        data,
+        duration: Duration::from_millis(100),
+        keyframe,
+        timing: Default::default(),
+    }
 }
 
 fn screen_counters(events: &Recorder) -> Vec<u32> {

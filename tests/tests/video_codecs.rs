@@ -33,7 +33,13 @@ fn vp8_frame(n: u32) -> EncodedFrame {
     let mut data = vec![if keyframe { 0x10 } else { 0x11 }, 1];
     data.extend_from_slice(&n.to_be_bytes());
     data.resize(600, 0x33);
-    EncodedFrame { kind: FrameKind::Video, data, duration: Duration::from_millis(100), keyframe }
+    EncodedFrame {
+        kind: FrameKind::Video,
+        data,
+        duration: Duration::from_millis(100),
+        keyframe,
+        timing: Default::default(),
+    }
 }
 
 /// A NAL unit of this header byte carrying counter `n`, `len` bytes long. Like a real one (after
@@ -69,6 +75,7 @@ fn h264_frame(n: u32) -> EncodedFrame {
         data,
         duration: Duration::from_millis(100),
         keyframe: n.is_multiple_of(10),
+        timing: Default::default(),
     }
 }
 

@@ -33,7 +33,13 @@ fn camera_frame(n: u32) -> EncodedFrame {
         vec![0x11, 0x02, 0x00]
     };
     data.resize(if keyframe { 12_000 } else { 3_000 }, (n % 251) as u8);
-    EncodedFrame { kind: FrameKind::Video, data, duration: Duration::from_millis(33), keyframe }
+    EncodedFrame {
+        kind: FrameKind::Video,
+        data,
+        duration: Duration::from_millis(33),
+        keyframe,
+        timing: Default::default(),
+    }
 }
 
 /// Connects a patient (waiting first) and a doctor; `patient_listener` gets the patient's events.
@@ -195,6 +201,7 @@ async fn audio_arrives_on_time_while_video_is_pushed_far_above_the_estimate() {
                         data,
                         duration: Duration::from_millis(33),
                         keyframe: true,
+                        timing: Default::default(),
                     });
                     video += 1;
                 }

@@ -86,6 +86,7 @@ impl AudioSource {
                                 data,
                                 duration: Duration::from_millis(20),
                                 keyframe: false,
+                                timing: Default::default(),
                             };
                             if !send(frame) {
                                 return;
@@ -197,6 +198,13 @@ impl AudioSink {
     /// What the jitter buffer did so far (losses, FEC, concealment, its target delay).
     pub fn stats(&self) -> JitterStats {
         self.receiver().stats()
+    }
+
+    /// When the peer sent the sound of the last frame pulled, µs since the Unix epoch on the
+    /// peer's clock, which its video frames' `capture_time_us` share: show the picture sent then.
+    /// `None` until playout starts and the peer's first sender report.
+    pub fn playing_capture_time_us(&self) -> Option<i64> {
+        self.receiver().playing_capture_time_us()
     }
 
     /// Later pulls fail with [`AudioError::Closed`].

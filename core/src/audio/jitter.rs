@@ -64,6 +64,9 @@ pub struct AudioPacket {
     pub timestamp: u32,
     /// The Opus packet.
     pub payload: Vec<u8>,
+    /// When the sender sent it, µs since the Unix epoch on the sender's clock, once known (see
+    /// [`crate::frame::FrameTiming`]).
+    pub capture_time_us: Option<i64>,
 }
 
 /// What to put into the output next.
@@ -242,6 +245,12 @@ impl JitterBuffer {
         plays_at - timestamp as f64 / SAMPLES_PER_MS as f64 - self.fastest().unwrap_or(0.0)
     }
 
+    /// The RTP timestamp of the next sample to play, once playing.
+    pub fn next_timestamp(&self) -> Option<u32> {
+        // The timeline starts at the first packet's own timestamp, so it wraps back to RTP's.
+        self.next.map(|next| next as u32)
+    }
+
     /// What to play next, at `now_ms`, with `pending` samples already decoded and not yet played.
     /// The caller asks again until it has a 10 ms frame.
     pub fn next(&mut self, now_ms: i64, pending: usize) -> Playout {
@@ -380,6 +389,7 @@ mod tests {
             sequence: n as u16,
             timestamp: n.wrapping_mul(PACKET as u32),
             payload: vec![0x08, if fec { 0x40 } else { 0x00 }, n as u8],
+            capture_time_us: None,
         }
     }
 

@@ -64,6 +64,11 @@ pub struct VoiceReceiver {
     decoder: VoiceDecoder,
     pcm: VecDeque<i16>,
     decode_errors: u64,
+    /// A received packet's (RTP timestamp, capture time): one pair dates every timestamp of the
+    /// stream (the sender's audio clock runs with its wall clock).
+    clock: Option<(u32, i64)>,
+    /// The RTP timestamp of the first sample of the last frame pulled.
+    pulled_timestamp: Option<u32>,
 }
 
 impl VoiceReceiver {
@@ -74,11 +79,16 @@ impl VoiceReceiver {
             decoder: VoiceDecoder::new()?,
             pcm: VecDeque::with_capacity(super::opus::MAX_PACKET_SAMPLES + FRAME_SAMPLES),
             decode_errors: 0,
+            clock: None,
+            pulled_timestamp: None,
         })
     }
 
     /// A packet that arrived at `arrival_ms`.
     pub fn push(&mut self, packet: AudioPacket, arrival_ms: i64) {
+        if let Some(capture) = packet.capture_time_us {
+            self.clock = Some((packet.timestamp, capture));
+        }
         self.buffer.push(packet, arrival_ms);
     }
 
@@ -105,7 +115,21 @@ impl VoiceReceiver {
                 }
             }
         }
+        // What is decoded and not yet handed out lies between the frame pulled and `next`.
+        let pending = (self.pcm.len() + FRAME_SAMPLES) as u32;
+        self.pulled_timestamp = self.buffer.next_timestamp().map(|next| next.wrapping_sub(pending));
         self.pcm.drain(..FRAME_SAMPLES).collect()
+    }
+
+    /// When the sender sent the sound of the last frame pulled, µs since the Unix epoch on the
+    /// sender's clock (its video frames carry the same clock in
+    /// [`crate::frame::FrameTiming::capture_time_us`]): the picture to show with it is the one
+    /// sent then. `None` before playout starts and until the sender's first report; during a gap
+    /// (concealment, silence) it stays at the last sound played.
+    pub fn playing_capture_time_us(&self) -> Option<i64> {
+        let (timestamp, capture) = self.clock?;
+        let ticks = i64::from(self.pulled_timestamp?.wrapping_sub(timestamp) as i32);
+        Some(capture + ticks * 1_000_000 / i64::from(super::SAMPLE_RATE))
     }
 
     /// What the jitter buffer did.
@@ -137,7 +161,13 @@ mod tests {
     }
 
     fn rtp(n: usize, payload: Vec<u8>) -> AudioPacket {
-        AudioPacket { ssrc: 7, sequence: n as u16, timestamp: (n * PACKET_SAMPLES) as u32, payload }
+        AudioPacket {
+            ssrc: 7,
+            sequence: n as u16,
+            timestamp: (n * PACKET_SAMPLES) as u32,
+            payload,
+            capture_time_us: Some(1_000_000 + n as i64 * 20_000),
+        }
     }
 
     #[test]
@@ -202,6 +232,27 @@ mod tests {
             assert!(rms(frame) > 300.0, "a dropout: rms {} ({stats:?})", rms(frame));
         }
         assert!(goertzel_ratio(tail, 440.0, 660.0) > 100.0);
+    }
+
+    #[test]
+    fn the_capture_time_of_what_plays_follows_the_packets_clock() {
+        let mut receiver = VoiceReceiver::new().unwrap();
+        assert_eq!(receiver.playing_capture_time_us(), None);
+        let mut playing = vec![];
+        for (n, packet) in packets(440.0, 50, 0).into_iter().enumerate() {
+            let at = (n as i64 + 1) * 20;
+            receiver.push(rtp(n, packet), at);
+            for pull_at in [at, at + 10] {
+                receiver.pull(pull_at);
+                playing.push(receiver.playing_capture_time_us());
+            }
+        }
+        // Silence until the buffer's 40 ms start delay, then 10 ms a pull from packet 0's time.
+        let started = playing.iter().position(Option::is_some).expect("playout started");
+        let times: Vec<i64> = playing[started..].iter().map(|t| t.expect("stays known")).collect();
+        // The first frame is packet 0's start, or 10 ms of expansion just before it.
+        assert!((990_000..=1_000_000).contains(&times[0]), "the first frame played: {}", times[0]);
+        assert!(times.windows(2).all(|w| w[1] - w[0] == 10_000), "{times:?}");
     }
 
     #[test]

@@ -34,6 +34,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 
 use super::pacing::PacingState;
+use super::sender_clock::SenderClocks;
 use crate::network_control::bwe::{BweConfig, CongestionController, PacketFeedback};
 
 /// The controller both adapters feed.
@@ -209,6 +210,8 @@ pub struct ReportReader {
     controller: SharedController,
     state: Arc<PacingState>,
     local_ssrcs: HashSet<u32>,
+    /// The peer's sender reports, by stream.
+    sender_clocks: SenderClocks,
     /// (middle 32 bits of the NTP time, when it left) of our last sender reports.
     sent_reports: VecDeque<(u32, Instant)>,
     announced_bps: u64,
@@ -217,13 +220,19 @@ pub struct ReportReader {
 }
 
 impl ReportReader {
-    /// A reader feeding `controller` and publishing to `state`.
-    pub fn new(controller: SharedController, state: Arc<PacingState>) -> ReportReader {
+    /// A reader feeding `controller` and publishing to `state`, and the peer's sender reports to
+    /// `sender_clocks`.
+    pub fn new(
+        controller: SharedController,
+        state: Arc<PacingState>,
+        sender_clocks: SenderClocks,
+    ) -> ReportReader {
         let announced_bps = lock(&controller).target_bps();
         ReportReader {
             controller,
             state,
             local_ssrcs: HashSet::new(),
+            sender_clocks,
             sent_reports: VecDeque::new(),
             announced_bps,
             read_queue: VecDeque::new(),
@@ -272,6 +281,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for ReportReader {
                 } else if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
                     blocks.extend(self.read_blocks(msg.now, &rr.reports));
                 } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
+                    self.sender_clocks.on_report(sr.ssrc, sr.ntp_time, sr.rtp_time);
                     blocks.extend(self.read_blocks(msg.now, &sr.reports));
                 } else if let Some(twcc) = any.downcast_ref::<TransportLayerCc>() {
                     // The congestion-control slot (wire-ward) took each packet's fate once,
@@ -362,7 +372,7 @@ mod tests {
     fn reader() -> (ReportReader, Arc<PacingState>) {
         let state = PacingState::new(0);
         let controller = shared_controller(BweConfig::default());
-        let mut reader = ReportReader::new(controller, Arc::clone(&state));
+        let mut reader = ReportReader::new(controller, Arc::clone(&state), SenderClocks::default());
         reader.bind_local_stream(&StreamInfo { ssrc: OURS, ..Default::default() });
         (reader, state)
     }

@@ -14,6 +14,7 @@ pub mod loss_recovery;
 pub mod media;
 pub mod pacing;
 pub mod remb;
+pub mod sender_clock;
 pub mod stats;
 pub mod turn_bridge;
 pub mod turn_framing;

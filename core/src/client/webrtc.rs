@@ -81,13 +81,14 @@ use super::loss_recovery::{
 use super::media::{MediaBackend, MediaSession, PeerCommand, PeerEvent};
 use super::pacing::{AudioFirstPacer, PacingState};
 use super::remb::{register_abs_send_time, AbsSendTimeStamper, RembGenerator};
+use super::sender_clock::SenderClocks;
 use super::stats::{OwnCounts, StackReading, StatsSampler};
 use super::turn_bridge::TurnBridges;
 use crate::audio::jitter::AudioPacket;
 use crate::call::machine::IceConfig;
 use crate::call::machine::PeerConnectionState;
 use crate::call::stats::FreezeCounter;
-use crate::frame::{vp8_keyframe_size, EncodedFrame, FrameKind, VideoCodec};
+use crate::frame::{vp8_keyframe_size, EncodedFrame, FrameKind, FrameTiming, VideoCodec};
 use crate::network_control::bwe::BweConfig;
 use crate::network_control::nack::NackConfig;
 use crate::network_control::retransmit::RetransmitConfig;
@@ -249,6 +250,8 @@ struct Handler {
     first_mid: Arc<std::sync::Mutex<String>>,
     /// Which local candidates the peer may learn of (`SetIceServers` may make it relay-only).
     policy: SharedPolicy,
+    /// The peer's sender reports, which date its frames.
+    sender_clocks: SenderClocks,
 }
 
 /// The session's candidate policy, shared with its event handler.
@@ -302,7 +305,8 @@ impl PeerConnectionEventHandler for Handler {
         let origin = self.origin;
         let remote_tracks = Arc::clone(&self.remote_tracks);
         let peer_screen = Arc::clone(&self.peer_screen);
-        tokio::spawn(receive_track(track, events, counters, origin, remote_tracks, peer_screen));
+        let clocks = self.sender_clocks.clone();
+        tokio::spawn(receive_track(track, events, counters, origin, remote_tracks, peer_screen, clocks));
     }
 }
 
@@ -343,6 +347,7 @@ async fn receive_track(
     origin: Instant,
     remote_tracks: RemoteTracks,
     peer_screen: PeerScreenStream,
+    sender_clocks: SenderClocks,
 ) {
     let audio = track.kind().await == RtpCodecKind::Audio;
     let (stream_id, track_id) = (track.stream_id().await, track.track_id().await);
@@ -369,6 +374,7 @@ async fn receive_track(
     let mut before_keyframe = StartRecovery::default();
     while let Some(event) = track.poll().await {
         let TrackRemoteEvent::OnRtpPacket(packet) = event else { continue };
+        let ssrc = packet.header.ssrc;
         counters.last_packet_at_ms.store(origin.elapsed().as_millis() as i64, Ordering::Relaxed);
         if audio {
             let raw = AudioPacket {
@@ -376,6 +382,7 @@ async fn receive_track(
                 sequence: packet.header.sequence_number,
                 timestamp: packet.header.timestamp,
                 payload: packet.payload.to_vec(),
+                capture_time_us: sender_clocks.unix_us(ssrc, packet.header.timestamp, 48_000),
             };
             if events.send(PeerEvent::AudioPacket(raw, Instant::now())).is_err() {
                 return;
@@ -441,11 +448,17 @@ async fn receive_track(
                 }
                 FrameKind::Audio => {}
             }
+            let clock_rate = if frame_kind.is_video() { 90_000 } else { 48_000 };
+            let timing = FrameTiming {
+                rtp_timestamp: Some(sample.packet_timestamp),
+                capture_time_us: sender_clocks.unix_us(ssrc, sample.packet_timestamp, clock_rate),
+            };
             let frame = EncodedFrame {
                 kind: frame_kind,
                 data: sample.data.to_vec(),
                 duration: sample.duration,
                 keyframe,
+                timing,
             };
             if events.send(PeerEvent::Frame(frame)).is_err() {
                 return;
@@ -688,6 +701,7 @@ fn interceptors(
     settings: &WebRtcSettings,
     pacing: &Arc<PacingState>,
     loss: &Arc<LossRecoveryStats>,
+    sender_clocks: &SenderClocks,
 ) -> Result<Registry, String> {
     // What `register_default_interceptors` registers, with `configure_nack`'s feedback types but
     // not its interceptors.
@@ -714,8 +728,9 @@ fn interceptors(
     };
     Ok(registry
         .with(Slot::CongestionControl, CongestionControlBuilder::new(estimator).build())
-        // REMB and report blocks, for peers without transport-cc (see `super::estimator`).
-        .with(Slot::from(1_500), ReportReader::new(controller, Arc::clone(pacing)))
+        // REMB and report blocks, for peers without transport-cc (see `super::estimator`), and
+        // the peer's sender reports, which date the frames it sends (see `super::sender_clock`).
+        .with(Slot::from(1_500), ReportReader::new(controller, Arc::clone(pacing), sender_clocks.clone()))
         .with(Slot::TwccSender, TwccSenderBuilder::new().build())
         // abs-send-time out, REMB back to peers without transport-cc (see `super::remb`).
         .with(Slot::from(2_500), AbsSendTimeStamper::default())
@@ -827,7 +842,8 @@ async fn run_session(
     register_codecs(&mut media_engine, &settings.video_codecs)?;
     let pacing = PacingState::new(settings.initial_bitrate_bps);
     let loss = LossRecoveryStats::new();
-    let registry = interceptors(&mut media_engine, &settings, &pacing, &loss)?;
+    let sender_clocks = SenderClocks::default();
+    let registry = interceptors(&mut media_engine, &settings, &pacing, &loss, &sender_clocks)?;
     // TURN over TCP and TLS goes through local bridges (the crate speaks TURN over UDP only).
     let mut bridges = TurnBridges::new(settings.turn_tls.clone().unwrap_or_else(crate::net::tls_config));
     let bridged = |servers| IceConfig { servers, relay_only: ice.relay_only };
@@ -858,6 +874,7 @@ async fn run_session(
         peer_screen: Arc::clone(&peer_screen),
         first_mid: Arc::clone(&first_mid),
         policy: Arc::clone(&policy),
+        sender_clocks,
     });
     let pc: Arc<dyn PeerConnection> = Arc::new(
         PeerConnectionBuilder::new()
@@ -1207,6 +1224,7 @@ mod tests {
             &WebRtcSettings::default(),
             &PacingState::new(1_000_000),
             &LossRecoveryStats::new(),
+            &SenderClocks::default(),
         )
         .unwrap();
         let slots: Vec<(usize, String)> =

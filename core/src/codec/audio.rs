@@ -57,6 +57,7 @@ impl OpusEncoder {
             data,
             duration: Duration::from_millis(20),
             keyframe: false,
+            timing: Default::default(),
         })
     }
 }

@@ -151,6 +151,7 @@ impl Vp8Encoder {
                         data: packet.data,
                         duration: Duration::from_millis(u64::from(duration_ms)),
                         keyframe: packet.keyframe,
+                        timing: Default::default(),
                     })
                 }
             }

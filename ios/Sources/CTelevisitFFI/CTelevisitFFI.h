@@ -269,6 +269,11 @@ uint64_t uniffi_televisit_ffi_fn_clone_audiosink(uint64_t handle, RustCallStatus
 void uniffi_televisit_ffi_fn_free_audiosink(uint64_t handle, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_AUDIOSINK_PLAYING_CAPTURE_TIME_US
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_AUDIOSINK_PLAYING_CAPTURE_TIME_US
+RustBuffer uniffi_televisit_ffi_fn_method_audiosink_playing_capture_time_us(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_AUDIOSINK_PULL
 #define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_AUDIOSINK_PULL
 RustBuffer uniffi_televisit_ffi_fn_method_audiosink_pull(uint64_t ptr, RustCallStatus *_Nonnull out_status
@@ -704,6 +709,12 @@ uint16_t uniffi_televisit_ffi_checksum_func_check_link(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_FUNC_TELEVISIT_VERSION
 #define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_FUNC_TELEVISIT_VERSION
 uint16_t uniffi_televisit_ffi_checksum_func_televisit_version(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_AUDIOSINK_PLAYING_CAPTURE_TIME_US
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_AUDIOSINK_PLAYING_CAPTURE_TIME_US
+uint16_t uniffi_televisit_ffi_checksum_method_audiosink_playing_capture_time_us(void
     
 );
 #endif

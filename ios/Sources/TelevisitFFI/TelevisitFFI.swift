@@ -631,6 +631,13 @@ fileprivate struct FfiConverterData: FfiConverterRustBuffer {
 public protocol AudioSinkProtocol: AnyObject, Sendable {
     
     /**
+     * When the peer sent the sound of the last frame pulled, microseconds on the peer's clock, the
+     * clock of its video frames' `captureTimeUs`: show the picture sent then, for lips in sync
+     * with the voice. Null until the peer's voice plays and its first sender report came.
+     */
+    func playingCaptureTimeUs()  -> Int64?
+    
+    /**
      * The next 10 ms: 48 kHz mono 16-bit PCM, 960 little-endian bytes. `Closed` after the call
      * was released.
      */
@@ -699,6 +706,20 @@ open class AudioSink: AudioSinkProtocol, @unchecked Sendable {
 
     
 
+    
+    /**
+     * When the peer sent the sound of the last frame pulled, microseconds on the peer's clock, the
+     * clock of its video frames' `captureTimeUs`: show the picture sent then, for lips in sync
+     * with the voice. Null until the peer's voice plays and its first sender report came.
+     */
+open func playingCaptureTimeUs() -> Int64?  {
+    return try!  FfiConverterOptionInt64.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_televisit_ffi_fn_method_audiosink_playing_capture_time_us(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
     
     /**
      * The next 10 ms: 48 kHz mono 16-bit PCM, 960 little-endian bytes. `Closed` after the call
@@ -2258,6 +2279,16 @@ public struct MediaFrame: Equatable, Hashable {
      * A keyframe (ignored for audio): VP8 key frame, or H.264 access unit with an IDR slice.
      */
     public var keyframe: Bool
+    /**
+     * A received frame's RTP timestamp (48 kHz audio, 90 kHz video); ignored when sending.
+     */
+    public var rtpTimestamp: UInt32?
+    /**
+     * When the sender sent a received frame, microseconds since the Unix epoch on the sender's
+     * clock (from its RTCP sender reports; null for the first second or so). Audio and video share
+     * that clock: render the picture whose time matches the sound playing. Ignored when sending.
+     */
+    public var captureTimeUs: Int64?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2273,11 +2304,21 @@ public struct MediaFrame: Equatable, Hashable {
          */durationMs: UInt32, 
         /**
          * A keyframe (ignored for audio): VP8 key frame, or H.264 access unit with an IDR slice.
-         */keyframe: Bool) {
+         */keyframe: Bool, 
+        /**
+         * A received frame's RTP timestamp (48 kHz audio, 90 kHz video); ignored when sending.
+         */rtpTimestamp: UInt32? = nil, 
+        /**
+         * When the sender sent a received frame, microseconds since the Unix epoch on the sender's
+         * clock (from its RTCP sender reports; null for the first second or so). Audio and video share
+         * that clock: render the picture whose time matches the sound playing. Ignored when sending.
+         */captureTimeUs: Int64? = nil) {
         self.kind = kind
         self.data = data
         self.durationMs = durationMs
         self.keyframe = keyframe
+        self.rtpTimestamp = rtpTimestamp
+        self.captureTimeUs = captureTimeUs
     }
 
     
@@ -2299,7 +2340,9 @@ public struct FfiConverterTypeMediaFrame: FfiConverterRustBuffer {
                 kind: FfiConverterTypeMediaKind.read(from: &buf), 
                 data: FfiConverterData.read(from: &buf), 
                 durationMs: FfiConverterUInt32.read(from: &buf), 
-                keyframe: FfiConverterBool.read(from: &buf)
+                keyframe: FfiConverterBool.read(from: &buf), 
+                rtpTimestamp: FfiConverterOptionUInt32.read(from: &buf), 
+                captureTimeUs: FfiConverterOptionInt64.read(from: &buf)
         )
     }
 
@@ -2308,6 +2351,8 @@ public struct FfiConverterTypeMediaFrame: FfiConverterRustBuffer {
         FfiConverterData.write(value.data, into: &buf)
         FfiConverterUInt32.write(value.durationMs, into: &buf)
         FfiConverterBool.write(value.keyframe, into: &buf)
+        FfiConverterOptionUInt32.write(value.rtpTimestamp, into: &buf)
+        FfiConverterOptionInt64.write(value.captureTimeUs, into: &buf)
     }
 }
 
@@ -3971,6 +4016,30 @@ public func FfiConverterTypeVideoPreference_lower(_ value: VideoPreference) -> R
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionUInt32: FfiConverterRustBuffer {
+    typealias SwiftType = UInt32?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterUInt32.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterUInt32.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionUInt64: FfiConverterRustBuffer {
     typealias SwiftType = UInt64?
 
@@ -3987,6 +4056,30 @@ fileprivate struct FfiConverterOptionUInt64: FfiConverterRustBuffer {
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterUInt64.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionInt64: FfiConverterRustBuffer {
+    typealias SwiftType = Int64?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterInt64.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterInt64.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }
@@ -4250,6 +4343,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_televisit_ffi_checksum_func_televisit_version() != 40353) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_televisit_ffi_checksum_method_audiosink_playing_capture_time_us() != 34704) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_televisit_ffi_checksum_method_audiosink_pull() != 36638) {

@@ -75,6 +75,11 @@ final class AudioTests: XCTestCase {
         let ratio = goertzel(lastSecond, 440) / goertzel(lastSecond, 660)
         XCTAssertGreaterThan(ratio, 1000, "the doctor's 440 Hz, not our 660 Hz: \(stats)")
         XCTAssertGreaterThanOrEqual(stats.packetsReceived, 75, "\(stats)")
+        // The sound playing is dated on the doctor's clock (this machine's), for lip sync: it was sent a
+        // jitter buffer and a network ago, not in the future nor minutes ago.
+        let playingSentAt = try XCTUnwrap(sink.playingCaptureTimeUs(), "the sound playing is dated")
+        let agoMs = (Int64(Date().timeIntervalSince1970 * 1_000_000) - playingSentAt) / 1000
+        XCTAssertTrue((0...2_000).contains(agoMs), "playing sound sent \(agoMs) ms ago")
 
         let status = try await doctor.wait(seconds: 20)
         XCTAssertEqual(status, 0, doctor.output)

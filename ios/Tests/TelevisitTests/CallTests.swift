@@ -70,6 +70,14 @@ final class CallTests: XCTestCase {
         let sizes = video.filter(\.keyframe).compactMap { vp8KeyframeSize($0.data) }
         XCTAssertFalse(sizes.isEmpty, "VP8 keyframes arrived")
         XCTAssertTrue(sizes.allSatisfy { ladderSizes.contains($0) }, "VP8 keyframe sizes: \(sizes)")
+        // Each frame has its RTP timestamp and, from the doctor's first sender report on, the time the
+        // doctor sent it on the doctor's clock (this machine's here): what lip sync compares.
+        XCTAssertTrue(video.allSatisfy { $0.rtpTimestamp != nil }, "every frame has its RTP timestamp")
+        let sentAt = video.compactMap(\.captureTimeUs)
+        XCTAssertGreaterThanOrEqual(sentAt.count * 2, video.count, "\(sentAt.count) of \(video.count) frames dated")
+        let nowUs = Int64(Date().timeIntervalSince1970 * 1_000_000)
+        XCTAssertTrue(sentAt.allSatisfy { (0...60_000_000).contains(nowUs - $0) }, "sent within the last minute")
+        XCTAssertTrue(zip(sentAt, sentAt.dropFirst()).allSatisfy { $0 <= $1 }, "in the order sent")
         let status = try await doctor.wait(seconds: 20)
         XCTAssertEqual(status, 0, doctor.output)
         XCTAssertTrue(doctor.output.contains("event: chat from patient: Hello from the patient"), doctor.output)

@@ -85,6 +85,11 @@ class AudioTest {
                 val ratio = goertzel(lastSecond, 440.0) / goertzel(lastSecond, 660.0)
                 assertTrue(ratio > 1000, "the doctor's 440 Hz, not our 660 Hz: $ratio, $stats")
                 assertTrue(stats.packetsReceived >= 75u, "$stats")
+                // The sound playing is dated on the doctor's clock (this machine's), for lip sync: it
+                // was sent a jitter buffer and a network ago, not in the future nor minutes ago.
+                val playingSentAt = sink.playingCaptureTimeUs()
+                val agoMs = playingSentAt?.let { (System.currentTimeMillis() * 1000 - it) / 1000 }
+                assertTrue(agoMs != null && agoMs in 0..2_000, "playing sound sent $agoMs ms ago")
 
                 assertEquals(0, doctor.waitFor(20))
                 val out = doctor.output()
@@ -110,6 +115,7 @@ class AudioTest {
                 val frame = call.audioSink().pull()
                 assertEquals(960, frame.size)
                 assertTrue(frame.all { it == 0.toByte() }, "silence before anyone speaks")
+                assertEquals(null, call.audioSink().playingCaptureTimeUs(), "no sound, no date")
             }
         }
     }

@@ -110,6 +110,14 @@ class CallTest {
                 assertTrue(video.size >= 60, "two seconds of the doctor's video arrived: ${video.size}")
                 val sizes = video.filter { it.keyframe }.mapNotNull { vp8KeyframeSize(it.data) }
                 assertTrue(sizes.isNotEmpty() && sizes.all { it in LADDER_SIZES }, "VP8 keyframes: $sizes")
+                // Each frame has its RTP timestamp and, from the doctor's first sender report on, the time
+                // the doctor sent it on the doctor's clock (this machine's here): what lip sync compares.
+                assertTrue(video.all { it.rtpTimestamp != null }, "every frame has its RTP timestamp")
+                val sentAt = video.mapNotNull { it.captureTimeUs }
+                assertTrue(sentAt.size * 2 >= video.size, "${sentAt.size} of ${video.size} frames dated")
+                val nowUs = System.currentTimeMillis() * 1000
+                assertTrue(sentAt.all { nowUs - it in 0..60_000_000 }, "sent within the last minute: ${sentAt.take(3)}")
+                assertTrue(sentAt.zipWithNext().all { (a, b) -> b >= a }, "in the order sent")
                 assertEquals(0, doctor.waitFor(20))
                 val out = doctor.output()
                 assertTrue(out.contains("event: chat from patient: Hello from the patient"), out)

@@ -708,6 +708,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_televisit_ffi_checksum_func_televisit_version(
     ): Int
+    external fun uniffi_televisit_ffi_checksum_method_audiosink_playing_capture_time_us(
+    ): Int
     external fun uniffi_televisit_ffi_checksum_method_audiosink_pull(
     ): Int
     external fun uniffi_televisit_ffi_checksum_method_audiosink_stats(
@@ -781,6 +783,8 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_televisit_ffi_fn_free_audiosink(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_televisit_ffi_fn_method_audiosink_playing_capture_time_us(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_televisit_ffi_fn_method_audiosink_pull(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_televisit_ffi_fn_method_audiosink_stats(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -970,6 +974,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_televisit_ffi_checksum_func_televisit_version() and 0xFFFF) != 40353) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_televisit_ffi_checksum_method_audiosink_playing_capture_time_us() and 0xFFFF) != 34704) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_televisit_ffi_checksum_method_audiosink_pull() and 0xFFFF) != 36638) {
@@ -1567,6 +1574,13 @@ public object FfiConverterByteArray: FfiConverterRustBuffer<ByteArray> {
 public interface AudioSinkInterface {
     
     /**
+     * When the peer sent the sound of the last frame pulled, microseconds on the peer's clock, the
+     * clock of its video frames' `captureTimeUs`: show the picture sent then, for lips in sync
+     * with the voice. Null until the peer's voice plays and its first sender report came.
+     */
+    fun `playingCaptureTimeUs`(): kotlin.Long?
+    
+    /**
      * The next 10 ms: 48 kHz mono 16-bit PCM, 960 little-endian bytes. `Closed` after the call
      * was released.
      */
@@ -1685,6 +1699,24 @@ open class AudioSink: Disposable, AutoCloseable, AudioSinkInterface
             UniffiLib.uniffi_televisit_ffi_fn_clone_audiosink(handle, status)
         }
     }
+
+    
+    /**
+     * When the peer sent the sound of the last frame pulled, microseconds on the peer's clock, the
+     * clock of its video frames' `captureTimeUs`: show the picture sent then, for lips in sync
+     * with the voice. Null until the peer's voice plays and its first sender report came.
+     */override fun `playingCaptureTimeUs`(): kotlin.Long? {
+            return FfiConverterOptionalLong.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_televisit_ffi_fn_method_audiosink_playing_capture_time_us(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
 
     
     /**
@@ -3555,6 +3587,18 @@ data class MediaFrame (
      * A keyframe (ignored for audio): VP8 key frame, or H.264 access unit with an IDR slice.
      */
     var `keyframe`: kotlin.Boolean
+    , 
+    /**
+     * A received frame's RTP timestamp (48 kHz audio, 90 kHz video); ignored when sending.
+     */
+    var `rtpTimestamp`: kotlin.UInt? = null 
+    , 
+    /**
+     * When the sender sent a received frame, microseconds since the Unix epoch on the sender's
+     * clock (from its RTCP sender reports; null for the first second or so). Audio and video share
+     * that clock: render the picture whose time matches the sound playing. Ignored when sending.
+     */
+    var `captureTimeUs`: kotlin.Long? = null 
     
 ){
     
@@ -3575,6 +3619,8 @@ public object FfiConverterTypeMediaFrame: FfiConverterRustBuffer<MediaFrame> {
             FfiConverterByteArray.read(buf),
             FfiConverterUInt.read(buf),
             FfiConverterBoolean.read(buf),
+            FfiConverterOptionalUInt.read(buf),
+            FfiConverterOptionalLong.read(buf),
         )
     }
 
@@ -3582,7 +3628,9 @@ public object FfiConverterTypeMediaFrame: FfiConverterRustBuffer<MediaFrame> {
             FfiConverterTypeMediaKind.allocationSize(value.`kind`) +
             FfiConverterByteArray.allocationSize(value.`data`) +
             FfiConverterUInt.allocationSize(value.`durationMs`) +
-            FfiConverterBoolean.allocationSize(value.`keyframe`)
+            FfiConverterBoolean.allocationSize(value.`keyframe`) +
+            FfiConverterOptionalUInt.allocationSize(value.`rtpTimestamp`) +
+            FfiConverterOptionalLong.allocationSize(value.`captureTimeUs`)
     )
 
     override fun write(value: MediaFrame, buf: ByteBuffer) {
@@ -3590,6 +3638,8 @@ public object FfiConverterTypeMediaFrame: FfiConverterRustBuffer<MediaFrame> {
             FfiConverterByteArray.write(value.`data`, buf)
             FfiConverterUInt.write(value.`durationMs`, buf)
             FfiConverterBoolean.write(value.`keyframe`, buf)
+            FfiConverterOptionalUInt.write(value.`rtpTimestamp`, buf)
+            FfiConverterOptionalLong.write(value.`captureTimeUs`, buf)
     }
 }
 
@@ -5197,6 +5247,38 @@ public object FfiConverterTypeVideoPreference: FfiConverterRustBuffer<VideoPrefe
 /**
  * @suppress
  */
+public object FfiConverterOptionalUInt: FfiConverterRustBuffer<kotlin.UInt?> {
+    override fun read(buf: ByteBuffer): kotlin.UInt? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterUInt.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.UInt?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterUInt.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.UInt?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterUInt.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalULong: FfiConverterRustBuffer<kotlin.ULong?> {
     override fun read(buf: ByteBuffer): kotlin.ULong? {
         if (buf.get().toInt() == 0) {
@@ -5219,6 +5301,38 @@ public object FfiConverterOptionalULong: FfiConverterRustBuffer<kotlin.ULong?> {
         } else {
             buf.put(1)
             FfiConverterULong.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalLong: FfiConverterRustBuffer<kotlin.Long?> {
+    override fun read(buf: ByteBuffer): kotlin.Long? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterLong.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.Long?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterLong.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.Long?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterLong.write(value, buf)
         }
     }
 }
