@@ -64,9 +64,9 @@ pub struct VoiceReceiver {
     decoder: VoiceDecoder,
     pcm: VecDeque<i16>,
     decode_errors: u64,
-    /// A received packet's (RTP timestamp, capture time): one pair dates every timestamp of the
-    /// stream (the sender's audio clock runs with its wall clock).
-    clock: Option<(u32, i64)>,
+    /// A received packet's (SSRC, RTP timestamp, capture time): one pair dates every timestamp
+    /// of its stream (the sender's audio clock runs with its wall clock).
+    clock: Option<(u32, u32, i64)>,
     /// The RTP timestamp of the first sample of the last frame pulled.
     pulled_timestamp: Option<u32>,
 }
@@ -86,8 +86,11 @@ impl VoiceReceiver {
 
     /// A packet that arrived at `arrival_ms`.
     pub fn push(&mut self, packet: AudioPacket, arrival_ms: i64) {
-        if let Some(capture) = packet.capture_time_us {
-            self.clock = Some((packet.timestamp, capture));
+        match packet.capture_time_us {
+            Some(capture) => self.clock = Some((packet.ssrc, packet.timestamp, capture)),
+            // A new stream (a new connection) is not dated until its own first sender report.
+            None if self.clock.is_some_and(|(ssrc, ..)| ssrc != packet.ssrc) => self.clock = None,
+            None => {}
         }
         self.buffer.push(packet, arrival_ms);
     }
@@ -127,7 +130,7 @@ impl VoiceReceiver {
     /// sent then. `None` before playout starts and until the sender's first report; during a gap
     /// (concealment, silence) it stays at the last sound played.
     pub fn playing_capture_time_us(&self) -> Option<i64> {
-        let (timestamp, capture) = self.clock?;
+        let (_, timestamp, capture) = self.clock?;
         let ticks = i64::from(self.pulled_timestamp?.wrapping_sub(timestamp) as i32);
         Some(capture + ticks * 1_000_000 / i64::from(super::SAMPLE_RATE))
     }
@@ -253,6 +256,10 @@ mod tests {
         // The first frame is packet 0's start, or 10 ms of expansion just before it.
         assert!((990_000..=1_000_000).contains(&times[0]), "the first frame played: {}", times[0]);
         assert!(times.windows(2).all(|w| w[1] - w[0] == 10_000), "{times:?}");
+        // A new stream (after a reconnect) is undated until its sender reports.
+        let new_stream = AudioPacket { ssrc: 8, capture_time_us: None, ..rtp(0, vec![0x08]) };
+        receiver.push(new_stream, 1_100);
+        assert_eq!(receiver.playing_capture_time_us(), None);
     }
 
     #[test]

@@ -202,7 +202,8 @@ impl BandwidthEstimator for ControllerEstimator {
 /// Sender reports remembered for the round trip (a report block names the last one it saw).
 const SENT_REPORTS_KEPT: usize = 16;
 
-/// Reads REMB and report blocks about our streams and feeds them to the controller. Place it
+/// Reads REMB and report blocks about our streams and feeds them to the controller, and keeps
+/// the peer's sender reports in [`SenderClocks`] (they date its frames). Place it
 /// between the congestion-control slot and the pacer (e.g. `Slot::from(1_500)`): wire-ward of
 /// every RTCP generator, so it sees the sender reports leave, and of the pacer, which reads the
 /// target it announces.
