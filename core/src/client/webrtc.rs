@@ -50,6 +50,7 @@ use rtc::interceptor::{CongestionControlBuilder, Slot, TwccSenderBuilder};
 use rtc::media::io::sample_builder::SampleBuilder;
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::RTCOfferOptions;
 use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::codec::opus::OpusPacket;
 use rtc::rtp::codec::vp8::Vp8Packet;
@@ -924,10 +925,12 @@ async fn run_session(
         let result: Result<(), String> = async {
             match command {
                 PeerCommand::CreateOffer { ice_restart } => {
-                    if ice_restart {
-                        pc.restart_ice().await.map_err(|e| e.to_string())?;
-                    }
-                    let offer = pc.create_offer(None).await.map_err(|e| e.to_string())?;
+                    // The restart as an offer option, not `restart_ice()`: that one starts a
+                    // gathering at once, before the offer exists, and applying the offer starts a
+                    // second, which sends the first's candidates again after its end-of-candidates
+                    // when the first was quick (a loaded machine). Both ways rebind the sockets.
+                    let options = RTCOfferOptions { ice_restart };
+                    let offer = pc.create_offer(Some(options)).await.map_err(|e| e.to_string())?;
                     // Before gathering starts (applying it starts it): the candidates name this
                     // mid, and go out after the offer, which the peer must have to add them.
                     set_first_mid(&first_mid, &offer.sdp);
