@@ -173,6 +173,25 @@ async fn two_sides_without_udp_connect_over_ice_tcp_host_candidates() {
     }
 }
 
+/// Each ICE restart (a phone changing networks restarts as often as it moves) trickles its
+/// candidates once each, after its offer and before its end-of-candidates, as a strict peer wants.
+#[tokio::test(flavor = "multi_thread")]
+async fn ice_restarts_trickle_each_candidate_once_between_their_offer_and_their_end() {
+    let (mut doctor, mut patient) = wire(side(Role::Doctor), side(Role::Patient)).await;
+    for n in 0..5 {
+        let (from, to) = if n % 2 == 0 { (&mut patient, &mut doctor) } else { (&mut doctor, &mut patient) };
+        let before = from.candidates_accepted.len();
+        restart(from, to).await;
+        let trickled = &from.candidates_accepted[before..];
+        assert!(!trickled.is_empty(), "restart {n} trickled its candidates");
+        let once: std::collections::HashSet<&String> = trickled.iter().collect();
+        assert_eq!(once.len(), trickled.len(), "restart {n} trickled a candidate twice: {trickled:?}");
+    }
+    for mut side in [doctor, patient] {
+        side.session.command(PeerCommand::Close);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_relay_only_policy_that_arrives_mid_call_makes_the_next_restart_relay_only_without_the_patients_address(
 ) {
@@ -196,26 +215,7 @@ async fn a_relay_only_policy_that_arrives_mid_call_makes_the_next_restart_relay_
         credential: Some(credential),
     }];
     patient.session.command(PeerCommand::SetIceServers(IceConfig { servers, relay_only: true }));
-    patient.session.command(PeerCommand::CreateOffer { ice_restart: true });
-    patient.end_of_candidates = false;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut restart_offer = None;
-    while !(restart_offer.is_some() && patient.end_of_candidates && doctor.end_of_candidates) {
-        tokio::select! {
-            Some(event) = patient.events.recv() => match event {
-                PeerEvent::LocalOffer(sdp) => {
-                    doctor.remote_sdp = Some(sdp.clone());
-                    doctor.end_of_candidates = false;
-                    doctor.session.command(PeerCommand::AcceptOffer(sdp.clone()));
-                    restart_offer = Some(sdp);
-                }
-                event => deliver(event, &mut patient, &mut doctor),
-            },
-            Some(event) = doctor.events.recv() => deliver(event, &mut doctor, &mut patient),
-            _ = tokio::time::sleep_until(deadline) => panic!("timed out: the restart's candidates did not end"),
-        }
-    }
-    let offer = restart_offer.unwrap();
+    let offer = restart(&mut patient, &mut doctor).await;
     assert!(!offer.contains("typ host") && !offer.contains("typ srflx"), "{offer}");
     let after = &patient.candidates_accepted[host_candidates..];
     assert!(!after.is_empty(), "the restart trickled its relay candidate");
@@ -228,6 +228,31 @@ async fn a_relay_only_policy_that_arrives_mid_call_makes_the_next_restart_relay_
         side.session.command(PeerCommand::Close);
     }
     turn.server.stop().await;
+}
+
+/// An ICE restart offered by `from`: carries everything between the two as the strict peer would
+/// until both have ended their new candidates; returns the restart offer.
+async fn restart(from: &mut Side, to: &mut Side) -> String {
+    from.session.command(PeerCommand::CreateOffer { ice_restart: true });
+    from.end_of_candidates = false;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut restart_offer = None;
+    while !(restart_offer.is_some() && from.end_of_candidates && to.end_of_candidates) {
+        tokio::select! {
+            Some(event) = from.events.recv() => match event {
+                PeerEvent::LocalOffer(sdp) => {
+                    to.remote_sdp = Some(sdp.clone());
+                    to.end_of_candidates = false;
+                    to.session.command(PeerCommand::AcceptOffer(sdp.clone()));
+                    restart_offer = Some(sdp);
+                }
+                event => deliver(event, from, to),
+            },
+            Some(event) = to.events.recv() => deliver(event, to, from),
+            _ = tokio::time::sleep_until(deadline) => panic!("timed out: the restart's candidates did not end"),
+        }
+    }
+    restart_offer.expect("the restart's offer")
 }
 
 /// Offers from `doctor`, and carries everything between the two as the strict peer would, until
