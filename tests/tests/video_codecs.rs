@@ -168,7 +168,9 @@ async fn both_sides_preferring_vp8_use_vp8_and_frames_flow() {
     let mut counters = Vec::new();
     for frame in &frames {
         let n = u32::from_be_bytes(frame.data[2..6].try_into().unwrap());
-        assert_eq!(*frame, vp8_frame(n), "frame {n} crossed intact");
+        // Intact; received, it also carries its timing.
+        assert!(frame.timing.rtp_timestamp.is_some(), "frame {n} has its RTP timestamp");
+        assert_eq!(*frame, EncodedFrame { timing: frame.timing, ..vp8_frame(n) }, "frame {n} crossed intact");
         counters.push(n);
     }
     assert!(counters.windows(2).all(|w| w[1] == w[0] + 1), "all of them, in order: {counters:?}");
@@ -236,7 +238,9 @@ async fn a_side_without_h264_answers_an_h264_first_offer_with_vp8() {
     assert_eq!(codec_events(&patient_events), (vec![VideoCodec::Vp8], vec![VideoCodec::Vp8]));
     for frame in &frames {
         let n = u32::from_be_bytes(frame.data[2..6].try_into().unwrap());
-        assert_eq!(*frame, vp8_frame(n), "frame {n} crossed intact");
+        // Intact; received, it also carries its timing.
+        assert!(frame.timing.rtp_timestamp.is_some(), "frame {n} has its RTP timestamp");
+        assert_eq!(*frame, EncodedFrame { timing: frame.timing, ..vp8_frame(n) }, "frame {n} crossed intact");
     }
     // And the other way: the patient's VP8 reaches the doctor, who decodes it as VP8.
     let sender = {
