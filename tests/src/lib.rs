@@ -122,6 +122,11 @@ fn uuid_like() -> String {
     format!("{}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed), Clock::default().now_ms())
 }
 
+/// This machine's wall clock, µs since the Unix epoch (what the core's sender clocks report in).
+pub fn unix_us() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_micros() as i64
+}
+
 /// A WebRTC backend that gathers loopback candidates only, so no test traffic leaves the machine.
 pub fn loopback_media() -> Arc<televisit_core::client::webrtc::WebRtcMedia> {
     use televisit_core::client::webrtc::{WebRtcMedia, WebRtcSettings};

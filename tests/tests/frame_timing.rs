@@ -7,21 +7,17 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use televisit_core::client::{CallListener, ClientEvent};
 use televisit_core::frame::{FrameKind, FrameTiming};
 use televisit_tests::counted::{audio_frame, counter, video_frame};
 use televisit_tests::netem::{LinkConfig, Relay, RelayConfig};
-use televisit_tests::{connected_through_relay, Recorder, TestServer};
+use televisit_tests::{connected_through_relay, unix_us, Recorder, TestServer};
 
 const MS: Duration = Duration::from_millis(1);
 const WAIT: Duration = Duration::from_secs(15);
 const DOCTOR: u8 = 1;
-
-fn unix_us() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_micros() as i64
-}
 
 /// What the patient received: (kind, counter, timing, arrival in Unix µs).
 #[derive(Default)]

@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use televisit_core::audio::signal::tone;
 use televisit_core::audio::FRAME_SAMPLES;
@@ -17,7 +17,7 @@ use televisit_core::client::{CallListener, ClientEvent};
 use televisit_core::frame::FrameKind;
 use televisit_tests::counted::{counter, video_frame};
 use televisit_tests::netem::{LinkConfig, Relay, RelayConfig};
-use televisit_tests::{connected_through_relay, Recorder, TestServer};
+use televisit_tests::{connected_through_relay, unix_us, Recorder, TestServer};
 
 const MS: Duration = Duration::from_millis(1);
 const FRAME: Duration = Duration::from_millis(10);
@@ -28,10 +28,6 @@ const BURSTS: u32 = 8;
 const SILENT_PERIODS: u32 = 3;
 /// A sample this loud is the burst (the tone's peak is 10 000; silence decodes to ~0).
 const LOUD: i16 = 3000;
-
-fn unix_us() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_micros() as i64
-}
 
 /// The patient's received video frames: (counter, capture time).
 #[derive(Default)]

@@ -311,6 +311,10 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
+/// RTP clock rates (RFC 7587 for Opus, RFC 7741 and 6184 for VP8 and H.264).
+const AUDIO_CLOCK_RATE: u32 = 48_000;
+const VIDEO_CLOCK_RATE: u32 = 90_000;
+
 /// Rebuilds frames from RTP packets with a codec's depacketizer.
 type Depacketizer = Box<dyn FnMut(rtc::rtp::Packet) -> Vec<Sample> + Send>;
 
@@ -383,7 +387,7 @@ async fn receive_track(
                 sequence: packet.header.sequence_number,
                 timestamp: packet.header.timestamp,
                 payload: packet.payload.to_vec(),
-                capture_time_us: sender_clocks.unix_us(ssrc, packet.header.timestamp, 48_000),
+                capture_time_us: sender_clocks.unix_us(ssrc, packet.header.timestamp, AUDIO_CLOCK_RATE),
             };
             if events.send(PeerEvent::AudioPacket(raw, Instant::now())).is_err() {
                 return;
@@ -414,12 +418,12 @@ async fn receive_track(
                     return;
                 }
                 let depacketizer = match codec {
-                    VideoCodec::Vp8 => depacketizer(128, Vp8Packet::default(), 90_000),
-                    VideoCodec::H264 => depacketizer(128, H264Packet::default(), 90_000),
+                    VideoCodec::Vp8 => depacketizer(128, Vp8Packet::default(), VIDEO_CLOCK_RATE),
+                    VideoCodec::H264 => depacketizer(128, H264Packet::default(), VIDEO_CLOCK_RATE),
                 };
                 (Some(codec), depacketizer)
             } else {
-                (None, depacketizer(10, OpusPacket, 48_000))
+                (None, depacketizer(10, OpusPacket, AUDIO_CLOCK_RATE))
             });
         }
         let Some((codec, builder)) = builder.as_mut() else { continue };
@@ -449,7 +453,7 @@ async fn receive_track(
                 }
                 FrameKind::Audio => {}
             }
-            let clock_rate = if frame_kind.is_video() { 90_000 } else { 48_000 };
+            let clock_rate = if frame_kind.is_video() { VIDEO_CLOCK_RATE } else { AUDIO_CLOCK_RATE };
             let timing = FrameTiming {
                 rtp_timestamp: Some(sample.packet_timestamp),
                 capture_time_us: sender_clocks.unix_us(ssrc, sample.packet_timestamp, clock_rate),
