@@ -336,10 +336,12 @@ async fn checkpoint_periodically(pool: AnyPool, writer: AnyPool) {
 /// the rest and the next write starts the log over. Not RESTART on a reading connection: its wait
 /// for the writer polls with SQLite's busy handler, whose sleeps (up to 25-50 ms) held chat up
 /// long after the lock was free (25-55 ms stalls measured under the signaling_hub benchmark).
-async fn checkpoint(pool: &AnyPool, writer: &AnyPool, restart_pages: i64) -> Result<(), sqlx::Error> {
+/// Whether the log will start over: not while it is under `restart_pages`, nor while another
+/// checkpoint runs (another node's, on a shared file).
+async fn checkpoint(pool: &AnyPool, writer: &AnyPool, restart_pages: i64) -> Result<bool, sqlx::Error> {
     let mut log_pages = passive_checkpoint(pool).await?;
     if log_pages <= restart_pages {
-        return Ok(());
+        return Ok(false);
     }
     for _ in 0..CATCH_UP_PASSES {
         let before = log_pages;
@@ -351,10 +353,11 @@ async fn checkpoint(pool: &AnyPool, writer: &AnyPool, restart_pages: i64) -> Res
     let started = std::time::Instant::now();
     passive_checkpoint(writer).await?;
     tracing::debug!(held_ms = started.elapsed().as_millis() as u64, "the write-ahead log starts over");
-    Ok(())
+    Ok(true)
 }
 
-/// A passive checkpoint on a connection of `pool`; the pages in the log.
+/// A passive checkpoint on a connection of `pool`; the pages in the log, or -1 while another
+/// checkpoint runs.
 async fn passive_checkpoint(pool: &AnyPool) -> Result<i64, sqlx::Error> {
     let (_, log_pages, _) =
         sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(pool).await?;
@@ -1145,9 +1148,15 @@ async fn replace_tokens(
 mod tests {
     use super::*;
 
-    /// Pages in the write-ahead log (a passive checkpoint reports them).
+    /// Pages in the write-ahead log (a passive checkpoint reports them, once the store's own
+    /// periodic one is not running).
     async fn log_pages(pool: &AnyPool) -> i64 {
-        passive_checkpoint(pool).await.unwrap()
+        loop {
+            match passive_checkpoint(pool).await.unwrap() {
+                -1 => tokio::time::sleep(Duration::from_millis(1)).await,
+                pages => return pages,
+            }
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1183,7 +1192,8 @@ mod tests {
         let before = log_pages(&store.pool).await;
         assert!(before > first, "the log grew on: {first} pages, then {before}");
 
-        checkpoint(&store.pool, &store.writer, LIMIT).await.unwrap();
+        // The store's own periodic checkpoint may be running beside this one.
+        while !checkpoint(&store.pool, &store.writer, LIMIT).await.unwrap() {}
         // The next write starts the log over: after a few writes it holds only those.
         let checkpointed_at = written.load(Ordering::Relaxed);
         while written.load(Ordering::Relaxed) < checkpointed_at + 3 {
