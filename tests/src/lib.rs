@@ -205,6 +205,13 @@ pub struct Recorder {
     threads: Mutex<Vec<String>>,
 }
 
+/// A plain recorder is its own record ([`connected_through_relay`] takes listeners that keep one).
+impl AsRef<Recorder> for Recorder {
+    fn as_ref(&self) -> &Recorder {
+        self
+    }
+}
+
 impl CallListener for Recorder {
     fn on_event(&self, event: ClientEvent) {
         let thread = std::thread::current().name().unwrap_or("?").to_owned();
