@@ -93,11 +93,10 @@ fn main() {
                     (start + FRAME * (n as u32 + 1)).saturating_duration_since(Instant::now()),
                 );
             }
-            speech
         });
         // The speaker pulls from the start, as a phone's audio callback does; what it plays from
         // the moment the speech began is kept.
-        let speech_frames = bytes.len() / 2 / FRAME_SAMPLES + 1;
+        let speech_frames = speech_pcm.len().div_ceil(FRAME_SAMPLES);
         let tail = (TAIL.as_millis() / FRAME.as_millis()) as usize;
         let mut played = Vec::new();
         let start = Instant::now();
@@ -108,7 +107,7 @@ fn main() {
             }
             std::thread::sleep((start + FRAME * (n as u32 + 1)).saturating_duration_since(Instant::now()));
         }
-        let speech_back = mouth.join().expect("the microphone thread");
+        mouth.join().expect("the microphone thread");
         let stats = speaker.stats();
         let file = format!("{out}/network-{}.raw", path.name);
         let pcm: Vec<u8> = played.iter().flat_map(|s| s.to_le_bytes()).collect();
@@ -116,7 +115,7 @@ fn main() {
         println!(
             "| {} | {:.1} | {} | {} | {} | {} | {} |",
             path.name,
-            speech_back.len() as f64 / 48_000.0,
+            speech_pcm.len() as f64 / 48_000.0,
             stats.packets_received,
             stats.packets_lost,
             stats.packets_recovered,
