@@ -26,3 +26,5 @@ pub mod link;
 pub mod net;
 #[cfg(feature = "client")]
 pub mod network_control;
+#[cfg(feature = "client")]
+pub mod video;

@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 
 use crate::audio::fec::FecSizing;
 use crate::audio::{AudioSink, AudioSource};
-use crate::call::ladder::{BitrateLadder, Rung, VideoPreference, DEFAULT_START_RUNG};
+use crate::call::ladder::{BitrateLadder, EncoderTarget, Rung, VideoPreference, DEFAULT_START_RUNG};
 use crate::call::machine::{CallEvent, CallMachine, CallState, EndReason, Input, Output};
 use crate::call::transport::{SignalingTransport, Transport};
 use crate::error::CallError;
@@ -38,6 +38,7 @@ use crate::net::api_client::ApiClient;
 use crate::net::http_signaling;
 use crate::net::signaling::{self, SignalingEvent};
 use crate::protocol::{encode, ClientMessage, Frame, QualityLevel, Role, ServerMessage, MAX_CHAT_CHARS};
+use crate::video::{VideoCodecs, VideoSink, VideoSource};
 use media::{MediaBackend, MediaSession, MediaStats, PeerCommand, PeerEvent};
 
 /// Everything the app hears.
@@ -136,6 +137,58 @@ impl AudioTracks {
     }
 }
 
+/// The call's video engine objects, made when the app first asks for them, and what they must
+/// know when they start: the ladder's target and the codecs negotiated so far.
+struct VideoTracks {
+    source: Mutex<Option<VideoSource>>,
+    sink: Mutex<Option<Arc<VideoSink>>>,
+    target: Mutex<EncoderTarget>,
+    codec: Mutex<Option<VideoCodec>>,
+    remote_codec: Mutex<Option<VideoCodec>>,
+}
+
+impl VideoTracks {
+    fn new(target: EncoderTarget) -> VideoTracks {
+        VideoTracks {
+            source: Mutex::default(),
+            sink: Mutex::default(),
+            target: Mutex::new(target),
+            codec: Mutex::default(),
+            remote_codec: Mutex::default(),
+        }
+    }
+
+    fn source(&self) -> Option<VideoSource> {
+        self.source.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn sink(&self) -> Option<Arc<VideoSink>> {
+        self.sink.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_target(&self, change: impl FnOnce(&mut EncoderTarget)) {
+        let mut target = self.target.lock().unwrap_or_else(|e| e.into_inner());
+        change(&mut target);
+        if let Some(source) = self.source() {
+            source.set_target(*target);
+        }
+    }
+
+    fn set_codec(&self, codec: VideoCodec) {
+        *self.codec.lock().unwrap_or_else(|e| e.into_inner()) = Some(codec);
+        if let Some(source) = self.source() {
+            source.set_codec(codec);
+        }
+    }
+
+    fn set_remote_codec(&self, codec: VideoCodec) {
+        *self.remote_codec.lock().unwrap_or_else(|e| e.into_inner()) = Some(codec);
+        if let Some(sink) = self.sink() {
+            sink.set_codec(codec);
+        }
+    }
+}
+
 /// The call client.
 pub struct CallClient {
     commands: mpsc::UnboundedSender<Command>,
@@ -144,6 +197,7 @@ pub struct CallClient {
     events: EventThread,
     link: JoinLink,
     audio: Arc<AudioTracks>,
+    video: Arc<VideoTracks>,
 }
 
 impl CallClient {
@@ -167,10 +221,13 @@ impl CallClient {
             tokio::sync::watch::channel(Status { state: CallState::Idle, role: None, end: None });
         let events = EventThread::start(listener);
         let audio = Arc::new(AudioTracks::default());
+        let video =
+            Arc::new(VideoTracks::new(BitrateLadder::new(&options.start_video, &options.max_video).target()));
         let driver = Driver::new(link.clone(), media, options, commands.clone(), events.sender(), status_tx)
-            .with_audio(Arc::clone(&audio));
+            .with_audio(Arc::clone(&audio))
+            .with_video(Arc::clone(&video));
         runtime.spawn(driver.run(command_rx));
-        Ok(CallClient { commands, status, runtime: Mutex::new(Some(runtime)), events, link, audio })
+        Ok(CallClient { commands, status, runtime: Mutex::new(Some(runtime)), events, link, audio, video })
     }
 
     fn input(&self, input: Input) {
@@ -324,6 +381,49 @@ impl CallClient {
         Ok(made)
     }
 
+    /// The camera's way into the call (the same object on every call): push raw pictures (I420 or
+    /// NV12, with their rotation and capture time); the core encodes them with `codecs` (the
+    /// platform's hardware codecs, or [`crate::video::software_codecs`]) in the negotiated codec,
+    /// following the ladder and the peer's keyframe requests, and sends them while the camera is
+    /// on. Use it instead of sending encoded video with [`CallClient::send_frame`]; the ladder and
+    /// keyframe events still reach the listener, for the app to show.
+    pub fn video_source(&self, codecs: Arc<dyn VideoCodecs>) -> Result<VideoSource, CallError> {
+        self.runtime()?; // not after close
+        let mut source = self.video.source.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(source) = source.as_ref() {
+            return Ok(source.clone());
+        }
+        let commands = self.commands.clone();
+        let target = *self.video.target.lock().unwrap_or_else(|e| e.into_inner());
+        let made =
+            VideoSource::start(codecs, target, move |frame| commands.send(Command::Frame(frame)).is_ok());
+        if let Some(codec) = *self.video.codec.lock().unwrap_or_else(|e| e.into_inner()) {
+            made.set_codec(codec);
+        }
+        *source = Some(made.clone());
+        Ok(made)
+    }
+
+    /// The renderer's way out of the call (the same object on every call): pull the peer's camera
+    /// pictures, decoded with `codecs`. From then on the peer's camera frames go to it, not to the
+    /// listener; a broken picture asks the peer for a keyframe by itself.
+    pub fn video_sink(&self, codecs: Arc<dyn VideoCodecs>) -> Result<Arc<VideoSink>, CallError> {
+        self.runtime()?; // not after close
+        let mut sink = self.video.sink.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(sink) = sink.as_ref() {
+            return Ok(Arc::clone(sink));
+        }
+        let commands = self.commands.clone();
+        let made = Arc::new(VideoSink::start(codecs, move || {
+            let _ = commands.send(Command::Peer(PeerCommand::RequestKeyframe(FrameKind::Video)));
+        }));
+        if let Some(codec) = *self.video.remote_codec.lock().unwrap_or_else(|e| e.into_inner()) {
+            made.set_codec(codec);
+        }
+        *sink = Some(Arc::clone(&made));
+        Ok(made)
+    }
+
     /// Asks the peer for a keyframe of its camera (`Video`) or screen (`Screen`): call it when the
     /// platform's decoder reports a broken picture. The peer's app hears `KeyframeRequested`.
     pub fn request_keyframe(&self, kind: FrameKind) {
@@ -349,6 +449,12 @@ impl CallClient {
             source.close();
         }
         if let Some(sink) = self.audio.sink() {
+            sink.close();
+        }
+        if let Some(source) = self.video.source() {
+            source.close();
+        }
+        if let Some(sink) = self.video.sink() {
             sink.close();
         }
         self.events.stop();
@@ -433,6 +539,7 @@ struct Driver {
     session: Option<Box<dyn MediaSession>>,
     peer_events: (mpsc::UnboundedSender<PeerEvent>, mpsc::UnboundedReceiver<PeerEvent>),
     audio: Arc<AudioTracks>,
+    video: Arc<VideoTracks>,
     fec: FecSizing,
 }
 
@@ -463,12 +570,17 @@ impl Driver {
             session: None,
             peer_events: mpsc::unbounded_channel(),
             audio: Arc::default(),
+            video: Arc::new(VideoTracks::new(BitrateLadder::new(DEFAULT_START_RUNG, "1080p").target())),
             fec: FecSizing::new(),
         }
     }
 
     fn with_audio(self, audio: Arc<AudioTracks>) -> Driver {
         Driver { audio, ..self }
+    }
+
+    fn with_video(self, video: Arc<VideoTracks>) -> Driver {
+        Driver { video, ..self }
     }
 
     fn now_ms(&self) -> i64 {
@@ -543,8 +655,12 @@ impl Driver {
                         Input::EstimateCut { estimate_bps, acknowledged_bps }
                     }
                     PeerEvent::Frame(frame) => {
-                        if frame.kind != FrameKind::Audio || self.audio.sink().is_none() {
-                            let _ = self.events.send(ClientEvent::RemoteFrame(frame));
+                        match (frame.kind, self.audio.sink(), self.video.sink()) {
+                            (FrameKind::Audio, Some(_), _) => {}
+                            (FrameKind::Video, _, Some(sink)) => sink.push(frame),
+                            _ => {
+                                let _ = self.events.send(ClientEvent::RemoteFrame(frame));
+                            }
                         }
                         continue;
                     }
@@ -555,14 +671,21 @@ impl Driver {
                         continue;
                     }
                     PeerEvent::VideoCodec(codec) => {
+                        self.video.set_codec(codec);
                         let _ = self.events.send(ClientEvent::VideoCodec(codec));
                         continue;
                     }
                     PeerEvent::RemoteVideoCodec(kind, codec) => {
+                        if kind == FrameKind::Video {
+                            self.video.set_remote_codec(codec);
+                        }
                         let _ = self.events.send(ClientEvent::RemoteVideoCodec(kind, codec));
                         continue;
                     }
                     PeerEvent::KeyframeNeeded(kind) => {
+                        if let (FrameKind::Video, Some(source)) = (kind, self.video.source()) {
+                            source.request_keyframe();
+                        }
                         let _ = self.events.send(ClientEvent::KeyframeRequested(kind));
                         continue;
                     }
@@ -658,9 +781,11 @@ impl Driver {
                     let _ = self.events.send(ClientEvent::QualityChanged(level));
                 }
                 Output::VideoRungChanged(rung) => {
+                    self.video.set_target(|t| *t = EncoderTarget::at_rung(rung));
                     let _ = self.events.send(ClientEvent::VideoRungChanged(rung));
                 }
                 Output::EncoderBitrate(bps) => {
+                    self.video.set_target(|t| t.bitrate_bps = bps);
                     let _ = self.events.send(ClientEvent::EncoderBitrate(bps));
                 }
                 Output::Event(event) => {

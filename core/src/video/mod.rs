@@ -1,0 +1,30 @@
+//! The video engine: raw pictures in and out, the codecs behind a small interface.
+//!
+//! - [`picture`]: [`I420Frame`], and what a camera gives ([`CameraPicture`]: I420 or NV12, with
+//!   its rotation and capture time), turned upright before encoding.
+//! - [`codecs`]: the [`VideoEncoder`]/[`VideoDecoder`] interface a platform's hardware codecs
+//!   implement, and the core's software VP8 ([`software_codecs`], feature `software-codec`).
+//! - [`engine`]: the [`VideoSource`] a camera pushes into and the [`VideoSink`] a renderer pulls
+//!   from; the call client wires them to the ladder, keyframe requests and the video track.
+//! - [`pattern`]: a moving test picture whose frame counter can be read back after lossy coding.
+
+pub mod codecs;
+pub mod engine;
+pub mod pattern;
+pub mod picture;
+
+pub use codecs::{software_codecs, CodecError, VideoCodecs, VideoDecoder, VideoEncoder};
+pub use engine::{DecodedPicture, VideoSink, VideoSinkStats, VideoSource, VideoSourceStats};
+pub use picture::{chroma_size, CameraPicture, CameraPlanes, I420Frame, Rotation};
+
+/// Why a video source or sink refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VideoError {
+    /// The source or sink was closed (the call was released).
+    #[error("the video track is closed")]
+    Closed,
+    /// A picture the codec cannot take (planes of the wrong size, a rotation that is not a
+    /// quarter turn), or no codec for the call.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
