@@ -250,6 +250,41 @@ typedef void (*UniffiCallbackInterfaceCallListenerMethod0)(uint64_t, RustBuffer,
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_PLATFORM_VIDEO_DECODER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_PLATFORM_VIDEO_DECODER_METHOD0
+typedef void (*UniffiCallbackInterfacePlatformVideoDecoderMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_PLATFORM_VIDEO_DECODER_METHOD1
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_PLATFORM_VIDEO_DECODER_METHOD1
+typedef void (*UniffiCallbackInterfacePlatformVideoDecoderMethod1)(uint64_t, RustBuffer, RustBuffer* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_PLATFORM_VIDEO_ENCODER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_PLATFORM_VIDEO_ENCODER_METHOD0
+typedef void (*UniffiCallbackInterfacePlatformVideoEncoderMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_PLATFORM_VIDEO_ENCODER_METHOD1
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_PLATFORM_VIDEO_ENCODER_METHOD1
+typedef void (*UniffiCallbackInterfacePlatformVideoEncoderMethod1)(uint64_t, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_PLATFORM_VIDEO_ENCODER_METHOD2
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_PLATFORM_VIDEO_ENCODER_METHOD2
+typedef void (*UniffiCallbackInterfacePlatformVideoEncoderMethod2)(uint64_t, RustBuffer, RustBuffer* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_CALL_LISTENER
 #define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_CALL_LISTENER
 typedef struct UniffiVTableCallbackInterfaceCallListener {
@@ -257,6 +292,27 @@ typedef struct UniffiVTableCallbackInterfaceCallListener {
     UniffiCallbackInterfaceClone _Nonnull uniffiClone;
     UniffiCallbackInterfaceCallListenerMethod0 _Nonnull onEvent;
 } UniffiVTableCallbackInterfaceCallListener;
+
+#endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_PLATFORM_VIDEO_DECODER
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_PLATFORM_VIDEO_DECODER
+typedef struct UniffiVTableCallbackInterfacePlatformVideoDecoder {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfacePlatformVideoDecoderMethod0 _Nonnull configure;
+    UniffiCallbackInterfacePlatformVideoDecoderMethod1 _Nonnull decode;
+} UniffiVTableCallbackInterfacePlatformVideoDecoder;
+
+#endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_PLATFORM_VIDEO_ENCODER
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_PLATFORM_VIDEO_ENCODER
+typedef struct UniffiVTableCallbackInterfacePlatformVideoEncoder {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfacePlatformVideoEncoderMethod0 _Nonnull configure;
+    UniffiCallbackInterfacePlatformVideoEncoderMethod1 _Nonnull requestKeyframe;
+    UniffiCallbackInterfacePlatformVideoEncoderMethod2 _Nonnull encode;
+} UniffiVTableCallbackInterfacePlatformVideoEncoder;
 
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_CLONE_AUDIOSINK
@@ -409,6 +465,16 @@ RustBuffer uniffi_televisit_ffi_fn_method_call_state(uint64_t ptr, RustCallStatu
 uint64_t uniffi_televisit_ffi_fn_method_call_wait_for_end(uint64_t ptr
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_CALL_VIDEO_SINK
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_CALL_VIDEO_SINK
+uint64_t uniffi_televisit_ffi_fn_method_call_video_sink(uint64_t ptr, RustBuffer decoder, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_CALL_VIDEO_SOURCE
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_CALL_VIDEO_SOURCE
+uint64_t uniffi_televisit_ffi_fn_method_call_video_source(uint64_t ptr, RustBuffer encoder, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_CLONE_CALLLISTENER
 #define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_CLONE_CALLLISTENER
 uint64_t uniffi_televisit_ffi_fn_clone_calllistener(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -429,6 +495,106 @@ void uniffi_televisit_ffi_fn_init_callback_vtable_calllistener(const UniffiVTabl
 void uniffi_televisit_ffi_fn_method_calllistener_on_event(uint64_t ptr, RustBuffer event, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_CLONE_PLATFORMVIDEODECODER
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_CLONE_PLATFORMVIDEODECODER
+uint64_t uniffi_televisit_ffi_fn_clone_platformvideodecoder(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_FREE_PLATFORMVIDEODECODER
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_FREE_PLATFORMVIDEODECODER
+void uniffi_televisit_ffi_fn_free_platformvideodecoder(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_INIT_CALLBACK_VTABLE_PLATFORMVIDEODECODER
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_INIT_CALLBACK_VTABLE_PLATFORMVIDEODECODER
+void uniffi_televisit_ffi_fn_init_callback_vtable_platformvideodecoder(const UniffiVTableCallbackInterfacePlatformVideoDecoder* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_PLATFORMVIDEODECODER_CONFIGURE
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_PLATFORMVIDEODECODER_CONFIGURE
+void uniffi_televisit_ffi_fn_method_platformvideodecoder_configure(uint64_t ptr, RustBuffer codec, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_PLATFORMVIDEODECODER_DECODE
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_PLATFORMVIDEODECODER_DECODE
+RustBuffer uniffi_televisit_ffi_fn_method_platformvideodecoder_decode(uint64_t ptr, RustBuffer data, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_CLONE_PLATFORMVIDEOENCODER
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_CLONE_PLATFORMVIDEOENCODER
+uint64_t uniffi_televisit_ffi_fn_clone_platformvideoencoder(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_FREE_PLATFORMVIDEOENCODER
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_FREE_PLATFORMVIDEOENCODER
+void uniffi_televisit_ffi_fn_free_platformvideoencoder(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_INIT_CALLBACK_VTABLE_PLATFORMVIDEOENCODER
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_INIT_CALLBACK_VTABLE_PLATFORMVIDEOENCODER
+void uniffi_televisit_ffi_fn_init_callback_vtable_platformvideoencoder(const UniffiVTableCallbackInterfacePlatformVideoEncoder* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_PLATFORMVIDEOENCODER_CONFIGURE
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_PLATFORMVIDEOENCODER_CONFIGURE
+void uniffi_televisit_ffi_fn_method_platformvideoencoder_configure(uint64_t ptr, RustBuffer settings, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_PLATFORMVIDEOENCODER_REQUEST_KEYFRAME
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_PLATFORMVIDEOENCODER_REQUEST_KEYFRAME
+void uniffi_televisit_ffi_fn_method_platformvideoencoder_request_keyframe(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_PLATFORMVIDEOENCODER_ENCODE
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_PLATFORMVIDEOENCODER_ENCODE
+RustBuffer uniffi_televisit_ffi_fn_method_platformvideoencoder_encode(uint64_t ptr, RustBuffer picture, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_CLONE_VIDEOSINK
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_CLONE_VIDEOSINK
+uint64_t uniffi_televisit_ffi_fn_clone_videosink(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_FREE_VIDEOSINK
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_FREE_VIDEOSINK
+void uniffi_televisit_ffi_fn_free_videosink(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_VIDEOSINK_PULL
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_VIDEOSINK_PULL
+RustBuffer uniffi_televisit_ffi_fn_method_videosink_pull(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_VIDEOSINK_STATS
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_VIDEOSINK_STATS
+RustBuffer uniffi_televisit_ffi_fn_method_videosink_stats(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_CLONE_VIDEOSOURCE
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_CLONE_VIDEOSOURCE
+uint64_t uniffi_televisit_ffi_fn_clone_videosource(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_FREE_VIDEOSOURCE
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_FREE_VIDEOSOURCE
+void uniffi_televisit_ffi_fn_free_videosource(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_VIDEOSOURCE_PUSH_I420
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_VIDEOSOURCE_PUSH_I420
+void uniffi_televisit_ffi_fn_method_videosource_push_i420(uint64_t ptr, uint32_t width, uint32_t height, RustBuffer y, RustBuffer u, RustBuffer v, int32_t rotation_degrees, int64_t capture_time_us, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_VIDEOSOURCE_PUSH_NV12
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_VIDEOSOURCE_PUSH_NV12
+void uniffi_televisit_ffi_fn_method_videosource_push_nv12(uint64_t ptr, uint32_t width, uint32_t height, RustBuffer y, RustBuffer uv, int32_t rotation_degrees, int64_t capture_time_us, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_VIDEOSOURCE_STATS
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_VIDEOSOURCE_STATS
+RustBuffer uniffi_televisit_ffi_fn_method_videosource_stats(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_FUNC_CHECK_LINK
 #define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_FUNC_CHECK_LINK
 RustBuffer uniffi_televisit_ffi_fn_func_check_link(RustBuffer link, RustCallStatus *_Nonnull out_status
@@ -438,6 +604,16 @@ RustBuffer uniffi_televisit_ffi_fn_func_check_link(RustBuffer link, RustCallStat
 #define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_FUNC_TELEVISIT_VERSION
 RustBuffer uniffi_televisit_ffi_fn_func_televisit_version(RustCallStatus *_Nonnull out_status
     
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_FUNC_READ_TEST_PATTERN
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_FUNC_READ_TEST_PATTERN
+RustBuffer uniffi_televisit_ffi_fn_func_read_test_pattern(RustBuffer picture, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_FUNC_TEST_PATTERN_PICTURE
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_FUNC_TEST_PATTERN_PICTURE
+RustBuffer uniffi_televisit_ffi_fn_func_test_pattern_picture(uint32_t counter, uint32_t width, uint32_t height, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_FFI_TELEVISIT_FFI_RUSTBUFFER_ALLOC
@@ -712,6 +888,18 @@ uint16_t uniffi_televisit_ffi_checksum_func_televisit_version(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_FUNC_READ_TEST_PATTERN
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_FUNC_READ_TEST_PATTERN
+uint16_t uniffi_televisit_ffi_checksum_func_read_test_pattern(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_FUNC_TEST_PATTERN_PICTURE
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_FUNC_TEST_PATTERN_PICTURE
+uint16_t uniffi_televisit_ffi_checksum_func_test_pattern_picture(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_AUDIOSINK_PLAYING_CAPTURE_TIME_US
 #define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_AUDIOSINK_PLAYING_CAPTURE_TIME_US
 uint16_t uniffi_televisit_ffi_checksum_method_audiosink_playing_capture_time_us(void
@@ -850,9 +1038,81 @@ uint16_t uniffi_televisit_ffi_checksum_method_call_wait_for_end(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_CALL_VIDEO_SINK
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_CALL_VIDEO_SINK
+uint16_t uniffi_televisit_ffi_checksum_method_call_video_sink(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_CALL_VIDEO_SOURCE
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_CALL_VIDEO_SOURCE
+uint16_t uniffi_televisit_ffi_checksum_method_call_video_source(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_CALLLISTENER_ON_EVENT
 #define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_CALLLISTENER_ON_EVENT
 uint16_t uniffi_televisit_ffi_checksum_method_calllistener_on_event(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_PLATFORMVIDEODECODER_CONFIGURE
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_PLATFORMVIDEODECODER_CONFIGURE
+uint16_t uniffi_televisit_ffi_checksum_method_platformvideodecoder_configure(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_PLATFORMVIDEODECODER_DECODE
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_PLATFORMVIDEODECODER_DECODE
+uint16_t uniffi_televisit_ffi_checksum_method_platformvideodecoder_decode(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_PLATFORMVIDEOENCODER_CONFIGURE
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_PLATFORMVIDEOENCODER_CONFIGURE
+uint16_t uniffi_televisit_ffi_checksum_method_platformvideoencoder_configure(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_PLATFORMVIDEOENCODER_REQUEST_KEYFRAME
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_PLATFORMVIDEOENCODER_REQUEST_KEYFRAME
+uint16_t uniffi_televisit_ffi_checksum_method_platformvideoencoder_request_keyframe(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_PLATFORMVIDEOENCODER_ENCODE
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_PLATFORMVIDEOENCODER_ENCODE
+uint16_t uniffi_televisit_ffi_checksum_method_platformvideoencoder_encode(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_VIDEOSINK_PULL
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_VIDEOSINK_PULL
+uint16_t uniffi_televisit_ffi_checksum_method_videosink_pull(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_VIDEOSINK_STATS
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_VIDEOSINK_STATS
+uint16_t uniffi_televisit_ffi_checksum_method_videosink_stats(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_VIDEOSOURCE_PUSH_I420
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_VIDEOSOURCE_PUSH_I420
+uint16_t uniffi_televisit_ffi_checksum_method_videosource_push_i420(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_VIDEOSOURCE_PUSH_NV12
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_VIDEOSOURCE_PUSH_NV12
+uint16_t uniffi_televisit_ffi_checksum_method_videosource_push_nv12(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_VIDEOSOURCE_STATS
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_METHOD_VIDEOSOURCE_STATS
+uint16_t uniffi_televisit_ffi_checksum_method_videosource_stats(void
     
 );
 #endif

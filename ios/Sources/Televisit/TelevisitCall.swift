@@ -96,6 +96,20 @@ public final class TelevisitCall: @unchecked Sendable {
     /// peer's voice, concealment of a loss, or silence), through the core's jitter buffer.
     public func audioSink() throws -> AudioSink { try call.audioSink() }
 
+    /// The camera's way in: push each `AVCaptureSession` picture (`pushNv12`, with the rotation
+    /// that makes it upright and its timestamp); the core fits it to the ladder's rung and encodes
+    /// it with `encoder` (VideoToolbox; nil: the core's software VP8 where built in), following the
+    /// bitrate and the peer's keyframe requests. Use it or `sendFrame`, not both.
+    public func videoSource(encoder: PlatformVideoEncoder? = nil) throws -> VideoSource {
+        try call.videoSource(encoder: encoder)
+    }
+
+    /// The view's way out: pull the doctor's decoded I420 pictures (with their capture time, for
+    /// lip sync) from the display link, decoded by `decoder` (nil: software VP8).
+    public func videoSink(decoder: PlatformVideoDecoder? = nil) throws -> VideoSink {
+        try call.videoSink(decoder: decoder)
+    }
+
     /// Releases everything; idempotent. No event is delivered after this returns.
     public func close() {
         call.release()

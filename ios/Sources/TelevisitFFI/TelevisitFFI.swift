@@ -487,6 +487,22 @@ fileprivate struct FfiConverterUInt32: FfiConverterPrimitive {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterInt32: FfiConverterPrimitive {
+    typealias FfiType = Int32
+    typealias SwiftType = Int32
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Int32 {
+        return try lift(readInt(&buf))
+    }
+
+    public static func write(_ value: Int32, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterUInt64: FfiConverterPrimitive {
     typealias FfiType = UInt64
     typealias SwiftType = UInt64
@@ -1056,6 +1072,24 @@ public protocol CallProtocol: AnyObject, Sendable {
      */
     func waitForEnd() async throws  -> EndReason
     
+    /**
+     * The view's way out: pull the peer's camera pictures, decoded by `decoder` (the platform's
+     * hardware decoder; null: the core's software VP8, where built in). From the first call on,
+     * the peer's camera frames go to it, not to the listener, and a broken picture asks the peer
+     * for a keyframe by itself. The same object each time.
+     */
+    func videoSink(decoder: PlatformVideoDecoder?) throws  -> VideoSink
+    
+    /**
+     * The camera's way in: push each picture the camera gives (I420 or NV12, with its rotation
+     * and capture time). The core turns it upright, fits it to the ladder's rung, keeps the rung's
+     * frame rate, and encodes it with `encoder` (the platform's hardware encoder; null: the core's
+     * software VP8, where built in), following the bitrate and the peer's keyframe requests by
+     * itself. The same object each time (the first call's encoder stays). Use it or `sendFrame`
+     * with your own encoder, not both.
+     */
+    func videoSource(encoder: PlatformVideoEncoder?) throws  -> VideoSource
+    
 }
 /**
  * One video visit, as one side (doctor or patient) sees it.
@@ -1373,6 +1407,40 @@ open func waitForEnd()async throws  -> EndReason  {
         )
 }
     
+    /**
+     * The view's way out: pull the peer's camera pictures, decoded by `decoder` (the platform's
+     * hardware decoder; null: the core's software VP8, where built in). From the first call on,
+     * the peer's camera frames go to it, not to the listener, and a broken picture asks the peer
+     * for a keyframe by itself. The same object each time.
+     */
+open func videoSink(decoder: PlatformVideoDecoder?)throws  -> VideoSink  {
+    return try  FfiConverterTypeVideoSink_lift(try rustCallWithError(FfiConverterTypeVideoError_lift) {
+        uniffiCallStatus in
+    uniffi_televisit_ffi_fn_method_call_video_sink(
+            self.uniffiCloneHandle(),
+        FfiConverterOptionTypePlatformVideoDecoder.lower(decoder),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The camera's way in: push each picture the camera gives (I420 or NV12, with its rotation
+     * and capture time). The core turns it upright, fits it to the ladder's rung, keeps the rung's
+     * frame rate, and encodes it with `encoder` (the platform's hardware encoder; null: the core's
+     * software VP8, where built in), following the bitrate and the peer's keyframe requests by
+     * itself. The same object each time (the first call's encoder stays). Use it or `sendFrame`
+     * with your own encoder, not both.
+     */
+open func videoSource(encoder: PlatformVideoEncoder?)throws  -> VideoSource  {
+    return try  FfiConverterTypeVideoSource_lift(try rustCallWithError(FfiConverterTypeVideoError_lift) {
+        uniffiCallStatus in
+    uniffi_televisit_ffi_fn_method_call_video_source(
+            self.uniffiCloneHandle(),
+        FfiConverterOptionTypePlatformVideoEncoder.lower(encoder),uniffiCallStatus
+    )
+})
+}
+    
 
     
 }
@@ -1628,6 +1696,894 @@ public func FfiConverterTypeCallListener_lift(_ handle: UInt64) throws -> CallLi
 #endif
 public func FfiConverterTypeCallListener_lower(_ value: CallListener) -> UInt64 {
     return FfiConverterTypeCallListener.lower(value)
+}
+
+
+
+
+
+
+/**
+ * A platform's hardware video decoder (Android `MediaCodec`, iOS `VTDecompressionSession`).
+ * Called on the core's decoder thread, one call at a time.
+ */
+public protocol PlatformVideoDecoder: AnyObject, Sendable {
+    
+    /**
+     * Starts or restarts the decoder for `codec` (the peer's camera arrives in it).
+     */
+    func configure(codec: VideoCodec) throws 
+    
+    /**
+     * Decodes one frame into an I420 picture. Null: no picture (yet). An error: the picture is
+     * broken; the core drops frames until a keyframe and asks the peer for one.
+     */
+    func decode(data: Data) throws  -> VideoPicture?
+    
+}
+/**
+ * A platform's hardware video decoder (Android `MediaCodec`, iOS `VTDecompressionSession`).
+ * Called on the core's decoder thread, one call at a time.
+ */
+open class PlatformVideoDecoderImpl: PlatformVideoDecoder, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_televisit_ffi_fn_clone_platformvideodecoder(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_televisit_ffi_fn_free_platformvideodecoder(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Starts or restarts the decoder for `codec` (the peer's camera arrives in it).
+     */
+open func configure(codec: VideoCodec)throws   {try rustCallWithError(FfiConverterTypeVideoError_lift) {
+        uniffiCallStatus in
+    uniffi_televisit_ffi_fn_method_platformvideodecoder_configure(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeVideoCodec_lower(codec),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Decodes one frame into an I420 picture. Null: no picture (yet). An error: the picture is
+     * broken; the core drops frames until a keyframe and asks the peer for one.
+     */
+open func decode(data: Data)throws  -> VideoPicture?  {
+    return try  FfiConverterOptionTypeVideoPicture.lift(try rustCallWithError(FfiConverterTypeVideoError_lift) {
+        uniffiCallStatus in
+    uniffi_televisit_ffi_fn_method_platformvideodecoder_decode(
+            self.uniffiCloneHandle(),
+        FfiConverterData.lower(data),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfacePlatformVideoDecoder {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfacePlatformVideoDecoder = UniffiVTableCallbackInterfacePlatformVideoDecoder(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypePlatformVideoDecoder.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface PlatformVideoDecoder: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypePlatformVideoDecoder.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface PlatformVideoDecoder: handle missing in uniffiClone")
+            }
+        },
+        configure: { (
+            uniffiHandle: UInt64,
+            codec: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypePlatformVideoDecoder.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return try uniffiObj.configure(
+                     codec: try FfiConverterTypeVideoCodec_lift(codec)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCallWithError(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn,
+                lowerError: FfiConverterTypeVideoError_lower
+            )
+        },
+        decode: { (
+            uniffiHandle: UInt64,
+            data: RustBuffer,
+            uniffiOutReturn: UnsafeMutablePointer<RustBuffer>,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> VideoPicture? in
+                guard let uniffiObj = try? FfiConverterTypePlatformVideoDecoder.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return try uniffiObj.decode(
+                     data: try FfiConverterData.lift(data)
+                )
+            }
+
+            
+            let writeReturn = { uniffiOutReturn.pointee = FfiConverterOptionTypeVideoPicture.lower($0) }
+            uniffiTraitInterfaceCallWithError(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn,
+                lowerError: FfiConverterTypeVideoError_lower
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfacePlatformVideoDecoder> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfacePlatformVideoDecoder>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitPlatformVideoDecoder() {
+    uniffi_televisit_ffi_fn_init_callback_vtable_platformvideodecoder(UniffiCallbackInterfacePlatformVideoDecoder.vtablePtr)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePlatformVideoDecoder: FfiConverter {
+    fileprivate static let handleMap = UniffiHandleMap<PlatformVideoDecoder>()
+
+    typealias FfiType = UInt64
+    typealias SwiftType = PlatformVideoDecoder
+
+    public static func lift(_ handle: UInt64) throws -> PlatformVideoDecoder {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return PlatformVideoDecoderImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
+    }
+
+    public static func lower(_ value: PlatformVideoDecoder) -> UInt64 {
+         if let rustImpl = value as? PlatformVideoDecoderImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> PlatformVideoDecoder {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: PlatformVideoDecoder, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePlatformVideoDecoder_lift(_ handle: UInt64) throws -> PlatformVideoDecoder {
+    return try FfiConverterTypePlatformVideoDecoder.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePlatformVideoDecoder_lower(_ value: PlatformVideoDecoder) -> UInt64 {
+    return FfiConverterTypePlatformVideoDecoder.lower(value)
+}
+
+
+
+
+
+
+/**
+ * A platform's hardware video encoder (Android `MediaCodec`, iOS `VTCompressionSession`), driven
+ * by the core: it configures it from the ladder and asks for keyframes when the peer needs one.
+ * Called on the core's encoder thread, one call at a time.
+ */
+public protocol PlatformVideoEncoder: AnyObject, Sendable {
+    
+    /**
+     * Starts or reconfigures the encoder.
+     */
+    func configure(settings: EncoderSettings) throws 
+    
+    /**
+     * Makes the next frame a keyframe.
+     */
+    func requestKeyframe() 
+    
+    /**
+     * Encodes one upright I420 picture. Null: no frame for it (yet: a pipelined encoder may
+     * return each frame one call late).
+     */
+    func encode(picture: VideoPicture) throws  -> EncodedVideo?
+    
+}
+/**
+ * A platform's hardware video encoder (Android `MediaCodec`, iOS `VTCompressionSession`), driven
+ * by the core: it configures it from the ladder and asks for keyframes when the peer needs one.
+ * Called on the core's encoder thread, one call at a time.
+ */
+open class PlatformVideoEncoderImpl: PlatformVideoEncoder, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_televisit_ffi_fn_clone_platformvideoencoder(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_televisit_ffi_fn_free_platformvideoencoder(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Starts or reconfigures the encoder.
+     */
+open func configure(settings: EncoderSettings)throws   {try rustCallWithError(FfiConverterTypeVideoError_lift) {
+        uniffiCallStatus in
+    uniffi_televisit_ffi_fn_method_platformvideoencoder_configure(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeEncoderSettings_lower(settings),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Makes the next frame a keyframe.
+     */
+open func requestKeyframe()  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_televisit_ffi_fn_method_platformvideoencoder_request_keyframe(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Encodes one upright I420 picture. Null: no frame for it (yet: a pipelined encoder may
+     * return each frame one call late).
+     */
+open func encode(picture: VideoPicture)throws  -> EncodedVideo?  {
+    return try  FfiConverterOptionTypeEncodedVideo.lift(try rustCallWithError(FfiConverterTypeVideoError_lift) {
+        uniffiCallStatus in
+    uniffi_televisit_ffi_fn_method_platformvideoencoder_encode(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeVideoPicture_lower(picture),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfacePlatformVideoEncoder {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfacePlatformVideoEncoder = UniffiVTableCallbackInterfacePlatformVideoEncoder(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypePlatformVideoEncoder.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface PlatformVideoEncoder: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypePlatformVideoEncoder.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface PlatformVideoEncoder: handle missing in uniffiClone")
+            }
+        },
+        configure: { (
+            uniffiHandle: UInt64,
+            settings: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypePlatformVideoEncoder.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return try uniffiObj.configure(
+                     settings: try FfiConverterTypeEncoderSettings_lift(settings)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCallWithError(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn,
+                lowerError: FfiConverterTypeVideoError_lower
+            )
+        },
+        requestKeyframe: { (
+            uniffiHandle: UInt64,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypePlatformVideoEncoder.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.requestKeyframe(
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        },
+        encode: { (
+            uniffiHandle: UInt64,
+            picture: RustBuffer,
+            uniffiOutReturn: UnsafeMutablePointer<RustBuffer>,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> EncodedVideo? in
+                guard let uniffiObj = try? FfiConverterTypePlatformVideoEncoder.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return try uniffiObj.encode(
+                     picture: try FfiConverterTypeVideoPicture_lift(picture)
+                )
+            }
+
+            
+            let writeReturn = { uniffiOutReturn.pointee = FfiConverterOptionTypeEncodedVideo.lower($0) }
+            uniffiTraitInterfaceCallWithError(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn,
+                lowerError: FfiConverterTypeVideoError_lower
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfacePlatformVideoEncoder> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfacePlatformVideoEncoder>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitPlatformVideoEncoder() {
+    uniffi_televisit_ffi_fn_init_callback_vtable_platformvideoencoder(UniffiCallbackInterfacePlatformVideoEncoder.vtablePtr)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePlatformVideoEncoder: FfiConverter {
+    fileprivate static let handleMap = UniffiHandleMap<PlatformVideoEncoder>()
+
+    typealias FfiType = UInt64
+    typealias SwiftType = PlatformVideoEncoder
+
+    public static func lift(_ handle: UInt64) throws -> PlatformVideoEncoder {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return PlatformVideoEncoderImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
+    }
+
+    public static func lower(_ value: PlatformVideoEncoder) -> UInt64 {
+         if let rustImpl = value as? PlatformVideoEncoderImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> PlatformVideoEncoder {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: PlatformVideoEncoder, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePlatformVideoEncoder_lift(_ handle: UInt64) throws -> PlatformVideoEncoder {
+    return try FfiConverterTypePlatformVideoEncoder.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePlatformVideoEncoder_lower(_ value: PlatformVideoEncoder) -> UInt64 {
+    return FfiConverterTypePlatformVideoEncoder.lower(value)
+}
+
+
+
+
+
+
+/**
+ * The view's way out of the call (`call.videoSink(decoder)`): pull the peer's pictures, oldest
+ * first, from the display's refresh callback. It keeps the newest three.
+ */
+public protocol VideoSinkProtocol: AnyObject, Sendable {
+    
+    /**
+     * The oldest decoded picture not pulled yet; null if none. Never waits. `Closed` after
+     * release.
+     */
+    func pull() throws  -> DecodedPicture?
+    
+    /**
+     * What the sink did so far.
+     */
+    func stats()  -> VideoSinkStats
+    
+}
+/**
+ * The view's way out of the call (`call.videoSink(decoder)`): pull the peer's pictures, oldest
+ * first, from the display's refresh callback. It keeps the newest three.
+ */
+open class VideoSink: VideoSinkProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_televisit_ffi_fn_clone_videosink(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_televisit_ffi_fn_free_videosink(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * The oldest decoded picture not pulled yet; null if none. Never waits. `Closed` after
+     * release.
+     */
+open func pull()throws  -> DecodedPicture?  {
+    return try  FfiConverterOptionTypeDecodedPicture.lift(try rustCallWithError(FfiConverterTypeVideoError_lift) {
+        uniffiCallStatus in
+    uniffi_televisit_ffi_fn_method_videosink_pull(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * What the sink did so far.
+     */
+open func stats() -> VideoSinkStats  {
+    return try!  FfiConverterTypeVideoSinkStats_lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_televisit_ffi_fn_method_videosink_stats(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeVideoSink: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = VideoSink
+
+    public static func lift(_ handle: UInt64) throws -> VideoSink {
+        return VideoSink(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: VideoSink) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> VideoSink {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: VideoSink, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeVideoSink_lift(_ handle: UInt64) throws -> VideoSink {
+    return try FfiConverterTypeVideoSink.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeVideoSink_lower(_ value: VideoSink) -> UInt64 {
+    return FfiConverterTypeVideoSink.lower(value)
+}
+
+
+
+
+
+
+/**
+ * The camera's way into the call (`call.videoSource(encoder)`). Never blocks on the encoder: it
+ * keeps the newest two pictures and drops older ones when the encoder falls behind.
+ */
+public protocol VideoSourceProtocol: AnyObject, Sendable {
+    
+    /**
+     * Queues an I420 picture (Android `YUV_420_888` read plane by plane without padding).
+     * `rotation_degrees` turns it clockwise to upright (0, 90, 180, 270); `capture_time_us` is on
+     * any steady clock. `BadPicture` for planes of the wrong size, `Closed` after release.
+     */
+    func pushI420(width: UInt32, height: UInt32, y: Data, u: Data, v: Data, rotationDegrees: Int32, captureTimeUs: Int64) throws 
+    
+    /**
+     * Queues an NV12 picture (iOS `kCVPixelFormatType_420YpCbCr8BiPlanarFullRange`, Android
+     * buffers whose chroma is interleaved): luma, then `u, v` pairs.
+     */
+    func pushNv12(width: UInt32, height: UInt32, y: Data, uv: Data, rotationDegrees: Int32, captureTimeUs: Int64) throws 
+    
+    /**
+     * What the source did so far.
+     */
+    func stats()  -> VideoSourceStats
+    
+}
+/**
+ * The camera's way into the call (`call.videoSource(encoder)`). Never blocks on the encoder: it
+ * keeps the newest two pictures and drops older ones when the encoder falls behind.
+ */
+open class VideoSource: VideoSourceProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_televisit_ffi_fn_clone_videosource(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_televisit_ffi_fn_free_videosource(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Queues an I420 picture (Android `YUV_420_888` read plane by plane without padding).
+     * `rotation_degrees` turns it clockwise to upright (0, 90, 180, 270); `capture_time_us` is on
+     * any steady clock. `BadPicture` for planes of the wrong size, `Closed` after release.
+     */
+open func pushI420(width: UInt32, height: UInt32, y: Data, u: Data, v: Data, rotationDegrees: Int32, captureTimeUs: Int64)throws   {try rustCallWithError(FfiConverterTypeVideoError_lift) {
+        uniffiCallStatus in
+    uniffi_televisit_ffi_fn_method_videosource_push_i420(
+            self.uniffiCloneHandle(),
+        FfiConverterUInt32.lower(width),
+        FfiConverterUInt32.lower(height),
+        FfiConverterData.lower(y),
+        FfiConverterData.lower(u),
+        FfiConverterData.lower(v),
+        FfiConverterInt32.lower(rotationDegrees),
+        FfiConverterInt64.lower(captureTimeUs),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Queues an NV12 picture (iOS `kCVPixelFormatType_420YpCbCr8BiPlanarFullRange`, Android
+     * buffers whose chroma is interleaved): luma, then `u, v` pairs.
+     */
+open func pushNv12(width: UInt32, height: UInt32, y: Data, uv: Data, rotationDegrees: Int32, captureTimeUs: Int64)throws   {try rustCallWithError(FfiConverterTypeVideoError_lift) {
+        uniffiCallStatus in
+    uniffi_televisit_ffi_fn_method_videosource_push_nv12(
+            self.uniffiCloneHandle(),
+        FfiConverterUInt32.lower(width),
+        FfiConverterUInt32.lower(height),
+        FfiConverterData.lower(y),
+        FfiConverterData.lower(uv),
+        FfiConverterInt32.lower(rotationDegrees),
+        FfiConverterInt64.lower(captureTimeUs),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * What the source did so far.
+     */
+open func stats() -> VideoSourceStats  {
+    return try!  FfiConverterTypeVideoSourceStats_lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_televisit_ffi_fn_method_videosource_stats(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeVideoSource: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = VideoSource
+
+    public static func lift(_ handle: UInt64) throws -> VideoSource {
+        return VideoSource(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: VideoSource) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> VideoSource {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: VideoSource, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeVideoSource_lift(_ handle: UInt64) throws -> VideoSource {
+    return try FfiConverterTypeVideoSource.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeVideoSource_lower(_ value: VideoSource) -> UInt64 {
+    return FfiConverterTypeVideoSource.lower(value)
 }
 
 
@@ -2180,6 +3136,261 @@ public func FfiConverterTypeChatMessage_lower(_ value: ChatMessage) -> RustBuffe
 
 
 /**
+ * A picture of the peer's camera, decoded, with when the peer captured it.
+ */
+public struct DecodedPicture: Equatable, Hashable {
+    /**
+     * The picture, upright.
+     */
+    public var picture: VideoPicture
+    /**
+     * Its RTP timestamp (90 kHz).
+     */
+    public var rtpTimestamp: UInt32?
+    /**
+     * When the peer captured it, µs on the peer's clock, the clock of
+     * `AudioSink.playingCaptureTimeUs()`: show it when the voice of that moment plays. Null until
+     * the peer's first sender report (about a second into the call).
+     */
+    public var captureTimeUs: Int64?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The picture, upright.
+         */picture: VideoPicture, 
+        /**
+         * Its RTP timestamp (90 kHz).
+         */rtpTimestamp: UInt32?, 
+        /**
+         * When the peer captured it, µs on the peer's clock, the clock of
+         * `AudioSink.playingCaptureTimeUs()`: show it when the voice of that moment plays. Null until
+         * the peer's first sender report (about a second into the call).
+         */captureTimeUs: Int64?) {
+        self.picture = picture
+        self.rtpTimestamp = rtpTimestamp
+        self.captureTimeUs = captureTimeUs
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension DecodedPicture: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDecodedPicture: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DecodedPicture {
+        return
+            try DecodedPicture(
+                picture: FfiConverterTypeVideoPicture.read(from: &buf), 
+                rtpTimestamp: FfiConverterOptionUInt32.read(from: &buf), 
+                captureTimeUs: FfiConverterOptionInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: DecodedPicture, into buf: inout [UInt8]) {
+        FfiConverterTypeVideoPicture.write(value.picture, into: &buf)
+        FfiConverterOptionUInt32.write(value.rtpTimestamp, into: &buf)
+        FfiConverterOptionInt64.write(value.captureTimeUs, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDecodedPicture_lift(_ buf: RustBuffer) throws -> DecodedPicture {
+    return try FfiConverterTypeDecodedPicture.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDecodedPicture_lower(_ value: DecodedPicture) -> RustBuffer {
+    return FfiConverterTypeDecodedPicture.lower(value)
+}
+
+
+/**
+ * One encoded frame from a platform encoder.
+ */
+public struct EncodedVideo: Equatable, Hashable {
+    /**
+     * VP8: the frame as libvpx writes it. H.264: the access unit in Annex-B form (convert
+     * VideoToolbox's AVCC length prefixes to start codes, and put SPS/PPS before each IDR).
+     */
+    public var data: Data
+    /**
+     * A keyframe (VP8 key frame, H.264 IDR).
+     */
+    public var keyframe: Bool
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * VP8: the frame as libvpx writes it. H.264: the access unit in Annex-B form (convert
+         * VideoToolbox's AVCC length prefixes to start codes, and put SPS/PPS before each IDR).
+         */data: Data, 
+        /**
+         * A keyframe (VP8 key frame, H.264 IDR).
+         */keyframe: Bool) {
+        self.data = data
+        self.keyframe = keyframe
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension EncodedVideo: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeEncodedVideo: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> EncodedVideo {
+        return
+            try EncodedVideo(
+                data: FfiConverterData.read(from: &buf), 
+                keyframe: FfiConverterBool.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: EncodedVideo, into buf: inout [UInt8]) {
+        FfiConverterData.write(value.data, into: &buf)
+        FfiConverterBool.write(value.keyframe, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeEncodedVideo_lift(_ buf: RustBuffer) throws -> EncodedVideo {
+    return try FfiConverterTypeEncodedVideo.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeEncodedVideo_lower(_ value: EncodedVideo) -> RustBuffer {
+    return FfiConverterTypeEncodedVideo.lower(value)
+}
+
+
+/**
+ * What an encoder should make now: called before the first picture and whenever the ladder
+ * moves. A new size or frame rate needs a restart (its first frame a keyframe); a new bitrate
+ * goes to the running encoder.
+ */
+public struct EncoderSettings: Equatable, Hashable {
+    /**
+     * The codec the call negotiated.
+     */
+    public var codec: VideoCodec
+    /**
+     * Width to encode at (the pictures given are already this size or are scaled to it).
+     */
+    public var width: UInt32
+    /**
+     * Height to encode at.
+     */
+    public var height: UInt32
+    /**
+     * Frames per second.
+     */
+    public var fps: UInt32
+    /**
+     * Bitrate to aim for, bits per second.
+     */
+    public var bitrateBps: UInt64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The codec the call negotiated.
+         */codec: VideoCodec, 
+        /**
+         * Width to encode at (the pictures given are already this size or are scaled to it).
+         */width: UInt32, 
+        /**
+         * Height to encode at.
+         */height: UInt32, 
+        /**
+         * Frames per second.
+         */fps: UInt32, 
+        /**
+         * Bitrate to aim for, bits per second.
+         */bitrateBps: UInt64) {
+        self.codec = codec
+        self.width = width
+        self.height = height
+        self.fps = fps
+        self.bitrateBps = bitrateBps
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension EncoderSettings: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeEncoderSettings: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> EncoderSettings {
+        return
+            try EncoderSettings(
+                codec: FfiConverterTypeVideoCodec.read(from: &buf), 
+                width: FfiConverterUInt32.read(from: &buf), 
+                height: FfiConverterUInt32.read(from: &buf), 
+                fps: FfiConverterUInt32.read(from: &buf), 
+                bitrateBps: FfiConverterUInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: EncoderSettings, into buf: inout [UInt8]) {
+        FfiConverterTypeVideoCodec.write(value.codec, into: &buf)
+        FfiConverterUInt32.write(value.width, into: &buf)
+        FfiConverterUInt32.write(value.height, into: &buf)
+        FfiConverterUInt32.write(value.fps, into: &buf)
+        FfiConverterUInt64.write(value.bitrateBps, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeEncoderSettings_lift(_ buf: RustBuffer) throws -> EncoderSettings {
+    return try FfiConverterTypeEncoderSettings.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeEncoderSettings_lower(_ value: EncoderSettings) -> RustBuffer {
+    return FfiConverterTypeEncoderSettings.lower(value)
+}
+
+
+/**
  * What a join link says, read on the device without the network.
  */
 public struct LinkInfo: Equatable, Hashable {
@@ -2462,6 +3673,106 @@ public func FfiConverterTypePeerQuality_lower(_ value: PeerQuality) -> RustBuffe
 
 
 /**
+ * A raw picture in I420: a full-size luma plane, then the blue and the red chroma planes at half
+ * width and half height (rounded up), each without row padding.
+ */
+public struct VideoPicture: Equatable, Hashable {
+    /**
+     * Width, pixels.
+     */
+    public var width: UInt32
+    /**
+     * Height, pixels.
+     */
+    public var height: UInt32
+    /**
+     * Luma, `width × height` bytes.
+     */
+    public var y: Data
+    /**
+     * Blue chroma.
+     */
+    public var u: Data
+    /**
+     * Red chroma.
+     */
+    public var v: Data
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Width, pixels.
+         */width: UInt32, 
+        /**
+         * Height, pixels.
+         */height: UInt32, 
+        /**
+         * Luma, `width × height` bytes.
+         */y: Data, 
+        /**
+         * Blue chroma.
+         */u: Data, 
+        /**
+         * Red chroma.
+         */v: Data) {
+        self.width = width
+        self.height = height
+        self.y = y
+        self.u = u
+        self.v = v
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension VideoPicture: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeVideoPicture: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> VideoPicture {
+        return
+            try VideoPicture(
+                width: FfiConverterUInt32.read(from: &buf), 
+                height: FfiConverterUInt32.read(from: &buf), 
+                y: FfiConverterData.read(from: &buf), 
+                u: FfiConverterData.read(from: &buf), 
+                v: FfiConverterData.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: VideoPicture, into buf: inout [UInt8]) {
+        FfiConverterUInt32.write(value.width, into: &buf)
+        FfiConverterUInt32.write(value.height, into: &buf)
+        FfiConverterData.write(value.y, into: &buf)
+        FfiConverterData.write(value.u, into: &buf)
+        FfiConverterData.write(value.v, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeVideoPicture_lift(_ buf: RustBuffer) throws -> VideoPicture {
+    return try FfiConverterTypeVideoPicture.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeVideoPicture_lower(_ value: VideoPicture) -> RustBuffer {
+    return FfiConverterTypeVideoPicture.lower(value)
+}
+
+
+/**
  * The video rung the adaptive bitrate chose (`width == 0`: audio only).
  */
 public struct VideoRung: Equatable, Hashable {
@@ -2557,6 +3868,236 @@ public func FfiConverterTypeVideoRung_lift(_ buf: RustBuffer) throws -> VideoRun
 #endif
 public func FfiConverterTypeVideoRung_lower(_ value: VideoRung) -> RustBuffer {
     return FfiConverterTypeVideoRung.lower(value)
+}
+
+
+/**
+ * What a video sink did so far.
+ */
+public struct VideoSinkStats: Equatable, Hashable {
+    /**
+     * Frames of the peer's camera that arrived.
+     */
+    public var framesReceived: UInt64
+    /**
+     * Frames dropped before decoding (waiting for a keyframe, decoder far behind).
+     */
+    public var framesDiscarded: UInt64
+    /**
+     * Pictures decoded.
+     */
+    public var picturesDecoded: UInt64
+    /**
+     * Decoded pictures not pulled in time (the oldest are dropped).
+     */
+    public var picturesDropped: UInt64
+    /**
+     * Frames the decoder failed on.
+     */
+    public var decodeErrors: UInt64
+    /**
+     * Keyframes asked of the peer.
+     */
+    public var keyframesRequested: UInt64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Frames of the peer's camera that arrived.
+         */framesReceived: UInt64, 
+        /**
+         * Frames dropped before decoding (waiting for a keyframe, decoder far behind).
+         */framesDiscarded: UInt64, 
+        /**
+         * Pictures decoded.
+         */picturesDecoded: UInt64, 
+        /**
+         * Decoded pictures not pulled in time (the oldest are dropped).
+         */picturesDropped: UInt64, 
+        /**
+         * Frames the decoder failed on.
+         */decodeErrors: UInt64, 
+        /**
+         * Keyframes asked of the peer.
+         */keyframesRequested: UInt64) {
+        self.framesReceived = framesReceived
+        self.framesDiscarded = framesDiscarded
+        self.picturesDecoded = picturesDecoded
+        self.picturesDropped = picturesDropped
+        self.decodeErrors = decodeErrors
+        self.keyframesRequested = keyframesRequested
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension VideoSinkStats: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeVideoSinkStats: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> VideoSinkStats {
+        return
+            try VideoSinkStats(
+                framesReceived: FfiConverterUInt64.read(from: &buf), 
+                framesDiscarded: FfiConverterUInt64.read(from: &buf), 
+                picturesDecoded: FfiConverterUInt64.read(from: &buf), 
+                picturesDropped: FfiConverterUInt64.read(from: &buf), 
+                decodeErrors: FfiConverterUInt64.read(from: &buf), 
+                keyframesRequested: FfiConverterUInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: VideoSinkStats, into buf: inout [UInt8]) {
+        FfiConverterUInt64.write(value.framesReceived, into: &buf)
+        FfiConverterUInt64.write(value.framesDiscarded, into: &buf)
+        FfiConverterUInt64.write(value.picturesDecoded, into: &buf)
+        FfiConverterUInt64.write(value.picturesDropped, into: &buf)
+        FfiConverterUInt64.write(value.decodeErrors, into: &buf)
+        FfiConverterUInt64.write(value.keyframesRequested, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeVideoSinkStats_lift(_ buf: RustBuffer) throws -> VideoSinkStats {
+    return try FfiConverterTypeVideoSinkStats.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeVideoSinkStats_lower(_ value: VideoSinkStats) -> RustBuffer {
+    return FfiConverterTypeVideoSinkStats.lower(value)
+}
+
+
+/**
+ * What a video source did so far.
+ */
+public struct VideoSourceStats: Equatable, Hashable {
+    /**
+     * Pictures pushed.
+     */
+    public var picturesPushed: UInt64
+    /**
+     * Pictures dropped: the encoder fell behind, the rung's frame rate is below the camera's, or
+     * no codec was negotiated yet.
+     */
+    public var picturesDropped: UInt64
+    /**
+     * Frames encoded and sent.
+     */
+    public var framesSent: UInt64
+    /**
+     * Of them, keyframes.
+     */
+    public var keyframesSent: UInt64
+    /**
+     * Pictures the encoder failed on.
+     */
+    public var encoderErrors: UInt64
+    /**
+     * Width of the last frame encoded (0 before any).
+     */
+    public var encodedWidth: UInt32
+    /**
+     * Height of the last frame encoded.
+     */
+    public var encodedHeight: UInt32
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Pictures pushed.
+         */picturesPushed: UInt64, 
+        /**
+         * Pictures dropped: the encoder fell behind, the rung's frame rate is below the camera's, or
+         * no codec was negotiated yet.
+         */picturesDropped: UInt64, 
+        /**
+         * Frames encoded and sent.
+         */framesSent: UInt64, 
+        /**
+         * Of them, keyframes.
+         */keyframesSent: UInt64, 
+        /**
+         * Pictures the encoder failed on.
+         */encoderErrors: UInt64, 
+        /**
+         * Width of the last frame encoded (0 before any).
+         */encodedWidth: UInt32, 
+        /**
+         * Height of the last frame encoded.
+         */encodedHeight: UInt32) {
+        self.picturesPushed = picturesPushed
+        self.picturesDropped = picturesDropped
+        self.framesSent = framesSent
+        self.keyframesSent = keyframesSent
+        self.encoderErrors = encoderErrors
+        self.encodedWidth = encodedWidth
+        self.encodedHeight = encodedHeight
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension VideoSourceStats: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeVideoSourceStats: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> VideoSourceStats {
+        return
+            try VideoSourceStats(
+                picturesPushed: FfiConverterUInt64.read(from: &buf), 
+                picturesDropped: FfiConverterUInt64.read(from: &buf), 
+                framesSent: FfiConverterUInt64.read(from: &buf), 
+                keyframesSent: FfiConverterUInt64.read(from: &buf), 
+                encoderErrors: FfiConverterUInt64.read(from: &buf), 
+                encodedWidth: FfiConverterUInt32.read(from: &buf), 
+                encodedHeight: FfiConverterUInt32.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: VideoSourceStats, into buf: inout [UInt8]) {
+        FfiConverterUInt64.write(value.picturesPushed, into: &buf)
+        FfiConverterUInt64.write(value.picturesDropped, into: &buf)
+        FfiConverterUInt64.write(value.framesSent, into: &buf)
+        FfiConverterUInt64.write(value.keyframesSent, into: &buf)
+        FfiConverterUInt64.write(value.encoderErrors, into: &buf)
+        FfiConverterUInt32.write(value.encodedWidth, into: &buf)
+        FfiConverterUInt32.write(value.encodedHeight, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeVideoSourceStats_lift(_ buf: RustBuffer) throws -> VideoSourceStats {
+    return try FfiConverterTypeVideoSourceStats.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeVideoSourceStats_lower(_ value: VideoSourceStats) -> RustBuffer {
+    return FfiConverterTypeVideoSourceStats.lower(value)
 }
 
 
@@ -3940,6 +5481,132 @@ public func FfiConverterTypeVideoCodec_lower(_ value: VideoCodec) -> RustBuffer 
 
 
 /**
+ * Why a picture or a codec was refused (Kotlin `VideoException.BadPicture`, Swift
+ * `VideoError.BadPicture(reason:)`).
+ */
+public 
+enum VideoError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
+
+    
+    
+    /**
+     * Planes whose sizes do not match the picture's, or a rotation that is not a quarter turn.
+     */
+    case BadPicture(
+        /**
+         * What is wrong with it.
+         */reason: String
+    )
+    /**
+     * No codec: no platform codec was given and this build has no software one.
+     */
+    case NoCodec(
+        /**
+         * Why.
+         */reason: String
+    )
+    /**
+     * A codec failed (the platform's, or the software one).
+     */
+    case Codec(
+        /**
+         * What it said.
+         */reason: String
+    )
+    /**
+     * The call was released.
+     */
+    case Closed
+
+    
+
+    
+
+    
+    public var errorDescription: String? {
+        String(reflecting: self)
+    }
+    
+}
+
+#if compiler(>=6)
+extension VideoError: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeVideoError: FfiConverterRustBuffer {
+    typealias SwiftType = VideoError
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> VideoError {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+
+        
+
+        
+        case 1: return .BadPicture(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 2: return .NoCodec(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 3: return .Codec(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 4: return .Closed
+
+         default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: VideoError, into buf: inout [UInt8]) {
+        switch value {
+
+        
+
+        
+        
+        case let .BadPicture(reason):
+            writeInt(&buf, Int32(1))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .NoCodec(reason):
+            writeInt(&buf, Int32(2))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .Codec(reason):
+            writeInt(&buf, Int32(3))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case .Closed:
+            writeInt(&buf, Int32(4))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeVideoError_lift(_ buf: RustBuffer) throws -> VideoError {
+    return try FfiConverterTypeVideoError.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeVideoError_lower(_ value: VideoError) -> RustBuffer {
+    return FfiConverterTypeVideoError.lower(value)
+}
+
+
+/**
  * What the camera gives up first when bandwidth is short.
  */
 
@@ -4136,6 +5803,126 @@ fileprivate struct FfiConverterOptionString: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypePlatformVideoDecoder: FfiConverterRustBuffer {
+    typealias SwiftType = PlatformVideoDecoder?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypePlatformVideoDecoder.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypePlatformVideoDecoder.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypePlatformVideoEncoder: FfiConverterRustBuffer {
+    typealias SwiftType = PlatformVideoEncoder?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypePlatformVideoEncoder.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypePlatformVideoEncoder.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeDecodedPicture: FfiConverterRustBuffer {
+    typealias SwiftType = DecodedPicture?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeDecodedPicture.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeDecodedPicture.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeEncodedVideo: FfiConverterRustBuffer {
+    typealias SwiftType = EncodedVideo?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeEncodedVideo.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeEncodedVideo.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeVideoPicture: FfiConverterRustBuffer {
+    typealias SwiftType = VideoPicture?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeVideoPicture.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeVideoPicture.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionTypeRole: FfiConverterRustBuffer {
     typealias SwiftType = Role?
 
@@ -4323,6 +6110,31 @@ public func televisitVersion() -> String  {
     )
 })
 }
+/**
+ * The frame counter of a (decoded) test-pattern picture; null if it carries none.
+ */
+public func readTestPattern(picture: VideoPicture) -> UInt32?  {
+    return try!  FfiConverterOptionUInt32.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_televisit_ffi_fn_func_read_test_pattern(
+        FfiConverterTypeVideoPicture_lower(picture),uniffiCallStatus
+    )
+})
+}
+/**
+ * Picture `counter` of the test pattern at this size: moving colour bars and a frame counter
+ * that survives encoding, for a pre-call camera check without a camera and for tests.
+ */
+public func testPatternPicture(counter: UInt32, width: UInt32, height: UInt32) -> VideoPicture  {
+    return try!  FfiConverterTypeVideoPicture_lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_televisit_ffi_fn_func_test_pattern_picture(
+        FfiConverterUInt32.lower(counter),
+        FfiConverterUInt32.lower(width),
+        FfiConverterUInt32.lower(height),uniffiCallStatus
+    )
+})
+}
 
 private enum InitializationResult {
     case ok
@@ -4343,6 +6155,12 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_televisit_ffi_checksum_func_televisit_version() != 40353) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_televisit_ffi_checksum_func_read_test_pattern() != 46726) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_televisit_ffi_checksum_func_test_pattern_picture() != 6570) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_televisit_ffi_checksum_method_audiosink_playing_capture_time_us() != 34704) {
@@ -4414,7 +6232,43 @@ private let initializationResult: InitializationResult = {
     if (uniffi_televisit_ffi_checksum_method_call_wait_for_end() != 47537) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_televisit_ffi_checksum_method_call_video_sink() != 34154) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_televisit_ffi_checksum_method_call_video_source() != 45188) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_televisit_ffi_checksum_method_calllistener_on_event() != 29178) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_televisit_ffi_checksum_method_platformvideodecoder_configure() != 34804) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_televisit_ffi_checksum_method_platformvideodecoder_decode() != 31209) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_televisit_ffi_checksum_method_platformvideoencoder_configure() != 9647) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_televisit_ffi_checksum_method_platformvideoencoder_request_keyframe() != 5283) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_televisit_ffi_checksum_method_platformvideoencoder_encode() != 46707) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_televisit_ffi_checksum_method_videosink_pull() != 60873) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_televisit_ffi_checksum_method_videosink_stats() != 10327) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_televisit_ffi_checksum_method_videosource_push_i420() != 40913) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_televisit_ffi_checksum_method_videosource_push_nv12() != 28944) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_televisit_ffi_checksum_method_videosource_stats() != 30471) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_televisit_ffi_checksum_constructor_call_new() != 60254) {
@@ -4422,6 +6276,8 @@ private let initializationResult: InitializationResult = {
     }
 
     uniffiCallbackInitCallListener()
+    uniffiCallbackInitPlatformVideoDecoder()
+    uniffiCallbackInitPlatformVideoEncoder()
     return InitializationResult.ok
 }()
 

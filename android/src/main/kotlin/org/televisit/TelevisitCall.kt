@@ -15,9 +15,14 @@ import org.televisit.ffi.CallState
 import org.televisit.ffi.EndReason
 import org.televisit.ffi.LinkInfo
 import org.televisit.ffi.MediaFrame
+import org.televisit.ffi.PlatformVideoDecoder
+import org.televisit.ffi.PlatformVideoEncoder
 import org.televisit.ffi.Role
 import org.televisit.ffi.VideoCodec
+import org.televisit.ffi.VideoException
 import org.televisit.ffi.VideoPreference
+import org.televisit.ffi.VideoSink
+import org.televisit.ffi.VideoSource
 import org.televisit.ffi.checkLink
 import java.util.concurrent.CopyOnWriteArrayList
 
@@ -117,6 +122,22 @@ class TelevisitCall private constructor(link: String, options: CallOptions) : Au
     fun audioSink(): AudioSink = call.audioSink()
 
     /**
+     * The camera's way in: push each Camera2 picture (`pushI420` / `pushNv12`, with the rotation
+     * that makes it upright and its timestamp); the core fits it to the ladder's rung and encodes it
+     * with [encoder] (MediaCodec; null: the core's software VP8 where built in), following the
+     * bitrate and the peer's keyframe requests. Use it or [sendFrame] with your own encoder.
+     */
+    @Throws(VideoException::class)
+    fun videoSource(encoder: PlatformVideoEncoder? = null): VideoSource = call.videoSource(encoder)
+
+    /**
+     * The view's way out: pull the doctor's decoded I420 pictures (with their capture time, for lip
+     * sync) from the display's frame callback, decoded by [decoder] (null: software VP8).
+     */
+    @Throws(VideoException::class)
+    fun videoSink(decoder: PlatformVideoDecoder? = null): VideoSink = call.videoSink(decoder)
+
+    /**
      * Lets the Android glue (Telecom, the foreground service) follow the call without taking events
      * from [events]. [observer] runs on the core's event thread before the event reaches [events]:
      * it must not block.
@@ -127,10 +148,13 @@ class TelevisitCall private constructor(link: String, options: CallOptions) : Au
 
     /** Releases everything; idempotent. No event is delivered after this returns. */
     override fun close() {
+        if (!closed.compareAndSet(false, true)) return // the freed Call must not be touched again
         call.release()
         call.close()
         channel.close()
     }
+
+    private val closed = java.util.concurrent.atomic.AtomicBoolean(false)
 
     private class Listener(
         private val channel: Channel<CallEvent>,

@@ -660,6 +660,21 @@ internal interface UniffiForeignFutureCompleteVoid : com.sun.jna.Callback {
 internal interface UniffiCallbackInterfaceCallListenerMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`event`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
+internal interface UniffiCallbackInterfacePlatformVideoDecoderMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`codec`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
+internal interface UniffiCallbackInterfacePlatformVideoDecoderMethod1 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`data`: RustBuffer.ByValue,`uniffiOutReturn`: RustBuffer,uniffiCallStatus: UniffiRustCallStatus,)
+}
+internal interface UniffiCallbackInterfacePlatformVideoEncoderMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`settings`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
+internal interface UniffiCallbackInterfacePlatformVideoEncoderMethod1 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
+internal interface UniffiCallbackInterfacePlatformVideoEncoderMethod2 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`picture`: RustBuffer.ByValue,`uniffiOutReturn`: RustBuffer,uniffiCallStatus: UniffiRustCallStatus,)
+}
 @Structure.FieldOrder("uniffiFree", "uniffiClone", "onEvent")
 internal open class UniffiVTableCallbackInterfaceCallListener(
     @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
@@ -676,6 +691,53 @@ internal open class UniffiVTableCallbackInterfaceCallListener(
         `uniffiFree` = other.`uniffiFree`
         `uniffiClone` = other.`uniffiClone`
         `onEvent` = other.`onEvent`
+    }
+
+}
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "configure", "decode")
+internal open class UniffiVTableCallbackInterfacePlatformVideoDecoder(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `configure`: UniffiCallbackInterfacePlatformVideoDecoderMethod0? = null,
+    @JvmField internal var `decode`: UniffiCallbackInterfacePlatformVideoDecoderMethod1? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `configure`: UniffiCallbackInterfacePlatformVideoDecoderMethod0? = null,
+        `decode`: UniffiCallbackInterfacePlatformVideoDecoderMethod1? = null,
+    ): UniffiVTableCallbackInterfacePlatformVideoDecoder(`uniffiFree`,`uniffiClone`,`configure`,`decode`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfacePlatformVideoDecoder) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `configure` = other.`configure`
+        `decode` = other.`decode`
+    }
+
+}
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "configure", "requestKeyframe", "encode")
+internal open class UniffiVTableCallbackInterfacePlatformVideoEncoder(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `configure`: UniffiCallbackInterfacePlatformVideoEncoderMethod0? = null,
+    @JvmField internal var `requestKeyframe`: UniffiCallbackInterfacePlatformVideoEncoderMethod1? = null,
+    @JvmField internal var `encode`: UniffiCallbackInterfacePlatformVideoEncoderMethod2? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `configure`: UniffiCallbackInterfacePlatformVideoEncoderMethod0? = null,
+        `requestKeyframe`: UniffiCallbackInterfacePlatformVideoEncoderMethod1? = null,
+        `encode`: UniffiCallbackInterfacePlatformVideoEncoderMethod2? = null,
+    ): UniffiVTableCallbackInterfacePlatformVideoEncoder(`uniffiFree`,`uniffiClone`,`configure`,`requestKeyframe`,`encode`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfacePlatformVideoEncoder) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `configure` = other.`configure`
+        `requestKeyframe` = other.`requestKeyframe`
+        `encode` = other.`encode`
     }
 
 }
@@ -707,6 +769,10 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_televisit_ffi_checksum_func_check_link(
     ): Int
     external fun uniffi_televisit_ffi_checksum_func_televisit_version(
+    ): Int
+    external fun uniffi_televisit_ffi_checksum_func_read_test_pattern(
+    ): Int
+    external fun uniffi_televisit_ffi_checksum_func_test_pattern_picture(
     ): Int
     external fun uniffi_televisit_ffi_checksum_method_audiosink_playing_capture_time_us(
     ): Int
@@ -754,7 +820,31 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_televisit_ffi_checksum_method_call_wait_for_end(
     ): Int
+    external fun uniffi_televisit_ffi_checksum_method_call_video_sink(
+    ): Int
+    external fun uniffi_televisit_ffi_checksum_method_call_video_source(
+    ): Int
     external fun uniffi_televisit_ffi_checksum_method_calllistener_on_event(
+    ): Int
+    external fun uniffi_televisit_ffi_checksum_method_platformvideodecoder_configure(
+    ): Int
+    external fun uniffi_televisit_ffi_checksum_method_platformvideodecoder_decode(
+    ): Int
+    external fun uniffi_televisit_ffi_checksum_method_platformvideoencoder_configure(
+    ): Int
+    external fun uniffi_televisit_ffi_checksum_method_platformvideoencoder_request_keyframe(
+    ): Int
+    external fun uniffi_televisit_ffi_checksum_method_platformvideoencoder_encode(
+    ): Int
+    external fun uniffi_televisit_ffi_checksum_method_videosink_pull(
+    ): Int
+    external fun uniffi_televisit_ffi_checksum_method_videosink_stats(
+    ): Int
+    external fun uniffi_televisit_ffi_checksum_method_videosource_push_i420(
+    ): Int
+    external fun uniffi_televisit_ffi_checksum_method_videosource_push_nv12(
+    ): Int
+    external fun uniffi_televisit_ffi_checksum_method_videosource_stats(
     ): Int
     external fun uniffi_televisit_ffi_checksum_constructor_call_new(
     ): Int
@@ -775,6 +865,8 @@ internal object UniffiLib {
     init {
         Native.register(UniffiLib::class.java, findLibraryName(componentName = "televisit"))
         uniffiCallbackInterfaceCallListener.register(this)
+        uniffiCallbackInterfacePlatformVideoDecoder.register(this)
+        uniffiCallbackInterfacePlatformVideoEncoder.register(this)
         
     }
 
@@ -839,6 +931,10 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_televisit_ffi_fn_method_call_wait_for_end(`ptr`: Long,
     ): Long
+    external fun uniffi_televisit_ffi_fn_method_call_video_sink(`ptr`: Long,`decoder`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_televisit_ffi_fn_method_call_video_source(`ptr`: Long,`encoder`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
     external fun uniffi_televisit_ffi_fn_clone_calllistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_televisit_ffi_fn_free_calllistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -847,9 +943,53 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_televisit_ffi_fn_method_calllistener_on_event(`ptr`: Long,`event`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_televisit_ffi_fn_clone_platformvideodecoder(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_televisit_ffi_fn_free_platformvideodecoder(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_televisit_ffi_fn_init_callback_vtable_platformvideodecoder(`vtable`: UniffiVTableCallbackInterfacePlatformVideoDecoder,
+    ): Unit
+    external fun uniffi_televisit_ffi_fn_method_platformvideodecoder_configure(`ptr`: Long,`codec`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_televisit_ffi_fn_method_platformvideodecoder_decode(`ptr`: Long,`data`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_televisit_ffi_fn_clone_platformvideoencoder(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_televisit_ffi_fn_free_platformvideoencoder(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_televisit_ffi_fn_init_callback_vtable_platformvideoencoder(`vtable`: UniffiVTableCallbackInterfacePlatformVideoEncoder,
+    ): Unit
+    external fun uniffi_televisit_ffi_fn_method_platformvideoencoder_configure(`ptr`: Long,`settings`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_televisit_ffi_fn_method_platformvideoencoder_request_keyframe(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_televisit_ffi_fn_method_platformvideoencoder_encode(`ptr`: Long,`picture`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_televisit_ffi_fn_clone_videosink(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_televisit_ffi_fn_free_videosink(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_televisit_ffi_fn_method_videosink_pull(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_televisit_ffi_fn_method_videosink_stats(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_televisit_ffi_fn_clone_videosource(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_televisit_ffi_fn_free_videosource(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_televisit_ffi_fn_method_videosource_push_i420(`ptr`: Long,`width`: Int,`height`: Int,`y`: RustBuffer.ByValue,`u`: RustBuffer.ByValue,`v`: RustBuffer.ByValue,`rotationDegrees`: Int,`captureTimeUs`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_televisit_ffi_fn_method_videosource_push_nv12(`ptr`: Long,`width`: Int,`height`: Int,`y`: RustBuffer.ByValue,`uv`: RustBuffer.ByValue,`rotationDegrees`: Int,`captureTimeUs`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_televisit_ffi_fn_method_videosource_stats(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_televisit_ffi_fn_func_check_link(`link`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_televisit_ffi_fn_func_televisit_version(uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_televisit_ffi_fn_func_read_test_pattern(`picture`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_televisit_ffi_fn_func_test_pattern_picture(`counter`: Int,`width`: Int,`height`: Int,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun ffi_televisit_ffi_rustbuffer_alloc(`size`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -976,6 +1116,12 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_televisit_ffi_checksum_func_televisit_version() and 0xFFFF) != 40353) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_televisit_ffi_checksum_func_read_test_pattern() and 0xFFFF) != 46726) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_televisit_ffi_checksum_func_test_pattern_picture() and 0xFFFF) != 6570) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_televisit_ffi_checksum_method_audiosink_playing_capture_time_us() and 0xFFFF) != 34704) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1045,7 +1191,43 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_televisit_ffi_checksum_method_call_wait_for_end() and 0xFFFF) != 47537) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_televisit_ffi_checksum_method_call_video_sink() and 0xFFFF) != 34154) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_televisit_ffi_checksum_method_call_video_source() and 0xFFFF) != 45188) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_televisit_ffi_checksum_method_calllistener_on_event() and 0xFFFF) != 29178) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_televisit_ffi_checksum_method_platformvideodecoder_configure() and 0xFFFF) != 34804) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_televisit_ffi_checksum_method_platformvideodecoder_decode() and 0xFFFF) != 31209) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_televisit_ffi_checksum_method_platformvideoencoder_configure() and 0xFFFF) != 9647) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_televisit_ffi_checksum_method_platformvideoencoder_request_keyframe() and 0xFFFF) != 5283) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_televisit_ffi_checksum_method_platformvideoencoder_encode() and 0xFFFF) != 46707) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_televisit_ffi_checksum_method_videosink_pull() and 0xFFFF) != 60873) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_televisit_ffi_checksum_method_videosink_stats() and 0xFFFF) != 10327) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_televisit_ffi_checksum_method_videosource_push_i420() and 0xFFFF) != 40913) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_televisit_ffi_checksum_method_videosource_push_nv12() and 0xFFFF) != 28944) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_televisit_ffi_checksum_method_videosource_stats() and 0xFFFF) != 30471) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_televisit_ffi_checksum_constructor_call_new() and 0xFFFF) != 60254) {
@@ -1299,6 +1481,29 @@ public object FfiConverterUInt: FfiConverter<UInt, Int> {
 
     override fun write(value: UInt, buf: ByteBuffer) {
         buf.putInt(value.toInt())
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterInt: FfiConverter<Int, Int> {
+    override fun lift(value: Int): Int {
+        return value
+    }
+
+    override fun read(buf: ByteBuffer): Int {
+        return buf.getInt()
+    }
+
+    override fun lower(value: Int): Int {
+        return value
+    }
+
+    override fun allocationSize(value: Int) = 4UL
+
+    override fun write(value: Int, buf: ByteBuffer) {
+        buf.putInt(value)
     }
 }
 
@@ -2289,6 +2494,24 @@ public interface CallInterface {
      */
     suspend fun `waitForEnd`(): EndReason
     
+    /**
+     * The view's way out: pull the peer's camera pictures, decoded by `decoder` (the platform's
+     * hardware decoder; null: the core's software VP8, where built in). From the first call on,
+     * the peer's camera frames go to it, not to the listener, and a broken picture asks the peer
+     * for a keyframe by itself. The same object each time.
+     */
+    fun `videoSink`(`decoder`: PlatformVideoDecoder?): VideoSink
+    
+    /**
+     * The camera's way in: push each picture the camera gives (I420 or NV12, with its rotation
+     * and capture time). The core turns it upright, fits it to the ladder's rung, keeps the rung's
+     * frame rate, and encodes it with `encoder` (the platform's hardware encoder; null: the core's
+     * software VP8, where built in), following the bitrate and the peer's keyframe requests by
+     * itself. The same object each time (the first call's encoder stays). Use it or `sendFrame`
+     * with your own encoder, not both.
+     */
+    fun `videoSource`(`encoder`: PlatformVideoEncoder?): VideoSource
+    
     companion object
 }
 
@@ -2743,6 +2966,50 @@ open class Call: Disposable, AutoCloseable, CallInterface
     }
 
     
+    /**
+     * The view's way out: pull the peer's camera pictures, decoded by `decoder` (the platform's
+     * hardware decoder; null: the core's software VP8, where built in). From the first call on,
+     * the peer's camera frames go to it, not to the listener, and a broken picture asks the peer
+     * for a keyframe by itself. The same object each time.
+     */
+    @Throws(VideoException::class)override fun `videoSink`(`decoder`: PlatformVideoDecoder?): VideoSink {
+            return FfiConverterTypeVideoSink.lift(
+    callWithHandle {
+    uniffiRustCallWithError(VideoException) { _status ->
+    UniffiLib.uniffi_televisit_ffi_fn_method_call_video_sink(
+        it,
+        
+        FfiConverterOptionalTypePlatformVideoDecoder.lower(`decoder`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * The camera's way in: push each picture the camera gives (I420 or NV12, with its rotation
+     * and capture time). The core turns it upright, fits it to the ladder's rung, keeps the rung's
+     * frame rate, and encodes it with `encoder` (the platform's hardware encoder; null: the core's
+     * software VP8, where built in), following the bitrate and the peer's keyframe requests by
+     * itself. The same object each time (the first call's encoder stays). Use it or `sendFrame`
+     * with your own encoder, not both.
+     */
+    @Throws(VideoException::class)override fun `videoSource`(`encoder`: PlatformVideoEncoder?): VideoSource {
+            return FfiConverterTypeVideoSource.lift(
+    callWithHandle {
+    uniffiRustCallWithError(VideoException) { _status ->
+    UniffiLib.uniffi_televisit_ffi_fn_method_call_video_source(
+        it,
+        
+        FfiConverterOptionalTypePlatformVideoEncoder.lower(`encoder`),_status)
+}
+    }
+    )
+    }
+    
+
+    
 
     
 
@@ -3101,6 +3368,1411 @@ public object FfiConverterTypeCallListener: FfiConverter<CallListener, Long> {
     override fun allocationSize(value: CallListener) = 8UL
 
     override fun write(value: CallListener, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * A platform's hardware video decoder (Android `MediaCodec`, iOS `VTDecompressionSession`).
+ * Called on the core's decoder thread, one call at a time.
+ */
+public interface PlatformVideoDecoder {
+    
+    /**
+     * Starts or restarts the decoder for `codec` (the peer's camera arrives in it).
+     */
+    fun `configure`(`codec`: VideoCodec)
+    
+    /**
+     * Decodes one frame into an I420 picture. Null: no picture (yet). An error: the picture is
+     * broken; the core drops frames until a keyframe and asks the peer for one.
+     */
+    fun `decode`(`data`: kotlin.ByteArray): VideoPicture?
+    
+    companion object
+}
+
+/**
+ * A platform's hardware video decoder (Android `MediaCodec`, iOS `VTDecompressionSession`).
+ * Called on the core's decoder thread, one call at a time.
+ */
+open class PlatformVideoDecoderImpl: Disposable, AutoCloseable, PlatformVideoDecoder
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_televisit_ffi_fn_free_platformvideodecoder(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_televisit_ffi_fn_clone_platformvideodecoder(handle, status)
+        }
+    }
+
+    
+    /**
+     * Starts or restarts the decoder for `codec` (the peer's camera arrives in it).
+     */
+    @Throws(VideoException::class)override fun `configure`(`codec`: VideoCodec)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(VideoException) { _status ->
+    UniffiLib.uniffi_televisit_ffi_fn_method_platformvideodecoder_configure(
+        it,
+        
+        FfiConverterTypeVideoCodec.lower(`codec`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Decodes one frame into an I420 picture. Null: no picture (yet). An error: the picture is
+     * broken; the core drops frames until a keyframe and asks the peer for one.
+     */
+    @Throws(VideoException::class)override fun `decode`(`data`: kotlin.ByteArray): VideoPicture? {
+            return FfiConverterOptionalTypeVideoPicture.lift(
+    callWithHandle {
+    uniffiRustCallWithError(VideoException) { _status ->
+    UniffiLib.uniffi_televisit_ffi_fn_method_platformvideodecoder_decode(
+        it,
+        
+        FfiConverterByteArray.lower(`data`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfacePlatformVideoDecoder {
+    internal object `configure`: UniffiCallbackInterfacePlatformVideoDecoderMethod0 {
+        override fun callback(`uniffiHandle`: Long,`codec`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypePlatformVideoDecoder.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`configure`(
+                    FfiConverterTypeVideoCodec.lift(`codec`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCallWithError(
+                uniffiCallStatus,
+                makeCall,
+                writeReturn,
+                { e: VideoException -> FfiConverterTypeVideoError.lower(e) }
+            )
+        }
+    }
+    internal object `decode`: UniffiCallbackInterfacePlatformVideoDecoderMethod1 {
+        override fun callback(`uniffiHandle`: Long,`data`: RustBuffer.ByValue,`uniffiOutReturn`: RustBuffer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypePlatformVideoDecoder.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`decode`(
+                    FfiConverterByteArray.lift(`data`),
+                )
+            }
+            val writeReturn = { value: VideoPicture? -> uniffiOutReturn.setValue(FfiConverterOptionalTypeVideoPicture.lower(value)) }
+            uniffiTraitInterfaceCallWithError(
+                uniffiCallStatus,
+                makeCall,
+                writeReturn,
+                { e: VideoException -> FfiConverterTypeVideoError.lower(e) }
+            )
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypePlatformVideoDecoder.handleMap.remove(handle)
+        }
+    }
+
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypePlatformVideoDecoder.handleMap.clone(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfacePlatformVideoDecoder.UniffiByValue(
+        uniffiFree,
+        uniffiClone,
+        `configure`,
+        `decode`,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_televisit_ffi_fn_init_callback_vtable_platformvideodecoder(vtable)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypePlatformVideoDecoder: FfiConverter<PlatformVideoDecoder, Long> {
+    internal val handleMap = UniffiHandleMap<PlatformVideoDecoder>()
+
+    override fun lower(value: PlatformVideoDecoder): Long {
+        if (value is PlatformVideoDecoderImpl) {
+             // Rust-implemented object.  Clone the handle and return it
+            return value.uniffiCloneHandle()
+         } else {
+            // Kotlin object, generate a new vtable handle and return that.
+            return handleMap.insert(value)
+         }
+    }
+
+    override fun lift(value: Long): PlatformVideoDecoder {
+        if ((value and 1.toLong()) == 0.toLong()) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return PlatformVideoDecoderImpl(UniffiWithHandle, value)
+        } else {
+            // Kotlin-generated handle, get the object from the handle map
+            return handleMap.remove(value)
+        }
+    }
+
+    override fun read(buf: ByteBuffer): PlatformVideoDecoder {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: PlatformVideoDecoder) = 8UL
+
+    override fun write(value: PlatformVideoDecoder, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * A platform's hardware video encoder (Android `MediaCodec`, iOS `VTCompressionSession`), driven
+ * by the core: it configures it from the ladder and asks for keyframes when the peer needs one.
+ * Called on the core's encoder thread, one call at a time.
+ */
+public interface PlatformVideoEncoder {
+    
+    /**
+     * Starts or reconfigures the encoder.
+     */
+    fun `configure`(`settings`: EncoderSettings)
+    
+    /**
+     * Makes the next frame a keyframe.
+     */
+    fun `requestKeyframe`()
+    
+    /**
+     * Encodes one upright I420 picture. Null: no frame for it (yet: a pipelined encoder may
+     * return each frame one call late).
+     */
+    fun `encode`(`picture`: VideoPicture): EncodedVideo?
+    
+    companion object
+}
+
+/**
+ * A platform's hardware video encoder (Android `MediaCodec`, iOS `VTCompressionSession`), driven
+ * by the core: it configures it from the ladder and asks for keyframes when the peer needs one.
+ * Called on the core's encoder thread, one call at a time.
+ */
+open class PlatformVideoEncoderImpl: Disposable, AutoCloseable, PlatformVideoEncoder
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_televisit_ffi_fn_free_platformvideoencoder(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_televisit_ffi_fn_clone_platformvideoencoder(handle, status)
+        }
+    }
+
+    
+    /**
+     * Starts or reconfigures the encoder.
+     */
+    @Throws(VideoException::class)override fun `configure`(`settings`: EncoderSettings)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(VideoException) { _status ->
+    UniffiLib.uniffi_televisit_ffi_fn_method_platformvideoencoder_configure(
+        it,
+        
+        FfiConverterTypeEncoderSettings.lower(`settings`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Makes the next frame a keyframe.
+     */override fun `requestKeyframe`()
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_televisit_ffi_fn_method_platformvideoencoder_request_keyframe(
+        it,
+        _status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Encodes one upright I420 picture. Null: no frame for it (yet: a pipelined encoder may
+     * return each frame one call late).
+     */
+    @Throws(VideoException::class)override fun `encode`(`picture`: VideoPicture): EncodedVideo? {
+            return FfiConverterOptionalTypeEncodedVideo.lift(
+    callWithHandle {
+    uniffiRustCallWithError(VideoException) { _status ->
+    UniffiLib.uniffi_televisit_ffi_fn_method_platformvideoencoder_encode(
+        it,
+        
+        FfiConverterTypeVideoPicture.lower(`picture`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfacePlatformVideoEncoder {
+    internal object `configure`: UniffiCallbackInterfacePlatformVideoEncoderMethod0 {
+        override fun callback(`uniffiHandle`: Long,`settings`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypePlatformVideoEncoder.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`configure`(
+                    FfiConverterTypeEncoderSettings.lift(`settings`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCallWithError(
+                uniffiCallStatus,
+                makeCall,
+                writeReturn,
+                { e: VideoException -> FfiConverterTypeVideoError.lower(e) }
+            )
+        }
+    }
+    internal object `requestKeyframe`: UniffiCallbackInterfacePlatformVideoEncoderMethod1 {
+        override fun callback(`uniffiHandle`: Long,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypePlatformVideoEncoder.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`requestKeyframe`(
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+        }
+    }
+    internal object `encode`: UniffiCallbackInterfacePlatformVideoEncoderMethod2 {
+        override fun callback(`uniffiHandle`: Long,`picture`: RustBuffer.ByValue,`uniffiOutReturn`: RustBuffer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypePlatformVideoEncoder.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`encode`(
+                    FfiConverterTypeVideoPicture.lift(`picture`),
+                )
+            }
+            val writeReturn = { value: EncodedVideo? -> uniffiOutReturn.setValue(FfiConverterOptionalTypeEncodedVideo.lower(value)) }
+            uniffiTraitInterfaceCallWithError(
+                uniffiCallStatus,
+                makeCall,
+                writeReturn,
+                { e: VideoException -> FfiConverterTypeVideoError.lower(e) }
+            )
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypePlatformVideoEncoder.handleMap.remove(handle)
+        }
+    }
+
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypePlatformVideoEncoder.handleMap.clone(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfacePlatformVideoEncoder.UniffiByValue(
+        uniffiFree,
+        uniffiClone,
+        `configure`,
+        `requestKeyframe`,
+        `encode`,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_televisit_ffi_fn_init_callback_vtable_platformvideoencoder(vtable)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypePlatformVideoEncoder: FfiConverter<PlatformVideoEncoder, Long> {
+    internal val handleMap = UniffiHandleMap<PlatformVideoEncoder>()
+
+    override fun lower(value: PlatformVideoEncoder): Long {
+        if (value is PlatformVideoEncoderImpl) {
+             // Rust-implemented object.  Clone the handle and return it
+            return value.uniffiCloneHandle()
+         } else {
+            // Kotlin object, generate a new vtable handle and return that.
+            return handleMap.insert(value)
+         }
+    }
+
+    override fun lift(value: Long): PlatformVideoEncoder {
+        if ((value and 1.toLong()) == 0.toLong()) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return PlatformVideoEncoderImpl(UniffiWithHandle, value)
+        } else {
+            // Kotlin-generated handle, get the object from the handle map
+            return handleMap.remove(value)
+        }
+    }
+
+    override fun read(buf: ByteBuffer): PlatformVideoEncoder {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: PlatformVideoEncoder) = 8UL
+
+    override fun write(value: PlatformVideoEncoder, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * The view's way out of the call (`call.videoSink(decoder)`): pull the peer's pictures, oldest
+ * first, from the display's refresh callback. It keeps the newest three.
+ */
+public interface VideoSinkInterface {
+    
+    /**
+     * The oldest decoded picture not pulled yet; null if none. Never waits. `Closed` after
+     * release.
+     */
+    fun `pull`(): DecodedPicture?
+    
+    /**
+     * What the sink did so far.
+     */
+    fun `stats`(): VideoSinkStats
+    
+    companion object
+}
+
+/**
+ * The view's way out of the call (`call.videoSink(decoder)`): pull the peer's pictures, oldest
+ * first, from the display's refresh callback. It keeps the newest three.
+ */
+open class VideoSink: Disposable, AutoCloseable, VideoSinkInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_televisit_ffi_fn_free_videosink(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_televisit_ffi_fn_clone_videosink(handle, status)
+        }
+    }
+
+    
+    /**
+     * The oldest decoded picture not pulled yet; null if none. Never waits. `Closed` after
+     * release.
+     */
+    @Throws(VideoException::class)override fun `pull`(): DecodedPicture? {
+            return FfiConverterOptionalTypeDecodedPicture.lift(
+    callWithHandle {
+    uniffiRustCallWithError(VideoException) { _status ->
+    UniffiLib.uniffi_televisit_ffi_fn_method_videosink_pull(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * What the sink did so far.
+     */override fun `stats`(): VideoSinkStats {
+            return FfiConverterTypeVideoSinkStats.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_televisit_ffi_fn_method_videosink_stats(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeVideoSink: FfiConverter<VideoSink, Long> {
+    override fun lower(value: VideoSink): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): VideoSink {
+        return VideoSink(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): VideoSink {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: VideoSink) = 8UL
+
+    override fun write(value: VideoSink, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * The camera's way into the call (`call.videoSource(encoder)`). Never blocks on the encoder: it
+ * keeps the newest two pictures and drops older ones when the encoder falls behind.
+ */
+public interface VideoSourceInterface {
+    
+    /**
+     * Queues an I420 picture (Android `YUV_420_888` read plane by plane without padding).
+     * `rotation_degrees` turns it clockwise to upright (0, 90, 180, 270); `capture_time_us` is on
+     * any steady clock. `BadPicture` for planes of the wrong size, `Closed` after release.
+     */
+    fun `pushI420`(`width`: kotlin.UInt, `height`: kotlin.UInt, `y`: kotlin.ByteArray, `u`: kotlin.ByteArray, `v`: kotlin.ByteArray, `rotationDegrees`: kotlin.Int, `captureTimeUs`: kotlin.Long)
+    
+    /**
+     * Queues an NV12 picture (iOS `kCVPixelFormatType_420YpCbCr8BiPlanarFullRange`, Android
+     * buffers whose chroma is interleaved): luma, then `u, v` pairs.
+     */
+    fun `pushNv12`(`width`: kotlin.UInt, `height`: kotlin.UInt, `y`: kotlin.ByteArray, `uv`: kotlin.ByteArray, `rotationDegrees`: kotlin.Int, `captureTimeUs`: kotlin.Long)
+    
+    /**
+     * What the source did so far.
+     */
+    fun `stats`(): VideoSourceStats
+    
+    companion object
+}
+
+/**
+ * The camera's way into the call (`call.videoSource(encoder)`). Never blocks on the encoder: it
+ * keeps the newest two pictures and drops older ones when the encoder falls behind.
+ */
+open class VideoSource: Disposable, AutoCloseable, VideoSourceInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_televisit_ffi_fn_free_videosource(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_televisit_ffi_fn_clone_videosource(handle, status)
+        }
+    }
+
+    
+    /**
+     * Queues an I420 picture (Android `YUV_420_888` read plane by plane without padding).
+     * `rotation_degrees` turns it clockwise to upright (0, 90, 180, 270); `capture_time_us` is on
+     * any steady clock. `BadPicture` for planes of the wrong size, `Closed` after release.
+     */
+    @Throws(VideoException::class)override fun `pushI420`(`width`: kotlin.UInt, `height`: kotlin.UInt, `y`: kotlin.ByteArray, `u`: kotlin.ByteArray, `v`: kotlin.ByteArray, `rotationDegrees`: kotlin.Int, `captureTimeUs`: kotlin.Long)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(VideoException) { _status ->
+    UniffiLib.uniffi_televisit_ffi_fn_method_videosource_push_i420(
+        it,
+        
+        FfiConverterUInt.lower(`width`),
+        FfiConverterUInt.lower(`height`),
+        FfiConverterByteArray.lower(`y`),
+        FfiConverterByteArray.lower(`u`),
+        FfiConverterByteArray.lower(`v`),
+        FfiConverterInt.lower(`rotationDegrees`),
+        FfiConverterLong.lower(`captureTimeUs`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Queues an NV12 picture (iOS `kCVPixelFormatType_420YpCbCr8BiPlanarFullRange`, Android
+     * buffers whose chroma is interleaved): luma, then `u, v` pairs.
+     */
+    @Throws(VideoException::class)override fun `pushNv12`(`width`: kotlin.UInt, `height`: kotlin.UInt, `y`: kotlin.ByteArray, `uv`: kotlin.ByteArray, `rotationDegrees`: kotlin.Int, `captureTimeUs`: kotlin.Long)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(VideoException) { _status ->
+    UniffiLib.uniffi_televisit_ffi_fn_method_videosource_push_nv12(
+        it,
+        
+        FfiConverterUInt.lower(`width`),
+        FfiConverterUInt.lower(`height`),
+        FfiConverterByteArray.lower(`y`),
+        FfiConverterByteArray.lower(`uv`),
+        FfiConverterInt.lower(`rotationDegrees`),
+        FfiConverterLong.lower(`captureTimeUs`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * What the source did so far.
+     */override fun `stats`(): VideoSourceStats {
+            return FfiConverterTypeVideoSourceStats.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_televisit_ffi_fn_method_videosource_stats(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeVideoSource: FfiConverter<VideoSource, Long> {
+    override fun lower(value: VideoSource): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): VideoSource {
+        return VideoSource(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): VideoSource {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: VideoSource) = 8UL
+
+    override fun write(value: VideoSource, buf: ByteBuffer) {
         buf.putLong(lower(value))
     }
 }
@@ -3509,6 +5181,184 @@ public object FfiConverterTypeChatMessage: FfiConverterRustBuffer<ChatMessage> {
 
 
 /**
+ * A picture of the peer's camera, decoded, with when the peer captured it.
+ */
+data class DecodedPicture (
+    /**
+     * The picture, upright.
+     */
+    var `picture`: VideoPicture
+    , 
+    /**
+     * Its RTP timestamp (90 kHz).
+     */
+    var `rtpTimestamp`: kotlin.UInt?
+    , 
+    /**
+     * When the peer captured it, µs on the peer's clock, the clock of
+     * `AudioSink.playingCaptureTimeUs()`: show it when the voice of that moment plays. Null until
+     * the peer's first sender report (about a second into the call).
+     */
+    var `captureTimeUs`: kotlin.Long?
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeDecodedPicture: FfiConverterRustBuffer<DecodedPicture> {
+    override fun read(buf: ByteBuffer): DecodedPicture {
+        return DecodedPicture(
+            FfiConverterTypeVideoPicture.read(buf),
+            FfiConverterOptionalUInt.read(buf),
+            FfiConverterOptionalLong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: DecodedPicture) = (
+            FfiConverterTypeVideoPicture.allocationSize(value.`picture`) +
+            FfiConverterOptionalUInt.allocationSize(value.`rtpTimestamp`) +
+            FfiConverterOptionalLong.allocationSize(value.`captureTimeUs`)
+    )
+
+    override fun write(value: DecodedPicture, buf: ByteBuffer) {
+            FfiConverterTypeVideoPicture.write(value.`picture`, buf)
+            FfiConverterOptionalUInt.write(value.`rtpTimestamp`, buf)
+            FfiConverterOptionalLong.write(value.`captureTimeUs`, buf)
+    }
+}
+
+
+
+/**
+ * One encoded frame from a platform encoder.
+ */
+data class EncodedVideo (
+    /**
+     * VP8: the frame as libvpx writes it. H.264: the access unit in Annex-B form (convert
+     * VideoToolbox's AVCC length prefixes to start codes, and put SPS/PPS before each IDR).
+     */
+    var `data`: kotlin.ByteArray
+    , 
+    /**
+     * A keyframe (VP8 key frame, H.264 IDR).
+     */
+    var `keyframe`: kotlin.Boolean
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeEncodedVideo: FfiConverterRustBuffer<EncodedVideo> {
+    override fun read(buf: ByteBuffer): EncodedVideo {
+        return EncodedVideo(
+            FfiConverterByteArray.read(buf),
+            FfiConverterBoolean.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: EncodedVideo) = (
+            FfiConverterByteArray.allocationSize(value.`data`) +
+            FfiConverterBoolean.allocationSize(value.`keyframe`)
+    )
+
+    override fun write(value: EncodedVideo, buf: ByteBuffer) {
+            FfiConverterByteArray.write(value.`data`, buf)
+            FfiConverterBoolean.write(value.`keyframe`, buf)
+    }
+}
+
+
+
+/**
+ * What an encoder should make now: called before the first picture and whenever the ladder
+ * moves. A new size or frame rate needs a restart (its first frame a keyframe); a new bitrate
+ * goes to the running encoder.
+ */
+data class EncoderSettings (
+    /**
+     * The codec the call negotiated.
+     */
+    var `codec`: VideoCodec
+    , 
+    /**
+     * Width to encode at (the pictures given are already this size or are scaled to it).
+     */
+    var `width`: kotlin.UInt
+    , 
+    /**
+     * Height to encode at.
+     */
+    var `height`: kotlin.UInt
+    , 
+    /**
+     * Frames per second.
+     */
+    var `fps`: kotlin.UInt
+    , 
+    /**
+     * Bitrate to aim for, bits per second.
+     */
+    var `bitrateBps`: kotlin.ULong
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeEncoderSettings: FfiConverterRustBuffer<EncoderSettings> {
+    override fun read(buf: ByteBuffer): EncoderSettings {
+        return EncoderSettings(
+            FfiConverterTypeVideoCodec.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterULong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: EncoderSettings) = (
+            FfiConverterTypeVideoCodec.allocationSize(value.`codec`) +
+            FfiConverterUInt.allocationSize(value.`width`) +
+            FfiConverterUInt.allocationSize(value.`height`) +
+            FfiConverterUInt.allocationSize(value.`fps`) +
+            FfiConverterULong.allocationSize(value.`bitrateBps`)
+    )
+
+    override fun write(value: EncoderSettings, buf: ByteBuffer) {
+            FfiConverterTypeVideoCodec.write(value.`codec`, buf)
+            FfiConverterUInt.write(value.`width`, buf)
+            FfiConverterUInt.write(value.`height`, buf)
+            FfiConverterUInt.write(value.`fps`, buf)
+            FfiConverterULong.write(value.`bitrateBps`, buf)
+    }
+}
+
+
+
+/**
  * What a join link says, read on the device without the network.
  */
 data class LinkInfo (
@@ -3709,6 +5559,78 @@ public object FfiConverterTypePeerQuality: FfiConverterRustBuffer<PeerQuality> {
 
 
 /**
+ * A raw picture in I420: a full-size luma plane, then the blue and the red chroma planes at half
+ * width and half height (rounded up), each without row padding.
+ */
+data class VideoPicture (
+    /**
+     * Width, pixels.
+     */
+    var `width`: kotlin.UInt
+    , 
+    /**
+     * Height, pixels.
+     */
+    var `height`: kotlin.UInt
+    , 
+    /**
+     * Luma, `width × height` bytes.
+     */
+    var `y`: kotlin.ByteArray
+    , 
+    /**
+     * Blue chroma.
+     */
+    var `u`: kotlin.ByteArray
+    , 
+    /**
+     * Red chroma.
+     */
+    var `v`: kotlin.ByteArray
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeVideoPicture: FfiConverterRustBuffer<VideoPicture> {
+    override fun read(buf: ByteBuffer): VideoPicture {
+        return VideoPicture(
+            FfiConverterUInt.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterByteArray.read(buf),
+            FfiConverterByteArray.read(buf),
+            FfiConverterByteArray.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: VideoPicture) = (
+            FfiConverterUInt.allocationSize(value.`width`) +
+            FfiConverterUInt.allocationSize(value.`height`) +
+            FfiConverterByteArray.allocationSize(value.`y`) +
+            FfiConverterByteArray.allocationSize(value.`u`) +
+            FfiConverterByteArray.allocationSize(value.`v`)
+    )
+
+    override fun write(value: VideoPicture, buf: ByteBuffer) {
+            FfiConverterUInt.write(value.`width`, buf)
+            FfiConverterUInt.write(value.`height`, buf)
+            FfiConverterByteArray.write(value.`y`, buf)
+            FfiConverterByteArray.write(value.`u`, buf)
+            FfiConverterByteArray.write(value.`v`, buf)
+    }
+}
+
+
+
+/**
  * The video rung the adaptive bitrate chose (`width == 0`: audio only).
  */
 data class VideoRung (
@@ -3774,6 +5696,173 @@ public object FfiConverterTypeVideoRung: FfiConverterRustBuffer<VideoRung> {
             FfiConverterUInt.write(value.`height`, buf)
             FfiConverterUInt.write(value.`fps`, buf)
             FfiConverterULong.write(value.`targetBps`, buf)
+    }
+}
+
+
+
+/**
+ * What a video sink did so far.
+ */
+data class VideoSinkStats (
+    /**
+     * Frames of the peer's camera that arrived.
+     */
+    var `framesReceived`: kotlin.ULong
+    , 
+    /**
+     * Frames dropped before decoding (waiting for a keyframe, decoder far behind).
+     */
+    var `framesDiscarded`: kotlin.ULong
+    , 
+    /**
+     * Pictures decoded.
+     */
+    var `picturesDecoded`: kotlin.ULong
+    , 
+    /**
+     * Decoded pictures not pulled in time (the oldest are dropped).
+     */
+    var `picturesDropped`: kotlin.ULong
+    , 
+    /**
+     * Frames the decoder failed on.
+     */
+    var `decodeErrors`: kotlin.ULong
+    , 
+    /**
+     * Keyframes asked of the peer.
+     */
+    var `keyframesRequested`: kotlin.ULong
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeVideoSinkStats: FfiConverterRustBuffer<VideoSinkStats> {
+    override fun read(buf: ByteBuffer): VideoSinkStats {
+        return VideoSinkStats(
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: VideoSinkStats) = (
+            FfiConverterULong.allocationSize(value.`framesReceived`) +
+            FfiConverterULong.allocationSize(value.`framesDiscarded`) +
+            FfiConverterULong.allocationSize(value.`picturesDecoded`) +
+            FfiConverterULong.allocationSize(value.`picturesDropped`) +
+            FfiConverterULong.allocationSize(value.`decodeErrors`) +
+            FfiConverterULong.allocationSize(value.`keyframesRequested`)
+    )
+
+    override fun write(value: VideoSinkStats, buf: ByteBuffer) {
+            FfiConverterULong.write(value.`framesReceived`, buf)
+            FfiConverterULong.write(value.`framesDiscarded`, buf)
+            FfiConverterULong.write(value.`picturesDecoded`, buf)
+            FfiConverterULong.write(value.`picturesDropped`, buf)
+            FfiConverterULong.write(value.`decodeErrors`, buf)
+            FfiConverterULong.write(value.`keyframesRequested`, buf)
+    }
+}
+
+
+
+/**
+ * What a video source did so far.
+ */
+data class VideoSourceStats (
+    /**
+     * Pictures pushed.
+     */
+    var `picturesPushed`: kotlin.ULong
+    , 
+    /**
+     * Pictures dropped: the encoder fell behind, the rung's frame rate is below the camera's, or
+     * no codec was negotiated yet.
+     */
+    var `picturesDropped`: kotlin.ULong
+    , 
+    /**
+     * Frames encoded and sent.
+     */
+    var `framesSent`: kotlin.ULong
+    , 
+    /**
+     * Of them, keyframes.
+     */
+    var `keyframesSent`: kotlin.ULong
+    , 
+    /**
+     * Pictures the encoder failed on.
+     */
+    var `encoderErrors`: kotlin.ULong
+    , 
+    /**
+     * Width of the last frame encoded (0 before any).
+     */
+    var `encodedWidth`: kotlin.UInt
+    , 
+    /**
+     * Height of the last frame encoded.
+     */
+    var `encodedHeight`: kotlin.UInt
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeVideoSourceStats: FfiConverterRustBuffer<VideoSourceStats> {
+    override fun read(buf: ByteBuffer): VideoSourceStats {
+        return VideoSourceStats(
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterUInt.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: VideoSourceStats) = (
+            FfiConverterULong.allocationSize(value.`picturesPushed`) +
+            FfiConverterULong.allocationSize(value.`picturesDropped`) +
+            FfiConverterULong.allocationSize(value.`framesSent`) +
+            FfiConverterULong.allocationSize(value.`keyframesSent`) +
+            FfiConverterULong.allocationSize(value.`encoderErrors`) +
+            FfiConverterUInt.allocationSize(value.`encodedWidth`) +
+            FfiConverterUInt.allocationSize(value.`encodedHeight`)
+    )
+
+    override fun write(value: VideoSourceStats, buf: ByteBuffer) {
+            FfiConverterULong.write(value.`picturesPushed`, buf)
+            FfiConverterULong.write(value.`picturesDropped`, buf)
+            FfiConverterULong.write(value.`framesSent`, buf)
+            FfiConverterULong.write(value.`keyframesSent`, buf)
+            FfiConverterULong.write(value.`encoderErrors`, buf)
+            FfiConverterUInt.write(value.`encodedWidth`, buf)
+            FfiConverterUInt.write(value.`encodedHeight`, buf)
     }
 }
 
@@ -5200,6 +7289,150 @@ public object FfiConverterTypeVideoCodec: FfiConverterRustBuffer<VideoCodec> {
 
 
 
+
+
+/**
+ * Why a picture or a codec was refused (Kotlin `VideoException.BadPicture`, Swift
+ * `VideoError.BadPicture(reason:)`).
+ */
+sealed class VideoException: kotlin.Exception() {
+    
+    /**
+     * Planes whose sizes do not match the picture's, or a rotation that is not a quarter turn.
+     */
+    class BadPicture(
+        
+        /**
+         * What is wrong with it.
+         */
+        val `reason`: kotlin.String
+        ) : VideoException() {
+        override val message
+            get() = "reason=${ `reason` }"
+    }
+    
+    /**
+     * No codec: no platform codec was given and this build has no software one.
+     */
+    class NoCodec(
+        
+        /**
+         * Why.
+         */
+        val `reason`: kotlin.String
+        ) : VideoException() {
+        override val message
+            get() = "reason=${ `reason` }"
+    }
+    
+    /**
+     * A codec failed (the platform's, or the software one).
+     */
+    class Codec(
+        
+        /**
+         * What it said.
+         */
+        val `reason`: kotlin.String
+        ) : VideoException() {
+        override val message
+            get() = "reason=${ `reason` }"
+    }
+    
+    /**
+     * The call was released.
+     */
+    class Closed(
+        ) : VideoException() {
+        override val message
+            get() = ""
+    }
+    
+
+    
+
+
+    companion object ErrorHandler : UniffiRustCallStatusErrorHandler<VideoException> {
+        override fun lift(error_buf: RustBuffer.ByValue): VideoException = FfiConverterTypeVideoError.lift(error_buf)
+    }
+
+    
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeVideoError : FfiConverterRustBuffer<VideoException> {
+    override fun read(buf: ByteBuffer): VideoException {
+        
+
+        return when(buf.getInt()) {
+            1 -> VideoException.BadPicture(
+                FfiConverterString.read(buf),
+                )
+            2 -> VideoException.NoCodec(
+                FfiConverterString.read(buf),
+                )
+            3 -> VideoException.Codec(
+                FfiConverterString.read(buf),
+                )
+            4 -> VideoException.Closed()
+            else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
+        }
+    }
+
+    override fun allocationSize(value: VideoException): ULong {
+        return when(value) {
+            is VideoException.BadPicture -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is VideoException.NoCodec -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is VideoException.Codec -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is VideoException.Closed -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+            )
+        }
+    }
+
+    override fun write(value: VideoException, buf: ByteBuffer) {
+        when(value) {
+            is VideoException.BadPicture -> {
+                buf.putInt(1)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is VideoException.NoCodec -> {
+                buf.putInt(2)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is VideoException.Codec -> {
+                buf.putInt(3)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is VideoException.Closed -> {
+                buf.putInt(4)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+
+}
+
+
+
 /**
  * What the camera gives up first when bandwidth is short.
  */
@@ -5407,6 +7640,166 @@ public object FfiConverterOptionalString: FfiConverterRustBuffer<kotlin.String?>
 /**
  * @suppress
  */
+public object FfiConverterOptionalTypePlatformVideoDecoder: FfiConverterRustBuffer<PlatformVideoDecoder?> {
+    override fun read(buf: ByteBuffer): PlatformVideoDecoder? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypePlatformVideoDecoder.read(buf)
+    }
+
+    override fun allocationSize(value: PlatformVideoDecoder?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypePlatformVideoDecoder.allocationSize(value)
+        }
+    }
+
+    override fun write(value: PlatformVideoDecoder?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypePlatformVideoDecoder.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypePlatformVideoEncoder: FfiConverterRustBuffer<PlatformVideoEncoder?> {
+    override fun read(buf: ByteBuffer): PlatformVideoEncoder? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypePlatformVideoEncoder.read(buf)
+    }
+
+    override fun allocationSize(value: PlatformVideoEncoder?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypePlatformVideoEncoder.allocationSize(value)
+        }
+    }
+
+    override fun write(value: PlatformVideoEncoder?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypePlatformVideoEncoder.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeDecodedPicture: FfiConverterRustBuffer<DecodedPicture?> {
+    override fun read(buf: ByteBuffer): DecodedPicture? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeDecodedPicture.read(buf)
+    }
+
+    override fun allocationSize(value: DecodedPicture?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeDecodedPicture.allocationSize(value)
+        }
+    }
+
+    override fun write(value: DecodedPicture?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeDecodedPicture.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeEncodedVideo: FfiConverterRustBuffer<EncodedVideo?> {
+    override fun read(buf: ByteBuffer): EncodedVideo? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeEncodedVideo.read(buf)
+    }
+
+    override fun allocationSize(value: EncodedVideo?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeEncodedVideo.allocationSize(value)
+        }
+    }
+
+    override fun write(value: EncodedVideo?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeEncodedVideo.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeVideoPicture: FfiConverterRustBuffer<VideoPicture?> {
+    override fun read(buf: ByteBuffer): VideoPicture? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeVideoPicture.read(buf)
+    }
+
+    override fun allocationSize(value: VideoPicture?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeVideoPicture.allocationSize(value)
+        }
+    }
+
+    override fun write(value: VideoPicture?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeVideoPicture.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalTypeRole: FfiConverterRustBuffer<Role?> {
     override fun read(buf: ByteBuffer): Role? {
         if (buf.get().toInt() == 0) {
@@ -5583,6 +7976,37 @@ public object FfiConverterSequenceTypeVideoCodec: FfiConverterRustBuffer<List<Vi
     UniffiLib.uniffi_televisit_ffi_fn_func_televisit_version(
     
         _status)
+}
+    )
+    }
+    
+
+        /**
+         * The frame counter of a (decoded) test-pattern picture; null if it carries none.
+         */ fun `readTestPattern`(`picture`: VideoPicture): kotlin.UInt? {
+            return FfiConverterOptionalUInt.lift(
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_televisit_ffi_fn_func_read_test_pattern(
+    
+        
+        FfiConverterTypeVideoPicture.lower(`picture`),_status)
+}
+    )
+    }
+    
+
+        /**
+         * Picture `counter` of the test pattern at this size: moving colour bars and a frame counter
+         * that survives encoding, for a pre-call camera check without a camera and for tests.
+         */ fun `testPatternPicture`(`counter`: kotlin.UInt, `width`: kotlin.UInt, `height`: kotlin.UInt): VideoPicture {
+            return FfiConverterTypeVideoPicture.lift(
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_televisit_ffi_fn_func_test_pattern_picture(
+    
+        
+        FfiConverterUInt.lower(`counter`),
+        FfiConverterUInt.lower(`width`),
+        FfiConverterUInt.lower(`height`),_status)
 }
     )
     }
