@@ -330,19 +330,17 @@ fn camera(
 
 #[uniffi::export]
 impl VideoSource {
-    /// Queues an I420 picture (Android `YUV_420_888` read plane by plane without padding).
-    /// `rotation_degrees` turns it clockwise to upright (0, 90, 180, 270); `capture_time_us` is on
-    /// any steady clock. `BadPicture` for planes of the wrong size, `Closed` after release.
+    /// Queues an I420 picture (Android `YUV_420_888` read plane by plane without padding, or a
+    /// picture from `testPatternPicture`). `rotation_degrees` turns it clockwise to upright (0,
+    /// 90, 180, 270); `capture_time_us` is on any steady clock. `BadPicture` for planes of the
+    /// wrong size, `Closed` after release.
     pub fn push_i420(
         &self,
-        width: u32,
-        height: u32,
-        y: Vec<u8>,
-        u: Vec<u8>,
-        v: Vec<u8>,
+        picture: VideoPicture,
         rotation_degrees: i32,
         capture_time_us: i64,
     ) -> Result<(), VideoError> {
+        let VideoPicture { width, height, y, u, v } = picture;
         let picture =
             camera(width, height, CameraPlanes::I420 { y, u, v }, rotation_degrees, capture_time_us)?;
         Ok(self.0.push(picture)?)

@@ -582,7 +582,7 @@ void uniffi_televisit_ffi_fn_free_videosource(uint64_t handle, RustCallStatus *_
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_VIDEOSOURCE_PUSH_I420
 #define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_VIDEOSOURCE_PUSH_I420
-void uniffi_televisit_ffi_fn_method_videosource_push_i420(uint64_t ptr, uint32_t width, uint32_t height, RustBuffer y, RustBuffer u, RustBuffer v, int32_t rotation_degrees, int64_t capture_time_us, RustCallStatus *_Nonnull out_status
+void uniffi_televisit_ffi_fn_method_videosource_push_i420(uint64_t ptr, RustBuffer picture, int32_t rotation_degrees, int64_t capture_time_us, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_METHOD_VIDEOSOURCE_PUSH_NV12

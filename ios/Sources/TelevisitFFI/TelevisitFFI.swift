@@ -2416,11 +2416,12 @@ public func FfiConverterTypeVideoSink_lower(_ value: VideoSink) -> UInt64 {
 public protocol VideoSourceProtocol: AnyObject, Sendable {
     
     /**
-     * Queues an I420 picture (Android `YUV_420_888` read plane by plane without padding).
-     * `rotation_degrees` turns it clockwise to upright (0, 90, 180, 270); `capture_time_us` is on
-     * any steady clock. `BadPicture` for planes of the wrong size, `Closed` after release.
+     * Queues an I420 picture (Android `YUV_420_888` read plane by plane without padding, or a
+     * picture from `testPatternPicture`). `rotation_degrees` turns it clockwise to upright (0,
+     * 90, 180, 270); `capture_time_us` is on any steady clock. `BadPicture` for planes of the
+     * wrong size, `Closed` after release.
      */
-    func pushI420(width: UInt32, height: UInt32, y: Data, u: Data, v: Data, rotationDegrees: Int32, captureTimeUs: Int64) throws 
+    func pushI420(picture: VideoPicture, rotationDegrees: Int32, captureTimeUs: Int64) throws 
     
     /**
      * Queues an NV12 picture (iOS `kCVPixelFormatType_420YpCbCr8BiPlanarFullRange`, Android
@@ -2492,19 +2493,16 @@ open class VideoSource: VideoSourceProtocol, @unchecked Sendable {
 
     
     /**
-     * Queues an I420 picture (Android `YUV_420_888` read plane by plane without padding).
-     * `rotation_degrees` turns it clockwise to upright (0, 90, 180, 270); `capture_time_us` is on
-     * any steady clock. `BadPicture` for planes of the wrong size, `Closed` after release.
+     * Queues an I420 picture (Android `YUV_420_888` read plane by plane without padding, or a
+     * picture from `testPatternPicture`). `rotation_degrees` turns it clockwise to upright (0,
+     * 90, 180, 270); `capture_time_us` is on any steady clock. `BadPicture` for planes of the
+     * wrong size, `Closed` after release.
      */
-open func pushI420(width: UInt32, height: UInt32, y: Data, u: Data, v: Data, rotationDegrees: Int32, captureTimeUs: Int64)throws   {try rustCallWithError(FfiConverterTypeVideoError_lift) {
+open func pushI420(picture: VideoPicture, rotationDegrees: Int32, captureTimeUs: Int64)throws   {try rustCallWithError(FfiConverterTypeVideoError_lift) {
         uniffiCallStatus in
     uniffi_televisit_ffi_fn_method_videosource_push_i420(
             self.uniffiCloneHandle(),
-        FfiConverterUInt32.lower(width),
-        FfiConverterUInt32.lower(height),
-        FfiConverterData.lower(y),
-        FfiConverterData.lower(u),
-        FfiConverterData.lower(v),
+        FfiConverterTypeVideoPicture_lower(picture),
         FfiConverterInt32.lower(rotationDegrees),
         FfiConverterInt64.lower(captureTimeUs),uniffiCallStatus
     )
@@ -6262,7 +6260,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_televisit_ffi_checksum_method_videosink_stats() != 10327) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_televisit_ffi_checksum_method_videosource_push_i420() != 40913) {
+    if (uniffi_televisit_ffi_checksum_method_videosource_push_i420() != 5358) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_televisit_ffi_checksum_method_videosource_push_nv12() != 28944) {

@@ -30,9 +30,9 @@ class VideoTest {
                 assertEquals(Role.PATIENT, call.join())
                 val source = call.videoSource()
                 val sink = call.videoSink()
-                assertThrows<VideoException.BadPicture> { source.pushI420(640u, 360u, ByteArray(10), ByteArray(0), ByteArray(0), 0, 0) }
+                assertThrows<VideoException.BadPicture> { source.pushI420(VideoPicture(640u, 360u, ByteArray(10), ByteArray(0), ByteArray(0)), 0, 0) }
                 val ok = cameraPicture(0)
-                assertThrows<VideoException.BadPicture> { source.pushI420(640u, 360u, ok.y, ok.u, ok.v, 45, 0) }
+                assertThrows<VideoException.BadPicture> { source.pushI420(ok, 45, 0) }
 
                 // The doctor is `televisit join`: it sends the test pattern and decodes what it gets.
                 val doctor = visit.headless(visit.doctorLink, "--seconds", "6")
@@ -76,7 +76,7 @@ class VideoTest {
 
                 call.close()
                 assertThrows<VideoException.Closed> { sink.pull() }
-                assertThrows<VideoException.Closed> { source.pushI420(ok.width, ok.height, ok.y, ok.u, ok.v, 0, 0) }
+                assertThrows<VideoException.Closed> { source.pushI420(ok, 0, 0) }
             }
         }
     }
@@ -109,7 +109,7 @@ class VideoTest {
                 val start = System.nanoTime()
                 for (n in 0 until 30) {
                     val p = cameraPicture(n)
-                    source.pushI420(p.width, p.height, p.y, p.u, p.v, 270, (System.nanoTime() - start) / 1000)
+                    source.pushI420(p, 270, (System.nanoTime() - start) / 1000)
                     Thread.sleep(33)
                 }
                 val first = encoder.settings.first()

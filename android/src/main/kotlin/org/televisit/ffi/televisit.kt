@@ -977,7 +977,7 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_televisit_ffi_fn_free_videosource(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_televisit_ffi_fn_method_videosource_push_i420(`ptr`: Long,`width`: Int,`height`: Int,`y`: RustBuffer.ByValue,`u`: RustBuffer.ByValue,`v`: RustBuffer.ByValue,`rotationDegrees`: Int,`captureTimeUs`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_televisit_ffi_fn_method_videosource_push_i420(`ptr`: Long,`picture`: RustBuffer.ByValue,`rotationDegrees`: Int,`captureTimeUs`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_televisit_ffi_fn_method_videosource_push_nv12(`ptr`: Long,`width`: Int,`height`: Int,`y`: RustBuffer.ByValue,`uv`: RustBuffer.ByValue,`rotationDegrees`: Int,`captureTimeUs`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
@@ -1221,7 +1221,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_televisit_ffi_checksum_method_videosink_stats() and 0xFFFF) != 10327) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_televisit_ffi_checksum_method_videosource_push_i420() and 0xFFFF) != 40913) {
+    if ((lib.uniffi_televisit_ffi_checksum_method_videosource_push_i420() and 0xFFFF) != 5358) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_televisit_ffi_checksum_method_videosource_push_nv12() and 0xFFFF) != 28944) {
@@ -4550,11 +4550,12 @@ public object FfiConverterTypeVideoSink: FfiConverter<VideoSink, Long> {
 public interface VideoSourceInterface {
     
     /**
-     * Queues an I420 picture (Android `YUV_420_888` read plane by plane without padding).
-     * `rotation_degrees` turns it clockwise to upright (0, 90, 180, 270); `capture_time_us` is on
-     * any steady clock. `BadPicture` for planes of the wrong size, `Closed` after release.
+     * Queues an I420 picture (Android `YUV_420_888` read plane by plane without padding, or a
+     * picture from `testPatternPicture`). `rotation_degrees` turns it clockwise to upright (0,
+     * 90, 180, 270); `capture_time_us` is on any steady clock. `BadPicture` for planes of the
+     * wrong size, `Closed` after release.
      */
-    fun `pushI420`(`width`: kotlin.UInt, `height`: kotlin.UInt, `y`: kotlin.ByteArray, `u`: kotlin.ByteArray, `v`: kotlin.ByteArray, `rotationDegrees`: kotlin.Int, `captureTimeUs`: kotlin.Long)
+    fun `pushI420`(`picture`: VideoPicture, `rotationDegrees`: kotlin.Int, `captureTimeUs`: kotlin.Long)
     
     /**
      * Queues an NV12 picture (iOS `kCVPixelFormatType_420YpCbCr8BiPlanarFullRange`, Android
@@ -4677,22 +4678,19 @@ open class VideoSource: Disposable, AutoCloseable, VideoSourceInterface
 
     
     /**
-     * Queues an I420 picture (Android `YUV_420_888` read plane by plane without padding).
-     * `rotation_degrees` turns it clockwise to upright (0, 90, 180, 270); `capture_time_us` is on
-     * any steady clock. `BadPicture` for planes of the wrong size, `Closed` after release.
+     * Queues an I420 picture (Android `YUV_420_888` read plane by plane without padding, or a
+     * picture from `testPatternPicture`). `rotation_degrees` turns it clockwise to upright (0,
+     * 90, 180, 270); `capture_time_us` is on any steady clock. `BadPicture` for planes of the
+     * wrong size, `Closed` after release.
      */
-    @Throws(VideoException::class)override fun `pushI420`(`width`: kotlin.UInt, `height`: kotlin.UInt, `y`: kotlin.ByteArray, `u`: kotlin.ByteArray, `v`: kotlin.ByteArray, `rotationDegrees`: kotlin.Int, `captureTimeUs`: kotlin.Long)
+    @Throws(VideoException::class)override fun `pushI420`(`picture`: VideoPicture, `rotationDegrees`: kotlin.Int, `captureTimeUs`: kotlin.Long)
         = 
     callWithHandle {
     uniffiRustCallWithError(VideoException) { _status ->
     UniffiLib.uniffi_televisit_ffi_fn_method_videosource_push_i420(
         it,
         
-        FfiConverterUInt.lower(`width`),
-        FfiConverterUInt.lower(`height`),
-        FfiConverterByteArray.lower(`y`),
-        FfiConverterByteArray.lower(`u`),
-        FfiConverterByteArray.lower(`v`),
+        FfiConverterTypeVideoPicture.lower(`picture`),
         FfiConverterInt.lower(`rotationDegrees`),
         FfiConverterLong.lower(`captureTimeUs`),_status)
 }
