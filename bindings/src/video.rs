@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use televisit_core::call::ladder::EncoderTarget;
 use televisit_core::frame::{EncodedFrame, FrameKind, VideoCodec as CoreVideoCodec};
+use televisit_core::video::h264::{self, ParameterSets};
 use televisit_core::video::{
     self as core_video, pattern, CameraPicture, CameraPlanes, CodecError, I420Frame, Rotation,
     VideoError as CoreVideoError,
@@ -146,10 +147,11 @@ pub struct EncoderSettings {
 /// One encoded frame from a platform encoder.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct EncodedVideo {
-    /// VP8: the frame as libvpx writes it. H.264: the access unit in Annex-B form (convert
-    /// VideoToolbox's AVCC length prefixes to start codes, and put SPS/PPS before each IDR).
+    /// VP8: the frame as libvpx writes it. H.264: the access unit in Annex-B form (VideoToolbox's
+    /// AVCC through `annexBFromAvcc`). The parameter sets may come alone, as MediaCodec's
+    /// codec-config buffer does: the core keeps them and puts them in front of each IDR.
     pub data: Vec<u8>,
-    /// A keyframe (VP8 key frame, H.264 IDR).
+    /// A keyframe (VP8 key frame, H.264 IDR); the core also reads it from the bitstream.
     pub keyframe: bool,
 }
 
@@ -188,7 +190,7 @@ impl core_video::VideoCodecs for PlatformCodecs {
     fn encoder(&self, codec: CoreVideoCodec) -> Result<Box<dyn core_video::VideoEncoder>, CodecError> {
         let platform =
             self.encoder.clone().ok_or_else(|| core_video::codecs::not_available(codec, "video encoder"))?;
-        Ok(Box::new(ForeignEncoder { platform, codec: codec.into(), fps: 30 }))
+        Ok(Box::new(ForeignEncoder { platform, codec, fps: 30, parameter_sets: ParameterSets::new() }))
     }
 
     fn decoder(&self, codec: CoreVideoCodec) -> Result<Box<dyn core_video::VideoDecoder>, CodecError> {
@@ -201,15 +203,16 @@ impl core_video::VideoCodecs for PlatformCodecs {
 
 struct ForeignEncoder {
     platform: Arc<dyn PlatformVideoEncoder>,
-    codec: VideoCodec,
+    codec: CoreVideoCodec,
     fps: u32,
+    parameter_sets: ParameterSets,
 }
 
 impl core_video::VideoEncoder for ForeignEncoder {
     fn set_target(&mut self, target: EncoderTarget) -> Result<(), CodecError> {
         self.fps = target.fps.max(1);
         Ok(self.platform.configure(EncoderSettings {
-            codec: self.codec,
+            codec: self.codec.into(),
             width: target.rung.width,
             height: target.rung.height,
             fps: self.fps,
@@ -222,12 +225,19 @@ impl core_video::VideoEncoder for ForeignEncoder {
     }
 
     fn encode(&mut self, picture: &I420Frame) -> Result<Option<EncodedFrame>, CodecError> {
-        let encoded = self.platform.encode(picture.clone().into())?;
-        Ok(encoded.map(|e| EncodedFrame {
+        let Some(encoded) = self.platform.encode(picture.clone().into())? else { return Ok(None) };
+        let data = match self.codec {
+            CoreVideoCodec::H264 => match self.parameter_sets.complete(encoded.data) {
+                Some(data) => data,
+                None => return Ok(None), // parameter sets alone: kept for the next IDR
+            },
+            CoreVideoCodec::Vp8 => encoded.data,
+        };
+        Ok(Some(EncodedFrame {
             kind: FrameKind::Video,
-            data: e.data,
+            keyframe: encoded.keyframe || self.codec.is_keyframe(&data),
+            data,
             duration: Duration::from_micros(1_000_000 / u64::from(self.fps)),
-            keyframe: e.keyframe,
             timing: Default::default(),
         }))
     }
@@ -424,6 +434,46 @@ impl VideoSink {
     }
 }
 
+/// The picture as RGBA bytes (4 per pixel, row after row) for a view that draws bitmaps (Android
+/// `Bitmap.copyPixelsFromBuffer` with `ARGB_8888`, iOS a `CGImage` of `premultipliedLast`).
+#[uniffi::export]
+pub fn rgba_pixels(picture: VideoPicture) -> Result<Vec<u8>, VideoError> {
+    let picture = I420Frame::from(picture);
+    picture.check()?;
+    Ok(picture.rgba())
+}
+
+/// An H.264 access unit with start codes (Annex B) from VideoToolbox's length-prefixed one
+/// (AVCC, 4-byte lengths). `BadPicture` if a length runs past the end.
+#[uniffi::export]
+pub fn annex_b_from_avcc(avcc: Vec<u8>) -> Result<Vec<u8>, VideoError> {
+    h264::annex_b_from_avcc(&avcc)
+        .ok_or_else(|| VideoError::BadPicture { reason: "an AVCC length runs past the end".into() })
+}
+
+/// A length-prefixed (AVCC) access unit for VideoToolbox's decoder from an Annex-B one, without
+/// its parameter sets (see `h264ParameterSets`).
+#[uniffi::export]
+pub fn avcc_from_annex_b(annex_b: Vec<u8>) -> Vec<u8> {
+    h264::avcc_from_annex_b(&annex_b)
+}
+
+/// The sequence and picture parameter sets of an H.264 keyframe, for a decoder's format
+/// description (`CMVideoFormatDescriptionCreateFromH264ParameterSets`); null if it lacks them.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct H264ParameterSets {
+    /// The sequence parameter set NAL unit, without a start code.
+    pub sps: Vec<u8>,
+    /// The picture parameter set NAL unit.
+    pub pps: Vec<u8>,
+}
+
+/// The parameter sets of an Annex-B access unit, if it has both.
+#[uniffi::export]
+pub fn h264_parameter_sets(annex_b: Vec<u8>) -> Option<H264ParameterSets> {
+    h264::parameter_sets(&annex_b).map(|(sps, pps)| H264ParameterSets { sps, pps })
+}
+
 /// Picture `counter` of the test pattern at this size: moving colour bars and a frame counter
 /// that survives encoding, for a pre-call camera check without a camera and for tests.
 #[uniffi::export]
@@ -451,6 +501,38 @@ mod tests {
             Rotation::from_degrees(45).map_err(VideoError::from),
             Err(VideoError::BadPicture { .. })
         ));
+    }
+
+    struct FakeH264;
+
+    impl PlatformVideoEncoder for FakeH264 {
+        fn configure(&self, _: EncoderSettings) -> Result<(), VideoError> {
+            Ok(())
+        }
+        fn request_keyframe(&self) {}
+        fn encode(&self, picture: VideoPicture) -> Result<Option<EncodedVideo>, VideoError> {
+            // MediaCodec's order: the codec config alone, then an IDR without the sets, then P.
+            let nal: &[u8] = match picture.y[0] {
+                0 => &[0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x68, 0xce],
+                1 => &[0, 0, 0, 1, 0x65, 0x88],
+                _ => &[0, 0, 0, 1, 0x41, 0x9a],
+            };
+            Ok(Some(EncodedVideo { data: nal.to_vec(), keyframe: false }))
+        }
+    }
+
+    #[test]
+    fn a_platform_h264_encoders_idrs_carry_the_parameter_sets_and_are_known_as_keyframes() {
+        let codecs = PlatformCodecs { encoder: Some(Arc::new(FakeH264)), decoder: None };
+        let mut encoder = core_video::VideoCodecs::encoder(&codecs, CoreVideoCodec::H264).unwrap();
+        let mut frame = |n| encoder.encode(&I420Frame::filled(2, 2, (n, 128, 128))).unwrap();
+        assert_eq!(frame(0), None, "the config alone is no frame");
+        let idr = frame(1).unwrap();
+        assert!(idr.keyframe);
+        assert_eq!(idr.data, [0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x68, 0xce, 0, 0, 0, 1, 0x65, 0x88]);
+        assert!(!frame(2).unwrap().keyframe);
+        assert!(core_video::VideoCodecs::decoder(&codecs, CoreVideoCodec::H264).is_err(), "no decoder given");
+        assert!(rgba_pixels(VideoPicture { width: 2, height: 2, y: vec![], u: vec![], v: vec![] }).is_err());
     }
 
     #[test]

@@ -6,10 +6,13 @@
 //!   implement, and the core's software VP8 ([`software_codecs`], feature `software-codec`).
 //! - [`engine`]: the [`VideoSource`] a camera pushes into and the [`VideoSink`] a renderer pulls
 //!   from; the call client wires them to the ladder, keyframe requests and the video track.
+//! - [`h264`]: what platform H.264 encoders leave to their caller (parameter sets before each
+//!   IDR, AVCC ↔ Annex B).
 //! - [`pattern`]: a moving test picture whose frame counter can be read back after lossy coding.
 
 pub mod codecs;
 pub mod engine;
+pub mod h264;
 pub mod pattern;
 pub mod picture;
 

@@ -92,6 +92,30 @@ impl I420Frame {
         Some(sum as f64 / f64::from((x1 - x) * (y1 - y)))
     }
 
+    /// The picture as RGBA bytes (4 per pixel, row after row, alpha opaque) for a view that
+    /// draws bitmaps: BT.601 limited range, what cameras and video codecs give.
+    pub fn rgba(&self) -> Vec<u8> {
+        let (cw, _) = chroma_size(self.width, self.height);
+        let mut out = Vec::with_capacity((self.width * self.height * 4) as usize);
+        for row in 0..self.height {
+            for column in 0..self.width {
+                let y = i32::from(self.y[(row * self.width + column) as usize]) - 16;
+                let chroma = ((row / 2) * cw + column / 2) as usize;
+                let (u, v) = (i32::from(self.u[chroma]) - 128, i32::from(self.v[chroma]) - 128);
+                // Fixed point, ×256: R = 1.164 Y + 1.596 V, G = 1.164 Y − 0.392 U − 0.813 V, B = 1.164 Y + 2.017 U.
+                let channel = |x: i32| ((x + 128) >> 8).clamp(0, 255) as u8;
+                let luma = 298 * y;
+                out.extend([
+                    channel(luma + 409 * v),
+                    channel(luma - 100 * u - 208 * v),
+                    channel(luma + 516 * u),
+                    255,
+                ]);
+            }
+        }
+        out
+    }
+
     /// This picture turned clockwise by `rotation`.
     pub fn rotated(&self, rotation: Rotation) -> I420Frame {
         if rotation == Rotation::None {
@@ -330,6 +354,16 @@ mod tests {
         let mut portrait = camera(vec![1, 3, 2, 4]);
         portrait.rotation = Rotation::Quarter;
         assert_eq!(portrait.upright().map(|p| (p.width, p.height)), Ok((2, 4)));
+    }
+
+    #[test]
+    fn rgba_gives_the_colours_a_viewer_sees() {
+        let pixel = |yuv| I420Frame::filled(2, 2, yuv).rgba()[..4].to_vec();
+        assert_eq!(pixel((235, 128, 128)), [255, 255, 255, 255], "white");
+        assert_eq!(pixel((16, 128, 128)), [0, 0, 0, 255], "black");
+        let red = pixel((81, 90, 240));
+        assert!(red[0] > 250 && red[1] < 5 && red[2] < 5, "the pattern's red bar: {red:?}");
+        assert_eq!(I420Frame::filled(3, 3, (16, 128, 128)).rgba().len(), 36);
     }
 
     #[test]

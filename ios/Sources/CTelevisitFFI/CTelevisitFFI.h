@@ -606,9 +606,29 @@ RustBuffer uniffi_televisit_ffi_fn_func_televisit_version(RustCallStatus *_Nonnu
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_FUNC_ANNEX_B_FROM_AVCC
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_FUNC_ANNEX_B_FROM_AVCC
+RustBuffer uniffi_televisit_ffi_fn_func_annex_b_from_avcc(RustBuffer avcc, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_FUNC_AVCC_FROM_ANNEX_B
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_FUNC_AVCC_FROM_ANNEX_B
+RustBuffer uniffi_televisit_ffi_fn_func_avcc_from_annex_b(RustBuffer annex_b, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_FUNC_H264_PARAMETER_SETS
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_FUNC_H264_PARAMETER_SETS
+RustBuffer uniffi_televisit_ffi_fn_func_h264_parameter_sets(RustBuffer annex_b, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_FUNC_READ_TEST_PATTERN
 #define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_FUNC_READ_TEST_PATTERN
 RustBuffer uniffi_televisit_ffi_fn_func_read_test_pattern(RustBuffer picture, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_FUNC_RGBA_PIXELS
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_FUNC_RGBA_PIXELS
+RustBuffer uniffi_televisit_ffi_fn_func_rgba_pixels(RustBuffer picture, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_FN_FUNC_TEST_PATTERN_PICTURE
@@ -888,9 +908,33 @@ uint16_t uniffi_televisit_ffi_checksum_func_televisit_version(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_FUNC_ANNEX_B_FROM_AVCC
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_FUNC_ANNEX_B_FROM_AVCC
+uint16_t uniffi_televisit_ffi_checksum_func_annex_b_from_avcc(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_FUNC_AVCC_FROM_ANNEX_B
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_FUNC_AVCC_FROM_ANNEX_B
+uint16_t uniffi_televisit_ffi_checksum_func_avcc_from_annex_b(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_FUNC_H264_PARAMETER_SETS
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_FUNC_H264_PARAMETER_SETS
+uint16_t uniffi_televisit_ffi_checksum_func_h264_parameter_sets(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_FUNC_READ_TEST_PATTERN
 #define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_FUNC_READ_TEST_PATTERN
 uint16_t uniffi_televisit_ffi_checksum_func_read_test_pattern(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_FUNC_RGBA_PIXELS
+#define UNIFFI_FFIDEF_UNIFFI_TELEVISIT_FFI_CHECKSUM_FUNC_RGBA_PIXELS
+uint16_t uniffi_televisit_ffi_checksum_func_rgba_pixels(void
     
 );
 #endif

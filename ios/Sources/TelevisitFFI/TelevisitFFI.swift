@@ -3221,12 +3221,13 @@ public func FfiConverterTypeDecodedPicture_lower(_ value: DecodedPicture) -> Rus
  */
 public struct EncodedVideo: Equatable, Hashable {
     /**
-     * VP8: the frame as libvpx writes it. H.264: the access unit in Annex-B form (convert
-     * VideoToolbox's AVCC length prefixes to start codes, and put SPS/PPS before each IDR).
+     * VP8: the frame as libvpx writes it. H.264: the access unit in Annex-B form (VideoToolbox's
+     * AVCC through `annexBFromAvcc`). The parameter sets may come alone, as MediaCodec's
+     * codec-config buffer does: the core keeps them and puts them in front of each IDR.
      */
     public var data: Data
     /**
-     * A keyframe (VP8 key frame, H.264 IDR).
+     * A keyframe (VP8 key frame, H.264 IDR); the core also reads it from the bitstream.
      */
     public var keyframe: Bool
 
@@ -3234,11 +3235,12 @@ public struct EncodedVideo: Equatable, Hashable {
     // declare one manually.
     public init(
         /**
-         * VP8: the frame as libvpx writes it. H.264: the access unit in Annex-B form (convert
-         * VideoToolbox's AVCC length prefixes to start codes, and put SPS/PPS before each IDR).
+         * VP8: the frame as libvpx writes it. H.264: the access unit in Annex-B form (VideoToolbox's
+         * AVCC through `annexBFromAvcc`). The parameter sets may come alone, as MediaCodec's
+         * codec-config buffer does: the core keeps them and puts them in front of each IDR.
          */data: Data, 
         /**
-         * A keyframe (VP8 key frame, H.264 IDR).
+         * A keyframe (VP8 key frame, H.264 IDR); the core also reads it from the bitstream.
          */keyframe: Bool) {
         self.data = data
         self.keyframe = keyframe
@@ -3385,6 +3387,76 @@ public func FfiConverterTypeEncoderSettings_lift(_ buf: RustBuffer) throws -> En
 #endif
 public func FfiConverterTypeEncoderSettings_lower(_ value: EncoderSettings) -> RustBuffer {
     return FfiConverterTypeEncoderSettings.lower(value)
+}
+
+
+/**
+ * The sequence and picture parameter sets of an H.264 keyframe, for a decoder's format
+ * description (`CMVideoFormatDescriptionCreateFromH264ParameterSets`); null if it lacks them.
+ */
+public struct H264ParameterSets: Equatable, Hashable {
+    /**
+     * The sequence parameter set NAL unit, without a start code.
+     */
+    public var sps: Data
+    /**
+     * The picture parameter set NAL unit.
+     */
+    public var pps: Data
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The sequence parameter set NAL unit, without a start code.
+         */sps: Data, 
+        /**
+         * The picture parameter set NAL unit.
+         */pps: Data) {
+        self.sps = sps
+        self.pps = pps
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension H264ParameterSets: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeH264ParameterSets: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> H264ParameterSets {
+        return
+            try H264ParameterSets(
+                sps: FfiConverterData.read(from: &buf), 
+                pps: FfiConverterData.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: H264ParameterSets, into buf: inout [UInt8]) {
+        FfiConverterData.write(value.sps, into: &buf)
+        FfiConverterData.write(value.pps, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeH264ParameterSets_lift(_ buf: RustBuffer) throws -> H264ParameterSets {
+    return try FfiConverterTypeH264ParameterSets.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeH264ParameterSets_lower(_ value: H264ParameterSets) -> RustBuffer {
+    return FfiConverterTypeH264ParameterSets.lower(value)
 }
 
 
@@ -5897,6 +5969,30 @@ fileprivate struct FfiConverterOptionTypeEncodedVideo: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeH264ParameterSets: FfiConverterRustBuffer {
+    typealias SwiftType = H264ParameterSets?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeH264ParameterSets.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeH264ParameterSets.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionTypeVideoPicture: FfiConverterRustBuffer {
     typealias SwiftType = VideoPicture?
 
@@ -6109,12 +6205,59 @@ public func televisitVersion() -> String  {
 })
 }
 /**
+ * An H.264 access unit with start codes (Annex B) from VideoToolbox's length-prefixed one
+ * (AVCC, 4-byte lengths). `BadPicture` if a length runs past the end.
+ */
+public func annexBFromAvcc(avcc: Data)throws  -> Data  {
+    return try  FfiConverterData.lift(try rustCallWithError(FfiConverterTypeVideoError_lift) {
+        uniffiCallStatus in
+    uniffi_televisit_ffi_fn_func_annex_b_from_avcc(
+        FfiConverterData.lower(avcc),uniffiCallStatus
+    )
+})
+}
+/**
+ * A length-prefixed (AVCC) access unit for VideoToolbox's decoder from an Annex-B one, without
+ * its parameter sets (see `h264ParameterSets`).
+ */
+public func avccFromAnnexB(annexB: Data) -> Data  {
+    return try!  FfiConverterData.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_televisit_ffi_fn_func_avcc_from_annex_b(
+        FfiConverterData.lower(annexB),uniffiCallStatus
+    )
+})
+}
+/**
+ * The parameter sets of an Annex-B access unit, if it has both.
+ */
+public func h264ParameterSets(annexB: Data) -> H264ParameterSets?  {
+    return try!  FfiConverterOptionTypeH264ParameterSets.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_televisit_ffi_fn_func_h264_parameter_sets(
+        FfiConverterData.lower(annexB),uniffiCallStatus
+    )
+})
+}
+/**
  * The frame counter of a (decoded) test-pattern picture; null if it carries none.
  */
 public func readTestPattern(picture: VideoPicture) -> UInt32?  {
     return try!  FfiConverterOptionUInt32.lift(try! rustCall() {
         uniffiCallStatus in
     uniffi_televisit_ffi_fn_func_read_test_pattern(
+        FfiConverterTypeVideoPicture_lower(picture),uniffiCallStatus
+    )
+})
+}
+/**
+ * The picture as RGBA bytes (4 per pixel, row after row) for a view that draws bitmaps (Android
+ * `Bitmap.copyPixelsFromBuffer` with `ARGB_8888`, iOS a `CGImage` of `premultipliedLast`).
+ */
+public func rgbaPixels(picture: VideoPicture)throws  -> Data  {
+    return try  FfiConverterData.lift(try rustCallWithError(FfiConverterTypeVideoError_lift) {
+        uniffiCallStatus in
+    uniffi_televisit_ffi_fn_func_rgba_pixels(
         FfiConverterTypeVideoPicture_lower(picture),uniffiCallStatus
     )
 })
@@ -6155,7 +6298,19 @@ private let initializationResult: InitializationResult = {
     if (uniffi_televisit_ffi_checksum_func_televisit_version() != 40353) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_televisit_ffi_checksum_func_annex_b_from_avcc() != 61963) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_televisit_ffi_checksum_func_avcc_from_annex_b() != 24711) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_televisit_ffi_checksum_func_h264_parameter_sets() != 11108) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_televisit_ffi_checksum_func_read_test_pattern() != 46726) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_televisit_ffi_checksum_func_rgba_pixels() != 39736) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_televisit_ffi_checksum_func_test_pattern_picture() != 6570) {

@@ -770,7 +770,15 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_televisit_ffi_checksum_func_televisit_version(
     ): Int
+    external fun uniffi_televisit_ffi_checksum_func_annex_b_from_avcc(
+    ): Int
+    external fun uniffi_televisit_ffi_checksum_func_avcc_from_annex_b(
+    ): Int
+    external fun uniffi_televisit_ffi_checksum_func_h264_parameter_sets(
+    ): Int
     external fun uniffi_televisit_ffi_checksum_func_read_test_pattern(
+    ): Int
+    external fun uniffi_televisit_ffi_checksum_func_rgba_pixels(
     ): Int
     external fun uniffi_televisit_ffi_checksum_func_test_pattern_picture(
     ): Int
@@ -987,7 +995,15 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_televisit_ffi_fn_func_televisit_version(uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_televisit_ffi_fn_func_annex_b_from_avcc(`avcc`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_televisit_ffi_fn_func_avcc_from_annex_b(`annexB`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_televisit_ffi_fn_func_h264_parameter_sets(`annexB`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_televisit_ffi_fn_func_read_test_pattern(`picture`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_televisit_ffi_fn_func_rgba_pixels(`picture`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_televisit_ffi_fn_func_test_pattern_picture(`counter`: Int,`width`: Int,`height`: Int,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -1116,7 +1132,19 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_televisit_ffi_checksum_func_televisit_version() and 0xFFFF) != 40353) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_televisit_ffi_checksum_func_annex_b_from_avcc() and 0xFFFF) != 61963) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_televisit_ffi_checksum_func_avcc_from_annex_b() and 0xFFFF) != 24711) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_televisit_ffi_checksum_func_h264_parameter_sets() and 0xFFFF) != 11108) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_televisit_ffi_checksum_func_read_test_pattern() and 0xFFFF) != 46726) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_televisit_ffi_checksum_func_rgba_pixels() and 0xFFFF) != 39736) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_televisit_ffi_checksum_func_test_pattern_picture() and 0xFFFF) != 6570) {
@@ -5240,13 +5268,14 @@ public object FfiConverterTypeDecodedPicture: FfiConverterRustBuffer<DecodedPict
  */
 data class EncodedVideo (
     /**
-     * VP8: the frame as libvpx writes it. H.264: the access unit in Annex-B form (convert
-     * VideoToolbox's AVCC length prefixes to start codes, and put SPS/PPS before each IDR).
+     * VP8: the frame as libvpx writes it. H.264: the access unit in Annex-B form (VideoToolbox's
+     * AVCC through `annexBFromAvcc`). The parameter sets may come alone, as MediaCodec's
+     * codec-config buffer does: the core keeps them and puts them in front of each IDR.
      */
     var `data`: kotlin.ByteArray
     , 
     /**
-     * A keyframe (VP8 key frame, H.264 IDR).
+     * A keyframe (VP8 key frame, H.264 IDR); the core also reads it from the bitstream.
      */
     var `keyframe`: kotlin.Boolean
     
@@ -5351,6 +5380,54 @@ public object FfiConverterTypeEncoderSettings: FfiConverterRustBuffer<EncoderSet
             FfiConverterUInt.write(value.`height`, buf)
             FfiConverterUInt.write(value.`fps`, buf)
             FfiConverterULong.write(value.`bitrateBps`, buf)
+    }
+}
+
+
+
+/**
+ * The sequence and picture parameter sets of an H.264 keyframe, for a decoder's format
+ * description (`CMVideoFormatDescriptionCreateFromH264ParameterSets`); null if it lacks them.
+ */
+data class H264ParameterSets (
+    /**
+     * The sequence parameter set NAL unit, without a start code.
+     */
+    var `sps`: kotlin.ByteArray
+    , 
+    /**
+     * The picture parameter set NAL unit.
+     */
+    var `pps`: kotlin.ByteArray
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeH264ParameterSets: FfiConverterRustBuffer<H264ParameterSets> {
+    override fun read(buf: ByteBuffer): H264ParameterSets {
+        return H264ParameterSets(
+            FfiConverterByteArray.read(buf),
+            FfiConverterByteArray.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: H264ParameterSets) = (
+            FfiConverterByteArray.allocationSize(value.`sps`) +
+            FfiConverterByteArray.allocationSize(value.`pps`)
+    )
+
+    override fun write(value: H264ParameterSets, buf: ByteBuffer) {
+            FfiConverterByteArray.write(value.`sps`, buf)
+            FfiConverterByteArray.write(value.`pps`, buf)
     }
 }
 
@@ -7766,6 +7843,38 @@ public object FfiConverterOptionalTypeEncodedVideo: FfiConverterRustBuffer<Encod
 /**
  * @suppress
  */
+public object FfiConverterOptionalTypeH264ParameterSets: FfiConverterRustBuffer<H264ParameterSets?> {
+    override fun read(buf: ByteBuffer): H264ParameterSets? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeH264ParameterSets.read(buf)
+    }
+
+    override fun allocationSize(value: H264ParameterSets?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeH264ParameterSets.allocationSize(value)
+        }
+    }
+
+    override fun write(value: H264ParameterSets?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeH264ParameterSets.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalTypeVideoPicture: FfiConverterRustBuffer<VideoPicture?> {
     override fun read(buf: ByteBuffer): VideoPicture? {
         if (buf.get().toInt() == 0) {
@@ -7980,11 +8089,72 @@ public object FfiConverterSequenceTypeVideoCodec: FfiConverterRustBuffer<List<Vi
     
 
         /**
+         * An H.264 access unit with start codes (Annex B) from VideoToolbox's length-prefixed one
+         * (AVCC, 4-byte lengths). `BadPicture` if a length runs past the end.
+         */
+    @Throws(VideoException::class) fun `annexBFromAvcc`(`avcc`: kotlin.ByteArray): kotlin.ByteArray {
+            return FfiConverterByteArray.lift(
+    uniffiRustCallWithError(VideoException) { _status ->
+    UniffiLib.uniffi_televisit_ffi_fn_func_annex_b_from_avcc(
+    
+        
+        FfiConverterByteArray.lower(`avcc`),_status)
+}
+    )
+    }
+    
+
+        /**
+         * A length-prefixed (AVCC) access unit for VideoToolbox's decoder from an Annex-B one, without
+         * its parameter sets (see `h264ParameterSets`).
+         */ fun `avccFromAnnexB`(`annexB`: kotlin.ByteArray): kotlin.ByteArray {
+            return FfiConverterByteArray.lift(
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_televisit_ffi_fn_func_avcc_from_annex_b(
+    
+        
+        FfiConverterByteArray.lower(`annexB`),_status)
+}
+    )
+    }
+    
+
+        /**
+         * The parameter sets of an Annex-B access unit, if it has both.
+         */ fun `h264ParameterSets`(`annexB`: kotlin.ByteArray): H264ParameterSets? {
+            return FfiConverterOptionalTypeH264ParameterSets.lift(
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_televisit_ffi_fn_func_h264_parameter_sets(
+    
+        
+        FfiConverterByteArray.lower(`annexB`),_status)
+}
+    )
+    }
+    
+
+        /**
          * The frame counter of a (decoded) test-pattern picture; null if it carries none.
          */ fun `readTestPattern`(`picture`: VideoPicture): kotlin.UInt? {
             return FfiConverterOptionalUInt.lift(
     uniffiRustCall() { _status ->
     UniffiLib.uniffi_televisit_ffi_fn_func_read_test_pattern(
+    
+        
+        FfiConverterTypeVideoPicture.lower(`picture`),_status)
+}
+    )
+    }
+    
+
+        /**
+         * The picture as RGBA bytes (4 per pixel, row after row) for a view that draws bitmaps (Android
+         * `Bitmap.copyPixelsFromBuffer` with `ARGB_8888`, iOS a `CGImage` of `premultipliedLast`).
+         */
+    @Throws(VideoException::class) fun `rgbaPixels`(`picture`: VideoPicture): kotlin.ByteArray {
+            return FfiConverterByteArray.lift(
+    uniffiRustCallWithError(VideoException) { _status ->
+    UniffiLib.uniffi_televisit_ffi_fn_func_rgba_pixels(
     
         
         FfiConverterTypeVideoPicture.lower(`picture`),_status)
