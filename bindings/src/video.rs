@@ -266,9 +266,16 @@ fn codecs(
     if encoder.is_some() || decoder.is_some() {
         return Ok(Arc::new(PlatformCodecs { encoder, decoder }));
     }
-    core_video::software_codecs().ok_or_else(|| VideoError::NoCodec {
-        reason: "this build has no software video codec: give the platform's".into(),
-    })
+    #[cfg(feature = "software-codec")]
+    {
+        Ok(televisit_codecs::software_codecs())
+    }
+    #[cfg(not(feature = "software-codec"))]
+    {
+        Err(VideoError::NoCodec {
+            reason: "this build has no software video codec: give the platform's".into(),
+        })
+    }
 }
 
 #[uniffi::export]

@@ -1,10 +1,10 @@
 //! Televisit's shared client core.
 //!
-//! [`protocol`] holds the signaling message types shared by the server and every client; it needs
-//! only serde, so the server depends on this crate with `default-features = false`.
+//! [`protocol`] (the signaling frames) and [`api`] (the HTTP API bodies) are the
+//! `televisit-protocol` crate's, which the server shares; they are re-exported here for clients.
 
-pub mod api;
-pub mod protocol;
+pub use televisit_protocol as protocol;
+pub use televisit_protocol::api;
 
 #[cfg(feature = "client")]
 pub mod audio;
@@ -12,14 +12,10 @@ pub mod audio;
 pub mod call;
 #[cfg(feature = "client")]
 pub mod client;
-#[cfg(feature = "software-codec")]
-pub mod codec;
 #[cfg(feature = "client")]
 pub mod error;
 #[cfg(feature = "client")]
 pub mod frame;
-#[cfg(feature = "software-codec")]
-pub mod headless;
 #[cfg(feature = "client")]
 pub mod link;
 #[cfg(feature = "client")]

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{CallStatus, ErrorCode, Role};
+use crate::{CallStatus, ErrorCode, Role};
 
 /// The one error shape of every HTTP error: `{ "error": { "code", "message" } }`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,8 +7,11 @@
 //! [`ClientMessage`] is what a participant sends; [`ServerMessage`] is what the server sends. Frames a
 //! peer sends for the other peer (SDP, ICE, media state, quality, screen share) are relayed with the
 //! sender's role added. The full description with an example of every frame is in `protocol.md`
-//! beside this file (included below). This module needs only serde: the server uses it without any WebRTC code.
+//! beside this file (included below). [`api`] holds the bodies of the HTTP API. This crate needs
+//! only serde: the server uses it without any WebRTC code, the client core re-exports it.
 #![doc = include_str!("protocol.md")]
+
+pub mod api;
 
 use serde::{Deserialize, Serialize};
 

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{Html, IntoResponse, Response};
-use televisit_core::protocol::ErrorCode;
+use televisit_protocol::ErrorCode;
 
 use crate::error::ApiError;
 use crate::SharedState;

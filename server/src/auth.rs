@@ -8,7 +8,7 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, Method};
 use axum_extra::extract::CookieJar;
-use televisit_core::protocol::{CallStatus, ErrorCode, Role};
+use televisit_protocol::{CallStatus, ErrorCode, Role};
 
 use crate::error::{ApiError, ApiResult};
 use crate::secrets::{constant_time_eq, hash_secret, looks_like_call_token};

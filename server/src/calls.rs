@@ -5,11 +5,11 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::Json;
 use serde::Deserialize;
 use std::net::SocketAddr;
-use televisit_core::api::{
+use televisit_protocol::api::{
     EndResponse, IceServer, IceServersResponse, IceTransportPolicy, JoinResponse, PatientLinkResponse,
     StartResponse, StatusResponse,
 };
-use televisit_core::protocol::{CallStatus, ErrorCode, Role, MAX_WAITING_MESSAGE_CHARS};
+use televisit_protocol::{CallStatus, ErrorCode, Role, MAX_WAITING_MESSAGE_CHARS};
 
 use crate::auth::{Actor, DoctorAuth, Participant};
 use crate::config::Config;

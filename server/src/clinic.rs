@@ -6,7 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use televisit_core::protocol::{CallStatus, ErrorCode};
+use televisit_protocol::{CallStatus, ErrorCode};
 
 use crate::auth::{Clinic, DOCTOR_TOKEN_PREFIX};
 use crate::error::{json_rejection, ApiError, ApiResult};

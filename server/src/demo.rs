@@ -1,7 +1,7 @@
 //! A demo visit a newcomer can open: a doctor who can sign in, a patient, an appointment starting
 //! now, and the call already started so both join links work.
 
-use televisit_core::protocol::Role;
+use televisit_protocol::Role;
 
 use crate::calls::join_link;
 use crate::error::{ApiError, ApiResult};

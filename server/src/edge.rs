@@ -73,7 +73,7 @@ pub async fn serve(
         };
         let exempt = edge.trusted_proxies.contains(&peer.ip());
         let Some(permit) = edge.caps.try_open(peer.ip(), exempt) else {
-            edge.metrics.refused(televisit_core::protocol::ErrorCode::ServerBusy);
+            edge.metrics.refused(televisit_protocol::ErrorCode::ServerBusy);
             tracing::debug!("connection refused: cap reached");
             let _ = stream.try_write(BUSY_RESPONSE);
             continue;

@@ -3,8 +3,8 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use televisit_core::api::{ErrorBody, ErrorDetail};
-use televisit_core::protocol::ErrorCode;
+use televisit_protocol::api::{ErrorBody, ErrorDetail};
+use televisit_protocol::ErrorCode;
 
 /// An API error: a code, a message for people, and the HTTP status that goes with the code.
 #[derive(Debug, Clone, PartialEq, Eq)]

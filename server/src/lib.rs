@@ -34,7 +34,7 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use televisit_core::protocol::ErrorCode;
+use televisit_protocol::ErrorCode;
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -207,7 +207,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/video-call/ice-servers", get(calls::ice_servers_handler))
         .route("/video-call/ws", get(signaling::ws::upgrade))
         .route("/video-call/signal", post(signaling::http_fallback::post).get(signaling::http_fallback::poll))
-        .layer(DefaultBodyLimit::max(televisit_core::protocol::MAX_FRAME_BYTES))
+        .layer(DefaultBodyLimit::max(televisit_protocol::MAX_FRAME_BYTES))
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),

@@ -145,7 +145,7 @@ async fn main() -> std::process::ExitCode {
             signaling,
         } => {
             use televisit_core::call::transport::SignalingTransport;
-            use televisit_core::headless;
+            use televisit_join as headless;
             let options = headless::HeadlessOptions {
                 link,
                 duration: seconds.map(std::time::Duration::from_secs),

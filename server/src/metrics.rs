@@ -10,7 +10,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use televisit_core::protocol::{CallStatus, ClientMessage, ErrorCode};
+use televisit_protocol::{CallStatus, ClientMessage, ErrorCode};
 
 type Labels = Vec<(&'static str, &'static str)>;
 

@@ -11,7 +11,7 @@ use axum::{Form, Json};
 use axum_extra::extract::cookie::{Cookie, SameSite};
 use axum_extra::extract::CookieJar;
 use serde::{Deserialize, Serialize};
-use televisit_core::protocol::ErrorCode;
+use televisit_protocol::ErrorCode;
 
 use crate::assets::page;
 use crate::auth::{DoctorAuth, SESSION_COOKIE};

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
-use televisit_core::protocol::{CallStatus, ChatMessage, QualityLevel, QualityReport, Role};
+use televisit_protocol::{CallStatus, ChatMessage, QualityLevel, QualityReport, Role};
 
 /// Storage errors are internal errors for the API; the message is for the log (no secrets in it).
 pub type StoreResult<T> = Result<T, sqlx::Error>;

@@ -13,7 +13,7 @@ use common::*;
 use futures_util::future::join_all;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use televisit_core::protocol::CallStatus;
+use televisit_protocol::CallStatus;
 use televisit_server::secrets::Clock;
 use tokio_tungstenite::tungstenite::Message;
 

@@ -83,12 +83,12 @@ async fn two_headless_participants_talk_and_the_doctor_ends_the_call() {
     assert_eq!(&bytes[8..12], b"VP80");
     assert_eq!((&bytes[12..14], &bytes[14..16]), (&640u16.to_le_bytes()[..], &360u16.to_le_bytes()[..]));
     let frames_in_header = u32::from_le_bytes(bytes[24..28].try_into().unwrap());
-    let mut decoder = televisit_core::codec::video::Vp8Decoder::new().unwrap();
+    let mut decoder = televisit_join::codecs::video::Vp8Decoder::new().unwrap();
     let (mut at, mut counters) = (32, vec![]);
     while at + 12 <= bytes.len() {
         let size = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
         if let Ok(picture) = decoder.decode(&bytes[at + 12..at + 12 + size]) {
-            counters.extend(televisit_core::codec::pattern::read_counter(&picture));
+            counters.extend(televisit_join::codecs::pattern::read_counter(&picture));
         }
         at += 12 + size;
     }

@@ -871,7 +871,7 @@ async fn a_chat_stored_by_a_node_that_died_before_its_room_heard_of_it_is_stored
     // A node stored the patient's message 1 and died before it committed the room: the database
     // has it; the room, the doctor and the patient's app (no ack) do not.
     let store = &a.server.state.store;
-    let from = televisit_core::protocol::Role::Patient;
+    let from = televisit_protocol::Role::Patient;
     let text = "My chest hurts".to_owned();
     let lost = NewChat { appointment_id: visit.appointment_id.clone(), from, text, client_seq: Some(1) };
     store.add_chats(&[lost], a.clock.now_ms()).await.unwrap();

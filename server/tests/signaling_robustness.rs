@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::*;
 use futures_util::StreamExt;
 use serde_json::json;
-use televisit_core::protocol::MAX_FRAME_BYTES;
+use televisit_protocol::MAX_FRAME_BYTES;
 use televisit_server::secrets::Clock;
 use tokio_tungstenite::tungstenite::Message;
 

@@ -13,14 +13,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use televisit_codecs::audio::OpusDecoder;
+use televisit_codecs::pattern::TestPattern;
+use televisit_codecs::video::{default_target, Vp8Decoder, Vp8Encoder};
 use televisit_core::call::machine::{CallEvent, CallState};
 use televisit_core::client::webrtc::{WebRtcMedia, WebRtcSettings};
 use televisit_core::client::{CallClient, CallListener, CallOptions, ClientEvent};
-use televisit_core::codec::audio::OpusDecoder;
-use televisit_core::codec::pattern::TestPattern;
-use televisit_core::codec::video::{default_target, Vp8Decoder, Vp8Encoder};
 use televisit_core::frame::FrameKind;
-use televisit_core::headless::{spawn_synthetic_media, PictureReader};
+use televisit_join::{spawn_synthetic_media, PictureReader};
 use televisit_tests::TestServer;
 
 /// A listener that decodes what arrives, like an app would.

@@ -37,7 +37,7 @@ use televisit_core::call::machine::{CallEvent, CallState};
 use televisit_core::client::webrtc::{WebRtcMedia, WebRtcSettings};
 use televisit_core::client::{CallClient, CallListener, CallOptions, ClientEvent};
 use televisit_core::frame::FrameKind;
-use televisit_core::headless::{spawn_synthetic_media, PictureReader};
+use televisit_join::{spawn_synthetic_media, PictureReader};
 use televisit_tests::netns::{self, Netns};
 use televisit_tests::turn_lab::{cpu_time, join, Coturn, Lab, LoopbackTurn};
 use televisit_tests::TestServer;

@@ -1,5 +1,5 @@
 // Screen sharing between a browser and the core, with the track roles of the protocol
-// (core/src/protocol.md, "Track roles"): the doctor's `screen-share` frame names the stream of its
+// (protocol/src/protocol.md, "Track roles"): the doctor's `screen-share` frame names the stream of its
 // screen track, so the other side tells the screen from the camera whatever the sender calls its
 // tracks. A Chromium doctor's `getDisplayMedia` screen (a random stream id) reaches the core
 // (`televisit join`) as screen frames, its camera still as camera frames; the core doctor's

@@ -452,7 +452,7 @@ enum Upgrades {
 
 /// Frames whose content is a counter (bytes 2..6, big-endian) instead of a picture: for tests of
 /// the transport (RTP, SRTP, pacing, depacketizing) where decoding would only add noise. The
-/// software codec path (`televisit_core::headless`) carries counters inside real pictures.
+/// software codec path (`televisit_join`) carries counters inside real pictures.
 pub mod counted {
     use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! signaling (the WebSocket's TCP connection went with wifi), restarts ICE over cell, and media
 //! comes back. The doctor sits in its own namespace; the root namespace forwards nothing, so the
 //! call goes through the embedded TURN server. The doctor restarts ICE too once its connection
-//! fails, and the two restarts may cross: perfect negotiation settles it (`core/src/protocol.md`).
+//! fails, and the two restarts may cross: perfect negotiation settles it (`protocol/src/protocol.md`).
 //!
 //! "Media back" is when each side decodes the other's first picture and first audio frame after
 //! the gap (`call-join` prints `event: picture|audio decoded again after a gap of N ms`), the

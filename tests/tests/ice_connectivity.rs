@@ -26,8 +26,8 @@ use televisit_core::client::media::{
 use televisit_core::client::webrtc::{WebRtcMedia, WebRtcSettings};
 use televisit_core::client::{CallClient, CallOptions, ClientEvent};
 use televisit_core::frame::FrameKind;
-use televisit_core::headless::{self, spawn_synthetic_media, HeadlessOptions, PictureReader, SyntheticMedia};
 use televisit_core::protocol::{encode, ClientMessage, Frame, IceCandidate, Role};
+use televisit_join::{spawn_synthetic_media, HeadlessOptions, PictureReader, SyntheticMedia};
 use televisit_tests::turn_lab::LoopbackTurn as Turn;
 use televisit_tests::{loopback_media, Recorder, SpyMedia, TestServer};
 use tokio::sync::mpsc;
@@ -357,7 +357,7 @@ impl InCall {
             _ => None,
         });
         let stats = stats.expect("stats with the selected pair");
-        println!("patient's path: {}", televisit_core::headless::path_description(&stats));
+        println!("patient's path: {}", televisit_join::path_description(&stats));
         stats
     }
 
@@ -540,7 +540,7 @@ fn headless_call(link: String, relay_only: bool, seconds: u64) -> std::thread::J
             ..HeadlessOptions::default()
         };
         let mut out = Vec::new();
-        let outcome = headless::run(options, &mut out);
+        let outcome = televisit_join::run(options, &mut out);
         let out = String::from_utf8_lossy(&out).into_owned();
         assert!(outcome.is_ok(), "{outcome:?}\n{out}");
         out

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use televisit_codecs::video::default_target;
 use televisit_core::call::machine::CallState;
-use televisit_core::codec::video::default_target;
 use televisit_tests::netem::call::{CallSetup, EmulatedCall, Participant};
 use televisit_tests::netem::link::Fate;
 use televisit_tests::netem::report::{table, DirectionFigures, DirectionRun};

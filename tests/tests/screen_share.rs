@@ -9,7 +9,7 @@ use televisit_core::call::machine::CallEvent;
 use televisit_core::client::ClientEvent;
 use televisit_core::error::CallError;
 use televisit_core::frame::{EncodedFrame, FrameKind};
-use televisit_core::headless::spawn_synthetic_media;
+use televisit_join::spawn_synthetic_media;
 use televisit_tests::counted::counter as frame_counter;
 use televisit_tests::{connected_on_loopback, Recorder, TestServer};
 

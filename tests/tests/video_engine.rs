@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use televisit_codecs::software_codecs;
 use televisit_core::client::{CallClient, ClientEvent};
 use televisit_core::frame::FrameKind;
 use televisit_core::video::pattern::{picture, read_counter};
 use televisit_core::video::{
-    software_codecs, CameraPicture, CameraPlanes, DecodedPicture, Rotation, VideoError, VideoSinkStats,
-    VideoSourceStats,
+    CameraPicture, CameraPlanes, DecodedPicture, Rotation, VideoError, VideoSinkStats, VideoSourceStats,
 };
 use televisit_tests::netem::{LinkConfig, Relay, RelayConfig};
 use televisit_tests::{connected_on_loopback, connected_through_relay, unix_us, Recorder, TestServer};
@@ -42,7 +42,7 @@ fn sensor_picture(n: u32, capture_time_us: i64) -> CameraPicture {
 /// The doctor's camera: 30 pictures a second, in real time, until `stop`. Returns how many it
 /// pushed.
 fn camera(client: &CallClient, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u32> {
-    let source = client.video_source(software_codecs().expect("the software codecs")).expect("a source");
+    let source = client.video_source(software_codecs()).expect("a source");
     std::thread::spawn(move || {
         let start = Instant::now();
         let mut n = 0;
@@ -67,7 +67,7 @@ struct Shown {
 
 /// The patient's renderer: pulls every 10 ms until `stop`.
 fn renderer(client: &CallClient, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Shown>> {
-    let sink = client.video_sink(software_codecs().expect("the software codecs")).expect("a sink");
+    let sink = client.video_sink(software_codecs()).expect("a sink");
     std::thread::spawn(move || {
         let mut shown = Vec::new();
         while !stop.load(Ordering::Relaxed) {
@@ -93,9 +93,8 @@ fn run(
     std::thread::sleep(Duration::from_secs(seconds));
     stop.store(true, Ordering::Relaxed);
     let (pushed, shown) = (pushing.join().unwrap(), showing.join().unwrap());
-    let codecs = || software_codecs().unwrap();
-    let source = doctor.video_source(codecs()).unwrap().stats();
-    let sink = patient.video_sink(codecs()).unwrap().stats();
+    let source = doctor.video_source(software_codecs()).unwrap().stats();
+    let sink = patient.video_sink(software_codecs()).unwrap().stats();
     (shown, pushed, source, sink)
 }
 
@@ -155,11 +154,11 @@ async fn pictures_pushed_into_the_doctors_source_come_out_of_the_patients_sink_u
     let bad = CameraPicture { rotation: Rotation::None, ..sensor_picture(0, 0) };
     let mut short = bad.clone();
     short.planes = CameraPlanes::Nv12 { y: vec![0; 10], uv: vec![] };
-    let source = doctor.video_source(software_codecs().unwrap()).unwrap();
+    let source = doctor.video_source(software_codecs()).unwrap();
     assert!(matches!(source.push(short), Err(VideoError::Codec(_))), "planes of the wrong size are refused");
     doctor.close();
     assert_eq!(source.push(bad), Err(VideoError::Closed));
-    assert!(doctor.video_source(software_codecs().unwrap()).is_err(), "no source after close");
+    assert!(doctor.video_source(software_codecs()).is_err(), "no source after close");
     patient.close();
 }
 

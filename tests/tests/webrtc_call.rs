@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use televisit_codecs::audio::{OpusDecoder, FRAME_SAMPLES};
 use televisit_core::call::ladder::LADDER;
 use televisit_core::call::machine::{CallEvent, CallState, EndReason};
 use televisit_core::client::{CallClient, ClientEvent};
-use televisit_core::codec::audio::{OpusDecoder, FRAME_SAMPLES};
 use televisit_core::frame::FrameKind;
-use televisit_core::headless::{spawn_synthetic_media, PictureReader, SyntheticMedia};
 use televisit_core::protocol::Role;
+use televisit_join::{spawn_synthetic_media, PictureReader, SyntheticMedia};
 use televisit_tests::{join_loopback, CuttableProxy, Recorder, TestServer};
 
 const WAIT: Duration = Duration::from_secs(20);

@@ -304,12 +304,9 @@ async fn a_low_bandwidth_estimate_steps_the_video_ladder_down() {
     doctor.join();
     doctor_events.wait_for(WAIT, |e| *e == ClientEvent::Call(CallEvent::StateChanged(CallState::Connected)));
     let stop = Arc::new(AtomicBool::new(false));
-    let sender = televisit_core::headless::spawn_synthetic_media(
-        doctor.clone(),
-        Arc::new(AtomicBool::new(true)),
-        stop.clone(),
-    )
-    .expect("the software camera starts");
+    let sender =
+        televisit_join::spawn_synthetic_media(doctor.clone(), Arc::new(AtomicBool::new(true)), stop.clone())
+            .expect("the software camera starts");
 
     // 400 kbps leaves 336 kbps for video after the audio reserve: below 720p's and 540p's minimum,
     // enough for 360p. The ladder steps straight down to the rung that fits.

@@ -8,7 +8,7 @@ const state = {
   muted: false, cameraOff: false, connectedAt: null, durationOffset: 0, ended: false, scorer: new QualityScorer(),
   statsPrev: {}, ladder: null, ladderTrack: null, unread: 0, chatIds: new Set(),
   candidateErrors: 0, signalingDown: false, peerAway: null, framesSeen: 0, framesAt: 0,
-  // Perfect negotiation (core/src/protocol.md, "Offers that cross"): when this side's offer was made
+  // Perfect negotiation (protocol/src/protocol.md, "Offers that cross"): when this side's offer was made
   // and has no answer yet, and whether the peer's last offer was ignored because of it.
   offerPendingSince: null, ignoredOffer: false,
   // Track roles: the peer's streams as they arrived, and the one its `screen-share` frame named.
@@ -285,7 +285,7 @@ async function acceptOffer(sdp) {
   state.signaling.send({ type: "answer", sdp: state.pc.localDescription.sdp });
 }
 
-// Track roles (core/src/protocol.md, "Track roles"): the stream the doctor's `screen-share` frame
+// Track roles (protocol/src/protocol.md, "Track roles"): the stream the doctor's `screen-share` frame
 // names is its screen, its other stream its camera and microphone. From a doctor that names none
 // (an older client): the core's screen stream, or else the second video stream to arrive.
 const CORE_SCREEN_STREAM = "televisit-screen";

@@ -1,4 +1,4 @@
-// Signaling for the browser: the same protocol and rules as the Rust core (core/src/protocol.md,
+// Signaling for the browser: the same protocol and rules as the Rust core (protocol/src/protocol.md,
 // core/src/call/machine.rs; the shared ones in rules.js).
 //
 // - Frames from the server are numbered: the last `seq` seen goes back in `join.resume`, so nothing

@@ -56,8 +56,8 @@ pub enum ClientEvent {
     /// The video bitrate to encode at now, within the rung (from the bandwidth estimate); sent
     /// when it moved by a tenth or more, and with every rung change.
     EncoderBitrate(u64),
-    /// A frame from the peer (encoded; decode it with the platform's codec, or with
-    /// `crate::codec` when the core is built with the `software-codec` feature). Audio frames
+    /// A frame from the peer (encoded; decode it with the platform's codec, or with the
+    /// `televisit-codecs` crate's software ones). Audio frames
     /// stop coming here once the app took the [`CallClient::audio_sink`]: the sink plays them.
     RemoteFrame(EncodedFrame),
     /// Encode the next frame of this kind (camera or screen) as a keyframe: the peer's decoder lost
@@ -383,7 +383,7 @@ impl CallClient {
 
     /// The camera's way into the call (the same object on every call): push raw pictures (I420 or
     /// NV12, with their rotation and capture time); the core encodes them with `codecs` (the
-    /// platform's hardware codecs, or [`crate::video::software_codecs`]) in the negotiated codec,
+    /// platform's hardware codecs, or the `televisit-codecs` crate's) in the negotiated codec,
     /// following the ladder and the peer's keyframe requests, and sends them while the camera is
     /// on. Use it instead of sending encoded video with [`CallClient::send_frame`]; the ladder and
     /// keyframe events still reach the listener, for the app to show.

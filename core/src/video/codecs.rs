@@ -1,10 +1,8 @@
 //! The small interface between the video engine and a codec: a [`VideoEncoder`] follows the
 //! ladder's target and keyframe requests, a [`VideoDecoder`] turns frames back into pictures, and
 //! [`VideoCodecs`] makes them for the codec the call negotiated. Phones implement it over their
-//! hardware codecs (MediaCodec, VideoToolbox) through the bindings; [`software_codecs`] is the
-//! core's own (VP8 in software), present when the core is built with `software-codec`.
-
-use std::sync::Arc;
+//! hardware codecs (MediaCodec, VideoToolbox) through the bindings; the `televisit-codecs` crate
+//! has software ones (VP8 through libvpx) for desktops, the headless client and the tests.
 
 use super::picture::I420Frame;
 use crate::call::ladder::EncoderTarget;
@@ -61,64 +59,7 @@ pub trait VideoCodecs: Send + Sync {
     fn decoder(&self, codec: VideoCodec) -> Result<Box<dyn VideoDecoder>, CodecError>;
 }
 
-/// The core's software codecs (VP8), if this build has them (feature `software-codec`).
-pub fn software_codecs() -> Option<Arc<dyn VideoCodecs>> {
-    #[cfg(feature = "software-codec")]
-    {
-        Some(Arc::new(software::SoftwareCodecs))
-    }
-    #[cfg(not(feature = "software-codec"))]
-    {
-        None
-    }
-}
-
 /// The error for a codec a [`VideoCodecs`] does not have.
 pub fn not_available(codec: VideoCodec, what: &'static str) -> CodecError {
     CodecError::Init { codec: what, reason: format!("{} is not available in this build", codec.mime_type()) }
-}
-
-#[cfg(feature = "software-codec")]
-mod software {
-    use super::*;
-    use crate::codec::video::{default_target, Vp8Decoder, Vp8Encoder};
-
-    /// VP8 through libvpx ([`crate::codec::video`]).
-    pub(super) struct SoftwareCodecs;
-
-    impl VideoCodecs for SoftwareCodecs {
-        fn encoder(&self, codec: VideoCodec) -> Result<Box<dyn VideoEncoder>, CodecError> {
-            match codec {
-                VideoCodec::Vp8 => Ok(Box::new(Vp8Encoder::new(default_target())?)),
-                VideoCodec::H264 => Err(not_available(codec, "H.264 encoder")),
-            }
-        }
-
-        fn decoder(&self, codec: VideoCodec) -> Result<Box<dyn VideoDecoder>, CodecError> {
-            match codec {
-                VideoCodec::Vp8 => Ok(Box::new(Vp8Decoder::new()?)),
-                VideoCodec::H264 => Err(not_available(codec, "H.264 decoder")),
-            }
-        }
-    }
-
-    impl VideoEncoder for Vp8Encoder {
-        fn set_target(&mut self, target: EncoderTarget) -> Result<(), CodecError> {
-            Vp8Encoder::set_target(self, target)
-        }
-
-        fn request_keyframe(&mut self) {
-            Vp8Encoder::request_keyframe(self)
-        }
-
-        fn encode(&mut self, picture: &I420Frame) -> Result<Option<EncodedFrame>, CodecError> {
-            Vp8Encoder::encode(self, picture)
-        }
-    }
-
-    impl VideoDecoder for Vp8Decoder {
-        fn decode(&mut self, data: &[u8]) -> Result<Option<I420Frame>, CodecError> {
-            Vp8Decoder::decode(self, data).map(Some)
-        }
-    }
 }

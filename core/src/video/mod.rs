@@ -3,7 +3,7 @@
 //! - [`picture`]: [`I420Frame`], and what a camera gives ([`CameraPicture`]: I420 or NV12, with
 //!   its rotation and capture time), turned upright before encoding.
 //! - [`codecs`]: the [`VideoEncoder`]/[`VideoDecoder`] interface a platform's hardware codecs
-//!   implement, and the core's software VP8 ([`software_codecs`], feature `software-codec`).
+//!   implement (the `televisit-codecs` crate has a software VP8 behind it).
 //! - [`engine`]: the [`VideoSource`] a camera pushes into and the [`VideoSink`] a renderer pulls
 //!   from; the call client wires them to the ladder, keyframe requests and the video track.
 //! - [`h264`]: what platform H.264 encoders leave to their caller (parameter sets before each
@@ -16,7 +16,7 @@ pub mod h264;
 pub mod pattern;
 pub mod picture;
 
-pub use codecs::{software_codecs, CodecError, VideoCodecs, VideoDecoder, VideoEncoder};
+pub use codecs::{CodecError, VideoCodecs, VideoDecoder, VideoEncoder};
 pub use engine::{DecodedPicture, VideoSink, VideoSinkStats, VideoSource, VideoSourceStats};
 pub use picture::{chroma_size, CameraPicture, CameraPlanes, I420Frame, Rotation};
 

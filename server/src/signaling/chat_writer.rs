@@ -6,7 +6,7 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use televisit_core::protocol::ChatMessage;
+use televisit_protocol::ChatMessage;
 use tokio::sync::{mpsc, oneshot};
 
 use super::hub::Hub;

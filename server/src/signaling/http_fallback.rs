@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use axum::extract::{Query, State};
 use axum::Json;
 use serde::Deserialize;
-use televisit_core::api::SignalPollResponse;
-use televisit_core::protocol::{decode_client_frame, encode, ClientMessage, ErrorCode, Frame, ServerMessage};
+use televisit_protocol::api::SignalPollResponse;
+use televisit_protocol::{decode_client_frame, encode, ClientMessage, ErrorCode, Frame, ServerMessage};
 use tokio::sync::Notify;
 
 use super::hub::{Connection, Grant, Outgoing, OUTBOX_FRAMES};

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use televisit_core::protocol::{CallStatus, ChatMessage, ClientMessage, ErrorCode, Frame, Role};
+use televisit_protocol::{CallStatus, ChatMessage, ClientMessage, ErrorCode, Frame, Role};
 use tokio::sync::mpsc;
 
 use super::chat_writer::{ChatWriter, PendingChat};

@@ -22,7 +22,7 @@ use std::collections::{BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use televisit_core::protocol::{
+use televisit_protocol::{
     encode, valid_stream_id, CallStatus, ChatMessage, ClientMessage, ErrorCode, Frame, MediaState,
     QualityReport, Role, ServerMessage, MAX_CHAT_CHARS, MAX_WAITING_MESSAGE_CHARS,
 };
@@ -719,7 +719,7 @@ impl Room {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use televisit_core::protocol::{IceCandidate, Sdp};
+    use televisit_protocol::{IceCandidate, Sdp};
 
     fn sent(actions: &[Action], to: ConnId) -> Vec<serde_json::Value> {
         actions

@@ -23,7 +23,7 @@ use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
 use redis::{Script, ScriptInvocation};
 use serde::{Deserialize, Serialize};
-use televisit_core::protocol::{ErrorCode, Role};
+use televisit_protocol::{ErrorCode, Role};
 
 use super::chat_writer::ChatStorer;
 use super::room::{Action, ConnId, Room};

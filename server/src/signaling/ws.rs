@@ -9,7 +9,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
-use televisit_core::protocol::{
+use televisit_protocol::{
     decode_client_frame, encode, ClientMessage, ErrorCode, Frame, ServerMessage, MAX_FRAME_BYTES,
     WEBSOCKET_SUBPROTOCOL,
 };

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use televisit_core::headless::{exit_code, run, HeadlessOptions};
+use televisit_join::{exit_code, run, HeadlessOptions};
 
 fn main() -> std::process::ExitCode {
     let mut options = HeadlessOptions::default();

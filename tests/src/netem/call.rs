@@ -7,16 +7,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use televisit_codecs::audio::OpusEncoder;
+use televisit_codecs::pattern::SineTone;
+use televisit_codecs::video;
 use televisit_core::call::ladder::{EncoderTarget, Rung};
 use televisit_core::call::machine::{CallEvent, CallState};
 use televisit_core::client::media::{MediaBackend, MediaStats};
 use televisit_core::client::webrtc::{WebRtcMedia, WebRtcSettings};
 use televisit_core::client::{CallClient, CallListener, CallOptions, ClientEvent};
-use televisit_core::codec::audio::OpusEncoder;
-use televisit_core::codec::pattern::SineTone;
-use televisit_core::codec::video;
 use televisit_core::frame::{FrameKind, VideoCodec};
-use televisit_core::headless::{spawn_synthetic_media, PictureReader, SyntheticMedia};
+use televisit_join::{spawn_synthetic_media, PictureReader, SyntheticMedia};
 
 use super::relay::{Relay, RelayConfig, Side};
 use crate::TestServer;

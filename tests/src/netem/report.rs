@@ -231,7 +231,7 @@ impl DirectionFigures {
             queue_above_100ms,
             rung_last: match last_rung {
                 Some((_, rung)) => rung.name.to_owned(),
-                None => format!("{} (start)", televisit_core::codec::video::default_target().rung.name),
+                None => format!("{} (start)", televisit_codecs::video::default_target().rung.name),
             },
             rung_range: (name(rungs.iter().min_by(by_height)), name(rungs.iter().max_by(by_height))),
             sent_fps,

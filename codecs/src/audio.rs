@@ -1,19 +1,19 @@
 //! Opus for the software codec path: 48 kHz mono, 20 ms packets as [`EncodedFrame`]s, over the
-//! audio engine's bundled Opus ([`crate::audio::opus`]; one libopus in the core).
+//! audio engine's bundled Opus ([`televisit_core::audio::opus`]; one libopus in the core).
 
 use std::time::Duration;
 
 use super::CodecError;
-use crate::audio::opus::{VoiceDecoder, VoiceEncoder};
-use crate::audio::AudioError;
-use crate::frame::{EncodedFrame, FrameKind};
+use televisit_core::audio::opus::{VoiceDecoder, VoiceEncoder};
+use televisit_core::audio::AudioError;
+use televisit_core::frame::{EncodedFrame, FrameKind};
 
-pub use crate::audio::opus::INITIAL_EXPECTED_LOSS_PERCENT;
-pub use crate::audio::SAMPLE_RATE;
+pub use televisit_core::audio::opus::INITIAL_EXPECTED_LOSS_PERCENT;
+pub use televisit_core::audio::SAMPLE_RATE;
 /// Samples in one 20 ms frame.
-pub const FRAME_SAMPLES: usize = crate::audio::PACKET_SAMPLES;
+pub const FRAME_SAMPLES: usize = televisit_core::audio::PACKET_SAMPLES;
 /// The bitrate of the encoded voice, bits per second (within the ladder's audio reserve).
-pub const BITRATE_BPS: i32 = crate::audio::opus::VOICE_BITRATE_BPS as i32;
+pub const BITRATE_BPS: i32 = televisit_core::audio::opus::VOICE_BITRATE_BPS as i32;
 
 fn codec_error(error: AudioError, init: Option<&'static str>) -> CodecError {
     match (error, init) {
@@ -94,7 +94,7 @@ impl OpusDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::pattern::SineTone;
+    use crate::pattern::SineTone;
 
     #[test]
     fn a_tone_survives_encoding_and_decoding() {

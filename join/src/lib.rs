@@ -1,30 +1,32 @@
 //! A headless participant: joins a call from a terminal, prints events and a stats line each
 //! second, sends a synthetic camera and microphone, and can save the received video.
 //!
-//! The synthetic media go through the software codec path ([`crate::codec`]): the moving test
-//! picture ([`crate::codec::pattern`]) is VP8-encoded live at the ladder's rung (360p30 to start, climbing as the link allows)
+//! The synthetic media go through the software codec path ([`televisit_codecs`]): the moving test
+//! picture ([`televisit_codecs::pattern`]) is VP8-encoded live at the ladder's rung (360p30 to start, climbing as the link allows)
 //! and a 440 Hz tone is Opus-encoded. What arrives is decoded, and the frame counter is read back
 //! from the *decoded picture* ([`PictureReader`]): the check covers the pictures, not just the
 //! packets.
+
+pub use televisit_codecs as codecs;
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::audio::fec::FecSizing;
-use crate::call::ladder::{EncoderTarget, Rung};
-use crate::call::machine::{CallEvent, CallState, EndReason};
-use crate::call::transport::SignalingTransport;
-use crate::client::webrtc::{WebRtcMedia, WebRtcSettings};
-use crate::client::{CallClient, CallListener, CallOptions, ClientEvent};
-use crate::codec::audio::{OpusDecoder, OpusEncoder, INITIAL_EXPECTED_LOSS_PERCENT};
-use crate::codec::pattern::{self, SineTone};
-use crate::codec::video::{self, Vp8Decoder, Vp8Encoder};
-use crate::codec::CodecError;
-use crate::error::CallError;
-use crate::frame::{EncodedFrame, FrameKind, VideoCodec};
-use crate::protocol::Role;
+use televisit_codecs::audio::{OpusDecoder, OpusEncoder, INITIAL_EXPECTED_LOSS_PERCENT};
+use televisit_codecs::pattern::{self, SineTone};
+use televisit_codecs::video::{self, Vp8Decoder, Vp8Encoder};
+use televisit_codecs::CodecError;
+use televisit_core::audio::fec::FecSizing;
+use televisit_core::call::ladder::{EncoderTarget, Rung};
+use televisit_core::call::machine::{CallEvent, CallState, EndReason};
+use televisit_core::call::transport::SignalingTransport;
+use televisit_core::client::webrtc::{WebRtcMedia, WebRtcSettings};
+use televisit_core::client::{CallClient, CallListener, CallOptions, ClientEvent};
+use televisit_core::error::CallError;
+use televisit_core::frame::{EncodedFrame, FrameKind, VideoCodec};
+use televisit_core::protocol::Role;
 
 /// What the headless client does.
 #[derive(Debug, Clone, Default)]
@@ -224,7 +226,7 @@ pub fn spawn_synthetic_screen(
     stop: Arc<AtomicBool>,
 ) -> Result<SyntheticScreen, CodecError> {
     const FPS: u32 = 5;
-    let rung = crate::call::ladder::LADDER
+    let rung = televisit_core::call::ladder::LADDER
         .into_iter()
         .find(|r| r.name == "720p")
         .unwrap_or(video::default_target().rung);
@@ -409,7 +411,7 @@ fn on(value: bool) -> &'static str {
 
 /// The selected candidate pair for the stats line: `local-remote`, with the relay's transport,
 /// e.g. `relay/tcp-host` (`-` before ICE has chosen).
-pub fn path_description(stats: &crate::client::media::MediaStats) -> String {
+pub fn path_description(stats: &televisit_core::client::media::MediaStats) -> String {
     let (Some(local), Some(remote)) = (stats.local_candidate_type, stats.remote_candidate_type) else {
         return "-".into();
     };
@@ -636,13 +638,13 @@ pub fn run(options: HeadlessOptions, out: &mut dyn Write) -> Result<EndReason, C
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::call::ladder::LADDER;
-    use crate::codec::pattern::TestPattern;
+    use televisit_codecs::pattern::TestPattern;
+    use televisit_core::call::ladder::LADDER;
 
     #[test]
     fn the_stats_line_names_the_path_with_the_relays_transport() {
-        use crate::call::stats::{CandidateType, RelayTransport};
-        use crate::client::media::MediaStats;
+        use televisit_core::call::stats::{CandidateType, RelayTransport};
+        use televisit_core::client::media::MediaStats;
         assert_eq!(path_description(&MediaStats::default()), "-");
         let host = MediaStats {
             local_candidate_type: Some(CandidateType::Host),

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use super::vpx::{EncoderSettings, RawDecoder, RawEncoder};
 use super::{CodecError, I420Frame};
-use crate::call::ladder::{BitrateLadder, EncoderTarget, Rung, DEFAULT_START_RUNG};
-use crate::frame::{EncodedFrame, FrameKind};
+use televisit_core::call::ladder::{BitrateLadder, EncoderTarget, Rung, DEFAULT_START_RUNG};
+use televisit_core::frame::{EncodedFrame, FrameKind};
 
 /// Longest time between two keyframes, seconds (keyframes come on request in between).
 pub const KEYFRAME_INTERVAL_SECONDS: u32 = 20;
@@ -207,8 +207,8 @@ impl Vp8Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::call::ladder::LADDER;
-    use crate::codec::pattern::{read_counter, TestPattern};
+    use crate::pattern::{read_counter, TestPattern};
+    use televisit_core::call::ladder::LADDER;
 
     fn target(name: &str) -> EncoderTarget {
         let rung = *LADDER.iter().find(|r| r.name == name).unwrap();

@@ -1,10 +1,10 @@
 //! A synthetic camera and microphone whose content can be checked after lossy coding: the
-//! picture is [`crate::video::pattern`]'s; the sound is a sine tone ([`SineTone`]), 48 kHz mono,
+//! picture is [`televisit_core::video::pattern`]'s; the sound is a sine tone ([`SineTone`]), 48 kHz mono,
 //! in 20 ms frames.
 
-pub use crate::video::pattern::*;
+pub use televisit_core::video::pattern::*;
 
-use crate::codec::audio::{FRAME_SAMPLES, SAMPLE_RATE};
+use crate::audio::{FRAME_SAMPLES, SAMPLE_RATE};
 
 /// A synthetic microphone: a sine tone at a third of full scale.
 #[derive(Debug, Clone)]
