@@ -7,6 +7,7 @@ import android.graphics.Rect
 import android.view.Choreographer
 import android.view.TextureView
 import org.televisit.ffi.DecodedPicture
+import org.televisit.ffi.VideoException
 import org.televisit.ffi.VideoSink
 import org.televisit.ffi.rgbaPixels
 import java.nio.ByteBuffer
@@ -26,16 +27,37 @@ class VideoView(context: Context) : TextureView(context) {
 
     private val onFrame = object : Choreographer.FrameCallback {
         override fun doFrame(frameTimeNanos: Long) {
-            val current = sink ?: return
-            frames.next(current)?.let(::draw)
-            Choreographer.getInstance().postFrameCallback(this)
+            if (showNewest()) Choreographer.getInstance().postFrameCallback(this)
         }
     }
 
+    /** Whether it is drawing a sink's pictures (it stops by itself when the call is released). */
+    val isShowing: Boolean get() = sink != null
+
     /** Starts drawing [sink]'s pictures. */
     fun attach(sink: VideoSink) {
-        this.sink = sink
+        show(sink)
         Choreographer.getInstance().postFrameCallback(onFrame)
+    }
+
+    /** The sink [showNewest] takes pictures from ([attach] without the display's frames, for tests). */
+    internal fun show(sink: VideoSink?) {
+        this.sink = sink
+    }
+
+    /**
+     * One display frame: draws the sink's newest picture, if a new one came. False once there is
+     * nothing to show any more (detached, or the call was released: the last picture stays).
+     */
+    internal fun showNewest(): Boolean {
+        val current = sink ?: return false
+        try {
+            frames.next(current)?.let(::draw)
+        } catch (e: VideoException) {
+            sink = null
+            return false
+        }
+        return true
     }
 
     /** Stops drawing. */
