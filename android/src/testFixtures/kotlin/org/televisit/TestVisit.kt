@@ -78,3 +78,22 @@ fun forgeLink(link: String, expiry: Long, secretChar: Char = 'A'): String {
     val secret = token.substringAfterLast('.')
     return "$base#token=tv1.$expiry.${secretChar.toString().repeat(secret.length)}"
 }
+
+/** A [TestVisit] and its patient's call (no listener), for tests of the glue around one call. */
+class PatientCall : AutoCloseable {
+    /** The visit the call belongs to. */
+    val visit = TestVisit()
+
+    /** The patient's call, not joined. */
+    val call = org.televisit.ffi.Call(
+        visit.patientLink,
+        object : org.televisit.ffi.CallListener { override fun onEvent(event: org.televisit.ffi.CallEvent) {} },
+        org.televisit.ffi.CallOptions(),
+    )
+
+    override fun close() {
+        call.release()
+        call.close()
+        visit.close()
+    }
+}

@@ -7,24 +7,16 @@ import org.junit.Test
 import org.junit.runner.RunWith
 import org.robolectric.RobolectricTestRunner
 import org.robolectric.RuntimeEnvironment
-import org.televisit.TestVisit
-import org.televisit.ffi.Call
-import org.televisit.ffi.CallEvent
-import org.televisit.ffi.CallListener
-import org.televisit.ffi.CallOptions
+import org.televisit.PatientCall
 
 /** The view on Robolectric's Choreographer with a real call's sink. */
 @RunWith(RobolectricTestRunner::class)
 class VideoViewTest {
-    private val visit = TestVisit()
-    private val call = Call(visit.patientLink, object : CallListener { override fun onEvent(event: CallEvent) {} }, CallOptions())
+    private val patient = PatientCall()
+    private val call = patient.call
 
     @After
-    fun close() {
-        call.release()
-        call.close()
-        visit.close()
-    }
+    fun close() = patient.close()
 
     @Test
     fun `a released call stops the view on the next frame instead of crashing the app`() {

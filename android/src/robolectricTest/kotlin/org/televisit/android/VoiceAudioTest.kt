@@ -10,25 +10,17 @@ import org.junit.runner.RunWith
 import org.robolectric.RobolectricTestRunner
 import org.robolectric.RuntimeEnvironment
 import org.robolectric.Shadows.shadowOf
-import org.televisit.TestVisit
-import org.televisit.ffi.Call
-import org.televisit.ffi.CallEvent
-import org.televisit.ffi.CallListener
-import org.televisit.ffi.CallOptions
+import org.televisit.PatientCall
 
 /** The microphone and speaker loops on Robolectric's AudioRecord and AudioTrack, with a real call's source and sink. */
 @RunWith(RobolectricTestRunner::class)
 class VoiceAudioTest {
     private val app = RuntimeEnvironment.getApplication()
-    private val visit = TestVisit()
-    private val call = Call(visit.patientLink, object : CallListener { override fun onEvent(event: CallEvent) {} }, CallOptions())
+    private val patient = PatientCall()
+    private val call = patient.call
 
     @After
-    fun close() {
-        call.release()
-        call.close()
-        visit.close()
-    }
+    fun close() = patient.close()
 
     @Test
     fun `without the microphone permission nothing starts`() {
