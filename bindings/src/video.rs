@@ -283,7 +283,7 @@ impl Call {
     /// The camera's way in: push each picture the camera gives (I420 or NV12, with its rotation
     /// and capture time). The core turns it upright, fits it to the ladder's rung, keeps the rung's
     /// frame rate, and encodes it with `encoder` (the platform's hardware encoder; null: the core's
-    /// software VP8, where built in), following the bitrate and the peer's keyframe requests by
+    /// software VP8 or H.264, where built in), following the bitrate and the peer's keyframe requests by
     /// itself. The same object each time (the first call's encoder stays). Use it or `sendFrame`
     /// with your own encoder, not both.
     pub fn video_source(
@@ -296,7 +296,7 @@ impl Call {
     }
 
     /// The view's way out: pull the peer's camera pictures, decoded by `decoder` (the platform's
-    /// hardware decoder; null: the core's software VP8, where built in). From the first call on,
+    /// hardware decoder; null: the core's software VP8 or H.264, where built in). From the first call on,
     /// the peer's camera frames go to it, not to the listener, and a broken picture asks the peer
     /// for a keyframe by itself. The same object each time.
     pub fn video_sink(

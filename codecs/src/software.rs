@@ -4,12 +4,15 @@ use std::sync::Arc;
 
 use televisit_core::call::ladder::EncoderTarget;
 use televisit_core::frame::{EncodedFrame, VideoCodec};
-use televisit_core::video::codecs::{not_available, VideoCodecs, VideoDecoder, VideoEncoder};
+#[cfg(not(feature = "h264"))]
+use televisit_core::video::codecs::not_available;
+use televisit_core::video::codecs::{VideoCodecs, VideoDecoder, VideoEncoder};
 
 use crate::video::{default_target, Vp8Decoder, Vp8Encoder};
 use crate::{CodecError, I420Frame};
 
-/// VP8 through libvpx ([`crate::video`]), for the engine's `VideoSource` and `VideoSink`.
+/// VP8 through libvpx ([`crate::video`]) and, with the `h264` feature, H.264 through OpenH264
+/// ([`crate::h264`]), for the engine's `VideoSource` and `VideoSink`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SoftwareCodecs;
 
@@ -22,6 +25,9 @@ impl VideoCodecs for SoftwareCodecs {
     fn encoder(&self, codec: VideoCodec) -> Result<Box<dyn VideoEncoder>, CodecError> {
         match codec {
             VideoCodec::Vp8 => Ok(Box::new(Vp8Encoder::new(default_target())?)),
+            #[cfg(feature = "h264")]
+            VideoCodec::H264 => Ok(Box::new(crate::h264::H264Encoder::new(default_target())?)),
+            #[cfg(not(feature = "h264"))]
             VideoCodec::H264 => Err(not_available(codec, "H.264 encoder")),
         }
     }
@@ -29,6 +35,9 @@ impl VideoCodecs for SoftwareCodecs {
     fn decoder(&self, codec: VideoCodec) -> Result<Box<dyn VideoDecoder>, CodecError> {
         match codec {
             VideoCodec::Vp8 => Ok(Box::new(Vp8Decoder::new()?)),
+            #[cfg(feature = "h264")]
+            VideoCodec::H264 => Ok(Box::new(crate::h264::H264Decoder::new()?)),
+            #[cfg(not(feature = "h264"))]
             VideoCodec::H264 => Err(not_available(codec, "H.264 decoder")),
         }
     }
@@ -51,5 +60,27 @@ impl VideoEncoder for Vp8Encoder {
 impl VideoDecoder for Vp8Decoder {
     fn decode(&mut self, data: &[u8]) -> Result<Option<I420Frame>, CodecError> {
         Vp8Decoder::decode(self, data).map(Some)
+    }
+}
+
+#[cfg(feature = "h264")]
+impl VideoEncoder for crate::h264::H264Encoder {
+    fn set_target(&mut self, target: EncoderTarget) -> Result<(), CodecError> {
+        crate::h264::H264Encoder::set_target(self, target)
+    }
+
+    fn request_keyframe(&mut self) {
+        crate::h264::H264Encoder::request_keyframe(self)
+    }
+
+    fn encode(&mut self, picture: &I420Frame) -> Result<Option<EncodedFrame>, CodecError> {
+        crate::h264::H264Encoder::encode(self, picture)
+    }
+}
+
+#[cfg(feature = "h264")]
+impl VideoDecoder for crate::h264::H264Decoder {
+    fn decode(&mut self, data: &[u8]) -> Result<Option<I420Frame>, CodecError> {
+        crate::h264::H264Decoder::decode(self, data)
     }
 }

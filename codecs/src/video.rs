@@ -30,6 +30,32 @@ pub fn default_target() -> EncoderTarget {
     BitrateLadder::new(DEFAULT_START_RUNG, "1080p").target()
 }
 
+/// The rung's picture size rounded down to even numbers (4:2:0 wants them), `None` below
+/// `min` pixels a side (the audio-only rung).
+pub(crate) fn even_size(target: &EncoderTarget, min: u32) -> Option<(u32, u32)> {
+    let Rung { width, height, .. } = target.rung;
+    (width >= min && height >= min).then_some((width & !1, height & !1))
+}
+
+/// Whether going from `old` to `new` needs a new encoder (a new size or frame rate), not only a
+/// new bitrate.
+pub(crate) fn reshaped(old: &EncoderTarget, new: &EncoderTarget) -> bool {
+    (old.rung.width, old.rung.height, old.fps) != (new.rung.width, new.rung.height, new.fps)
+}
+
+/// `picture` at `size`: itself, or a copy scaled into `scaled`.
+pub(crate) fn at_size<'a>(
+    picture: &'a I420Frame,
+    (width, height): (u32, u32),
+    scaled: &'a mut Option<I420Frame>,
+) -> &'a I420Frame {
+    if (picture.width, picture.height) == (width, height) {
+        picture
+    } else {
+        scaled.insert(picture.scaled(width, height))
+    }
+}
+
 /// A VP8 encoder following an [`EncoderTarget`].
 pub struct Vp8Encoder {
     encoder: Option<RawEncoder>,
@@ -62,8 +88,7 @@ impl Vp8Encoder {
     /// The picture size the encoder produces: the rung's, rounded down to even numbers (VP8 in
     /// I420 needs them here); `None` for the audio-only rung.
     pub fn size(&self) -> Option<(u32, u32)> {
-        let Rung { width, height, .. } = self.target.rung;
-        (width >= 2 && height >= 2).then_some((width & !1, height & !1))
+        even_size(&self.target, 2)
     }
 
     /// The target in use.
@@ -84,10 +109,8 @@ impl Vp8Encoder {
     /// Follows a new target: a new bitrate goes to the running encoder; a new size or frame rate
     /// restarts it (the next frame is a keyframe).
     pub fn set_target(&mut self, target: EncoderTarget) -> Result<(), CodecError> {
-        let old = self.target;
+        let reshaped = reshaped(&self.target, &target);
         self.target = target;
-        let reshaped =
-            (old.rung.width, old.rung.height, old.fps) != (target.rung.width, target.rung.height, target.fps);
         match self.encoder.as_mut() {
             Some(encoder) if !reshaped => {
                 if encoder.settings().bitrate_kbps != kbps(target.bitrate_bps) {
@@ -129,13 +152,8 @@ impl Vp8Encoder {
         let Some((width, height)) = self.size() else { return Ok(None) };
         let Some(encoder) = self.encoder.as_mut() else { return Ok(None) };
         let fps = u64::from(self.target.fps.max(1));
-        let scaled;
-        let picture = if (picture.width, picture.height) == (width, height) {
-            picture
-        } else {
-            scaled = picture.scaled(width, height);
-            &scaled
-        };
+        let mut scaled = None;
+        let picture = at_size(picture, (width, height), &mut scaled);
         let duration_ms = (1000 / fps) as u32;
         let pts = (self.frames * 1000 / fps) as i64;
         self.frames += 1;

@@ -173,9 +173,24 @@ pub fn connected_through_relay<L>(
 where
     L: televisit_core::client::CallListener + AsRef<Recorder> + 'static,
 {
+    connected_through_relay_with(visit, relay, patient, wait, loopback_media)
+}
+
+/// [`connected_through_relay`] with both sides' media made by `media` (say, with other codecs)
+/// instead of [`loopback_media`].
+pub fn connected_through_relay_with<L>(
+    visit: &Visit,
+    relay: &netem::Relay,
+    patient: Arc<L>,
+    wait: Duration,
+    media: fn() -> Arc<televisit_core::client::webrtc::WebRtcMedia>,
+) -> (Arc<televisit_core::client::CallClient>, Arc<televisit_core::client::CallClient>, Arc<Recorder>)
+where
+    L: televisit_core::client::CallListener + AsRef<Recorder> + 'static,
+{
     use televisit_core::call::machine::{CallEvent, CallState};
     use televisit_core::client::{CallClient, CallOptions};
-    let media = |side| relay.media(side, loopback_media());
+    let media = |side| relay.media(side, media());
     let patient_client =
         CallClient::new(&visit.patient_link, patient.clone(), media(netem::Side::B), CallOptions::default())
             .expect("valid link");

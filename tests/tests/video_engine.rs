@@ -3,21 +3,27 @@
 //! sensor mounted sideways, with its rotation and capture time) into its `VideoSource`, as a
 //! camera callback would; the patient's renderer thread pulls decoded I420 pictures from its
 //! `VideoSink`, as a display link would, and reads the frame counter the pattern carries. Once on
-//! loopback, once through the link emulator with loss, delay and jitter.
+//! loopback, and through the link emulator with loss, delay and jitter: in VP8, and in H.264 as
+//! two phones negotiate it (the software encoder here standing in for their hardware ones).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use televisit_codecs::software_codecs;
+use televisit_core::client::webrtc::{WebRtcMedia, WebRtcSettings};
 use televisit_core::client::{CallClient, ClientEvent};
 use televisit_core::frame::FrameKind;
+use televisit_core::frame::VideoCodec;
 use televisit_core::video::pattern::{picture, read_counter};
 use televisit_core::video::{
     CameraPicture, CameraPlanes, DecodedPicture, Rotation, VideoError, VideoSinkStats, VideoSourceStats,
 };
 use televisit_tests::netem::{LinkConfig, Relay, RelayConfig};
-use televisit_tests::{connected_on_loopback, connected_through_relay, unix_us, Recorder, TestServer};
+use televisit_tests::{
+    connected_on_loopback, connected_through_relay, connected_through_relay_with, unix_us, Recorder,
+    TestServer,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// The phone held upright: a 360×640 picture, which its sensor delivers as 640×360 (small enough
@@ -183,6 +189,47 @@ async fn through_a_lossy_link_with_a_drop_out_the_sink_recovers_and_the_picture_
     let (shown, pushed, source, sink) = run(&doctor, &patient, 8);
     check_shown("2 % loss", &shown, pushed, &sink, 10.0);
     assert!(source.frames_sent > 0 && sink.frames_received > 0, "{source:?} {sink:?}");
+    doctor.close();
+    patient.close();
+}
+
+/// Two phones: both offer H.264 first, as the Kotlin and Swift defaults do.
+fn phone_media() -> Arc<WebRtcMedia> {
+    Arc::new(WebRtcMedia::new(WebRtcSettings {
+        udp_addrs: vec!["127.0.0.1:0".into()],
+        video_codecs: vec![VideoCodec::H264, VideoCodec::Vp8],
+        ..Default::default()
+    }))
+}
+
+/// The same bad Wi-Fi (2 % loss, 40 ms ±15 ms) in H.264: OpenH264's access units cross as RTP
+/// fragments (FU-A), lost ones are resent, and the patient sees the doctor upright and in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_phones_negotiate_h264_and_the_picture_crosses_a_lossy_link() {
+    let server = TestServer::start(|_| {}).await;
+    let visit = server.started_visit().await;
+    let link = LinkConfig {
+        loss: 0.02,
+        jitter: Duration::from_millis(15),
+        seed: 11,
+        ..LinkConfig::new(4_000_000, Duration::from_millis(40))
+    };
+    let relay = Relay::start(RelayConfig::symmetric(link)).await.expect("the relay binds on loopback");
+    let patient_events = Arc::new(Recorder::default());
+    let (patient, doctor, doctor_events) =
+        connected_through_relay_with(&visit, &relay, patient_events.clone(), WAIT, phone_media);
+    for events in [&doctor_events, &patient_events] {
+        assert!(events.events().contains(&ClientEvent::VideoCodec(VideoCodec::H264)), "both encode H.264");
+    }
+
+    let (shown, pushed, source, sink) = run(&doctor, &patient, 6);
+    check_shown("H.264, 2 % loss", &shown, pushed, &sink, 10.0);
+    assert!(source.encoded_height > source.encoded_width, "encoded upright: {source:?}");
+    assert_eq!(source.encoder_errors, 0, "the ladder's bitrate moves reach the running encoder: {source:?}");
+    assert!(
+        patient_events.events().contains(&ClientEvent::RemoteVideoCodec(FrameKind::Video, VideoCodec::H264)),
+        "the patient decodes H.264"
+    );
     doctor.close();
     patient.close();
 }

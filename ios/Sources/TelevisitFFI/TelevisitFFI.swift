@@ -1074,7 +1074,7 @@ public protocol CallProtocol: AnyObject, Sendable {
     
     /**
      * The view's way out: pull the peer's camera pictures, decoded by `decoder` (the platform's
-     * hardware decoder; null: the core's software VP8, where built in). From the first call on,
+     * hardware decoder; null: the core's software VP8 or H.264, where built in). From the first call on,
      * the peer's camera frames go to it, not to the listener, and a broken picture asks the peer
      * for a keyframe by itself. The same object each time.
      */
@@ -1084,7 +1084,7 @@ public protocol CallProtocol: AnyObject, Sendable {
      * The camera's way in: push each picture the camera gives (I420 or NV12, with its rotation
      * and capture time). The core turns it upright, fits it to the ladder's rung, keeps the rung's
      * frame rate, and encodes it with `encoder` (the platform's hardware encoder; null: the core's
-     * software VP8, where built in), following the bitrate and the peer's keyframe requests by
+     * software VP8 or H.264, where built in), following the bitrate and the peer's keyframe requests by
      * itself. The same object each time (the first call's encoder stays). Use it or `sendFrame`
      * with your own encoder, not both.
      */
@@ -1409,7 +1409,7 @@ open func waitForEnd()async throws  -> EndReason  {
     
     /**
      * The view's way out: pull the peer's camera pictures, decoded by `decoder` (the platform's
-     * hardware decoder; null: the core's software VP8, where built in). From the first call on,
+     * hardware decoder; null: the core's software VP8 or H.264, where built in). From the first call on,
      * the peer's camera frames go to it, not to the listener, and a broken picture asks the peer
      * for a keyframe by itself. The same object each time.
      */
@@ -1427,7 +1427,7 @@ open func videoSink(decoder: PlatformVideoDecoder?)throws  -> VideoSink  {
      * The camera's way in: push each picture the camera gives (I420 or NV12, with its rotation
      * and capture time). The core turns it upright, fits it to the ladder's rung, keeps the rung's
      * frame rate, and encodes it with `encoder` (the platform's hardware encoder; null: the core's
-     * software VP8, where built in), following the bitrate and the peer's keyframe requests by
+     * software VP8 or H.264, where built in), following the bitrate and the peer's keyframe requests by
      * itself. The same object each time (the first call's encoder stays). Use it or `sendFrame`
      * with your own encoder, not both.
      */
@@ -6385,10 +6385,10 @@ private let initializationResult: InitializationResult = {
     if (uniffi_televisit_ffi_checksum_method_call_wait_for_end() != 47537) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_televisit_ffi_checksum_method_call_video_sink() != 34154) {
+    if (uniffi_televisit_ffi_checksum_method_call_video_sink() != 42711) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_televisit_ffi_checksum_method_call_video_source() != 45188) {
+    if (uniffi_televisit_ffi_checksum_method_call_video_source() != 56224) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_televisit_ffi_checksum_method_calllistener_on_event() != 29178) {

@@ -1219,10 +1219,10 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_televisit_ffi_checksum_method_call_wait_for_end() and 0xFFFF) != 47537) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_televisit_ffi_checksum_method_call_video_sink() and 0xFFFF) != 34154) {
+    if ((lib.uniffi_televisit_ffi_checksum_method_call_video_sink() and 0xFFFF) != 42711) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_televisit_ffi_checksum_method_call_video_source() and 0xFFFF) != 45188) {
+    if ((lib.uniffi_televisit_ffi_checksum_method_call_video_source() and 0xFFFF) != 56224) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_televisit_ffi_checksum_method_calllistener_on_event() and 0xFFFF) != 29178) {
@@ -2524,7 +2524,7 @@ public interface CallInterface {
     
     /**
      * The view's way out: pull the peer's camera pictures, decoded by `decoder` (the platform's
-     * hardware decoder; null: the core's software VP8, where built in). From the first call on,
+     * hardware decoder; null: the core's software VP8 or H.264, where built in). From the first call on,
      * the peer's camera frames go to it, not to the listener, and a broken picture asks the peer
      * for a keyframe by itself. The same object each time.
      */
@@ -2534,7 +2534,7 @@ public interface CallInterface {
      * The camera's way in: push each picture the camera gives (I420 or NV12, with its rotation
      * and capture time). The core turns it upright, fits it to the ladder's rung, keeps the rung's
      * frame rate, and encodes it with `encoder` (the platform's hardware encoder; null: the core's
-     * software VP8, where built in), following the bitrate and the peer's keyframe requests by
+     * software VP8 or H.264, where built in), following the bitrate and the peer's keyframe requests by
      * itself. The same object each time (the first call's encoder stays). Use it or `sendFrame`
      * with your own encoder, not both.
      */
@@ -2996,7 +2996,7 @@ open class Call: Disposable, AutoCloseable, CallInterface
     
     /**
      * The view's way out: pull the peer's camera pictures, decoded by `decoder` (the platform's
-     * hardware decoder; null: the core's software VP8, where built in). From the first call on,
+     * hardware decoder; null: the core's software VP8 or H.264, where built in). From the first call on,
      * the peer's camera frames go to it, not to the listener, and a broken picture asks the peer
      * for a keyframe by itself. The same object each time.
      */
@@ -3019,7 +3019,7 @@ open class Call: Disposable, AutoCloseable, CallInterface
      * The camera's way in: push each picture the camera gives (I420 or NV12, with its rotation
      * and capture time). The core turns it upright, fits it to the ladder's rung, keeps the rung's
      * frame rate, and encodes it with `encoder` (the platform's hardware encoder; null: the core's
-     * software VP8, where built in), following the bitrate and the peer's keyframe requests by
+     * software VP8 or H.264, where built in), following the bitrate and the peer's keyframe requests by
      * itself. The same object each time (the first call's encoder stays). Use it or `sendFrame`
      * with your own encoder, not both.
      */
