@@ -8,8 +8,8 @@ import VideoToolbox
 /// when a receiver needs one.
 private let keyframeIntervalSeconds = 20
 
-/// An NV12 pixel buffer of `picture` for an encoder.
-private func pixelBuffer(_ picture: VideoPicture) throws -> CVPixelBuffer {
+/// An NV12 pixel buffer of `picture`, for an encoder or the view.
+func pixelBuffer(_ picture: VideoPicture) throws -> CVPixelBuffer {
     var made: CVPixelBuffer?
     let attributes = [kCVPixelBufferIOSurfacePropertiesKey: [:]] as CFDictionary
     let status = CVPixelBufferCreate(
