@@ -377,6 +377,7 @@ async fn receive_track(
     let mut builder: Option<(Option<VideoCodec>, Depacketizer)> = None;
     // Until a video track's first keyframe: when the peer was last asked for one.
     let mut before_keyframe = StartRecovery::default();
+    let mut order = FrameOrder::default();
     while let Some(event) = track.poll().await {
         let TrackRemoteEvent::OnRtpPacket(packet) = event else { continue };
         let ssrc = packet.header.ssrc;
@@ -427,7 +428,11 @@ async fn receive_track(
             });
         }
         let Some((codec, builder)) = builder.as_mut() else { continue };
+        let clock_rate = if frame_kind.is_video() { VIDEO_CLOCK_RATE } else { AUDIO_CLOCK_RATE };
         for sample in builder(packet) {
+            if !order.admits(ssrc, sample.packet_timestamp, clock_rate) {
+                continue;
+            }
             let keyframe = codec.is_some_and(|codec| codec.is_keyframe(&sample.data));
             if frame_kind.is_video() && before_keyframe.asks_now(keyframe, Instant::now()) {
                 // The stream's start was lost (over a relay the crate hands the first packets
@@ -453,7 +458,6 @@ async fn receive_track(
                 }
                 FrameKind::Audio => {}
             }
-            let clock_rate = if frame_kind.is_video() { VIDEO_CLOCK_RATE } else { AUDIO_CLOCK_RATE };
             let timing = FrameTiming {
                 rtp_timestamp: Some(sample.packet_timestamp),
                 capture_time_us: sender_clocks.unix_us(ssrc, sample.packet_timestamp, clock_rate),
@@ -469,6 +473,36 @@ async fn receive_track(
                 return;
             }
         }
+    }
+}
+
+/// How far back a frame may be, seconds of its RTP clock, and still be a late copy of one already
+/// given (not the start of a new stream).
+const LATE_FRAME_WINDOW_SECONDS: u32 = 10;
+
+/// Lets each frame of a received stream through once, in order. After a drop-out the sample
+/// builder can hand over again frames it already gave (rebuilt from retransmitted packets that came
+/// after it moved on; seen through the link emulator as pictures 124–126 shown twice): a decoder fed
+/// an old frame after newer ones breaks its references, and an app's listener would get repeats.
+#[derive(Debug, Default)]
+struct FrameOrder {
+    /// The SSRC and RTP timestamp of the newest frame let through.
+    newest: Option<(u32, u32)>,
+}
+
+impl FrameOrder {
+    /// Whether the frame of `ssrc` with this RTP timestamp is new. A frame at or up to
+    /// [`LATE_FRAME_WINDOW_SECONDS`] behind the newest is not; one further behind, or of another
+    /// SSRC, starts over (the peer's stream restarted at a random timestamp).
+    fn admits(&mut self, ssrc: u32, rtp_timestamp: u32, clock_rate: u32) -> bool {
+        if let Some((newest_ssrc, newest)) = self.newest {
+            let behind = newest.wrapping_sub(rtp_timestamp);
+            if newest_ssrc == ssrc && behind < clock_rate.saturating_mul(LATE_FRAME_WINDOW_SECONDS) {
+                return false;
+            }
+        }
+        self.newest = Some((ssrc, rtp_timestamp));
+        true
     }
 }
 
@@ -1170,6 +1204,27 @@ mod tests {
         );
         let mut fine = StartRecovery::default();
         assert!(!fine.asks_now(true, start) && !fine.asks_now(false, start + Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn each_frame_is_let_through_once_and_in_order_across_wrap_and_stream_restarts() {
+        let mut order = FrameOrder::default();
+        let frame = 3000; // 30 fps at 90 kHz
+        assert!(order.admits(1, 1_000, VIDEO_CLOCK_RATE));
+        assert!(order.admits(1, 1_000 + frame, VIDEO_CLOCK_RATE));
+        assert!(!order.admits(1, 1_000 + frame, VIDEO_CLOCK_RATE), "the same frame again");
+        assert!(!order.admits(1, 1_000, VIDEO_CLOCK_RATE), "an older frame after a newer one");
+        assert!(order.admits(1, 1_000 + 2 * frame, VIDEO_CLOCK_RATE));
+        // Across the 32-bit wrap.
+        let mut order = FrameOrder::default();
+        assert!(order.admits(1, u32::MAX - 1_000, VIDEO_CLOCK_RATE));
+        assert!(order.admits(1, 2_000, VIDEO_CLOCK_RATE), "just past the wrap is newer");
+        assert!(!order.admits(1, u32::MAX - 1_000, VIDEO_CLOCK_RATE), "before the wrap is older");
+        // A restarted stream: another SSRC, or a timestamp far behind, starts over.
+        assert!(order.admits(2, 500, VIDEO_CLOCK_RATE));
+        assert!(order.admits(2, 500 + frame, VIDEO_CLOCK_RATE));
+        let far_back = (500 + frame).wrapping_sub(11 * VIDEO_CLOCK_RATE);
+        assert!(order.admits(2, far_back, VIDEO_CLOCK_RATE), "11 s back");
     }
 
     #[test]
