@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use televisit_protocol::MAX_FRAME_BYTES;
 use televisit_server::secrets::Clock;
@@ -128,6 +128,63 @@ async fn a_dropped_connection_resumes_with_exactly_the_frames_it_missed() {
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
+}
+
+/// Reads (and so answers the server's pings) for `wait`; no frame may arrive.
+async fn read_quietly(ws: &mut Ws, wait: Duration) {
+    let until = tokio::time::Instant::now() + wait;
+    while let Ok(message) = tokio::time::timeout_at(until, ws.stream.next()).await {
+        match message {
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => panic!("expected no frame, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn frames_a_client_has_received_are_let_go_and_a_resume_still_gets_exactly_the_rest() {
+    let db = TempDb::new();
+    let server = TestServer::start(&db).await;
+    let visit = server.started_visit().await;
+    let (mut doctor, mut patient) = both_in_room(&server, &visit).await;
+    let candidate = |n: usize| json!({"type": "ice-candidate", "candidate": format!("candidate:{n} 1 udp 1 127.0.0.1 9 typ host"), "sdp_mid": "0", "sdp_m_line_index": 0});
+    for n in 0..40 {
+        doctor.send(candidate(n)).await;
+    }
+    for _ in 0..40 {
+        patient.expect("ice-candidate").await;
+    }
+    let kept = metric(&server.metrics().await, "televisit_signaling_replay_bytes");
+    assert!(kept > 40.0 * 60.0, "the candidates are kept until the patient has them: {kept} bytes");
+
+    // The patient's WebSocket answers the server's next ping: the room lets its frames go.
+    read_quietly(&mut patient, Duration::from_millis(2500)).await;
+    read_quietly(&mut doctor, Duration::from_millis(100)).await;
+    let after = metric(&server.metrics().await, "televisit_signaling_replay_bytes");
+    assert!(after < kept / 4.0, "{after} of {kept} bytes still kept after the patient confirmed them");
+
+    // Three more while the patient's network is going away (it reads none of them), and a
+    // pong it never got a ping for, which must not make the room let them go.
+    let last_seq = patient.last_seq;
+    for n in 40..43 {
+        doctor.send(candidate(n)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let forged = u64::MAX.to_be_bytes().to_vec();
+    patient.stream.send(Message::Pong(forged.into())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(patient);
+
+    let mut patient = Ws::connect(&server.ws_url()).await;
+    patient
+        .send(json!({"type": "join", "token": visit.patient_token, "resume": {"last_seq": last_seq}}))
+        .await;
+    assert_eq!(patient.expect("joined").await["resumed"], true);
+    for n in 40..43 {
+        let frame = patient.expect("ice-candidate").await;
+        assert_eq!(frame["candidate"], candidate(n)["candidate"]);
+    }
+    patient.expect_silence(Duration::from_millis(150)).await;
 }
 
 #[tokio::test]

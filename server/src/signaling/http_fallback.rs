@@ -180,7 +180,7 @@ pub async fn post(
 /// frame's text (empty: none) and whether the session ends with it.
 fn mailbox_entry(outgoing: Outgoing) -> (String, bool) {
     match outgoing {
-        Outgoing::Text(text) => (text, false),
+        Outgoing::Text(text) | Outgoing::Numbered { text, .. } => (text, false),
         Outgoing::Close { code, message } => {
             (encode(&Frame::new(ServerMessage::Error { code, message })), true)
         }

@@ -32,6 +32,14 @@ pub const OUTBOX_FRAMES: usize = 1024;
 pub enum Outgoing {
     /// A JSON text frame.
     Text(String),
+    /// A numbered JSON text frame (kept for a resume until the client has it: see
+    /// [`Hub::delivered`]).
+    Numbered {
+        /// Its `seq`.
+        seq: u64,
+        /// The JSON text.
+        text: String,
+    },
     /// An `error` frame with this code and message, then close.
     Close {
         /// Why.
@@ -363,6 +371,16 @@ impl Hub {
         }
     }
 
+    /// The client on a connection has received the frames numbered `through` or lower: the room
+    /// lets go of their copies kept for a resume.
+    pub async fn delivered(&self, grant: &Grant, conn: ConnId, through: u64) {
+        let delivered = |room: &mut Room| {
+            room.delivered(grant.role, conn, through);
+            Vec::new()
+        };
+        let _ = self.apply(&grant.appointment_id, None, delivered).await;
+    }
+
     /// The doctor's waiting-room status for an appointment; whether it was delivered, that is
     /// the patient is in the waiting room and it went to her connection (otherwise she sees it
     /// when she opens her link).
@@ -473,9 +491,13 @@ impl Hub {
         let mut conns = self.conns.lock().expect("conns lock");
         for action in actions {
             match action {
-                Action::Send { conn, text } => {
+                Action::Send { conn, text, seq } => {
                     if let Some(tx) = conns.get(&conn) {
-                        if tx.try_send(Outgoing::Text(text)).is_err() {
+                        let outgoing = match seq {
+                            Some(seq) => Outgoing::Numbered { seq, text },
+                            None => Outgoing::Text(text),
+                        };
+                        if tx.try_send(outgoing).is_err() {
                             // Too slow or gone: drop it; the client resumes from its last seq.
                             tracing::warn!(conn, "signaling connection too slow; dropping it");
                             conns.remove(&conn);

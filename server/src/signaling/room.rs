@@ -107,13 +107,22 @@ impl Replay {
         }
     }
 
-    /// The kept frames after seq `last`, or `None` when some of their texts are not here.
-    fn after(&self, last: u64) -> Option<Vec<String>> {
+    /// The kept frames after seq `last` with their seqs, or `None` when some of their texts are
+    /// not here.
+    fn after(&self, last: u64) -> Option<Vec<(u64, String)>> {
         if self.texts.len() < self.sizes.len() {
             return None;
         }
-        let skip = (last + 1).saturating_sub(self.first_seq) as usize;
-        Some(self.texts.iter().skip(skip.min(self.texts.len())).map(|text| text.to_string()).collect())
+        let skip = ((last + 1).saturating_sub(self.first_seq) as usize).min(self.texts.len());
+        let numbered = self.texts.iter().enumerate().skip(skip);
+        Some(numbered.map(|(i, text)| (self.first_seq + i as u64, text.to_string())).collect())
+    }
+
+    /// Lets go of the kept frames numbered `through` or lower.
+    fn drop_through(&mut self, through: u64) {
+        while !self.sizes.is_empty() && self.first_seq <= through {
+            self.drop_oldest();
+        }
     }
 }
 
@@ -126,6 +135,8 @@ pub enum Action {
         conn: ConnId,
         /// The JSON text.
         text: String,
+        /// Its `seq` when it is numbered (kept for replay until [`Room::delivered`]).
+        seq: Option<u64>,
     },
     /// Send an `error` frame, then close the connection with the code as its reason.
     Close {
@@ -282,7 +293,7 @@ impl Room {
         }
         seat.replay.push(seat.out_seq, &text);
         if let Some(conn) = seat.conn {
-            actions.push(Action::Send { conn, text });
+            actions.push(Action::Send { conn, text, seq: Some(seat.out_seq) });
         }
         // Over the room's budget: the larger buffer gives up its oldest frames.
         let [doctor, patient] = &mut self.seats;
@@ -334,7 +345,7 @@ impl Room {
     }
 
     fn reply(conn: ConnId, message: ServerMessage, actions: &mut Vec<Action>) {
-        actions.push(Action::Send { conn, text: encode(&Frame::new(message)) });
+        actions.push(Action::Send { conn, text: encode(&Frame::new(message)), seq: None });
     }
 
     fn reply_error(conn: ConnId, code: ErrorCode, message: &str, actions: &mut Vec<Action>) {
@@ -396,8 +407,8 @@ impl Room {
             },
             &mut actions,
         );
-        for text in missed.into_iter().flatten() {
-            actions.push(Action::Send { conn, text });
+        for (seq, text) in missed.into_iter().flatten() {
+            actions.push(Action::Send { conn, text, seq: Some(seq) });
         }
         if peer_present {
             // A resumed connection keeps its peer connection; a fresh one needs a new negotiation.
@@ -682,6 +693,17 @@ impl Room {
         }
     }
 
+    /// The client on this connection has received every frame numbered `through` or lower (its
+    /// WebSocket answered a ping sent after them): they need not be kept for a resume any more.
+    /// Ignored for a connection that no longer holds the seat, and for seqs not sent yet.
+    pub fn delivered(&mut self, role: Role, conn: ConnId, through: u64) {
+        let seat = self.seat(role);
+        if seat.conn == Some(conn) {
+            let through = through.min(seat.out_seq);
+            seat.replay.drop_through(through);
+        }
+    }
+
     /// Whether the room holds nothing worth keeping once no participant can still resume (the
     /// hub knows that: no grace timer runs): nobody connected, no chat being stored, no
     /// waiting-room status. The hub lets such a room go; a later join makes a fresh one from the
@@ -725,7 +747,7 @@ mod tests {
         actions
             .iter()
             .filter_map(|a| match a {
-                Action::Send { conn, text } if *conn == to => Some(serde_json::from_str(text).unwrap()),
+                Action::Send { conn, text, .. } if *conn == to => Some(serde_json::from_str(text).unwrap()),
                 _ => None,
             })
             .collect()
@@ -1111,6 +1133,52 @@ mod tests {
         assert!(room.replay_bytes() < before);
         room.end(None, 0);
         assert_eq!(room.replay_bytes(), 0);
+    }
+
+    #[test]
+    fn frames_a_client_confirmed_are_let_go_and_a_resume_still_gets_exactly_the_rest() {
+        let mut room = room();
+        room.connect(Role::Patient, PATIENT, None, vec![]);
+        room.connect(Role::Doctor, DOCTOR, None, vec![]);
+        let offer = |n: usize| Frame::new(ClientMessage::Offer(Sdp { sdp: format!("offer {n}") }));
+        let seqs = |actions: &[Action]| -> Vec<u64> {
+            actions
+                .iter()
+                .filter_map(|a| if let Action::Send { seq, .. } = a { *seq } else { None })
+                .collect()
+        };
+        let first = seqs(&room.frame(Role::Doctor, DOCTOR, offer(0)));
+        for n in 1..10 {
+            room.frame(Role::Doctor, DOCTOR, offer(n));
+        }
+        let confirmed = room.out_seq(Role::Patient);
+        assert_eq!(first, [confirmed - 9], "numbered frames are sent with their seq");
+        let kept = room.replay_bytes();
+
+        // A stale connection, and a seq never sent, change nothing.
+        room.delivered(Role::Patient, DOCTOR, confirmed);
+        assert_eq!(room.replay_bytes(), kept);
+        // The patient confirms every frame so far: the room keeps only what comes after.
+        room.delivered(Role::Patient, PATIENT, u64::MAX);
+        let doctors = room.replay_bytes();
+        assert!(doctors < kept, "{doctors} of {kept} kept");
+        assert_eq!(room.replay_since(Role::Patient, 0).0, 0);
+        room.frame(Role::Doctor, DOCTOR, offer(10));
+        room.frame(Role::Doctor, DOCTOR, offer(11));
+        room.delivered(Role::Patient, PATIENT, confirmed + 1);
+        assert_eq!(room.replay_since(Role::Patient, 0).0, 1);
+
+        // The network goes away; the patient saw up to `confirmed + 1` and gets exactly the rest.
+        room.disconnect(Role::Patient, PATIENT);
+        let actions = room.connect(Role::Patient, 5, Some(confirmed + 1), vec![]);
+        let frames = sent(&actions, 5);
+        assert_eq!(frames[0]["resumed"], true);
+        assert_eq!(types(&frames), ["joined", "offer"]);
+        assert_eq!(frames[1]["sdp"], "offer 11");
+        assert_eq!(seqs(&actions), [confirmed + 2], "a replayed frame keeps its seq");
+        // One that claims less than it confirmed cannot resume: it starts over.
+        room.disconnect(Role::Patient, 5);
+        assert_eq!(sent(&room.connect(Role::Patient, 6, Some(confirmed), vec![]), 6)[0]["resumed"], false);
     }
 
     #[test]

@@ -121,15 +121,26 @@ return 1
 /// A frame (or close) for a connection on some node, as published to that node's channel.
 #[derive(Debug, Serialize, Deserialize)]
 enum Wire {
-    Send { conn: ConnId, text: String },
-    Close { conn: ConnId, code: ErrorCode, message: String },
-    CloseNormally { conn: ConnId },
+    Send {
+        conn: ConnId,
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+    },
+    Close {
+        conn: ConnId,
+        code: ErrorCode,
+        message: String,
+    },
+    CloseNormally {
+        conn: ConnId,
+    },
 }
 
 impl Wire {
     fn from_action(action: &Action) -> Option<Wire> {
         Some(match action {
-            Action::Send { conn, text } => Wire::Send { conn: *conn, text: text.clone() },
+            Action::Send { conn, text, seq } => Wire::Send { conn: *conn, text: text.clone(), seq: *seq },
             Action::Close { conn, code, message } => {
                 Wire::Close { conn: *conn, code: *code, message: message.clone() }
             }
@@ -140,7 +151,7 @@ impl Wire {
 
     fn into_action(self) -> Action {
         match self {
-            Wire::Send { conn, text } => Action::Send { conn, text },
+            Wire::Send { conn, text, seq } => Action::Send { conn, text, seq },
             Wire::Close { conn, code, message } => Action::Close { conn, code, message },
             Wire::CloseNormally { conn } => Action::CloseNormally { conn },
         }

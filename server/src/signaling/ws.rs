@@ -2,6 +2,8 @@
 //! `token.<token>` subprotocol), then frames in and out until the call ends or the client goes.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -25,6 +27,12 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames above this size are not even read (the connection closes); frames between
 /// [`MAX_FRAME_BYTES`] and this get an `error` frame and the connection goes on.
 const HARD_FRAME_LIMIT: usize = 1024 * 1024;
+
+/// While numbered frames flow, how often the writer pings with the last `seq` it wrote: the
+/// client's pong (sent by its WebSocket stack, no app code) confirms it has every frame up to
+/// that one, and the room lets go of their copies kept for a resume. Without it a room would keep
+/// its whole replay budget for the whole call.
+const DELIVERY_PING: Duration = Duration::from_secs(2);
 
 /// Prefix of a token offered as a WebSocket subprotocol.
 const TOKEN_PROTOCOL_PREFIX: &str = "token.";
@@ -153,8 +161,10 @@ async fn run(state: SharedState, mut socket: WebSocket, header_grant: Option<Gra
     };
     let conn_id = connection.id;
     let (sink, stream) = socket.split();
-    let writer = tokio::spawn(write_frames(sink, connection.outgoing, state.config.keepalive_seconds));
-    read_frames(&state, stream, &grant, conn_id, connection.reply).await;
+    let pinged = Arc::new(AtomicU64::new(0));
+    let keepalive = Duration::from_secs(state.config.keepalive_seconds.max(1));
+    let writer = tokio::spawn(write_frames(sink, connection.outgoing, keepalive, pinged.clone()));
+    read_frames(&state, stream, &grant, conn_id, connection.reply, &pinged).await;
     state.hub.disconnect(&grant, conn_id).await;
     // The hub dropped its sender (the reply sender is weak): the writer ends after the last frame.
     let _ = writer.await;
@@ -165,14 +175,25 @@ type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
 /// Most queued frames written out together (one write to the socket instead of one per frame).
 const FRAMES_PER_WRITE: usize = 32;
 
-async fn write_frames(mut sink: Sink, mut outgoing: mpsc::Receiver<Outgoing>, keepalive_seconds: u64) {
-    let mut keepalive = tokio::time::interval(Duration::from_secs(keepalive_seconds.max(1)));
-    keepalive.tick().await;
+/// Writes the queued frames out, in batches, and pings: every `keepalive`, and every
+/// [`DELIVERY_PING`] while numbered frames flow, with the last `seq` written (stored in `pinged`).
+async fn write_frames(
+    mut sink: Sink,
+    mut outgoing: mpsc::Receiver<Outgoing>,
+    keepalive: Duration,
+    pinged: Arc<AtomicU64>,
+) {
+    let mut tick = tokio::time::interval(DELIVERY_PING.min(keepalive));
+    tick.tick().await;
+    let (mut written, mut last_ping) = (0, tokio::time::Instant::now());
     loop {
         tokio::select! {
             next = outgoing.recv() => {
                 let (mut next, mut fed) = (next, 0);
                 loop {
+                    if let Some(Outgoing::Numbered { seq, .. }) = &next {
+                        written = *seq;
+                    }
                     if !feed(&mut sink, next).await {
                         return;
                     }
@@ -189,9 +210,14 @@ async fn write_frames(mut sink: Sink, mut outgoing: mpsc::Receiver<Outgoing>, ke
                     return;
                 }
             },
-            _ = keepalive.tick() => {
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    return;
+            _ = tick.tick() => {
+                if written > pinged.load(Ordering::Relaxed) || last_ping.elapsed() >= keepalive {
+                    pinged.store(written, Ordering::Relaxed);
+                    last_ping = tokio::time::Instant::now();
+                    let payload = written.to_be_bytes().to_vec();
+                    if sink.send(Message::Ping(payload.into())).await.is_err() {
+                        return;
+                    }
                 }
             }
         }
@@ -202,7 +228,9 @@ async fn write_frames(mut sink: Sink, mut outgoing: mpsc::Receiver<Outgoing>, ke
 /// connection is done.
 async fn feed(sink: &mut Sink, next: Option<Outgoing>) -> bool {
     match next {
-        Some(Outgoing::Text(body)) => sink.feed(Message::Text(body.into())).await.is_ok(),
+        Some(Outgoing::Text(body) | Outgoing::Numbered { text: body, .. }) => {
+            sink.feed(Message::Text(body.into())).await.is_ok()
+        }
         Some(Outgoing::Close { code, message }) => {
             let _ = sink.feed(text(&error(code, message))).await;
             let frame = CloseFrame { code: close_code(code), reason: code.as_str().into() };
@@ -227,7 +255,10 @@ async fn read_frames(
     grant: &Grant,
     conn_id: u64,
     reply: mpsc::WeakSender<Outgoing>,
+    pinged: &AtomicU64,
 ) {
+    // The highest seq a pong confirmed; a pong counts only for a seq the writer pinged with.
+    let mut confirmed = 0;
     let idle = Duration::from_secs(state.config.idle_timeout_seconds.max(1));
     let mut bucket =
         TokenBucket::new(state.config.frames_per_second, state.config.frame_burst, Instant::now());
@@ -256,7 +287,17 @@ async fn read_frames(
                 continue;
             }
             Message::Close(_) => return,
-            Message::Ping(_) | Message::Pong(_) => continue,
+            Message::Pong(payload) => {
+                let through = <[u8; 8]>::try_from(payload.as_ref()).ok().map(u64::from_be_bytes);
+                if let Some(through) = through
+                    .filter(|through| *through > confirmed && *through <= pinged.load(Ordering::Relaxed))
+                {
+                    confirmed = through;
+                    state.hub.delivered(grant, conn_id, through).await;
+                }
+                continue;
+            }
+            Message::Ping(_) => continue,
         };
         if !bucket.try_take(Instant::now()) {
             state.metrics.refused(ErrorCode::RateLimited);
