@@ -357,6 +357,76 @@ async fn checkpoint(pool: &AnyPool, writer: &AnyPool, restart_pages: i64) -> Res
     Ok(starts_over)
 }
 
+/// Rows per chat INSERT: 5 bound values each, well under SQLite's limit of variables.
+const CHAT_ROWS_PER_INSERT: usize = 200;
+
+/// One INSERT of up to [`CHAT_ROWS_PER_INSERT`] chat messages on `connection` (see
+/// [`Store::add_chats`]).
+async fn insert_chats(
+    connection: &mut sqlx::AnyConnection,
+    chunk: &[NewChat],
+    now_ms: i64,
+) -> StoreResult<Vec<ChatMessage>> {
+    let mut stored = Vec::with_capacity(chunk.len());
+    // `$1, $2, …` by hand: sqlx's query builder writes `?` for the Any driver, which
+    // PostgreSQL refuses.
+    let rows: Vec<String> = (0..chunk.len())
+        .map(|i| {
+            let values: Vec<String> = (1..=5).map(|n| format!("${}", 5 * i + n)).collect();
+            format!("({})", values.join(", "))
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO chat_messages (appointment_id, sender_role, client_seq, text, sent_at_ms) \
+             VALUES {} ON CONFLICT (appointment_id, sender_role, client_seq) DO NOTHING \
+             RETURNING id, appointment_id, sender_role, client_seq",
+        rows.join(", ")
+    );
+    let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for chat in chunk {
+        insert = insert
+            .bind(&chat.appointment_id)
+            .bind(role_name(chat.from))
+            .bind(chat.client_seq.map(|seq| seq as i64))
+            .bind(&chat.text)
+            .bind(now_ms);
+    }
+    let mut inserted = insert.fetch_all(&mut *connection).await?;
+    // One INSERT numbers its rows in the order of its VALUES; RETURNING's order is
+    // unspecified. A row skipped as a duplicate has a number: the next row is not its own.
+    inserted.sort_unstable_by_key(|row| row.get::<i64, _>("id"));
+    let mut inserted = inserted.iter().peekable();
+    for chat in chunk {
+        let own = inserted.next_if(|row| {
+            row.get::<String, _>("appointment_id") == chat.appointment_id
+                && row.get::<String, _>("sender_role") == role_name(chat.from)
+                && row.get::<Option<i64>, _>("client_seq") == chat.client_seq.map(|seq| seq as i64)
+        });
+        let message = match own {
+            Some(row) => ChatMessage {
+                id: row.get("id"),
+                from: chat.from,
+                text: chat.text.clone(),
+                sent_at_ms: now_ms,
+            },
+            None => {
+                let row = sqlx::query(
+                    "SELECT id, sender_role, text, sent_at_ms FROM chat_messages \
+                         WHERE appointment_id = $1 AND sender_role = $2 AND client_seq = $3",
+                )
+                .bind(&chat.appointment_id)
+                .bind(role_name(chat.from))
+                .bind(chat.client_seq.map(|seq| seq as i64))
+                .fetch_one(&mut *connection)
+                .await?;
+                chat_message(&row)
+            }
+        };
+        stored.push(message);
+    }
+    Ok(stored)
+}
+
 /// A passive checkpoint on a connection of `pool`; the pages in the log, or -1 while another
 /// checkpoint runs.
 async fn passive_checkpoint(pool: &AnyPool) -> Result<i64, sqlx::Error> {
@@ -747,72 +817,21 @@ impl Store {
 
     // ---- chat ----
 
-    /// Stores chat messages in one transaction and returns them with their ids, in order. A
-    /// message whose sender already stored one under the same `client_seq` in this call (sent
-    /// again because its node or process died before anyone heard it was stored) is not stored
-    /// twice: the stored one is returned in its place.
+    /// Stores chat messages atomically and returns them with their ids, in order. A message
+    /// whose sender already stored one under the same `client_seq` in this call (sent again
+    /// because its node or process died before anyone heard it was stored) is not stored twice:
+    /// the stored one is returned in its place.
     pub async fn add_chats(&self, chats: &[NewChat], now_ms: i64) -> StoreResult<Vec<ChatMessage>> {
-        // Rows per INSERT: 5 bound values each, well under SQLite's limit of variables.
-        const ROWS_PER_INSERT: usize = 200;
+        if chats.len() <= CHAT_ROWS_PER_INSERT {
+            // One INSERT is a transaction of its own: one trip to the database's thread instead
+            // of three (BEGIN, INSERT, COMMIT), a third of the chat writer's handoffs under load.
+            let mut writer = self.writer.acquire().await?;
+            return insert_chats(&mut writer, chats, now_ms).await;
+        }
         let mut stored = Vec::with_capacity(chats.len());
         let mut tx = self.write_transaction().await?;
-        for chunk in chats.chunks(ROWS_PER_INSERT) {
-            // `$1, $2, …` by hand: sqlx's query builder writes `?` for the Any driver, which
-            // PostgreSQL refuses.
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    let values: Vec<String> = (1..=5).map(|n| format!("${}", 5 * i + n)).collect();
-                    format!("({})", values.join(", "))
-                })
-                .collect();
-            let sql = format!(
-                "INSERT INTO chat_messages (appointment_id, sender_role, client_seq, text, sent_at_ms) \
-                 VALUES {} ON CONFLICT (appointment_id, sender_role, client_seq) DO NOTHING \
-                 RETURNING id, appointment_id, sender_role, client_seq",
-                rows.join(", ")
-            );
-            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for chat in chunk {
-                insert = insert
-                    .bind(&chat.appointment_id)
-                    .bind(role_name(chat.from))
-                    .bind(chat.client_seq.map(|seq| seq as i64))
-                    .bind(&chat.text)
-                    .bind(now_ms);
-            }
-            let mut inserted = insert.fetch_all(&mut *tx).await?;
-            // One INSERT numbers its rows in the order of its VALUES; RETURNING's order is
-            // unspecified. A row skipped as a duplicate has a number: the next row is not its own.
-            inserted.sort_unstable_by_key(|row| row.get::<i64, _>("id"));
-            let mut inserted = inserted.iter().peekable();
-            for chat in chunk {
-                let own = inserted.next_if(|row| {
-                    row.get::<String, _>("appointment_id") == chat.appointment_id
-                        && row.get::<String, _>("sender_role") == role_name(chat.from)
-                        && row.get::<Option<i64>, _>("client_seq") == chat.client_seq.map(|seq| seq as i64)
-                });
-                let message = match own {
-                    Some(row) => ChatMessage {
-                        id: row.get("id"),
-                        from: chat.from,
-                        text: chat.text.clone(),
-                        sent_at_ms: now_ms,
-                    },
-                    None => {
-                        let row = sqlx::query(
-                            "SELECT id, sender_role, text, sent_at_ms FROM chat_messages \
-                             WHERE appointment_id = $1 AND sender_role = $2 AND client_seq = $3",
-                        )
-                        .bind(&chat.appointment_id)
-                        .bind(role_name(chat.from))
-                        .bind(chat.client_seq.map(|seq| seq as i64))
-                        .fetch_one(&mut *tx)
-                        .await?;
-                        chat_message(&row)
-                    }
-                };
-                stored.push(message);
-            }
+        for chunk in chats.chunks(CHAT_ROWS_PER_INSERT) {
+            stored.extend(insert_chats(&mut tx, chunk, now_ms).await?);
         }
         tx.commit().await?;
         Ok(stored)

@@ -183,9 +183,12 @@ async fn write_frames(
     keepalive: Duration,
     pinged: Arc<AtomicU64>,
 ) {
-    let mut tick = tokio::time::interval(DELIVERY_PING.min(keepalive));
+    let every = DELIVERY_PING.min(keepalive);
+    let mut tick = tokio::time::interval(every);
     tick.tick().await;
-    let (mut written, mut last_ping) = (0, tokio::time::Instant::now());
+    // A keep-alive ping goes out every this many ticks, whether frames flowed or not.
+    let keepalive_ticks = (keepalive.as_millis() / every.as_millis()).max(1);
+    let (mut written, mut quiet_ticks) = (0, 0);
     loop {
         tokio::select! {
             next = outgoing.recv() => {
@@ -211,9 +214,10 @@ async fn write_frames(
                 }
             },
             _ = tick.tick() => {
-                if written > pinged.load(Ordering::Relaxed) || last_ping.elapsed() >= keepalive {
+                quiet_ticks += 1;
+                if written > pinged.load(Ordering::Relaxed) || quiet_ticks >= keepalive_ticks {
                     pinged.store(written, Ordering::Relaxed);
-                    last_ping = tokio::time::Instant::now();
+                    quiet_ticks = 0;
                     let payload = written.to_be_bytes().to_vec();
                     if sink.send(Message::Ping(payload.into())).await.is_err() {
                         return;
