@@ -74,6 +74,15 @@ const LOCK_TTL_MS: u64 = 5_000;
 /// How long an input waits for a room's lock before it gives up.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
 
+/// Takes a room's lock (KEYS[1]) for us (ARGV[1]) for ARGV[2] ms if it is free, and reads the
+/// room (KEYS[2]) in the same trip: nil while the lock is taken, "" when there is no room.
+static LOCK_AND_READ: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"if not redis.call("set", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then return false end
+return redis.call("get", KEYS[2]) or """#,
+    )
+});
+
 /// Deletes the lock only if it is still ours (it may have expired and been taken).
 static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -379,9 +388,10 @@ impl SharedRooms {
         let key = room_key(appointment_id);
         let lock = format!("{key}:lock");
         let token = uuid::Uuid::new_v4().simple().to_string();
-        self.metrics.redis("lock", take_lock(&mut redis, &lock, &token)).await?;
+        let state = self.metrics.redis("lock_read", lock_and_read(&mut redis, &key, &lock, &token)).await?;
+        let room = serde_json::from_str::<Room>(&state).ok().or(create);
         let applied = self
-            .apply_locked(&mut redis, appointment_id, [&key, &lock, &token], create, replay_of, input)
+            .apply_locked(&mut redis, appointment_id, [&key, &lock, &token], room, replay_of, input)
             .await;
         let (commit, rest) = match applied {
             Ok(Some(applied)) => applied,
@@ -402,22 +412,19 @@ impl SharedRooms {
         Ok(Some(rest))
     }
 
-    /// Reads the room and applies the input (storing its chat); returns the commit of the room
-    /// and its frames, and the actions left to the hub.
+    /// Applies the input to the room read under its lock (`None`: none, and none to create),
+    /// storing its chat; returns the commit of the room and its frames, and the actions left to
+    /// the hub.
     async fn apply_locked(
         &self,
         redis: &mut ConnectionManager,
         appointment_id: &str,
         [key, lock, token]: [&str; 3],
-        create: Option<Room>,
+        room: Option<Room>,
         replay_of: Option<Role>,
         input: impl FnOnce(&mut Room) -> Vec<Action>,
     ) -> redis::RedisResult<Option<(ScriptInvocation<'static>, Vec<Action>)>> {
-        let mut read = redis::cmd("GET");
-        read.arg(key);
-        let state = self.metrics.redis("read", read.query_async::<Option<String>>(redis)).await?;
-        let Some(mut room) = state.and_then(|state| serde_json::from_str::<Room>(&state).ok()).or(create)
-        else {
+        let Some(mut room) = room else {
             return Ok(None);
         };
         if let Some(role) = replay_of {
@@ -482,20 +489,20 @@ impl SharedRooms {
     }
 }
 
-/// Takes a room's lock (`SET NX` with an expiry), waiting up to [`LOCK_WAIT`] for it.
-async fn take_lock(redis: &mut ConnectionManager, lock: &str, token: &str) -> redis::RedisResult<()> {
+/// Takes a room's lock (`SET NX` with an expiry), waiting up to [`LOCK_WAIT`] for it, and reads
+/// the room in the same trip ([`LOCK_AND_READ`]): its JSON, or "" when there is none.
+async fn lock_and_read(
+    redis: &mut ConnectionManager,
+    key: &str,
+    lock: &str,
+    token: &str,
+) -> redis::RedisResult<String> {
     let deadline = tokio::time::Instant::now() + LOCK_WAIT;
     loop {
-        let taken: Option<String> = redis::cmd("SET")
-            .arg(lock)
-            .arg(token)
-            .arg("NX")
-            .arg("PX")
-            .arg(LOCK_TTL_MS)
-            .query_async(redis)
-            .await?;
-        if taken.is_some() {
-            return Ok(());
+        let mut take = LOCK_AND_READ.key(lock);
+        take.key(key).arg(token).arg(LOCK_TTL_MS);
+        if let Some(state) = take.invoke_async::<Option<String>>(redis).await? {
+            return Ok(state);
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(redis::RedisError::from((redis::ErrorKind::Io, "room lock not free")));
