@@ -24,7 +24,10 @@
 //!   rate at which the p99 passes 50 ms. The database is one SQLite file shared by the nodes, or
 //!   with `SIGNALING_BENCH_POSTGRES=postgres://user@host:port` a new PostgreSQL database for each
 //!   column (`scripts/postgres-for-tests start DIR` prints such a URL). Needs Debian's
-//!   `redis-server` (scripts/install-build-deps.sh).
+//!   `redis-server` (scripts/install-build-deps.sh). On this 2-core machine the nodes, Redis and
+//!   the clients share the cores, so a second node cannot add CPU; `SIGNALING_BENCH_NODE_CPU=0.4`
+//!   caps each node at 0.4 cores (a CPU cgroup; needs root), as if each ran on a machine of its
+//!   own, to measure what a second node adds when the nodes are the limit.
 //!
 //! The server process uses the server's allocator (jemalloc); with `--features system-allocator`
 //! it uses glibc's malloc, with `--features mimalloc` mimalloc, for comparison.
@@ -178,6 +181,8 @@ struct ServerProcess {
     port: u16,
     /// The SQLite file this process created, removed at drop.
     db: Option<std::path::PathBuf>,
+    /// The CPU cap the process runs under, removed at drop (after the process is gone).
+    cpu_cap: Option<CpuCap>,
 }
 
 impl ServerProcess {
@@ -201,7 +206,16 @@ impl ServerProcess {
             .unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        ServerProcess { child, port: line.trim().parse().expect("server prints its port"), db: None }
+        let port = line.trim().parse().expect("server prints its port");
+        ServerProcess { child, port, db: None, cpu_cap: None }
+    }
+
+    /// Caps this process at `cores` cores of CPU time, as if it ran on a machine of its own.
+    fn cap_cpu(&mut self, cores: f64) {
+        match CpuCap::apply(self.child.id(), cores) {
+            Ok(cap) => self.cpu_cap = Some(cap),
+            Err(error) => panic!("SIGNALING_BENCH_NODE_CPU: cannot cap a node's CPU: {error}"),
+        }
     }
 
     /// CPU time the server used so far (user + system), in seconds.
@@ -232,6 +246,48 @@ impl Drop for ServerProcess {
         if let Some(db) = &self.db {
             remove_sqlite(db);
         }
+    }
+}
+
+/// A CPU cgroup of one process, capped at a number of cores (CFS quota over a 10 ms period, so
+/// that a throttled process waits at most a few ms): a node given the CPU of a machine of its own,
+/// to see what a second node adds when the nodes, not the shared machine, are the limit. Needs
+/// root and a writable cgroup file system (v2, or v1's `cpu` controller).
+struct CpuCap {
+    dir: std::path::PathBuf,
+}
+
+impl CpuCap {
+    const PERIOD_US: u64 = 10_000;
+
+    fn apply(pid: u32, cores: f64) -> std::io::Result<CpuCap> {
+        let quota = (cores * Self::PERIOD_US as f64).round() as u64;
+        let name = format!("televisit-bench-{pid}");
+        let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers");
+        let dir = if v2.exists() {
+            // A child cgroup gets the cpu controller only once its parent hands it down.
+            std::fs::write("/sys/fs/cgroup/cgroup.subtree_control", "+cpu")?;
+            let dir = std::path::Path::new("/sys/fs/cgroup").join(name);
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(dir.join("cpu.max"), format!("{quota} {}", Self::PERIOD_US))?;
+            dir
+        } else {
+            let dir = std::path::Path::new("/sys/fs/cgroup/cpu").join(name);
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(dir.join("cpu.cfs_period_us"), Self::PERIOD_US.to_string())?;
+            std::fs::write(dir.join("cpu.cfs_quota_us"), quota.to_string())?;
+            dir
+        };
+        let cap = CpuCap { dir };
+        // Moves every thread of the process; the ones it starts later are born inside.
+        std::fs::write(cap.dir.join("cgroup.procs"), pid.to_string())?;
+        Ok(cap)
+    }
+}
+
+impl Drop for CpuCap {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
     }
 }
 
@@ -1215,6 +1271,9 @@ mod nodes {
         if deployment == Deployment::TwoNodes {
             nodes.push(ServerProcess::start_node(&database.url, redis_url.as_deref()));
         }
+        if let Some(cores) = node_cpu() {
+            nodes.iter_mut().for_each(|node| node.cap_cpu(cores));
+        }
         let base = format!("http://127.0.0.1:{}", nodes[0].port);
         let ws_url = |node: &ServerProcess| format!("ws://127.0.0.1:{}/api/video-call/ws", node.port);
         let (doctor_api_token, visits) = create_visits(&base, rooms).await;
@@ -1296,6 +1355,11 @@ mod nodes {
         Column { deployment, load, rates, phases, memory, crossed, drained }
     }
 
+    /// `SIGNALING_BENCH_NODE_CPU`: the cores each node may use (unset: no cap).
+    fn node_cpu() -> Option<f64> {
+        std::env::var("SIGNALING_BENCH_NODE_CPU").ok()?.parse().ok().filter(|cores: &f64| *cores > 0.0)
+    }
+
     pub async fn run(rooms: usize) {
         let deployments = [Deployment::OneNode, Deployment::OneNodeRedis, Deployment::TwoNodes];
         let mut columns = Vec::new();
@@ -1324,6 +1388,9 @@ mod nodes {
         println!("per client steady, then +1/s per client each step until the p99 passes {P99_LIMIT_MS} ms. Database: {};", Database::kind());
         println!("with two nodes each room's doctor is on node A and its patient on node B (every frame crosses nodes).");
         println!("All processes (nodes, Redis, database, the clients) share one 2-core machine; \"a / b\" = node A / node B;");
+        if let Some(cores) = node_cpu() {
+            println!("each node is capped at {cores} cores (SIGNALING_BENCH_NODE_CPU: a CPU cgroup, as if on a machine of its own);");
+        }
         println!("CPU ms per 1000 frames = CPU time in the steady phase per 1000 frames sent in it ({ALLOCATOR_NAME}).");
         println!();
         let names: Vec<&str> = columns.iter().map(|c| c.deployment.name()).collect();
