@@ -19,7 +19,7 @@
 //!
 //! - nodes: the steady chat load (as above) on one node, on one node with Redis, and on two
 //!   nodes sharing one Redis and one database (each room's doctor on node A, its patient on node
-//!   B, so every frame crosses nodes), printed side by side: relayed frames/s, latency, KiB per
+//!   B, so every frame crosses nodes; then half the rooms wholly on A, half on B), printed side by side: relayed frames/s, latency, KiB per
 //!   connection per node, CPU per 1000 frames (each node, Redis, the database), and the offered
 //!   rate at which the p99 passes 50 ms. The database is one SQLite file shared by the nodes, or
 //!   with `SIGNALING_BENCH_POSTGRES=postgres://user@host:port` a new PostgreSQL database for each
@@ -1112,6 +1112,9 @@ mod nodes {
         OneNodeRedis,
         /// Two nodes on one Redis: each room's doctor on node A, its patient on node B.
         TwoNodes,
+        /// Two nodes on one Redis, each room on one of them (half the rooms on A, half on B):
+        /// a room's frames do not cross nodes, though they still go through Redis.
+        TwoNodesRoomsSplit,
     }
 
     impl Deployment {
@@ -1120,6 +1123,7 @@ mod nodes {
                 Deployment::OneNode => "one node",
                 Deployment::OneNodeRedis => "one node + Redis",
                 Deployment::TwoNodes => "two nodes + Redis",
+                Deployment::TwoNodesRoomsSplit => "two nodes + Redis, a room on one node",
             }
         }
     }
@@ -1309,7 +1313,7 @@ mod nodes {
         let redis_url = redis.as_ref().map(Redis::url);
         // Node A first: it creates and migrates the database.
         let mut nodes = vec![ServerProcess::start_node(&database.url, redis_url.as_deref())];
-        if deployment == Deployment::TwoNodes {
+        if matches!(deployment, Deployment::TwoNodes | Deployment::TwoNodesRoomsSplit) {
             nodes.push(ServerProcess::start_node(&database.url, redis_url.as_deref()));
         }
         if let Some(cores) = node_cpu() {
@@ -1320,8 +1324,17 @@ mod nodes {
         let (doctor_api_token, visits) = create_visits(&base, rooms).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let rss_idle: Vec<f64> = nodes.iter().map(ServerProcess::rss_kib).collect();
-        // Doctors on node A, patients on the last node (B when there are two).
-        let pairs = join_across(&ws_url(&nodes[0]), &ws_url(nodes.last().unwrap()), &visits).await;
+        let (a, b) = (ws_url(&nodes[0]), ws_url(nodes.last().unwrap()));
+        let pairs = if deployment == Deployment::TwoNodesRoomsSplit {
+            // The first half of the rooms on node A, the rest on node B.
+            let (first, rest) = visits.split_at(visits.len() / 2);
+            let mut pairs = join_across(&a, &a, first).await;
+            pairs.extend(join_across(&b, &b, rest).await);
+            pairs
+        } else {
+            // Doctors on node A, patients on the last node (B when there are two).
+            join_across(&a, &b, &visits).await
+        };
         tokio::time::sleep(Duration::from_millis(300)).await;
 
         let rates: Vec<u64> = std::iter::once(STEADY_RATE).chain(STEP_RATES).collect();
@@ -1402,7 +1415,12 @@ mod nodes {
     }
 
     pub async fn run(rooms: usize) {
-        let deployments = [Deployment::OneNode, Deployment::OneNodeRedis, Deployment::TwoNodes];
+        let deployments = [
+            Deployment::OneNode,
+            Deployment::OneNodeRedis,
+            Deployment::TwoNodes,
+            Deployment::TwoNodesRoomsSplit,
+        ];
         let mut columns = Vec::new();
         for (column, deployment) in deployments.into_iter().enumerate() {
             eprintln!("nodes: measuring {}", deployment.name());
@@ -1427,7 +1445,8 @@ mod nodes {
             STEADY_RATE
         );
         println!("per client steady, then +1/s per client each step until the p99 passes {P99_LIMIT_MS} ms. Database: {};", Database::kind());
-        println!("with two nodes each room's doctor is on node A and its patient on node B (every frame crosses nodes).");
+        println!("with two nodes each room's doctor is on node A and its patient on node B (every frame crosses nodes),");
+        println!("or, \"a room on one node\", half the rooms wholly on A and half on B (their frames still go through Redis).");
         println!("All processes (nodes, Redis, database, the clients) share one 2-core machine; \"a / b\" = node A / node B;");
         if let Some(cores) = node_cpu() {
             println!("each node is capped at {cores} cores (SIGNALING_BENCH_NODE_CPU: a CPU cgroup, as if on a machine of its own);");
