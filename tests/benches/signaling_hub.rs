@@ -19,10 +19,11 @@
 //!
 //! - nodes: the steady chat load (as above) on one node, on one node with Redis, and on two
 //!   nodes sharing one Redis and one database (each room's doctor on node A, its patient on node
-//!   B, so every frame crosses nodes; then half the rooms wholly on A, half on B), printed side by side: relayed frames/s, latency, KiB per
-//!   connection per node, CPU per 1000 frames (each node, Redis, the database), and the offered
-//!   rate at which the p99 passes 50 ms. The database is one SQLite file shared by the nodes, or
-//!   with `SIGNALING_BENCH_POSTGRES=postgres://user@host:port` a new PostgreSQL database for each
+//!   B, so every frame crosses nodes; then half the rooms wholly on A, half on B), printed side
+//!   by side: relayed frames/s, latency, KiB per connection per node, CPU per 1000 frames (each
+//!   node, Redis, the database), and the offered rate at which the p99 passes 50 ms. The
+//!   database is one SQLite file shared by the nodes, or with
+//!   `SIGNALING_BENCH_POSTGRES=postgres://user@host:port` a new PostgreSQL database for each
 //!   column (`scripts/postgres-for-tests start DIR` prints such a URL). Needs Debian's
 //!   `redis-server` (scripts/install-build-deps.sh). On this 2-core machine the nodes, Redis and
 //!   the clients share the cores, so a second node cannot add CPU; `SIGNALING_BENCH_NODE_CPU=0.4`
@@ -536,9 +537,18 @@ mod steady {
         pub(super) stored: AtomicU64,
         pub(super) acked: AtomicU64,
         pub(super) relayed: AtomicU64,
-        pub(super) latencies_ns: Mutex<Vec<u64>>,
-        /// Each relayed frame's send time (ns since the load started) and latency.
-        pub(super) timeline_ns: Mutex<Vec<(u64, u64)>>,
+        /// Each relayed frame's send time (ns since the load started) and latency (ns).
+        pub(super) relayed_ns: Mutex<Vec<(u64, u64)>>,
+    }
+
+    impl Phase {
+        /// The latencies of the frames relayed so far, sorted.
+        pub(super) fn sorted_latencies(&self) -> Vec<u64> {
+            let mut latencies: Vec<u64> =
+                self.relayed_ns.lock().unwrap().iter().map(|(_, latency)| *latency).collect();
+            latencies.sort_unstable();
+            latencies
+        }
     }
 
     pub(super) struct Load {
@@ -628,8 +638,7 @@ mod steady {
                         let sent: u128 = sent.parse().unwrap();
                         let latency = (load.start.elapsed().as_nanos() - sent) as u64;
                         counters.relayed.fetch_add(1, Ordering::Relaxed);
-                        counters.latencies_ns.lock().unwrap().push(latency);
-                        counters.timeline_ns.lock().unwrap().push((sent as u64, latency));
+                        counters.relayed_ns.lock().unwrap().push((sent as u64, latency));
                     }
                 }
                 // An ack follows the echo of the same frame: counted in the echo's phase.
@@ -740,9 +749,7 @@ mod steady {
                 server.cpu_seconds() - cpu_before.0,
                 process_cpu_seconds(std::process::id()) - cpu_before.1,
             ));
-            let mut latencies = load.phases[phase].latencies_ns.lock().unwrap().clone();
-            latencies.sort_unstable();
-            if percentile(&latencies, 0.99) > P99_LIMIT_MS {
+            if percentile(&load.phases[phase].sorted_latencies(), 0.99) > P99_LIMIT_MS {
                 crossed = Some(phase);
                 break;
             }
@@ -876,7 +883,7 @@ mod steady {
     fn print_steady_windows(load: &Load, began: Duration) {
         const WINDOW_NS: u64 = 10_000_000_000;
         let mut windows: Vec<Vec<u64>> = Vec::new();
-        for (sent, latency) in load.phases[0].timeline_ns.lock().unwrap().iter() {
+        for (sent, latency) in load.phases[0].relayed_ns.lock().unwrap().iter() {
             let window = (sent.saturating_sub(began.as_nanos() as u64) / WINDOW_NS) as usize;
             if windows.len() <= window {
                 windows.resize(window + 1, Vec::new());
@@ -928,8 +935,7 @@ mod steady {
         println!("|------:|-------------:|--------:|----------:|-----:|-------:|------:|--------:|-------:|-------:|-------:|------:|------:|------:|");
         for (phase, seconds) in durations.iter().enumerate() {
             let counters = &load.phases[phase];
-            let mut latencies = counters.latencies_ns.lock().unwrap().clone();
-            latencies.sort_unstable();
+            let latencies = counters.sorted_latencies();
             let (sent, stored) =
                 (counters.sent.load(Ordering::Relaxed), counters.stored.load(Ordering::Relaxed));
             println!(
@@ -1299,9 +1305,7 @@ mod nodes {
         }
 
         fn latencies(&self, phase: usize) -> Vec<u64> {
-            let mut latencies = self.load.phases[phase].latencies_ns.lock().unwrap().clone();
-            latencies.sort_unstable();
-            latencies
+            self.load.phases[phase].sorted_latencies()
         }
     }
 
@@ -1370,9 +1374,7 @@ mod nodes {
             tokio::time::sleep(Duration::from_millis(1000)).await;
             let cpu = Cpu::now(&nodes, redis.as_ref(), &database).since(&before);
             phases.push((began.elapsed().as_secs_f64(), cpu));
-            let mut latencies = load.phases[phase].latencies_ns.lock().unwrap().clone();
-            latencies.sort_unstable();
-            if percentile(&latencies, 0.99) > P99_LIMIT_MS {
+            if percentile(&load.phases[phase].sorted_latencies(), 0.99) > P99_LIMIT_MS {
                 crossed = Some(phase);
                 break;
             }
