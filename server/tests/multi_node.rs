@@ -202,6 +202,123 @@ async fn chat_text(ws: &mut Ws) -> String {
     ws.expect("chat").await["text"].as_str().unwrap().to_owned()
 }
 
+/// A proxy to `redis` that holds back what Redis sends for `delay`, except on connections that
+/// subscribed (the pub/sub ones): returns its URL. It serves until the test ends.
+async fn slow_answers_proxy(redis: &Redis, delay: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("redis://{}", listener.local_addr().unwrap());
+    let upstream = redis.url.trim_start_matches("redis://").to_owned();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+            let (mut from_client, mut to_client) = client.into_split();
+            let (mut from_server, mut to_server) = server.into_split();
+            let subscribed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let subscribing = subscribed.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0; 64 * 1024];
+                while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+                    if buf[..n].windows(9).any(|w| w.eq_ignore_ascii_case(b"SUBSCRIBE")) {
+                        subscribing.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    if to_server.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            // Each chunk goes out `delay` after it came, in order.
+            let (chunks, mut due) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+            tokio::spawn(async move {
+                while let Some((at, chunk)) = due.recv().await {
+                    tokio::time::sleep_until(at).await;
+                    if to_client.write_all(&chunk).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let mut buf = vec![0; 64 * 1024];
+                while let Ok(n @ 1..) = from_server.read(&mut buf).await {
+                    let held = if subscribed.load(std::sync::atomic::Ordering::SeqCst) {
+                        Duration::ZERO
+                    } else {
+                        delay
+                    };
+                    if chunks.send((tokio::time::Instant::now() + held, buf[..n].to_vec())).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+/// Reads `ws` until it has `chats` chat frames and `acks` acks; asserts its numbered frames come
+/// with no seq missing or out of turn; returns the chat texts in the order received.
+async fn chats_in_seq_order(ws: &mut Ws, chats: usize, acks: usize) -> Vec<String> {
+    let (mut texts, mut acked) = (Vec::new(), 0);
+    while texts.len() < chats || acked < acks {
+        let before = ws.last_seq;
+        let frame = ws.next().await;
+        if let Some(seq) = frame["seq"].as_u64() {
+            assert_eq!(seq, before + 1, "frame {seq} came after {before}: {frame}");
+        }
+        match frame["type"].as_str() {
+            Some("chat") => texts.push(frame["text"].as_str().unwrap().to_owned()),
+            Some("ack") => acked += 1,
+            _ => panic!("unexpected {frame}"),
+        }
+    }
+    texts
+}
+
+/// Each node sends its own connections' frames itself and gets the others' through Redis: when
+/// both sides write at once, each still gets every frame once, in the room's order (no seq
+/// missing or swapped), and each writer's messages in the order written.
+/// Node A's answers from Redis come 30 ms late while what other nodes publish to it does not
+/// (a slow link and a fast one): frames for the doctor on A from the patient's later inputs on B
+/// come before those from A's own earlier inputs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_written_at_once_on_two_nodes_reaches_each_side_whole_and_in_the_rooms_order() {
+    let redis = Redis::start().await;
+    let db = TempDb::new();
+    let slow_answers = slow_answers_proxy(&redis, Duration::from_millis(30)).await;
+    let a = TestServer::start_with(&db, Clock::default(), |config| {
+        config.redis_url = Some(slow_answers);
+        config.reconnect_grace_seconds = 1;
+    })
+    .await;
+    let b = Node::start(&db, &redis, 45).await;
+    let visit = a.started_visit().await;
+    let (doctor, mut patient) = doctor_on_a_patient_on_b(&a, &b, &visit).await;
+    patient.expect("admitted").await;
+    patient.expect("peer-joined").await;
+    // The doctor's inputs each wait 60 ms on Redis; meanwhile the patient's go on every 10 ms.
+    let (doctor_writes, patient_writes) = (20, 100);
+    let write_and_read = |mut ws: Ws, who: &'static str, count: usize, pace: Duration| async move {
+        for n in 1..=count {
+            ws.send(chat(n as u64, &format!("{who} {n}"))).await;
+            tokio::time::sleep(pace).await;
+        }
+        chats_in_seq_order(&mut ws, doctor_writes + patient_writes, count).await
+    };
+    let (doctor_saw, patient_saw) = tokio::join!(
+        write_and_read(doctor, "doctor", doctor_writes, Duration::ZERO),
+        write_and_read(patient, "patient", patient_writes, Duration::from_millis(10))
+    );
+    for saw in [&doctor_saw, &patient_saw] {
+        for (who, count) in [("doctor", doctor_writes), ("patient", patient_writes)] {
+            let theirs: Vec<&String> = saw.iter().filter(|text| text.starts_with(who)).collect();
+            let written: Vec<String> = (1..=count).map(|n| format!("{who} {n}")).collect();
+            assert_eq!(theirs, written.iter().collect::<Vec<_>>());
+        }
+    }
+    // Both saw the room's one order.
+    assert_eq!(doctor_saw, patient_saw);
+}
+
 /// A node configured unlike the nodes alive would end sessions at its own times: it refuses to
 /// start, saying which settings differ, and the cluster goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

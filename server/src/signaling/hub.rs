@@ -17,6 +17,7 @@ use televisit_protocol::{CallStatus, ChatMessage, ClientMessage, ErrorCode, Fram
 use tokio::sync::mpsc;
 
 use super::chat_writer::{ChatWriter, PendingChat};
+use super::in_order::{GapNotFilled, InOrder};
 use super::room::{Action, ConnId, Room, QUALITY_REPORTS_PER_ROLE};
 use super::shared::{node_of, run_inbox, Inbox, SharedRooms, NODE_HEARTBEAT};
 use crate::error::{ApiError, ApiResult};
@@ -83,7 +84,7 @@ pub struct Connection {
 /// The signaling hub.
 pub struct Hub {
     rooms: Rooms,
-    conns: Mutex<HashMap<ConnId, mpsc::Sender<Outgoing>>>,
+    conns: Mutex<HashMap<ConnId, Outbox>>,
     next_conn: AtomicU64,
     /// This node's id in the high half of its connection ids (0 on a single node).
     node_bits: u64,
@@ -97,6 +98,14 @@ pub struct Hub {
     chat_writer: ChatWriter,
     /// Woken after each batch of chat is stored.
     chat_stored: tokio::sync::Notify,
+}
+
+/// An open connection's queue on this node.
+struct Outbox {
+    tx: mpsc::Sender<Outgoing>,
+    /// With rooms in Redis, the order its numbered frames go out in: they come from this node's
+    /// inputs and from other nodes' in any order ([`InOrder`]). In one process they come in order.
+    order: Option<InOrder>,
 }
 
 /// Where the rooms live: the one interface between the hub and its two deployments.
@@ -124,9 +133,9 @@ impl Hub {
                 Some((shared, inbox)) => {
                     tokio::spawn(Hub::watch_nodes(hub.clone()));
                     let (for_frames, for_loss) = (hub.clone(), hub.clone());
-                    let deliver = move |action| {
+                    let deliver = move |frames| {
                         if let Some(hub) = for_frames.upgrade() {
-                            let deferred = hub.deliver(vec![action]);
+                            let deferred = hub.deliver(frames);
                             debug_assert!(deferred.is_empty());
                         }
                     };
@@ -195,15 +204,17 @@ impl Hub {
         create: Option<(&str, CallStatus)>,
         input: impl FnOnce(&mut Room) -> Vec<Action>,
     ) -> ApiResult<Option<Vec<Action>>> {
-        self.apply_reading_replay(appointment_id, create, None, input).await
+        self.apply_join(appointment_id, create, None, None, input).await
     }
 
-    /// [`Hub::apply`] for an input that reads `replay_of`'s replay buffer (a resume): in Redis,
-    /// the buffers' texts are read only for such inputs.
-    async fn apply_reading_replay(
+    /// [`Hub::apply`] for a connection joining: `joining` is it and its role, `replay_of` the
+    /// role whose replay buffer the join reads (a resume; in Redis the buffers' texts are read
+    /// only for such inputs).
+    async fn apply_join(
         &self,
         appointment_id: &str,
         create: Option<(&str, CallStatus)>,
+        joining: Option<(ConnId, Role)>,
         replay_of: Option<Role>,
         input: impl FnOnce(&mut Room) -> Vec<Action>,
     ) -> ApiResult<Option<Vec<Action>>> {
@@ -228,11 +239,36 @@ impl Hub {
                 Ok(Some(self.deliver(input(&mut room))))
             }
             Rooms::Shared(shared) => {
-                match shared.apply(appointment_id, create.map(new_room), replay_of, input).await {
-                    Ok(rest) => Ok(rest.map(|rest| self.deliver(rest))),
-                    Err(e) => {
-                        tracing::error!(error = %e, "Redis: a room input failed");
-                        Err(ApiError::new(ErrorCode::Internal, "signaling is unavailable; try again"))
+                // A join says where its connection's numbered frames start.
+                let mut joined_through = None;
+                let input = |room: &mut Room| {
+                    let actions = input(room);
+                    if let Some((_, role)) =
+                        joining.filter(|(conn, role)| room.connection(*role) == Some(*conn))
+                    {
+                        joined_through = Some(room.out_seq(role));
+                    }
+                    actions
+                };
+                let applied = shared.apply(appointment_id, create.map(new_room), replay_of, input).await;
+                match applied {
+                    Ok(rest) => Ok(rest.map(|rest| {
+                        if let (Some((conn, _)), Some(through)) = (joining, joined_through) {
+                            let first = rest.iter().find_map(|action| match action {
+                                Action::Send { conn: to, seq: Some(seq), .. } if *to == conn => Some(*seq),
+                                _ => None,
+                            });
+                            self.start_numbering(conn, first.unwrap_or(through + 1));
+                        }
+                        self.deliver(rest)
+                    })),
+                    Err(failed) => {
+                        tracing::error!(error = %failed.error, "Redis: a room input failed");
+                        let message = "signaling is unavailable; try again";
+                        let close =
+                            |conn| Action::Close { conn, code: ErrorCode::Internal, message: message.into() };
+                        self.deliver(failed.unsent_to.into_iter().map(close).collect());
+                        Err(ApiError::new(ErrorCode::Internal, message))
                     }
                 }
             }
@@ -290,12 +326,13 @@ impl Hub {
         let stored_through = self.metrics.db("chat_seq", last_chat).await?;
         let id = self.node_bits | self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(OUTBOX_FRAMES);
-        self.conns.lock().expect("conns lock").insert(id, tx.clone());
+        let order = matches!(self.rooms, Rooms::Shared(_)).then(InOrder::default);
+        self.conns.lock().expect("conns lock").insert(id, Outbox { tx: tx.clone(), order });
         self.metrics.connections_opened();
         let create = Some((grant.room_id.as_str(), grant.status));
         let resuming = resume_from.map(|_| grant.role);
         let connected = self
-            .apply_reading_replay(&grant.appointment_id, create, resuming, |room| {
+            .apply_join(&grant.appointment_id, create, Some((id, grant.role)), resuming, |room| {
                 room.chat_stored_through(grant.role, stored_through);
                 room.connect(grant.role, id, resume_from, history)
             })
@@ -485,36 +522,59 @@ impl Hub {
         self.chat_stored.notify_waiters();
     }
 
-    /// Sends and closes now (the room is locked); returns the actions that need I/O.
+    /// A joining connection's numbered frames start at `next` (with Redis: see [`InOrder`]):
+    /// sends those held for it that are now in turn.
+    fn start_numbering(&self, conn: ConnId, next: u64) {
+        let mut conns = self.conns.lock().expect("conns lock");
+        let Some(Outbox { tx, order: Some(order) }) = conns.get_mut(&conn) else { return };
+        let ready = order.start(next).into_iter().map(|(seq, text)| Outgoing::Numbered { seq, text });
+        if ready.into_iter().try_for_each(|frame| tx.try_send(frame)).is_err() {
+            tracing::warn!(conn, "signaling connection too slow; dropping it");
+            conns.remove(&conn);
+            self.metrics.connections_closed();
+        }
+    }
+
+    /// Sends and closes now (in one process, with the room locked); returns the actions that
+    /// need I/O.
     fn deliver(&self, actions: Vec<Action>) -> Vec<Action> {
         let mut deferred = Vec::new();
         let mut conns = self.conns.lock().expect("conns lock");
         for action in actions {
             match action {
                 Action::Send { conn, text, seq } => {
-                    if let Some(tx) = conns.get(&conn) {
-                        let outgoing = match seq {
-                            Some(seq) => Outgoing::Numbered { seq, text },
-                            None => Outgoing::Text(text),
-                        };
-                        if tx.try_send(outgoing).is_err() {
-                            // Too slow or gone: drop it; the client resumes from its last seq.
-                            tracing::warn!(conn, "signaling connection too slow; dropping it");
-                            conns.remove(&conn);
-                            self.metrics.connections_closed();
-                        }
+                    let Some(outbox) = conns.get_mut(&conn) else { continue };
+                    let ready = match (seq, &mut outbox.order) {
+                        (None, _) => Ok(vec![Outgoing::Text(text)]),
+                        (Some(seq), None) => Ok(vec![Outgoing::Numbered { seq, text }]),
+                        (Some(seq), Some(order)) => order.arrive(seq, text).map(|ready| {
+                            ready.into_iter().map(|(seq, text)| Outgoing::Numbered { seq, text }).collect()
+                        }),
+                    };
+                    let sent = match ready {
+                        Ok(ready) => ready
+                            .into_iter()
+                            .try_for_each(|frame| outbox.tx.try_send(frame))
+                            .map_err(|_| "signaling connection too slow; dropping it"),
+                        Err(GapNotFilled) => Err("a gap in a connection's frames did not fill; dropping it"),
+                    };
+                    if let Err(why) = sent {
+                        // The client resumes from its last seq.
+                        tracing::warn!(conn, "{why}");
+                        conns.remove(&conn);
+                        self.metrics.connections_closed();
                     }
                 }
                 Action::Close { conn, code, message } => {
-                    if let Some(tx) = conns.remove(&conn) {
+                    if let Some(outbox) = conns.remove(&conn) {
                         self.metrics.connections_closed();
-                        let _ = tx.try_send(Outgoing::Close { code, message });
+                        let _ = outbox.tx.try_send(Outgoing::Close { code, message });
                     }
                 }
                 Action::CloseNormally { conn } => {
-                    if let Some(tx) = conns.remove(&conn) {
+                    if let Some(outbox) = conns.remove(&conn) {
                         self.metrics.connections_closed();
-                        let _ = tx.try_send(Outgoing::CloseNormally);
+                        let _ = outbox.tx.try_send(Outgoing::CloseNormally);
                     }
                 }
                 Action::Relayed => self.metrics.frame_relayed(),

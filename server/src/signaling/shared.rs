@@ -5,9 +5,11 @@
 //! per role beside it, read only when a connection resumes. An input to a room takes the room's lock in Redis, reads
 //! the room, applies the input and stores the chat it accepted (in the database, so that no chat
 //! stays "being stored" in a room whose node died); then one Lua script writes the room back,
-//! publishes the frames it sends and lets the lock go. Frames go to the node holding the
-//! connection through that node's pub/sub channel: every node sends through Redis, also to its own
-//! connections, so each connection receives its frames in the order the room numbered them.
+//! publishes the frames it sends to other nodes' connections and lets the lock go. Frames for the
+//! node's own connections are sent by the node itself once the commit is in; those for another
+//! node's connections go through that node's pub/sub channel, all of an input's in one message.
+//! The two paths can swap a connection's frames, so each connection puts its numbered frames back
+//! in the room's order ([`super::in_order`]).
 //! Nodes beat in Redis; the connections of a node that stops are dropped by another
 //! ([`SharedRooms::heartbeat`]), so grace periods run for them as for any drop.
 //!
@@ -15,6 +17,7 @@
 //! died goes nowhere and stays in the replay buffer: the client resumes on another node with
 //! `join` + `resume.last_seq` and gets exactly what it missed.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -127,7 +130,8 @@ return 1
     )
 });
 
-/// A frame (or close) for a connection on some node, as published to that node's channel.
+/// A frame (or close) for a connection on another node, as published to that node's channel
+/// (an input's frames for one node go as one JSON array of these).
 #[derive(Debug, Serialize, Deserialize)]
 enum Wire {
     Send {
@@ -147,14 +151,13 @@ enum Wire {
 }
 
 impl Wire {
-    fn from_action(action: &Action) -> Option<Wire> {
-        Some(match action {
-            Action::Send { conn, text, seq } => Wire::Send { conn: *conn, text: text.clone(), seq: *seq },
-            Action::Close { conn, code, message } => {
-                Wire::Close { conn: *conn, code: *code, message: message.clone() }
-            }
-            Action::CloseNormally { conn } => Wire::CloseNormally { conn: *conn },
-            _ => return None,
+    /// The frame or close an action sends, or the action back if it sends none.
+    fn from_action(action: Action) -> Result<Wire, Action> {
+        Ok(match action {
+            Action::Send { conn, text, seq } => Wire::Send { conn, text, seq },
+            Action::Close { conn, code, message } => Wire::Close { conn, code, message },
+            Action::CloseNormally { conn } => Wire::CloseNormally { conn },
+            other => return Err(other),
         })
     }
 
@@ -375,15 +378,16 @@ impl SharedRooms {
 
     /// Applies an input to a room under its lock. `create`: the room to start when Redis has none
     /// (`None`: leave it absent and return `None`). `replay_of`: the role whose replay texts the
-    /// input reads (a resume); other inputs go without them. The frames it sends are published;
-    /// the other actions are returned (chat is stored here already).
+    /// input reads (a resume); other inputs go without them. The frames for other nodes'
+    /// connections are published; the other actions are returned, with the frames and closes for
+    /// this node's connections, to send now (chat is stored here already).
     pub async fn apply(
         &self,
         appointment_id: &str,
         create: Option<Room>,
         replay_of: Option<Role>,
         input: impl FnOnce(&mut Room) -> Vec<Action>,
-    ) -> redis::RedisResult<Option<Vec<Action>>> {
+    ) -> Result<Option<Vec<Action>>, Failed> {
         let mut redis = self.redis.clone();
         let key = room_key(appointment_id);
         let lock = format!("{key}:lock");
@@ -399,15 +403,31 @@ impl SharedRooms {
                 let mut unlock = UNLOCK.key(&lock);
                 unlock.arg(&token);
                 self.metrics.redis("unlock", unlock.invoke_async::<i64>(&mut redis)).await?;
-                return other.map(|_| None);
+                other?;
+                return Ok(None);
             }
         };
-        let committed: i64 = self.metrics.redis("commit", commit.invoke_async(&mut redis)).await?;
+        let committed: i64 = match self.metrics.redis("commit", commit.invoke_async(&mut redis)).await {
+            Ok(committed) => committed,
+            Err(error) => {
+                // The commit may have been carried out, with the seqs of this node's frames: their
+                // connections would wait for them for ever.
+                let unsent_to = rest
+                    .iter()
+                    .filter_map(|action| match action {
+                        Action::Send { conn, seq: Some(_), .. } => Some(*conn),
+                        _ => None,
+                    })
+                    .collect();
+                return Err(Failed { error, unsent_to });
+            }
+        };
         if committed == 0 {
             return Err(redis::RedisError::from((
                 redis::ErrorKind::Io,
                 "room lock expired before the commit",
-            )));
+            ))
+            .into());
         }
         Ok(Some(rest))
     }
@@ -455,14 +475,19 @@ impl SharedRooms {
         records.iter().for_each(|(_, kept)| _ = commit.arg(if *kept { "1" } else { "0" }));
         replays.iter().flat_map(|(_, new)| new).for_each(|text| _ = commit.arg(text));
         let mut rest = Vec::new();
+        let mut to_nodes: BTreeMap<u32, Vec<Wire>> = BTreeMap::new();
         for action in actions {
-            match Wire::from_action(&action) {
-                Some(wire) => {
-                    commit.arg(node_channel(node_of(wire.conn())));
-                    commit.arg(serde_json::to_string(&wire).expect("a frame encodes"));
+            match Wire::from_action(action) {
+                Ok(wire) if node_of(wire.conn()) != self.node => {
+                    to_nodes.entry(node_of(wire.conn())).or_default().push(wire);
                 }
-                None => rest.push(action),
+                Ok(wire) => rest.push(wire.into_action()),
+                Err(action) => rest.push(action),
             }
+        }
+        for (node, frames) in to_nodes {
+            commit.arg(node_channel(node));
+            commit.arg(serde_json::to_string(&frames).expect("frames encode"));
         }
         Ok(Some((commit, rest)))
     }
@@ -486,6 +511,23 @@ impl SharedRooms {
             };
             actions.splice(i..i, outcome);
         }
+    }
+}
+
+/// An input that Redis did not take, or may have taken without this node hearing back.
+#[derive(Debug)]
+pub struct Failed {
+    /// What went wrong.
+    pub error: redis::RedisError,
+    /// This node's connections whose numbered frames the input may have committed but that were
+    /// not sent: they must be closed (their clients resume and get the frames from the replay
+    /// buffers), or they would wait for them for ever.
+    pub unsent_to: Vec<ConnId>,
+}
+
+impl From<redis::RedisError> for Failed {
+    fn from(error: redis::RedisError) -> Failed {
+        Failed { error, unsent_to: Vec::new() }
     }
 }
 
@@ -522,16 +564,17 @@ fn nodes_in(room: &Room) -> Vec<u32> {
     nodes
 }
 
-/// Hands each frame published to this node to `deliver` (the hub's, for its connections). When
+/// Hands the frames each message to this node brings to `deliver` (the hub's, for its connections). When
 /// the subscription drops, frames published meanwhile are lost to this node: `lost` is called (the
 /// hub closes its connections, whose clients resume and get them from the replay buffers), and it
 /// subscribes again until Redis answers; meanwhile the node takes no connections.
-pub async fn run_inbox(mut inbox: Inbox, deliver: impl Fn(Action), lost: impl Fn()) {
+pub async fn run_inbox(mut inbox: Inbox, deliver: impl Fn(Vec<Action>), lost: impl Fn()) {
     loop {
         while let Some(message) = inbox.stream.next().await {
-            match message.get_payload::<String>().ok().and_then(|p| serde_json::from_str::<Wire>(&p).ok()) {
-                Some(wire) => deliver(wire.into_action()),
-                None => tracing::warn!("undecodable frame on the node channel"),
+            let frames = message.get_payload::<String>().ok();
+            match frames.and_then(|frames| serde_json::from_str::<Vec<Wire>>(&frames).ok()) {
+                Some(frames) => deliver(frames.into_iter().map(Wire::into_action).collect()),
+                None => tracing::warn!("undecodable frames on the node channel"),
             }
         }
         tracing::error!("Redis subscription dropped: closing this node's connections; subscribing again");
