@@ -34,7 +34,8 @@
 //! it uses glibc's malloc, with `--features mimalloc` mimalloc, for comparison.
 //!
 //! Run: `cargo bench -p televisit-tests --bench signaling_hub` (all), `-- 100 1000` (exchange,
-//! these sizes), `-- steady` (steady chat only), `-- nodes` (one node and two, side by side), `-- calls` (consecutive calls only,
+//! these sizes), `-- steady` (steady chat only), `-- nodes` (one node and two, side by side;
+//! `SIGNALING_BENCH_COLUMNS=2,3` for some columns only), `-- calls` (consecutive calls only,
 //! `SIGNALING_BENCH_CALLS=2000` for fewer). Shorter: `SIGNALING_BENCH_SECONDS=10`
 //! (steady phase), `SIGNALING_BENCH_STEP_SECONDS=5` (each step), `SIGNALING_BENCH_ROOMS=200`.
 //! `SIGNALING_BENCH_FRAME=ice-candidate` sends the same load as ICE candidates, which are relayed
@@ -1423,8 +1424,15 @@ mod nodes {
             Deployment::TwoNodes,
             Deployment::TwoNodesRoomsSplit,
         ];
+        // `SIGNALING_BENCH_COLUMNS=2,3`: only these columns (1-based), e.g. to compare two builds.
+        let chosen: Option<Vec<usize>> = std::env::var("SIGNALING_BENCH_COLUMNS")
+            .ok()
+            .map(|columns| columns.split(',').filter_map(|column| column.trim().parse().ok()).collect());
         let mut columns = Vec::new();
         for (column, deployment) in deployments.into_iter().enumerate() {
+            if chosen.as_ref().is_some_and(|chosen| !chosen.contains(&(column + 1))) {
+                continue;
+            }
             eprintln!("nodes: measuring {}", deployment.name());
             columns.push(measure(deployment, column, rooms).await);
             // The table so far, in case a later column does not finish.
