@@ -113,7 +113,7 @@ enum Rooms {
     /// One node (no `--redis-url`): rooms in this process, by appointment.
     Local(Mutex<HashMap<String, Arc<Mutex<Room>>>>),
     /// Several nodes: rooms in Redis, frames between nodes over pub/sub.
-    Shared(SharedRooms),
+    Shared(Box<SharedRooms>),
 }
 
 impl Hub {
@@ -148,7 +148,7 @@ impl Hub {
                     };
                     tokio::spawn(run_inbox(inbox, deliver, lost));
                     let node_bits = u64::from(shared.node()) << 32;
-                    (Rooms::Shared(shared), node_bits)
+                    (Rooms::Shared(Box::new(shared)), node_bits)
                 }
                 None => (Rooms::Local(Mutex::default()), 0),
             };

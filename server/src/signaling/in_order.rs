@@ -38,8 +38,14 @@ impl InOrder {
     /// A numbered frame for the connection: returns the frames now in turn (it, and those held
     /// behind it), oldest first. A seq already sent is dropped.
     pub fn arrive(&mut self, seq: u64, text: String) -> Result<Vec<(u64, String)>, GapNotFilled> {
-        if self.next.is_some_and(|next| seq < next) {
-            return Ok(Vec::new());
+        match self.next {
+            Some(next) if seq < next => return Ok(Vec::new()),
+            // In turn with nothing held: the usual case, without the map.
+            Some(next) if seq == next && self.held.is_empty() => {
+                self.next = Some(next + 1);
+                return Ok(vec![(seq, text)]);
+            }
+            _ => {}
         }
         self.held.insert(seq, text);
         let ready = self.release();
