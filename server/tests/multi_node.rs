@@ -317,6 +317,19 @@ async fn chat_written_at_once_on_two_nodes_reaches_each_side_whole_and_in_the_ro
     }
     // Both saw the room's one order.
     assert_eq!(doctor_saw, patient_saw);
+    // Node A keeps no room once its inputs are applied (their turns are let go; a delivery
+    // confirmation may still be on its way through the slow link).
+    let mut line = String::new();
+    for _ in 0..50 {
+        let metrics = a.metrics().await;
+        line =
+            metrics.lines().find(|line| line.starts_with("televisit_signaling_rooms ")).unwrap().to_owned();
+        if line == "televisit_signaling_rooms 0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(line, "televisit_signaling_rooms 0");
 }
 
 /// A node configured unlike the nodes alive would end sessions at its own times: it refuses to

@@ -298,15 +298,17 @@ impl Hub {
     }
 
     /// Number of rooms in this process's memory (a room leaves when its call ends; with Redis
-    /// none are kept here).
+    /// only those whose inputs on this node are being applied or wait their turn).
     pub fn room_count(&self) -> usize {
         self.memory().rooms
     }
 
-    /// Rooms in this process's memory and the bytes they keep for resumption.
+    /// Rooms in this process's memory and the bytes they keep for resumption (with Redis, the
+    /// rooms' frames are kept there).
     pub fn memory(&self) -> HubMemory {
-        let Rooms::Local(rooms) = &self.rooms else {
-            return HubMemory { rooms: 0, replay_bytes: 0 };
+        let rooms = match &self.rooms {
+            Rooms::Local(rooms) => rooms,
+            Rooms::Shared(shared) => return HubMemory { rooms: shared.rooms_in_turn(), replay_bytes: 0 },
         };
         let rooms: Vec<_> = rooms.lock().expect("rooms lock").values().cloned().collect();
         let replay_bytes = rooms.iter().map(|room| room.lock().expect("room lock").replay_bytes()).sum();

@@ -241,7 +241,7 @@ pub struct SharedRooms {
     /// The inputs of this node to a room take turns here (first come, first served) before they
     /// take the room's lock in Redis, rather than asking Redis again every few ms while it is
     /// taken: by appointment, while any wait.
-    turns: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    turns: Turns,
     /// Times each Redis operation (`redis_seconds`).
     metrics: Arc<Metrics>,
 }
@@ -393,18 +393,15 @@ impl SharedRooms {
         replay_of: Option<Role>,
         input: impl FnOnce(&mut Room) -> Vec<Action>,
     ) -> Result<Option<Vec<Action>>, Failed> {
-        let turn =
-            Arc::clone(self.turns.lock().expect("turns lock").entry(appointment_id.to_owned()).or_default());
-        let applied = {
-            let _turn = turn.lock().await;
-            self.apply_in_turn(appointment_id, create, replay_of, input).await
-        };
-        let mut turns = self.turns.lock().expect("turns lock");
-        // Nobody else holds or waits for this room's turn (they take it from the map, under its lock).
-        if Arc::strong_count(&turn) == 2 {
-            turns.remove(appointment_id);
-        }
-        applied
+        let turn = Turn::take(&self.turns, appointment_id);
+        let _in_turn = turn.room.lock().await;
+        self.apply_in_turn(appointment_id, create, replay_of, input).await
+    }
+
+    /// Rooms whose turns this node keeps now (a room's goes when no input of this node holds or
+    /// waits for it).
+    pub fn rooms_in_turn(&self) -> usize {
+        self.turns.lock().expect("turns lock").len()
     }
 
     /// [`SharedRooms::apply`] once it is this input's turn on this node.
@@ -537,6 +534,37 @@ impl SharedRooms {
                 None => room.chat_not_stored(from, client_seq),
             };
             actions.splice(i..i, outcome);
+        }
+    }
+}
+
+/// Each room's turn on this node, by appointment.
+type Turns = std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+
+/// An input's place in its room's turns on this node ([`SharedRooms::apply`]); when the last
+/// input holding or waiting for the room's turn lets it go (also when its future is dropped),
+/// the room leaves the map.
+struct Turn<'a> {
+    turns: &'a Turns,
+    appointment_id: &'a str,
+    room: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<'a> Turn<'a> {
+    fn take(turns: &'a Turns, appointment_id: &'a str) -> Self {
+        let room =
+            Arc::clone(turns.lock().expect("turns lock").entry(appointment_id.to_owned()).or_default());
+        Turn { turns, appointment_id, room }
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut turns = self.turns.lock().expect("turns lock");
+        // Only the map and this input hold it: nobody else has it or waits for it (they take it
+        // from the map, under the map's lock).
+        if Arc::strong_count(&self.room) == 2 {
+            turns.remove(self.appointment_id);
         }
     }
 }
