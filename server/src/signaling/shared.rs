@@ -505,6 +505,7 @@ impl SharedRooms {
                 Ok(wire) if node_of(wire.conn()) != self.node => {
                     to_nodes.entry(node_of(wire.conn())).or_default().push(wire);
                 }
+                // This node's own connection: sent by the hub once the commit is in.
                 Ok(wire) => rest.push(wire.into_action()),
                 Err(action) => rest.push(action),
             }
@@ -619,10 +620,11 @@ fn nodes_in(room: &Room) -> Vec<u32> {
     nodes
 }
 
-/// Hands the frames each message to this node brings to `deliver` (the hub's, for its connections). When
-/// the subscription drops, frames published meanwhile are lost to this node: `lost` is called (the
-/// hub closes its connections, whose clients resume and get them from the replay buffers), and it
-/// subscribes again until Redis answers; meanwhile the node takes no connections.
+/// Hands the frames each message to this node brings to `deliver` (the hub's, for its
+/// connections). When the subscription drops, frames published meanwhile are lost to this node:
+/// `lost` is called (the hub closes its connections, whose clients resume and get them from the
+/// replay buffers), and it subscribes again until Redis answers; meanwhile the node takes no
+/// connections.
 pub async fn run_inbox(mut inbox: Inbox, deliver: impl Fn(Vec<Action>), lost: impl Fn()) {
     loop {
         while let Some(message) = inbox.stream.next().await {
