@@ -393,25 +393,9 @@ impl SharedRooms {
         replay_of: Option<Role>,
         input: impl FnOnce(&mut Room) -> Vec<Action>,
     ) -> Result<Option<Vec<Action>>, Failed> {
+        // Held to the end, on every return (dropped in reverse order: the turn, then the entry).
         let turn = Turn::take(&self.turns, appointment_id);
         let _in_turn = turn.room.lock().await;
-        self.apply_in_turn(appointment_id, create, replay_of, input).await
-    }
-
-    /// Rooms whose turns this node keeps now (a room's goes when no input of this node holds or
-    /// waits for it).
-    pub fn rooms_in_turn(&self) -> usize {
-        self.turns.lock().expect("turns lock").len()
-    }
-
-    /// [`SharedRooms::apply`] once it is this input's turn on this node.
-    async fn apply_in_turn(
-        &self,
-        appointment_id: &str,
-        create: Option<Room>,
-        replay_of: Option<Role>,
-        input: impl FnOnce(&mut Room) -> Vec<Action>,
-    ) -> Result<Option<Vec<Action>>, Failed> {
         let mut redis = self.redis.clone();
         let key = room_key(appointment_id);
         let lock = format!("{key}:lock");
@@ -454,6 +438,12 @@ impl SharedRooms {
             .into());
         }
         Ok(Some(rest))
+    }
+
+    /// Rooms whose turns this node keeps now (a room's goes when no input of this node holds or
+    /// waits for it).
+    pub fn rooms_in_turn(&self) -> usize {
+        self.turns.lock().expect("turns lock").len()
     }
 
     /// Applies the input to the room read under its lock (`None`: none, and none to create),
