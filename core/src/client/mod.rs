@@ -13,6 +13,7 @@ pub mod keyframe_requests;
 pub mod loss_recovery;
 pub mod media;
 pub mod pacing;
+pub mod received_frames;
 pub mod remb;
 pub mod sender_clock;
 pub mod stats;

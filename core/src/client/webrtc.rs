@@ -32,11 +32,11 @@
 //!
 //! **Loss recovery** is ours too ([`super::loss_recovery`]): NACKs with bounded retries that count
 //! an RTX retransmission as the repair it is, a keyframe request when packets are given up, and
-//! retransmissions within a budget and only while they can arrive in time. A received video stream
-//! that starts without its keyframe (over a relay the crate drops the first packets, which arrive
-//! before the track exists) asks for one at once (`StartRecovery`). Keyframe requests reach the
-//! encoder only because each side's track ids name its role: the crate routes inbound RTCP by track
-//! id, remote tracks first.
+//! retransmissions within a budget and only while they can arrive in time. A received video frame
+//! that follows a lost one is not handed to the app (its decoder would show a corrupt picture) until
+//! a keyframe, which is asked for at once, as it is when a stream starts without its keyframe (over
+//! a relay the crate drops the first packets) ([`super::received_frames`]). Keyframe requests reach the encoder only because each side's track
+//! ids name its role: the crate routes inbound RTCP by track id, remote tracks first.
 //!
 //! **Stats**: from `get_stats` what the stack fills (candidate-pair RTT, inbound loss and jitter,
 //! RTP bytes), the rest counted here (frames, VP8 keyframe picture size, frame rate); see
@@ -81,6 +81,7 @@ use super::loss_recovery::{
 };
 use super::media::{MediaBackend, MediaSession, PeerCommand, PeerEvent};
 use super::pacing::{AudioFirstPacer, PacingState};
+use super::received_frames::{FrameChain, FrameOrder, Verdict};
 use super::remb::{register_abs_send_time, AbsSendTimeStamper, RembGenerator};
 use super::sender_clock::SenderClocks;
 use super::stats::{OwnCounts, StackReading, StatsSampler};
@@ -375,9 +376,9 @@ async fn receive_track(
     }
     // Made at the first packet, when the track's codec is surely known.
     let mut builder: Option<(Option<VideoCodec>, Depacketizer)> = None;
-    // Until a video track's first keyframe: when the peer was last asked for one.
-    let mut before_keyframe = StartRecovery::default();
     let mut order = FrameOrder::default();
+    // Which video frames can be decoded (see `received_frames`).
+    let mut chain = FrameChain::new(KEYFRAME_REQUEST_INTERVAL);
     while let Some(event) = track.poll().await {
         let TrackRemoteEvent::OnRtpPacket(packet) = event else { continue };
         let ssrc = packet.header.ssrc;
@@ -429,16 +430,28 @@ async fn receive_track(
         }
         let Some((codec, builder)) = builder.as_mut() else { continue };
         let clock_rate = if frame_kind.is_video() { VIDEO_CLOCK_RATE } else { AUDIO_CLOCK_RATE };
+        if frame_kind.is_video() {
+            chain.on_packet(
+                packet.header.timestamp,
+                packet.header.sequence_number,
+                packet.payload.is_empty(),
+            );
+        }
         for sample in builder(packet) {
             if !order.admits(ssrc, sample.packet_timestamp, clock_rate) {
                 continue;
             }
             let keyframe = codec.is_some_and(|codec| codec.is_keyframe(&sample.data));
-            if frame_kind.is_video() && before_keyframe.asks_now(keyframe, Instant::now()) {
-                // The stream's start was lost (over a relay the crate hands the first packets
-                // over before the track exists): nothing decodes until a keyframe.
-                for ssrc in track.ssrcs().await {
-                    let _ = track.write_rtcp(vec![picture_loss(ssrc)]).await;
+            if frame_kind.is_video() {
+                let Verdict { decode, ask_keyframe } =
+                    chain.on_frame(sample.packet_timestamp, keyframe, Instant::now());
+                if ask_keyframe {
+                    for ssrc in track.ssrcs().await {
+                        let _ = track.write_rtcp(vec![picture_loss(ssrc)]).await;
+                    }
+                }
+                if !decode {
+                    continue;
                 }
             }
             match frame_kind {
@@ -473,57 +486,6 @@ async fn receive_track(
                 return;
             }
         }
-    }
-}
-
-/// How far back a frame may be, seconds of its RTP clock, and still be a late copy of one already
-/// given (not the start of a new stream).
-const LATE_FRAME_WINDOW_SECONDS: u32 = 10;
-
-/// Lets each frame of a received stream through once, in order. After a drop-out the sample
-/// builder can hand over again frames it already gave (rebuilt from retransmitted packets that came
-/// after it moved on; seen through the link emulator as pictures 124–126 shown twice): a decoder fed
-/// an old frame after newer ones breaks its references, and an app's listener would get repeats.
-#[derive(Debug, Default)]
-struct FrameOrder {
-    /// The SSRC and RTP timestamp of the newest frame let through.
-    newest: Option<(u32, u32)>,
-}
-
-impl FrameOrder {
-    /// Whether the frame of `ssrc` with this RTP timestamp is new. A frame at or up to
-    /// [`LATE_FRAME_WINDOW_SECONDS`] behind the newest is not; one further behind, or of another
-    /// SSRC, starts over (the peer's stream restarted at a random timestamp).
-    fn admits(&mut self, ssrc: u32, rtp_timestamp: u32, clock_rate: u32) -> bool {
-        if let Some((newest_ssrc, newest)) = self.newest {
-            let behind = newest.wrapping_sub(rtp_timestamp);
-            if newest_ssrc == ssrc && behind < clock_rate.saturating_mul(LATE_FRAME_WINDOW_SECONDS) {
-                return false;
-            }
-        }
-        self.newest = Some((ssrc, rtp_timestamp));
-        true
-    }
-}
-
-/// A received video stream until its first keyframe: a stream that starts with a delta frame (its
-/// first keyframe was lost) cannot be decoded, so the peer is asked for a keyframe at once, and
-/// again each [`KEYFRAME_REQUEST_INTERVAL`] until one arrives; the app need not notice.
-#[derive(Debug, Default)]
-struct StartRecovery {
-    keyframe_seen: bool,
-    asked_at: Option<Instant>,
-}
-
-impl StartRecovery {
-    /// Whether to ask the peer for a keyframe now, given the frame that just arrived.
-    fn asks_now(&mut self, keyframe: bool, now: Instant) -> bool {
-        self.keyframe_seen |= keyframe;
-        if self.keyframe_seen || self.asked_at.is_some_and(|at| now - at < KEYFRAME_REQUEST_INTERVAL) {
-            return false;
-        }
-        self.asked_at = Some(now);
-        true
     }
 }
 
@@ -1188,43 +1150,6 @@ mod tests {
         assert!(is_screen(CORE_SCREEN_STREAM_ID, SCREEN_TRACK_ID, None));
         assert!(is_screen("other", SCREEN_TRACK_ID, None));
         assert!(!is_screen("televisit", "doctor-video", None));
-    }
-
-    #[test]
-    fn a_stream_that_starts_without_its_keyframe_asks_for_one_once_a_second_until_it_comes() {
-        let start = Instant::now();
-        let mut recovery = StartRecovery::default();
-        assert!(recovery.asks_now(false, start), "asks at the first delta frame");
-        assert!(!recovery.asks_now(false, start + Duration::from_millis(500)));
-        assert!(recovery.asks_now(false, start + Duration::from_millis(1000)));
-        assert!(!recovery.asks_now(true, start + Duration::from_millis(2500)), "a keyframe came");
-        assert!(
-            !recovery.asks_now(false, start + Duration::from_millis(9000)),
-            "later losses are loss recovery's"
-        );
-        let mut fine = StartRecovery::default();
-        assert!(!fine.asks_now(true, start) && !fine.asks_now(false, start + Duration::from_secs(5)));
-    }
-
-    #[test]
-    fn each_frame_is_let_through_once_and_in_order_across_wrap_and_stream_restarts() {
-        let mut order = FrameOrder::default();
-        let frame = 3000; // 30 fps at 90 kHz
-        assert!(order.admits(1, 1_000, VIDEO_CLOCK_RATE));
-        assert!(order.admits(1, 1_000 + frame, VIDEO_CLOCK_RATE));
-        assert!(!order.admits(1, 1_000 + frame, VIDEO_CLOCK_RATE), "the same frame again");
-        assert!(!order.admits(1, 1_000, VIDEO_CLOCK_RATE), "an older frame after a newer one");
-        assert!(order.admits(1, 1_000 + 2 * frame, VIDEO_CLOCK_RATE));
-        // Across the 32-bit wrap.
-        let mut order = FrameOrder::default();
-        assert!(order.admits(1, u32::MAX - 1_000, VIDEO_CLOCK_RATE));
-        assert!(order.admits(1, 2_000, VIDEO_CLOCK_RATE), "just past the wrap is newer");
-        assert!(!order.admits(1, u32::MAX - 1_000, VIDEO_CLOCK_RATE), "before the wrap is older");
-        // A restarted stream: another SSRC, or a timestamp far behind, starts over.
-        assert!(order.admits(2, 500, VIDEO_CLOCK_RATE));
-        assert!(order.admits(2, 500 + frame, VIDEO_CLOCK_RATE));
-        let far_back = (500 + frame).wrapping_sub(11 * VIDEO_CLOCK_RATE);
-        assert!(order.admits(2, far_back, VIDEO_CLOCK_RATE), "11 s back");
     }
 
     #[test]
