@@ -274,6 +274,16 @@ async fn chats_in_seq_order(ws: &mut Ws, chats: usize, acks: usize) -> Vec<Strin
     texts
 }
 
+/// A node (in this process) whose answers from Redis come 30 ms late ([`slow_answers_proxy`]).
+async fn node_answered_late(db: &TempDb, redis: &Redis) -> TestServer {
+    let slow_answers = slow_answers_proxy(redis, Duration::from_millis(30)).await;
+    TestServer::start_with(db, Clock::default(), |config| {
+        config.redis_url = Some(slow_answers);
+        config.reconnect_grace_seconds = 1;
+    })
+    .await
+}
+
 /// Each node sends its own connections' frames itself and gets the others' through Redis: when
 /// both sides write at once, each still gets every frame once, in the room's order (no seq
 /// missing or swapped), and each writer's messages in the order written.
@@ -284,12 +294,7 @@ async fn chats_in_seq_order(ws: &mut Ws, chats: usize, acks: usize) -> Vec<Strin
 async fn chat_written_at_once_on_two_nodes_reaches_each_side_whole_and_in_the_rooms_order() {
     let redis = Redis::start().await;
     let db = TempDb::new();
-    let slow_answers = slow_answers_proxy(&redis, Duration::from_millis(30)).await;
-    let a = TestServer::start_with(&db, Clock::default(), |config| {
-        config.redis_url = Some(slow_answers);
-        config.reconnect_grace_seconds = 1;
-    })
-    .await;
+    let a = node_answered_late(&db, &redis).await;
     let b = Node::start(&db, &redis, 45).await;
     let visit = a.started_visit().await;
     let (doctor, mut patient) = doctor_on_a_patient_on_b(&a, &b, &visit).await;
@@ -330,6 +335,63 @@ async fn chat_written_at_once_on_two_nodes_reaches_each_side_whole_and_in_the_ro
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(line, "televisit_signaling_rooms 0");
+}
+
+/// Inputs of a node to one room queue for the room's turn when Redis answers slowly; each input
+/// hands the room's lock on to the next (up to 4 in a row) instead of letting it go for the next
+/// to take again: both sides on node A write 20 messages at once through a link to Redis that
+/// answers 30 ms late; each gets all 40 in the room's one order, node A takes the lock for far
+/// fewer inputs than it commits, and no lock is left in Redis afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_queued_on_one_node_hand_the_rooms_lock_on_and_leave_none_behind() {
+    let redis = Redis::start().await;
+    let db = TempDb::new();
+    let a = node_answered_late(&db, &redis).await;
+    let visit = a.started_visit().await;
+    let mut patient = a.join(&visit.patient_token).await;
+    patient.expect("joined").await;
+    patient.expect("waiting").await;
+    let mut doctor = a.join(&visit.doctor_token).await;
+    doctor.expect("joined").await;
+    doctor.expect("peer-joined").await;
+    patient.expect("admitted").await;
+    patient.expect("peer-joined").await;
+    let writes = 20;
+    let write_and_read = |mut ws: Ws, who: &'static str| async move {
+        for n in 1..=writes {
+            ws.send(chat(n as u64, &format!("{who} {n}"))).await;
+        }
+        chats_in_seq_order(&mut ws, 2 * writes, writes).await
+    };
+    let (doctor_saw, patient_saw) =
+        tokio::join!(write_and_read(doctor, "doctor"), write_and_read(patient, "patient"));
+    for who in ["doctor", "patient"] {
+        let theirs: Vec<&String> = doctor_saw.iter().filter(|text| text.starts_with(who)).collect();
+        let written: Vec<String> = (1..=writes).map(|n| format!("{who} {n}")).collect();
+        assert_eq!(theirs, written.iter().collect::<Vec<_>>());
+    }
+    assert_eq!(doctor_saw, patient_saw);
+
+    let metrics = a.metrics().await;
+    let trips = |operation: &str| -> u64 {
+        let prefix = format!("televisit_redis_seconds_count{{operation=\"{operation}\"}} ");
+        metrics.lines().find_map(|line| line.strip_prefix(&prefix)).map_or(0, |n| n.parse().unwrap())
+    };
+    let (locks_taken, commits) = (trips("lock_read"), trips("commit"));
+    assert!(locks_taken * 2 <= commits, "{locks_taken} locks taken for {commits} inputs committed");
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let lock = format!("televisit:room:{}:lock", visit.appointment_id);
+    let mut left = true;
+    for _ in 0..20 {
+        // A delivery confirmation may still be on its way through the slow link.
+        left = redis::cmd("EXISTS").arg(&lock).query_async(&mut connection).await.unwrap();
+        if !left {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!left, "the room's lock is left in Redis");
 }
 
 /// A node configured unlike the nodes alive would end sessions at its own times: it refuses to

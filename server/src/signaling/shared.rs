@@ -95,12 +95,14 @@ static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
 
 /// Commits an input in one step, only while the lock (KEYS[2]) is still ours (ARGV[1]): writes
 /// the room (KEYS[1], ARGV[2], expiring in ARGV[3] s); brings the doctor's and the patient's
-/// replay lists (KEYS[3], KEYS[4]) to the room's: appends each one's new frames (ARGV[6] and
-/// ARGV[8] of them, after the record flags) and keeps its newest ARGV[5] and ARGV[7]; adds the
+/// replay lists (KEYS[3], KEYS[4]) to the room's: appends each one's new frames (ARGV[7] and
+/// ARGV[9] of them, after the record flags) and keeps its newest ARGV[6] and ARGV[8]; adds the
 /// appointment (ARGV[4]) to or removes it from the record of each node whose connections the
-/// input changed (KEYS[5..], "1" or "0" from ARGV[9]), publishes the frames (channel, payload
-/// pairs after the new frames) and lets the lock go. A node killed at any point leaves the input
-/// wholly applied or not at all, and never a lock held until it expires once its frames are out.
+/// input changed (KEYS[5..], "1" or "0" from ARGV[10]), publishes the frames (channel, payload
+/// pairs after the new frames) and lets the lock go, or keeps it ARGV[5] ms more when that is not
+/// "0" (for the next input of this node, see [`Held`]). A node killed at any point leaves the
+/// input wholly applied or not at all, and never a lock held until it expires once its frames are
+/// out, unless it kept it.
 static COMMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -108,12 +110,12 @@ if redis.call("get", KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call("set", KEYS[1], ARGV[2], "EX", ARGV[3])
 local records = #KEYS - 4
 for i = 1, records do
-  if ARGV[8 + i] == "1" then redis.call("sadd", KEYS[4 + i], ARGV[4])
+  if ARGV[9 + i] == "1" then redis.call("sadd", KEYS[4 + i], ARGV[4])
   else redis.call("srem", KEYS[4 + i], ARGV[4]) end
 end
-local next = 9 + records
+local next = 10 + records
 for seat = 0, 1 do
-  local list, kept, new = KEYS[3 + seat], tonumber(ARGV[5 + 2 * seat]), tonumber(ARGV[6 + 2 * seat])
+  local list, kept, new = KEYS[3 + seat], tonumber(ARGV[6 + 2 * seat]), tonumber(ARGV[7 + 2 * seat])
   for i = next, next + new - 1 do redis.call("rpush", list, ARGV[i]) end
   next = next + new
   if kept == 0 then
@@ -124,7 +126,7 @@ for seat = 0, 1 do
   end
 end
 for i = next, #ARGV, 2 do redis.call("publish", ARGV[i], ARGV[i + 1]) end
-redis.call("del", KEYS[2])
+if ARGV[5] == "0" then redis.call("del", KEYS[2]) else redis.call("pexpire", KEYS[2], ARGV[5]) end
 return 1
 "#,
     )
@@ -202,6 +204,11 @@ fn replay_key(appointment_id: &str, role: Role) -> String {
         Role::Patient => "patient",
     };
     format!("{}:replay:{role}", room_key(appointment_id))
+}
+
+/// A room's lock: the token of the input that holds it.
+fn lock_key(appointment_id: &str) -> String {
+    format!("{}:lock", room_key(appointment_id))
 }
 
 fn room_key(appointment_id: &str) -> String {
@@ -394,18 +401,27 @@ impl SharedRooms {
         input: impl FnOnce(&mut Room) -> Vec<Action>,
     ) -> Result<Option<Vec<Action>>, Failed> {
         // Held to the end, on every return (dropped in reverse order: the turn, then the entry).
-        let turn = Turn::take(&self.turns, appointment_id);
-        let _in_turn = turn.room.lock().await;
+        let turn = Turn::take(self, appointment_id);
+        let mut in_turn = turn.room.lock().await;
         let mut redis = self.redis.clone();
         let key = room_key(appointment_id);
-        let lock = format!("{key}:lock");
-        let token = uuid::Uuid::new_v4().simple().to_string();
-        let state = self.metrics.redis("lock_read", lock_and_read(&mut redis, &key, &lock, &token)).await?;
+        let lock = lock_key(appointment_id);
+        // The lock the input before this one kept for it, with the room as committed; else take it.
+        let (token, state, handed_on) = match in_turn.take() {
+            Some(held) => (held.token, held.state, held.handed_on),
+            None => {
+                let token = uuid::Uuid::new_v4().simple().to_string();
+                let state =
+                    self.metrics.redis("lock_read", lock_and_read(&mut redis, &key, &lock, &token)).await?;
+                (token, state, 0)
+            }
+        };
         let room = serde_json::from_str::<Room>(&state).ok().or(create);
+        let keep = handed_on < HANDED_ON_AT_MOST && turn.others_wait();
         let applied = self
-            .apply_locked(&mut redis, appointment_id, [&key, &lock, &token], room, replay_of, input)
+            .apply_locked(&mut redis, appointment_id, [&key, &lock, &token], room, replay_of, keep, input)
             .await;
-        let (commit, rest) = match applied {
+        let (commit, state, rest) = match applied {
             Ok(Some(applied)) => applied,
             other => {
                 let mut unlock = UNLOCK.key(&lock);
@@ -437,6 +453,9 @@ impl SharedRooms {
             ))
             .into());
         }
+        if keep {
+            *in_turn = Some(Held { token, state, handed_on: handed_on + 1 });
+        }
         Ok(Some(rest))
     }
 
@@ -447,8 +466,9 @@ impl SharedRooms {
     }
 
     /// Applies the input to the room read under its lock (`None`: none, and none to create),
-    /// storing its chat; returns the commit of the room and its frames, and the actions left to
-    /// the hub.
+    /// storing its chat; returns the commit of the room and its frames (which keeps the lock if
+    /// `keep_lock`), the room as committed, and the actions left to the hub.
+    #[allow(clippy::too_many_arguments)]
     async fn apply_locked(
         &self,
         redis: &mut ConnectionManager,
@@ -456,8 +476,9 @@ impl SharedRooms {
         [key, lock, token]: [&str; 3],
         room: Option<Room>,
         replay_of: Option<Role>,
+        keep_lock: bool,
         input: impl FnOnce(&mut Room) -> Vec<Action>,
-    ) -> redis::RedisResult<Option<(ScriptInvocation<'static>, Vec<Action>)>> {
+    ) -> redis::RedisResult<Option<(ScriptInvocation<'static>, String, Vec<Action>)>> {
         let Some(mut room) = room else {
             return Ok(None);
         };
@@ -481,9 +502,9 @@ impl SharedRooms {
         commit.key(key).key(lock);
         ROLES.iter().for_each(|role| _ = commit.key(replay_key(appointment_id, *role)));
         records.iter().for_each(|(node, _)| _ = commit.key(rooms_of_key(*node)));
-        commit.arg(token);
-        commit.arg(serde_json::to_string(&room).expect("a room encodes")).arg(ROOM_TTL_SECONDS);
-        commit.arg(appointment_id);
+        let state = serde_json::to_string(&room).expect("a room encodes");
+        commit.arg(token).arg(&state).arg(ROOM_TTL_SECONDS).arg(appointment_id);
+        commit.arg(if keep_lock { LOCK_TTL_MS } else { 0 });
         let replays = [0, 1].map(|i| room.replay_since(ROLES[i], seqs_before[i]));
         replays.iter().for_each(|(kept, new)| _ = commit.arg(kept).arg(new.len()));
         records.iter().for_each(|(_, kept)| _ = commit.arg(if *kept { "1" } else { "0" }));
@@ -504,7 +525,7 @@ impl SharedRooms {
             commit.arg(node_channel(node));
             commit.arg(serde_json::to_string(&frames).expect("frames encode"));
         }
-        Ok(Some((commit, rest)))
+        Ok(Some((commit, state, rest)))
     }
 
     /// Stores the chat the room accepted (with other rooms' in batches) and gives the room the
@@ -529,33 +550,61 @@ impl SharedRooms {
     }
 }
 
-/// Each room's turn on this node, by appointment.
-type Turns = std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+/// Each room's turn on this node, by appointment, with the room's lock if the last input kept it.
+type Turns = std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Held>>>>>;
+
+/// Times in a row a room's lock is handed on from one input of this node to the next at most,
+/// so that other nodes' inputs, which ask Redis for it every few ms, get their turn.
+const HANDED_ON_AT_MOST: u32 = 4;
+
+/// A room's lock in Redis that an input kept for the next input of this node to the room, which
+/// was waiting for its turn: that input skips taking the lock and reading the room (one trip to
+/// Redis of the two), so a room busy on this node costs one trip per input.
+struct Held {
+    token: String,
+    /// The room as the input committed it (JSON).
+    state: String,
+    handed_on: u32,
+}
 
 /// An input's place in its room's turns on this node ([`SharedRooms::apply`]); when the last
 /// input holding or waiting for the room's turn lets it go (also when its future is dropped),
-/// the room leaves the map.
+/// the room leaves the map, and a lock kept for an input that went away is let go.
 struct Turn<'a> {
-    turns: &'a Turns,
+    shared: &'a SharedRooms,
     appointment_id: &'a str,
-    room: Arc<tokio::sync::Mutex<()>>,
+    room: Arc<tokio::sync::Mutex<Option<Held>>>,
 }
 
 impl<'a> Turn<'a> {
-    fn take(turns: &'a Turns, appointment_id: &'a str) -> Self {
-        let room =
-            Arc::clone(turns.lock().expect("turns lock").entry(appointment_id.to_owned()).or_default());
-        Turn { turns, appointment_id, room }
+    fn take(shared: &'a SharedRooms, appointment_id: &'a str) -> Self {
+        let mut turns = shared.turns.lock().expect("turns lock");
+        let room = Arc::clone(turns.entry(appointment_id.to_owned()).or_default());
+        Turn { shared, appointment_id, room }
+    }
+
+    /// Whether other inputs of this node hold or wait for the room's turn.
+    fn others_wait(&self) -> bool {
+        Arc::strong_count(&self.room) > 2
     }
 }
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        let mut turns = self.turns.lock().expect("turns lock");
+        let mut turns = self.shared.turns.lock().expect("turns lock");
         // Only the map and this input hold it: nobody else has it or waits for it (they take it
         // from the map, under the map's lock).
         if Arc::strong_count(&self.room) == 2 {
             turns.remove(self.appointment_id);
+            let kept = self.room.try_lock().ok().and_then(|mut held| held.take());
+            if let Some(Held { token, .. }) = kept {
+                let (mut redis, lock) = (self.shared.redis.clone(), lock_key(self.appointment_id));
+                tokio::spawn(async move {
+                    let mut unlock = UNLOCK.key(&lock);
+                    unlock.arg(&token);
+                    let _ = unlock.invoke_async::<i64>(&mut redis).await;
+                });
+            }
         }
     }
 }
@@ -639,5 +688,104 @@ pub async fn run_inbox(mut inbox: Inbox, deliver: impl Fn(Vec<Action>), lost: im
                 Err(e) => tracing::warn!(error = %e, "Redis: subscribing again failed"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::Poll;
+
+    use super::*;
+    use televisit_protocol::CallStatus;
+
+    /// A `redis-server` and a directory of the test's own, removed when dropped.
+    struct Scratch {
+        redis: std::process::Child,
+        dir: std::path::PathBuf,
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = self.redis.kill();
+            let _ = self.redis.wait();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// A node on a Redis of its own (and a SQLite database for its chat).
+    async fn node_on_its_own_redis() -> (Scratch, SharedRooms, Inbox) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let redis = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/test installs it)");
+        let dir = std::env::temp_dir().join(format!("televisit-shared-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = Scratch { redis, dir };
+        let store = Store::open(&format!("sqlite://{}/televisit.db", scratch.dir.display())).await.unwrap();
+        let (url, settings) = (
+            format!("redis://127.0.0.1:{port}"),
+            ClusterSettings { idle_timeout_seconds: 45, reconnect_grace_seconds: 1 },
+        );
+        for _ in 0..100 {
+            let metrics = Arc::new(Metrics::default());
+            if let Ok((shared, inbox)) =
+                SharedRooms::connect(&url, settings, store.clone(), Clock::default(), metrics).await
+            {
+                return (scratch, shared, inbox);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server does not answer on port {port}");
+    }
+
+    /// Polls `future` once.
+    async fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
+        std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *future).poll(cx))).await
+    }
+
+    async fn lock_holder(redis: &mut ConnectionManager) -> Option<String> {
+        redis::cmd("GET").arg(lock_key("visit")).query_async(redis).await.unwrap()
+    }
+
+    /// An input keeps the room's lock for the input of this node waiting for the room's turn; if
+    /// that input goes away before its turn (its request was cancelled), the lock is let go at
+    /// once, not left for other nodes to wait on until it expires (5 s).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lock_kept_for_an_input_that_went_away_is_let_go() {
+        let (_scratch, shared, _inbox) = node_on_its_own_redis().await;
+        let room = Room::new("room".into(), CallStatus::Waiting, 45);
+        let mut redis = shared.redis();
+        // Another node holds the room's lock a moment: the first input waits for it, having
+        // taken the room's turn on this node; the second waits for that turn.
+        redis::cmd("SET")
+            .arg(lock_key("visit"))
+            .arg("another-node")
+            .query_async::<()>(&mut redis)
+            .await
+            .unwrap();
+        let mut first = Box::pin(shared.apply("visit", Some(room), None, |_| Vec::new()));
+        let mut second = Box::pin(shared.apply("visit", None, None, |_| Vec::new()));
+        assert!(poll_once(&mut first).await.is_pending());
+        assert!(poll_once(&mut second).await.is_pending());
+        redis::cmd("DEL").arg(lock_key("visit")).query_async::<()>(&mut redis).await.unwrap();
+        assert!(first.await.unwrap().is_some(), "the room was created");
+        assert!(lock_holder(&mut redis).await.is_some(), "the lock is kept for the second input");
+        drop(second);
+        let mut held = true;
+        for _ in 0..50 {
+            held = lock_holder(&mut redis).await.is_some();
+            if !held {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!held, "the lock is let go");
+        assert_eq!(shared.rooms_in_turn(), 0);
+        // The room is free for the next input, on this node or another.
+        assert!(shared.apply("visit", None, None, |_| Vec::new()).await.unwrap().is_some());
     }
 }
