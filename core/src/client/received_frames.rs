@@ -3,7 +3,7 @@
 //! any frame it completes: after a loss it gave up on, the next delta frame still comes out, and a
 //! decoder fed it predicts from a picture it never had. VP8 and H.264 decoders take such a frame
 //! without an error and show a corrupt picture (seen through the link emulator after a drop-out:
-//! pictures 133, 134, then a picture reading "133" again, half of it the old reference). So, as
+//! pictures 133, 134, then one whose frame counter read 133 again). So, as
 //! libwebrtc does for streams without frame dependency descriptors (its `RtpSeqNumOnlyRefFinder`),
 //! a delta frame is decodable only if its first packet follows the previous frame's last packet;
 //! after a break, delta frames are dropped and the peer asked for a keyframe until one comes. A
