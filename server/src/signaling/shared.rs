@@ -424,9 +424,7 @@ impl SharedRooms {
         let (commit, state, rest) = match applied {
             Ok(Some(applied)) => applied,
             other => {
-                let mut unlock = UNLOCK.key(&lock);
-                unlock.arg(&token);
-                self.metrics.redis("unlock", unlock.invoke_async::<i64>(&mut redis)).await?;
+                self.metrics.redis("unlock", let_go(&mut redis, &lock, &token)).await?;
                 other?;
                 return Ok(None);
             }
@@ -562,7 +560,9 @@ const HANDED_ON_AT_MOST: u32 = 4;
 /// Redis of the two), so a room busy on this node costs one trip per input.
 struct Held {
     token: String,
-    /// The room as the input committed it (JSON).
+    /// The room as the input committed it, as JSON: the next input reads exactly what it would
+    /// have read from Redis (a `Room` in memory may still hold replay texts, which Redis keeps
+    /// apart).
     state: String,
     handed_on: u32,
 }
@@ -599,11 +599,7 @@ impl Drop for Turn<'_> {
             let kept = self.room.try_lock().ok().and_then(|mut held| held.take());
             if let Some(Held { token, .. }) = kept {
                 let (mut redis, lock) = (self.shared.redis.clone(), lock_key(self.appointment_id));
-                tokio::spawn(async move {
-                    let mut unlock = UNLOCK.key(&lock);
-                    unlock.arg(&token);
-                    let _ = unlock.invoke_async::<i64>(&mut redis).await;
-                });
+                tokio::spawn(async move { let_go(&mut redis, &lock, &token).await });
             }
         }
     }
@@ -624,6 +620,13 @@ impl From<redis::RedisError> for Failed {
     fn from(error: redis::RedisError) -> Failed {
         Failed { error, unsent_to: Vec::new() }
     }
+}
+
+/// Lets a room's lock go if it is still the one taken with `token` ([`UNLOCK`]).
+async fn let_go(redis: &mut ConnectionManager, lock: &str, token: &str) -> redis::RedisResult<i64> {
+    let mut unlock = UNLOCK.key(lock);
+    unlock.arg(token);
+    unlock.invoke_async(redis).await
 }
 
 /// Takes a room's lock (`SET NX` with an expiry), waiting up to [`LOCK_WAIT`] for it, and reads
