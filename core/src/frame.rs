@@ -42,6 +42,52 @@ impl VideoCodec {
             VideoCodec::H264 => h264_nal_units(data).any(|nal| matches!(nal_type(nal), Some(5 | 7))),
         }
     }
+
+    /// Whether this RTP payload is the first packet of a keyframe: for VP8 (RFC 7741) the start of
+    /// partition 0 with a keyframe tag after the payload descriptor; for H.264 (RFC 6184) an IDR
+    /// slice or a sequence parameter set, alone, first in a STAP-A, or in an FU-A's first fragment.
+    pub fn starts_keyframe(self, payload: &[u8]) -> bool {
+        match self {
+            VideoCodec::Vp8 => vp8_payload_start(payload).is_some_and(|tag| tag & 1 == 0),
+            VideoCodec::H264 => {
+                let keyframe_nal = |nal_header: u8| matches!(nal_header & 0x1f, 5 | 7);
+                match payload {
+                    [header, ..] if matches!(header & 0x1f, 1..=23) => keyframe_nal(*header),
+                    // STAP-A: the first unit's 16-bit size, then its NAL header.
+                    [header, _, _, first, ..] if header & 0x1f == 24 => keyframe_nal(*first),
+                    // FU-A: the FU header's start bit, and the fragmented unit's type.
+                    [header, fu, ..] if header & 0x1f == 28 => fu & 0x80 != 0 && keyframe_nal(*fu),
+                    _ => false,
+                }
+            }
+        }
+    }
+}
+
+/// The first byte of the VP8 frame in an RTP payload that starts one (S bit set, partition 0),
+/// after the payload descriptor (RFC 7741 §4.2); `None` for any other packet.
+fn vp8_payload_start(payload: &[u8]) -> Option<u8> {
+    let (&first, _) = payload.split_first()?;
+    let (extended, start, partition) = (first & 0x80 != 0, first & 0x10 != 0, first & 0x07);
+    if !start || partition != 0 {
+        return None;
+    }
+    let mut at = 1;
+    if extended {
+        let flags = *payload.get(1)?;
+        at = 2;
+        if flags & 0x80 != 0 {
+            // PictureID: 15 bits when its first byte's M bit is set, else 7.
+            at += if payload.get(at)? & 0x80 != 0 { 2 } else { 1 };
+        }
+        if flags & 0x40 != 0 {
+            at += 1; // TL0PICIDX
+        }
+        if flags & 0x30 != 0 {
+            at += 1; // TID, Y, KEYIDX
+        }
+    }
+    payload.get(at).copied()
 }
 
 /// The NAL unit type (the low 5 bits of its first byte), `None` for an empty unit.
@@ -176,6 +222,34 @@ mod tests {
         assert!(VideoCodec::Vp8.is_keyframe(&[0x10, 0x02]));
         assert!(!VideoCodec::Vp8.is_keyframe(&[0x11, 0x02]));
         assert!(!VideoCodec::Vp8.is_keyframe(&[]));
+    }
+
+    #[test]
+    fn the_first_packet_of_a_keyframe_is_told_from_its_rtp_payload() {
+        let vp8 = VideoCodec::Vp8;
+        // Payload descriptor S=1, partition 0, then the frame tag (lowest bit 0: keyframe).
+        assert!(vp8.starts_keyframe(&[0x10, 0x50, 0x42]));
+        assert!(!vp8.starts_keyframe(&[0x10, 0x51, 0x42]), "an interframe's start");
+        assert!(!vp8.starts_keyframe(&[0x00, 0x50, 0x42]), "not a frame's first packet (S=0)");
+        assert!(!vp8.starts_keyframe(&[0x11, 0x50]), "partition 1");
+        // Extended: I with a 15-bit PictureID (M set), L, T: 5 bytes of descriptor.
+        assert!(vp8.starts_keyframe(&[0x90, 0xe0, 0x81, 0x23, 0x07, 0x40, 0x50]));
+        assert!(!vp8.starts_keyframe(&[0x90, 0xe0, 0x81, 0x23, 0x07, 0x40, 0x51]));
+        // A 7-bit PictureID only (M clear): the tag at byte 3.
+        assert!(vp8.starts_keyframe(&[0x90, 0x80, 0x05, 0x50]));
+        assert!(!vp8.starts_keyframe(&[0x90, 0x80, 0x05]), "cut short");
+        assert!(!vp8.starts_keyframe(&[]));
+
+        let h264 = VideoCodec::H264;
+        assert!(h264.starts_keyframe(&[0x67, 0x42, 0xe0]), "an SPS alone");
+        assert!(h264.starts_keyframe(&[0x65, 0x88]), "an IDR slice alone");
+        assert!(!h264.starts_keyframe(&[0x41, 0x9a]), "a non-IDR slice");
+        assert!(h264.starts_keyframe(&[0x78, 0x00, 0x04, 0x67, 0x42, 0xe0, 0x1f]), "STAP-A led by the SPS");
+        assert!(!h264.starts_keyframe(&[0x78, 0x00, 0x02, 0x41, 0x9a]), "STAP-A of a non-IDR slice");
+        assert!(h264.starts_keyframe(&[0x7c, 0x85, 0x88]), "FU-A, first fragment of an IDR slice");
+        assert!(!h264.starts_keyframe(&[0x7c, 0x05, 0x88]), "FU-A, a later fragment");
+        assert!(!h264.starts_keyframe(&[0x7c, 0x81, 0x9a]), "FU-A, first fragment of a non-IDR slice");
+        assert!(!h264.starts_keyframe(&[0x78, 0x00]), "cut short");
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //! pictures 133, 134, then one whose frame counter read 133 again). So, as
 //! libwebrtc does for streams without frame dependency descriptors (its `RtpSeqNumOnlyRefFinder`),
 //! a delta frame is decodable only if its first packet follows the previous frame's last packet;
-//! after a break, delta frames are dropped and the peer asked for a keyframe until one comes. A
+//! after a break, delta frames are dropped and the peer asked for a keyframe until one comes. The
+//! builder completes frames in sequence order, so a keyframe would wait behind the frames before it
+//! that still miss packets: its first packet makes reassembly start over there instead
+//! ([`PacketAction::StartOverHere`]). A
 //! stream that starts without its keyframe (over a relay the crate drops the first packets, which
 //! arrive before the track exists) asks for one at once too, but its frames are passed on: the chain
 //! starts at a keyframe, and until then the app's decoder is the one waiting for it (the
@@ -58,14 +61,42 @@ pub struct Verdict {
     pub ask_keyframe: bool,
 }
 
+/// What to do with a received video packet, before the sample builder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PacketAction {
+    /// Give it to the sample builder.
+    Reassemble,
+    /// The first packet of a keyframe, while frames before it are still incomplete: start the
+    /// builder over at this packet (and the later ones already received). The keyframe makes
+    /// those frames useless, and the builder, which completes frames in sequence order, would hold
+    /// the keyframe behind them until it gave up on their missing packets (through the link
+    /// emulator after a drop-out, 0.6–1.6 s of frozen picture with the keyframe already there).
+    StartOverHere,
+    /// A packet (late, or resent) of a frame before the keyframe jumped to: drop it, or the
+    /// builder would wait again for the gap before it.
+    TooLate,
+}
+
+/// The packets of one frame received so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    /// The frame's RTP timestamp.
+    timestamp: u32,
+    /// Its lowest and highest sequence numbers received.
+    first: u16,
+    last: u16,
+    /// Its packets received.
+    packets: u16,
+}
+
 /// Padding-only packets remembered at most (a sender pads between frames to probe the link).
 const PADDING_KEPT: usize = 256;
 
 /// Whether each received video frame can be decoded, from the sequence numbers of its packets.
 #[derive(Debug)]
 pub struct FrameChain {
-    /// Per RTP timestamp of a frame not handed over yet: its lowest and highest sequence number.
-    spans: VecDeque<(u32, u16, u16)>,
+    /// The frames not handed over yet.
+    spans: VecDeque<Span>,
     /// Sequence numbers of padding-only packets after the last frame judged: they carry no media,
     /// so a frame after them still follows (a sender without RTX pads on the media stream).
     padding: VecDeque<u16>,
@@ -79,11 +110,19 @@ pub struct FrameChain {
     asked_at: Option<Instant>,
     /// Least time between two keyframe requests.
     request_interval: Duration,
+    /// The RTP timestamp and first sequence number of the keyframe last jumped to: packets of
+    /// other frames numbered before it are too late.
+    jumped_to: Option<(u32, u16)>,
 }
 
 /// Whether sequence number `a` comes after `b` (RFC 3550 wrap-around).
 fn after(a: u16, b: u16) -> bool {
     a != b && a.wrapping_sub(b) < 0x8000
+}
+
+/// Whether RTP timestamp `a` is `b` or after it (wrap-around).
+fn newer(a: u32, b: u32) -> bool {
+    a.wrapping_sub(b) < 0x8000_0000
 }
 
 impl FrameChain {
@@ -97,41 +136,106 @@ impl FrameChain {
             broken: false,
             asked_at: None,
             request_interval,
+            jumped_to: None,
         }
     }
 
-    /// A packet of the stream arrived (before it goes to the sample builder); `padding`: it
-    /// carries no payload.
-    pub fn on_packet(&mut self, rtp_timestamp: u32, sequence: u16, padding: bool) {
+    /// A packet of the stream arrived (before it goes to the sample builder): `padding`, it
+    /// carries no payload; `starts_keyframe`, it is a keyframe's first packet
+    /// ([`VideoCodec::starts_keyframe`](crate::frame::VideoCodec::starts_keyframe)).
+    pub fn on_packet(
+        &mut self,
+        rtp_timestamp: u32,
+        sequence: u16,
+        padding: bool,
+        starts_keyframe: bool,
+    ) -> PacketAction {
+        if let Some((keyframe, first)) = self.jumped_to {
+            if after(first, sequence) {
+                if rtp_timestamp != keyframe || padding {
+                    return PacketAction::TooLate;
+                }
+                // The keyframe's own earlier packet, reordered (an H.264 keyframe's SPS, when the
+                // IDR slice came first): the builder takes it back to it.
+                self.jumped_to = Some((keyframe, sequence));
+            } else if sequence.wrapping_sub(first) >= 0x4000 {
+                self.jumped_to = None; // long past: before the comparison wraps
+            }
+        }
         if padding {
             if self.padding.len() == PADDING_KEPT {
                 self.padding.pop_front();
             }
             self.padding.push_back(sequence);
-            return;
+            return PacketAction::Reassemble;
         }
-        if let Some((_, first, last)) = self.spans.iter_mut().rev().find(|(ts, ..)| *ts == rtp_timestamp) {
-            if after(*first, sequence) {
-                *first = sequence;
+        // Only at the frame's first packet: an H.264 keyframe's IDR slice follows its SPS.
+        let frame_started =
+            self.spans.iter().any(|span| span.timestamp == rtp_timestamp && after(sequence, span.first));
+        if starts_keyframe && !frame_started && self.missing_before(rtp_timestamp, sequence) {
+            self.spans.retain(|span| newer(span.timestamp, rtp_timestamp));
+            self.padding.clear();
+            self.last_sequence = Some(sequence.wrapping_sub(1));
+            self.jumped_to = Some((rtp_timestamp, sequence));
+            self.remember(rtp_timestamp, sequence);
+            return PacketAction::StartOverHere;
+        }
+        self.remember(rtp_timestamp, sequence);
+        PacketAction::Reassemble
+    }
+
+    /// Notes a media packet in its frame's span.
+    fn remember(&mut self, rtp_timestamp: u32, sequence: u16) {
+        if let Some(span) = self.spans.iter_mut().rev().find(|span| span.timestamp == rtp_timestamp) {
+            if after(span.first, sequence) {
+                span.first = sequence;
             }
-            if after(sequence, *last) {
-                *last = sequence;
+            if after(sequence, span.last) {
+                span.last = sequence;
             }
+            span.packets = span.packets.saturating_add(1);
             return;
         }
         if self.spans.len() == SPANS_KEPT {
             self.spans.pop_front();
         }
-        self.spans.push_back((rtp_timestamp, sequence, sequence));
+        self.spans.push_back(Span { timestamp: rtp_timestamp, first: sequence, last: sequence, packets: 1 });
+    }
+
+    /// Whether a packet numbered between the last frame judged and `sequence` (the first packet of
+    /// the frame with this timestamp) has not come. The sample builder hands a frame over only
+    /// once the next one starts, so frames before a keyframe are still waiting at its first packet:
+    /// only a missing packet makes them incomplete. (A packet received twice counts twice, and may
+    /// hide a missing one: then the keyframe waits, as without this.)
+    fn missing_before(&self, rtp_timestamp: u32, sequence: u16) -> bool {
+        let earlier = || self.spans.iter().filter(|span| !newer(span.timestamp, rtp_timestamp));
+        let from = match self.last_sequence {
+            Some(last) => last.wrapping_add(1),
+            None => {
+                match earlier().map(|span| span.first).max_by_key(|&first| sequence.wrapping_sub(first)) {
+                    Some(first) => first,
+                    None => return false,
+                }
+            }
+        };
+        let expected = sequence.wrapping_sub(from);
+        let within = |s: u16| s.wrapping_sub(from) < expected;
+        let received: usize =
+            earlier().filter(|span| within(span.first)).map(|span| usize::from(span.packets)).sum::<usize>()
+                + self.padding.iter().filter(|&&s| within(s)).count();
+        expected < 0x8000 && received < usize::from(expected)
     }
 
     /// The sample builder completed the frame with this RTP timestamp (let through by
     /// [`FrameOrder`]): whether it can be decoded.
     pub fn on_frame(&mut self, rtp_timestamp: u32, keyframe: bool, now: Instant) -> Verdict {
-        let span =
-            self.spans.iter().find(|(ts, ..)| *ts == rtp_timestamp).map(|&(_, first, last)| (first, last));
+        let span = self
+            .spans
+            .iter()
+            .find(|span| span.timestamp == rtp_timestamp)
+            .map(|span| (span.first, span.last));
         // This frame's packets, and those of frames before it the builder gave up on, are done.
-        self.spans.retain(|&(ts, ..)| ts != rtp_timestamp && ts.wrapping_sub(rtp_timestamp) < 0x8000_0000);
+        self.spans.retain(|span| span.timestamp != rtp_timestamp && newer(span.timestamp, rtp_timestamp));
         let follows = match (span, self.last_sequence) {
             (Some((first, _)), Some(mut previous)) => {
                 while self.padding.contains(&previous.wrapping_add(1)) {
@@ -208,9 +312,11 @@ mod tests {
         fn frame(&mut self, packets: u16, keyframe: bool, lost: bool) -> Option<Verdict> {
             self.timestamp = self.timestamp.wrapping_add(3000);
             self.now += Duration::from_millis(33);
-            for _ in 0..packets {
+            for n in 0..packets {
                 if !lost {
-                    self.chain.on_packet(self.timestamp, self.sequence, false);
+                    let action =
+                        self.chain.on_packet(self.timestamp, self.sequence, false, keyframe && n == 0);
+                    assert_eq!(action, PacketAction::Reassemble, "nothing before it is incomplete");
                 }
                 self.sequence = self.sequence.wrapping_add(1);
             }
@@ -263,19 +369,19 @@ mod tests {
         let now = Instant::now();
         // A keyframe whose packets came 12, 10, 11 (reordered by the link, or 10 resent).
         for sequence in [12, 10, 11] {
-            chain.on_packet(1_000, sequence, false);
+            chain.on_packet(1_000, sequence, false, false);
         }
         assert_eq!(chain.on_frame(1_000, true, now), DECODE.unwrap());
         // The next frame's first packet came, its last never did: the builder gives up on it.
-        chain.on_packet(4_000, 13, false);
+        chain.on_packet(4_000, 13, false, false);
         // The frame after it is complete, but follows 14, which never came.
-        chain.on_packet(7_000, 15, false);
-        chain.on_packet(7_000, 16, false);
+        chain.on_packet(7_000, 15, false, false);
+        chain.on_packet(7_000, 16, false, false);
         assert_eq!(chain.on_frame(7_000, false, now), DROP_AND_ASK.unwrap());
         assert!(chain.spans.is_empty(), "the given-up frame is forgotten");
         // A resent packet of a frame long gone is forgotten at the next frame.
-        chain.on_packet(1_000, 11, false);
-        chain.on_packet(10_000, 17, false);
+        chain.on_packet(1_000, 11, false, false);
+        chain.on_packet(10_000, 17, false, false);
         assert_eq!(chain.on_frame(10_000, true, now), DECODE.unwrap());
         assert!(chain.spans.is_empty());
     }
@@ -284,26 +390,86 @@ mod tests {
     fn padding_between_frames_does_not_break_the_chain_but_a_lost_padding_packet_does() {
         let mut chain = FrameChain::new(SECOND);
         let now = Instant::now();
-        chain.on_packet(1_000, 1, false);
+        chain.on_packet(1_000, 1, false, false);
         assert_eq!(chain.on_frame(1_000, true, now), DECODE.unwrap());
         // Padding 2 and 3 (with the last frame's timestamp), then the next frame.
-        chain.on_packet(1_000, 2, true);
-        chain.on_packet(1_000, 3, true);
-        chain.on_packet(4_000, 4, false);
+        chain.on_packet(1_000, 2, true, false);
+        chain.on_packet(1_000, 3, true, false);
+        chain.on_packet(4_000, 4, false, false);
         assert_eq!(chain.on_frame(4_000, false, now), DECODE.unwrap());
         assert!(chain.padding.is_empty(), "padding before the frame judged is forgotten");
         // Padding 5 came, 6 did not: it may have been media.
-        chain.on_packet(4_000, 5, true);
-        chain.on_packet(7_000, 7, false);
+        chain.on_packet(4_000, 5, true, false);
+        chain.on_packet(7_000, 7, false, false);
         assert_eq!(chain.on_frame(7_000, false, now), DROP_AND_ASK.unwrap());
+    }
+
+    #[test]
+    fn a_keyframe_arriving_behind_incomplete_frames_is_jumped_to_and_their_late_packets_dropped() {
+        let mut chain = FrameChain::new(SECOND);
+        let now = Instant::now();
+        chain.on_packet(1_000, 100, false, true);
+        assert_eq!(chain.on_frame(1_000, true, now), DECODE.unwrap());
+        // A drop-out: frame 4 000 lost its packet 102, frame 7 000 is whole but behind it.
+        chain.on_packet(4_000, 101, false, false);
+        chain.on_packet(7_000, 103, false, false);
+        // The keyframe's second packet, reordered ahead of its first.
+        assert_eq!(chain.on_packet(10_000, 105, false, false), PacketAction::Reassemble);
+        assert_eq!(chain.on_packet(10_000, 104, false, true), PacketAction::StartOverHere);
+        let keyframe = Span { timestamp: 10_000, first: 104, last: 105, packets: 2 };
+        assert_eq!(chain.spans, VecDeque::from([keyframe]), "only the keyframe is waited for");
+        // 102 resent, and padding numbered before the keyframe: too late, whatever their timestamp.
+        assert_eq!(chain.on_packet(4_000, 102, false, false), PacketAction::TooLate);
+        assert_eq!(chain.on_packet(7_000, 103, true, false), PacketAction::TooLate);
+        assert_eq!(chain.on_frame(10_000, true, now), DECODE.unwrap());
+        assert_eq!(chain.on_packet(13_000, 106, false, false), PacketAction::Reassemble);
+        assert_eq!(
+            chain.on_frame(13_000, false, now),
+            DECODE.unwrap(),
+            "the next frame follows the keyframe"
+        );
+        // A keyframe after whole frames goes through the builder as usual, though the frame just
+        // before it is not handed over yet (the builder waits for the next frame's start).
+        chain.on_packet(16_000, 107, false, false);
+        chain.on_packet(16_000, 109, false, false);
+        chain.on_packet(16_000, 108, false, false);
+        chain.on_packet(16_000, 110, true, false);
+        assert_eq!(chain.on_packet(19_000, 111, false, true), PacketAction::Reassemble);
+        assert_eq!(chain.on_frame(16_000, false, now), DECODE.unwrap());
+        assert_eq!(chain.on_frame(19_000, true, now), DECODE.unwrap());
+        // Far on, the jump is forgotten before sequence numbers wrap around to it.
+        for sequence in 112..(112 + 0x4000) {
+            chain.on_packet(16_000, sequence, true, false);
+        }
+        assert_eq!(chain.jumped_to, None);
+        assert_eq!(chain.on_packet(19_000, 0x9000, false, false), PacketAction::Reassemble);
+    }
+
+    #[test]
+    fn an_h264_keyframe_is_jumped_to_at_its_first_packet_and_keeps_a_parameter_set_that_came_late() {
+        let now = Instant::now();
+        let mut chain = FrameChain::new(SECOND);
+        chain.on_packet(1_000, 10, false, true);
+        assert_eq!(chain.on_frame(1_000, true, now), DECODE.unwrap());
+        chain.on_packet(4_000, 12, false, false); // 11 lost
+                                                  // SPS and PPS (a STAP-A), then the IDR slice's first fragment: both start a keyframe.
+        assert_eq!(chain.on_packet(7_000, 13, false, true), PacketAction::StartOverHere);
+        assert_eq!(chain.on_packet(7_000, 14, false, true), PacketAction::Reassemble, "the same keyframe");
+        assert_eq!(chain.on_frame(7_000, true, now), DECODE.unwrap());
+        // Again, but the IDR slice overtakes the parameter sets: they still reach the builder.
+        chain.on_packet(10_000, 16, false, false); // 15 lost
+        assert_eq!(chain.on_packet(13_000, 18, false, true), PacketAction::StartOverHere);
+        assert_eq!(chain.on_packet(13_000, 17, false, true), PacketAction::Reassemble, "its own SPS");
+        assert_eq!(chain.on_packet(10_000, 15, false, false), PacketAction::TooLate);
+        assert_eq!(chain.on_frame(13_000, true, now), DECODE.unwrap());
     }
 
     #[test]
     fn what_is_remembered_stays_bounded_when_no_frame_completes() {
         let mut chain = FrameChain::new(SECOND);
         for n in 0..10_000u32 {
-            chain.on_packet(n * 3000, n as u16, false);
-            chain.on_packet(n * 3000, n as u16, true);
+            chain.on_packet(n * 3000, n as u16, false, false);
+            chain.on_packet(n * 3000, n as u16, true, false);
         }
         assert_eq!(chain.spans.len(), SPANS_KEPT);
         assert_eq!(chain.padding.len(), PADDING_KEPT);

@@ -42,6 +42,7 @@
 //! RTP bytes), the rest counted here (frames, VP8 keyframe picture size, frame rate); see
 //! [`StatsSampler`].
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -81,7 +82,7 @@ use super::loss_recovery::{
 };
 use super::media::{MediaBackend, MediaSession, PeerCommand, PeerEvent};
 use super::pacing::{AudioFirstPacer, PacingState};
-use super::received_frames::{FrameChain, FrameOrder, Verdict};
+use super::received_frames::{FrameChain, FrameOrder, PacketAction, Verdict};
 use super::remb::{register_abs_send_time, AbsSendTimeStamper, RembGenerator};
 use super::sender_clock::SenderClocks;
 use super::stats::{OwnCounts, StackReading, StatsSampler};
@@ -316,19 +317,75 @@ impl PeerConnectionEventHandler for Handler {
 const AUDIO_CLOCK_RATE: u32 = 48_000;
 const VIDEO_CLOCK_RATE: u32 = 90_000;
 
-/// Rebuilds frames from RTP packets with a codec's depacketizer.
-type Depacketizer = Box<dyn FnMut(rtc::rtp::Packet) -> Vec<Sample> + Send>;
+/// A frame waits for a missing packet while the newer packets received span less than this much
+/// media time: as long as loss recovery asks for the packet ([`NackConfig::horizon`]), and no
+/// longer. Otherwise only the count of packets behind the gap (`max_late`) ends the wait, which
+/// at a low rate is seconds.
+fn reassembly_wait() -> Duration {
+    NackConfig::default().horizon
+}
 
-fn depacketizer<T: rtc::rtp::packetizer::Depacketizer + Send + 'static>(
-    max_late: u16,
-    depacketizer: T,
-    clock_rate: u32,
-) -> Depacketizer {
-    let mut builder = SampleBuilder::new(max_late, depacketizer, clock_rate);
-    Box::new(move |packet| {
-        builder.push(Instant::now(), packet);
-        std::iter::from_fn(|| builder.pop(Instant::now())).collect()
-    })
+/// Packets kept to push again into a builder started over: those received before a keyframe's
+/// first packet but numbered after it (reordered by the link).
+const PACKETS_KEPT_FOR_A_START_OVER: usize = 64;
+
+/// Rebuilds frames from RTP packets: the crate's sample builder with a codec's depacketizer, which
+/// can be started over at a keyframe's first packet ([`PacketAction::StartOverHere`]).
+trait Reassembly: Send {
+    /// Adds a packet; returns the frames it completed.
+    fn push(&mut self, packet: rtc::rtp::Packet) -> Vec<Sample>;
+    /// Forgets every packet before this one and starts over from it.
+    fn start_over_at(&mut self, packet: rtc::rtp::Packet) -> Vec<Sample>;
+}
+
+/// [`Reassembly`] with the crate's sample builder, and copies of the last packets pushed.
+struct SampleReassembly<T: rtc::rtp::packetizer::Depacketizer> {
+    new_builder: fn() -> SampleBuilder<T>,
+    builder: SampleBuilder<T>,
+    recent: VecDeque<rtc::rtp::Packet>,
+}
+
+impl<T: rtc::rtp::packetizer::Depacketizer + Send + 'static> SampleReassembly<T> {
+    fn boxed(new_builder: fn() -> SampleBuilder<T>) -> Box<dyn Reassembly> {
+        Box::new(SampleReassembly { new_builder, builder: new_builder(), recent: VecDeque::new() })
+    }
+}
+
+impl<T: rtc::rtp::packetizer::Depacketizer + Send> Reassembly for SampleReassembly<T> {
+    fn push(&mut self, packet: rtc::rtp::Packet) -> Vec<Sample> {
+        if self.recent.len() == PACKETS_KEPT_FOR_A_START_OVER {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(packet.clone());
+        self.builder.push(Instant::now(), packet);
+        std::iter::from_fn(|| self.builder.pop(Instant::now())).collect()
+    }
+
+    fn start_over_at(&mut self, packet: rtc::rtp::Packet) -> Vec<Sample> {
+        let first = packet.header.sequence_number;
+        let distance = |p: &rtc::rtp::Packet| p.header.sequence_number.wrapping_sub(first);
+        let mut later: Vec<_> =
+            self.recent.drain(..).filter(|p| (1..0x8000).contains(&distance(p))).collect();
+        later.sort_by_key(distance);
+        self.builder = (self.new_builder)();
+        let mut samples = self.push(packet);
+        for packet in later {
+            samples.extend(self.push(packet));
+        }
+        samples
+    }
+}
+
+fn vp8_reassembly() -> SampleBuilder<Vp8Packet> {
+    SampleBuilder::new(128, Vp8Packet::default(), VIDEO_CLOCK_RATE).with_max_time_delay(reassembly_wait())
+}
+
+fn h264_reassembly() -> SampleBuilder<H264Packet> {
+    SampleBuilder::new(128, H264Packet::default(), VIDEO_CLOCK_RATE).with_max_time_delay(reassembly_wait())
+}
+
+fn opus_reassembly() -> SampleBuilder<OpusPacket> {
+    SampleBuilder::new(10, OpusPacket, AUDIO_CLOCK_RATE)
 }
 
 /// The negotiated codec of a remote video track (known once its first packet opened it).
@@ -375,7 +432,7 @@ async fn receive_track(
         take_role(frame_kind);
     }
     // Made at the first packet, when the track's codec is surely known.
-    let mut builder: Option<(Option<VideoCodec>, Depacketizer)> = None;
+    let mut builder: Option<(Option<VideoCodec>, Box<dyn Reassembly>)> = None;
     let mut order = FrameOrder::default();
     // Which video frames can be decoded (see `received_frames`).
     let mut chain = FrameChain::new(KEYFRAME_REQUEST_INTERVAL);
@@ -419,25 +476,35 @@ async fn receive_track(
                 if events.send(PeerEvent::RemoteVideoCodec(frame_kind, codec)).is_err() {
                     return;
                 }
-                let depacketizer = match codec {
-                    VideoCodec::Vp8 => depacketizer(128, Vp8Packet::default(), VIDEO_CLOCK_RATE),
-                    VideoCodec::H264 => depacketizer(128, H264Packet::default(), VIDEO_CLOCK_RATE),
+                let reassembly = match codec {
+                    VideoCodec::Vp8 => SampleReassembly::boxed(vp8_reassembly),
+                    VideoCodec::H264 => SampleReassembly::boxed(h264_reassembly),
                 };
-                (Some(codec), depacketizer)
+                (Some(codec), reassembly)
             } else {
-                (None, depacketizer(10, OpusPacket, AUDIO_CLOCK_RATE))
+                (None, SampleReassembly::boxed(opus_reassembly))
             });
         }
         let Some((codec, builder)) = builder.as_mut() else { continue };
         let clock_rate = if frame_kind.is_video() { VIDEO_CLOCK_RATE } else { AUDIO_CLOCK_RATE };
-        if frame_kind.is_video() {
+        let action = if frame_kind.is_video() {
+            let header = &packet.header;
+            let starts_keyframe = codec.is_some_and(|codec| codec.starts_keyframe(&packet.payload));
             chain.on_packet(
-                packet.header.timestamp,
-                packet.header.sequence_number,
+                header.timestamp,
+                header.sequence_number,
                 packet.payload.is_empty(),
-            );
-        }
-        for sample in builder(packet) {
+                starts_keyframe,
+            )
+        } else {
+            PacketAction::Reassemble
+        };
+        let samples = match action {
+            PacketAction::Reassemble => builder.push(packet),
+            PacketAction::StartOverHere => builder.start_over_at(packet),
+            PacketAction::TooLate => continue,
+        };
+        for sample in samples {
             if !order.admits(ssrc, sample.packet_timestamp, clock_rate) {
                 continue;
             }
