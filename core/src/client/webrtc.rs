@@ -376,6 +376,29 @@ impl<T: rtc::rtp::packetizer::Depacketizer + Send> Reassembly for SampleReassemb
     }
 }
 
+/// Hands a received video packet to reassembly as its stream's [`FrameChain`] says: a keyframe's
+/// first packet may start reassembly over, a packet of a frame before that keyframe is dropped.
+/// Returns the frames completed.
+fn reassemble_video(
+    chain: &mut FrameChain,
+    codec: Option<VideoCodec>,
+    reassembly: &mut dyn Reassembly,
+    packet: rtc::rtp::Packet,
+) -> Vec<Sample> {
+    let header = &packet.header;
+    let starts_keyframe = codec.is_some_and(|codec| codec.starts_keyframe(&packet.payload));
+    match chain.on_packet(
+        header.timestamp,
+        header.sequence_number,
+        packet.payload.is_empty(),
+        starts_keyframe,
+    ) {
+        PacketAction::Reassemble => reassembly.push(packet),
+        PacketAction::StartOverHere => reassembly.start_over_at(packet),
+        PacketAction::TooLate => Vec::new(),
+    }
+}
+
 fn vp8_reassembly() -> SampleBuilder<Vp8Packet> {
     SampleBuilder::new(128, Vp8Packet::default(), VIDEO_CLOCK_RATE).with_max_time_delay(reassembly_wait())
 }
@@ -487,22 +510,10 @@ async fn receive_track(
         }
         let Some((codec, builder)) = builder.as_mut() else { continue };
         let clock_rate = if frame_kind.is_video() { VIDEO_CLOCK_RATE } else { AUDIO_CLOCK_RATE };
-        let action = if frame_kind.is_video() {
-            let header = &packet.header;
-            let starts_keyframe = codec.is_some_and(|codec| codec.starts_keyframe(&packet.payload));
-            chain.on_packet(
-                header.timestamp,
-                header.sequence_number,
-                packet.payload.is_empty(),
-                starts_keyframe,
-            )
+        let samples = if frame_kind.is_video() {
+            reassemble_video(&mut chain, *codec, builder.as_mut(), packet)
         } else {
-            PacketAction::Reassemble
-        };
-        let samples = match action {
-            PacketAction::Reassemble => builder.push(packet),
-            PacketAction::StartOverHere => builder.start_over_at(packet),
-            PacketAction::TooLate => continue,
+            builder.push(packet)
         };
         for sample in samples {
             if !order.admits(ssrc, sample.packet_timestamp, clock_rate) {
@@ -1217,6 +1228,74 @@ mod tests {
         assert!(is_screen(CORE_SCREEN_STREAM_ID, SCREEN_TRACK_ID, None));
         assert!(is_screen("other", SCREEN_TRACK_ID, None));
         assert!(!is_screen("televisit", "doctor-video", None));
+    }
+
+    /// The RTP packets of VP8 frames (keyframe or not, the byte they are filled with), packetized
+    /// as the sending side does.
+    fn vp8_frames(frames: &[(bool, u8)]) -> Vec<Vec<rtc::rtp::Packet>> {
+        use rtc::rtp::packetizer::Payloader;
+        let mut payloader = rtc::rtp::codec::vp8::Vp8Payloader::default();
+        let mut sequence = 65_530u16; // wrapping on the way
+        frames
+            .iter()
+            .enumerate()
+            .map(|(n, &(keyframe, fill))| {
+                // A frame tag (lowest bit 0: a keyframe), then 3 000 bytes: three packets.
+                let mut data = vec![fill; 3_001];
+                data[0] = if keyframe { 0x10 } else { 0x11 };
+                let timestamp = 90_000 + 3_000 * n as u32;
+                let payloads = payloader.payload(RTP_OUTBOUND_MTU, &data.into()).expect("payloads");
+                let count = payloads.len();
+                payloads
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, payload)| {
+                        sequence = sequence.wrapping_add(1);
+                        let header = rtc::rtp::header::Header {
+                            version: 2,
+                            marker: i + 1 == count,
+                            payload_type: 96,
+                            sequence_number: sequence,
+                            timestamp,
+                            ssrc: 7,
+                            ..Default::default()
+                        };
+                        rtc::rtp::Packet { header, payload }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_keyframe_after_a_frame_that_lost_a_packet_comes_out_at_once_and_whole() {
+        // Keyframe 0; delta 1 loses its second packet for good; delta 2; keyframe 3; deltas 4, 5.
+        let frames = vp8_frames(&[(true, 0), (false, 1), (false, 2), (true, 3), (false, 4), (false, 5)]);
+        let mut chain = FrameChain::new(KEYFRAME_REQUEST_INTERVAL);
+        let mut reassembly = SampleReassembly::boxed(vp8_reassembly);
+        let mut out = Vec::new();
+        let packets = frames
+            .iter()
+            .flatten()
+            .filter(|p| p.header.sequence_number != frames[1][1].header.sequence_number);
+        for packet in packets {
+            out.extend(reassemble_video(
+                &mut chain,
+                Some(VideoCodec::Vp8),
+                reassembly.as_mut(),
+                packet.clone(),
+            ));
+        }
+        // A frame comes out once the next one starts: keyframe 3 is out, not held behind deltas 1
+        // and 2 (which wait for the lost packet for a second of media, or 128 packets), and whole,
+        // and delta 4 follows it.
+        let frames_out: Vec<u8> = out.iter().map(|sample| sample.data[1]).collect();
+        assert_eq!(frames_out, vec![0, 3, 4], "the frames out, by the byte they are filled with");
+        let keyframe = &out[1].data;
+        assert!(keyframe.len() == 3_001 && keyframe[0] == 0x10 && keyframe[1..].iter().all(|&b| b == 3));
+        // The lost packet, resent late, is dropped: the builder does not go back for it.
+        let late = frames[1][1].clone();
+        assert!(reassemble_video(&mut chain, Some(VideoCodec::Vp8), reassembly.as_mut(), late).is_empty());
     }
 
     #[test]
