@@ -39,7 +39,9 @@ impl VideoCodec {
     pub fn is_keyframe(self, data: &[u8]) -> bool {
         match self {
             VideoCodec::Vp8 => data.first().is_some_and(|b| b & 1 == 0),
-            VideoCodec::H264 => h264_nal_units(data).any(|nal| matches!(nal_type(nal), Some(5 | 7))),
+            VideoCodec::H264 => {
+                h264_nal_units(data).any(|nal| nal_type(nal).is_some_and(starts_h264_keyframe))
+            }
         }
     }
 
@@ -48,9 +50,9 @@ impl VideoCodec {
     /// slice or a sequence parameter set, alone, first in a STAP-A, or in an FU-A's first fragment.
     pub fn starts_keyframe(self, payload: &[u8]) -> bool {
         match self {
-            VideoCodec::Vp8 => vp8_payload_start(payload).is_some_and(|tag| tag & 1 == 0),
+            VideoCodec::Vp8 => vp8_frame_start(payload).is_some_and(|frame| self.is_keyframe(frame)),
             VideoCodec::H264 => {
-                let keyframe_nal = |nal_header: u8| matches!(nal_header & 0x1f, 5 | 7);
+                let keyframe_nal = |nal_header: u8| starts_h264_keyframe(nal_header & 0x1f);
                 match payload {
                     [header, ..] if matches!(header & 0x1f, 1..=23) => keyframe_nal(*header),
                     // STAP-A: the first unit's 16-bit size, then its NAL header.
@@ -64,9 +66,15 @@ impl VideoCodec {
     }
 }
 
-/// The first byte of the VP8 frame in an RTP payload that starts one (S bit set, partition 0),
-/// after the payload descriptor (RFC 7741 §4.2); `None` for any other packet.
-fn vp8_payload_start(payload: &[u8]) -> Option<u8> {
+/// Whether an H.264 NAL unit of this type starts a keyframe: an IDR slice (5) or a sequence
+/// parameter set (7).
+fn starts_h264_keyframe(nal_type: u8) -> bool {
+    matches!(nal_type, 5 | 7)
+}
+
+/// The VP8 frame's bytes in an RTP payload that starts one (S bit set, partition 0), after the
+/// payload descriptor (RFC 7741 §4.2); `None` for any other packet.
+fn vp8_frame_start(payload: &[u8]) -> Option<&[u8]> {
     let (&first, _) = payload.split_first()?;
     let (extended, start, partition) = (first & 0x80 != 0, first & 0x10 != 0, first & 0x07);
     if !start || partition != 0 {
@@ -87,7 +95,7 @@ fn vp8_payload_start(payload: &[u8]) -> Option<u8> {
             at += 1; // TID, Y, KEYIDX
         }
     }
-    payload.get(at).copied()
+    payload.get(at..)
 }
 
 /// The NAL unit type (the low 5 bits of its first byte), `None` for an empty unit.

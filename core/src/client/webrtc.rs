@@ -338,25 +338,29 @@ trait Reassembly: Send {
     fn start_over_at(&mut self, packet: rtc::rtp::Packet) -> Vec<Sample>;
 }
 
-/// [`Reassembly`] with the crate's sample builder, and copies of the last packets pushed.
+/// [`Reassembly`] with the crate's sample builder, and copies of the last `kept` packets pushed
+/// (none for audio, which never starts over).
 struct SampleReassembly<T: rtc::rtp::packetizer::Depacketizer> {
     new_builder: fn() -> SampleBuilder<T>,
     builder: SampleBuilder<T>,
     recent: VecDeque<rtc::rtp::Packet>,
+    kept: usize,
 }
 
 impl<T: rtc::rtp::packetizer::Depacketizer + Send + 'static> SampleReassembly<T> {
-    fn boxed(new_builder: fn() -> SampleBuilder<T>) -> Box<dyn Reassembly> {
-        Box::new(SampleReassembly { new_builder, builder: new_builder(), recent: VecDeque::new() })
+    fn boxed(new_builder: fn() -> SampleBuilder<T>, kept: usize) -> Box<dyn Reassembly> {
+        Box::new(SampleReassembly { new_builder, builder: new_builder(), recent: VecDeque::new(), kept })
     }
 }
 
 impl<T: rtc::rtp::packetizer::Depacketizer + Send> Reassembly for SampleReassembly<T> {
     fn push(&mut self, packet: rtc::rtp::Packet) -> Vec<Sample> {
-        if self.recent.len() == PACKETS_KEPT_FOR_A_START_OVER {
-            self.recent.pop_front();
+        if self.kept > 0 {
+            if self.recent.len() == self.kept {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(packet.clone());
         }
-        self.recent.push_back(packet.clone());
         self.builder.push(Instant::now(), packet);
         std::iter::from_fn(|| self.builder.pop(Instant::now())).collect()
     }
@@ -399,16 +403,18 @@ fn reassemble_video(
     }
 }
 
-fn vp8_reassembly() -> SampleBuilder<Vp8Packet> {
-    SampleBuilder::new(128, Vp8Packet::default(), VIDEO_CLOCK_RATE).with_max_time_delay(reassembly_wait())
+/// A video track's reassembly, with the codec's depacketizer `T`.
+fn video_reassembly<T: rtc::rtp::packetizer::Depacketizer + Default + Send + 'static>() -> Box<dyn Reassembly>
+{
+    fn builder<T: rtc::rtp::packetizer::Depacketizer + Default>() -> SampleBuilder<T> {
+        SampleBuilder::new(128, T::default(), VIDEO_CLOCK_RATE).with_max_time_delay(reassembly_wait())
+    }
+    SampleReassembly::boxed(builder::<T>, PACKETS_KEPT_FOR_A_START_OVER)
 }
 
-fn h264_reassembly() -> SampleBuilder<H264Packet> {
-    SampleBuilder::new(128, H264Packet::default(), VIDEO_CLOCK_RATE).with_max_time_delay(reassembly_wait())
-}
-
-fn opus_reassembly() -> SampleBuilder<OpusPacket> {
-    SampleBuilder::new(10, OpusPacket, AUDIO_CLOCK_RATE)
+/// An audio track's reassembly (Opus).
+fn audio_reassembly() -> Box<dyn Reassembly> {
+    SampleReassembly::boxed(|| SampleBuilder::new(10, OpusPacket, AUDIO_CLOCK_RATE), 0)
 }
 
 /// The negotiated codec of a remote video track (known once its first packet opened it).
@@ -500,12 +506,12 @@ async fn receive_track(
                     return;
                 }
                 let reassembly = match codec {
-                    VideoCodec::Vp8 => SampleReassembly::boxed(vp8_reassembly),
-                    VideoCodec::H264 => SampleReassembly::boxed(h264_reassembly),
+                    VideoCodec::Vp8 => video_reassembly::<Vp8Packet>(),
+                    VideoCodec::H264 => video_reassembly::<H264Packet>(),
                 };
                 (Some(codec), reassembly)
             } else {
-                (None, SampleReassembly::boxed(opus_reassembly))
+                (None, audio_reassembly())
             });
         }
         let Some((codec, builder)) = builder.as_mut() else { continue };
@@ -1272,7 +1278,7 @@ mod tests {
         // Keyframe 0; delta 1 loses its second packet for good; delta 2; keyframe 3; deltas 4, 5.
         let frames = vp8_frames(&[(true, 0), (false, 1), (false, 2), (true, 3), (false, 4), (false, 5)]);
         let mut chain = FrameChain::new(KEYFRAME_REQUEST_INTERVAL);
-        let mut reassembly = SampleReassembly::boxed(vp8_reassembly);
+        let mut reassembly = video_reassembly::<Vp8Packet>();
         let mut out = Vec::new();
         let packets = frames
             .iter()
