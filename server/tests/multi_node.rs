@@ -322,8 +322,9 @@ async fn chat_written_at_once_on_two_nodes_reaches_each_side_whole_and_in_the_ro
     }
     // Both saw the room's one order.
     assert_eq!(doctor_saw, patient_saw);
-    // Node A keeps no room once its inputs are applied (their turns are let go; a delivery
-    // confirmation may still be on its way through the slow link).
+    // Node B owns the room (the patient joined there first); node A forwards its inputs to B and
+    // keeps no room once they are applied (a delivery confirmation may still be on its way
+    // through the slow link).
     let mut line = String::new();
     for _ in 0..50 {
         let metrics = a.metrics().await;
@@ -337,13 +338,28 @@ async fn chat_written_at_once_on_two_nodes_reaches_each_side_whole_and_in_the_ro
     assert_eq!(line, "televisit_signaling_rooms 0");
 }
 
-/// Inputs of a node to one room queue for the room's turn when Redis answers slowly; each input
-/// hands the room's lock on to the next (up to 4 in a row) instead of letting it go for the next
-/// to take again: both sides on node A write 20 messages at once through a link to Redis that
-/// answers 30 ms late; each gets all 40 in the room's one order, node A takes the lock for far
-/// fewer inputs than it commits, and no lock is left in Redis afterwards.
+/// Prometheus's count for one operation's Redis timings in `metrics` (0 when there is none).
+fn redis_trips(metrics: &str, operation: &str) -> u64 {
+    let prefix = format!("televisit_redis_seconds_count{{operation=\"{operation}\"}} ");
+    metrics.lines().find_map(|line| line.strip_prefix(&prefix)).map_or(0, |n| n.parse().unwrap())
+}
+
+/// The node that owns an appointment's room, if any.
+async fn room_owner(redis: &Redis, appointment_id: &str) -> Option<String> {
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let owner = format!("televisit:room:{appointment_id}:owner");
+    redis::cmd("GET").arg(owner).query_async(&mut connection).await.unwrap()
+}
+
+/// A room whose two sides are on one node lives in that node's memory: the node claims it once
+/// (one trip to Redis that also reads it) and then writes each input through with one trip, as
+/// a room of one node would with a write to Redis added: both sides on node A write 20 messages
+/// at once through a link to Redis that answers 30 ms late; each gets all 40 in the room's one
+/// order; node A claimed the room once and forwarded nothing; when both have left, the room is
+/// nobody's and node A keeps none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inputs_queued_on_one_node_hand_the_rooms_lock_on_and_leave_none_behind() {
+async fn a_room_whose_sides_are_on_one_node_is_claimed_once_and_let_go_when_they_leave() {
     let redis = Redis::start().await;
     let db = TempDb::new();
     let a = node_answered_late(&db, &redis).await;
@@ -361,9 +377,10 @@ async fn inputs_queued_on_one_node_hand_the_rooms_lock_on_and_leave_none_behind(
         for n in 1..=writes {
             ws.send(chat(n as u64, &format!("{who} {n}"))).await;
         }
-        chats_in_seq_order(&mut ws, 2 * writes, writes).await
+        let saw = chats_in_seq_order(&mut ws, 2 * writes, writes).await;
+        (ws, saw)
     };
-    let (doctor_saw, patient_saw) =
+    let ((mut doctor, doctor_saw), (mut patient, patient_saw)) =
         tokio::join!(write_and_read(doctor, "doctor"), write_and_read(patient, "patient"));
     for who in ["doctor", "patient"] {
         let theirs: Vec<&String> = doctor_saw.iter().filter(|text| text.starts_with(who)).collect();
@@ -373,25 +390,28 @@ async fn inputs_queued_on_one_node_hand_the_rooms_lock_on_and_leave_none_behind(
     assert_eq!(doctor_saw, patient_saw);
 
     let metrics = a.metrics().await;
-    let trips = |operation: &str| -> u64 {
-        let prefix = format!("televisit_redis_seconds_count{{operation=\"{operation}\"}} ");
-        metrics.lines().find_map(|line| line.strip_prefix(&prefix)).map_or(0, |n| n.parse().unwrap())
-    };
-    let (locks_taken, commits) = (trips("lock_read"), trips("commit"));
-    assert!(locks_taken * 2 <= commits, "{locks_taken} locks taken for {commits} inputs committed");
-    let client = redis::Client::open(redis.url.as_str()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    let lock = format!("televisit:room:{}:lock", visit.appointment_id);
-    let mut left = true;
-    for _ in 0..20 {
-        // A delivery confirmation may still be on its way through the slow link.
-        left = redis::cmd("EXISTS").arg(&lock).query_async(&mut connection).await.unwrap();
-        if !left {
+    let (claims, commits) = (redis_trips(&metrics, "claim"), redis_trips(&metrics, "commit"));
+    assert_eq!(claims, 1, "{claims} claims for {commits} inputs committed");
+    assert!(commits >= 2 + 2 * writes as u64, "{commits} inputs committed");
+    assert_eq!(redis_trips(&metrics, "forward"), 0);
+    assert!(room_owner(&redis, &visit.appointment_id).await.is_some());
+
+    // Both leave: node A lets the room go.
+    patient.send(json!({"type": "leave"})).await;
+    doctor.expect("peer-left").await;
+    doctor.send(json!({"type": "leave"})).await;
+    doctor.until_closed().await;
+    let mut left = (Some(String::new()), String::new());
+    for _ in 0..50 {
+        let metrics = a.metrics().await;
+        let rooms = metrics.lines().find(|line| line.starts_with("televisit_signaling_rooms ")).unwrap();
+        left = (room_owner(&redis, &visit.appointment_id).await, rooms.to_owned());
+        if left == (None, "televisit_signaling_rooms 0".to_owned()) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(!left, "the room's lock is left in Redis");
+    assert_eq!(left, (None, "televisit_signaling_rooms 0".to_owned()));
 }
 
 /// A node configured unlike the nodes alive would end sessions at its own times: it refuses to
@@ -1005,12 +1025,12 @@ async fn the_redis_work_of_each_room_input_is_timed_on_the_metrics() {
     patient.expect("peer-joined").await;
     assert_eq!(patient.expect("offer").await["sdp"], "v=0 offer");
 
-    // Node A applied two inputs (the doctor's join and offer): each took the room's lock and
-    // read the room in one trip, and committed it (wrote it, published its frames, let the lock go).
+    // Node B owns the room (the patient joined there first). Node A tried to claim it for the
+    // doctor's join, found B's, and forwarded B its two inputs (the join and the offer); it
+    // committed none itself.
     let metrics = a.metrics().await;
-    for operation in ["lock_read", "commit"] {
-        let line = format!("televisit_redis_seconds_count{{operation=\"{operation}\"}} 2");
-        assert!(metrics.contains(&line), "missing {line} in\n{metrics}");
+    for (operation, trips) in [("claim", 1), ("forward", 2), ("commit", 0)] {
+        assert_eq!(redis_trips(&metrics, operation), trips, "{operation} in\n{metrics}");
     }
     assert!(metrics.contains("televisit_redis_seconds_count{operation=\"heartbeat\"}"), "{metrics}");
 }
@@ -1080,6 +1100,31 @@ async fn a_chat_stored_by_a_node_that_died_before_its_room_heard_of_it_is_stored
     assert_eq!(history, ["My chest hurts", "Since this morning"]);
 }
 
+/// A node that lives (it beats) but answers nobody, holding a room it took over.
+struct SilentOwner {
+    connection: redis::aio::MultiplexedConnection,
+    keys: [String; 2],
+}
+
+impl SilentOwner {
+    async fn takes(redis: &Redis, appointment_id: &str) -> SilentOwner {
+        let client = redis::Client::open(redis.url.as_str()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let node = 7;
+        let keys = [format!("televisit:node:{node}:alive"), format!("televisit:room:{appointment_id}:owner")];
+        for key in &keys {
+            let set = redis::cmd("SET").arg(key).arg(node).arg("PX").arg(20_000).clone();
+            set.query_async::<()>(&mut connection).await.unwrap();
+        }
+        SilentOwner { connection, keys }
+    }
+
+    /// It dies and its keys with it: the next node with an input claims the room.
+    async fn dies(mut self) {
+        redis::cmd("DEL").arg(&self.keys).query_async::<()>(&mut self.connection).await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chat_the_shared_room_could_not_take_closes_the_connection_and_is_stored_once_when_resent() {
     let redis = Redis::start().await;
@@ -1089,20 +1134,10 @@ async fn a_chat_the_shared_room_could_not_take_closes_the_connection_and_is_stor
     patient.expect("admitted").await;
     patient.expect("peer-joined").await;
 
-    // Something else holds the room's lock longer than an input waits for it (5 s).
-    let client = redis::Client::open(redis.url.as_str()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    let lock = format!("televisit:room:{}:lock", visit.appointment_id);
-    redis::cmd("SET")
-        .arg(&lock)
-        .arg("another-node")
-        .arg("PX")
-        .arg(8000)
-        .query_async::<()>(&mut connection)
-        .await
-        .unwrap();
+    // Node B owns the room (the patient joined there first). Another node that lives takes it
+    // over (it thought B dead, say) and answers nobody: B cannot commit the patient's chat.
+    let silent_owner = SilentOwner::takes(&redis, &visit.appointment_id).await;
     patient.send(chat(1, "Can you hear me?")).await;
-    tokio::time::sleep(Duration::from_secs(3)).await; // most of the 5 s the input waits for the lock
 
     // The patient's app is told and disconnected, not left believing the message is on its way.
     let frames = patient.until_closed().await;
@@ -1113,7 +1148,7 @@ async fn a_chat_the_shared_room_could_not_take_closes_the_connection_and_is_stor
 
     // Once the room is free the app resumes and sends again what was not acknowledged: it is
     // acknowledged, relayed and stored once.
-    redis::cmd("DEL").arg(&lock).query_async::<()>(&mut connection).await.unwrap();
+    silent_owner.dies().await;
     let (mut patient, joined) = join_when_taken(
         &format!("ws://127.0.0.1:{}/api/video-call/ws", b.port),
         &visit.patient_token,
@@ -1149,19 +1184,16 @@ async fn a_fallback_chat_the_room_could_not_take_on_another_node_is_refused_and_
     doctor.expect("peer-joined").await;
     assert_eq!(patient.types_until("peer-joined").await, ["admitted", "peer-joined"]);
 
-    // Something else holds the room's lock longer than an input waits for it (5 s); the patient's
-    // chat lands on node A, which does not hold its connection: the post is refused, not lost.
-    let client = redis::Client::open(redis.url.as_str()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    let lock = format!("televisit:room:{}:lock", visit.appointment_id);
-    let hold = redis::cmd("SET").arg(&lock).arg("another-node").arg("PX").arg(8000).clone();
-    hold.query_async::<()>(&mut connection).await.unwrap();
+    // Node B owns the room (the patient joined there first); another node that lives takes it
+    // over and answers nobody. The patient's chat lands on node A, which forwards it to B, which
+    // cannot commit it: the post is refused, not lost.
+    let silent_owner = SilentOwner::takes(&redis, &visit.appointment_id).await;
     patient.signals = vec![a.url("/api/video-call/signal")];
     let (status, body) = patient.post(chat(1, "Can you hear me?")).await;
     assert_eq!((status, body["error"]["code"].as_str()), (500, Some("internal")), "{body}");
 
     // Once the room is free the client joins again and resends: relayed and stored once.
-    redis::cmd("DEL").arg(&lock).query_async::<()>(&mut connection).await.unwrap();
+    silent_owner.dies().await;
     let resume = json!({"type": "join", "resume": {"last_seq": patient.last_seq}});
     assert_eq!(patient.post(resume).await.0, 200);
     patient.cursor = 0;

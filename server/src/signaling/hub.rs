@@ -18,8 +18,9 @@ use tokio::sync::mpsc;
 
 use super::chat_writer::{ChatWriter, PendingChat};
 use super::in_order::{GapNotFilled, InOrder};
+use super::input::{Applied, RoomInput};
 use super::room::{Action, ConnId, Room, QUALITY_REPORTS_PER_ROLE};
-use super::shared::{node_of, run_inbox, Inbox, SharedRooms, NODE_HEARTBEAT};
+use super::shared::{run_inbox, Inbox, NodeMessage, SharedRooms, NODE_HEARTBEAT};
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::{HubMemory, Metrics};
 use crate::secrets::Clock;
@@ -132,11 +133,10 @@ impl Hub {
             let (rooms, node_bits) = match shared {
                 Some((shared, inbox)) => {
                     tokio::spawn(Hub::watch_nodes(hub.clone()));
-                    let (for_frames, for_loss) = (hub.clone(), hub.clone());
-                    let deliver = move |frames| {
-                        if let Some(hub) = for_frames.upgrade() {
-                            let deferred = hub.deliver(frames);
-                            debug_assert!(deferred.is_empty());
+                    let (for_messages, for_loss) = (hub.clone(), hub.clone());
+                    let on_message = move |message| {
+                        if let Some(hub) = for_messages.upgrade() {
+                            hub.on_node_message(message);
                         }
                     };
                     // Dropping the senders ends each connection after its queued frames.
@@ -146,7 +146,7 @@ impl Hub {
                             (0..closed).for_each(|_| hub.metrics.connections_closed());
                         }
                     };
-                    tokio::spawn(run_inbox(inbox, deliver, lost));
+                    tokio::spawn(run_inbox(inbox, on_message, lost));
                     let node_bits = u64::from(shared.node()) << 32;
                     (Rooms::Shared(Box::new(shared)), node_bits)
                 }
@@ -194,34 +194,27 @@ impl Hub {
         }
     }
 
-    /// Applies an input to an appointment's room and delivers the frames it sends; returns the
-    /// actions that need the database or a timer. `create`: the room's id and stored status, to
-    /// create it from when it is not there (on first use, also after a restart); `None`: an
-    /// absent room (the call ended) is left alone and the answer is `Ok(None)`.
+    /// Applies an input to an appointment's room and delivers the frames it sends; returns what
+    /// else it did: the actions that need the database or a timer, and its answers. `create`: the
+    /// room's id and stored status, to create it from when it is not there (on first use, also
+    /// after a restart); `None`: an absent room (the call ended) is left alone and the answer is
+    /// `Ok(None)`. With Redis, `replay_of` is the role whose replay buffer the input reads (a
+    /// resume), and the input is applied on the node that owns the room.
     async fn apply(
         &self,
         appointment_id: &str,
         create: Option<(&str, CallStatus)>,
-        input: impl FnOnce(&mut Room) -> Vec<Action>,
-    ) -> ApiResult<Option<Vec<Action>>> {
-        self.apply_join(appointment_id, create, None, None, input).await
-    }
-
-    /// [`Hub::apply`] for a connection joining: `joining` is it and its role, `replay_of` the
-    /// role whose replay buffer the join reads (a resume; in Redis the buffers' texts are read
-    /// only for such inputs).
-    async fn apply_join(
-        &self,
-        appointment_id: &str,
-        create: Option<(&str, CallStatus)>,
-        joining: Option<(ConnId, Role)>,
         replay_of: Option<Role>,
-        input: impl FnOnce(&mut Room) -> Vec<Action>,
-    ) -> ApiResult<Option<Vec<Action>>> {
+        input: RoomInput,
+    ) -> ApiResult<Option<Applied>> {
         let new_room = |(room_id, status): (&str, CallStatus)| {
             Room::new(room_id.to_owned(), status, self.idle_timeout_seconds)
         };
-        match &self.rooms {
+        let joining = match &input {
+            RoomInput::Connect { conn, .. } => Some(*conn),
+            _ => None,
+        };
+        let applied = match &self.rooms {
             Rooms::Local(rooms) => {
                 let room = match create {
                     Some(create) => rooms
@@ -236,41 +229,55 @@ impl Hub {
                     },
                 };
                 let mut room = room.lock().expect("room lock");
-                Ok(Some(self.deliver(input(&mut room))))
+                let mut applied = input.apply(&mut room);
+                applied.actions = self.deliver(applied.actions);
+                return Ok(Some(applied));
             }
             Rooms::Shared(shared) => {
+                shared.apply(appointment_id, create.map(new_room), replay_of, input).await
+            }
+        };
+        match applied {
+            Ok(applied) => Ok(applied.map(|mut applied| {
                 // A join says where its connection's numbered frames start.
-                let mut joined_through = None;
-                let input = |room: &mut Room| {
-                    let actions = input(room);
-                    if let Some((_, role)) =
-                        joining.filter(|(conn, role)| room.connection(*role) == Some(*conn))
-                    {
-                        joined_through = Some(room.out_seq(role));
-                    }
-                    actions
-                };
-                let applied = shared.apply(appointment_id, create.map(new_room), replay_of, input).await;
-                match applied {
-                    Ok(rest) => Ok(rest.map(|rest| {
-                        if let (Some((conn, _)), Some(through)) = (joining, joined_through) {
-                            let first = rest.iter().find_map(|action| match action {
-                                Action::Send { conn: to, seq: Some(seq), .. } if *to == conn => Some(*seq),
-                                _ => None,
-                            });
-                            self.start_numbering(conn, first.unwrap_or(through + 1));
-                        }
-                        self.deliver(rest)
-                    })),
-                    Err(failed) => {
-                        tracing::error!(error = %failed.error, "Redis: a room input failed");
-                        let message = "signaling is unavailable; try again";
-                        let close =
-                            |conn| Action::Close { conn, code: ErrorCode::Internal, message: message.into() };
-                        self.deliver(failed.unsent_to.into_iter().map(close).collect());
-                        Err(ApiError::new(ErrorCode::Internal, message))
-                    }
+                if let (Some(conn), Some(from)) = (joining, applied.joined_from) {
+                    self.start_numbering(conn, from);
                 }
+                applied.actions = self.deliver(applied.actions);
+                applied
+            })),
+            Err(failed) => {
+                tracing::error!(error = %failed.error, "Redis: a room input failed");
+                let message = "signaling is unavailable; try again";
+                let close = |conn| Action::Close { conn, code: ErrorCode::Internal, message: message.into() };
+                self.deliver(failed.unsent_to.into_iter().map(close).collect());
+                Err(ApiError::new(ErrorCode::Internal, message))
+            }
+        }
+    }
+
+    /// A message from another node: frames for this node's connections, an input for a room
+    /// this node owns, or the answer to an input this node forwarded.
+    fn on_node_message(self: &Arc<Self>, message: NodeMessage) {
+        let Rooms::Shared(shared) = &self.rooms else { return };
+        match message {
+            NodeMessage::Frames(frames) => {
+                let deferred = self.deliver(frames);
+                debug_assert!(deferred.is_empty());
+            }
+            NodeMessage::Reply { id, frames, reply } => {
+                let deferred = self.deliver(frames);
+                debug_assert!(deferred.is_empty());
+                shared.answered(id, reply);
+            }
+            NodeMessage::Input(forwarded) => {
+                let hub = Arc::clone(self);
+                tokio::spawn(async move {
+                    let Rooms::Shared(shared) = &hub.rooms else { return };
+                    let own = shared.serve(forwarded).await;
+                    let deferred = hub.deliver(own);
+                    debug_assert!(deferred.is_empty());
+                });
             }
         }
     }
@@ -308,7 +315,9 @@ impl Hub {
     pub fn memory(&self) -> HubMemory {
         let rooms = match &self.rooms {
             Rooms::Local(rooms) => rooms,
-            Rooms::Shared(shared) => return HubMemory { rooms: shared.rooms_in_turn(), replay_bytes: 0 },
+            Rooms::Shared(shared) => {
+                return HubMemory { rooms: shared.rooms_in_memory(), replay_bytes: shared.replay_bytes() }
+            }
         };
         let rooms: Vec<_> = rooms.lock().expect("rooms lock").values().cloned().collect();
         let replay_bytes = rooms.iter().map(|room| room.lock().expect("room lock").replay_bytes()).sum();
@@ -333,14 +342,10 @@ impl Hub {
         self.metrics.connections_opened();
         let create = Some((grant.room_id.as_str(), grant.status));
         let resuming = resume_from.map(|_| grant.role);
-        let connected = self
-            .apply_join(&grant.appointment_id, create, Some((id, grant.role)), resuming, |room| {
-                room.chat_stored_through(grant.role, stored_through);
-                room.connect(grant.role, id, resume_from, history)
-            })
-            .await;
+        let join = RoomInput::Connect { role: grant.role, conn: id, resume_from, history, stored_through };
+        let connected = self.apply(&grant.appointment_id, create, resuming, join).await;
         let deferred = match connected {
-            Ok(deferred) => deferred.unwrap_or_default(),
+            Ok(applied) => applied.map(|applied| applied.actions).unwrap_or_default(),
             Err(e) => {
                 if self.conns.lock().expect("conns lock").remove(&id).is_some() {
                     self.metrics.connections_closed();
@@ -377,10 +382,10 @@ impl Hub {
                 stored.await;
             }
         }
-        let applied =
-            self.apply(&grant.appointment_id, None, |room| room.frame(grant.role, conn, frame)).await;
+        let input = RoomInput::Frame { role: grant.role, conn, frame };
+        let applied = self.apply(&grant.appointment_id, None, None, input).await;
         let deferred = match applied {
-            Ok(Some(deferred)) => deferred,
+            Ok(Some(applied)) => applied.actions,
             Ok(None) => return Ok(()), // the call ended
             Err(refusal) => {
                 // The room did not take the frame (Redis failed, or its lock stayed taken): close
@@ -404,20 +409,17 @@ impl Hub {
         if self.conns.lock().expect("conns lock").remove(&conn).is_some() {
             self.metrics.connections_closed();
         }
-        let applied = self.apply(&grant.appointment_id, None, |room| room.disconnect(grant.role, conn)).await;
-        if let Ok(Some(deferred)) = applied {
-            self.run(grant, deferred, Instant::now()).await;
+        let input = RoomInput::Disconnect { role: grant.role, conn };
+        if let Ok(Some(applied)) = self.apply(&grant.appointment_id, None, None, input).await {
+            self.run(grant, applied.actions, Instant::now()).await;
         }
     }
 
     /// The client on a connection has received the frames numbered `through` or lower: the room
     /// lets go of their copies kept for a resume.
     pub async fn delivered(&self, grant: &Grant, conn: ConnId, through: u64) {
-        let delivered = |room: &mut Room| {
-            room.delivered(grant.role, conn, through);
-            Vec::new()
-        };
-        let _ = self.apply(&grant.appointment_id, None, delivered).await;
+        let input = RoomInput::Delivered { role: grant.role, conn, through };
+        let _ = self.apply(&grant.appointment_id, None, None, input).await;
     }
 
     /// The doctor's waiting-room status for an appointment; whether it was delivered, that is
@@ -425,15 +427,10 @@ impl Hub {
     /// when she opens her link).
     pub async fn set_waiting_message(&self, appointment: &Appointment, text: &str) -> ApiResult<bool> {
         let create = Some((appointment.room_id.as_str(), appointment.status));
-        let mut delivered = false;
-        let set = |room: &mut Room| {
-            let actions = room.set_waiting_message(text);
-            delivered = room.patient_waiting();
-            actions
-        };
-        let deferred = self.apply(&appointment.id, create, set).await?;
-        debug_assert!(deferred.unwrap_or_default().is_empty());
-        Ok(delivered)
+        let input = RoomInput::SetWaitingMessage { text: text.to_owned() };
+        let applied = self.apply(&appointment.id, create, None, input).await?;
+        debug_assert!(applied.as_ref().is_none_or(|applied| applied.actions.is_empty()));
+        Ok(applied.is_some_and(|applied| applied.patient_waiting))
     }
 
     /// The doctor's waiting-room status for an appointment, if one is set.
@@ -467,20 +464,20 @@ impl Hub {
         let actor = ended_by.map_or("clinic", Role::as_str);
         let entry = AuditEntry::new(self.clock.now_ms(), Some(appointment_id), actor, "end", "", remote_addr);
         self.store.audit(&entry).await?;
-        let end = |room: &mut Room| room.end(ended_by, appointment.duration_seconds);
+        let end = RoomInput::End { ended_by, duration_seconds: appointment.duration_seconds };
         match &self.rooms {
             Rooms::Local(rooms) => {
                 let room = rooms.lock().expect("rooms lock").remove(appointment_id);
                 if let Some(room) = room {
                     let mut room = room.lock().expect("room lock");
-                    let deferred = self.deliver(end(&mut room));
+                    let deferred = self.deliver(end.apply(&mut room).actions);
                     debug_assert!(deferred.is_empty());
                 }
             }
             // The ended room stays in Redis (without its replay buffers) until it expires, so a
             // late join on any node hears that the call ended.
             Rooms::Shared(_) => {
-                self.apply(appointment_id, None, end).await?;
+                self.apply(appointment_id, None, None, end).await?;
             }
         }
         tracing::info!(appointment = %appointment_id, duration_seconds = appointment.duration_seconds, "call ended");
@@ -658,15 +655,11 @@ impl Hub {
         let held = self.existing_room(appointment_id);
         tokio::spawn(async move {
             tokio::time::sleep(hub.grace).await;
-            let expired = hub.apply(&id, None, |room| room.grace_expired(role, conn)).await;
-            debug_assert!(expired.map_or(true, |d| d.unwrap_or_default().is_empty()));
+            let expired = hub.apply(&id, None, None, RoomInput::GraceExpired { role, conn }).await;
+            debug_assert!(expired.map_or(true, |a| a.is_none_or(|a| a.actions.is_empty())));
             hub.audit_as(&id, role, "leave", "disconnected", remote_addr).await;
             tokio::time::sleep(hub.resume_window.saturating_sub(hub.grace)).await;
-            let forget = |room: &mut Room| {
-                room.forget_replay(role, conn);
-                Vec::new()
-            };
-            let _ = hub.apply(&id, None, forget).await;
+            let _ = hub.apply(&id, None, None, RoomInput::ForgetReplay { role, conn }).await;
             drop(held);
             hub.evict_if_idle(&id);
         });
@@ -696,25 +689,11 @@ impl Hub {
                     "a signaling node died; its participants are dropped"
                 );
                 for appointment_id in appointments {
-                    let drop_dead = |room: &mut Room| {
-                        let mut actions = Vec::new();
-                        for role in [Role::Doctor, Role::Patient] {
-                            if let Some(conn) = room.connection(role).filter(|conn| node_of(*conn) == node) {
-                                actions.extend(room.disconnect(role, conn));
-                            } else if let Some(conn) =
-                                room.unannounced_drop(role).filter(|conn| node_of(*conn) == node)
-                            {
-                                // Dropped before its node died, whose grace timer died with it:
-                                // this node runs the grace period again.
-                                actions.push(Action::StartGrace { role, conn });
-                            }
-                        }
-                        actions
-                    };
-                    let Ok(Some(deferred)) = hub.apply(&appointment_id, None, drop_dead).await else {
+                    let drop_dead = RoomInput::DropNode { node };
+                    let Ok(Some(applied)) = hub.apply(&appointment_id, None, None, drop_dead).await else {
                         continue;
                     };
-                    for action in deferred {
+                    for action in applied.actions {
                         if let Action::StartGrace { role, conn } = action {
                             hub.start_grace(&appointment_id, role, conn, None);
                         }

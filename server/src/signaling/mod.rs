@@ -4,6 +4,7 @@ pub mod chat_writer;
 pub mod http_fallback;
 pub mod hub;
 pub mod in_order;
+pub mod input;
 pub mod rate_limit;
 pub mod room;
 pub mod shared;

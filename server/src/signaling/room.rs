@@ -30,6 +30,11 @@ use televisit_protocol::{
 /// A connection's id, unique within the server process.
 pub type ConnId = u64;
 
+/// The node whose connection this is (a connection id is `node << 32 | n`; node 0 when alone).
+pub fn node_of(conn: ConnId) -> u32 {
+    (conn >> 32) as u32
+}
+
 /// How many frames per role the room keeps for resumption.
 pub const REPLAY_FRAMES: usize = 512;
 
@@ -55,7 +60,7 @@ fn kept_bytes(text: &str) -> usize {
 /// the room's state; their texts are not serialized: with `--redis-url` they live in a Redis list
 /// beside the room, so that an input reads and writes the room without them, and they are read
 /// only when a connection resumes ([`Room::load_replay`]).
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Replay {
     /// The seq of the oldest frame kept (while any is).
     first_seq: u64,
@@ -127,7 +132,7 @@ impl Replay {
 }
 
 /// What the hub must do after an input.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Action {
     /// Send an encoded frame to a connection.
     Send {
@@ -190,7 +195,7 @@ pub enum Action {
     },
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Seat {
     conn: Option<ConnId>,
     /// The connection that most recently held this seat (for the grace period).
@@ -220,7 +225,7 @@ impl Seat {
 }
 
 /// One call's signaling state (serializable: with `--redis-url` it lives in Redis between inputs).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Room {
     room_id: String,
     status: CallStatus,

@@ -1,24 +1,32 @@
 //! Rooms shared by several server nodes through Redis (`--redis-url`).
 //!
-//! Each room's state (the sans-I/O [`Room`]: presence, waiting-room status, seqs, the sizes of
-//! the frames kept for resumption) is one JSON value in Redis; the kept frames' texts are a list
-//! per role beside it, read only when a connection resumes. An input to a room takes the room's lock in Redis, reads
-//! the room, applies the input and stores the chat it accepted (in the database, so that no chat
-//! stays "being stored" in a room whose node died); then one Lua script writes the room back,
-//! publishes the frames it sends to other nodes' connections and lets the lock go. Frames for the
-//! node's own connections are sent by the node itself once the commit is in; those for another
-//! node's connections go through that node's pub/sub channel, all of an input's in one message.
-//! The two paths can swap a connection's frames, so each connection puts its numbered frames back
-//! in the room's order ([`super::in_order`]).
+//! A room is owned by one node at a time: the first node with a connection in it that has an
+//! input for it claims it (`televisit:room:<appointment>:owner`), keeps the sans-I/O [`Room`] in
+//! memory and applies every input to it, one at a time, as a single node does. Another node
+//! forwards its inputs to the owner over the owner's pub/sub channel ([`NodeMessage::Input`]) and
+//! gets the answer, with the frames for its connections, in one message ([`NodeMessage::Reply`]).
+//! No input waits for a lock, and no input reads the room from Redis, except the one that claims
+//! it.
+//!
+//! The owner writes each input through before any of its frames go out, so that another node can
+//! take the room over where the owner left it: one Lua script, only while the room is still the
+//! node's, writes the room's state (presence, waiting-room status, seqs, the sizes of the frames
+//! kept for resumption) as one JSON value, appends the frames kept for resumption to a list per
+//! role beside it (read only when a connection resumes), and publishes the frames for other nodes'
+//! connections. The chat the room accepted is stored in the database first (so that no chat stays
+//! "being stored" in a room whose node died). A node lets a room go when it has no connection left
+//! in it (or the call ended), so a room follows its participants.
+//!
 //! Nodes beat in Redis; the connections of a node that stops are dropped by another
-//! ([`SharedRooms::heartbeat`]), so grace periods run for them as for any drop.
+//! ([`SharedRooms::heartbeat`]), so grace periods run for them as for any drop, and a room owned
+//! by a node that stopped is claimed by the next node with an input for it.
 //!
 //! A connection id carries its node (`node << 32 | n`), so a frame for a connection on a node that
 //! died goes nowhere and stays in the replay buffer: the client resumes on another node with
 //! `join` + `resume.last_seq` and gets exactly what it missed.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -27,8 +35,11 @@ use redis::aio::ConnectionManager;
 use redis::{Script, ScriptInvocation};
 use serde::{Deserialize, Serialize};
 use televisit_protocol::{ErrorCode, Role};
+use tokio::sync::oneshot;
 
 use super::chat_writer::ChatStorer;
+use super::input::{Applied, RoomInput};
+pub use super::room::node_of;
 use super::room::{Action, ConnId, Room};
 use crate::metrics::Metrics;
 use crate::secrets::Clock;
@@ -72,37 +83,42 @@ const RESUBSCRIBE_EVERY: Duration = Duration::from_millis(200);
 
 /// A room's state is dropped from Redis this long after its last change.
 const ROOM_TTL_SECONDS: u64 = 24 * 60 * 60;
-/// A node that dies holding a room's lock holds it this long at most.
-const LOCK_TTL_MS: u64 = 5_000;
-/// How long an input waits for a room's lock before it gives up.
-const LOCK_WAIT: Duration = Duration::from_secs(5);
 
-/// Takes a room's lock (KEYS[1]) for us (ARGV[1]) for ARGV[2] ms if it is free, and reads the
-/// room (KEYS[2]) in the same trip: nil while the lock is taken, "" when there is no room.
-static LOCK_AND_READ: LazyLock<Script> = LazyLock::new(|| {
+/// How long a forwarded input waits for the owner's answer while the owner lives (after that the
+/// input fails, and the client tries again); also how long a blocking read may overrun.
+const FORWARD_WAIT: Duration = Duration::from_secs(5);
+/// How often a node waiting for a forwarded input's answer checks that the owner still lives.
+const OWNER_CHECK_EVERY: Duration = Duration::from_millis(250);
+/// The owners of other nodes' rooms a node remembers (forgotten all at once past this).
+const OWNERS_REMEMBERED: usize = 10_000;
+
+/// Claims a room for this node (ARGV[1]) and reads it in one trip, unless another node that
+/// lives owns it. KEYS[1]: the owner; KEYS[2]: the room. Answers `{owner}` when another node owns
+/// it, `{}` when there is no room and none to create (ARGV[2] is "0"), else `{node, state}` with
+/// the room's JSON, or "" for none. The owner is kept ARGV[3] s, like the room.
+static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        r#"if not redis.call("set", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then return false end
-return redis.call("get", KEYS[2]) or """#,
+        r#"
+local owner = redis.call("get", KEYS[1])
+if owner and owner ~= ARGV[1] and redis.call("exists", "televisit:node:" .. owner .. ":alive") == 1 then
+  return {owner}
+end
+local state = redis.call("get", KEYS[2])
+if not state and ARGV[2] == "0" then return {} end
+redis.call("set", KEYS[1], ARGV[1], "EX", ARGV[3])
+return {ARGV[1], state or ""}
+"#,
     )
 });
 
-/// Deletes the lock only if it is still ours (it may have expired and been taken).
-static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) else return 0 end"#,
-    )
-});
-
-/// Commits an input in one step, only while the lock (KEYS[2]) is still ours (ARGV[1]): writes
-/// the room (KEYS[1], ARGV[2], expiring in ARGV[3] s); brings the doctor's and the patient's
-/// replay lists (KEYS[3], KEYS[4]) to the room's: appends each one's new frames (ARGV[7] and
-/// ARGV[9] of them, after the record flags) and keeps its newest ARGV[6] and ARGV[8]; adds the
-/// appointment (ARGV[4]) to or removes it from the record of each node whose connections the
-/// input changed (KEYS[5..], "1" or "0" from ARGV[10]), publishes the frames (channel, payload
-/// pairs after the new frames) and lets the lock go, or keeps it ARGV[5] ms more when that is not
-/// "0" (for the next input of this node, see [`Held`]). A node killed at any point leaves the
-/// input wholly applied or not at all, and never a lock held until it expires once its frames are
-/// out, unless it kept it.
+/// Commits an input in one step, only while the room (its owner, KEYS[2]) is still this node's
+/// (ARGV[1]): writes the room (KEYS[1], ARGV[2], expiring in ARGV[3] s); brings the doctor's and
+/// the patient's replay lists (KEYS[3], KEYS[4]) to the room's: appends each one's new frames
+/// (ARGV[7] and ARGV[9] of them, after the record flags) and keeps its newest ARGV[6] and
+/// ARGV[8]; adds the appointment (ARGV[4]) to or removes it from the record of each node whose
+/// connections the input changed (KEYS[5..], "1" or "0" from ARGV[10]), publishes the frames
+/// (channel, payload pairs after the new frames), and keeps the room this node's (ARGV[5] "1") or
+/// lets it go ("0"). A node killed at any point leaves the input wholly applied or not at all.
 static COMMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -126,61 +142,62 @@ for seat = 0, 1 do
   end
 end
 for i = next, #ARGV, 2 do redis.call("publish", ARGV[i], ARGV[i + 1]) end
-if ARGV[5] == "0" then redis.call("del", KEYS[2]) else redis.call("pexpire", KEYS[2], ARGV[5]) end
+if ARGV[5] == "0" then redis.call("del", KEYS[2]) else redis.call("expire", KEYS[2], ARGV[3]) end
 return 1
 "#,
     )
 });
 
-/// A frame (or close) for a connection on another node, as published to that node's channel
-/// (an input's frames for one node go as one JSON array of these).
+/// What one node publishes to another's channel.
 #[derive(Debug, Serialize, Deserialize)]
-enum Wire {
-    Send {
-        conn: ConnId,
-        text: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        seq: Option<u64>,
-    },
-    Close {
-        conn: ConnId,
-        code: ErrorCode,
-        message: String,
-    },
-    CloseNormally {
-        conn: ConnId,
+pub enum NodeMessage {
+    /// Frames and closes for the node's connections (an input's for one node go together).
+    Frames(Vec<Action>),
+    /// An input for a room the node owns, from another node.
+    Input(Box<Forwarded>),
+    /// The owner's answer to an input the node forwarded.
+    Reply {
+        /// The input's number on the node that forwarded it.
+        id: u64,
+        /// The input's frames and closes for the node's connections (delivered before the
+        /// answer is taken).
+        frames: Vec<Action>,
+        /// The answer.
+        reply: Reply,
     },
 }
 
-impl Wire {
-    /// The frame or close an action sends, or the action back if it sends none.
-    fn from_action(action: Action) -> Result<Wire, Action> {
-        Ok(match action {
-            Action::Send { conn, text, seq } => Wire::Send { conn, text, seq },
-            Action::Close { conn, code, message } => Wire::Close { conn, code, message },
-            Action::CloseNormally { conn } => Wire::CloseNormally { conn },
-            other => return Err(other),
-        })
-    }
-
-    fn into_action(self) -> Action {
-        match self {
-            Wire::Send { conn, text, seq } => Action::Send { conn, text, seq },
-            Wire::Close { conn, code, message } => Action::Close { conn, code, message },
-            Wire::CloseNormally { conn } => Action::CloseNormally { conn },
-        }
-    }
-
-    fn conn(&self) -> ConnId {
-        match self {
-            Wire::Send { conn, .. } | Wire::Close { conn, .. } | Wire::CloseNormally { conn } => *conn,
-        }
-    }
+/// An input forwarded to the node that owns its room.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Forwarded {
+    from: u32,
+    id: u64,
+    appointment_id: String,
+    create: Option<Room>,
+    replay_of: Option<Role>,
+    input: RoomInput,
 }
 
-/// The node whose connection this is.
-pub fn node_of(conn: ConnId) -> u32 {
-    (conn >> 32) as u32
+/// The owner's answer to a forwarded input.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Reply {
+    /// Applied (`None`: there was no room, and none to create); the actions left are those
+    /// that need the database or a timer, for the node that forwarded it to carry out.
+    Applied(Option<Applied>),
+    /// The node does not own the room (any more).
+    NotOwner,
+    /// Redis failed.
+    Failed(String),
+}
+
+/// The connection a frame or close is for (`None`: an action that is not sent).
+fn addressee(action: &Action) -> Option<ConnId> {
+    match action {
+        Action::Send { conn, .. } | Action::Close { conn, .. } | Action::CloseNormally { conn } => {
+            Some(*conn)
+        }
+        _ => None,
+    }
 }
 
 fn node_channel(node: u32) -> String {
@@ -206,11 +223,6 @@ fn replay_key(appointment_id: &str, role: Role) -> String {
     format!("{}:replay:{role}", room_key(appointment_id))
 }
 
-/// A room's lock: the token of the input that holds it.
-fn lock_key(appointment_id: &str) -> String {
-    format!("{}:lock", room_key(appointment_id))
-}
-
 fn room_key(appointment_id: &str) -> String {
     format!("televisit:room:{appointment_id}")
 }
@@ -232,6 +244,11 @@ impl Inbox {
     }
 }
 
+/// The owner's key of a room: the id of the node that owns it.
+fn owner_key(appointment_id: &str) -> String {
+    format!("{}:owner", room_key(appointment_id))
+}
+
 /// Rooms in Redis, seen from one node.
 pub struct SharedRooms {
     redis: ConnectionManager,
@@ -245,10 +262,13 @@ pub struct SharedRooms {
     subscribed: Arc<AtomicBool>,
     /// Stores the chat the rooms accept, in batches.
     chats: ChatStorer,
-    /// The inputs of this node to a room take turns here (first come, first served) before they
-    /// take the room's lock in Redis, rather than asking Redis again every few ms while it is
-    /// taken: by appointment, while any wait.
-    turns: Turns,
+    /// The rooms this node owns (in memory) or has inputs for now: by appointment.
+    owned: Owned,
+    /// The nodes that owned other rooms when this node last forwarded them an input.
+    owners: std::sync::Mutex<HashMap<String, u32>>,
+    /// The forwarded inputs waiting for their answers, by number.
+    answers: std::sync::Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    next_forwarded: AtomicU64,
     /// Times each Redis operation (`redis_seconds`).
     metrics: Arc<Metrics>,
 }
@@ -293,7 +313,10 @@ impl SharedRooms {
             subscribed: Arc::clone(&subscribed),
             chats: ChatStorer::start(store, clock, Arc::clone(&metrics)),
             metrics,
-            turns: Default::default(),
+            owned: Default::default(),
+            owners: Default::default(),
+            answers: Default::default(),
+            next_forwarded: AtomicU64::new(1),
         };
         shared.heartbeat().await?;
         tracing::info!(node, "multi-node signaling on Redis");
@@ -343,6 +366,10 @@ impl SharedRooms {
                 dead.push((node, rooms));
             }
         }
+        if !dead.is_empty() {
+            let is_dead = |node: &u32| dead.iter().any(|(dead, _)| dead == node);
+            self.owners.lock().expect("owners lock").retain(|_, owner| !is_dead(owner));
+        }
         Ok(dead)
     }
 
@@ -367,7 +394,7 @@ impl SharedRooms {
         &self,
         block: Duration,
     ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-        let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(block + LOCK_WAIT));
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(block + FORWARD_WAIT));
         self.client.get_multiplexed_async_connection_with_config(&config).await
     }
 
@@ -388,53 +415,188 @@ impl SharedRooms {
         Ok(state.and_then(|state| serde_json::from_str(&state).ok()))
     }
 
-    /// Applies an input to a room under its lock. `create`: the room to start when Redis has none
-    /// (`None`: leave it absent and return `None`). `replay_of`: the role whose replay texts the
-    /// input reads (a resume); other inputs go without them. The frames for other nodes'
-    /// connections are published; the other actions are returned, with the frames and closes for
-    /// this node's connections, to send now (chat is stored here already).
+    /// Applies an input to a room: here when this node owns the room (claiming it when nobody
+    /// lives who does), else on the node that owns it. `create`: the room to start when Redis has
+    /// none (`None`: leave it absent and return `None`). `replay_of`: the role whose replay texts
+    /// the input reads (a resume). The frames for other nodes' connections are published; what
+    /// is returned is the rest of what the input did, with the frames and closes for this node's
+    /// connections, to send now (chat is stored already).
     pub async fn apply(
         &self,
         appointment_id: &str,
         create: Option<Room>,
         replay_of: Option<Role>,
-        input: impl FnOnce(&mut Room) -> Vec<Action>,
-    ) -> Result<Option<Vec<Action>>, Failed> {
-        // Held to the end, on every return (dropped in reverse order: the turn, then the entry).
-        let turn = Turn::take(self, appointment_id);
-        let mut in_turn = turn.room.lock().await;
+        input: RoomInput,
+    ) -> Result<Option<Applied>, Failed> {
+        let mut owner = self.owners.lock().expect("owners lock").get(appointment_id).copied();
+        // An owner changes only when a node lets the room go or dies; a few tries are plenty.
+        for _ in 0..4 {
+            let Some(other) = owner.filter(|node| *node != self.node) else {
+                match self.apply_here(appointment_id, create.clone(), replay_of, input.clone(), None).await? {
+                    Here::Applied(applied) => return Ok(applied),
+                    Here::OwnedBy(node) => {
+                        self.remember_owner(appointment_id, node);
+                        owner = Some(node);
+                    }
+                }
+                continue;
+            };
+            let forwarded = Forwarded {
+                from: self.node,
+                id: self.next_forwarded.fetch_add(1, Ordering::Relaxed),
+                appointment_id: appointment_id.to_owned(),
+                create: create.clone(),
+                replay_of,
+                input: input.clone(),
+            };
+            let reply = self.metrics.redis("forward", self.forward(other, forwarded)).await?;
+            match reply {
+                Some(Reply::Applied(applied)) => return Ok(applied),
+                Some(Reply::Failed(message)) => {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "the room's node failed",
+                        message,
+                    ))
+                    .into())
+                }
+                // It let the room go, or died: ask again who owns it (or claim it).
+                Some(Reply::NotOwner) | None => {
+                    self.owners.lock().expect("owners lock").remove(appointment_id);
+                    owner = None;
+                }
+            }
+        }
+        Err(redis::RedisError::from((redis::ErrorKind::Io, "the room's owner kept changing")).into())
+    }
+
+    /// Sends an input to the node that owns its room and waits for the answer: `None` when that
+    /// node died meanwhile (its input was not applied, or was applied and its answer lost).
+    async fn forward(&self, owner: u32, forwarded: Forwarded) -> redis::RedisResult<Option<Reply>> {
+        let id = forwarded.id;
+        let (answer, mut answered) = oneshot::channel();
+        self.answers.lock().expect("answers lock").insert(id, answer);
+        // The answer's place goes on every return.
+        struct Waiting<'a>(&'a SharedRooms, u64);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.answers.lock().expect("answers lock").remove(&self.1);
+            }
+        }
+        let _waiting = Waiting(self, id);
+        let message =
+            serde_json::to_string(&NodeMessage::Input(Box::new(forwarded))).expect("an input encodes");
         let mut redis = self.redis.clone();
-        let key = room_key(appointment_id);
-        let lock = lock_key(appointment_id);
-        // The lock the input before this one kept for it, with the room as committed; else take it.
-        let (token, state, handed_on) = match in_turn.take() {
-            Some(held) => (held.token, held.state, held.handed_on),
+        redis::cmd("PUBLISH").arg(node_channel(owner)).arg(message).query_async::<()>(&mut redis).await?;
+        let deadline = tokio::time::Instant::now() + FORWARD_WAIT;
+        loop {
+            match tokio::time::timeout(OWNER_CHECK_EVERY, &mut answered).await {
+                Ok(Ok(reply)) => return Ok(Some(reply)),
+                Ok(Err(_)) => unreachable!("the answer's sender is dropped only with its place"),
+                Err(_) if !self.is_alive(owner).await? => return Ok(None),
+                Err(_) if tokio::time::Instant::now() >= deadline => {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "the room's node did not answer",
+                    )))
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// The answer to an input this node forwarded (from its inbox).
+    pub fn answered(&self, id: u64, reply: Reply) {
+        if let Some(answer) = self.answers.lock().expect("answers lock").remove(&id) {
+            let _ = answer.send(reply);
+        }
+    }
+
+    fn remember_owner(&self, appointment_id: &str, node: u32) {
+        let mut owners = self.owners.lock().expect("owners lock");
+        if owners.len() >= OWNERS_REMEMBERED {
+            owners.clear();
+        }
+        owners.insert(appointment_id.to_owned(), node);
+    }
+
+    /// Applies an input another node forwarded (from this node's inbox) and answers it; returns
+    /// the frames and closes for this node's connections, to send now.
+    pub async fn serve(&self, forwarded: Box<Forwarded>) -> Vec<Action> {
+        let Forwarded { from, id, appointment_id, create, replay_of, input } = *forwarded;
+        let applied = self.apply_here(&appointment_id, create, replay_of, input, Some((from, id))).await;
+        let (own, reply) = match applied {
+            // Answered in the commit, with its frames for that node.
+            Ok(Here::Applied(Some(applied))) => return applied.actions,
+            Ok(Here::Applied(None)) => (Vec::new(), Reply::Applied(None)),
+            Ok(Here::OwnedBy(_)) => (Vec::new(), Reply::NotOwner),
+            Err(failed) => {
+                tracing::error!(error = %failed.error, "Redis: a forwarded room input failed");
+                let message = "signaling is unavailable; try again";
+                let close = |conn| Action::Close { conn, code: ErrorCode::Internal, message: message.into() };
+                (failed.unsent_to.into_iter().map(close).collect(), Reply::Failed(failed.error.to_string()))
+            }
+        };
+        let message = NodeMessage::Reply { id, frames: Vec::new(), reply };
+        let message = serde_json::to_string(&message).expect("a reply encodes");
+        let publish = redis::cmd("PUBLISH").arg(node_channel(from)).arg(message).to_owned();
+        if let Err(e) = publish.query_async::<()>(&mut self.redis.clone()).await {
+            tracing::error!(error = %e, "Redis: an answer to another node was not sent");
+        }
+        own
+    }
+
+    /// Rooms this node owns or has inputs for now.
+    pub fn rooms_in_memory(&self) -> usize {
+        self.owned.lock().expect("owned lock").len()
+    }
+
+    /// Bytes the rooms this node owns keep for resumption (those busy now are not counted).
+    pub fn replay_bytes(&self) -> usize {
+        let rooms: Vec<_> = self.owned.lock().expect("owned lock").values().cloned().collect();
+        rooms.iter().filter_map(|room| room.try_lock().ok()?.as_ref().map(Room::replay_bytes)).sum()
+    }
+
+    /// Applies an input to a room this node owns, claiming it first when it is not in memory
+    /// (`OwnedBy` when another node that lives owns it). `from`: the node and number of a
+    /// forwarded input, whose answer goes to that node in the commit.
+    async fn apply_here(
+        &self,
+        appointment_id: &str,
+        create: Option<Room>,
+        replay_of: Option<Role>,
+        input: RoomInput,
+        from: Option<(u32, u64)>,
+    ) -> Result<Here, Failed> {
+        // Held to the end, on every return (dropped in reverse order: the room, then the turn).
+        let turn = Turn::take(self, appointment_id);
+        let mut in_memory = turn.room.lock().await;
+        let mut redis = self.redis.clone();
+        // Taken out: it goes back only once the input is committed and the room stays this node's.
+        let room = match in_memory.take() {
+            Some(room) => room,
             None => {
-                let token = uuid::Uuid::new_v4().simple().to_string();
-                let state =
-                    self.metrics.redis("lock_read", lock_and_read(&mut redis, &key, &lock, &token)).await?;
-                (token, state, 0)
+                let claimed =
+                    self.metrics.redis("claim", self.claim(appointment_id, create.is_some())).await?;
+                match claimed {
+                    Claim::Ours(state) => match serde_json::from_str::<Room>(&state).ok().or(create) {
+                        Some(room) => room,
+                        None => return Ok(Here::Applied(None)),
+                    },
+                    Claim::NoRoom => return Ok(Here::Applied(None)),
+                    Claim::Theirs(node) => return Ok(Here::OwnedBy(node)),
+                }
             }
         };
-        let room = serde_json::from_str::<Room>(&state).ok().or(create);
-        let keep = handed_on < HANDED_ON_AT_MOST && turn.others_wait();
-        let applied = self
-            .apply_locked(&mut redis, appointment_id, [&key, &lock, &token], room, replay_of, keep, input)
-            .await;
-        let (commit, state, rest) = match applied {
-            Ok(Some(applied)) => applied,
-            other => {
-                self.metrics.redis("unlock", let_go(&mut redis, &lock, &token)).await?;
-                other?;
-                return Ok(None);
-            }
-        };
+        let (commit, room, applied) =
+            self.apply_to(&mut redis, appointment_id, room, replay_of, input, from).await?;
         let committed: i64 = match self.metrics.redis("commit", commit.invoke_async(&mut redis)).await {
             Ok(committed) => committed,
             Err(error) => {
                 // The commit may have been carried out, with the seqs of this node's frames: their
                 // connections would wait for them for ever.
-                let unsent_to = rest
+                let unsent_to = applied
+                    .actions
                     .iter()
                     .filter_map(|action| match action {
                         Action::Send { conn, seq: Some(_), .. } => Some(*conn),
@@ -445,41 +607,49 @@ impl SharedRooms {
             }
         };
         if committed == 0 {
-            return Err(redis::RedisError::from((
-                redis::ErrorKind::Io,
-                "room lock expired before the commit",
-            ))
-            .into());
+            // Another node took the room over (this one was thought dead), or Redis lost it.
+            let error = (redis::ErrorKind::Io, "the room was taken over before the commit");
+            return Err(redis::RedisError::from(error).into());
         }
-        if keep {
-            *in_turn = Some(Held { token, state, handed_on: handed_on + 1 });
-        }
-        Ok(Some(rest))
+        *in_memory = room;
+        Ok(Here::Applied(Some(applied)))
     }
 
-    /// Rooms whose turns this node keeps now (a room's goes when no input of this node holds or
-    /// waits for it).
-    pub fn rooms_in_turn(&self) -> usize {
-        self.turns.lock().expect("turns lock").len()
+    /// Claims a room for this node and reads it ([`CLAIM`]).
+    async fn claim(&self, appointment_id: &str, may_create: bool) -> redis::RedisResult<Claim> {
+        let mut claim = CLAIM.key(owner_key(appointment_id));
+        claim.key(room_key(appointment_id)).arg(self.node).arg(if may_create { "1" } else { "0" });
+        claim.arg(ROOM_TTL_SECONDS);
+        let answer: Vec<String> = claim.invoke_async(&mut self.redis.clone()).await?;
+        Ok(match <[String; 2]>::try_from(answer) {
+            Ok([_, state]) => Claim::Ours(state),
+            Err(answer) => match answer.first().map(|owner| owner.parse()) {
+                Some(Ok(owner)) => Claim::Theirs(owner),
+                Some(Err(_)) => {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::Parse,
+                        "a room's owner is not a node id",
+                    )))
+                }
+                None => Claim::NoRoom,
+            },
+        })
     }
 
-    /// Applies the input to the room read under its lock (`None`: none, and none to create),
-    /// storing its chat; returns the commit of the room and its frames (which keeps the lock if
-    /// `keep_lock`), the room as committed, and the actions left to the hub.
-    #[allow(clippy::too_many_arguments)]
-    async fn apply_locked(
+    /// Applies the input to the room, storing its chat; returns the commit of the room and its
+    /// frames, the room to keep in memory (`None`: this node lets it go), and what the input did
+    /// for this node: for its own input, everything but the frames for other nodes; for an input
+    /// forwarded `from` another node, the frames for this node's connections (the rest goes to
+    /// that node in the commit).
+    async fn apply_to(
         &self,
         redis: &mut ConnectionManager,
         appointment_id: &str,
-        [key, lock, token]: [&str; 3],
-        room: Option<Room>,
+        mut room: Room,
         replay_of: Option<Role>,
-        keep_lock: bool,
-        input: impl FnOnce(&mut Room) -> Vec<Action>,
-    ) -> redis::RedisResult<Option<(ScriptInvocation<'static>, String, Vec<Action>)>> {
-        let Some(mut room) = room else {
-            return Ok(None);
-        };
+        input: RoomInput,
+        from: Option<(u32, u64)>,
+    ) -> redis::RedisResult<(ScriptInvocation<'static>, Option<Room>, Applied)> {
         if let Some(role) = replay_of {
             let mut texts = redis::cmd("LRANGE");
             texts.arg(replay_key(appointment_id, role)).arg(0).arg(-1);
@@ -487,9 +657,10 @@ impl SharedRooms {
         }
         let seqs_before = ROLES.map(|role| room.out_seq(role));
         let nodes_before = nodes_in(&room);
-        let mut actions = input(&mut room);
-        self.store_chat(appointment_id, &mut room, &mut actions).await;
+        let mut applied = input.apply(&mut room);
+        self.store_chat(appointment_id, &mut room, &mut applied.actions).await;
         let nodes_after = nodes_in(&room);
+        let keep = nodes_after.contains(&self.node) && !room.is_ended();
         // The records of the nodes that gained or lost connections in the room.
         let records: Vec<(u32, bool)> = nodes_after
             .iter()
@@ -497,33 +668,41 @@ impl SharedRooms {
             .chain(nodes_before.iter().filter(|node| !nodes_after.contains(node)).map(|node| (*node, false)))
             .collect();
         let mut commit = COMMIT.prepare_invoke();
-        commit.key(key).key(lock);
+        commit.key(room_key(appointment_id)).key(owner_key(appointment_id));
         ROLES.iter().for_each(|role| _ = commit.key(replay_key(appointment_id, *role)));
         records.iter().for_each(|(node, _)| _ = commit.key(rooms_of_key(*node)));
         let state = serde_json::to_string(&room).expect("a room encodes");
-        commit.arg(token).arg(&state).arg(ROOM_TTL_SECONDS).arg(appointment_id);
-        commit.arg(if keep_lock { LOCK_TTL_MS } else { 0 });
+        commit.arg(self.node).arg(&state).arg(ROOM_TTL_SECONDS).arg(appointment_id);
+        commit.arg(if keep { "1" } else { "0" });
         let replays = [0, 1].map(|i| room.replay_since(ROLES[i], seqs_before[i]));
         replays.iter().for_each(|(kept, new)| _ = commit.arg(kept).arg(new.len()));
         records.iter().for_each(|(_, kept)| _ = commit.arg(if *kept { "1" } else { "0" }));
         replays.iter().flat_map(|(_, new)| new).for_each(|text| _ = commit.arg(text));
-        let mut rest = Vec::new();
-        let mut to_nodes: BTreeMap<u32, Vec<Wire>> = BTreeMap::new();
-        for action in actions {
-            match Wire::from_action(action) {
-                Ok(wire) if node_of(wire.conn()) != self.node => {
-                    to_nodes.entry(node_of(wire.conn())).or_default().push(wire);
-                }
-                // This node's own connection: sent by the hub once the commit is in.
-                Ok(wire) => rest.push(wire.into_action()),
-                Err(action) => rest.push(action),
+        // This node's frames it sends itself once the commit is in; the others go in the commit.
+        let (mut own, mut rest) = (Vec::new(), Vec::new());
+        let mut to_nodes: BTreeMap<u32, Vec<Action>> = BTreeMap::new();
+        for action in std::mem::take(&mut applied.actions) {
+            match addressee(&action).map(node_of) {
+                Some(node) if node == self.node => own.push(action),
+                Some(node) => to_nodes.entry(node).or_default().push(action),
+                None => rest.push(action),
             }
+        }
+        if let Some((node, id)) = from {
+            let frames = to_nodes.remove(&node).unwrap_or_default();
+            applied.actions = rest;
+            let reply = NodeMessage::Reply { id, frames, reply: Reply::Applied(Some(applied)) };
+            commit.arg(node_channel(node)).arg(serde_json::to_string(&reply).expect("a reply encodes"));
+            applied = Applied { actions: own, ..Applied::default() };
+        } else {
+            own.extend(rest);
+            applied.actions = own;
         }
         for (node, frames) in to_nodes {
             commit.arg(node_channel(node));
-            commit.arg(serde_json::to_string(&frames).expect("frames encode"));
+            commit.arg(serde_json::to_string(&NodeMessage::Frames(frames)).expect("frames encode"));
         }
-        Ok(Some((commit, state, rest)))
+        Ok((commit, keep.then_some(room), applied))
     }
 
     /// Stores the chat the room accepted (with other rooms' in batches) and gives the room the
@@ -548,59 +727,53 @@ impl SharedRooms {
     }
 }
 
-/// Each room's turn on this node, by appointment, with the room's lock if the last input kept it.
-type Turns = std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Held>>>>>;
-
-/// Times in a row a room's lock is handed on from one input of this node to the next at most,
-/// so that other nodes' inputs, which ask Redis for it every few ms, get their turn.
-const HANDED_ON_AT_MOST: u32 = 4;
-
-/// A room's lock in Redis that an input kept for the next input of this node to the room, which
-/// was waiting for its turn: that input skips taking the lock and reading the room (one trip to
-/// Redis of the two), so a room busy on this node costs one trip per input.
-struct Held {
-    token: String,
-    /// The room as the input committed it, as JSON: the next input reads exactly what it would
-    /// have read from Redis (a `Room` in memory may still hold replay texts, which Redis keeps
-    /// apart).
-    state: String,
-    handed_on: u32,
+/// Where an input went ([`SharedRooms::apply_here`]).
+enum Here {
+    /// Applied here (`None`: there was no room, and none to create).
+    Applied(Option<Applied>),
+    /// Not applied: this node (another, that lives) owns the room.
+    OwnedBy(u32),
 }
 
-/// An input's place in its room's turns on this node ([`SharedRooms::apply`]); when the last
-/// input holding or waiting for the room's turn lets it go (also when its future is dropped),
-/// the room leaves the map, and a lock kept for an input that went away is let go.
+/// What a claim found ([`CLAIM`]).
+enum Claim {
+    /// The room is this node's now: its JSON, or "" for none (to create).
+    Ours(String),
+    /// No room, and none to create.
+    NoRoom,
+    /// Another node that lives owns it.
+    Theirs(u32),
+}
+
+/// The rooms a node owns, in memory, and the turns its inputs take at them: by appointment, the
+/// room (`None` while an input has it out, or when the node does not own it).
+type Owned = std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Room>>>>>;
+
+/// An input's place in its room's turns on this node ([`SharedRooms::apply_here`]); when the last
+/// input holding or waiting for the room's turn lets it go (also when its future is dropped) and
+/// the node does not own the room, the room leaves the map.
 struct Turn<'a> {
     shared: &'a SharedRooms,
     appointment_id: &'a str,
-    room: Arc<tokio::sync::Mutex<Option<Held>>>,
+    room: Arc<tokio::sync::Mutex<Option<Room>>>,
 }
 
 impl<'a> Turn<'a> {
     fn take(shared: &'a SharedRooms, appointment_id: &'a str) -> Self {
-        let mut turns = shared.turns.lock().expect("turns lock");
-        let room = Arc::clone(turns.entry(appointment_id.to_owned()).or_default());
+        let mut owned = shared.owned.lock().expect("owned lock");
+        let room = Arc::clone(owned.entry(appointment_id.to_owned()).or_default());
         Turn { shared, appointment_id, room }
-    }
-
-    /// Whether other inputs of this node hold or wait for the room's turn.
-    fn others_wait(&self) -> bool {
-        Arc::strong_count(&self.room) > 2
     }
 }
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        let mut turns = self.shared.turns.lock().expect("turns lock");
+        let mut owned = self.shared.owned.lock().expect("owned lock");
         // Only the map and this input hold it: nobody else has it or waits for it (they take it
         // from the map, under the map's lock).
-        if Arc::strong_count(&self.room) == 2 {
-            turns.remove(self.appointment_id);
-            let kept = self.room.try_lock().ok().and_then(|mut held| held.take());
-            if let Some(Held { token, .. }) = kept {
-                let (mut redis, lock) = (self.shared.redis.clone(), lock_key(self.appointment_id));
-                tokio::spawn(async move { let_go(&mut redis, &lock, &token).await });
-            }
+        let not_owned = self.room.try_lock().is_ok_and(|room| room.is_none());
+        if Arc::strong_count(&self.room) == 2 && not_owned {
+            owned.remove(self.appointment_id);
         }
     }
 }
@@ -622,35 +795,6 @@ impl From<redis::RedisError> for Failed {
     }
 }
 
-/// Lets a room's lock go if it is still the one taken with `token` ([`UNLOCK`]).
-async fn let_go(redis: &mut ConnectionManager, lock: &str, token: &str) -> redis::RedisResult<i64> {
-    let mut unlock = UNLOCK.key(lock);
-    unlock.arg(token);
-    unlock.invoke_async(redis).await
-}
-
-/// Takes a room's lock (`SET NX` with an expiry), waiting up to [`LOCK_WAIT`] for it, and reads
-/// the room in the same trip ([`LOCK_AND_READ`]): its JSON, or "" when there is none.
-async fn lock_and_read(
-    redis: &mut ConnectionManager,
-    key: &str,
-    lock: &str,
-    token: &str,
-) -> redis::RedisResult<String> {
-    let deadline = tokio::time::Instant::now() + LOCK_WAIT;
-    loop {
-        let mut take = LOCK_AND_READ.key(lock);
-        take.key(key).arg(token).arg(LOCK_TTL_MS);
-        if let Some(state) = take.invoke_async::<Option<String>>(redis).await? {
-            return Ok(state);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(redis::RedisError::from((redis::ErrorKind::Io, "room lock not free")));
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
 /// The nodes holding a connection in the room, or running the grace period of one that dropped
 /// (so that the room stays in the node's record: if the node dies, another runs the grace period).
 fn nodes_in(room: &Room) -> Vec<u32> {
@@ -662,18 +806,18 @@ fn nodes_in(room: &Room) -> Vec<u32> {
     nodes
 }
 
-/// Hands the frames each message to this node brings to `deliver` (the hub's, for its
-/// connections). When the subscription drops, frames published meanwhile are lost to this node:
-/// `lost` is called (the hub closes its connections, whose clients resume and get them from the
-/// replay buffers), and it subscribes again until Redis answers; meanwhile the node takes no
-/// connections.
-pub async fn run_inbox(mut inbox: Inbox, deliver: impl Fn(Vec<Action>), lost: impl Fn()) {
+/// Hands each message to this node to `on_message` (the hub's). When the subscription drops,
+/// messages published meanwhile are lost to this node: `lost` is called (the hub closes its
+/// connections, whose clients resume and get their frames from the replay buffers; forwarded
+/// inputs whose answers were lost fail after [`FORWARD_WAIT`]), and it subscribes again until
+/// Redis answers; meanwhile the node takes no connections.
+pub async fn run_inbox(mut inbox: Inbox, on_message: impl Fn(NodeMessage), lost: impl Fn()) {
     loop {
         while let Some(message) = inbox.stream.next().await {
-            let frames = message.get_payload::<String>().ok();
-            match frames.and_then(|frames| serde_json::from_str::<Vec<Wire>>(&frames).ok()) {
-                Some(frames) => deliver(frames.into_iter().map(Wire::into_action).collect()),
-                None => tracing::warn!("undecodable frames on the node channel"),
+            let payload = message.get_payload::<String>().ok();
+            match payload.and_then(|payload| serde_json::from_str::<NodeMessage>(&payload).ok()) {
+                Some(message) => on_message(message),
+                None => tracing::warn!("undecodable message on the node channel"),
             }
         }
         tracing::error!("Redis subscription dropped: closing this node's connections; subscribing again");
@@ -696,12 +840,10 @@ pub async fn run_inbox(mut inbox: Inbox, deliver: impl Fn(Vec<Action>), lost: im
 
 #[cfg(test)]
 mod tests {
-    use std::future::Future;
-    use std::pin::Pin;
-    use std::task::Poll;
-
     use super::*;
-    use televisit_protocol::CallStatus;
+    use televisit_protocol::{CallStatus, ClientMessage, Frame};
+    use tokio::sync::mpsc;
+    use tokio::task::JoinHandle;
 
     /// A `redis-server` and a directory of the test's own, removed when dropped.
     struct Scratch {
@@ -717,8 +859,8 @@ mod tests {
         }
     }
 
-    /// A node on a Redis of its own (and a SQLite database for its chat).
-    async fn node_on_its_own_redis() -> (Scratch, SharedRooms, Inbox) {
+    /// A Redis of the test's own (its URL) and a SQLite database for the nodes' chat.
+    async fn scratch() -> (Scratch, String, Store) {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let redis = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -729,66 +871,153 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let scratch = Scratch { redis, dir };
         let store = Store::open(&format!("sqlite://{}/televisit.db", scratch.dir.display())).await.unwrap();
-        let (url, settings) = (
-            format!("redis://127.0.0.1:{port}"),
-            ClusterSettings { idle_timeout_seconds: 45, reconnect_grace_seconds: 1 },
-        );
+        (scratch, format!("redis://127.0.0.1:{port}"), store)
+    }
+
+    /// A node on `url` that beats and serves forwarded inputs as the hub does; what it sends to
+    /// its connections comes out of the receiver. Aborting the handles kills it.
+    async fn node(
+        url: &str,
+        store: &Store,
+    ) -> (Arc<SharedRooms>, mpsc::UnboundedReceiver<Action>, [JoinHandle<()>; 2]) {
+        let settings = ClusterSettings { idle_timeout_seconds: 45, reconnect_grace_seconds: 1 };
+        let mut connected = None;
         for _ in 0..100 {
             let metrics = Arc::new(Metrics::default());
-            if let Ok((shared, inbox)) =
-                SharedRooms::connect(&url, settings, store.clone(), Clock::default(), metrics).await
-            {
-                return (scratch, shared, inbox);
+            match SharedRooms::connect(url, settings, store.clone(), Clock::default(), metrics).await {
+                Ok(node) => {
+                    connected = Some(node);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("redis-server does not answer on port {port}");
+        let (shared, inbox) = connected.expect("redis-server answers");
+        let shared = Arc::new(shared);
+        let (sent, sent_out) = mpsc::unbounded_channel();
+        let served = Arc::downgrade(&shared);
+        let on_message = move |message| {
+            let Some(shared) = served.upgrade() else { return };
+            let sent = sent.clone();
+            match message {
+                NodeMessage::Frames(frames) => frames.into_iter().for_each(|frame| _ = sent.send(frame)),
+                NodeMessage::Reply { id, frames, reply } => {
+                    frames.into_iter().for_each(|frame| _ = sent.send(frame));
+                    shared.answered(id, reply);
+                }
+                NodeMessage::Input(forwarded) => {
+                    _ = tokio::spawn(async move {
+                        shared.serve(forwarded).await.into_iter().for_each(|frame| _ = sent.send(frame));
+                    })
+                }
+            }
+        };
+        let inbox = tokio::spawn(run_inbox(inbox, on_message, || {}));
+        let beating = Arc::downgrade(&shared);
+        let beat = tokio::spawn(async move {
+            while let Some(shared) = beating.upgrade() {
+                let _ = shared.heartbeat().await;
+                drop(shared);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        (shared, sent_out, [inbox, beat])
     }
 
-    /// Polls `future` once.
-    async fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
-        std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *future).poll(cx))).await
+    /// The types of the frames sent to `conn` so far.
+    fn types_sent(sent: &mut mpsc::UnboundedReceiver<Action>, to: ConnId) -> Vec<String> {
+        types_in(std::iter::from_fn(|| sent.try_recv().ok()), to)
     }
 
-    async fn lock_holder(redis: &mut ConnectionManager) -> Option<String> {
-        redis::cmd("GET").arg(lock_key("visit")).query_async(redis).await.unwrap()
+    /// The types of the frames among `actions` for `to`.
+    fn types_in(actions: impl IntoIterator<Item = Action>, to: ConnId) -> Vec<String> {
+        let for_it = |action| match action {
+            Action::Send { conn, text, .. } if conn == to => Some(text),
+            _ => None,
+        };
+        let frames = actions.into_iter().filter_map(for_it);
+        frames
+            .map(|text| {
+                serde_json::from_str::<serde_json::Value>(&text).unwrap()["type"].as_str().unwrap().to_owned()
+            })
+            .collect()
     }
 
-    /// An input keeps the room's lock for the input of this node waiting for the room's turn; if
-    /// that input goes away before its turn (its request was cancelled), the lock is let go at
-    /// once, not left for other nodes to wait on until it expires (5 s).
+    async fn owner(shared: &SharedRooms, visit: &str) -> Option<u32> {
+        let owner: Option<String> =
+            redis::cmd("GET").arg(owner_key(visit)).query_async(&mut shared.redis()).await.unwrap();
+        owner.map(|owner| owner.parse().unwrap())
+    }
+
+    /// A room lives on the node that claimed it; another node's inputs are applied there and
+    /// their frames come back with the answer; when that node dies, the next node with an input
+    /// claims the room where it was left, and a node with no connection left in it lets it go.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_lock_kept_for_an_input_that_went_away_is_let_go() {
-        let (_scratch, shared, _inbox) = node_on_its_own_redis().await;
-        let room = Room::new("room".into(), CallStatus::Waiting, 45);
-        let mut redis = shared.redis();
-        // Another node holds the room's lock a moment: the first input waits for it, having
-        // taken the room's turn on this node; the second waits for that turn.
-        redis::cmd("SET")
-            .arg(lock_key("visit"))
-            .arg("another-node")
-            .query_async::<()>(&mut redis)
+    async fn a_room_is_applied_on_the_node_that_owns_it_and_claimed_when_that_node_dies() {
+        let (_scratch, url, store) = scratch().await;
+        let doctor_id = store.create_doctor("Dr Who", "who@example.org", None, None, 0).await.unwrap();
+        let patient_id = store.create_patient("Pat", 0).await.unwrap();
+        let visit = store.create_appointment(&doctor_id, &patient_id, 0, false, 0).await.unwrap().id;
+        let visit = visit.as_str();
+        let (a, mut on_a, a_runs) = node(&url, &store).await;
+        let (b, mut on_b, _b_runs) = node(&url, &store).await;
+        let room = || Some(Room::new("room".into(), CallStatus::Waiting, 45));
+        let join = |role, conn| RoomInput::Connect {
+            role,
+            conn,
+            resume_from: None,
+            history: vec![],
+            stored_through: 0,
+        };
+        let chat = |role, conn, seq, text: &str| RoomInput::Frame {
+            role,
+            conn,
+            frame: Frame::numbered(seq, ClientMessage::Chat { text: text.into() }),
+        };
+        let (doctor, patient) = ((u64::from(a.node()) << 32) | 1, (u64::from(b.node()) << 32) | 1);
+
+        // The doctor joins on node A, which claims the room.
+        let joined = a.apply(visit, room(), None, join(Role::Doctor, doctor)).await.unwrap().unwrap();
+        assert_eq!(joined.joined_from, Some(1));
+        assert_eq!(owner(&a, visit).await, Some(a.node()));
+        // The patient joins on node B: A applies it; the patient's frames come back to B.
+        let joined = b.apply(visit, room(), None, join(Role::Patient, patient)).await.unwrap().unwrap();
+        assert!(joined.joined_from.is_some());
+        assert!(joined.actions.contains(&Action::MarkInProgress), "{:?}", joined.actions);
+        assert!(types_sent(&mut on_b, patient).contains(&"joined".to_owned()));
+        assert_eq!(owner(&a, visit).await, Some(a.node()), "still A's room");
+        // A chat from B is stored once and reaches the doctor on A; its ack comes back to B.
+        b.apply(visit, None, None, chat(Role::Patient, patient, 1, "hello")).await.unwrap().unwrap();
+        assert_eq!(types_sent(&mut on_b, patient), ["chat", "ack"]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(types_sent(&mut on_a, doctor).contains(&"chat".to_owned()));
+
+        // Node A dies: B's next input finds it silent and claims the room as A committed it.
+        a_runs.iter().for_each(JoinHandle::abort);
+        redis::cmd("DEL").arg(alive_key(a.node())).query_async::<()>(&mut b.redis()).await.unwrap();
+        let applied = b
+            .apply(visit, None, None, chat(Role::Patient, patient, 2, "still there?"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(owner(&b, visit).await, Some(b.node()));
+        // Its own connection's frames are B's to send now (the hub does, as the node that owns it).
+        assert_eq!(types_in(applied.actions, patient), ["chat", "ack"]);
+        // Its chat numbers go on where A left them: the first message is not taken again.
+        b.apply(visit, None, None, chat(Role::Patient, patient, 1, "hello")).await.unwrap().unwrap();
+        let stored = store.chat_history(visit).await.unwrap();
+        assert_eq!(stored.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["hello", "still there?"]);
+
+        // The patient's connection drops: B keeps the room while it runs the grace period, and
+        // lets it go when that ends (it has no connection left in the room).
+        b.apply(visit, None, None, RoomInput::Disconnect { role: Role::Patient, conn: patient })
             .await
             .unwrap();
-        let mut first = Box::pin(shared.apply("visit", Some(room), None, |_| Vec::new()));
-        let mut second = Box::pin(shared.apply("visit", None, None, |_| Vec::new()));
-        assert!(poll_once(&mut first).await.is_pending());
-        assert!(poll_once(&mut second).await.is_pending());
-        redis::cmd("DEL").arg(lock_key("visit")).query_async::<()>(&mut redis).await.unwrap();
-        assert!(first.await.unwrap().is_some(), "the room was created");
-        assert!(lock_holder(&mut redis).await.is_some(), "the lock is kept for the second input");
-        drop(second);
-        let mut held = true;
-        for _ in 0..50 {
-            held = lock_holder(&mut redis).await.is_some();
-            if !held {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(!held, "the lock is let go");
-        assert_eq!(shared.rooms_in_turn(), 0);
-        // The room is free for the next input, on this node or another.
-        assert!(shared.apply("visit", None, None, |_| Vec::new()).await.unwrap().is_some());
+        assert_eq!(owner(&b, visit).await, Some(b.node()));
+        b.apply(visit, None, None, RoomInput::GraceExpired { role: Role::Patient, conn: patient })
+            .await
+            .unwrap();
+        assert_eq!(owner(&b, visit).await, None);
+        assert_eq!(b.rooms_in_memory(), 0);
     }
 }
