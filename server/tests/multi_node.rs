@@ -1100,6 +1100,18 @@ async fn a_chat_stored_by_a_node_that_died_before_its_room_heard_of_it_is_stored
     assert_eq!(history, ["My chest hurts", "Since this morning"]);
 }
 
+/// The next `chat` frame's text, after any frames telling of the peer's presence.
+async fn chat_after_presence(ws: &mut Ws) -> String {
+    loop {
+        let frame = ws.next().await;
+        match frame["type"].as_str() {
+            Some("chat") => return frame["text"].as_str().unwrap().to_owned(),
+            Some("waiting" | "admitted" | "peer-joined" | "peer-left") => continue,
+            _ => panic!("expected chat, got {frame}"),
+        }
+    }
+}
+
 /// A node that lives (it beats) but answers nobody, holding a room it took over.
 struct SilentOwner {
     connection: redis::aio::MultiplexedConnection,
@@ -1145,9 +1157,18 @@ async fn a_chat_the_shared_room_could_not_take_closes_the_connection_and_is_stor
         frames.iter().find(|f| f["type"] == "error").unwrap_or_else(|| panic!("no error frame: {frames:?}"));
     assert_eq!(error["code"], "internal", "{error}");
     assert!(!frames.iter().any(|f| f["type"] == "ack"), "{frames:?}");
+    // The doctor's chat on node A goes to B, which no longer owns the room, then to the node that
+    // does, which beats but never answers: after 5 s the doctor's app is told and disconnected.
+    doctor.send(chat(1, "Are you there?")).await;
+    let error = next_frame_within_10_s(&mut doctor).await;
+    assert_eq!(
+        (error["type"].as_str(), error["code"].as_str()),
+        (Some("error"), Some("internal")),
+        "{error}"
+    );
 
-    // Once the room is free the app resumes and sends again what was not acknowledged: it is
-    // acknowledged, relayed and stored once.
+    // Once that node is gone both apps resume and send again what was not acknowledged: each
+    // message is acknowledged, relayed and stored once.
     silent_owner.dies().await;
     let (mut patient, joined) = join_when_taken(
         &format!("ws://127.0.0.1:{}/api/video-call/ws", b.port),
@@ -1156,10 +1177,18 @@ async fn a_chat_the_shared_room_could_not_take_closes_the_connection_and_is_stor
     )
     .await;
     assert_eq!(joined["last_client_seq"], 0, "{joined}");
+    let (mut doctor, joined) = join_when_taken(&a.ws_url(), &visit.doctor_token, doctor.last_seq).await;
+    assert_eq!(joined["last_client_seq"], 0, "{joined}");
+    // (Each may first hear of the other's coming and going: their drops were applied once the
+    // silent node was gone.)
     patient.send(chat(1, "Can you hear me?")).await;
-    assert_eq!(chat_text(&mut patient).await, "Can you hear me?");
+    assert_eq!(chat_after_presence(&mut patient).await, "Can you hear me?");
     assert_eq!(patient.expect("ack").await["client_seq"], 1);
-    assert_eq!(chat_text(&mut doctor).await, "Can you hear me?");
+    assert_eq!(chat_after_presence(&mut doctor).await, "Can you hear me?");
+    doctor.send(chat(1, "Are you there?")).await;
+    assert_eq!(chat_text(&mut doctor).await, "Are you there?");
+    assert_eq!(doctor.expect("ack").await["client_seq"], 1);
+    assert_eq!(chat_after_presence(&mut patient).await, "Are you there?");
     let history: Vec<String> = a
         .server
         .state
@@ -1170,7 +1199,7 @@ async fn a_chat_the_shared_room_could_not_take_closes_the_connection_and_is_stor
         .into_iter()
         .map(|m| m.text)
         .collect();
-    assert_eq!(history, ["Can you hear me?"]);
+    assert_eq!(history, ["Can you hear me?", "Are you there?"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,8 +18,9 @@
 //!   memory stays flat when rooms and their buffers are freed.
 //!
 //! - nodes: the steady chat load (as above) on one node, on one node with Redis, and on two
-//!   nodes sharing one Redis and one database (each room's doctor on node A, its patient on node
-//!   B, so every frame crosses nodes; then half the rooms wholly on A, half on B), printed side
+//!   nodes sharing one Redis and one database (each room's doctor on one node and its patient on
+//!   the other, so every frame crosses nodes: the doctor on A in half the rooms, on B in the rest;
+//!   then half the rooms wholly on A, half on B), printed side
 //!   by side: relayed frames/s, latency, KiB per connection per node, CPU per 1000 frames (each
 //!   node, Redis, the database), and the offered rate at which the p99 passes 50 ms. The
 //!   database is one SQLite file shared by the nodes, or with
@@ -1117,7 +1118,7 @@ mod nodes {
         OneNode,
         /// One node with `--redis-url`: what Redis alone costs a node.
         OneNodeRedis,
-        /// Two nodes on one Redis: each room's doctor on node A, its patient on node B.
+        /// Two nodes on one Redis: each room's doctor on one node, its patient on the other.
         TwoNodes,
         /// Two nodes on one Redis, each room on one of them (half the rooms on A, half on B):
         /// a room's frames do not cross nodes, though they still go through Redis.
@@ -1336,9 +1337,16 @@ mod nodes {
             let mut pairs = join_across(&a, &a, first).await;
             pairs.extend(join_across(&b, &b, rest).await);
             pairs
+        } else if deployment == Deployment::TwoNodes {
+            // Each room across both nodes: the doctor on A and the patient on B in half of them,
+            // the other way round in the rest (as a load balancer spreads them; the patient, who
+            // joins first, is the node that owns the room).
+            let (first, rest) = visits.split_at(visits.len() / 2);
+            let mut pairs = join_across(&a, &b, first).await;
+            pairs.extend(join_across(&b, &a, rest).await);
+            pairs
         } else {
-            // Doctors on node A, patients on the last node (B when there are two).
-            join_across(&a, &b, &visits).await
+            join_across(&a, &a, &visits).await
         };
         tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -1455,7 +1463,8 @@ mod nodes {
             STEADY_RATE
         );
         println!("per client steady, then +1/s per client each step until the p99 passes {P99_LIMIT_MS} ms. Database: {};", Database::kind());
-        println!("with two nodes each room's doctor is on node A and its patient on node B (every frame crosses nodes),");
+        println!("with two nodes each room's doctor is on one node and its patient on the other (every frame crosses nodes;");
+        println!("the doctor on A in half the rooms, on B in the other half),");
         println!("or, \"a room on one node\", half the rooms wholly on A and half on B (their frames still go through Redis).");
         println!("All processes (nodes, Redis, database, the clients) share one 2-core machine; \"a / b\" = node A / node B;");
         if let Some(cores) = node_cpu() {

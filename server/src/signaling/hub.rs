@@ -305,13 +305,13 @@ impl Hub {
     }
 
     /// Number of rooms in this process's memory (a room leaves when its call ends; with Redis
-    /// only those whose inputs on this node are being applied or wait their turn).
+    /// only those it owns or has inputs for now).
     pub fn room_count(&self) -> usize {
         self.memory().rooms
     }
 
     /// Rooms in this process's memory and the bytes they keep for resumption (with Redis, the
-    /// rooms' frames are kept there).
+    /// rooms this node owns; their frames are kept in Redis as well).
     pub fn memory(&self) -> HubMemory {
         let rooms = match &self.rooms {
             Rooms::Local(rooms) => rooms,
@@ -388,9 +388,10 @@ impl Hub {
             Ok(Some(applied)) => applied.actions,
             Ok(None) => return Ok(()), // the call ended
             Err(refusal) => {
-                // The room did not take the frame (Redis failed, or its lock stayed taken): close
-                // the connection with the reason, so the client resumes and sends again what it
-                // has not seen acknowledged, rather than lose the frame without a word.
+                // The room did not take the frame (Redis failed, or the node that owns the room
+                // did not answer): close the connection with the reason, so the client resumes
+                // and sends again what it has not seen acknowledged, rather than lose the frame
+                // without a word.
                 let close = Action::Close { conn, code: refusal.code, message: refusal.message.clone() };
                 self.deliver(vec![close]);
                 return Err(refusal);

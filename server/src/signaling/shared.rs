@@ -429,14 +429,15 @@ impl SharedRooms {
         input: RoomInput,
     ) -> Result<Option<Applied>, Failed> {
         let mut owner = self.owners.lock().expect("owners lock").get(appointment_id).copied();
+        let mut input = input;
         // An owner changes only when a node lets the room go or dies; a few tries are plenty.
         for _ in 0..4 {
             let Some(other) = owner.filter(|node| *node != self.node) else {
-                match self.apply_here(appointment_id, create.clone(), replay_of, input.clone(), None).await? {
+                match self.apply_here(appointment_id, create.clone(), replay_of, input, None).await? {
                     Here::Applied(applied) => return Ok(applied),
-                    Here::OwnedBy(node) => {
+                    Here::OwnedBy(node, not_applied) => {
                         self.remember_owner(appointment_id, node);
-                        owner = Some(node);
+                        (owner, input) = (Some(node), not_applied);
                     }
                 }
                 continue;
@@ -529,7 +530,7 @@ impl SharedRooms {
             // Answered in the commit, with its frames for that node.
             Ok(Here::Applied(Some(applied))) => return applied.actions,
             Ok(Here::Applied(None)) => (Vec::new(), Reply::Applied(None)),
-            Ok(Here::OwnedBy(_)) => (Vec::new(), Reply::NotOwner),
+            Ok(Here::OwnedBy(..)) => (Vec::new(), Reply::NotOwner),
             Err(failed) => {
                 tracing::error!(error = %failed.error, "Redis: a forwarded room input failed");
                 let message = "signaling is unavailable; try again";
@@ -584,7 +585,7 @@ impl SharedRooms {
                         None => return Ok(Here::Applied(None)),
                     },
                     Claim::NoRoom => return Ok(Here::Applied(None)),
-                    Claim::Theirs(node) => return Ok(Here::OwnedBy(node)),
+                    Claim::Theirs(node) => return Ok(Here::OwnedBy(node, input)),
                 }
             }
         };
@@ -731,8 +732,8 @@ impl SharedRooms {
 enum Here {
     /// Applied here (`None`: there was no room, and none to create).
     Applied(Option<Applied>),
-    /// Not applied: this node (another, that lives) owns the room.
-    OwnedBy(u32),
+    /// Not applied (the input, given back): this node (another, that lives) owns the room.
+    OwnedBy(u32, RoomInput),
 }
 
 /// What a claim found ([`CLAIM`]).
