@@ -114,7 +114,7 @@ enum Rooms {
     /// One node (no `--redis-url`): rooms in this process, by appointment.
     Local(Mutex<HashMap<String, Arc<Mutex<Room>>>>),
     /// Several nodes: rooms in Redis, frames between nodes over pub/sub.
-    Shared(Box<SharedRooms>),
+    Shared(Arc<SharedRooms>),
 }
 
 impl Hub {
@@ -148,7 +148,7 @@ impl Hub {
                     };
                     tokio::spawn(run_inbox(inbox, on_message, lost));
                     let node_bits = u64::from(shared.node()) << 32;
-                    (Rooms::Shared(Box::new(shared)), node_bits)
+                    (Rooms::Shared(Arc::new(shared)), node_bits)
                 }
                 None => (Rooms::Local(Mutex::default()), 0),
             };

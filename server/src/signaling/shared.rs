@@ -2,13 +2,14 @@
 //!
 //! A room is owned by one node at a time: the first node with a connection in it that has an
 //! input for it claims it (`televisit:room:<appointment>:owner`), keeps the sans-I/O [`Room`] in
-//! memory and applies every input to it, one at a time, as a single node does. Another node
+//! memory and applies every input to it in the order they come, as a single node does; the inputs
+//! that queue while the room's commit is out are applied together, in one commit. Another node
 //! forwards its inputs to the owner over the owner's pub/sub channel ([`NodeMessage::Input`]) and
 //! gets the answer, with the frames for its connections, in one message ([`NodeMessage::Reply`]).
 //! No input waits for a lock, and no input reads the room from Redis, except the one that claims
 //! it.
 //!
-//! The owner writes each input through before any of its frames go out, so that another node can
+//! The owner writes each batch through before any of its frames go out, so that another node can
 //! take the room over where the owner left it: one Lua script, only while the room is still the
 //! node's, writes the room's state (presence, waiting-room status, seqs, the sizes of the frames
 //! kept for resumption) as one JSON value, appends the frames kept for resumption to a list per
@@ -25,7 +26,7 @@
 //! died goes nowhere and stays in the replay buffer: the client resumes on another node with
 //! `join` + `resume.last_seq` and gets exactly what it missed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -422,7 +423,7 @@ impl SharedRooms {
     /// is returned is the rest of what the input did, with the frames and closes for this node's
     /// connections, to send now (chat is stored already).
     pub async fn apply(
-        &self,
+        self: &Arc<Self>,
         appointment_id: &str,
         create: Option<Room>,
         replay_of: Option<Role>,
@@ -523,7 +524,7 @@ impl SharedRooms {
 
     /// Applies an input another node forwarded (from this node's inbox) and answers it; returns
     /// the frames and closes for this node's connections, to send now.
-    pub async fn serve(&self, forwarded: Box<Forwarded>) -> Vec<Action> {
+    pub async fn serve(self: &Arc<Self>, forwarded: Box<Forwarded>) -> Vec<Action> {
         let Forwarded { from, id, appointment_id, create, replay_of, input } = *forwarded;
         let applied = self.apply_here(&appointment_id, create, replay_of, input, Some((from, id))).await;
         let (own, reply) = match applied {
@@ -555,65 +556,153 @@ impl SharedRooms {
     /// Bytes the rooms this node owns keep for resumption (those busy now are not counted).
     pub fn replay_bytes(&self) -> usize {
         let rooms: Vec<_> = self.owned.lock().expect("owned lock").values().cloned().collect();
-        rooms.iter().filter_map(|room| room.try_lock().ok()?.as_ref().map(Room::replay_bytes)).sum()
+        rooms
+            .iter()
+            .filter_map(|slot| slot.0.lock().expect("slot lock").room.as_ref().map(Room::replay_bytes))
+            .sum()
     }
 
     /// Applies an input to a room this node owns, claiming it first when it is not in memory
     /// (`OwnedBy` when another node that lives owns it). `from`: the node and number of a
-    /// forwarded input, whose answer goes to that node in the commit.
+    /// forwarded input, whose answer goes to that node in the commit. The input waits for its
+    /// room's turn in the room's queue; the task that takes the turns (started by the input that
+    /// finds none running) applies it, with the inputs queued beside it, in one commit.
     async fn apply_here(
-        &self,
+        self: &Arc<Self>,
         appointment_id: &str,
         create: Option<Room>,
         replay_of: Option<Role>,
         input: RoomInput,
         from: Option<(u32, u64)>,
     ) -> Result<Here, Failed> {
-        // Held to the end, on every return (dropped in reverse order: the room, then the turn).
-        let turn = Turn::take(self, appointment_id);
-        let mut in_memory = turn.room.lock().await;
-        let mut redis = self.redis.clone();
-        // Taken out: it goes back only once the input is committed and the room stays this node's.
-        let room = match in_memory.take() {
+        let (done, outcome) = oneshot::channel();
+        let queued = Queued { create, replay_of, input, from, done };
+        let start = {
+            let mut owned = self.owned.lock().expect("owned lock");
+            let slot = Arc::clone(owned.entry(appointment_id.to_owned()).or_default());
+            let mut state = slot.0.lock().expect("slot lock");
+            state.waiting.push_back(queued);
+            let start = !std::mem::replace(&mut state.busy, true);
+            drop(state);
+            start.then_some(slot)
+        };
+        // A task of its own: an input's future may be dropped (an HTTP client that went away),
+        // and the inputs queued behind it must still have their turns.
+        if let Some(slot) = start {
+            tokio::spawn(Arc::clone(self).take_turns(appointment_id.to_owned(), slot));
+        }
+        outcome.await.unwrap_or_else(|_| {
+            Err(redis::RedisError::from((redis::ErrorKind::Io, "the room's turns stopped")).into())
+        })
+    }
+
+    /// Applies the inputs queued at a room, batch after batch, until none is left; then, unless
+    /// the node owns the room, takes it out of the map.
+    async fn take_turns(self: Arc<Self>, appointment_id: String, slot: Arc<Slot>) {
+        let (mut room, mut batch) = {
+            let mut state = slot.0.lock().expect("slot lock");
+            let room = state.room.take();
+            let batch = next_batch(&mut state.waiting, room.is_some());
+            (room, batch)
+        };
+        loop {
+            let (kept, outcomes) =
+                self.apply_batch(&appointment_id, room.take(), std::mem::take(&mut batch)).await;
+            let last = {
+                let mut owned = self.owned.lock().expect("owned lock");
+                let mut state = slot.0.lock().expect("slot lock");
+                state.room = kept;
+                let last = state.waiting.is_empty();
+                if last {
+                    state.busy = false;
+                    if state.room.is_none() {
+                        owned.remove(&appointment_id);
+                    }
+                } else {
+                    room = state.room.take();
+                    batch = next_batch(&mut state.waiting, room.is_some());
+                }
+                last
+            };
+            // Told once the room is back (or out of the map), so that what their callers do next
+            // finds what their inputs left.
+            for (done, outcome) in outcomes {
+                let _ = done.send(outcome);
+            }
+            if last {
+                return;
+            }
+        }
+    }
+
+    /// Applies a batch of inputs to the room (`None`: not in memory, claimed first; then the batch
+    /// is one input) in one commit; returns the room to keep in memory (`None`: this node does not
+    /// own it, or a failure left its copy in doubt) and each input's outcome.
+    async fn apply_batch(
+        &self,
+        appointment_id: &str,
+        room: Option<Room>,
+        batch: Vec<Queued>,
+    ) -> (Option<Room>, Vec<Outcome>) {
+        let room = match room {
             Some(room) => room,
             None => {
-                let claimed =
-                    self.metrics.redis("claim", self.claim(appointment_id, create.is_some())).await?;
-                match claimed {
-                    Claim::Ours(state) => match serde_json::from_str::<Room>(&state).ok().or(create) {
-                        Some(room) => room,
-                        None => return Ok(Here::Applied(None)),
-                    },
-                    Claim::NoRoom => return Ok(Here::Applied(None)),
-                    Claim::Theirs(node) => return Ok(Here::OwnedBy(node, input)),
+                let may_create = batch.iter().any(|queued| queued.create.is_some());
+                let claimed = self.metrics.redis("claim", self.claim(appointment_id, may_create)).await;
+                let state = match claimed {
+                    Ok(Claim::Ours(state)) => state,
+                    Ok(Claim::NoRoom) => String::new(),
+                    Ok(Claim::Theirs(node)) => {
+                        let given_back = batch
+                            .into_iter()
+                            .map(|queued| (queued.done, Ok(Here::OwnedBy(node, queued.input))));
+                        return (None, given_back.collect());
+                    }
+                    Err(error) => return (None, fail_all(batch, &error)),
+                };
+                let create = batch.iter().find_map(|queued| queued.create.clone());
+                match serde_json::from_str::<Room>(&state).ok().or(create) {
+                    Some(room) => room,
+                    None => {
+                        let no_room = batch.into_iter().map(|queued| (queued.done, Ok(Here::Applied(None))));
+                        return (None, no_room.collect());
+                    }
                 }
             }
         };
-        let (commit, room, applied) =
-            self.apply_to(&mut redis, appointment_id, room, replay_of, input, from).await?;
-        let committed: i64 = match self.metrics.redis("commit", commit.invoke_async(&mut redis)).await {
-            Ok(committed) => committed,
-            Err(error) => {
-                // The commit may have been carried out, with the seqs of this node's frames: their
-                // connections would wait for them for ever.
-                let unsent_to = applied
-                    .actions
-                    .iter()
-                    .filter_map(|action| match action {
-                        Action::Send { conn, seq: Some(_), .. } => Some(*conn),
-                        _ => None,
-                    })
-                    .collect();
-                return Err(Failed { error, unsent_to });
-            }
+        let mut redis = self.redis.clone();
+        let (commit, room, outcomes) = match self.apply_to(&mut redis, appointment_id, room, batch).await {
+            Ok(applied) => applied,
+            Err((error, batch)) => return (None, fail_all(batch, &error)),
         };
-        if committed == 0 {
+        let committed: redis::RedisResult<i64> =
+            self.metrics.redis("commit", commit.invoke_async(&mut redis)).await;
+        let error = match committed {
+            Ok(1) => {
+                let applied =
+                    outcomes.into_iter().map(|(applied, done)| (done, Ok(Here::Applied(Some(applied)))));
+                return (room, applied.collect());
+            }
             // Another node took the room over (this one was thought dead), or Redis lost it.
-            let error = (redis::ErrorKind::Io, "the room was taken over before the commit");
-            return Err(redis::RedisError::from(error).into());
-        }
-        *in_memory = room;
-        Ok(Here::Applied(Some(applied)))
+            Ok(_) => {
+                redis::RedisError::from((redis::ErrorKind::Io, "the room was taken over before the commit"))
+            }
+            Err(error) => error,
+        };
+        let failed = outcomes.into_iter().map(|(applied, done)| {
+            // The commit may have been carried out, with the seqs of this node's frames: their
+            // connections would wait for them for ever.
+            let unsent_to = applied
+                .actions
+                .iter()
+                .filter_map(|action| match action {
+                    Action::Send { conn, seq: Some(_), .. } => Some(*conn),
+                    _ => None,
+                })
+                .collect();
+            (done, Err(Failed { error: copy_error(&error), unsent_to }))
+        });
+        (None, failed.collect())
     }
 
     /// Claims a room for this node and reads it ([`CLAIM`]).
@@ -637,29 +726,39 @@ impl SharedRooms {
         })
     }
 
-    /// Applies the input to the room, storing its chat; returns the commit of the room and its
-    /// frames, the room to keep in memory (`None`: this node lets it go), and what the input did
-    /// for this node: for its own input, everything but the frames for other nodes; for an input
-    /// forwarded `from` another node, the frames for this node's connections (the rest goes to
-    /// that node in the commit).
+    /// Applies a batch of inputs to the room in order, storing their chat; returns the one commit
+    /// of the room and their frames, the room to keep in memory (`None`: this node lets it go),
+    /// and what each input did for this node, with where its outcome goes: for its own input,
+    /// everything but the frames for other nodes; for an input forwarded `from` another node, the
+    /// frames for this node's connections (the rest goes to that node in the commit). Only the
+    /// batch's first input may resume (read its role's replay list: that list is the room's only
+    /// before the batch's frames). A failure gives the batch back.
+    #[allow(clippy::type_complexity)]
     async fn apply_to(
         &self,
         redis: &mut ConnectionManager,
         appointment_id: &str,
         mut room: Room,
-        replay_of: Option<Role>,
-        input: RoomInput,
-        from: Option<(u32, u64)>,
-    ) -> redis::RedisResult<(ScriptInvocation<'static>, Option<Room>, Applied)> {
-        if let Some(role) = replay_of {
+        batch: Vec<Queued>,
+    ) -> Result<
+        (ScriptInvocation<'static>, Option<Room>, Vec<(Applied, oneshot::Sender<Result<Here, Failed>>)>),
+        (redis::RedisError, Vec<Queued>),
+    > {
+        if let Some(role) = batch.first().and_then(|queued| queued.replay_of) {
             let mut texts = redis::cmd("LRANGE");
             texts.arg(replay_key(appointment_id, role)).arg(0).arg(-1);
-            room.load_replay(role, self.metrics.redis("replay", texts.query_async(redis)).await?);
+            match self.metrics.redis("replay", texts.query_async(redis)).await {
+                Ok(texts) => room.load_replay(role, texts),
+                Err(error) => return Err((error, batch)),
+            }
         }
         let seqs_before = ROLES.map(|role| room.out_seq(role));
         let nodes_before = nodes_in(&room);
-        let mut applied = input.apply(&mut room);
-        self.store_chat(appointment_id, &mut room, &mut applied.actions).await;
+        let mut inputs = Vec::with_capacity(batch.len());
+        for Queued { input, from, done, .. } in batch {
+            inputs.push((input.apply(&mut room), from, done));
+        }
+        self.store_chat(appointment_id, &mut room, inputs.iter_mut().map(|(applied, ..)| applied)).await;
         let nodes_after = nodes_in(&room);
         let keep = nodes_after.contains(&self.node) && !room.is_ended();
         // The records of the nodes that gained or lost connections in the room.
@@ -679,51 +778,81 @@ impl SharedRooms {
         replays.iter().for_each(|(kept, new)| _ = commit.arg(kept).arg(new.len()));
         records.iter().for_each(|(_, kept)| _ = commit.arg(if *kept { "1" } else { "0" }));
         replays.iter().flat_map(|(_, new)| new).for_each(|text| _ = commit.arg(text));
-        // This node's frames it sends itself once the commit is in; the others go in the commit.
-        let (mut own, mut rest) = (Vec::new(), Vec::new());
+        // This node's frames it sends itself once the commit is in; the others go in the commit,
+        // each node's in the batch's order: an answer carries its node's frames so far.
         let mut to_nodes: BTreeMap<u32, Vec<Action>> = BTreeMap::new();
-        for action in std::mem::take(&mut applied.actions) {
-            match addressee(&action).map(node_of) {
-                Some(node) if node == self.node => own.push(action),
-                Some(node) => to_nodes.entry(node).or_default().push(action),
-                None => rest.push(action),
+        let mut outcomes = Vec::with_capacity(inputs.len());
+        for (mut applied, from, done) in inputs {
+            let (mut own, mut rest) = (Vec::new(), Vec::new());
+            for action in std::mem::take(&mut applied.actions) {
+                match addressee(&action).map(node_of) {
+                    Some(node) if node == self.node => own.push(action),
+                    Some(node) => to_nodes.entry(node).or_default().push(action),
+                    None => rest.push(action),
+                }
             }
-        }
-        if let Some((node, id)) = from {
-            let frames = to_nodes.remove(&node).unwrap_or_default();
-            applied.actions = rest;
-            let reply = NodeMessage::Reply { id, frames, reply: Reply::Applied(Some(applied)) };
-            commit.arg(node_channel(node)).arg(serde_json::to_string(&reply).expect("a reply encodes"));
-            applied = Applied { actions: own, ..Applied::default() };
-        } else {
-            own.extend(rest);
-            applied.actions = own;
+            if let Some((node, id)) = from {
+                let frames = to_nodes.remove(&node).unwrap_or_default();
+                applied.actions = rest;
+                let reply = NodeMessage::Reply { id, frames, reply: Reply::Applied(Some(applied)) };
+                commit.arg(node_channel(node)).arg(serde_json::to_string(&reply).expect("a reply encodes"));
+                applied = Applied { actions: own, ..Applied::default() };
+            } else {
+                own.extend(rest);
+                applied.actions = own;
+            }
+            outcomes.push((applied, done));
         }
         for (node, frames) in to_nodes {
             commit.arg(node_channel(node));
             commit.arg(serde_json::to_string(&NodeMessage::Frames(frames)).expect("frames encode"));
         }
-        Ok((commit, keep.then_some(room), applied))
+        Ok((commit, keep.then_some(room), outcomes))
     }
 
-    /// Stores the chat the room accepted (with other rooms' in batches) and gives the room the
-    /// outcome of each message.
-    async fn store_chat(&self, appointment_id: &str, room: &mut Room, actions: &mut Vec<Action>) {
-        let mut i = 0;
-        while i < actions.len() {
-            let Action::StoreChat { from, text, client_seq } = &actions[i] else {
-                i += 1;
-                continue;
-            };
-            let (from, client_seq) = (*from, *client_seq);
-            let chat =
-                NewChat { appointment_id: appointment_id.to_owned(), from, text: text.clone(), client_seq };
-            actions.remove(i);
-            let outcome = match self.chats.store(chat).await {
-                Some(stored) => room.chat_stored(stored, client_seq),
-                None => room.chat_not_stored(from, client_seq),
-            };
-            actions.splice(i..i, outcome);
+    /// Stores the chat the room accepted in a batch of inputs (all at once, with other rooms' in
+    /// the storer's batches) and gives the room the outcome of each message, in the input's place.
+    async fn store_chat<'a>(
+        &self,
+        appointment_id: &str,
+        room: &mut Room,
+        batch: impl Iterator<Item = &'a mut Applied>,
+    ) {
+        let batch: Vec<&mut Applied> = batch.collect();
+        let is_chat = |action: &Action| matches!(action, Action::StoreChat { .. });
+        let chats: Vec<NewChat> = batch
+            .iter()
+            .flat_map(|applied| applied.actions.iter())
+            .filter_map(|action| match action {
+                Action::StoreChat { from, text, client_seq } => Some(NewChat {
+                    appointment_id: appointment_id.to_owned(),
+                    from: *from,
+                    text: text.clone(),
+                    client_seq: *client_seq,
+                }),
+                _ => None,
+            })
+            .collect();
+        if chats.is_empty() {
+            return;
+        }
+        let stored =
+            futures_util::future::join_all(chats.iter().cloned().map(|chat| self.chats.store(chat))).await;
+        let mut outcomes = chats.into_iter().zip(stored);
+        for applied in batch {
+            let mut actions = Vec::with_capacity(applied.actions.len());
+            for action in std::mem::take(&mut applied.actions) {
+                if !is_chat(&action) {
+                    actions.push(action);
+                    continue;
+                }
+                let (chat, stored) = outcomes.next().expect("an outcome per message");
+                actions.extend(match stored {
+                    Some(stored) => room.chat_stored(stored, chat.client_seq),
+                    None => room.chat_not_stored(chat.from, chat.client_seq),
+                });
+            }
+            applied.actions = actions;
         }
     }
 }
@@ -746,37 +875,60 @@ enum Claim {
     Theirs(u32),
 }
 
-/// The rooms a node owns, in memory, and the turns its inputs take at them: by appointment, the
-/// room (`None` while an input has it out, or when the node does not own it).
-type Owned = std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Room>>>>>;
+/// The rooms a node owns (in memory) or has inputs for now: by appointment.
+type Owned = std::sync::Mutex<HashMap<String, Arc<Slot>>>;
 
-/// An input's place in its room's turns on this node ([`SharedRooms::apply_here`]); when the last
-/// input holding or waiting for the room's turn lets it go (also when its future is dropped) and
-/// the node does not own the room, the room leaves the map.
-struct Turn<'a> {
-    shared: &'a SharedRooms,
-    appointment_id: &'a str,
-    room: Arc<tokio::sync::Mutex<Option<Room>>>,
+/// A room on this node: the room while the node owns it, and the inputs waiting for their turn.
+#[derive(Default)]
+struct Slot(std::sync::Mutex<SlotState>);
+
+#[derive(Default)]
+struct SlotState {
+    /// `None` while a batch has it out, or when the node does not own the room.
+    room: Option<Room>,
+    /// Inputs waiting for their turn, in the order they came.
+    waiting: VecDeque<Queued>,
+    /// Whether a task takes the room's turns now ([`SharedRooms::take_turns`]).
+    busy: bool,
 }
 
-impl<'a> Turn<'a> {
-    fn take(shared: &'a SharedRooms, appointment_id: &'a str) -> Self {
-        let mut owned = shared.owned.lock().expect("owned lock");
-        let room = Arc::clone(owned.entry(appointment_id.to_owned()).or_default());
-        Turn { shared, appointment_id, room }
-    }
+/// An input waiting for its room's turn ([`SharedRooms::apply_here`]), and where its outcome goes.
+struct Queued {
+    create: Option<Room>,
+    replay_of: Option<Role>,
+    input: RoomInput,
+    from: Option<(u32, u64)>,
+    done: oneshot::Sender<Result<Here, Failed>>,
 }
 
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        let mut owned = self.shared.owned.lock().expect("owned lock");
-        // Only the map and this input hold it: nobody else has it or waits for it (they take it
-        // from the map, under the map's lock).
-        let not_owned = self.room.try_lock().is_ok_and(|room| room.is_none());
-        if Arc::strong_count(&self.room) == 2 && not_owned {
-            owned.remove(self.appointment_id);
+/// Inputs applied in one commit at most: a commit's size stays bounded under any backlog.
+const MAX_BATCH: usize = 64;
+
+/// The next inputs to apply together: the first waiting input, and, when the room is in memory,
+/// those behind it up to the next resume (which reads the replay lists as committed) or
+/// [`MAX_BATCH`]. A room not in memory is claimed for its first input alone.
+fn next_batch(waiting: &mut VecDeque<Queued>, in_memory: bool) -> Vec<Queued> {
+    let mut batch: Vec<Queued> = waiting.pop_front().into_iter().collect();
+    while in_memory && batch.len() < MAX_BATCH {
+        match waiting.front() {
+            Some(next) if next.replay_of.is_none() => batch.extend(waiting.pop_front()),
+            _ => break,
         }
     }
+    batch
+}
+
+/// Where an input's outcome goes, and the outcome.
+type Outcome = (oneshot::Sender<Result<Here, Failed>>, Result<Here, Failed>);
+
+/// The outcomes of a batch none of whose inputs was applied: each failed.
+fn fail_all(batch: Vec<Queued>, error: &redis::RedisError) -> Vec<Outcome> {
+    batch.into_iter().map(|queued| (queued.done, Err(copy_error(error).into()))).collect()
+}
+
+/// A Redis error for each input of a batch (the errors do not clone).
+fn copy_error(error: &redis::RedisError) -> redis::RedisError {
+    redis::RedisError::from((error.kind(), "a room's batch failed", error.to_string()))
 }
 
 /// An input that Redis did not take, or may have taken without this node hearing back.
