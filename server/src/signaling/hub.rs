@@ -271,11 +271,11 @@ impl Hub {
                 shared.answered(id, reply);
             }
             NodeMessage::Input(forwarded) => {
+                // Queued at its room here, in the order the inputs came; applied in a task.
+                let serving = shared.serve(forwarded);
                 let hub = Arc::clone(self);
                 tokio::spawn(async move {
-                    let Rooms::Shared(shared) = &hub.rooms else { return };
-                    let own = shared.serve(forwarded).await;
-                    let deferred = hub.deliver(own);
+                    let deferred = hub.deliver(serving.await);
                     debug_assert!(deferred.is_empty());
                 });
             }

@@ -27,6 +27,8 @@
 //! `join` + `resume.last_seq` and gets exactly what it missed.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -36,7 +38,7 @@ use redis::aio::ConnectionManager;
 use redis::{Script, ScriptInvocation};
 use serde::{Deserialize, Serialize};
 use televisit_protocol::{ErrorCode, Role};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::chat_writer::ChatStorer;
 use super::input::{Applied, RoomInput};
@@ -268,7 +270,9 @@ pub struct SharedRooms {
     /// The nodes that owned other rooms when this node last forwarded them an input.
     owners: std::sync::Mutex<HashMap<String, u32>>,
     /// The forwarded inputs waiting for their answers, by number.
-    answers: std::sync::Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    answers: Answers,
+    /// The inputs to forward, in order, to the task that publishes them: (channel, number, message).
+    forwards: mpsc::UnboundedSender<(String, u64, String)>,
     next_forwarded: AtomicU64,
     /// Times each Redis operation (`redis_seconds`).
     metrics: Arc<Metrics>,
@@ -306,6 +310,9 @@ impl SharedRooms {
         let node = rand::random::<u32>().max(1);
         let stream = Inbox::subscribe(&client, node).await?;
         let subscribed = Arc::new(AtomicBool::new(true));
+        let answers = Answers::default();
+        let (forwards, to_publish) = mpsc::unbounded_channel();
+        tokio::spawn(publish_forwards(redis.clone(), Arc::clone(&answers), to_publish));
         let shared = SharedRooms {
             redis,
             client: client.clone(),
@@ -316,7 +323,8 @@ impl SharedRooms {
             metrics,
             owned: Default::default(),
             owners: Default::default(),
-            answers: Default::default(),
+            answers,
+            forwards,
             next_forwarded: AtomicU64::new(1),
         };
         shared.heartbeat().await?;
@@ -422,89 +430,98 @@ impl SharedRooms {
     /// the input reads (a resume). The frames for other nodes' connections are published; what
     /// is returned is the rest of what the input did, with the frames and closes for this node's
     /// connections, to send now (chat is stored already).
-    pub async fn apply(
+    ///
+    /// The input takes its place when this is called, before the future is first polled: in its
+    /// room's queue, or in the queue of inputs forwarded to the room's owner. So the inputs a
+    /// caller hands over one after another are applied in that order, however many are in flight
+    /// (an input handed back by an owner that let the room go meanwhile is sent again after them).
+    pub fn apply(
         self: &Arc<Self>,
         appointment_id: &str,
         create: Option<Room>,
         replay_of: Option<Role>,
         input: RoomInput,
-    ) -> Result<Option<Applied>, Failed> {
-        let mut owner = self.owners.lock().expect("owners lock").get(appointment_id).copied();
-        let mut input = input;
-        // An owner changes only when a node lets the room go or dies; a few tries are plenty.
-        for _ in 0..4 {
-            let Some(other) = owner.filter(|node| *node != self.node) else {
-                match self.apply_here(appointment_id, create.clone(), replay_of, input, None).await? {
-                    Here::Applied(applied) => return Ok(applied),
-                    Here::OwnedBy(node, not_applied) => {
-                        self.remember_owner(appointment_id, node);
-                        (owner, input) = (Some(node), not_applied);
+    ) -> impl Future<Output = Result<Option<Applied>, Failed>> + Send + 'static {
+        let owner = self.owners.lock().expect("owners lock").get(appointment_id).copied();
+        let mut sent = self.send_input(appointment_id, owner, create.clone(), replay_of, input);
+        let (shared, appointment_id) = (Arc::clone(self), appointment_id.to_owned());
+        async move {
+            // An owner changes only when a node lets the room go or dies; a few tries are plenty.
+            for _ in 0..4 {
+                match sent.await? {
+                    Sent::Applied(applied) => return Ok(applied),
+                    Sent::Again(owner, input) => {
+                        sent = shared.send_input(&appointment_id, owner, create.clone(), replay_of, input)
                     }
                 }
-                continue;
-            };
-            let forwarded = Forwarded {
-                from: self.node,
-                id: self.next_forwarded.fetch_add(1, Ordering::Relaxed),
-                appointment_id: appointment_id.to_owned(),
-                create: create.clone(),
-                replay_of,
-                input: input.clone(),
-            };
-            let reply = self.metrics.redis("forward", self.forward(other, forwarded)).await?;
-            match reply {
-                Some(Reply::Applied(applied)) => return Ok(applied),
+            }
+            Err(redis::RedisError::from((redis::ErrorKind::Io, "the room's owner kept changing")).into())
+        }
+    }
+
+    /// Puts an input in its room's queue, when `owner` (as this node last knew it) is this node or
+    /// unknown, or else forwards it to that node; returns the wait for where it went.
+    fn send_input(
+        self: &Arc<Self>,
+        appointment_id: &str,
+        owner: Option<u32>,
+        create: Option<Room>,
+        replay_of: Option<Role>,
+        input: RoomInput,
+    ) -> Pin<Box<dyn Future<Output = Result<Sent, Failed>> + Send>> {
+        let shared = Arc::clone(self);
+        let appointment_id = appointment_id.to_owned();
+        let Some(owner) = owner.filter(|node| *node != self.node) else {
+            let outcome = self.enqueue(&appointment_id, create, replay_of, input, None);
+            return Box::pin(async move {
+                match outcome.await.unwrap_or_else(|_| Err(turns_stopped().into()))? {
+                    Here::Applied(applied) => Ok(Sent::Applied(applied)),
+                    Here::OwnedBy(node, input) => {
+                        shared.remember_owner(&appointment_id, node);
+                        Ok(Sent::Again(Some(node), input))
+                    }
+                }
+            });
+        };
+        let forwarded = Forwarded {
+            from: self.node,
+            id: self.next_forwarded.fetch_add(1, Ordering::Relaxed),
+            appointment_id: appointment_id.clone(),
+            create,
+            replay_of,
+            input: input.clone(),
+        };
+        let waiting = self.forward(owner, forwarded);
+        Box::pin(async move {
+            match shared.metrics.redis("forward", waiting.answer()).await? {
+                Some(Reply::Applied(applied)) => Ok(Sent::Applied(applied)),
                 Some(Reply::Failed(message)) => {
-                    return Err(redis::RedisError::from((
-                        redis::ErrorKind::Io,
-                        "the room's node failed",
-                        message,
-                    ))
-                    .into())
+                    Err(redis::RedisError::from((redis::ErrorKind::Io, "the room's node failed", message))
+                        .into())
                 }
                 // It let the room go, or died: ask again who owns it (or claim it).
                 Some(Reply::NotOwner) | None => {
-                    self.owners.lock().expect("owners lock").remove(appointment_id);
-                    owner = None;
+                    shared.owners.lock().expect("owners lock").remove(&appointment_id);
+                    Ok(Sent::Again(None, input))
                 }
             }
-        }
-        Err(redis::RedisError::from((redis::ErrorKind::Io, "the room's owner kept changing")).into())
+        })
     }
 
-    /// Sends an input to the node that owns its room and waits for the answer: `None` when that
-    /// node died meanwhile (its input was not applied, or was applied and its answer lost).
-    async fn forward(&self, owner: u32, forwarded: Forwarded) -> redis::RedisResult<Option<Reply>> {
+    /// Sends an input to the node that owns its room (in the order of the calls, through the
+    /// publishing task) and returns the wait for its answer.
+    fn forward(self: &Arc<Self>, owner: u32, forwarded: Forwarded) -> Waiting {
         let id = forwarded.id;
-        let (answer, mut answered) = oneshot::channel();
+        let (answer, answered) = oneshot::channel();
         self.answers.lock().expect("answers lock").insert(id, answer);
-        // The answer's place goes on every return.
-        struct Waiting<'a>(&'a SharedRooms, u64);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                self.0.answers.lock().expect("answers lock").remove(&self.1);
-            }
-        }
-        let _waiting = Waiting(self, id);
+        let waiting = Waiting { shared: Arc::clone(self), owner, id, answered };
         let message =
             serde_json::to_string(&NodeMessage::Input(Box::new(forwarded))).expect("an input encodes");
-        let mut redis = self.redis.clone();
-        redis::cmd("PUBLISH").arg(node_channel(owner)).arg(message).query_async::<()>(&mut redis).await?;
-        let deadline = tokio::time::Instant::now() + FORWARD_WAIT;
-        loop {
-            match tokio::time::timeout(OWNER_CHECK_EVERY, &mut answered).await {
-                Ok(Ok(reply)) => return Ok(Some(reply)),
-                Ok(Err(_)) => unreachable!("the answer's sender is dropped only with its place"),
-                Err(_) if !self.is_alive(owner).await? => return Ok(None),
-                Err(_) if tokio::time::Instant::now() >= deadline => {
-                    return Err(redis::RedisError::from((
-                        redis::ErrorKind::Io,
-                        "the room's node did not answer",
-                    )))
-                }
-                Err(_) => {}
-            }
+        if self.forwards.send((node_channel(owner), id, message)).is_err() {
+            // The publishing task is gone (the runtime is shutting down).
+            self.answered(id, Reply::Failed("this node stopped forwarding".into()));
         }
+        waiting
     }
 
     /// The answer to an input this node forwarded (from its inbox).
@@ -523,29 +540,42 @@ impl SharedRooms {
     }
 
     /// Applies an input another node forwarded (from this node's inbox) and answers it; returns
-    /// the frames and closes for this node's connections, to send now.
-    pub async fn serve(self: &Arc<Self>, forwarded: Box<Forwarded>) -> Vec<Action> {
+    /// the frames and closes for this node's connections, to send now. The input takes its place
+    /// in its room's queue when this is called, so the inputs of one node's forwarding are
+    /// applied in the order they came.
+    pub fn serve(
+        self: &Arc<Self>,
+        forwarded: Box<Forwarded>,
+    ) -> impl Future<Output = Vec<Action>> + Send + 'static {
         let Forwarded { from, id, appointment_id, create, replay_of, input } = *forwarded;
-        let applied = self.apply_here(&appointment_id, create, replay_of, input, Some((from, id))).await;
-        let (own, reply) = match applied {
-            // Answered in the commit, with its frames for that node.
-            Ok(Here::Applied(Some(applied))) => return applied.actions,
-            Ok(Here::Applied(None)) => (Vec::new(), Reply::Applied(None)),
-            Ok(Here::OwnedBy(..)) => (Vec::new(), Reply::NotOwner),
-            Err(failed) => {
-                tracing::error!(error = %failed.error, "Redis: a forwarded room input failed");
-                let message = "signaling is unavailable; try again";
-                let close = |conn| Action::Close { conn, code: ErrorCode::Internal, message: message.into() };
-                (failed.unsent_to.into_iter().map(close).collect(), Reply::Failed(failed.error.to_string()))
+        let outcome = self.enqueue(&appointment_id, create, replay_of, input, Some((from, id)));
+        let shared = Arc::clone(self);
+        async move {
+            let applied = outcome.await.unwrap_or_else(|_| Err(turns_stopped().into()));
+            let (own, reply) = match applied {
+                // Answered in the commit, with its frames for that node.
+                Ok(Here::Applied(Some(applied))) => return applied.actions,
+                Ok(Here::Applied(None)) => (Vec::new(), Reply::Applied(None)),
+                Ok(Here::OwnedBy(..)) => (Vec::new(), Reply::NotOwner),
+                Err(failed) => {
+                    tracing::error!(error = %failed.error, "Redis: a forwarded room input failed");
+                    let message = "signaling is unavailable; try again";
+                    let close =
+                        |conn| Action::Close { conn, code: ErrorCode::Internal, message: message.into() };
+                    (
+                        failed.unsent_to.into_iter().map(close).collect(),
+                        Reply::Failed(failed.error.to_string()),
+                    )
+                }
+            };
+            let message = NodeMessage::Reply { id, frames: Vec::new(), reply };
+            let message = serde_json::to_string(&message).expect("a reply encodes");
+            let publish = redis::cmd("PUBLISH").arg(node_channel(from)).arg(message).to_owned();
+            if let Err(e) = publish.query_async::<()>(&mut shared.redis.clone()).await {
+                tracing::error!(error = %e, "Redis: an answer to another node was not sent");
             }
-        };
-        let message = NodeMessage::Reply { id, frames: Vec::new(), reply };
-        let message = serde_json::to_string(&message).expect("a reply encodes");
-        let publish = redis::cmd("PUBLISH").arg(node_channel(from)).arg(message).to_owned();
-        if let Err(e) = publish.query_async::<()>(&mut self.redis.clone()).await {
-            tracing::error!(error = %e, "Redis: an answer to another node was not sent");
+            own
         }
-        own
     }
 
     /// Rooms this node owns or has inputs for now.
@@ -562,19 +592,18 @@ impl SharedRooms {
             .sum()
     }
 
-    /// Applies an input to a room this node owns, claiming it first when it is not in memory
-    /// (`OwnedBy` when another node that lives owns it). `from`: the node and number of a
-    /// forwarded input, whose answer goes to that node in the commit. The input waits for its
-    /// room's turn in the room's queue; the task that takes the turns (started by the input that
-    /// finds none running) applies it, with the inputs queued beside it, in one commit.
-    async fn apply_here(
+    /// Puts an input in its room's queue, to be applied by the room's owner, this node (claiming
+    /// the room first when it is not in memory; `OwnedBy` when another node that lives owns it);
+    /// returns where its outcome comes. The task that takes the room's turns (started by the input
+    /// that finds none running) applies it, with the inputs queued beside it, in one commit.
+    fn enqueue(
         self: &Arc<Self>,
         appointment_id: &str,
         create: Option<Room>,
         replay_of: Option<Role>,
         input: RoomInput,
         from: Option<(u32, u64)>,
-    ) -> Result<Here, Failed> {
+    ) -> oneshot::Receiver<Result<Here, Failed>> {
         let (done, outcome) = oneshot::channel();
         let queued = Queued { create, replay_of, input, from, done };
         let start = {
@@ -591,9 +620,7 @@ impl SharedRooms {
         if let Some(slot) = start {
             tokio::spawn(Arc::clone(self).take_turns(appointment_id.to_owned(), slot));
         }
-        outcome.await.unwrap_or_else(|_| {
-            Err(redis::RedisError::from((redis::ErrorKind::Io, "the room's turns stopped")).into())
-        })
+        outcome
     }
 
     /// Applies the inputs queued at a room, batch after batch, until none is left; then, unless
@@ -857,7 +884,91 @@ impl SharedRooms {
     }
 }
 
-/// Where an input went ([`SharedRooms::apply_here`]).
+/// Where an input sent to its room's owner went ([`SharedRooms::send_input`]).
+enum Sent {
+    /// Applied (`None`: there was no room, and none to create).
+    Applied(Option<Applied>),
+    /// Not applied (the input, given back): send it again, to this owner (`None`: not known).
+    Again(Option<u32>, RoomInput),
+}
+
+/// A forwarded input's wait for its answer ([`SharedRooms::forward`]); its place among the
+/// answers goes with it.
+struct Waiting {
+    shared: Arc<SharedRooms>,
+    owner: u32,
+    id: u64,
+    answered: oneshot::Receiver<Reply>,
+}
+
+impl Waiting {
+    /// The answer: `None` when the owner died meanwhile (its input was not applied, or was
+    /// applied and its answer lost); an error when it lives but did not answer in
+    /// [`FORWARD_WAIT`].
+    async fn answer(mut self) -> redis::RedisResult<Option<Reply>> {
+        let deadline = tokio::time::Instant::now() + FORWARD_WAIT;
+        loop {
+            match tokio::time::timeout(OWNER_CHECK_EVERY, &mut self.answered).await {
+                Ok(Ok(reply)) => return Ok(Some(reply)),
+                Ok(Err(_)) => unreachable!("the answer's sender is dropped only with its place"),
+                Err(_) if !self.shared.is_alive(self.owner).await? => return Ok(None),
+                Err(_) if tokio::time::Instant::now() >= deadline => {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "the room's node did not answer",
+                    )))
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.shared.answers.lock().expect("answers lock").remove(&self.id);
+    }
+}
+
+/// The error of an input whose room's turns stopped before its outcome (the runtime is
+/// shutting down).
+fn turns_stopped() -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Io, "the room's turns stopped"))
+}
+
+/// Publishes the inputs this node forwards, in the order they were handed over, those waiting
+/// together in one trip; tells the inputs of a trip that failed (their answers would never come).
+async fn publish_forwards(
+    mut redis: ConnectionManager,
+    answers: Answers,
+    mut forwards: mpsc::UnboundedReceiver<(String, u64, String)>,
+) {
+    while let Some(first) = forwards.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            let Ok(next) = forwards.try_recv() else { break };
+            batch.push(next);
+        }
+        let mut publish = redis::pipe();
+        batch
+            .iter()
+            .for_each(|(channel, _, message)| _ = publish.cmd("PUBLISH").arg(channel).arg(message).ignore());
+        if let Err(error) = publish.query_async::<()>(&mut redis).await {
+            tracing::error!(error = %error, "Redis: inputs for other nodes were not sent");
+            let mut answers = answers.lock().expect("answers lock");
+            for (_, id, _) in batch {
+                if let Some(answer) = answers.remove(&id) {
+                    let _ = answer.send(Reply::Failed(error.to_string()));
+                }
+            }
+        }
+    }
+}
+
+/// The forwarded inputs waiting for their answers, by number.
+type Answers = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Reply>>>>;
+
+/// Where an input went ([`SharedRooms::enqueue`]).
 enum Here {
     /// Applied here (`None`: there was no room, and none to create).
     Applied(Option<Applied>),
@@ -1059,8 +1170,9 @@ mod tests {
                     shared.answered(id, reply);
                 }
                 NodeMessage::Input(forwarded) => {
+                    let serving = shared.serve(forwarded);
                     _ = tokio::spawn(async move {
-                        shared.serve(forwarded).await.into_iter().for_each(|frame| _ = sent.send(frame));
+                        serving.await.into_iter().for_each(|frame| _ = sent.send(frame));
                     })
                 }
             }

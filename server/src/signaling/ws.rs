@@ -34,6 +34,13 @@ const HARD_FRAME_LIMIT: usize = 1024 * 1024;
 /// its whole replay budget for the whole call.
 const DELIVERY_PING: Duration = Duration::from_secs(2);
 
+/// With Redis, a connection's frames read before the earlier ones are applied (each waits for its
+/// room's commit); past this many the socket is not read until they are.
+const FRAMES_IN_FLIGHT: usize = 32;
+
+/// The rest of a frame's handling, once its input has its place in the room's queue.
+type Handling = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// Prefix of a token offered as a WebSocket subprotocol.
 const TOKEN_PROTOCOL_PREFIX: &str = "token.";
 
@@ -274,6 +281,17 @@ async fn read_frames(
     let send_error = |code: ErrorCode, message: String| {
         reply_with(Outgoing::Text(encode(&Frame::new(error(code, message)))));
     };
+    // With Redis, a frame waits for its room's commit (and its room's owner may be another node):
+    // the next frames are read meanwhile, and each frame's handling is finished, in order, here.
+    let in_flight = state.hub.shared().is_some().then(|| {
+        let (in_flight, mut finishing) = mpsc::channel::<Handling>(FRAMES_IN_FLIGHT);
+        tokio::spawn(async move {
+            while let Some(handling) = finishing.recv().await {
+                handling.await;
+            }
+        });
+        in_flight
+    });
     loop {
         let message = match tokio::time::timeout(idle, stream.next()).await {
             Ok(Some(Ok(message))) => message,
@@ -311,10 +329,23 @@ async fn read_frames(
         if body.len() > MAX_FRAME_BYTES {
             state.metrics.refused(ErrorCode::FrameTooLarge);
         }
-        match decode_client_frame(body.as_str()) {
+        match (decode_client_frame(body.as_str()), &in_flight) {
             // A refusal closed the connection (its `error` frame is on the way).
-            Ok(frame) => _ = state.hub.frame(grant, conn_id, frame).await,
-            Err(e) => send_error(e.code, e.message),
+            (Ok(frame), None) => _ = state.hub.frame(grant, conn_id, frame).await,
+            (Ok(frame), Some(in_flight)) => {
+                let (hub, grant) = (Arc::clone(&state.hub), grant.clone());
+                let mut handling: Handling = Box::pin(async move {
+                    _ = hub.frame(&grant, conn_id, frame).await;
+                });
+                // The first poll puts the frame's input in its place (`SharedRooms::apply`), so
+                // the connection's frames are applied in the order they came.
+                if futures_util::poll!(handling.as_mut()).is_pending()
+                    && in_flight.send(handling).await.is_err()
+                {
+                    return;
+                }
+            }
+            (Err(e), _) => send_error(e.code, e.message),
         }
         if reply.upgrade().is_none_or(|reply| reply.is_closed()) {
             return; // the hub let go of this connection
