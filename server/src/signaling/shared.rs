@@ -30,10 +30,10 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use redis::aio::ConnectionManager;
 use redis::{Script, ScriptInvocation};
 use serde::{Deserialize, Serialize};
@@ -271,6 +271,10 @@ pub struct SharedRooms {
     owners: std::sync::Mutex<HashMap<String, u32>>,
     /// The forwarded inputs waiting for their answers, by number.
     answers: Answers,
+    /// The rooms whose turn is next, to the task that takes the turns ([`take_turns`]), and that
+    /// task's end of the channel until it starts (with the first input).
+    turns: mpsc::UnboundedSender<NextTurn>,
+    turns_to_start: std::sync::Mutex<Option<mpsc::UnboundedReceiver<NextTurn>>>,
     /// The inputs to forward, in order, to the task that publishes them: (channel, number, message).
     forwards: mpsc::UnboundedSender<(String, u64, String)>,
     next_forwarded: AtomicU64,
@@ -312,6 +316,7 @@ impl SharedRooms {
         let subscribed = Arc::new(AtomicBool::new(true));
         let answers = Answers::default();
         let (forwards, to_publish) = mpsc::unbounded_channel();
+        let (turns, turns_to_start) = mpsc::unbounded_channel();
         tokio::spawn(publish_forwards(redis.clone(), Arc::clone(&answers), to_publish));
         let shared = SharedRooms {
             redis,
@@ -325,6 +330,8 @@ impl SharedRooms {
             owners: Default::default(),
             answers,
             forwards,
+            turns,
+            turns_to_start: std::sync::Mutex::new(Some(turns_to_start)),
             next_forwarded: AtomicU64::new(1),
         };
         shared.heartbeat().await?;
@@ -615,50 +622,67 @@ impl SharedRooms {
             drop(state);
             start.then_some(slot)
         };
-        // A task of its own: an input's future may be dropped (an HTTP client that went away),
-        // and the inputs queued behind it must still have their turns.
         if let Some(slot) = start {
-            tokio::spawn(Arc::clone(self).take_turns(appointment_id.to_owned(), slot));
+            self.schedule(appointment_id.to_owned(), slot);
         }
         outcome
     }
 
-    /// Applies the inputs queued at a room, batch after batch, until none is left; then, unless
-    /// the node owns the room, takes it out of the map.
-    async fn take_turns(self: Arc<Self>, appointment_id: String, slot: Arc<Slot>) {
-        let (mut room, mut batch) = {
+    /// Hands a room with inputs waiting and no batch out (`busy` set) to the task that takes the
+    /// rooms' turns ([`take_turns`]): not to the input's caller, whose future may be dropped (an
+    /// HTTP client that went away) while the inputs queued behind it must still have their turns.
+    fn schedule(self: &Arc<Self>, appointment_id: String, slot: Arc<Slot>) {
+        if let Some(rooms) = self.turns_to_start.lock().expect("turns lock").take() {
+            tokio::spawn(take_turns(Arc::downgrade(self), rooms));
+        }
+        if let Err(mpsc::error::SendError((appointment_id, slot))) = self.turns.send((appointment_id, slot)) {
+            // That task is gone (the runtime is shutting down): a task for this turn alone.
+            tokio::spawn(Arc::clone(self).take_turn(appointment_id, slot));
+        }
+    }
+
+    /// Applies the next batch of inputs queued at a room, then hands the room on
+    /// ([`SharedRooms::finish_turn`]).
+    async fn take_turn(self: Arc<Self>, appointment_id: String, slot: Arc<Slot>) {
+        let (room, batch) = {
             let mut state = slot.0.lock().expect("slot lock");
             let room = state.room.take();
             let batch = next_batch(&mut state.waiting, room.is_some());
             (room, batch)
         };
-        loop {
-            let (kept, outcomes) =
-                self.apply_batch(&appointment_id, room.take(), std::mem::take(&mut batch)).await;
-            let last = {
-                let mut owned = self.owned.lock().expect("owned lock");
-                let mut state = slot.0.lock().expect("slot lock");
-                state.room = kept;
-                let last = state.waiting.is_empty();
-                if last {
-                    state.busy = false;
-                    if state.room.is_none() {
-                        owned.remove(&appointment_id);
-                    }
-                } else {
-                    room = state.room.take();
-                    batch = next_batch(&mut state.waiting, room.is_some());
+        let (kept, outcomes) = self.apply_batch(&appointment_id, room, batch).await;
+        self.finish_turn(appointment_id, slot, kept, outcomes);
+    }
+
+    /// Puts the room back after a batch (`kept`), schedules its next turn when inputs are waiting,
+    /// or else frees the room's turn (and, unless the node owns the room, takes it out of the
+    /// map); then tells the batch's inputs their outcomes, so that what their callers do next
+    /// finds what their inputs left.
+    fn finish_turn(
+        self: &Arc<Self>,
+        appointment_id: String,
+        slot: Arc<Slot>,
+        kept: Option<Room>,
+        outcomes: Vec<Outcome>,
+    ) {
+        let more = {
+            let mut owned = self.owned.lock().expect("owned lock");
+            let mut state = slot.0.lock().expect("slot lock");
+            state.room = kept;
+            let more = !state.waiting.is_empty();
+            if !more {
+                state.busy = false;
+                if state.room.is_none() {
+                    owned.remove(&appointment_id);
                 }
-                last
-            };
-            // Told once the room is back (or out of the map), so that what their callers do next
-            // finds what their inputs left.
-            for (done, outcome) in outcomes {
-                let _ = done.send(outcome);
             }
-            if last {
-                return;
-            }
+            more
+        };
+        for (done, outcome) in outcomes {
+            let _ = done.send(outcome);
+        }
+        if more {
+            self.schedule(appointment_id, slot);
         }
     }
 
@@ -1029,6 +1053,30 @@ fn next_batch(waiting: &mut VecDeque<Queued>, in_memory: bool) -> Vec<Queued> {
     batch
 }
 
+/// Takes the rooms' turns on one node, as many rooms at once as have inputs waiting, in one task
+/// (what wakes the batches, their chat's storing and their commits wakes this one task, however
+/// many rooms are busy); ends with the node's [`SharedRooms`].
+async fn take_turns(shared: Weak<SharedRooms>, mut rooms: mpsc::UnboundedReceiver<NextTurn>) {
+    let mut running = futures_util::stream::FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            room = rooms.recv() => {
+                let (Some((appointment_id, slot)), Some(shared)) = (room, shared.upgrade()) else { return };
+                running.push(std::panic::AssertUnwindSafe(shared.take_turn(appointment_id, slot)).catch_unwind());
+            }
+            Some(turn) = running.next(), if !running.is_empty() => {
+                if turn.is_err() {
+                    // Its room's inputs fail ("the room's turns stopped"); the other rooms go on.
+                    tracing::error!("a room's turn panicked");
+                }
+            }
+        }
+    }
+}
+
+/// A room whose turn is next: its appointment and its slot.
+type NextTurn = (String, Arc<Slot>);
+
 /// Where an input's outcome goes, and the outcome.
 type Outcome = (oneshot::Sender<Result<Here, Failed>>, Result<Here, Failed>);
 
@@ -1284,5 +1332,92 @@ mod tests {
             .unwrap();
         assert_eq!(owner(&b, visit).await, None);
         assert_eq!(b.rooms_in_memory(), 0);
+    }
+
+    /// The scripts Redis has run (claims and commits).
+    async fn scripts_run(shared: &SharedRooms) -> u64 {
+        let info: String =
+            redis::cmd("INFO").arg("commandstats").query_async(&mut shared.redis()).await.unwrap();
+        let calls = |line: &str| line.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok();
+        info.lines().filter(|line| line.starts_with("cmdstat_eval")).filter_map(calls).sum()
+    }
+
+    /// Inputs that queued at a room while its commit was out are applied in the order they came
+    /// and committed in one trip; when that commit is refused (another node took the room over),
+    /// each of them fails, names the connections whose numbered frames went unsent, and the node
+    /// keeps no copy of the room. (`take_turns` hands `apply_batch` the room and its queue so.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_of_queued_inputs_is_committed_in_one_trip_in_order_and_refused_whole() {
+        let (_scratch, url, store) = scratch().await;
+        let doctor_id = store.create_doctor("Dr Who", "who@example.org", None, None, 0).await.unwrap();
+        let patient_id = store.create_patient("Pat", 0).await.unwrap();
+        let visit = store.create_appointment(&doctor_id, &patient_id, 0, false, 0).await.unwrap().id;
+        let visit = visit.as_str();
+        let (a, _on_a, _a_runs) = node(&url, &store).await;
+        let (b, _on_b, _b_runs) = node(&url, &store).await;
+        let room = || Some(Room::new("room".into(), CallStatus::Waiting, 45));
+        let join = |role, conn| RoomInput::Connect {
+            role,
+            conn,
+            resume_from: None,
+            history: vec![],
+            stored_through: 0,
+        };
+        let (doctor, patient) = ((u64::from(a.node()) << 32) | 1, (u64::from(a.node()) << 32) | 2);
+        a.apply(visit, room(), None, join(Role::Doctor, doctor)).await.unwrap().unwrap();
+        a.apply(visit, room(), None, join(Role::Patient, patient)).await.unwrap().unwrap();
+        let batch = |seqs: std::ops::RangeInclusive<u64>| -> Vec<Queued> {
+            seqs.map(|seq| {
+                let text = ClientMessage::Chat { text: format!("m{seq}") };
+                let input =
+                    RoomInput::Frame { role: Role::Doctor, conn: doctor, frame: Frame::numbered(seq, text) };
+                Queued { create: None, replay_of: None, input, from: None, done: oneshot::channel().0 }
+            })
+            .collect()
+        };
+        let take_room = || a.owned.lock().unwrap()[visit].0.lock().unwrap().room.take();
+
+        let scripts = scripts_run(&a).await;
+        let (kept, outcomes) = a.apply_batch(visit, take_room(), batch(1..=3)).await;
+        assert_eq!(scripts_run(&a).await - scripts, 1, "one commit for the batch");
+        assert!(kept.is_some(), "the node keeps the room (its connections are here)");
+        let to_patient: Vec<serde_json::Value> = outcomes
+            .into_iter()
+            .flat_map(|(_, outcome)| match outcome {
+                Ok(Here::Applied(Some(applied))) => applied.actions,
+                _ => panic!("every input of the batch is applied"),
+            })
+            .filter_map(|action| match action {
+                Action::Send { conn, text, .. } if conn == patient => {
+                    Some(serde_json::from_str(&text).unwrap())
+                }
+                _ => None,
+            })
+            .collect();
+        let texts: Vec<&str> = to_patient.iter().map(|frame| frame["text"].as_str().unwrap()).collect();
+        assert_eq!(texts, ["m1", "m2", "m3"]);
+        let seqs: Vec<u64> = to_patient.iter().map(|frame| frame["seq"].as_u64().unwrap()).collect();
+        assert!(seqs.windows(2).all(|pair| pair[1] == pair[0] + 1), "{seqs:?}");
+        let stored = store.chat_history(visit).await.unwrap();
+        assert_eq!(stored.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["m1", "m2", "m3"]);
+        a.owned.lock().unwrap()[visit].0.lock().unwrap().room = kept;
+
+        // Node B takes the room over (as if A had been thought dead): A's next commit is refused.
+        redis::cmd("SET")
+            .arg(owner_key(visit))
+            .arg(b.node())
+            .query_async::<()>(&mut a.redis())
+            .await
+            .unwrap();
+        let (kept, outcomes) = a.apply_batch(visit, take_room(), batch(4..=6)).await;
+        assert!(kept.is_none(), "a refused commit leaves no copy of the room on A");
+        assert_eq!(outcomes.len(), 3);
+        for (_, outcome) in outcomes {
+            match outcome {
+                Err(failed) => assert!(failed.unsent_to.contains(&patient), "{:?}", failed.unsent_to),
+                Ok(_) => panic!("an input of a refused commit is not applied"),
+            }
+        }
+        assert_eq!(owner(&a, visit).await, Some(b.node()), "B's room is left alone");
     }
 }
