@@ -36,7 +36,8 @@
 //!
 //! Run: `cargo bench -p televisit-tests --bench signaling_hub` (all), `-- 100 1000` (exchange,
 //! these sizes), `-- steady` (steady chat only), `-- nodes` (one node and two, side by side;
-//! `SIGNALING_BENCH_COLUMNS=2,3` for some columns only), `-- calls` (consecutive calls only,
+//! `SIGNALING_BENCH_COLUMNS=2,3` for some columns only, `SIGNALING_BENCH_ROUNDS=3` to measure them in
+//! turn three times and print each one's median ceiling), `-- calls` (consecutive calls only,
 //! `SIGNALING_BENCH_CALLS=2000` for fewer). Shorter: `SIGNALING_BENCH_SECONDS=10`
 //! (steady phase), `SIGNALING_BENCH_STEP_SECONDS=5` (each step), `SIGNALING_BENCH_ROOMS=200`.
 //! `SIGNALING_BENCH_FRAME=ice-candidate` sends the same load as ICE candidates, which are relayed
@@ -1309,6 +1310,16 @@ mod nodes {
         fn latencies(&self, phase: usize) -> Vec<u64> {
             self.load.phases[phase].sorted_latencies()
         }
+
+        /// The highest offered frames/s with the p99 within the limit (0: not even the steady
+        /// phase's), and whether that was the top step (the ceiling may be higher).
+        fn ceiling(&self) -> (f64, bool) {
+            match self.crossed {
+                Some(0) => (0.0, false),
+                Some(phase) => (self.offered(phase - 1), false),
+                None => (self.offered(self.phases.len() - 1), true),
+            }
+        }
     }
 
     async fn measure(deployment: Deployment, column: usize, rooms: usize) -> Column {
@@ -1436,15 +1447,58 @@ mod nodes {
         let chosen: Option<Vec<usize>> = std::env::var("SIGNALING_BENCH_COLUMNS")
             .ok()
             .map(|columns| columns.split(',').filter_map(|column| column.trim().parse().ok()).collect());
-        let mut columns = Vec::new();
-        for (column, deployment) in deployments.into_iter().enumerate() {
-            if chosen.as_ref().is_some_and(|chosen| !chosen.contains(&(column + 1))) {
-                continue;
+        // `SIGNALING_BENCH_ROUNDS=3`: the columns again, in turn, this many times (this machine's
+        // ceilings swing between runs more than builds differ: compare medians of one run).
+        let rounds = env_number("SIGNALING_BENCH_ROUNDS", 1).max(1);
+        let mut ceilings: Vec<(Deployment, Vec<(f64, bool)>)> = Vec::new();
+        for round in 0..rounds {
+            let mut columns = Vec::new();
+            for (column, deployment) in deployments.into_iter().enumerate() {
+                if chosen.as_ref().is_some_and(|chosen| !chosen.contains(&(column + 1))) {
+                    continue;
+                }
+                eprintln!("nodes: round {}: measuring {}", round + 1, deployment.name());
+                let measured = measure(deployment, column + 10 * round, rooms).await;
+                match ceilings.iter_mut().find(|(of, _)| *of == deployment) {
+                    Some((_, each)) => each.push(measured.ceiling()),
+                    None => ceilings.push((deployment, vec![measured.ceiling()])),
+                }
+                columns.push(measured);
+                // The table so far, in case a later column does not finish.
+                print(&columns, rooms);
             }
-            eprintln!("nodes: measuring {}", deployment.name());
-            columns.push(measure(deployment, column, rooms).await);
-            // The table so far, in case a later column does not finish.
-            print(&columns, rooms);
+        }
+        if rounds > 1 {
+            print_rounds(&ceilings);
+        }
+    }
+
+    /// Each column's ceiling in each round, their median, and the median's ratio to the first
+    /// column's.
+    fn print_rounds(ceilings: &[(Deployment, Vec<(f64, bool)>)]) {
+        let median = |each: &[(f64, bool)]| {
+            let mut values: Vec<f64> = each.iter().map(|(ceiling, _)| *ceiling).collect();
+            values.sort_by(f64::total_cmp);
+            values[values.len() / 2]
+        };
+        let first = ceilings.first().map_or(1.0, |(_, each)| median(each)).max(1.0);
+        println!();
+        println!("Highest offered frames/s with p99 ≤ {P99_LIMIT_MS} ms, each round (columns measured in turn; * = the top step):");
+        println!();
+        println!("| | each round | median | median / first column's |");
+        println!("|---|---|--:|--:|");
+        for (deployment, each) in ceilings {
+            let rounds: Vec<String> = each
+                .iter()
+                .map(|(ceiling, top)| format!("{ceiling:.0}{}", if *top { "*" } else { "" }))
+                .collect();
+            let median = median(each);
+            println!(
+                "| {} | {} | {median:.0} | {:.2} |",
+                deployment.name(),
+                rounds.join(" / "),
+                median / first
+            );
         }
     }
 
@@ -1508,10 +1562,9 @@ mod nodes {
             Some(phase) => format!("{:.0}", c.offered(phase)),
             None => format!("not up to {:.0}", c.offered(c.phases.len() - 1)),
         });
-        row("highest offered frames/s with p99 ≤ 50 ms", &|c| match c.crossed {
-            Some(0) => "none".to_owned(),
-            Some(phase) => format!("{:.0}", c.offered(phase - 1)),
-            None => format!("{:.0}", c.offered(c.phases.len() - 1)),
+        row("highest offered frames/s with p99 ≤ 50 ms", &|c| match c.ceiling() {
+            (0.0, _) => "none".to_owned(),
+            (ceiling, top) => format!("{ceiling:.0}{}", if top { " (the top step)" } else { "" }),
         });
 
         println!();

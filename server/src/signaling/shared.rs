@@ -1237,6 +1237,23 @@ mod tests {
         (shared, sent_out, [inbox, beat])
     }
 
+    /// An appointment of a new doctor and patient: its id.
+    async fn new_visit(store: &Store) -> String {
+        let doctor_id = store.create_doctor("Dr Who", "who@example.org", None, None, 0).await.unwrap();
+        let patient_id = store.create_patient("Pat", 0).await.unwrap();
+        store.create_appointment(&doctor_id, &patient_id, 0, false, 0).await.unwrap().id.to_string()
+    }
+
+    /// A room to create, for a first input.
+    fn room() -> Option<Room> {
+        Some(Room::new("room".into(), CallStatus::Waiting, 45))
+    }
+
+    /// A connection's join, not resuming.
+    fn join(role: Role, conn: ConnId) -> RoomInput {
+        RoomInput::Connect { role, conn, resume_from: None, history: vec![], stored_through: 0 }
+    }
+
     /// The types of the frames sent to `conn` so far.
     fn types_sent(sent: &mut mpsc::UnboundedReceiver<Action>, to: ConnId) -> Vec<String> {
         types_in(std::iter::from_fn(|| sent.try_recv().ok()), to)
@@ -1268,20 +1285,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_room_is_applied_on_the_node_that_owns_it_and_claimed_when_that_node_dies() {
         let (_scratch, url, store) = scratch().await;
-        let doctor_id = store.create_doctor("Dr Who", "who@example.org", None, None, 0).await.unwrap();
-        let patient_id = store.create_patient("Pat", 0).await.unwrap();
-        let visit = store.create_appointment(&doctor_id, &patient_id, 0, false, 0).await.unwrap().id;
+        let visit = new_visit(&store).await;
         let visit = visit.as_str();
         let (a, mut on_a, a_runs) = node(&url, &store).await;
         let (b, mut on_b, _b_runs) = node(&url, &store).await;
-        let room = || Some(Room::new("room".into(), CallStatus::Waiting, 45));
-        let join = |role, conn| RoomInput::Connect {
-            role,
-            conn,
-            resume_from: None,
-            history: vec![],
-            stored_through: 0,
-        };
         let chat = |role, conn, seq, text: &str| RoomInput::Frame {
             role,
             conn,
@@ -1345,24 +1352,14 @@ mod tests {
     /// Inputs that queued at a room while its commit was out are applied in the order they came
     /// and committed in one trip; when that commit is refused (another node took the room over),
     /// each of them fails, names the connections whose numbered frames went unsent, and the node
-    /// keeps no copy of the room. (`take_turns` hands `apply_batch` the room and its queue so.)
+    /// keeps no copy of the room. (`take_turn` hands `apply_batch` the room and its batch so.)
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_batch_of_queued_inputs_is_committed_in_one_trip_in_order_and_refused_whole() {
         let (_scratch, url, store) = scratch().await;
-        let doctor_id = store.create_doctor("Dr Who", "who@example.org", None, None, 0).await.unwrap();
-        let patient_id = store.create_patient("Pat", 0).await.unwrap();
-        let visit = store.create_appointment(&doctor_id, &patient_id, 0, false, 0).await.unwrap().id;
+        let visit = new_visit(&store).await;
         let visit = visit.as_str();
         let (a, _on_a, _a_runs) = node(&url, &store).await;
         let (b, _on_b, _b_runs) = node(&url, &store).await;
-        let room = || Some(Room::new("room".into(), CallStatus::Waiting, 45));
-        let join = |role, conn| RoomInput::Connect {
-            role,
-            conn,
-            resume_from: None,
-            history: vec![],
-            stored_through: 0,
-        };
         let (doctor, patient) = ((u64::from(a.node()) << 32) | 1, (u64::from(a.node()) << 32) | 2);
         a.apply(visit, room(), None, join(Role::Doctor, doctor)).await.unwrap().unwrap();
         a.apply(visit, room(), None, join(Role::Patient, patient)).await.unwrap().unwrap();
