@@ -359,7 +359,10 @@ impl Hub {
     }
 
     /// A decoded frame from a participant's connection. Refused when the room could not take it:
-    /// the connection is closed with the reason too (when it is on this node).
+    /// the connection is closed with the reason too (when it is on this node). With Redis, the
+    /// frame's input takes its place in its room's queue in the future's first poll (nothing is
+    /// awaited before `SharedRooms::apply`): the WebSocket reader relies on that to keep a
+    /// connection's frames in order while several are in flight.
     pub async fn frame(
         self: &Arc<Self>,
         grant: &Grant,
