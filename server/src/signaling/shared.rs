@@ -601,8 +601,9 @@ impl SharedRooms {
 
     /// Puts an input in its room's queue, to be applied by the room's owner, this node (claiming
     /// the room first when it is not in memory; `OwnedBy` when another node that lives owns it);
-    /// returns where its outcome comes. The task that takes the room's turns (started by the input
-    /// that finds none running) applies it, with the inputs queued beside it, in one commit.
+    /// returns where its outcome comes. The input that finds the room's turn free schedules it
+    /// ([`SharedRooms::schedule`]); the node's task that takes the turns applies the input, with the
+    /// inputs queued beside it, in one commit.
     fn enqueue(
         self: &Arc<Self>,
         appointment_id: &str,
