@@ -29,7 +29,9 @@
 //!   `redis-server` (scripts/install-build-deps.sh). On this 2-core machine the nodes, Redis and
 //!   the clients share the cores, so a second node cannot add CPU; `SIGNALING_BENCH_NODE_CPU=0.4`
 //!   caps each node at 0.4 cores (a CPU cgroup; needs root), as if each ran on a machine of its
-//!   own, to measure what a second node adds when the nodes are the limit.
+//!   own, to measure what a second node adds when the nodes are the limit. A node starts inside
+//!   its cgroup, as in a container with that CPU limit, so its runtime has one worker thread per
+//!   whole core of the cap (at least one).
 //!
 //! The server process uses the server's allocator (jemalloc); with `--features system-allocator`
 //! it uses glibc's malloc, with `--features mimalloc` mimalloc, for comparison.
@@ -156,6 +158,12 @@ fn exchange(runtime: &tokio::runtime::Runtime, sizes: Vec<usize>) {
 /// The server process: a real `RunningServer` on an ephemeral port, on this database and, with a
 /// Redis URL, sharing its rooms with other nodes; prints the port.
 fn serve_child(database_url: &str, redis_url: Option<&str>) {
+    // Into its CPU cgroup before anything else, so that the runtime sizes itself to the cap, as in
+    // a container with that CPU limit (std's available_parallelism counts the quota).
+    if let Ok(cgroup) = std::env::var(CpuCap::JOIN_ENV) {
+        std::fs::write(std::path::Path::new(&cgroup).join("cgroup.procs"), std::process::id().to_string())
+            .expect("a node joins its CPU cgroup");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let mut config = televisit_server::Config::for_tests(database_url);
@@ -186,7 +194,7 @@ struct ServerProcess {
     /// The SQLite file this process created, removed at drop.
     db: Option<std::path::PathBuf>,
     /// The CPU cap the process runs under, removed at drop (after the process is gone).
-    cpu_cap: Option<CpuCap>,
+    _cpu_cap: Option<CpuCap>,
 }
 
 impl ServerProcess {
@@ -194,32 +202,28 @@ impl ServerProcess {
     fn start() -> ServerProcess {
         let db = std::env::temp_dir().join(format!("televisit-bench-{}.db", std::process::id()));
         remove_sqlite(&db);
-        let mut server = ServerProcess::start_node(&format!("sqlite://{}", db.display()), None);
+        let mut server = ServerProcess::start_node(&format!("sqlite://{}", db.display()), None, None);
         server.db = Some(db);
         server
     }
 
-    /// A server node on this database, sharing its rooms through Redis with `redis_url`.
-    fn start_node(database_url: &str, redis_url: Option<&str>) -> ServerProcess {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--serve-child", database_url])
-            .args(redis_url)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+    /// A server node on this database, sharing its rooms through Redis with `redis_url`, and
+    /// capped at `cores` cores of CPU time (as if it ran on a machine of its own).
+    fn start_node(database_url: &str, redis_url: Option<&str>, cores: Option<f64>) -> ServerProcess {
+        let cpu_cap = cores.map(|cores| {
+            CpuCap::new(cores)
+                .unwrap_or_else(|error| panic!("SIGNALING_BENCH_NODE_CPU: cannot cap a node's CPU: {error}"))
+        });
+        let mut child = Command::new(std::env::current_exe().unwrap());
+        child.args(["--serve-child", database_url]).args(redis_url);
+        if let Some(cap) = &cpu_cap {
+            child.env(CpuCap::JOIN_ENV, &cap.dir);
+        }
+        let mut child = child.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let port = line.trim().parse().expect("server prints its port");
-        ServerProcess { child, port, db: None, cpu_cap: None }
-    }
-
-    /// Caps this process at `cores` cores of CPU time, as if it ran on a machine of its own.
-    fn cap_cpu(&mut self, cores: f64) {
-        match CpuCap::apply(self.child.id(), cores) {
-            Ok(cap) => self.cpu_cap = Some(cap),
-            Err(error) => panic!("SIGNALING_BENCH_NODE_CPU: cannot cap a node's CPU: {error}"),
-        }
+        ServerProcess { child, port, db: None, _cpu_cap: cpu_cap }
     }
 
     /// CPU time the server used so far (user + system), in seconds.
@@ -253,20 +257,26 @@ impl Drop for ServerProcess {
     }
 }
 
-/// A CPU cgroup of one process, capped at a number of cores (CFS quota over a 10 ms period, so
+/// A CPU cgroup for one node, capped at a number of cores (CFS quota over a 10 ms period, so
 /// that a throttled process waits at most a few ms): a node given the CPU of a machine of its own,
-/// to see what a second node adds when the nodes, not the shared machine, are the limit. Needs
-/// root and a writable cgroup file system (v2, or v1's `cpu` controller).
+/// to see what a second node adds when the nodes, not the shared machine, are the limit. The node
+/// joins it as it starts, so it sees the cap as a container's CPU limit: its runtime has as many
+/// worker threads as whole cores in the cap, at least one. Needs root and a writable cgroup file
+/// system (v2, or v1's `cpu` controller).
 struct CpuCap {
     dir: std::path::PathBuf,
 }
 
 impl CpuCap {
     const PERIOD_US: u64 = 10_000;
+    /// The variable that tells a node process the cgroup to join.
+    const JOIN_ENV: &str = "SIGNALING_BENCH_JOIN_CGROUP";
 
-    fn apply(pid: u32, cores: f64) -> std::io::Result<CpuCap> {
+    fn new(cores: f64) -> std::io::Result<CpuCap> {
+        static CAPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let quota = (cores * Self::PERIOD_US as f64).round() as u64;
-        let name = format!("televisit-bench-{pid}");
+        let number = CAPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("televisit-bench-{}-{number}", std::process::id());
         let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers");
         let dir = if v2.exists() {
             // A child cgroup gets the cpu controller only once its parent hands it down.
@@ -282,10 +292,7 @@ impl CpuCap {
             std::fs::write(dir.join("cpu.cfs_quota_us"), quota.to_string())?;
             dir
         };
-        let cap = CpuCap { dir };
-        // Moves every thread of the process; the ones it starts later are born inside.
-        std::fs::write(cap.dir.join("cgroup.procs"), pid.to_string())?;
-        Ok(cap)
+        Ok(CpuCap { dir })
     }
 }
 
@@ -1329,12 +1336,9 @@ mod nodes {
         let redis = (deployment != Deployment::OneNode).then(Redis::start);
         let redis_url = redis.as_ref().map(Redis::url);
         // Node A first: it creates and migrates the database.
-        let mut nodes = vec![ServerProcess::start_node(&database.url, redis_url.as_deref())];
+        let mut nodes = vec![ServerProcess::start_node(&database.url, redis_url.as_deref(), node_cpu())];
         if matches!(deployment, Deployment::TwoNodes | Deployment::TwoNodesRoomsSplit) {
-            nodes.push(ServerProcess::start_node(&database.url, redis_url.as_deref()));
-        }
-        if let Some(cores) = node_cpu() {
-            nodes.iter_mut().for_each(|node| node.cap_cpu(cores));
+            nodes.push(ServerProcess::start_node(&database.url, redis_url.as_deref(), node_cpu()));
         }
         let base = format!("http://127.0.0.1:{}", nodes[0].port);
         let ws_url = |node: &ServerProcess| format!("ws://127.0.0.1:{}/api/video-call/ws", node.port);
@@ -1522,7 +1526,7 @@ mod nodes {
         println!("or, \"a room on one node\", half the rooms wholly on A and half on B (their frames still go through Redis).");
         println!("All processes (nodes, Redis, database, the clients) share one 2-core machine; \"a / b\" = node A / node B;");
         if let Some(cores) = node_cpu() {
-            println!("each node is capped at {cores} cores (SIGNALING_BENCH_NODE_CPU: a CPU cgroup, as if on a machine of its own);");
+            println!("each node is capped at {cores} cores (SIGNALING_BENCH_NODE_CPU: a CPU cgroup it starts in, as if on a machine of its own);");
         }
         println!("CPU ms per 1000 frames = CPU time in the steady phase per 1000 frames sent in it ({ALLOCATOR_NAME}).");
         println!();
