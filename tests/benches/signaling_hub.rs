@@ -20,7 +20,9 @@
 //! - nodes: the steady chat load (as above) on one node, on one node with Redis, and on two
 //!   nodes sharing one Redis and one database (each room's doctor on one node and its patient on
 //!   the other, so every frame crosses nodes: the doctor on A in half the rooms, on B in the rest;
-//!   then half the rooms wholly on A, half on B), printed side
+//!   then half the rooms wholly on A, half on B; then each client on either node, as a load
+//!   balancer without affinity places them: a quarter of the rooms on A, a quarter on B, half
+//!   across), printed side
 //!   by side: relayed frames/s, latency, KiB per connection per node, CPU per 1000 frames (each
 //!   node, Redis, the database), and the offered rate at which the p99 passes 50 ms. The
 //!   database is one SQLite file shared by the nodes, or with
@@ -1131,6 +1133,9 @@ mod nodes {
         /// Two nodes on one Redis, each room on one of them (half the rooms on A, half on B):
         /// a room's frames do not cross nodes, though they still go through Redis.
         TwoNodesRoomsSplit,
+        /// Two nodes on one Redis, each client on either, as a load balancer without affinity
+        /// places them: a quarter of the rooms wholly on A, a quarter wholly on B, half across.
+        TwoNodesEitherNode,
     }
 
     impl Deployment {
@@ -1140,6 +1145,7 @@ mod nodes {
                 Deployment::OneNodeRedis => "one node + Redis",
                 Deployment::TwoNodes => "two nodes + Redis",
                 Deployment::TwoNodesRoomsSplit => "two nodes + Redis, a room on one node",
+                Deployment::TwoNodesEitherNode => "two nodes + Redis, a client on either node",
             }
         }
     }
@@ -1337,7 +1343,10 @@ mod nodes {
         let redis_url = redis.as_ref().map(Redis::url);
         // Node A first: it creates and migrates the database.
         let mut nodes = vec![ServerProcess::start_node(&database.url, redis_url.as_deref(), node_cpu())];
-        if matches!(deployment, Deployment::TwoNodes | Deployment::TwoNodesRoomsSplit) {
+        if matches!(
+            deployment,
+            Deployment::TwoNodes | Deployment::TwoNodesRoomsSplit | Deployment::TwoNodesEitherNode
+        ) {
             nodes.push(ServerProcess::start_node(&database.url, redis_url.as_deref(), node_cpu()));
         }
         let base = format!("http://127.0.0.1:{}", nodes[0].port);
@@ -1359,6 +1368,17 @@ mod nodes {
             let (first, rest) = visits.split_at(visits.len() / 2);
             let mut pairs = join_across(&a, &b, first).await;
             pairs.extend(join_across(&b, &a, rest).await);
+            pairs
+        } else if deployment == Deployment::TwoNodesEitherNode {
+            // Doctor and patient each on A or B, every combination in a quarter of the rooms.
+            let quarter = visits.len() / 4;
+            let (on_a, rest) = visits.split_at(quarter);
+            let (on_b, rest) = rest.split_at(quarter);
+            let (doctor_on_a, doctor_on_b) = rest.split_at(rest.len() / 2);
+            let mut pairs = join_across(&a, &a, on_a).await;
+            pairs.extend(join_across(&b, &b, on_b).await);
+            pairs.extend(join_across(&a, &b, doctor_on_a).await);
+            pairs.extend(join_across(&b, &a, doctor_on_b).await);
             pairs
         } else {
             join_across(&a, &a, &visits).await
@@ -1446,6 +1466,7 @@ mod nodes {
             Deployment::OneNodeRedis,
             Deployment::TwoNodes,
             Deployment::TwoNodesRoomsSplit,
+            Deployment::TwoNodesEitherNode,
         ];
         // `SIGNALING_BENCH_COLUMNS=2,3`: only these columns (1-based), e.g. to compare two builds.
         let chosen: Option<Vec<usize>> = std::env::var("SIGNALING_BENCH_COLUMNS")
@@ -1523,7 +1544,9 @@ mod nodes {
         println!("per client steady, then +1/s per client each step until the p99 passes {P99_LIMIT_MS} ms. Database: {};", Database::kind());
         println!("with two nodes each room's doctor is on one node and its patient on the other (every frame crosses nodes;");
         println!("the doctor on A in half the rooms, on B in the other half),");
-        println!("or, \"a room on one node\", half the rooms wholly on A and half on B (their frames still go through Redis).");
+        println!("or, \"a room on one node\", half the rooms wholly on A and half on B (their frames still go through Redis),");
+        println!("or, \"a client on either node\", as a load balancer without affinity: a quarter of the rooms wholly on A,");
+        println!("a quarter wholly on B, half across.");
         println!("All processes (nodes, Redis, database, the clients) share one 2-core machine; \"a / b\" = node A / node B;");
         if let Some(cores) = node_cpu() {
             println!("each node is capped at {cores} cores (SIGNALING_BENCH_NODE_CPU: a CPU cgroup it starts in, as if on a machine of its own);");
