@@ -23,6 +23,14 @@ pub const WEBSOCKET_PATH: &str = "/api/video-call/ws";
 /// Path of the HTTP signaling fallback.
 pub const SIGNAL_PATH: &str = "/api/video-call/signal";
 
+/// A signaling path as the join response gives it: with the call's room id appended, so that a
+/// load balancer in front of several nodes can hash it and send both participants of a visit to
+/// one node (their frames then never cross nodes). The room id is random, is no secret and names
+/// no one; the server ignores it (the token decides the room), and the bare path works too.
+fn with_room(path: &str, room_id: &str) -> String {
+    format!("{path}/{room_id}")
+}
+
 /// A join link: the call page with the token in the fragment, which browsers never send to a
 /// server and which therefore stays out of access logs.
 pub fn join_link(config: &Config, appointment_id: &str, token: &str) -> String {
@@ -186,6 +194,8 @@ pub async fn join(
         Role::Patient => (patient_name, doctor.display_name),
     };
     let participant_id = format!("{}-{}", appointment.room_id, grant.role.as_str());
+    let websocket_path = with_room(WEBSOCKET_PATH, &appointment.room_id);
+    let signal_path = with_room(SIGNAL_PATH, &appointment.room_id);
     Ok(Json(JoinResponse {
         appointment_id: appointment.id,
         room_id: appointment.room_id,
@@ -196,8 +206,8 @@ pub async fn join(
         ice_servers: ice_servers(&state.config, &participant_id, state.clock.now_ms()),
         ice_transport_policy: ice_transport_policy(&state.config, grant.role),
         expires_at_ms: grant.expires_at_ms,
-        websocket_path: WEBSOCKET_PATH.into(),
-        signal_path: SIGNAL_PATH.into(),
+        websocket_path,
+        signal_path,
         recording_enabled: appointment.recording_enabled,
     }))
 }

@@ -207,6 +207,12 @@ pub fn router(state: SharedState) -> Router {
         .route("/video-call/ice-servers", get(calls::ice_servers_handler))
         .route("/video-call/ws", get(signaling::ws::upgrade))
         .route("/video-call/signal", post(signaling::http_fallback::post).get(signaling::http_fallback::poll))
+        // The same, with the room id a load balancer may hash (`calls::with_room`).
+        .route("/video-call/ws/{room_id}", get(signaling::ws::upgrade))
+        .route(
+            "/video-call/signal/{room_id}",
+            post(signaling::http_fallback::post).get(signaling::http_fallback::poll),
+        )
         .layer(DefaultBodyLimit::max(televisit_protocol::MAX_FRAME_BYTES))
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,

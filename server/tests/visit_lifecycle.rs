@@ -45,7 +45,9 @@ async fn the_patient_joins_with_the_link_and_gets_the_room_role_names_and_ice_se
     assert_eq!(join["display_name"], PATIENT_NAME);
     assert_eq!(join["peer_display_name"], DOCTOR_NAME);
     assert_eq!(join["status"], "waiting");
-    assert_eq!(join["websocket_path"], "/api/video-call/ws");
+    let room_id = join["room_id"].as_str().unwrap();
+    assert_eq!(join["websocket_path"], format!("/api/video-call/ws/{room_id}"));
+    assert_eq!(join["signal_path"], format!("/api/video-call/signal/{room_id}"));
     assert_eq!(join["ice_servers"][0]["urls"][0], "stun:stun.clinic.test:3478");
     let turn = &join["ice_servers"][1];
     let username = turn["username"].as_str().unwrap();
@@ -54,6 +56,64 @@ async fn the_patient_joins_with_the_link_and_gets_the_room_role_names_and_ice_se
     assert!(expiry > now && expiry <= now + 3600, "short-lived TURN credential: {username}");
     assert!(turn["credential"].as_str().unwrap().len() >= 28);
     assert_eq!(join["ice_transport_policy"], "all");
+}
+
+/// A load balancer in front of several nodes hashes the signaling path to send both participants
+/// of a visit to one node: the paths name the visit's room (the same for both, another for
+/// another visit) and nothing personal or secret, and they work as given.
+#[tokio::test]
+async fn both_participants_get_signaling_paths_naming_their_room_and_nothing_else_and_they_work() {
+    let db = TempDb::new();
+    let server = TestServer::start(&db).await;
+    let visit = server.started_visit().await;
+    let other = server.started_visit().await;
+    let join = |token: String| {
+        let server = &server;
+        async move {
+            let (code, join) = server.call("POST", "/api/video-call/join", &token).await;
+            assert_eq!(code, 200, "{join}");
+            join
+        }
+    };
+    let patient = join(visit.patient_token.clone()).await;
+    let doctor = join(visit.doctor_token.clone()).await;
+    let elsewhere = join(other.patient_token.clone()).await;
+    for key in ["websocket_path", "signal_path"] {
+        assert_eq!(patient[key], doctor[key], "{key}: one node for both participants");
+        assert_ne!(patient[key], elsewhere[key], "{key}: another visit, another hash");
+        let path = patient[key].as_str().unwrap();
+        for private in [visit.appointment_id.as_str(), PATIENT_NAME, DOCTOR_NAME] {
+            assert!(!path.contains(private), "{key} names {private}: {path}");
+        }
+        for token in [&visit.patient_token, &visit.doctor_token] {
+            assert!(!path.contains(token.rsplit('.').next().unwrap()), "{key} holds a token: {path}");
+        }
+    }
+
+    // The patient signals over the WebSocket at its path, the doctor over the HTTP fallback at
+    // its path: they meet in the call.
+    let ws_url = format!("ws://{}{}", server.server.addr, patient["websocket_path"].as_str().unwrap());
+    let mut patient_ws = Ws::connect(&ws_url).await;
+    patient_ws.send(json!({"type": "join", "token": visit.patient_token})).await;
+    assert_eq!(patient_ws.expect("joined").await["peer_present"], false);
+    patient_ws.expect("waiting").await;
+    let signal = server.url(doctor["signal_path"].as_str().unwrap());
+    let posted = server
+        .http
+        .post(&signal)
+        .bearer_auth(&visit.doctor_token)
+        .body(json!({"type": "join"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 200, "{}", posted.text().await.unwrap());
+    let polled =
+        server.http.get(&signal).bearer_auth(&visit.doctor_token).query(&[("after", 0)]).send().await;
+    let polled: serde_json::Value = polled.unwrap().json().await.unwrap();
+    let joined = polled["frames"].as_array().unwrap().iter().find(|frame| frame["type"] == "joined");
+    assert_eq!(joined.map(|frame| &frame["peer_present"]), Some(&json!(true)), "{polled}");
+    patient_ws.expect("admitted").await;
+    assert_eq!(patient_ws.expect("peer-joined").await["role"], "doctor");
 }
 
 #[tokio::test]
