@@ -96,9 +96,11 @@ pub struct JoinResponse {
     pub ice_transport_policy: IceTransportPolicy,
     /// When the token expires, ms since the Unix epoch.
     pub expires_at_ms: i64,
-    /// WebSocket path for signaling (relative to the server's base URL).
+    /// WebSocket path for signaling (relative to the server's base URL). It ends with the call's
+    /// room id, the same for both participants, so that a load balancer can send them to one node:
+    /// use it as given.
     pub websocket_path: String,
-    /// HTTP fallback path for signaling.
+    /// HTTP fallback path for signaling (ends with the room id, like `websocket_path`).
     pub signal_path: String,
     /// Recording consent given for this visit.
     pub recording_enabled: bool,
