@@ -75,7 +75,7 @@ test("without WebSockets the visit runs over the HTTP fallback", async () => {
 async function jitteryPosts(page, failChat) {
   const arrived = [];
   let failed = false;
-  await page.route("**/api/video-call/signal", async (route) => {
+  await page.route("**/api/video-call/signal/*", async (route) => {
     if (route.request().method() !== "POST") return route.continue();
     const frame = JSON.parse(route.request().postData());
     await new Promise((r) => setTimeout(r, Math.random() * 300));
