@@ -294,27 +294,6 @@ async fn a_patient_behind_a_websocket_blocking_network_uses_the_http_fallback() 
     assert_eq!(malformed.json::<serde_json::Value>().await.unwrap()["error"]["code"], "malformed");
 }
 
-/// A participant on the HTTP signaling fallback: posts frames, long-polls for the server's.
-struct FallbackClient<'a> {
-    server: &'a TestServer,
-    signal: String,
-    token: String,
-}
-
-impl<'a> FallbackClient<'a> {
-    fn new(server: &'a TestServer, token: &str) -> FallbackClient<'a> {
-        FallbackClient { server, signal: server.url("/api/video-call/signal"), token: token.to_owned() }
-    }
-
-    async fn post(&self, frame: serde_json::Value) -> reqwest::Result<reqwest::Response> {
-        self.server.http.post(&self.signal).bearer_auth(&self.token).body(frame.to_string()).send().await
-    }
-
-    async fn poll(&self, after: u64) -> reqwest::Result<reqwest::Response> {
-        self.server.http.get(&self.signal).bearer_auth(&self.token).query(&[("after", after)]).send().await
-    }
-}
-
 #[tokio::test]
 async fn an_http_fallback_patient_who_stops_polling_is_dropped_at_the_outbox_bound_and_resumes_with_nothing_lost(
 ) {

@@ -97,19 +97,11 @@ async fn both_participants_get_signaling_paths_naming_their_room_and_nothing_els
     patient_ws.send(json!({"type": "join", "token": visit.patient_token})).await;
     assert_eq!(patient_ws.expect("joined").await["peer_present"], false);
     patient_ws.expect("waiting").await;
-    let signal = server.url(doctor["signal_path"].as_str().unwrap());
-    let posted = server
-        .http
-        .post(&signal)
-        .bearer_auth(&visit.doctor_token)
-        .body(json!({"type": "join"}).to_string())
-        .send()
-        .await
-        .unwrap();
+    let doctor_fallback =
+        FallbackClient::at(&server, doctor["signal_path"].as_str().unwrap(), &visit.doctor_token);
+    let posted = doctor_fallback.post(json!({"type": "join"})).await.unwrap();
     assert_eq!(posted.status(), 200, "{}", posted.text().await.unwrap());
-    let polled =
-        server.http.get(&signal).bearer_auth(&visit.doctor_token).query(&[("after", 0)]).send().await;
-    let polled: serde_json::Value = polled.unwrap().json().await.unwrap();
+    let polled: serde_json::Value = doctor_fallback.poll(0).await.unwrap().json().await.unwrap();
     let joined = polled["frames"].as_array().unwrap().iter().find(|frame| frame["type"] == "joined");
     assert_eq!(joined.map(|frame| &frame["peer_present"]), Some(&json!(true)), "{polled}");
     patient_ws.expect("admitted").await;

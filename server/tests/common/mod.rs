@@ -266,3 +266,31 @@ pub async fn both_in_room(server: &TestServer, visit: &Visit) -> (Ws, Ws) {
     patient.expect("peer-joined").await;
     (doctor, patient)
 }
+
+/// A participant on the HTTP signaling fallback: posts frames, long-polls for the server's.
+pub struct FallbackClient<'a> {
+    server: &'a TestServer,
+    /// The URL it posts to and polls.
+    pub signal: String,
+    token: String,
+}
+
+impl<'a> FallbackClient<'a> {
+    /// At the bare fallback path.
+    pub fn new(server: &'a TestServer, token: &str) -> FallbackClient<'a> {
+        FallbackClient::at(server, "/api/video-call/signal", token)
+    }
+
+    /// At a given path (the join response's `signal_path`).
+    pub fn at(server: &'a TestServer, path: &str, token: &str) -> FallbackClient<'a> {
+        FallbackClient { server, signal: server.url(path), token: token.to_owned() }
+    }
+
+    pub async fn post(&self, frame: Value) -> reqwest::Result<reqwest::Response> {
+        self.server.http.post(&self.signal).bearer_auth(&self.token).body(frame.to_string()).send().await
+    }
+
+    pub async fn poll(&self, after: u64) -> reqwest::Result<reqwest::Response> {
+        self.server.http.get(&self.signal).bearer_auth(&self.token).query(&[("after", after)]).send().await
+    }
+}
